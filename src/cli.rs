@@ -1,0 +1,207 @@
+//! The command line: what each command is for, in a marketer's words, and the
+//! dispatch from a parsed command to the library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+
+use crate::config::{self, ConfigError, Loaded};
+use crate::import::{self, ImportError, Kind};
+use crate::{db, generate, logging, status};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "patron",
+    version,
+    about = "Database marketing on autopilot: customers, purchase propensity, campaigns and loyalty mail.",
+    long_about = "patron keeps your customer and order database, predicts who is likely to buy, and \
+                  sends targeted campaigns and loyalty emails on the schedules written in campaigns/.\n\n\
+                  Settings come from built-in defaults, the file given with --config, and environment \
+                  variables PATRON__SECTION__KEY (for example PATRON__DATABASE__URL)."
+)]
+pub struct Cli {
+    /// Settings file (TOML) laid over the built-in defaults; see config/patron.toml.
+    #[arg(long, global = true, value_name = "FILE", env = "PATRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or upgrade the database tables (every other command does this by itself).
+    Migrate,
+    /// Load customers, orders or interactions from a CSV file with a header line.
+    ///
+    /// Importing the same file again changes nothing; a changed row updates its record.
+    /// If any row is bad, nothing is imported and every problem is listed (exit code 2),
+    /// unless --skip-invalid is given.
+    Import(ImportArgs),
+    /// Show what the database holds: customers, orders, complaints, runs, outbox.
+    Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write realistic synthetic customers, orders and interactions (CSV) for trials and benchmarks.
+    Generate(GenerateArgs),
+    /// Show the settings in effect (secrets are only reported as set or not set).
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// What the file holds.
+    #[arg(value_enum)]
+    pub what: ImportKind,
+    /// The CSV file.
+    pub file: PathBuf,
+    /// Import the good rows and write the bad ones, with the reason, to a reject file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Where --skip-invalid writes rejected rows [default: FILE.rejects.csv].
+    #[arg(long, value_name = "FILE", requires = "skip_invalid")]
+    pub rejects: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ImportKind {
+    /// customer_id,email[,first_name,last_name,birthday,signed_up_at,marketing_consent,...]
+    Customers,
+    /// order_id,customer_id,ordered_at,amount[,currency,items,category]
+    Orders,
+    /// interaction_id,customer_id,kind,opened_at[,status,resolved_at,channel,note]
+    Interactions,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many customers (orders are about three per customer).
+    #[arg(long)]
+    pub customers: u64,
+    /// Random seed: the same seed gives the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Folder for customers.csv, orders.csv and interactions.csv.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// First day customers join.
+    #[arg(long, default_value = "2024-07-01")]
+    pub start: NaiveDate,
+    /// Last day of activity.
+    #[arg(long, default_value = "2026-06-30")]
+    pub end: NaiveDate,
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => run_generate(&args),
+        Command::Config => {
+            let loaded = load(cli.config.as_deref())?;
+            print!("{}", loaded.settings.to_display_toml());
+            println!("\n# secrets");
+            println!("# smtp password: {}", secret_state(&loaded.secrets.smtp_password));
+            println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
+            Ok(())
+        }
+        Command::Migrate => {
+            let loaded = load(cli.config.as_deref())?;
+            let conn = db::connect(&loaded.settings).await?;
+            let applied = db::migrate(&conn).await?;
+            if applied.is_empty() {
+                println!("database is up to date");
+            } else {
+                println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Import(args) => {
+            let loaded = load(cli.config.as_deref())?;
+            run_import(&loaded, &args).await
+        }
+        Command::Status { json } => {
+            let loaded = load(cli.config.as_deref())?;
+            let conn = db::open(&loaded.settings).await?;
+            let status = status::collect(&conn).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", status.to_text());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let loaded = config::load(file)?;
+    logging::init(&loaded.settings.log);
+    Ok(loaded)
+}
+
+fn secret_state(secret: &Option<SecretString>) -> &'static str {
+    if secret.is_some() { "set" } else { "not set" }
+}
+
+async fn run_import(loaded: &Loaded, args: &ImportArgs) -> anyhow::Result<()> {
+    let kind = match args.what {
+        ImportKind::Customers => Kind::Customers,
+        ImportKind::Orders => Kind::Orders,
+        ImportKind::Interactions => Kind::Interactions,
+    };
+    let options = import::Options {
+        skip_invalid: args.skip_invalid,
+        rejects_path: args.rejects.clone(),
+        batch_size: loaded.settings.import.batch_size,
+        max_reported_errors: loaded.settings.import.max_reported_errors,
+    };
+    let conn = db::open(&loaded.settings).await?;
+    let started = std::time::Instant::now();
+    let report = import::import(&conn, kind, &args.file, &options).await?;
+    tracing::info!(rows = report.rows, seconds = started.elapsed().as_secs_f64(), "import finished");
+    println!(
+        "{}: {} rows read, {} new or changed, {} unchanged, {} rejected",
+        args.file.display(),
+        report.rows,
+        report.written,
+        report.unchanged,
+        report.rejected
+    );
+    if let Some(path) = report.rejects_file {
+        println!("rejected rows and their reasons: {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    if args.end < args.start {
+        return Err(UsageError(format!("--end {} is before --start {}", args.end, args.start)).into());
+    }
+    let spec = generate::Spec { customers: args.customers, seed: args.seed, start: args.start, end: args.end };
+    let counts = generate::generate(&spec, &args.out).context("generating synthetic data")?;
+    println!(
+        "wrote {} customers, {} orders and {} interactions to {}",
+        counts.customers,
+        counts.orders,
+        counts.interactions,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// A command used wrongly, found after parsing (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for an error: 2 when the input or usage is at fault, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let invalid_input = error.downcast_ref::<ConfigError>().is_some()
+        || error.downcast_ref::<UsageError>().is_some()
+        || error.downcast_ref::<ImportError>().is_some_and(ImportError::is_invalid_input);
+    if invalid_input { 2 } else { 1 }
+}

@@ -1,0 +1,266 @@
+//! Settings: the built-in defaults (`config/patron.toml`), an optional file and
+//! `PATRON__SECTION__KEY` environment overrides, validated once at start.
+//!
+//! Secrets live apart from the other settings in [`Secrets`]: they can only come
+//! from the environment or a file, and they never print (not even with `{:?}`).
+
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// The defaults, compiled in so that the binary is complete on its own.
+pub const DEFAULTS_TOML: &str = include_str!("../config/patron.toml");
+const DEFAULTS_ORIGIN: &str = "the built-in defaults (config/patron.toml)";
+const ENV_PREFIX: &str = "PATRON";
+
+/// A setting that cannot be used, with the key, where it came from and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: `{key}` (from {origin}): {problem}")]
+    Invalid { key: String, origin: String, problem: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub campaigns_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub import: ImportSettings,
+    pub log: LogSettings,
+    pub smtp: SmtpSettings,
+    pub unsubscribe: UnsubscribeSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Empty means the SQLite file `patron.db` in `data_dir`; see [`Settings::database_url`].
+    pub url: String,
+    pub max_connections: u32,
+    pub busy_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportSettings {
+    pub batch_size: usize,
+    pub max_reported_errors: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub password_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    password: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsubscribeSettings {
+    pub secret_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    secret: Option<SecretString>,
+}
+
+/// Secrets, each from the environment or a file. `Debug` shows `[REDACTED]`.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub smtp_password: Option<SecretString>,
+    pub unsubscribe_secret: Option<SecretString>,
+}
+
+/// Everything patron needs to start: the settings and the secrets.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub secrets: Secrets,
+}
+
+/// Loads the defaults, then `file` when given, then the environment, and validates.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let raw = layered(file)?;
+    let mut settings: Settings = raw.clone().try_deserialize()?;
+    let secrets = take_secrets(&raw, &mut settings)?;
+    validate(&raw, &settings)?;
+    Ok(Loaded { settings, secrets })
+}
+
+fn layered(file: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut builder = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::Invalid {
+                key: "--config".into(),
+                origin: "the command line".into(),
+                problem: format!("{} does not exist or is not a file", path.display()),
+            });
+        }
+        builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+    }
+    let env = Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    Ok(builder.add_source(env).build()?)
+}
+
+/// Where the value of `key` came from, for error messages.
+fn origin_of(raw: &Config, key: &str) -> String {
+    raw.get::<config::Value>(key)
+        .ok()
+        .and_then(|value| value.origin().map(str::to_owned))
+        .unwrap_or_else(|| DEFAULTS_ORIGIN.to_owned())
+}
+
+fn invalid(raw: &Config, key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), origin: origin_of(raw, key), problem: problem.into() }
+}
+
+fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, ConfigError> {
+    let smtp_password = secret_from(
+        raw,
+        "smtp.password",
+        settings.smtp.password.take(),
+        "smtp.password_file",
+        &settings.smtp.password_file,
+    )?;
+    let unsubscribe_secret = secret_from(
+        raw,
+        "unsubscribe.secret",
+        settings.unsubscribe.secret.take(),
+        "unsubscribe.secret_file",
+        &settings.unsubscribe.secret_file,
+    )?;
+    Ok(Secrets { smtp_password, unsubscribe_secret })
+}
+
+/// A secret from the environment (`key`) or from the file named by `file_key`, never both.
+fn secret_from(
+    raw: &Config,
+    key: &str,
+    inline: Option<SecretString>,
+    file_key: &str,
+    file: &Path,
+) -> Result<Option<SecretString>, ConfigError> {
+    let env_name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+    if inline.is_some() && origin_of(raw, key) != "the environment" {
+        return Err(invalid(
+            raw,
+            key,
+            format!("secrets are not read from config files; set {env_name} or `{file_key}`"),
+        ));
+    }
+    let from_file = !file.as_os_str().is_empty();
+    match (inline, from_file) {
+        (Some(_), true) => {
+            Err(invalid(raw, file_key, format!("give either {env_name} or `{file_key}`, not both")))
+        }
+        (Some(secret), false) => Ok(Some(secret)),
+        (None, true) => read_secret_file(raw, file_key, file).map(Some),
+        (None, false) => Ok(None),
+    }
+}
+
+fn read_secret_file(raw: &Config, file_key: &str, file: &Path) -> Result<SecretString, ConfigError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| invalid(raw, file_key, format!("cannot read {}: {e}", file.display())))?;
+    let trimmed = text.trim_end_matches(['\r', '\n']);
+    if trimmed.is_empty() {
+        return Err(invalid(raw, file_key, format!("{} is empty", file.display())));
+    }
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
+    let url = settings.database.url.as_str();
+    let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
+    if !url.is_empty() && !known_scheme {
+        return Err(invalid(
+            raw,
+            "database.url",
+            "expected an sqlite:// or postgres:// URL, or empty for the SQLite file in data_dir",
+        ));
+    }
+    if settings.database.max_connections == 0 {
+        return Err(invalid(raw, "database.max_connections", "must be at least 1"));
+    }
+    if !(1..=2000).contains(&settings.import.batch_size) {
+        return Err(invalid(raw, "import.batch_size", "must be between 1 and 2000"));
+    }
+    if settings.import.max_reported_errors == 0 {
+        return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
+    }
+    for (key, path) in [
+        ("data_dir", &settings.data_dir),
+        ("campaigns_dir", &settings.campaigns_dir),
+        ("models_dir", &settings.models_dir),
+    ] {
+        if path.as_os_str().is_empty() {
+            return Err(invalid(raw, key, "must not be empty"));
+        }
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// The database URL in effect: the configured one, or the SQLite file in `data_dir`.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("patron.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The settings as TOML, with any password in the database URL masked.
+    pub fn to_display_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = mask_url_password(&self.database.url);
+        // Plain structs of strings, numbers and paths always serialize.
+        toml::to_string(&shown).unwrap_or_default()
+    }
+}
+
+/// Replaces the password of a URL with `***`, so that a URL can be shown or logged.
+pub fn mask_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}

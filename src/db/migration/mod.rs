@@ -1,0 +1,74 @@
+//! Schema migrations, applied in order by [`Migrator`]. A migration that has
+//! shipped is never edited: change the schema with a new one.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_customers;
+mod m20261123_000002_create_loyalty;
+mod m20261123_000003_create_scoring;
+mod m20261123_000004_create_campaigns;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_create_customers::Migration),
+            Box::new(m20261123_000002_create_loyalty::Migration),
+            Box::new(m20261123_000003_create_scoring::Migration),
+            Box::new(m20261123_000004_create_campaigns::Migration),
+        ]
+    }
+}
+
+/// A foreign key from `table.column` to `target.id`.
+fn foreign_key(
+    table: &'static str,
+    column: &'static str,
+    target: &'static str,
+    on_delete: ForeignKeyAction,
+) -> ForeignKeyCreateStatement {
+    ForeignKey::create()
+        .name(format!("fk_{table}_{column}"))
+        .from(table, column)
+        .to(target, "id")
+        .on_delete(on_delete)
+        .to_owned()
+}
+
+/// A (possibly unique) index on `columns` of `table`, named after them.
+fn index(table: &'static str, columns: &[&'static str], unique: bool) -> IndexCreateStatement {
+    let mut statement = Index::create();
+    statement.name(format!("ix_{table}_{}", columns.join("_"))).table(table);
+    for column in columns {
+        statement.col(*column);
+    }
+    if unique {
+        statement.unique();
+    }
+    statement.to_owned()
+}
+
+/// Creates `tables` and then `indexes`.
+async fn create_all(
+    manager: &SchemaManager<'_>,
+    tables: Vec<TableCreateStatement>,
+    indexes: Vec<IndexCreateStatement>,
+) -> Result<(), DbErr> {
+    for table in tables {
+        manager.create_table(table).await?;
+    }
+    for index in indexes {
+        manager.create_index(index).await?;
+    }
+    Ok(())
+}
+
+/// Drops `tables`, in the order given (dependents first).
+async fn drop_all(manager: &SchemaManager<'_>, tables: &[&'static str]) -> Result<(), DbErr> {
+    for table in tables {
+        manager.drop_table(Table::drop().table(*table).to_owned()).await?;
+    }
+    Ok(())
+}

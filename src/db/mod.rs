@@ -1,0 +1,71 @@
+//! The database: connecting (SQLite or PostgreSQL), the schema migrations and
+//! the sea-orm entities. Every command goes through [`open`], which applies any
+//! pending migration, so no command ever sees an old schema.
+
+pub mod entities;
+pub mod migration;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::{Settings, mask_url_password};
+use migration::Migrator;
+
+/// Connects to the configured database and applies pending migrations.
+pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(settings).await?;
+    Migrator::up(&db, None).await.context("applying database migrations")?;
+    Ok(db)
+}
+
+/// Connects without migrating (for `patron migrate`, which reports what it applied).
+pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    let url = settings.database_url();
+    if url.starts_with("sqlite:") && settings.database.url.is_empty() {
+        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+            format!("creating data_dir {}", settings.data_dir.display())
+        })?;
+    }
+    let busy_timeout = Duration::from_millis(settings.database.busy_timeout_ms);
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .max_connections(settings.database.max_connections)
+        .sqlx_logging(false)
+        // SQLite: WAL lets readers run beside the writer; FULL makes a commit
+        // survive power loss (the outbox relies on it); foreign keys are off
+        // by default in SQLite and must be switched on per connection.
+        .map_sqlx_sqlite_opts(move |opts| {
+            opts.create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(busy_timeout)
+                .foreign_keys(true)
+        });
+    Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to database {}", mask_url_password(&url)))
+}
+
+/// Applies pending migrations and returns the names of those applied.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
+    let pending: Vec<String> = Migrator::get_pending_migrations(db)
+        .await?
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    Migrator::up(db, None).await.context("applying database migrations")?;
+    Ok(pending)
+}
+
+/// A short name of the engine, safe to show (no URL, no credentials).
+pub fn backend_name(db: &DatabaseConnection) -> &'static str {
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => "sqlite",
+        DatabaseBackend::Postgres => "postgres",
+        _ => "other",
+    }
+}

@@ -1,0 +1,125 @@
+//! Customers: `customer_id,email` and optional names, birthday, sign-up time
+//! and consent; any other column is kept as a custom attribute.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::sea_query::Value;
+use sea_orm::{DatabaseTransaction, DbErr};
+use serde_json::Map;
+
+use super::csv_file::{Cells, ColumnSpec, Columns};
+use super::{Pending, RowError, Table, fields, upsert::upsert};
+
+pub struct Customers;
+
+pub struct CustomerRow {
+    external_id: String,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    birthday: Option<NaiveDate>,
+    signed_up_at: Option<DateTime<Utc>>,
+    marketing_consent: Option<bool>,
+    attributes: Map<String, serde_json::Value>,
+}
+
+const OPTIONAL: &[&str] = &["first_name", "last_name", "birthday", "signed_up_at", "marketing_consent"];
+const COLUMNS: &[&str] = &[
+    "external_id",
+    "email",
+    "first_name",
+    "last_name",
+    "birthday",
+    "signed_up_at",
+    "marketing_consent",
+    "attributes",
+    "created_at",
+    "updated_at",
+];
+
+impl Table for Customers {
+    type Row = CustomerRow;
+    const SPEC: ColumnSpec = ColumnSpec { required: &["customer_id", "email"], optional: OPTIONAL, keeps_extra: true };
+    const ID_COLUMN: &'static str = "customer_id";
+
+    fn parse(cells: &mut Cells<'_>, columns: &Columns) -> Option<CustomerRow> {
+        let external_id = cells.required("customer_id", fields::external_id);
+        let email = cells.required("email", fields::email);
+        let first_name = cells.optional("first_name", plain_text);
+        let last_name = cells.optional("last_name", plain_text);
+        let birthday = cells.optional("birthday", fields::date);
+        let signed_up_at = cells.optional("signed_up_at", fields::timestamp);
+        let marketing_consent = cells.optional("marketing_consent", fields::flag);
+        let mut attributes = Map::new();
+        for (index, name) in columns.extras(&Self::SPEC) {
+            let value = cells.at(index);
+            if !value.is_empty() {
+                attributes.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
+            }
+        }
+        Some(CustomerRow {
+            external_id: external_id?,
+            email: email?,
+            first_name,
+            last_name,
+            birthday,
+            signed_up_at,
+            marketing_consent,
+            attributes,
+        })
+    }
+
+    fn external_id(row: &CustomerRow) -> &str {
+        &row.external_id
+    }
+
+    async fn resolve(_: &DatabaseTransaction, _: &mut [Pending<CustomerRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
+        Ok(Vec::new())
+    }
+
+    async fn write(
+        txn: &DatabaseTransaction,
+        rows: &[&CustomerRow],
+        columns: &Columns,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DbErr> {
+        let values = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.external_id.clone().into(),
+                    r.email.clone().into(),
+                    r.first_name.clone().into(),
+                    r.last_name.clone().into(),
+                    r.birthday.into(),
+                    r.signed_up_at.into(),
+                    r.marketing_consent.unwrap_or(false).into(),
+                    Value::from(serde_json::Value::Object(r.attributes.clone())),
+                    now.into(),
+                    now.into(),
+                ]
+            })
+            .collect();
+        upsert(txn, "customers", COLUMNS, &updatable(columns), values).await
+    }
+}
+
+/// What a re-import may change: the address, the optional columns the file
+/// has (a column left out keeps its values), and the attributes when the file
+/// has any.
+fn updatable(columns: &Columns) -> Vec<&'static str> {
+    let mut names = vec!["email"];
+    names.extend(OPTIONAL.iter().copied().filter(|c| columns.has(c)));
+    if columns.extras(&Customers::SPEC).next().is_some() {
+        names.push("attributes");
+    }
+    names
+}
+
+/// A name: any text without control characters (which could break a mail header).
+fn plain_text(text: &str) -> Result<String, String> {
+    if text.chars().any(char::is_control) {
+        Err("must not contain control characters such as line breaks".into())
+    } else {
+        Ok(text.to_owned())
+    }
+}

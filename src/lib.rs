@@ -1,0 +1,10 @@
+//! patron: database-marketing automation. A customer and purchase database,
+//! propensity scores, campaigns and loyalty mail; see ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod generate;
+pub mod import;
+pub mod logging;
+pub mod status;

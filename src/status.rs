@@ -1,0 +1,91 @@
+//! `patron status`: what the database holds, as text or one JSON object.
+
+use std::collections::BTreeMap;
+
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
+use serde::Serialize;
+
+use crate::db::{self, entities};
+
+/// Counts of what patron holds. Later parts add their own fields.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub database: &'static str,
+    pub customers: u64,
+    pub customers_with_consent: u64,
+    pub orders: u64,
+    pub interactions: u64,
+    pub open_complaints: u64,
+    pub loyalty_members: u64,
+    pub models: u64,
+    pub campaign_runs: u64,
+    /// Outbox rows by state (planned, sent, failed, ...).
+    pub outbox: BTreeMap<String, u64>,
+    pub suppressions: u64,
+}
+
+pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
+    use entities::{campaign_run, customer, interaction, loyalty_account, model, order, outbox, suppression};
+    let open_complaints = interaction::Entity::find()
+        .filter(interaction::Column::Kind.eq("complaint"))
+        .filter(interaction::Column::Status.eq("open"));
+    Ok(Status {
+        database: db::backend_name(db),
+        customers: customer::Entity::find().count(db).await?,
+        customers_with_consent: customer::Entity::find()
+            .filter(customer::Column::MarketingConsent.eq(true))
+            .count(db)
+            .await?,
+        orders: order::Entity::find().count(db).await?,
+        interactions: interaction::Entity::find().count(db).await?,
+        open_complaints: open_complaints.count(db).await?,
+        loyalty_members: loyalty_account::Entity::find().count(db).await?,
+        models: model::Entity::find().count(db).await?,
+        campaign_runs: campaign_run::Entity::find().count(db).await?,
+        outbox: outbox::Entity::find()
+            .select_only()
+            .column(outbox::Column::State)
+            .column_as(outbox::Column::Id.count(), "n")
+            .group_by(outbox::Column::State)
+            .into_tuple::<(String, i64)>()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|(state, n)| (state, n as u64))
+            .collect(),
+        suppressions: suppression::Entity::find().count(db).await?,
+    })
+}
+
+impl Status {
+    /// The status for a terminal, one line per table.
+    pub fn to_text(&self) -> String {
+        let outbox = if self.outbox.is_empty() {
+            "empty".to_owned()
+        } else {
+            self.outbox.iter().map(|(s, n)| format!("{n} {s}")).collect::<Vec<_>>().join(", ")
+        };
+        format!(
+            "database:        {}\n\
+             customers:       {} ({} with marketing consent)\n\
+             orders:          {}\n\
+             interactions:    {} ({} open complaints)\n\
+             loyalty members: {}\n\
+             models:          {}\n\
+             campaign runs:   {}\n\
+             outbox:          {}\n\
+             suppressions:    {}\n",
+            self.database,
+            self.customers,
+            self.customers_with_consent,
+            self.orders,
+            self.interactions,
+            self.open_complaints,
+            self.loyalty_members,
+            self.models,
+            self.campaign_runs,
+            outbox,
+            self.suppressions,
+        )
+    }
+}
