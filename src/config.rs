@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use config::{Config, Environment, File, FileFormat};
+use config::{Config, Environment, File, FileFormat, Source};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
@@ -18,8 +18,9 @@ const ENV_PREFIX: &str = "PATRON";
 /// A setting that cannot be used, with the key, where it came from and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Not `#[source]`: the message already holds the cause, and `{:#}` would repeat it.
     #[error("configuration: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("configuration: `{key}` (from {origin}): {problem}")]
     Invalid { key: String, origin: String, problem: String },
 }
@@ -53,8 +54,7 @@ pub struct ImportSettings {
     pub max_reported_errors: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -63,18 +63,39 @@ pub enum LogLevel {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
 }
 
+/// Kept as text and checked in [`validate`], which can name the value's origin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    pub level: LogLevel,
-    pub format: LogFormat,
+    pub level: String,
+    pub format: String,
+}
+
+impl LogSettings {
+    pub fn level(&self) -> Option<LogLevel> {
+        match self.level.as_str() {
+            "trace" => Some(LogLevel::Trace),
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warn" => Some(LogLevel::Warn),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+
+    pub fn format(&self) -> Option<LogFormat> {
+        match self.format.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,6 +121,12 @@ pub struct UnsubscribeSettings {
 pub struct Secrets {
     pub smtp_password: Option<SecretString>,
     pub unsubscribe_secret: Option<SecretString>,
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(error: config::ConfigError) -> Self {
+        ConfigError::Load(error)
+    }
 }
 
 /// Everything patron needs to start: the settings and the secrets.
@@ -137,11 +164,15 @@ fn layered(file: Option<&Path>) -> Result<Config, ConfigError> {
     Ok(builder.add_source(env).build()?)
 }
 
-/// Where the value of `key` came from, for error messages.
+/// Where the value of `key` came from, for error messages. (Values keep their
+/// origin only inside tables; `Config::get` would drop it.)
 fn origin_of(raw: &Config, key: &str) -> String {
-    raw.get::<config::Value>(key)
-        .ok()
-        .and_then(|value| value.origin().map(str::to_owned))
+    let (table, leaf) = match key.rsplit_once('.') {
+        Some((section, leaf)) => (raw.get_table(section).ok(), leaf),
+        None => (raw.collect().ok(), key),
+    };
+    table
+        .and_then(|table| table.get(leaf).and_then(|value| value.origin().map(str::to_owned)))
         .unwrap_or_else(|| DEFAULTS_ORIGIN.to_owned())
 }
 
@@ -219,6 +250,12 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     }
     if !(1..=2000).contains(&settings.import.batch_size) {
         return Err(invalid(raw, "import.batch_size", "must be between 1 and 2000"));
+    }
+    if settings.log.level().is_none() {
+        return Err(invalid(raw, "log.level", "expected one of trace, debug, info, warn, error"));
+    }
+    if settings.log.format().is_none() {
+        return Err(invalid(raw, "log.format", "expected `text` or `json`"));
     }
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));

@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LogLevel, LogSettings};
 
 pub fn init(settings: &LogSettings) {
-    let level = match settings.level {
+    let level = match settings.level().unwrap_or(LogLevel::Info) {
         LogLevel::Trace => "trace",
         LogLevel::Debug => "debug",
         LogLevel::Info => "info",
@@ -21,7 +21,7 @@ pub fn init(settings: &LogSettings) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests calling the library twice) keeps the first subscriber.
-    let _ = match settings.format {
+    let _ = match settings.format().unwrap_or(LogFormat::Text) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };

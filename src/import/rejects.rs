@@ -24,7 +24,8 @@ impl Rejects {
 
     pub fn write(&mut self, record: &ByteRecord, errors: &[RowError]) -> std::io::Result<()> {
         if self.writer.is_none() {
-            let mut writer = Writer::from_path(&self.path)?;
+            // Flexible: a refused row may have more or fewer fields than the header.
+            let mut writer = csv::WriterBuilder::new().flexible(true).from_path(&self.path)?;
             writer.write_record(&self.header)?;
             self.writer = Some(writer);
         }

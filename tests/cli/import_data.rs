@@ -1,0 +1,108 @@
+use crate::support::{TestEnv, each_backend, example};
+
+fn import(env: &TestEnv, what: &str, file: &str) -> String {
+    env.ok(&["import", what, file]).stdout
+}
+
+#[test]
+fn the_example_data_imports_completely_and_a_second_import_changes_nothing() {
+    each_backend(|env| {
+        let customers = example("customers.csv").display().to_string();
+        let orders = example("orders.csv").display().to_string();
+        let interactions = example("interactions.csv").display().to_string();
+        assert!(import(env, "customers", &customers).contains("2357 rows read, 2357 new or changed"));
+        assert!(import(env, "orders", &orders).contains("6919 rows read, 6919 new or changed"));
+        assert!(import(env, "interactions", &interactions).contains("479 rows read, 479 new or changed"));
+        let first = env.status();
+        assert_eq!((first["customers"].as_u64(), first["orders"].as_u64()), (Some(2357), Some(6919)));
+        assert_eq!(first["interactions"], 479);
+
+        assert!(import(env, "customers", &customers).contains("0 new or changed, 2357 unchanged"));
+        assert!(import(env, "orders", &orders).contains("0 new or changed, 6919 unchanged"));
+        assert!(import(env, "interactions", &interactions).contains("0 new or changed, 479 unchanged"));
+        assert_eq!(env.status(), first);
+    });
+}
+
+#[test]
+fn a_changed_row_updates_its_record_and_columns_left_out_keep_their_values() {
+    each_backend(|env| {
+        let v1 = env.write(
+            "v1.csv",
+            "customer_id,email,first_name,marketing_consent,tier_hint\n\
+             A1,ann@example.com,Ann,yes,gold\n\
+             B2,bob@example.com,Bob,no,\n",
+        );
+        env.ok(&["import", "customers", &v1]);
+        let v2 = env.write("v2.csv", "customer_id,email\nA1,ann.new@example.com\nB2,bob@example.com\n");
+        let run = env.ok(&["import", "customers", &v2]);
+        assert!(run.stdout.contains("2 rows read, 1 new or changed, 1 unchanged"), "{}", run.stdout);
+        let rows = env.strings(
+            "SELECT external_id || '|' || email || '|' || first_name || '|' || \
+             CAST(marketing_consent AS TEXT) FROM customers ORDER BY external_id",
+        );
+        let consent = |v: bool| match (env.backend, v) {
+            (crate::support::Backend::Sqlite, true) => "1",
+            (crate::support::Backend::Sqlite, false) => "0",
+            (_, true) => "true",
+            (_, false) => "false",
+        };
+        assert_eq!(
+            rows,
+            vec![format!("A1|ann.new@example.com|Ann|{}", consent(true)), format!("B2|bob@example.com|Bob|{}", consent(false))]
+        );
+        let attributes = env.strings("SELECT CAST(attributes AS TEXT) FROM customers WHERE external_id = 'A1'");
+        assert_eq!(attributes[0].replace(' ', ""), r#"{"tier_hint":"gold"}"#);
+    });
+}
+
+#[test]
+fn skip_invalid_imports_exactly_the_good_rows_and_writes_the_rest_with_reasons() {
+    each_backend(|env| {
+        let customers = env.write("c.csv", "customer_id,email\nC1,c1@example.com\nC2,c2@example.com\n");
+        env.ok(&["import", "customers", &customers]);
+        let orders = env.write(
+            "o.csv",
+            "order_id,customer_id,ordered_at,amount\n\
+             O1,C1,2026-01-02,10.00\n\
+             O2,C1,2026-01-03,-4\n\
+             O3,C2,2026-01-04T10:00:00Z,5.5\n\
+             O4,NOPE,2026-01-05,1\n\
+             O5,C2,yesterday,1\n\
+             O6,C2,2026-01-06,7\n\
+             O7,C2,2026-01-07,1,surplus\n",
+        );
+        let rejects = env.path("bad.csv");
+        let run = env.ok(&["import", "orders", &orders, "--skip-invalid", "--rejects", &rejects]);
+        assert!(run.stdout.contains("7 rows read, 3 new or changed, 0 unchanged, 4 rejected"), "{}", run.stdout);
+        assert_eq!(env.strings("SELECT external_id FROM orders ORDER BY external_id"), vec!["O1", "O3", "O6"]);
+        let written = std::fs::read_to_string(&rejects).expect("reject file");
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines[0], "line,problem,order_id,customer_id,ordered_at,amount");
+        assert_eq!(lines[1], "3,amount: amount must not be negative,O2,C1,2026-01-03,-4");
+        assert!(lines[2].starts_with("6,ordered_at: expected a date YYYY-MM-DD"), "{}", lines[2]);
+        assert!(lines[2].ends_with(",O5,C2,yesterday,1"), "{}", lines[2]);
+        assert_eq!(lines[3], r#"8,"expected 4 fields as in the header, found 5",O7,C2,2026-01-07,1,surplus"#);
+        assert_eq!(lines[4], "5,customer_id: unknown customer; import the customers first,O4,NOPE,2026-01-05,1");
+        assert_eq!(lines.len(), 5);
+    });
+}
+
+#[test]
+fn interactions_keep_kind_status_and_times() {
+    each_backend(|env| {
+        let customers = env.write("c.csv", "customer_id,email\nC1,c1@example.com\n");
+        env.ok(&["import", "customers", &customers]);
+        let interactions = env.write(
+            "i.csv",
+            "interaction_id,customer_id,kind,opened_at,resolved_at,status\n\
+             I1,C1,Complaint,2026-01-02,2026-01-05,\n\
+             I2,C1,inquiry,2026-01-03,,\n\
+             I3,C1,suggestion,2026-01-04,,closed\n",
+        );
+        env.ok(&["import", "interactions", &interactions]);
+        let rows = env.strings("SELECT external_id || ':' || kind || ':' || status FROM interactions ORDER BY external_id");
+        assert_eq!(rows, vec!["I1:complaint:resolved", "I2:inquiry:open", "I3:suggestion:closed"]);
+        assert_eq!(env.status()["open_complaints"], 0);
+    });
+}

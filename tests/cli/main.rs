@@ -1,0 +1,10 @@
+//! Integration tests: the real `patron` binary against a real SQLite file and,
+//! when `PATRON_TEST_POSTGRES_URL` is set, a fresh PostgreSQL database per test.
+
+mod support;
+
+mod config;
+mod generate;
+mod import_bad_input;
+mod import_data;
+mod migrate;
