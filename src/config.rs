@@ -248,8 +248,8 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     if settings.database.max_connections == 0 {
         return Err(invalid(raw, "database.max_connections", "must be at least 1"));
     }
-    if !(1..=2000).contains(&settings.import.batch_size) {
-        return Err(invalid(raw, "import.batch_size", "must be between 1 and 2000"));
+    if !(1..=3000).contains(&settings.import.batch_size) {
+        return Err(invalid(raw, "import.batch_size", "must be between 1 and 3000"));
     }
     if settings.log.level().is_none() {
         return Err(invalid(raw, "log.level", "expected one of trace, debug, info, warn, error"));

@@ -7,7 +7,7 @@ use sea_orm::{DatabaseTransaction, DbErr};
 use serde_json::Map;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
-use super::{Pending, RowError, Table, fields, upsert::upsert};
+use super::{Pending, RowError, Table, fields};
 
 pub struct Customers;
 
@@ -76,30 +76,26 @@ impl Table for Customers {
         Ok(Vec::new())
     }
 
-    async fn write(
-        txn: &DatabaseTransaction,
-        rows: &[&CustomerRow],
-        columns: &Columns,
-        now: DateTime<Utc>,
-    ) -> Result<u64, DbErr> {
-        let values = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.external_id.clone().into(),
-                    r.email.clone().into(),
-                    r.first_name.clone().into(),
-                    r.last_name.clone().into(),
-                    r.birthday.into(),
-                    r.signed_up_at.into(),
-                    r.marketing_consent.unwrap_or(false).into(),
-                    Value::from(serde_json::Value::Object(r.attributes.clone())),
-                    now.into(),
-                    now.into(),
-                ]
-            })
-            .collect();
-        upsert(txn, "customers", COLUMNS, &updatable(columns), values).await
+    const TABLE: &'static str = "customers";
+    const COLUMNS: &'static [&'static str] = COLUMNS;
+
+    fn updatable(columns: &Columns) -> Vec<&'static str> {
+        updatable(columns)
+    }
+
+    fn values(r: CustomerRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+        out.extend([
+            r.external_id.into(),
+            r.email.into(),
+            r.first_name.into(),
+            r.last_name.into(),
+            r.birthday.into(),
+            r.signed_up_at.into(),
+            r.marketing_consent.unwrap_or(false).into(),
+            Value::from(serde_json::Value::Object(r.attributes)),
+            now.into(),
+            now.into(),
+        ]);
     }
 }
 

@@ -2,11 +2,12 @@
 //! times. The customer must exist.
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Value;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::customer_refs::{CustomerRef, resolve_customers};
-use super::{Pending, RowError, Table, fields, upsert::upsert};
+use super::{Pending, RowError, Table, fields};
 
 pub struct Interactions;
 
@@ -88,35 +89,31 @@ impl Table for Interactions {
         resolve_customers(txn, batch, |row| &mut row.customer).await
     }
 
-    async fn write(
-        txn: &DatabaseTransaction,
-        rows: &[&InteractionRow],
-        columns: &Columns,
-        now: DateTime<Utc>,
-    ) -> Result<u64, DbErr> {
-        let values = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.external_id.clone().into(),
-                    r.customer.id().into(),
-                    r.kind.clone().into(),
-                    r.status.clone().into(),
-                    r.opened_at.into(),
-                    r.resolved_at.into(),
-                    r.channel.clone().into(),
-                    r.note.clone().into(),
-                    now.into(),
-                    now.into(),
-                ]
-            })
-            .collect();
+    const TABLE: &'static str = "interactions";
+    const COLUMNS: &'static [&'static str] = COLUMNS;
+
+    fn updatable(columns: &Columns) -> Vec<&'static str> {
         let mut updatable = vec!["customer_id", "kind", "opened_at"];
         // The status is derived when absent, so it follows resolved_at as well.
         if columns.has("status") || columns.has("resolved_at") {
             updatable.push("status");
         }
         updatable.extend(["resolved_at", "channel", "note"].into_iter().filter(|c| columns.has(c)));
-        upsert(txn, "interactions", COLUMNS, &updatable, values).await
+        updatable
+    }
+
+    fn values(r: InteractionRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+        out.extend([
+            r.external_id.into(),
+            r.customer.id().into(),
+            r.kind.into(),
+            r.status.into(),
+            r.opened_at.into(),
+            r.resolved_at.into(),
+            r.channel.into(),
+            r.note.into(),
+            now.into(),
+            now.into(),
+        ]);
     }
 }

@@ -13,20 +13,23 @@ mod customers;
 pub mod fields;
 mod interactions;
 mod orders;
+mod reading;
 mod rejects;
 mod upsert;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use csv::ByteRecord;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
-use xxhash_rust::xxh3::{Xxh3Builder, xxh3_128};
+use sea_orm::sea_query::Value;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait};
 
 use csv_file::{Cells, ColumnSpec, Columns};
+use reading::Parsed;
 use rejects::Rejects;
+use upsert::Upsert;
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,8 +139,8 @@ struct Pending<R> {
 }
 
 /// One kind of import file: its columns, how a row parses and how a batch is written.
-trait Table {
-    type Row: Send + Sync;
+trait Table: 'static {
+    type Row: Send + Sync + 'static;
     const SPEC: ColumnSpec;
     const ID_COLUMN: &'static str;
 
@@ -150,13 +153,15 @@ trait Table {
         batch: &mut [Pending<Self::Row>],
     ) -> Result<Vec<(usize, RowError)>, DbErr>;
 
-    /// Upserts the rows; returns how many were new or changed.
-    async fn write(
-        txn: &DatabaseTransaction,
-        rows: &[&Self::Row],
-        columns: &Columns,
-        now: DateTime<Utc>,
-    ) -> Result<u64, DbErr>;
+    /// The table written, its columns in the order of [`Table::values`].
+    const TABLE: &'static str;
+    const COLUMNS: &'static [&'static str];
+
+    /// The columns a re-import may change, given the file's header.
+    fn updatable(columns: &Columns) -> Vec<&'static str>;
+
+    /// Appends the values of one row, in the order of `COLUMNS`.
+    fn values(row: Self::Row, now: DateTime<Utc>, out: &mut Vec<Value>);
 }
 
 /// Imports one file of `kind` into `db`.
@@ -168,52 +173,56 @@ pub async fn import(db: &DatabaseConnection, kind: Kind, path: &Path, options: &
     }
 }
 
-/// The state of one import while it streams.
-struct Run<R> {
+/// The writing half of one import: the transaction's bookkeeping.
+struct Run {
     file: String,
     options: Options,
     now: DateTime<Utc>,
-    batch: Vec<Pending<R>>,
-    seen_ids: HashSet<u128, Xxh3Builder>,
     errors: Vec<RowError>,
     error_total: u64,
     rejects: Rejects,
     report: Report,
+    upsert: Upsert,
+    /// The last batch's statement and row count, run while the next batch is built.
+    queued: Option<(Statement, u64)>,
+}
+
+/// Runs a batch's statement; returns its row count and how many rows were new or changed.
+async fn execute(txn: &DatabaseTransaction, statement: Option<(Statement, u64)>) -> Result<(u64, u64), DbErr> {
+    match statement {
+        Some((statement, rows)) => Ok((rows, txn.execute_raw(statement).await?.rows_affected())),
+        None => Ok((0, 0)),
+    }
 }
 
 async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) -> Result<Report, ImportError> {
     let file = path.display().to_string();
     let mut reader = csv_file::open(path, &file)?;
-    let columns = Columns::read(&mut reader, &T::SPEC, &file)?;
+    let columns = Arc::new(Columns::read(&mut reader, &T::SPEC, &file)?);
     let rejects_path = options.rejects_path.clone().unwrap_or_else(|| default_rejects_path(path));
-    let mut run = Run::<T::Row> {
+    let mut run = Run {
         file: file.clone(),
         options: options.clone(),
         now: Utc::now(),
-        batch: Vec::with_capacity(options.batch_size),
-        seen_ids: HashSet::with_hasher(Xxh3Builder::new()),
         errors: Vec::new(),
         error_total: 0,
         rejects: Rejects::new(rejects_path, columns.names()),
         report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None },
+        upsert: Upsert::new(db.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
+        queued: None,
     };
+    let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
+    let reader_columns = Arc::clone(&columns);
+    let batch_size = options.batch_size;
+    let reading = tokio::task::spawn_blocking(move || {
+        reading::read_all::<T>(reader, reader_columns, file, batch_size, sender)
+    });
     let txn = db.begin().await?;
-    let mut record = ByteRecord::new();
-    loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?;
-        if !more {
-            break;
-        }
-        run.report.rows += 1;
-        let line = record.position().map_or(run.report.rows + 1, |p| p.line());
-        run.take::<T>(&record, &columns, line)?;
-        if run.batch.len() >= options.batch_size {
-            run.flush::<T>(&txn, &columns).await?;
-        }
+    while let Some(chunk) = chunks.recv().await {
+        run.write_chunk::<T>(&txn, chunk).await?;
     }
-    run.flush::<T>(&txn, &columns).await?;
+    run.execute_queued(&txn).await?;
+    run.report.rows = reading.await.map_err(|e| ImportError::file(&run.file, format!("reader failed: {e}")))??;
     run.finish(txn).await
 }
 
@@ -223,34 +232,7 @@ fn default_rejects_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-impl<R: Send + Sync> Run<R> {
-    /// Parses one record into the batch, or records why it cannot be imported.
-    fn take<T: Table<Row = R>>(&mut self, record: &ByteRecord, columns: &Columns, line: u64) -> Result<(), ImportError> {
-        let mut cells = match Cells::decode(record, columns, line) {
-            Ok(cells) => cells,
-            Err(error) => return self.refuse(record, vec![error]),
-        };
-        let parsed = T::parse(&mut cells, columns);
-        let errors = std::mem::take(&mut cells.errors);
-        match parsed {
-            Some(row) if errors.is_empty() => {
-                let id = T::external_id(&row);
-                if !self.seen_ids.insert(xxh3_128(id.as_bytes())) {
-                    let error = RowError::new(
-                        line,
-                        Some(T::ID_COLUMN),
-                        Some(id),
-                        "this id appears more than once in the file".into(),
-                    );
-                    return self.refuse(record, vec![error]);
-                }
-                self.batch.push(Pending { line, raw: record.clone(), row });
-                Ok(())
-            }
-            _ => self.refuse(record, errors),
-        }
-    }
-
+impl Run {
     /// Records a refused row: listed in the error report, and written to the reject file.
     fn refuse(&mut self, record: &ByteRecord, errors: Vec<RowError>) -> Result<(), ImportError> {
         self.report.rejected += 1;
@@ -273,25 +255,56 @@ impl<R: Send + Sync> Run<R> {
         self.options.skip_invalid || self.error_total == 0
     }
 
-    async fn flush<T: Table<Row = R>>(&mut self, txn: &DatabaseTransaction, columns: &Columns) -> Result<(), ImportError> {
-        let mut batch = std::mem::take(&mut self.batch);
+    /// Records the refused rows of a chunk, resolves the rest and writes them.
+    async fn write_chunk<T: Table>(&mut self, txn: &DatabaseTransaction, chunk: Vec<Parsed<T::Row>>) -> Result<(), ImportError> {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for parsed in chunk {
+            match parsed {
+                Parsed::Row(pending) => batch.push(pending),
+                Parsed::Refused(record, errors) => self.refuse(&record, errors)?,
+            }
+        }
         let unresolved = T::resolve(txn, &mut batch).await?;
         let mut refused = vec![false; batch.len()];
         for (index, error) in unresolved {
             refused[index] = true;
-            let raw = batch[index].raw.clone();
-            self.refuse(&raw, vec![error])?;
+            self.refuse(&batch[index].raw, vec![error])?;
         }
-        if self.writing() {
-            let rows: Vec<&R> =
-                batch.iter().zip(&refused).filter(|(_, refused)| !**refused).map(|(p, _)| &p.row).collect();
-            let written = T::write(txn, &rows, columns, self.now).await?;
-            self.report.written += written;
-            self.report.unchanged += rows.len() as u64 - written;
+        if !self.writing() {
+            self.queued = None;
+            return Ok(());
         }
-        batch.clear();
-        self.batch = batch;
+        // The previous batch runs on the database while this one is built.
+        let previous = self.queued.take();
+        let (now, upsert) = (self.now, &mut self.upsert);
+        let build = async move {
+            let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
+            let mut count = 0;
+            for (pending, refused) in batch.into_iter().zip(refused) {
+                if !refused {
+                    T::values(pending.row, now, &mut values);
+                    count += 1;
+                }
+            }
+            (count > 0).then(|| (upsert.statement(values), count))
+        };
+        let (executed, next) = tokio::join!(execute(txn, previous), build);
+        self.count_written(executed?);
+        self.queued = next;
         Ok(())
+    }
+
+    async fn execute_queued(&mut self, txn: &DatabaseTransaction) -> Result<(), ImportError> {
+        if self.writing() {
+            let written = execute(txn, self.queued.take()).await?;
+            self.count_written(written);
+        }
+        Ok(())
+    }
+
+    fn count_written(&mut self, (rows, written): (u64, u64)) {
+        self.report.written += written;
+        self.report.unchanged += rows - written;
     }
 
     async fn finish(mut self, txn: DatabaseTransaction) -> Result<Report, ImportError> {

@@ -2,11 +2,12 @@
 //! item count and category. The customer must exist.
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Value;
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::customer_refs::{CustomerRef, resolve_customers};
-use super::{Pending, RowError, Table, fields, upsert::upsert};
+use super::{Pending, RowError, Table, fields};
 
 pub struct Orders;
 
@@ -69,26 +70,27 @@ impl Table for Orders {
         resolve_customers(txn, batch, |row| &mut row.customer).await
     }
 
-    async fn write(txn: &DatabaseTransaction, rows: &[&OrderRow], columns: &Columns, now: DateTime<Utc>) -> Result<u64, DbErr> {
-        let values = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.external_id.clone().into(),
-                    r.customer.id().into(),
-                    r.ordered_at.into(),
-                    r.amount_cents.into(),
-                    r.currency.clone().into(),
-                    r.items.into(),
-                    r.category.clone().into(),
-                    now.into(),
-                    now.into(),
-                ]
-            })
-            .collect();
+    const TABLE: &'static str = "orders";
+    const COLUMNS: &'static [&'static str] = COLUMNS;
+
+    fn updatable(columns: &Columns) -> Vec<&'static str> {
         let mut updatable = vec!["customer_id", "ordered_at", "amount_cents"];
         updatable.extend(OPTIONAL.iter().copied().filter(|c| columns.has(c)));
-        upsert(txn, "orders", COLUMNS, &updatable, values).await
+        updatable
+    }
+
+    fn values(r: OrderRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+        out.extend([
+            r.external_id.into(),
+            r.customer.id().into(),
+            r.ordered_at.into(),
+            r.amount_cents.into(),
+            r.currency.into(),
+            r.items.into(),
+            r.category.into(),
+            now.into(),
+            now.into(),
+        ]);
     }
 }
 

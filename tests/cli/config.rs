@@ -26,7 +26,7 @@ fn a_bad_value_is_reported_by_its_key_and_origin_with_exit_code_2() {
     let env = TestEnv::new(Backend::Sqlite);
     let cases = [
         ("PATRON__IMPORT__BATCH_SIZE", "abc", "for key `import.batch_size` in the environment"),
-        ("PATRON__IMPORT__BATCH_SIZE", "0", "`import.batch_size` (from the environment): must be between 1 and 2000"),
+        ("PATRON__IMPORT__BATCH_SIZE", "0", "`import.batch_size` (from the environment): must be between 1 and 3000"),
         ("PATRON__LOG__FORMAT", "xml", "`log.format` (from the environment): expected `text` or `json`"),
         ("PATRON__DATABASE__URL", "mysql://x", "`database.url` (from the environment): expected an sqlite:// or postgres:// URL"),
     ];

@@ -2,7 +2,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use super::{create_all, drop_all, foreign_key, index};
+use super::{create_all, drop_all, foreign_key, id_column, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -12,7 +12,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let customers = Table::create()
             .table("customers")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string_uniq("external_id"))
             .col(string("email"))
             .col(string_null("first_name"))
@@ -26,7 +26,7 @@ impl MigrationTrait for Migration {
             .to_owned();
         let orders = Table::create()
             .table("orders")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string_uniq("external_id"))
             .col(big_integer("customer_id"))
             .col(timestamp_with_time_zone("ordered_at"))
@@ -40,7 +40,7 @@ impl MigrationTrait for Migration {
             .to_owned();
         let interactions = Table::create()
             .table("interactions")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string_uniq("external_id"))
             .col(big_integer("customer_id"))
             .col(string("kind"))
@@ -63,7 +63,6 @@ impl MigrationTrait for Migration {
             vec![customers, orders, interactions],
             vec![
                 index("orders", &["customer_id", "ordered_at"], false),
-                index("orders", &["ordered_at"], false),
                 index("interactions", &["customer_id", "kind", "status"], false),
             ],
         )

@@ -3,7 +3,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use super::{create_all, drop_all, foreign_key, index};
+use super::{create_all, drop_all, foreign_key, id_column, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -29,7 +29,7 @@ impl MigrationTrait for Migration {
         // replaying an import can never add the same points twice.
         let ledger = Table::create()
             .table("loyalty_ledger")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(big_integer("customer_id"))
             .col(string("entry_kind"))
             .col(big_integer("points"))
@@ -49,7 +49,7 @@ impl MigrationTrait for Migration {
             .to_owned();
         let tier_changes = Table::create()
             .table("loyalty_tier_changes")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(big_integer("customer_id"))
             .col(string_null("from_tier"))
             .col(string("to_tier"))

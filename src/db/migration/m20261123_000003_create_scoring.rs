@@ -3,7 +3,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use super::{create_all, drop_all, foreign_key, index};
+use super::{create_all, drop_all, foreign_key, id_column, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -13,7 +13,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let models = Table::create()
             .table("models")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string_uniq("name"))
             .col(string("algorithm"))
             .col(string("file_name"))

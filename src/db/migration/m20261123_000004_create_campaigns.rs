@@ -2,7 +2,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use super::{create_all, drop_all, foreign_key, index};
+use super::{create_all, drop_all, foreign_key, id_column, index};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -13,7 +13,7 @@ impl MigrationTrait for Migration {
         // (campaign, scheduled_at) is unique: a second planner of the same fire plans nothing.
         let runs = Table::create()
             .table("campaign_runs")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string("campaign"))
             .col(string("kind"))
             .col(timestamp_with_time_zone("scheduled_at"))
@@ -25,7 +25,7 @@ impl MigrationTrait for Migration {
             .to_owned();
         let outbox = Table::create()
             .table("outbox")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(big_integer("run_id"))
             .col(big_integer("customer_id"))
             .col(string("state"))
@@ -45,7 +45,7 @@ impl MigrationTrait for Migration {
         // Keyed by address, not by customer: a suppression outlives an erased customer.
         let suppressions = Table::create()
             .table("suppressions")
-            .col(big_pk_auto("id"))
+            .col(id_column(manager))
             .col(string_uniq("email"))
             .col(big_integer_null("customer_id"))
             .col(string("reason"))

@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order by [`Migrator`]. A migration that has
 //! shipped is never edited: change the schema with a new one.
 
-use sea_orm_migration::prelude::*;
+use sea_orm_migration::{prelude::*, schema};
 
 mod m20261123_000001_create_customers;
 mod m20261123_000002_create_loyalty;
@@ -71,4 +71,14 @@ async fn drop_all(manager: &SchemaManager<'_>, tables: &[&'static str]) -> Resul
         manager.drop_table(Table::drop().table(*table).to_owned()).await?;
     }
     Ok(())
+}
+
+/// The surrogate key `id`. On SQLite a plain INTEGER PRIMARY KEY is the rowid
+/// and numbers new rows by itself; AUTOINCREMENT would add a write to
+/// `sqlite_sequence` for every row inserted.
+fn id_column(manager: &SchemaManager<'_>) -> ColumnDef {
+    match manager.get_database_backend() {
+        sea_orm::DbBackend::Sqlite => schema::big_integer("id").primary_key().take(),
+        _ => schema::big_pk_auto("id"),
+    }
 }

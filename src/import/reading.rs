@@ -1,0 +1,88 @@
+//! The reading half of an import, on a thread of its own so that parsing the
+//! next rows overlaps with writing the last batch: it streams the file, parses
+//! each record and hands over chunks of rows in file order.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::sync::Arc;
+
+use csv::{ByteRecord, Reader};
+use tokio::sync::mpsc::Sender;
+use xxhash_rust::xxh3::{Xxh3Builder, xxh3_128};
+
+use super::csv_file::{Cells, Columns};
+use super::{ImportError, Pending, RowError, Table};
+
+/// A record as the reader saw it: a row to write, or refused with its reasons.
+pub enum Parsed<R> {
+    Row(Pending<R>),
+    Refused(ByteRecord, Vec<RowError>),
+}
+
+/// Reads every record, sending chunks of at most `batch_size` rows; returns
+/// the number of records read. Stops early when the writer has gone away.
+pub fn read_all<T: Table>(
+    mut reader: Reader<BufReader<File>>,
+    columns: Arc<Columns>,
+    file: String,
+    batch_size: usize,
+    chunks: Sender<Vec<Parsed<T::Row>>>,
+) -> Result<u64, ImportError> {
+    // A 16-byte fingerprint per id finds an id given twice without keeping the ids.
+    let mut seen_ids: HashSet<u128, Xxh3Builder> = HashSet::with_hasher(Xxh3Builder::new());
+    let mut chunk = Vec::with_capacity(batch_size);
+    let mut rows_in_chunk = 0;
+    let mut record = ByteRecord::new();
+    let mut records = 0u64;
+    loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?;
+        if !more {
+            break;
+        }
+        records += 1;
+        let line = record.position().map_or(records + 1, |p| p.line());
+        let parsed = parse::<T>(&record, &columns, line, &mut seen_ids);
+        rows_in_chunk += usize::from(matches!(parsed, Parsed::Row(_)));
+        chunk.push(parsed);
+        if rows_in_chunk >= batch_size {
+            if chunks.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                return Ok(records);
+            }
+            rows_in_chunk = 0;
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.blocking_send(chunk);
+    }
+    Ok(records)
+}
+
+fn parse<T: Table>(
+    record: &ByteRecord,
+    columns: &Columns,
+    line: u64,
+    seen_ids: &mut HashSet<u128, Xxh3Builder>,
+) -> Parsed<T::Row> {
+    let mut cells = match Cells::decode(record, columns, line) {
+        Ok(cells) => cells,
+        Err(error) => return Parsed::Refused(record.clone(), vec![error]),
+    };
+    let parsed = T::parse(&mut cells, columns);
+    let errors = std::mem::take(&mut cells.errors);
+    match parsed {
+        Some(row) if errors.is_empty() => {
+            let id = T::external_id(&row);
+            if seen_ids.insert(xxh3_128(id.as_bytes())) {
+                Parsed::Row(Pending { line, raw: record.clone(), row })
+            } else {
+                let error =
+                    RowError::new(line, Some(T::ID_COLUMN), Some(id), "this id appears more than once in the file".into());
+                Parsed::Refused(record.clone(), vec![error])
+            }
+        }
+        _ => Parsed::Refused(record.clone(), errors),
+    }
+}
