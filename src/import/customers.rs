@@ -32,8 +32,6 @@ const COLUMNS: &[&str] = &[
     "signed_up_at",
     "marketing_consent",
     "attributes",
-    "created_at",
-    "updated_at",
 ];
 
 impl Table for Customers {
@@ -83,7 +81,7 @@ impl Table for Customers {
         updatable(columns)
     }
 
-    fn values(r: CustomerRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+    fn values(r: CustomerRow, out: &mut Vec<Value>) {
         out.extend([
             r.external_id.into(),
             r.email.into(),
@@ -93,8 +91,6 @@ impl Table for Customers {
             r.signed_up_at.into(),
             r.marketing_consent.unwrap_or(false).into(),
             Value::from(serde_json::Value::Object(r.attributes)),
-            now.into(),
-            now.into(),
         ]);
     }
 }

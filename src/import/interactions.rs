@@ -34,8 +34,6 @@ const COLUMNS: &[&str] = &[
     "resolved_at",
     "channel",
     "note",
-    "created_at",
-    "updated_at",
 ];
 
 impl Table for Interactions {
@@ -102,7 +100,7 @@ impl Table for Interactions {
         updatable
     }
 
-    fn values(r: InteractionRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+    fn values(r: InteractionRow, out: &mut Vec<Value>) {
         out.extend([
             r.external_id.into(),
             r.customer.id().into(),
@@ -112,8 +110,6 @@ impl Table for Interactions {
             r.resolved_at.into(),
             r.channel.into(),
             r.note.into(),
-            now.into(),
-            now.into(),
         ]);
     }
 }

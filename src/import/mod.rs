@@ -21,7 +21,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use csv::ByteRecord;
 use sea_orm::sea_query::Value;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait};
@@ -161,7 +160,7 @@ trait Table: 'static {
     fn updatable(columns: &Columns) -> Vec<&'static str>;
 
     /// Appends the values of one row, in the order of `COLUMNS`.
-    fn values(row: Self::Row, now: DateTime<Utc>, out: &mut Vec<Value>);
+    fn values(row: Self::Row, out: &mut Vec<Value>);
 }
 
 /// Imports one file of `kind` into `db`.
@@ -177,7 +176,6 @@ pub async fn import(db: &DatabaseConnection, kind: Kind, path: &Path, options: &
 struct Run {
     file: String,
     options: Options,
-    now: DateTime<Utc>,
     errors: Vec<RowError>,
     error_total: u64,
     rejects: Rejects,
@@ -203,7 +201,6 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
     let mut run = Run {
         file: file.clone(),
         options: options.clone(),
-        now: Utc::now(),
         errors: Vec::new(),
         error_total: 0,
         rejects: Rejects::new(rejects_path, columns.names()),
@@ -276,13 +273,13 @@ impl Run {
         }
         // The previous batch runs on the database while this one is built.
         let previous = self.queued.take();
-        let (now, upsert) = (self.now, &mut self.upsert);
+        let upsert = &mut self.upsert;
         let build = async move {
             let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
             let mut count = 0;
             for (pending, refused) in batch.into_iter().zip(refused) {
                 if !refused {
-                    T::values(pending.row, now, &mut values);
+                    T::values(pending.row, &mut values);
                     count += 1;
                 }
             }

@@ -30,8 +30,6 @@ const COLUMNS: &[&str] = &[
     "currency",
     "items",
     "category",
-    "created_at",
-    "updated_at",
 ];
 
 impl Table for Orders {
@@ -79,7 +77,7 @@ impl Table for Orders {
         updatable
     }
 
-    fn values(r: OrderRow, now: DateTime<Utc>, out: &mut Vec<Value>) {
+    fn values(r: OrderRow, out: &mut Vec<Value>) {
         out.extend([
             r.external_id.into(),
             r.customer.id().into(),
@@ -88,8 +86,6 @@ impl Table for Orders {
             r.currency.into(),
             r.items.into(),
             r.category.into(),
-            now.into(),
-            now.into(),
         ]);
     }
 }

@@ -2,7 +2,7 @@
 
 use sea_orm_migration::{prelude::*, schema::*};
 
-use super::{create_all, drop_all, foreign_key, id_column, index};
+use super::{create_all, drop_all, foreign_key, id_column, index, record_time};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -21,8 +21,8 @@ impl MigrationTrait for Migration {
             .col(timestamp_with_time_zone_null("signed_up_at"))
             .col(boolean("marketing_consent"))
             .col(json_binary("attributes"))
-            .col(timestamp_with_time_zone("created_at"))
-            .col(timestamp_with_time_zone("updated_at"))
+            .col(record_time("created_at"))
+            .col(record_time("updated_at"))
             .to_owned();
         let orders = Table::create()
             .table("orders")
@@ -34,8 +34,8 @@ impl MigrationTrait for Migration {
             .col(string_null("currency"))
             .col(integer_null("items"))
             .col(string_null("category"))
-            .col(timestamp_with_time_zone("created_at"))
-            .col(timestamp_with_time_zone("updated_at"))
+            .col(record_time("created_at"))
+            .col(record_time("updated_at"))
             .foreign_key(&mut foreign_key("orders", "customer_id", "customers", ForeignKeyAction::Cascade))
             .to_owned();
         let interactions = Table::create()
@@ -49,8 +49,8 @@ impl MigrationTrait for Migration {
             .col(timestamp_with_time_zone_null("resolved_at"))
             .col(string_null("channel"))
             .col(text_null("note"))
-            .col(timestamp_with_time_zone("created_at"))
-            .col(timestamp_with_time_zone("updated_at"))
+            .col(record_time("created_at"))
+            .col(record_time("updated_at"))
             .foreign_key(&mut foreign_key(
                 "interactions",
                 "customer_id",

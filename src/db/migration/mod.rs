@@ -82,3 +82,9 @@ fn id_column(manager: &SchemaManager<'_>) -> ColumnDef {
         _ => schema::big_pk_auto("id"),
     }
 }
+
+/// When a row was created or last changed, set by the database so that bulk
+/// imports need not send the same time with every row.
+fn record_time(name: &'static str) -> ColumnDef {
+    schema::timestamp_with_time_zone(name).default(Expr::current_timestamp()).take()
+}
