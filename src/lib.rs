@@ -4,7 +4,10 @@
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod features;
 pub mod generate;
 pub mod import;
 pub mod logging;
+pub mod model;
+pub mod scoring;
 pub mod status;

@@ -18,10 +18,20 @@ pub struct Status {
     pub open_complaints: u64,
     pub loyalty_members: u64,
     pub models: u64,
+    /// The model that scores customers, if any.
+    pub active_model: Option<ActiveModel>,
     pub campaign_runs: u64,
     /// Outbox rows by state (planned, sent, failed, ...).
     pub outbox: BTreeMap<String, u64>,
     pub suppressions: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActiveModel {
+    pub name: String,
+    pub algorithm: String,
+    /// ROC AUC on its validation window.
+    pub auc: Option<f64>,
 }
 
 pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
@@ -41,6 +51,9 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
         open_complaints: open_complaints.count(db).await?,
         loyalty_members: loyalty_account::Entity::find().count(db).await?,
         models: model::Entity::find().count(db).await?,
+        active_model: crate::model::registry::active(db)
+            .await?
+            .map(|m| ActiveModel { name: m.name, algorithm: m.algorithm, auc: m.validation_auc }),
         campaign_runs: campaign_run::Entity::find().count(db).await?,
         outbox: outbox::Entity::find()
             .select_only()
@@ -71,7 +84,7 @@ impl Status {
              orders:          {}\n\
              interactions:    {} ({} open complaints)\n\
              loyalty members: {}\n\
-             models:          {}\n\
+             models:          {}{}\n\
              campaign runs:   {}\n\
              outbox:          {}\n\
              suppressions:    {}\n",
@@ -83,6 +96,10 @@ impl Status {
             self.open_complaints,
             self.loyalty_members,
             self.models,
+            self.active_model.as_ref().map_or(String::new(), |m| {
+                let auc = m.auc.map_or("-".to_owned(), |a| format!("{a:.3}"));
+                format!(" (active: {}, validation AUC {auc})", m.name)
+            }),
             self.campaign_runs,
             outbox,
             self.suppressions,

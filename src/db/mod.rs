@@ -2,6 +2,7 @@
 //! the sea-orm entities. Every command goes through [`open`], which applies any
 //! pending migration, so no command ever sees an old schema.
 
+pub mod bulk;
 pub mod entities;
 pub mod migration;
 

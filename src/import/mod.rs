@@ -15,7 +15,6 @@ mod interactions;
 mod orders;
 mod reading;
 mod rejects;
-mod upsert;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -28,7 +27,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, S
 use csv_file::{Cells, ColumnSpec, Columns};
 use reading::Parsed;
 use rejects::Rejects;
-use upsert::Upsert;
+use crate::db::bulk::BulkInsert;
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +179,7 @@ struct Run {
     error_total: u64,
     rejects: Rejects,
     report: Report,
-    upsert: Upsert,
+    upsert: BulkInsert,
     /// The last batch's statement and row count, run while the next batch is built.
     queued: Option<(Statement, u64)>,
 }
@@ -205,7 +204,7 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
         error_total: 0,
         rejects: Rejects::new(rejects_path, columns.names()),
         report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None },
-        upsert: Upsert::new(db.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
+        upsert: BulkInsert::upsert(db.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
         queued: None,
     };
     let (sender, mut chunks) = tokio::sync::mpsc::channel(2);

@@ -8,3 +8,4 @@ mod generate;
 mod import_bad_input;
 mod import_data;
 mod migrate;
+mod scoring;

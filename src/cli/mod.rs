@@ -1,6 +1,8 @@
 //! The command line: what each command is for, in a marketer's words, and the
 //! dispatch from a parsed command to the library.
 
+mod models;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -50,6 +52,18 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Show the settings in effect (secrets are only reported as set or not set).
     Config,
+    /// Learn who is likely to buy from the purchase history, and check it on the latest weeks.
+    ///
+    /// Customers as of past cutoffs are labelled by whether they bought within the horizon
+    /// after the cutoff. The model is checked on the latest window that ends by --as-of and
+    /// trained on the windows before it, so nothing after --as-of is used. The new model
+    /// becomes active only if it is at least as good as the active one on the same window.
+    Train(models::TrainArgs),
+    /// Give every customer a propensity score (probability of buying) with the active model.
+    Score(models::ScoreArgs),
+    /// List, inspect, activate and report on trained models.
+    #[command(subcommand)]
+    Model(models::ModelCommand),
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +136,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(args) => {
             let loaded = load(cli.config.as_deref())?;
             run_import(&loaded, &args).await
+        }
+        Command::Train(args) => {
+            let loaded = load(cli.config.as_deref())?;
+            models::train(&db::open(&loaded.settings).await?, &loaded.settings, &args).await
+        }
+        Command::Score(args) => {
+            let loaded = load(cli.config.as_deref())?;
+            models::score(&db::open(&loaded.settings).await?, &loaded.settings, &args).await
+        }
+        Command::Model(command) => {
+            let loaded = load(cli.config.as_deref())?;
+            models::model(&db::open(&loaded.settings).await?, &loaded.settings, &command).await
         }
         Command::Status { json } => {
             let loaded = load(cli.config.as_deref())?;
@@ -202,6 +228,10 @@ pub struct UsageError(pub String);
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     let invalid_input = error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<UsageError>().is_some()
+        || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
+        || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
+        || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())
+        || error.downcast_ref::<crate::scoring::ScoreError>().is_some_and(|e| e.is_invalid_input())
         || error.downcast_ref::<ImportError>().is_some_and(ImportError::is_invalid_input);
     if invalid_input { 2 } else { 1 }
 }

@@ -1,31 +1,42 @@
-//! The one write an import makes: a multi-row INSERT that updates a row with
-//! the same external id only where a value differs, so that a re-import
-//! rewrites nothing and counts as unchanged.
+//! Multi-row INSERTs for bulk writes (imports, feature snapshots, scores).
 //!
-//! The SQL text depends only on the table, the columns and the number of rows,
-//! so it is built once (by sea-query) and reused with fresh bound values.
+//! The SQL text depends only on the table, the columns, the conflict rule and
+//! the number of rows, so it is built once (by sea-query) and reused with
+//! fresh bound values.
 
 use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query, Value};
 use sea_orm::{DbBackend, Statement};
 
-pub struct Upsert {
+pub struct BulkInsert {
     backend: DbBackend,
     table: &'static str,
     columns: &'static [&'static str],
-    /// The columns a re-import may change; the others are only set on insert.
-    updatable: Vec<&'static str>,
+    /// With `Some`, a row whose external id exists updates these columns,
+    /// only where a value differs; the others are only set on insert.
+    updatable: Option<Vec<&'static str>>,
     /// The SQL for the last row count used: every full batch shares it.
     cached: Option<(usize, String)>,
 }
 
-impl Upsert {
-    pub fn new(
+impl BulkInsert {
+    /// Plain inserts.
+    pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
+        BulkInsert { backend, table, columns, updatable: None, cached: None }
+    }
+
+    /// Upserts on `external_id` that rewrite nothing when nothing changed, so
+    /// that a re-import counts as unchanged.
+    pub fn upsert(
         backend: DbBackend,
         table: &'static str,
         columns: &'static [&'static str],
         updatable: Vec<&'static str>,
     ) -> Self {
-        Upsert { backend, table, columns, updatable, cached: None }
+        BulkInsert { updatable: Some(updatable), ..Self::new(backend, table, columns) }
+    }
+
+    pub fn columns(&self) -> usize {
+        self.columns.len()
     }
 
     /// The statement writing `values`: whole rows, `columns` values each, in order.
@@ -46,18 +57,21 @@ impl Upsert {
         for _ in 0..rows {
             insert.values_panic(self.columns.iter().map(|_| Expr::val(Value::BigInt(Some(0)))));
         }
+        if let Some(updatable) = &self.updatable {
+            insert.on_conflict(self.update_when_changed(updatable));
+        }
+        insert
+    }
+
+    fn update_when_changed(&self, updatable: &[&'static str]) -> OnConflict {
         // Static text made from column names in this crate, never from input.
-        let changed = self
-            .updatable
+        let changed = updatable
             .iter()
             .map(|c| format!("{table}.{c} IS DISTINCT FROM excluded.{c}", table = self.table))
             .collect::<Vec<_>>()
             .join(" OR ");
-        let mut set = self.updatable.clone();
+        let mut set = updatable.to_vec();
         set.push("updated_at");
-        insert.on_conflict(
-            OnConflict::column("external_id").update_columns(set).action_and_where(Expr::cust(changed)).to_owned(),
-        );
-        insert
+        OnConflict::column("external_id").update_columns(set).action_and_where(Expr::cust(changed)).to_owned()
     }
 }

@@ -1,0 +1,239 @@
+//! The commands about propensity: `train`, `score` and `model ...`.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use clap::{Args, Subcommand};
+use sea_orm::DatabaseConnection;
+
+use crate::config::Settings;
+use crate::model::registry::Promotion;
+use crate::model::train::TrainRequest;
+use crate::model::workflow::{self, TrainOutcome};
+use crate::model::{Algorithm, ModelFile, report};
+use crate::scoring;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Train on what was known at the end of this day (YYYY-MM-DD) or at this
+    /// moment (RFC 3339); nothing later is used [default: now].
+    #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// How far ahead to predict a purchase, in days (91d) or weeks (13w).
+    #[arg(long, value_name = "DURATION", default_value = "91d", value_parser = parse_horizon)]
+    pub horizon: i64,
+    /// The kind of model.
+    #[arg(long, value_enum, default_value = "logistic")]
+    pub algorithm: Algorithm,
+    /// Make the new model active even if it is worse than the active one.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Score on what was known at the end of this day (YYYY-MM-DD) or at this moment [default: now].
+    #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Also write every customer's score to this CSV file (customer_id,score).
+    #[arg(long, value_name = "FILE.csv")]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// List the trained models, newest first; the active one is marked.
+    List,
+    /// Show a model's windows, metrics and calibration.
+    Show { name: String },
+    /// Make a model the one that scores customers.
+    Activate { name: String },
+    /// Write an HTML report with the ROC curve, gains chart and calibration plot.
+    Report {
+        /// The model [default: the active one].
+        name: Option<String>,
+        /// Folder for index.html and the charts.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+pub async fn train(db: &DatabaseConnection, settings: &Settings, args: &TrainArgs) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let request = TrainRequest { as_of: args.as_of.unwrap_or(now), horizon_days: args.horizon, algorithm: args.algorithm };
+    let started = std::time::Instant::now();
+    let outcome = workflow::train_and_promote(db, &settings.models_dir, &request, args.force, now).await?;
+    tracing::info!(seconds = started.elapsed().as_secs_f64(), model = %outcome.model.name, "training finished");
+    print_trained(&outcome);
+    Ok(())
+}
+
+fn print_trained(outcome: &TrainOutcome) {
+    let m = &outcome.model;
+    println!("trained {} ({}), saved to {}", m.name, m.algorithm.name(), outcome.path.display());
+    println!(
+        "validation from {} ({} days, {} customers, {} buyers): AUC {:.3}, log loss {:.3}, Brier {:.3}, top-decile lift {:.2}",
+        m.validation.cutoff.format("%Y-%m-%d"),
+        m.validation.horizon_days,
+        m.validation.rows,
+        m.validation.buyers,
+        m.metrics.roc_auc,
+        m.metrics.log_loss,
+        m.metrics.brier,
+        m.metrics.top_decile_lift
+    );
+    if let Some(reason) = &outcome.active_unusable {
+        println!("note: {reason}");
+    }
+    match &outcome.promotion {
+        Promotion::NoActiveModel => println!("it is now the active model"),
+        Promotion::AtLeastAsGood { active, active_auc } => {
+            println!("it is now the active model (the previous one, {active}, had AUC {active_auc:.3} on the same window)")
+        }
+        Promotion::Forced { active, active_auc } => {
+            println!("it is now the active model, forced (the previous one, {active}, had AUC {active_auc:.3} on the same window)")
+        }
+        Promotion::Worse { active, active_auc } => println!(
+            "it was NOT made active: {active} stays active with AUC {active_auc:.3} on the same window \
+             (use `patron model activate {}` or train with --force to override)",
+            m.name
+        ),
+    }
+}
+
+pub async fn score(db: &DatabaseConnection, settings: &Settings, args: &ScoreArgs) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let as_of = args.as_of.unwrap_or(now);
+    let report = scoring::score(db, &settings.models_dir, as_of, args.export.as_deref(), now).await?;
+    println!("scored {} customers with {} as of {}", report.customers, report.model, as_of.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "timings: reading {:.2} s, features {:.2} s, scoring {:.2} s, writing snapshots {:.2} s, writing scores {:.2} s",
+        report.load.as_secs_f64(),
+        report.features.as_secs_f64(),
+        report.scoring.as_secs_f64(),
+        report.write_snapshots.as_secs_f64(),
+        report.write_scores.as_secs_f64()
+    );
+    if let Some(path) = report.export {
+        println!("scores exported to {}", path.display());
+    }
+    Ok(())
+}
+
+pub async fn model(db: &DatabaseConnection, settings: &Settings, command: &ModelCommand) -> anyhow::Result<()> {
+    let dir = &settings.models_dir;
+    match command {
+        ModelCommand::List => {
+            let models = crate::model::registry::list(db).await?;
+            if models.is_empty() {
+                println!("no models yet; train one with `patron train`");
+            }
+            for m in models {
+                let auc = m.validation_auc.map_or("-".to_owned(), |a| format!("{a:.3}"));
+                let mark = if m.active { "  (active)" } else { "" };
+                println!("{}  {}  trained {}  AUC {auc}{mark}", m.name, m.algorithm, m.trained_at.format("%Y-%m-%d %H:%M"));
+            }
+        }
+        ModelCommand::Show { name } => {
+            let (row, file) = workflow::lookup(db, dir, Some(name)).await?;
+            print!("{}", describe(&file, row.active));
+        }
+        ModelCommand::Activate { name } => {
+            let (row, file) = workflow::lookup(db, dir, Some(name)).await?;
+            crate::model::registry::activate(db, row.id).await?;
+            println!("{} is now the active model (validation AUC {:.3})", file.name, file.metrics.roc_auc);
+        }
+        ModelCommand::Report { name, out } => {
+            let (row, file) = workflow::lookup(db, dir, name.as_deref()).await?;
+            let trained_at = file.trained_at.format("%Y-%m-%d %H:%M UTC").to_string();
+            let (training, validation) = (training_text(&file), validation_text(&file));
+            let input = report::ReportInput {
+                model_name: &file.name,
+                algorithm: file.algorithm.name(),
+                trained_at: &trained_at,
+                training_window: &training,
+                validation_window: &validation,
+                features: &file.features,
+                metrics: &file.metrics,
+                active: row.active,
+            };
+            let page = report::write_report(out, &input)?;
+            println!("report written to {}", page.display());
+        }
+    }
+    Ok(())
+}
+
+fn training_text(m: &ModelFile) -> String {
+    let first = m.training.cutoffs.last().map_or(String::new(), |c| c.format("%Y-%m-%d").to_string());
+    format!(
+        "{} cutoff(s) from {first}, each labelled by purchases in the next {} days; {} customers, {} buyers (each buyer counted {}×)",
+        m.training.cutoffs.len(),
+        m.training.horizon_days,
+        m.training.rows,
+        m.training.buyers,
+        m.training.buyer_weight
+    )
+}
+
+fn validation_text(m: &ModelFile) -> String {
+    let end = m.validation.cutoff + TimeDelta::days(m.validation.horizon_days);
+    format!(
+        "customers as of {}, labelled by purchases until {}; {} customers, {} buyers",
+        m.validation.cutoff.format("%Y-%m-%d"),
+        end.format("%Y-%m-%d"),
+        m.validation.rows,
+        m.validation.buyers
+    )
+}
+
+/// `patron model show`: the model's facts and metrics as text.
+fn describe(m: &ModelFile, active: bool) -> String {
+    let mut text = format!(
+        "name:        {}{}\nalgorithm:   {}\ntrained at:  {}\ndata:        {}\ntraining:    {}\nvalidation:  {}\n",
+        m.name,
+        if active { " (active)" } else { "" },
+        m.algorithm.name(),
+        m.trained_at.format("%Y-%m-%d %H:%M:%S UTC"),
+        m.data_fingerprint,
+        training_text(m),
+        validation_text(m)
+    );
+    let x = &m.metrics;
+    text += &format!(
+        "metrics:     AUC {:.3}, log loss {:.4}, Brier {:.4}, top-decile lift {:.2}, buyer rate {:.3}\n",
+        x.roc_auc, x.log_loss, x.brier, x.top_decile_lift, x.base_rate
+    );
+    text += "calibration: decile  customers  mean score  buyer rate\n";
+    for bin in &x.calibration {
+        text += &format!("             {:>6}  {:>9}  {:>10.3}  {:>10.3}\n", bin.decile, bin.customers, bin.mean_score, bin.buyer_rate);
+    }
+    text
+}
+
+/// `--as-of`: a date means the end of that day (UTC), a timestamp that moment.
+pub fn parse_as_of(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let next = date.succ_opt().ok_or("date out of range")?;
+        return Ok(next.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("`{text}` is not a date YYYY-MM-DD or an RFC 3339 timestamp"))
+}
+
+/// `--horizon`: whole days (`91d`) or weeks (`13w`), at least one day.
+pub fn parse_horizon(text: &str) -> Result<i64, String> {
+    let invalid = || format!("`{text}` is not a duration such as 91d or 13w");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let number: i64 = number.parse().map_err(|_| invalid())?;
+    let days = match unit {
+        "d" => number,
+        "w" => number * 7,
+        _ => return Err(invalid()),
+    };
+    if !(1..=3650).contains(&days) {
+        return Err(format!("`{text}` must be between 1 day and 10 years"));
+    }
+    Ok(days)
+}

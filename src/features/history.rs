@@ -1,0 +1,240 @@
+//! Every customer's events, read from the database in one pass per table and
+//! kept in memory as compact arrays grouped by customer, so features for any
+//! number of cutoffs cost no further queries.
+
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect};
+
+use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
+
+/// An order as features see it: when, how much, which category (interned).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Order {
+    pub at: i64,
+    pub cents: i64,
+    pub category: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Complaint {
+    pub opened_at: i64,
+    pub resolved_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LedgerEntry {
+    pub at: i64,
+    pub points: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierChange {
+    pub at: i64,
+    pub tier: String,
+}
+
+/// One customer's events, each list in time order (orders strictly so).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomerEvents<'a> {
+    pub signed_up_at: Option<i64>,
+    pub orders: &'a [Order],
+    pub complaints: &'a [Complaint],
+    pub ledger: &'a [LedgerEntry],
+    pub tier_changes: &'a [TierChange],
+    pub messages: &'a [i64],
+}
+
+/// Items grouped by customer index: `items[starts[i]..starts[i + 1]]`.
+#[derive(Debug)]
+struct Grouped<T> {
+    starts: Vec<usize>,
+    items: Vec<T>,
+}
+
+impl<T> Grouped<T> {
+    /// Groups `(customer index, item)` pairs, ordering each group by `key`.
+    fn new<K: Ord>(customers: usize, mut pairs: Vec<(usize, T)>, key: impl Fn(&T) -> K) -> Self {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| key(&a.1).cmp(&key(&b.1))));
+        let mut starts = Vec::with_capacity(customers + 1);
+        let mut items = Vec::with_capacity(pairs.len());
+        for (customer, item) in pairs {
+            while starts.len() <= customer {
+                starts.push(items.len());
+            }
+            items.push(item);
+        }
+        starts.resize(customers + 1, items.len());
+        Grouped { starts, items }
+    }
+
+    fn of(&self, customer: usize) -> &[T] {
+        &self.items[self.starts[customer]..self.starts[customer + 1]]
+    }
+}
+
+/// The events of every customer; customers in order of their database id.
+#[derive(Debug)]
+pub struct History {
+    pub customer_ids: Vec<i64>,
+    pub external_ids: Vec<String>,
+    signed_up_at: Vec<Option<i64>>,
+    orders: Grouped<Order>,
+    complaints: Grouped<Complaint>,
+    ledger: Grouped<LedgerEntry>,
+    tier_changes: Grouped<TierChange>,
+    messages: Grouped<i64>,
+}
+
+impl History {
+    /// Reads every customer and their events.
+    pub async fn load(db: &DatabaseConnection) -> Result<History, DbErr> {
+        let mut customers: Vec<(i64, String, Option<i64>)> = customer::Entity::find()
+            .select_only()
+            .columns([customer::Column::Id, customer::Column::ExternalId, customer::Column::SignedUpAt])
+            .into_tuple::<(i64, String, Option<chrono::DateTime<chrono::Utc>>)>()
+            .stream(db)
+            .await?
+            .map_ok(|(id, external, signed_up)| (id, external, signed_up.map(|t| t.timestamp())))
+            .try_collect()
+            .await?;
+        customers.sort_unstable_by_key(|c| c.0);
+        let customer_ids: Vec<i64> = customers.iter().map(|c| c.0).collect();
+        let index = |id: i64| customer_ids.binary_search(&id).ok();
+        let n = customer_ids.len();
+        let orders = Grouped::new(n, load_orders(db, &index).await?, |o| o.at);
+        let complaints = Grouped::new(n, load_complaints(db, &index).await?, |c| c.opened_at);
+        let ledger = Grouped::new(n, load_ledger(db, &index).await?, |e| e.at);
+        let tier_changes = Grouped::new(n, load_tier_changes(db, &index).await?, |c| c.at);
+        let messages = Grouped::new(n, load_messages(db, &index).await?, |&at| at);
+        let (external_ids, signed_up_at) = customers.into_iter().map(|(_, e, s)| (e, s)).unzip();
+        Ok(History { customer_ids, external_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
+    }
+
+    pub fn len(&self) -> usize {
+        self.customer_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customer_ids.is_empty()
+    }
+
+    /// The events of the customer at `index` (in database id order).
+    pub fn events(&self, index: usize) -> CustomerEvents<'_> {
+        CustomerEvents {
+            signed_up_at: self.signed_up_at[index],
+            orders: self.orders.of(index),
+            complaints: self.complaints.of(index),
+            ledger: self.ledger.of(index),
+            tier_changes: self.tier_changes.of(index),
+            messages: self.messages.of(index),
+        }
+    }
+
+    /// Every order time, for choosing training windows.
+    pub fn order_times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.orders.items.iter().map(|o| o.at)
+    }
+
+    /// A fingerprint of the orders before `cutoff`, so that a model file
+    /// tells which data it was trained on.
+    pub fn fingerprint(&self, cutoff: i64) -> String {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for index in 0..self.len() {
+            for o in self.orders.of(index).iter().filter(|o| o.at < cutoff) {
+                hasher.update(&self.customer_ids[index].to_le_bytes());
+                hasher.update(&o.at.to_le_bytes());
+                hasher.update(&o.cents.to_le_bytes());
+            }
+        }
+        format!("xxh3:{:016x}", hasher.digest())
+    }
+}
+
+type Indexer<'a> = &'a dyn Fn(i64) -> Option<usize>;
+
+async fn load_orders(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, Order)>, DbErr> {
+    let mut categories: HashMap<String, u32> = HashMap::new();
+    let mut rows = order::Entity::find()
+        .select_only()
+        .columns([order::Column::CustomerId, order::Column::OrderedAt, order::Column::AmountCents, order::Column::Category])
+        .into_tuple::<(i64, chrono::DateTime<chrono::Utc>, i64, Option<String>)>()
+        .stream(db)
+        .await?;
+    let mut orders = Vec::new();
+    while let Some((customer, at, cents, category)) = rows.try_next().await? {
+        let Some(customer) = index(customer) else { continue };
+        let next = categories.len() as u32;
+        let category = category.map(|c| *categories.entry(c).or_insert(next));
+        orders.push((customer, Order { at: at.timestamp(), cents, category }));
+    }
+    Ok(orders)
+}
+
+async fn load_complaints(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> = interaction::Entity::find()
+        .select_only()
+        .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
+        .filter(interaction::Column::Kind.eq("complaint"))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(customer, opened, resolved)| {
+            let complaint = Complaint { opened_at: opened.timestamp(), resolved_at: resolved.map(|r| r.timestamp()) };
+            Some((index(customer)?, complaint))
+        })
+        .collect())
+}
+
+async fn load_ledger(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, i64)> = loyalty_ledger::Entity::find()
+        .select_only()
+        .columns([loyalty_ledger::Column::CustomerId, loyalty_ledger::Column::OccurredAt, loyalty_ledger::Column::Points])
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(customer, at, points)| Some((index(customer)?, LedgerEntry { at: at.timestamp(), points })))
+        .collect())
+}
+
+async fn load_tier_changes(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, TierChange)>, DbErr> {
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String)> = loyalty_tier_change::Entity::find()
+        .select_only()
+        .columns([
+            loyalty_tier_change::Column::CustomerId,
+            loyalty_tier_change::Column::ChangedAt,
+            loyalty_tier_change::Column::ToTier,
+        ])
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(customer, at, tier)| Some((index(customer)?, TierChange { at: at.timestamp(), tier })))
+        .collect())
+}
+
+/// Times of the messages actually sent to each customer.
+async fn load_messages(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = outbox::Entity::find()
+        .select_only()
+        .columns([outbox::Column::CustomerId, outbox::Column::SentAt])
+        .filter(outbox::Column::SentAt.is_not_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(|(customer, at)| Some((index(customer)?, at.timestamp()))).collect())
+}
+
+#[cfg(test)]
+impl<'a> CustomerEvents<'a> {
+    /// Events for a hand-made history in tests.
+    pub fn with_orders(orders: &'a [Order]) -> Self {
+        CustomerEvents { orders, ..Default::default() }
+    }
+}

@@ -1,0 +1,97 @@
+//! The `feature_snapshots` table: every customer's latest features, so that
+//! segments and reports can filter on them. Replaced whole at each scoring,
+//! in the scoring's transaction.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Query, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+
+use super::Features;
+use crate::db::bulk::BulkInsert;
+
+const COLUMNS: &[&str] = &[
+    "customer_id",
+    "as_of",
+    "computed_at",
+    "recency_days",
+    "monetary_mean",
+    "first_order_value",
+    "tenure_days",
+    "gap_mean_days",
+    "gap_std_days",
+    "spend_trend",
+    "loyalty_points",
+    "days_since_last_message",
+    "monetary_total",
+    "spend_30d",
+    "spend_90d",
+    "spend_365d",
+    "frequency",
+    "orders_total",
+    "orders_30d",
+    "orders_90d",
+    "orders_365d",
+    "distinct_categories",
+    "complaints_open",
+    "complaints_365d",
+    "loyalty_tier",
+];
+
+/// Writes snapshots into a transaction: [`SnapshotWriter::clear`] first,
+/// then [`SnapshotWriter::write`] for each chunk of customers.
+pub struct SnapshotWriter {
+    insert: BulkInsert,
+    as_of: DateTime<Utc>,
+    computed_at: DateTime<Utc>,
+}
+
+impl SnapshotWriter {
+    pub fn new(backend: DbBackend, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
+        SnapshotWriter { insert: BulkInsert::new(backend, "feature_snapshots", COLUMNS), as_of, computed_at }
+    }
+
+    /// Removes every snapshot: each scoring replaces them all.
+    pub async fn clear(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        txn.execute(&Query::delete().from_table("feature_snapshots").to_owned()).await.map(drop)
+    }
+
+    /// Writes the snapshots of `customer_ids` (one statement; at most about
+    /// 1,300 customers, SQLite's limit of bound values).
+    pub async fn write(&mut self, txn: &DatabaseTransaction, customer_ids: &[i64], features: &[Features]) -> Result<(), DbErr> {
+        let mut values = Vec::with_capacity(features.len() * COLUMNS.len());
+        for (customer_id, f) in customer_ids.iter().zip(features) {
+            row_values(&mut values, *customer_id, f, self.as_of, self.computed_at);
+        }
+        txn.execute_raw(self.insert.statement(values)).await.map(drop)
+    }
+}
+
+fn row_values(out: &mut Vec<Value>, customer_id: i64, f: &Features, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) {
+    out.extend([
+        customer_id.into(),
+        as_of.into(),
+        computed_at.into(),
+        f.recency_days.into(),
+        f.monetary_mean.into(),
+        f.first_order_value.into(),
+        f.tenure_days.into(),
+        f.gap_mean_days.into(),
+        f.gap_std_days.into(),
+        f.spend_trend.into(),
+        f.loyalty_points.into(),
+        f.days_since_last_message.into(),
+        f.monetary_total.into(),
+        f.spend_30d.into(),
+        f.spend_90d.into(),
+        f.spend_365d.into(),
+        f.frequency.into(),
+        f.orders_total.into(),
+        f.orders_30d.into(),
+        f.orders_90d.into(),
+        f.orders_365d.into(),
+        f.distinct_categories.into(),
+        f.complaints_open.into(),
+        f.complaints_365d.into(),
+        f.loyalty_tier.clone().into(),
+    ]);
+}

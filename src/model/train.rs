@@ -1,0 +1,220 @@
+//! Training on a time split: examples are customers as of past cutoffs,
+//! labelled by whether they bought within the horizon after the cutoff.
+//! Validation uses the latest window that ends by `as_of`; training uses the
+//! windows before it, so nothing after `as_of` is ever seen and validation
+//! never overlaps training.
+
+use chrono::{DateTime, Utc};
+
+use super::fit::{self, Fitted};
+use super::preprocess::Preprocessor;
+use super::{Algorithm, ModelFile, Parameters, SCHEMA_VERSION, TrainingWindow, ValidationWindow, metrics};
+use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
+
+/// Fewest buyers (and non-buyers) a window needs for a model to mean anything.
+pub const MIN_CLASS_SIZE: usize = 50;
+/// Windows a model is fitted on, at most.
+const MAX_TRAINING_WINDOWS: i64 = 4;
+/// Rows sampled per window, at most, to bound memory and time on big bases.
+const MAX_ROWS_PER_WINDOW: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrainRequest {
+    /// Nothing at or after this moment is used.
+    pub as_of: DateTime<Utc>,
+    pub horizon_days: i64,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(
+        "not enough history to train: a {horizon}-day training window and a {horizon}-day validation window must fit \
+         before {as_of}, but the first order is on {first}"
+    )]
+    NoWindow { as_of: String, horizon: i64, first: String },
+    #[error("there are no orders to learn from; import orders first")]
+    NoOrders,
+    #[error(
+        "too little data to train: the {window} window ({from} to {to}) has {buyers} buyers and {others} non-buyers; \
+         at least {MIN_CLASS_SIZE} of each are needed (try a longer --horizon or an earlier --as-of)"
+    )]
+    TooLittle { window: &'static str, from: String, to: String, buyers: usize, others: usize },
+    #[error("the {0} model could not be fitted: {1}")]
+    Fit(&'static str, String),
+    #[error("the {0} model gives non-finite scores on the validation window; it was not saved")]
+    NotFinite(&'static str),
+}
+
+impl TrainError {
+    /// The data or the request is at fault, not the machine.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, TrainError::NoWindow { .. } | TrainError::NoOrders | TrainError::TooLittle { .. })
+    }
+}
+
+/// Inputs and labels of the customers known at some cutoffs: row `i` is
+/// `inputs[i * width..(i + 1) * width]`, NaN where a value is missing
+/// (flat, to keep hundreds of thousands of rows small).
+#[derive(Debug)]
+pub struct Examples {
+    pub width: usize,
+    pub inputs: Vec<f64>,
+    pub labels: Vec<bool>,
+}
+
+impl Examples {
+    pub fn new(width: usize) -> Self {
+        Examples { width, inputs: Vec::new(), labels: Vec::new() }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &[f64]> {
+        self.inputs.chunks_exact(self.width)
+    }
+
+    fn push(&mut self, inputs: &[Option<f64>], label: bool) {
+        self.inputs.extend(inputs.iter().map(|v| v.unwrap_or(f64::NAN)));
+        self.labels.push(label);
+    }
+
+    fn buyers(&self) -> usize {
+        self.labels.iter().filter(|&&b| b).count()
+    }
+}
+
+/// The customers known at each cutoff (bought or signed up before it),
+/// with their inputs and whether they bought in `[cutoff, cutoff + horizon)`.
+/// Bases larger than [`MAX_ROWS_PER_WINDOW`] are sampled evenly.
+pub fn examples(history: &History, cutoffs: &[i64], horizon_days: i64) -> Examples {
+    let step = history.len().div_ceil(MAX_ROWS_PER_WINDOW).max(1);
+    let mut examples = Examples::new(MODEL_INPUTS.len());
+    for &cutoff in cutoffs {
+        let end = cutoff + horizon_days * DAY;
+        for index in (0..history.len()).step_by(step) {
+            let events = history.events(index);
+            let features = compute(&events, cutoff);
+            if features.tenure_days.is_some() {
+                examples.push(&model_inputs(&features), events.orders.iter().any(|o| o.at >= cutoff && o.at < end));
+            }
+        }
+    }
+    examples
+}
+
+/// Trains a model as asked and returns it, ready to save; `now` names it.
+///
+/// The metrics come from fitting on the windows before the validation
+/// window and scoring that window. The saved model is the same method fitted
+/// again with the validation window included, so that it knows the latest
+/// behaviour (customers' recency then spans the range it will meet when
+/// scoring).
+pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> Result<ModelFile, TrainError> {
+    let horizon = request.horizon_days * DAY;
+    let validation_cutoff = request.as_of.timestamp() - horizon;
+    let first_order = history.order_times().min().ok_or(TrainError::NoOrders)?;
+    // Newest first: validation, then the training windows before it.
+    let cutoffs: Vec<i64> =
+        (0..=MAX_TRAINING_WINDOWS).map(|k| validation_cutoff - k * horizon).filter(|&c| c > first_order).collect();
+    if cutoffs.len() < 2 {
+        let (as_of, first) = (date(request.as_of.timestamp()), date(first_order));
+        return Err(TrainError::NoWindow { as_of, horizon: request.horizon_days, first });
+    }
+    let earlier = &cutoffs[1..];
+    let training = examples(history, earlier, request.horizon_days);
+    check_size(&training, "training", *earlier.last().expect("not empty"), validation_cutoff)?;
+    let validation = examples(history, &[validation_cutoff], request.horizon_days);
+    check_size(&validation, "validation", validation_cutoff, validation_cutoff + horizon)?;
+
+    let algorithm = request.algorithm;
+    let (scaling, held_out) = fitted_model(algorithm, &training)?;
+    let scores = finite_scores(&scaling, &held_out.parameters, &validation, algorithm)?;
+    let metrics = metrics::evaluate(&scores, &validation.labels)
+        .map_err(|e| TrainError::Fit(algorithm.name(), e.to_string()))?;
+    drop(training);
+
+    let latest = &cutoffs[..cutoffs.len().min(MAX_TRAINING_WINDOWS as usize)];
+    let training = examples(history, latest, request.horizon_days);
+    let (scaling, Fitted { parameters, buyer_weight }) = fitted_model(algorithm, &training)?;
+    let model = ModelFile {
+        schema_version: SCHEMA_VERSION,
+        name: format!("{}-{}", algorithm.name(), now.format("%Y%m%dT%H%M%S")),
+        algorithm,
+        trained_at: now,
+        patron_version: env!("CARGO_PKG_VERSION").to_owned(),
+        features: MODEL_INPUTS.iter().map(|s| s.to_string()).collect(),
+        scaling,
+        parameters,
+        training: TrainingWindow {
+            as_of: request.as_of,
+            horizon_days: request.horizon_days,
+            cutoffs: latest.iter().map(|&c| timestamp(c)).collect(),
+            rows: training.labels.len(),
+            buyers: training.buyers(),
+            buyer_weight,
+        },
+        validation: ValidationWindow {
+            cutoff: timestamp(validation_cutoff),
+            horizon_days: request.horizon_days,
+            rows: validation.labels.len(),
+            buyers: validation.buyers(),
+            training_cutoffs: earlier.iter().map(|&c| timestamp(c)).collect(),
+        },
+        data_fingerprint: history.fingerprint(request.as_of.timestamp()),
+        metrics,
+    };
+    finite_scores(&model.scaling, &model.parameters, &validation, algorithm)?;
+    Ok(model)
+}
+
+fn fitted_model(algorithm: Algorithm, training: &Examples) -> Result<(Preprocessor, Fitted), TrainError> {
+    let scaling = Preprocessor::fit(MODEL_INPUTS, training);
+    let fitted = fit::fit(algorithm, &scaling, training)?;
+    Ok((scaling, fitted))
+}
+
+/// The scores of a fitted model on `examples`, refused if any is not finite.
+fn finite_scores(
+    scaling: &Preprocessor,
+    parameters: &Parameters,
+    examples: &Examples,
+    algorithm: Algorithm,
+) -> Result<Vec<f64>, TrainError> {
+    let scores = scores(scaling, parameters, examples);
+    if scores.iter().any(|s| !s.is_finite()) {
+        return Err(TrainError::NotFinite(algorithm.name()));
+    }
+    Ok(scores)
+}
+
+/// The scores `model` gives the examples.
+pub fn score_examples(model: &ModelFile, examples: &Examples) -> Vec<f64> {
+    scores(&model.scaling, &model.parameters, examples)
+}
+
+fn scores(scaling: &Preprocessor, parameters: &Parameters, examples: &Examples) -> Vec<f64> {
+    let mut scratch = Vec::new();
+    examples
+        .rows()
+        .map(|row| {
+            scaling.apply(row, &mut scratch);
+            parameters.probability(&scratch)
+        })
+        .collect()
+}
+
+fn check_size(examples: &Examples, window: &'static str, from: i64, to: i64) -> Result<(), TrainError> {
+    let buyers = examples.buyers();
+    let others = examples.labels.len() - buyers;
+    if buyers < MIN_CLASS_SIZE || others < MIN_CLASS_SIZE {
+        return Err(TrainError::TooLittle { window, from: date(from), to: date(to), buyers, others });
+    }
+    Ok(())
+}
+
+fn timestamp(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).expect("cutoffs lie within chrono's range")
+}
+
+fn date(seconds: i64) -> String {
+    timestamp(seconds).format("%Y-%m-%d").to_string()
+}

@@ -1,0 +1,93 @@
+//! The steps behind `patron train` and `patron model ...`: train, compare
+//! with the active model on the same validation window, save, register and
+//! maybe activate; look models up by name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+
+use super::registry::{self, Promotion};
+use super::train::{self, TrainRequest};
+use super::{ModelFile, file, metrics};
+use crate::db::entities::model;
+use crate::features::History;
+
+pub struct TrainOutcome {
+    pub model: ModelFile,
+    pub path: PathBuf,
+    pub promotion: Promotion,
+    /// Why the active model could not be compared, if it could not.
+    pub active_unusable: Option<String>,
+}
+
+/// Trains a model, saves and registers it, and activates it when the
+/// promotion rule (or `force`) allows.
+pub async fn train_and_promote(
+    db: &DatabaseConnection,
+    models_dir: &Path,
+    request: &TrainRequest,
+    force: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TrainOutcome> {
+    let history = History::load(db).await.context("reading the purchase history")?;
+    let mut model = train::train(&history, request, now)?;
+    model.name = unused_name(db, &model.name).await?;
+    let (active, active_unusable) = match registry::active(db).await? {
+        None => (None, None),
+        Some(row) => match active_auc(&history, models_dir, &row, &model) {
+            Ok(auc) => (Some((row.name, auc)), None),
+            Err(reason) => (None, Some(format!("the active model {} cannot be compared: {reason}", row.name))),
+        },
+    };
+    let promotion = registry::promotion(model.metrics.roc_auc, active, force);
+    let path = file::save(models_dir, &model)?;
+    let file_name = path.file_name().expect("a file").to_string_lossy().into_owned();
+    let id = registry::register(db, &model, &file_name, now).await?;
+    if promotion.activates() {
+        registry::activate(db, id).await?;
+    }
+    Ok(TrainOutcome { model, path, promotion, active_unusable })
+}
+
+/// `name`, or `name-2`, `name-3`... if models trained in the same second exist.
+async fn unused_name(db: &DatabaseConnection, name: &str) -> anyhow::Result<String> {
+    let mut candidate = name.to_owned();
+    for n in 2.. {
+        if registry::find(db, &candidate).await?.is_none() {
+            break;
+        }
+        candidate = format!("{name}-{n}");
+    }
+    Ok(candidate)
+}
+
+/// The active model's AUC on the new model's validation window.
+fn active_auc(history: &History, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<f64, String> {
+    let active = file::load(&models_dir.join(&active.file_name)).map_err(|e| e.to_string())?;
+    let validation = train::examples(history, &[new.validation.cutoff.timestamp()], new.validation.horizon_days);
+    let scores = train::score_examples(&active, &validation);
+    metrics::roc_auc(&scores, &validation.labels).map_err(|e| e.to_string())
+}
+
+/// A registered model and its file, by name; the active one without a name.
+pub async fn lookup(db: &DatabaseConnection, models_dir: &Path, name: Option<&str>) -> anyhow::Result<(model::Model, ModelFile)> {
+    let row = match name {
+        Some(name) => registry::find(db, name).await?.ok_or_else(|| unknown_model(name))?,
+        None => registry::active(db)
+            .await?
+            .ok_or_else(|| anyhow::Error::new(LookupError("there is no active model; train one with `patron train`".into())))?,
+    };
+    let file = file::load(&models_dir.join(&row.file_name))?;
+    Ok((row, file))
+}
+
+fn unknown_model(name: &str) -> anyhow::Error {
+    LookupError(format!("there is no model called `{name}`; `patron model list` shows the models")).into()
+}
+
+/// A model asked for by a name that does not exist (bad usage, exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LookupError(pub String);

@@ -1,0 +1,172 @@
+//! Training, promotion, scoring and model files, on the CDNOW example data.
+
+use std::collections::HashSet;
+
+use patron::model::metrics;
+
+use crate::support::{TestEnv, each_backend, example};
+
+fn import_example(env: &TestEnv) {
+    for what in ["customers", "orders", "interactions"] {
+        env.ok(&["import", what, &example(&format!("{what}.csv")).display().to_string()]);
+    }
+}
+
+fn train(env: &TestEnv, algorithm: &str, extra: &[&str]) -> String {
+    let mut args = vec!["train", "--as-of", "1997-09-30", "--horizon", "91d", "--algorithm", algorithm];
+    args.extend_from_slice(extra);
+    env.ok(&args).stdout
+}
+
+fn active_model(env: &TestEnv) -> String {
+    env.status()["active_model"]["name"].as_str().expect("an active model").to_owned()
+}
+
+fn count(env: &TestEnv, sql: &str) -> usize {
+    env.strings(sql)[0].parse().expect("a count")
+}
+
+/// Customers who bought in the 39-week holdout, 1997-10-01 to 1998-06-30.
+fn holdout_buyers() -> HashSet<String> {
+    let mut reader = csv::Reader::from_path(example("orders.csv")).expect("orders.csv");
+    reader
+        .records()
+        .map(|r| r.expect("a record"))
+        .filter(|r| ("1997-10-01"..="1998-06-30").contains(&&r[2]))
+        .map(|r| r[1].to_owned())
+        .collect()
+}
+
+#[test]
+fn cdnow_backtest_beats_recency_on_the_39_week_holdout() {
+    let buyers = holdout_buyers();
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        let export = env.path("s.csv");
+        env.ok(&["score", "--as-of", "1997-09-30", "--export", &export]);
+
+        let mut reader = csv::Reader::from_path(&export).expect("export");
+        assert_eq!(reader.headers().expect("header"), vec!["customer_id", "score"]);
+        let (mut scores, mut labels) = (Vec::new(), Vec::new());
+        for record in reader.records() {
+            let record = record.expect("a record");
+            let score: f64 = record[1].parse().expect("a number");
+            assert!((0.0..=1.0).contains(&score), "{score} is not a probability");
+            scores.push(score);
+            labels.push(buyers.contains(&record[0]));
+        }
+        assert_eq!(scores.len(), 2357);
+        let auc = metrics::roc_auc(&scores, &labels).expect("both classes");
+        let lift = metrics::top_decile_lift(&scores, &labels);
+        assert!(auc >= 0.765, "holdout AUC {auc:.4} on {:?}", env.backend);
+        assert!(lift >= 2.6, "top-decile lift {lift:.3} on {:?}", env.backend);
+
+        let model = active_model(env);
+        assert!(env.status()["active_model"]["auc"].as_f64().is_some_and(|a| a > 0.5));
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 2357);
+        assert_eq!(count(env, "SELECT CAST(COUNT(DISTINCT decile) AS TEXT) FROM scores"), 10);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), 2357);
+        // Scoring again replaces the scores instead of adding to them.
+        env.ok(&["score", "--as-of", "1997-09-30"]);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 2357);
+        assert!(env.ok(&["model", "list"]).stdout.contains(&format!("{model}  logistic")));
+    });
+}
+
+#[test]
+fn a_worse_model_stays_inactive_unless_forced_or_activated_by_name() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        let logistic = active_model(env);
+        let stdout = train(env, "tree", &[]);
+        assert!(stdout.contains("it was NOT made active"), "{stdout}");
+        assert_eq!(active_model(env), logistic);
+
+        let stdout = train(env, "tree", &["--force"]);
+        assert!(stdout.contains("it is now the active model, forced"), "{stdout}");
+        let tree = active_model(env);
+        assert!(tree.starts_with("tree-"), "{tree}");
+
+        env.ok(&["model", "activate", &logistic]);
+        assert_eq!(active_model(env), logistic);
+        let unknown = env.patron(&["model", "show", "no-such-model"]);
+        assert_eq!(unknown.code, 2);
+        assert!(unknown.stderr.contains("no model called `no-such-model`"), "{}", unknown.stderr);
+    });
+}
+
+#[test]
+fn a_model_file_from_another_version_or_feature_list_is_refused() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        let path = env.dir.path().join("models").join(format!("{}.json", active_model(env)));
+        let original = std::fs::read_to_string(&path).expect("model file");
+
+        std::fs::write(&path, original.replacen("\"schema_version\": 1", "\"schema_version\": 99", 1)).unwrap();
+        let run = env.patron(&["score"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("has schema version 99"), "{}", run.stderr);
+
+        std::fs::write(&path, original.replacen("\"recency_days\",", "\"recency_weeks\",", 1)).unwrap();
+        let run = env.patron(&["score"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("trained on other features"), "{}", run.stderr);
+        assert!(run.stderr.contains("missing: [recency_days]; unknown: [recency_weeks]"), "{}", run.stderr);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 0);
+    });
+}
+
+#[test]
+fn training_on_too_little_data_is_refused_and_saves_nothing() {
+    each_backend(|env| {
+        let customers = std::fs::read_to_string(example("customers.csv")).unwrap();
+        let few: Vec<&str> = customers.lines().take(41).collect();
+        let ids: HashSet<&str> = few[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
+        let orders = std::fs::read_to_string(example("orders.csv")).unwrap();
+        let their_orders: Vec<&str> =
+            orders.lines().enumerate().filter(|(i, l)| *i == 0 || ids.contains(l.split(',').nth(1).unwrap())).map(|(_, l)| l).collect();
+        env.ok(&["import", "customers", &env.write("c.csv", few.join("\n"))]);
+        env.ok(&["import", "orders", &env.write("o.csv", their_orders.join("\n"))]);
+
+        let run = env.patron(&["train", "--as-of", "1997-09-30", "--horizon", "91d"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("too little data to train"), "{}", run.stderr);
+        assert!(run.stderr.contains("at least 50 of each are needed"), "{}", run.stderr);
+        assert_eq!(env.status()["models"], 0);
+        assert!(!env.dir.path().join("models").exists() || std::fs::read_dir(env.dir.path().join("models")).unwrap().next().is_none());
+    });
+}
+
+#[test]
+fn scoring_an_empty_database_says_what_to_do_first() {
+    each_backend(|env| {
+        let run = env.patron(&["score"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("no active model to score with; train one with `patron train`"), "{}", run.stderr);
+        let run = env.patron(&["train"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("no orders to learn from"), "{}", run.stderr);
+    });
+}
+
+#[test]
+fn the_model_report_has_the_metrics_and_the_three_charts() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "forest", &[]);
+        let out = env.path("report");
+        env.ok(&["model", "report", "--out", &out]);
+        let page = std::fs::read_to_string(env.dir.path().join("report/index.html")).expect("index.html");
+        assert!(page.contains(&active_model(env)));
+        for chart in ["roc.svg", "gains.svg", "calibration.svg"] {
+            assert!(page.contains(chart), "{chart} not linked");
+            let svg = std::fs::read_to_string(env.dir.path().join("report").join(chart)).expect("chart");
+            assert!(svg.contains("<svg"), "{chart} is not SVG");
+        }
+        let shown = env.ok(&["model", "show", &active_model(env)]).stdout;
+        assert!(shown.contains("algorithm:   forest") && shown.contains("calibration:"), "{shown}");
+    });
+}
