@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait};
 
-use crate::db::bulk::BulkInsert;
+use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::entities::score;
 use crate::features::snapshot::SnapshotWriter;
 use crate::features::{Features, History, compute, model_inputs};
@@ -127,6 +127,7 @@ async fn write_scores(
 ) -> Result<(), DbErr> {
     score::Entity::delete_many().filter(score::Column::ModelId.eq(model_id)).exec(txn).await?;
     let mut insert = BulkInsert::new(txn.get_database_backend(), "scores", SCORE_COLUMNS);
+    let scored_at = repeated_time(txn.get_database_backend(), now);
     for start in (0..customer_ids.len()).step_by(SCORES_PER_STATEMENT) {
         let end = (start + SCORES_PER_STATEMENT).min(customer_ids.len());
         let mut values = Vec::with_capacity((end - start) * SCORE_COLUMNS.len());
@@ -136,7 +137,7 @@ async fn write_scores(
                 customer_ids[i].into(),
                 scores[i].into(),
                 i16::from(deciles[i]).into(),
-                now.into(),
+                scored_at.clone(),
             ]);
         }
         txn.execute_raw(insert.statement(values)).await?;

@@ -85,6 +85,12 @@ fn print_trained(outcome: &TrainOutcome) {
     if let Some(reason) = &outcome.active_unusable {
         println!("note: {reason}");
     }
+    if outcome.both_saved {
+        println!(
+            "the active model was trained on this window too, so both saved models were compared on it: new AUC {:.3}",
+            outcome.new_auc
+        );
+    }
     match &outcome.promotion {
         Promotion::NoActiveModel => println!("it is now the active model"),
         Promotion::AtLeastAsGood { active, active_auc } => {

@@ -4,6 +4,7 @@
 //! the number of rows, so it is built once (by sea-query) and reused with
 //! fresh bound values.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query, Value};
 use sea_orm::{DbBackend, Statement};
 
@@ -73,5 +74,15 @@ impl BulkInsert {
         let mut set = updatable.to_vec();
         set.push("updated_at");
         OnConflict::column("external_id").update_columns(set).action_and_where(Expr::cust(changed)).to_owned()
+    }
+}
+
+/// A time bound into many rows of a bulk write. SQLite stores times as text,
+/// and formatting the same time for every row cost more than the rest of the
+/// row: the text is made once here, exactly as sqlx would make it.
+pub fn repeated_time(backend: DbBackend, time: DateTime<Utc>) -> Value {
+    match backend {
+        DbBackend::Sqlite => time.to_rfc3339_opts(SecondsFormat::AutoSi, false).into(),
+        _ => time.into(),
     }
 }

@@ -7,7 +7,7 @@ use sea_orm::sea_query::{Query, Value};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
 
 use super::Features;
-use crate::db::bulk::BulkInsert;
+use crate::db::bulk::{BulkInsert, repeated_time};
 
 const COLUMNS: &[&str] = &[
     "customer_id",
@@ -41,13 +41,17 @@ const COLUMNS: &[&str] = &[
 /// then [`SnapshotWriter::write`] for each chunk of customers.
 pub struct SnapshotWriter {
     insert: BulkInsert,
-    as_of: DateTime<Utc>,
-    computed_at: DateTime<Utc>,
+    as_of: Value,
+    computed_at: Value,
 }
 
 impl SnapshotWriter {
     pub fn new(backend: DbBackend, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
-        SnapshotWriter { insert: BulkInsert::new(backend, "feature_snapshots", COLUMNS), as_of, computed_at }
+        SnapshotWriter {
+            insert: BulkInsert::new(backend, "feature_snapshots", COLUMNS),
+            as_of: repeated_time(backend, as_of),
+            computed_at: repeated_time(backend, computed_at),
+        }
     }
 
     /// Removes every snapshot: each scoring replaces them all.
@@ -60,17 +64,17 @@ impl SnapshotWriter {
     pub async fn write(&mut self, txn: &DatabaseTransaction, customer_ids: &[i64], features: &[Features]) -> Result<(), DbErr> {
         let mut values = Vec::with_capacity(features.len() * COLUMNS.len());
         for (customer_id, f) in customer_ids.iter().zip(features) {
-            row_values(&mut values, *customer_id, f, self.as_of, self.computed_at);
+            row_values(&mut values, *customer_id, f, &self.as_of, &self.computed_at);
         }
         txn.execute_raw(self.insert.statement(values)).await.map(drop)
     }
 }
 
-fn row_values(out: &mut Vec<Value>, customer_id: i64, f: &Features, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) {
+fn row_values(out: &mut Vec<Value>, customer_id: i64, f: &Features, as_of: &Value, computed_at: &Value) {
     out.extend([
         customer_id.into(),
-        as_of.into(),
-        computed_at.into(),
+        as_of.clone(),
+        computed_at.clone(),
         f.recency_days.into(),
         f.monetary_mean.into(),
         f.first_order_value.into(),

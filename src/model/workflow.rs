@@ -12,12 +12,15 @@ use super::registry::{self, Promotion};
 use super::train::{self, TrainRequest};
 use super::{ModelFile, file, metrics};
 use crate::db::entities::model;
-use crate::features::History;
+use crate::features::{DAY, History};
 
 pub struct TrainOutcome {
     pub model: ModelFile,
     pub path: PathBuf,
     pub promotion: Promotion,
+    /// The new model's AUC in the comparison (see [`Comparison`]).
+    pub new_auc: f64,
+    pub both_saved: bool,
     /// Why the active model could not be compared, if it could not.
     pub active_unusable: Option<String>,
 }
@@ -34,21 +37,25 @@ pub async fn train_and_promote(
     let history = History::load(db).await.context("reading the purchase history")?;
     let mut model = train::train(&history, request, now)?;
     model.name = unused_name(db, &model.name).await?;
+    let (mut new_auc, mut both_saved) = (model.metrics.roc_auc, false);
     let (active, active_unusable) = match registry::active(db).await? {
         None => (None, None),
-        Some(row) => match active_auc(&history, models_dir, &row, &model) {
-            Ok(auc) => (Some((row.name, auc)), None),
+        Some(row) => match compare(&history, models_dir, &row, &model) {
+            Ok(comparison) => {
+                (new_auc, both_saved) = (comparison.new_auc, comparison.both_saved);
+                (Some((row.name, comparison.active_auc)), None)
+            }
             Err(reason) => (None, Some(format!("the active model {} cannot be compared: {reason}", row.name))),
         },
     };
-    let promotion = registry::promotion(model.metrics.roc_auc, active, force);
+    let promotion = registry::promotion(new_auc, active, force);
     let path = file::save(models_dir, &model)?;
     let file_name = path.file_name().expect("a file").to_string_lossy().into_owned();
     let id = registry::register(db, &model, &file_name, now).await?;
     if promotion.activates() {
         registry::activate(db, id).await?;
     }
-    Ok(TrainOutcome { model, path, promotion, active_unusable })
+    Ok(TrainOutcome { model, path, promotion, new_auc, both_saved, active_unusable })
 }
 
 /// `name`, or `name-2`, `name-3`... if models trained in the same second exist.
@@ -63,12 +70,37 @@ async fn unused_name(db: &DatabaseConnection, name: &str) -> anyhow::Result<Stri
     Ok(candidate)
 }
 
-/// The active model's AUC on the new model's validation window.
-fn active_auc(history: &History, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<f64, String> {
+/// The new and the active model on the new model's validation window.
+///
+/// Normally the new model's held-out AUC meets the active model's. But the
+/// saved model of every training is refit with its validation window, so an
+/// active model may have learnt from this very window; then both saved
+/// models are scored on it, so that neither starts ahead (an identical
+/// retrain ties instead of losing).
+struct Comparison {
+    new_auc: f64,
+    active_auc: f64,
+    both_saved: bool,
+}
+
+fn compare(history: &History, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<Comparison, String> {
     let active = file::load(&models_dir.join(&active.file_name)).map_err(|e| e.to_string())?;
-    let validation = train::examples(history, &[new.validation.cutoff.timestamp()], new.validation.horizon_days);
-    let scores = train::score_examples(&active, &validation);
-    metrics::roc_auc(&scores, &validation.labels).map_err(|e| e.to_string())
+    let window = new.validation.cutoff.timestamp();
+    let validation = train::examples(history, &[window], new.validation.horizon_days);
+    let auc = |model: &ModelFile| {
+        let scores = train::score_examples(model, &validation);
+        metrics::roc_auc(&scores, &validation.labels).map_err(|e| e.to_string())
+    };
+    let window_end = window + new.validation.horizon_days * DAY;
+    let saw_window = active.training.cutoffs.iter().any(|cutoff| {
+        let start = cutoff.timestamp();
+        start < window_end && start + active.training.horizon_days * DAY > window
+    });
+    Ok(Comparison {
+        new_auc: if saw_window { auc(new)? } else { new.metrics.roc_auc },
+        active_auc: auc(&active)?,
+        both_saved: saw_window,
+    })
 }
 
 /// A registered model and its file, by name; the active one without a name.

@@ -1,0 +1,61 @@
+//! What the benchmarks share: running the real binary and measuring it.
+
+// Each benchmark compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const PATRON: &str = env!("CARGO_BIN_EXE_patron");
+
+/// One finished run of the binary.
+pub struct Measured {
+    pub seconds: f64,
+    /// Peak resident memory, MB.
+    pub peak_mb: f64,
+    pub stdout: String,
+}
+
+/// Runs the binary to completion and measures it.
+// The child is reaped by `wait4`, which also reports its peak memory.
+#[allow(clippy::zombie_processes)]
+pub fn measure(dir: &Path, args: &[&str]) -> Measured {
+    let started = Instant::now();
+    let mut child = Command::new(PATRON)
+        .args(args)
+        .current_dir(dir)
+        .env("PATRON__LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start patron");
+    let mut stdout = String::new();
+    // A few lines at most: reading to the end also waits for the child to close its output.
+    child.stdout.take().expect("piped").read_to_string(&mut stdout).expect("read stdout");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(waited > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "patron {args:?} failed");
+    Measured { seconds, peak_mb: usage.ru_maxrss as f64 / 1024.0, stdout }
+}
+
+/// Data rows in a CSV file, counted without holding it in memory: a child's
+/// peak memory as reported by the kernel starts at its parent's at fork time.
+pub fn lines(path: &Path) -> u64 {
+    let file = std::io::BufReader::new(std::fs::File::open(path).expect("open generated file"));
+    std::io::BufRead::split(file, b'\n').count() as u64 - 1
+}
+
+/// `PATRON_BENCH_CUSTOMERS`, by default one million.
+pub fn customers() -> u64 {
+    std::env::var("PATRON_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
+}
+
+/// Generates synthetic data into `dir/gen` (seed 42).
+pub fn generate(dir: &Path, customers: u64) {
+    let run = measure(dir, &["generate", "--customers", &customers.to_string(), "--seed", "42", "--out", "gen"]);
+    println!("generate {customers} customers: {:.1} s", run.seconds);
+}
