@@ -6,10 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use futures_util::TryStreamExt;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
 
 use crate::db::bulk::{BulkInsert, repeated_time};
-use crate::db::entities::score;
+use crate::db::entities::{customer, score};
 use crate::features::snapshot::SnapshotWriter;
 use crate::features::{Features, History, compute, model_inputs};
 use crate::model::file::{self, ModelFileError};
@@ -86,6 +90,7 @@ pub async fn score(
         export: export.map(Path::to_owned),
     };
     let txn = db.begin().await?;
+    crate::db::use_large_cache(&txn).await?;
     let mut snapshots = SnapshotWriter::new(txn.get_database_backend(), as_of, now);
     snapshots.clear(&txn).await?;
     let mut scores = Vec::with_capacity(history.len());
@@ -110,8 +115,7 @@ pub async fn score(
     txn.commit().await?;
     report.write_scores = clock.elapsed();
     if let Some(path) = export {
-        export_csv(path, &history.external_ids, &scores)
-            .map_err(|source| ScoreError::Export { path: path.to_owned(), source })?;
+        export_csv(db, path, &history.customer_ids, &scores).await?;
     }
     Ok(report)
 }
@@ -145,14 +149,28 @@ async fn write_scores(
     Ok(())
 }
 
-/// `customer_id,score` for every customer, written whole or not at all.
-fn export_csv(path: &Path, external_ids: &[String], scores: &[f64]) -> std::io::Result<()> {
+/// `customer_id,score` (the external id) for every customer, written whole
+/// or not at all. External ids are streamed from the database rather than
+/// kept beside the history, which would cost 50 MB on a million customers.
+async fn export_csv(db: &DatabaseConnection, path: &Path, customer_ids: &[i64], scores: &[f64]) -> Result<(), ScoreError> {
+    let failed = |source: std::io::Error| ScoreError::Export { path: path.to_owned(), source };
     let temporary = path.with_extension("csv.tmp");
-    let mut writer = csv::Writer::from_path(&temporary)?;
-    writer.write_record(["customer_id", "score"])?;
-    for (id, score) in external_ids.iter().zip(scores) {
-        writer.write_record([id.as_str(), &score.to_string()])?;
+    let mut writer = csv::Writer::from_path(&temporary).map_err(|e| failed(e.into()))?;
+    writer.write_record(["customer_id", "score"]).map_err(|e| failed(e.into()))?;
+    let mut customers = customer::Entity::find()
+        .select_only()
+        .columns([customer::Column::Id, customer::Column::ExternalId])
+        .order_by_asc(customer::Column::Id)
+        .into_tuple::<(i64, String)>()
+        .stream(db)
+        .await?;
+    while let Some((id, external_id)) = customers.try_next().await? {
+        // Customers added since the history was read have no score yet.
+        if let Ok(index) = customer_ids.binary_search(&id) {
+            writer.write_record([external_id.as_str(), &scores[index].to_string()]).map_err(|e| failed(e.into()))?;
+        }
     }
-    writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&temporary, path)
+    let file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
+    file.sync_all().map_err(failed)?;
+    std::fs::rename(&temporary, path).map_err(failed)
 }

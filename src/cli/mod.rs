@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
 use crate::config::{self, ConfigError, Loaded};
@@ -122,10 +123,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
             Ok(())
         }
-        Command::Migrate => {
+        command => {
             let loaded = load(cli.config.as_deref())?;
-            let conn = db::connect(&loaded.settings).await?;
-            let applied = db::migrate(&conn).await?;
+            let conn = match command {
+                Command::Migrate => db::connect(&loaded.settings).await?,
+                _ => db::open(&loaded.settings).await?,
+            };
+            let outcome = run_on_database(&conn, &loaded, command).await;
+            // Closing lets SQLite fold its write-ahead log back into the
+            // database file; left open, the log grows with every command.
+            conn.close().await.context("closing the database")?;
+            outcome
+        }
+    }
+}
+
+/// The commands that work on the database.
+async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Command) -> anyhow::Result<()> {
+    let settings = &loaded.settings;
+    match command {
+        Command::Migrate => {
+            let applied = db::migrate(conn).await?;
             if applied.is_empty() {
                 println!("database is up to date");
             } else {
@@ -133,26 +151,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Import(args) => {
-            let loaded = load(cli.config.as_deref())?;
-            run_import(&loaded, &args).await
-        }
-        Command::Train(args) => {
-            let loaded = load(cli.config.as_deref())?;
-            models::train(&db::open(&loaded.settings).await?, &loaded.settings, &args).await
-        }
-        Command::Score(args) => {
-            let loaded = load(cli.config.as_deref())?;
-            models::score(&db::open(&loaded.settings).await?, &loaded.settings, &args).await
-        }
-        Command::Model(command) => {
-            let loaded = load(cli.config.as_deref())?;
-            models::model(&db::open(&loaded.settings).await?, &loaded.settings, &command).await
-        }
+        Command::Import(args) => run_import(conn, loaded, &args).await,
+        Command::Train(args) => models::train(conn, settings, &args).await,
+        Command::Score(args) => models::score(conn, settings, &args).await,
+        Command::Model(command) => models::model(conn, settings, &command).await,
         Command::Status { json } => {
-            let loaded = load(cli.config.as_deref())?;
-            let conn = db::open(&loaded.settings).await?;
-            let status = status::collect(&conn).await?;
+            let status = status::collect(conn).await?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
@@ -160,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Generate(_) | Command::Config => unreachable!("handled without a database"),
     }
 }
 
@@ -173,7 +178,7 @@ fn secret_state(secret: &Option<SecretString>) -> &'static str {
     if secret.is_some() { "set" } else { "not set" }
 }
 
-async fn run_import(loaded: &Loaded, args: &ImportArgs) -> anyhow::Result<()> {
+async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArgs) -> anyhow::Result<()> {
     let kind = match args.what {
         ImportKind::Customers => Kind::Customers,
         ImportKind::Orders => Kind::Orders,
@@ -185,9 +190,8 @@ async fn run_import(loaded: &Loaded, args: &ImportArgs) -> anyhow::Result<()> {
         batch_size: loaded.settings.import.batch_size,
         max_reported_errors: loaded.settings.import.max_reported_errors,
     };
-    let conn = db::open(&loaded.settings).await?;
     let started = std::time::Instant::now();
-    let report = import::import(&conn, kind, &args.file, &options).await?;
+    let report = import::import(conn, kind, &args.file, &options).await?;
     tracing::info!(rows = report.rows, seconds = started.elapsed().as_secs_f64(), "import finished");
     println!(
         "{}: {} rows read, {} new or changed, {} unchanged, {} rejected",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseBackend, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{Settings, mask_url_password};
@@ -45,15 +45,27 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
-                // 64 MB of page cache, and statement journals in memory: a
+                // 8 MB of page cache (imports ask for more, see
+                // `use_large_cache`), and statement journals in memory: a
                 // multi-row upsert journals the pages it touches, and on disk
                 // that doubled the write cost of an import.
-                .pragma("cache_size", "-65536")
+                .pragma("cache_size", "-8192")
                 .pragma("temp_store", "memory")
         });
     Database::connect(options)
         .await
         .with_context(|| format!("connecting to database {}", mask_url_password(&url)))
+}
+
+/// Gives the connection behind `txn` 64 MB of SQLite page cache (nothing on
+/// PostgreSQL). Bulk upserts touch index pages all over the file and ran much
+/// slower with less; scans do not need it, and scoring's two concurrent
+/// readers would otherwise hold 128 MB of cache between them.
+pub async fn use_large_cache(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        txn.execute_unprepared("PRAGMA cache_size = -65536").await?;
+    }
+    Ok(())
 }
 
 /// Applies pending migrations and returns the names of those applied.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
 
@@ -80,7 +80,6 @@ impl<T> Grouped<T> {
 #[derive(Debug)]
 pub struct History {
     pub customer_ids: Vec<i64>,
-    pub external_ids: Vec<String>,
     signed_up_at: Vec<Option<i64>>,
     orders: Grouped<Order>,
     complaints: Grouped<Complaint>,
@@ -105,8 +104,8 @@ impl History {
         let ledger = Grouped::new(n, load_ledger(db, &index).await?, |e| e.at);
         let tier_changes = Grouped::new(n, load_tier_changes(db, &index).await?, |c| c.at);
         let messages = Grouped::new(n, load_messages(db, &index).await?, |&at| at);
-        let (external_ids, signed_up_at) = customers.into_iter().map(|(_, e, s)| (e, s)).unzip();
-        Ok(History { customer_ids, external_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
+        let signed_up_at = customers.into_iter().map(|(_, s)| s).collect();
+        Ok(History { customer_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
     }
 
     pub fn len(&self) -> usize {
@@ -151,14 +150,14 @@ impl History {
 
 type Indexer<'a> = &'a dyn Fn(i64) -> Option<usize>;
 
-/// Customers: database id, external id, sign-up time.
-async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, String, Option<i64>)>, DbErr> {
+/// Customers: database id and sign-up time.
+async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, Option<i64>)>, DbErr> {
     let backend = db.get_database_backend();
     customer::Entity::find()
         .select_only()
-        .columns([customer::Column::Id, customer::Column::ExternalId])
+        .column(customer::Column::Id)
         .expr(epoch_seconds(backend, "signed_up_at"))
-        .into_tuple::<(i64, String, Option<i64>)>()
+        .into_tuple::<(i64, Option<i64>)>()
         .stream(db)
         .await?
         .try_collect()
@@ -168,6 +167,7 @@ async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, String, Opt
 /// Orders by customer database id, categories interned as numbers.
 async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr> {
     let backend = db.get_database_backend();
+    let expected = order::Entity::find().count(db).await?;
     let mut categories: HashMap<String, u32> = HashMap::new();
     let mut rows = order::Entity::find()
         .select_only()
@@ -177,7 +177,9 @@ async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr
         .into_tuple::<(i64, i64, i64, Option<String>)>()
         .stream(db)
         .await?;
-    let mut orders = Vec::new();
+    // Sized up front: growing by doubling would briefly hold one and a half
+    // copies of the largest array patron keeps.
+    let mut orders = Vec::with_capacity(expected as usize);
     while let Some((customer, at, cents, category)) = rows.try_next().await? {
         let next = categories.len() as u32;
         let category = category.map(|c| *categories.entry(c).or_insert(next));

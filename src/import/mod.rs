@@ -214,6 +214,7 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
         reading::read_all::<T>(reader, reader_columns, file, batch_size, sender)
     });
     let txn = db.begin().await?;
+    crate::db::use_large_cache(&txn).await?;
     while let Some(chunk) = chunks.recv().await {
         run.write_chunk::<T>(&txn, chunk).await?;
     }

@@ -50,7 +50,9 @@ pub fn save(models_dir: &Path, model: &ModelFile) -> Result<PathBuf, ModelFileEr
         serde_json::to_writer_pretty(&mut file, model)?;
         file.write_all(b"\n")?;
         file.sync_all()?;
-        std::fs::rename(&temporary, &target)
+        std::fs::rename(&temporary, &target)?;
+        // The rename itself must reach the disk too.
+        std::fs::File::open(models_dir)?.sync_all()
     };
     write().map_err(|source| {
         let _ = std::fs::remove_file(&temporary);
@@ -65,6 +67,9 @@ pub fn load(path: &Path) -> Result<ModelFile, ModelFileError> {
     let damaged = |reason: String| ModelFileError::Damaged { path: path.into(), reason };
     // The version first: a file from another version may not parse at all.
     let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| damaged(e.to_string()))?;
+    if !raw.is_object() {
+        return Err(damaged("expected a JSON object".into()));
+    }
     let version = &raw["schema_version"];
     if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
         return Err(ModelFileError::SchemaVersion { path: path.into(), found: version.to_string() });
