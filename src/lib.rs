@@ -10,4 +10,5 @@ pub mod import;
 pub mod logging;
 pub mod model;
 pub mod scoring;
+pub mod segment;
 pub mod status;

@@ -1,0 +1,207 @@
+//! Tests for segment-expression parsing and validation.
+
+use chrono::NaiveDate;
+
+use super::*;
+
+const KNOWN: &[(&str, FieldType)] = &[
+    ("recency_days", FieldType::Days),
+    ("frequency", FieldType::Number),
+    ("complaints_open", FieldType::Number),
+    ("propensity_decile", FieldType::Number),
+    ("propensity", FieldType::Number),
+    ("first_name", FieldType::Text),
+    ("loyalty_tier", FieldType::Text),
+    ("signed_up_at", FieldType::Date),
+    ("opted_in", FieldType::Bool),
+    ("a", FieldType::Number),
+    ("b", FieldType::Number),
+    ("c", FieldType::Number),
+];
+
+pub(super) const EXAMPLES: &[&str] = &[
+    "recency_days > 180 and frequency >= 2",
+    "recency_days between 30d and 90d",
+    "not (complaints_open > 0) or propensity_decile in [1, 2, 3]",
+    "attributes.region = \"north\" and first_name is not null",
+    "signed_up_at < 2026-01-01 and loyalty_tier in [\"gold\", \"silver\"]",
+    "propensity >= 0.3",
+];
+
+pub(super) fn fields() -> Fields<'static> {
+    Fields { known: KNOWN }
+}
+
+pub(super) fn ok(text: &str) -> Expr {
+    match parse(text, &fields()) {
+        Ok(expr) => expr,
+        Err(errors) => panic!("{text:?} should parse, got {errors:?}"),
+    }
+}
+
+pub(super) fn errors(text: &str) -> Vec<ParseError> {
+    match parse(text, &fields()) {
+        Ok(expr) => panic!("{text:?} should fail, got {expr:?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// The single error for `text`, as `line:column: message`.
+pub(super) fn one_error(text: &str) -> String {
+    let errors = errors(text);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    errors[0].to_string()
+}
+
+fn named(name: &str) -> Field {
+    Field::Named(name.to_string())
+}
+
+fn span(start: usize, end: usize) -> Span {
+    Span { start, end }
+}
+
+fn cmp(name: &str, op: CompareOp, value: Value, start: usize, end: usize) -> Expr {
+    Expr::Compare {
+        field: named(name),
+        op,
+        value,
+        span: span(start, end),
+    }
+}
+
+fn and(l: Expr, r: Expr) -> Expr {
+    Expr::And(Box::new(l), Box::new(r))
+}
+
+fn or(l: Expr, r: Expr) -> Expr {
+    Expr::Or(Box::new(l), Box::new(r))
+}
+
+#[test]
+fn every_example_parses() {
+    for example in EXAMPLES {
+        ok(example);
+    }
+}
+
+#[test]
+fn a_conjunction_of_comparisons_parses_to_an_and_tree() {
+    let expected = and(
+        cmp("recency_days", CompareOp::Gt, Value::Number(180.0), 0, 18),
+        cmp("frequency", CompareOp::Ge, Value::Number(2.0), 23, 37),
+    );
+    assert_eq!(ok(EXAMPLES[0]), expected);
+}
+
+#[test]
+fn between_with_durations_parses_to_days() {
+    let expected = Expr::Between {
+        field: named("recency_days"),
+        low: Value::Days(30.0),
+        high: Value::Days(90.0),
+        span: span(0, 32),
+    };
+    assert_eq!(ok(EXAMPLES[1]), expected);
+}
+
+#[test]
+fn not_and_in_list_parse_to_the_expected_tree() {
+    let expected = or(
+        Expr::Not(Box::new(cmp(
+            "complaints_open",
+            CompareOp::Gt,
+            Value::Number(0.0),
+            5,
+            24,
+        ))),
+        Expr::In {
+            field: named("propensity_decile"),
+            values: vec![Value::Number(1.0), Value::Number(2.0), Value::Number(3.0)],
+            negated: false,
+            span: span(29, 59),
+        },
+    );
+    assert_eq!(ok(EXAMPLES[2]), expected);
+}
+
+#[test]
+fn attributes_and_is_not_null_parse() {
+    let expected = and(
+        Expr::Compare {
+            field: Field::Attribute("region".to_string()),
+            op: CompareOp::Eq,
+            value: Value::Text("north".to_string()),
+            span: span(0, 27),
+        },
+        Expr::IsNull {
+            field: named("first_name"),
+            negated: true,
+            span: span(32, 54),
+        },
+    );
+    assert_eq!(ok(EXAMPLES[3]), expected);
+}
+
+#[test]
+fn dates_and_string_lists_parse() {
+    let Expr::And(left, right) = ok(EXAMPLES[4]) else {
+        panic!("expected And")
+    };
+    let date = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");
+    assert_eq!(
+        *left,
+        cmp("signed_up_at", CompareOp::Lt, Value::Date(date), 0, 25)
+    );
+    let Expr::In {
+        values,
+        negated: false,
+        ..
+    } = *right
+    else {
+        panic!("expected In")
+    };
+    assert_eq!(
+        values,
+        vec![Value::Text("gold".into()), Value::Text("silver".into())]
+    );
+}
+
+#[test]
+fn not_binds_tighter_than_and_which_binds_tighter_than_or() {
+    let expected = or(
+        cmp("a", CompareOp::Eq, Value::Number(1.0), 0, 5),
+        and(
+            cmp("b", CompareOp::Eq, Value::Number(2.0), 9, 14),
+            Expr::Not(Box::new(cmp(
+                "c",
+                CompareOp::Eq,
+                Value::Number(3.0),
+                23,
+                28,
+            ))),
+        ),
+    );
+    assert_eq!(ok("a = 1 or b = 2 and not c = 3"), expected);
+}
+
+#[test]
+fn keywords_are_case_insensitive_and_weeks_become_days() {
+    assert!(matches!(ok("NOT a = 1 AND b Is NoT NuLl"), Expr::And(..)));
+    let expected = Expr::In {
+        field: named("recency_days"),
+        values: vec![Value::Days(14.0), Value::Days(21.0)],
+        negated: true,
+        span: span(0, 29),
+    };
+    assert_eq!(ok("recency_days NOT IN [2w, 21d]"), expected);
+}
+
+#[test]
+fn string_escapes_are_decoded() {
+    let expr = ok(r#"first_name = "say \"hi\" \\ bye""#);
+    let Expr::Compare { value, .. } = expr else {
+        panic!("expected Compare")
+    };
+    assert_eq!(value, Value::Text(r#"say "hi" \ bye"#.to_string()));
+}
