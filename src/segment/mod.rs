@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub mod compile;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]

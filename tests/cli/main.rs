@@ -9,3 +9,4 @@ mod import_bad_input;
 mod import_data;
 mod migrate;
 mod scoring;
+mod segments;

@@ -158,3 +158,13 @@ pub fn each_backend(test: impl Fn(&TestEnv)) {
         test(&TestEnv::new(backend));
     }
 }
+
+impl TestEnv {
+    /// Runs test-only SQL (fixtures the commands cannot make yet).
+    pub fn execute(&self, sql: &str) {
+        block_on(async {
+            let db = Database::connect(&self.database_url).await.expect("connect");
+            db.execute_unprepared(sql).await.expect("fixture statement");
+        })
+    }
+}

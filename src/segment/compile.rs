@@ -1,0 +1,154 @@
+//! Turning a segment expression into a sea-orm condition over a customer,
+//! their feature snapshot and the active model's score. Column names come
+//! from the fixed table below, never from the expression; every literal is
+//! a bound value.
+
+use chrono::NaiveDate;
+use sea_orm::sea_query::{Alias, Condition, Expr as Sql, ExprTrait, Query, SelectStatement, SimpleExpr};
+use sea_orm::{DbBackend, Value as DbValue};
+
+use super::{CompareOp, Expr, Field, FieldType, Value};
+
+/// Every field a segment can use: its name, type, table and column.
+pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
+    ("recency_days", FieldType::Days, "feature_snapshots", "recency_days"),
+    ("frequency", FieldType::Number, "feature_snapshots", "frequency"),
+    ("orders_total", FieldType::Number, "feature_snapshots", "orders_total"),
+    ("monetary_total", FieldType::Number, "feature_snapshots", "monetary_total"),
+    ("monetary_mean", FieldType::Number, "feature_snapshots", "monetary_mean"),
+    ("first_order_value", FieldType::Number, "feature_snapshots", "first_order_value"),
+    ("tenure_days", FieldType::Days, "feature_snapshots", "tenure_days"),
+    ("gap_mean_days", FieldType::Days, "feature_snapshots", "gap_mean_days"),
+    ("gap_std_days", FieldType::Days, "feature_snapshots", "gap_std_days"),
+    ("orders_30d", FieldType::Number, "feature_snapshots", "orders_30d"),
+    ("orders_90d", FieldType::Number, "feature_snapshots", "orders_90d"),
+    ("orders_365d", FieldType::Number, "feature_snapshots", "orders_365d"),
+    ("spend_30d", FieldType::Number, "feature_snapshots", "spend_30d"),
+    ("spend_90d", FieldType::Number, "feature_snapshots", "spend_90d"),
+    ("spend_365d", FieldType::Number, "feature_snapshots", "spend_365d"),
+    ("distinct_categories", FieldType::Number, "feature_snapshots", "distinct_categories"),
+    ("spend_trend", FieldType::Number, "feature_snapshots", "spend_trend"),
+    ("complaints_open", FieldType::Number, "feature_snapshots", "complaints_open"),
+    ("complaints_365d", FieldType::Number, "feature_snapshots", "complaints_365d"),
+    ("loyalty_points", FieldType::Number, "feature_snapshots", "loyalty_points"),
+    ("loyalty_tier", FieldType::Text, "feature_snapshots", "loyalty_tier"),
+    ("days_since_last_message", FieldType::Days, "feature_snapshots", "days_since_last_message"),
+    ("first_name", FieldType::Text, "customers", "first_name"),
+    ("last_name", FieldType::Text, "customers", "last_name"),
+    ("birthday", FieldType::Date, "customers", "birthday"),
+    ("signed_up_at", FieldType::Date, "customers", "signed_up_at"),
+    ("marketing_consent", FieldType::Bool, "customers", "marketing_consent"),
+    ("propensity", FieldType::Number, "scores", "score"),
+    ("propensity_decile", FieldType::Number, "scores", "decile"),
+];
+
+/// The names and types for [`super::parse`].
+pub fn known_fields() -> Vec<(&'static str, FieldType)> {
+    FIELDS.iter().map(|&(name, kind, _, _)| (name, kind)).collect()
+}
+
+/// `SELECT customers.id, customers.external_id` of the customers in the
+/// segment, by customer id. Scores are those of `model_id` (the active model).
+/// `expr` must come from [`super::parse`] with [`known_fields`].
+pub fn select_customers(expr: &Expr, backend: DbBackend, model_id: Option<i64>) -> SelectStatement {
+    let customers = Alias::new("customers");
+    let mut select = Query::select();
+    select
+        .column((customers.clone(), Alias::new("id")))
+        .column((customers.clone(), Alias::new("external_id")))
+        .from(customers.clone())
+        .left_join(
+            Alias::new("feature_snapshots"),
+            Sql::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))).equals((customers.clone(), Alias::new("id"))),
+        )
+        .left_join(
+            Alias::new("scores"),
+            Condition::all()
+                .add(Sql::col((Alias::new("scores"), Alias::new("customer_id"))).equals((customers.clone(), Alias::new("id"))))
+                .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
+        )
+        .cond_where(condition(expr, backend))
+        .order_by((customers, Alias::new("id")), sea_orm::sea_query::Order::Asc);
+    select
+}
+
+/// The condition an expression stands for.
+pub fn condition(expr: &Expr, backend: DbBackend) -> Condition {
+    match expr {
+        Expr::And(a, b) => Condition::all().add(condition(a, backend)).add(condition(b, backend)),
+        Expr::Or(a, b) => Condition::any().add(condition(a, backend)).add(condition(b, backend)),
+        Expr::Not(inner) => condition(inner, backend).not(),
+        Expr::Compare { field, op, value, .. } => {
+            let (column, value) = (column(field, value, backend), bound(field, value));
+            Condition::all().add(match op {
+                CompareOp::Eq => column.eq(value),
+                CompareOp::Ne => column.ne(value),
+                CompareOp::Lt => column.lt(value),
+                CompareOp::Le => column.lte(value),
+                CompareOp::Gt => column.gt(value),
+                CompareOp::Ge => column.gte(value),
+            })
+        }
+        Expr::Between { field, low, high, .. } => {
+            Condition::all().add(column(field, low, backend).between(bound(field, low), bound(field, high)))
+        }
+        Expr::In { field, values, negated, .. } => {
+            let column = column(field, &values[0], backend);
+            let values: Vec<DbValue> = values.iter().map(|v| bound(field, v)).collect();
+            Condition::all().add(if *negated { column.is_not_in(values) } else { column.is_in(values) })
+        }
+        Expr::IsNull { field, negated, .. } => {
+            let column = column(field, &Value::Text(String::new()), backend);
+            Condition::all().add(if *negated { column.is_not_null() } else { column.is_null() })
+        }
+    }
+}
+
+/// The column of a field; an attribute is read from the JSON document, as a
+/// number when it is compared with a number.
+fn column(field: &Field, compared_with: &Value, backend: DbBackend) -> SimpleExpr {
+    match field {
+        Field::Named(name) => {
+            let (_, _, table, column) =
+                FIELDS.iter().find(|f| f.0 == name).expect("the validator only lets known fields through");
+            Sql::col((Alias::new(*table), Alias::new(*column)))
+        }
+        Field::Attribute(name) => match (backend, compared_with) {
+            // `$."name"` is a JSON path; NAME is letters, digits and `_` only.
+            // Compared with a number, a value that is not a number is NULL
+            // (matches nothing) instead of an error or a silent zero.
+            (DbBackend::Sqlite, Value::Number(_)) => Sql::cust_with_values(
+                r#"(SELECT CASE WHEN v GLOB '*[0-9]*' AND NOT v GLOB '*[^0-9.+-]*' THEN CAST(v AS REAL) END
+                    FROM (SELECT trim(json_extract("customers"."attributes", ?)) AS v))"#,
+                [json_path(name)],
+            ),
+            (DbBackend::Sqlite, _) => Sql::cust_with_values(r#"json_extract("customers"."attributes", ?)"#, [json_path(name)]),
+            (_, Value::Number(_)) => Sql::cust_with_values(
+                r#"(CASE WHEN trim("customers"."attributes" ->> $1) ~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)$'
+                    THEN CAST(trim("customers"."attributes" ->> $1) AS DOUBLE PRECISION) END)"#,
+                [name.clone()],
+            ),
+            _ => Sql::cust_with_values(r#"("customers"."attributes" ->> $1)"#, [name.clone()]),
+        },
+    }
+}
+
+fn json_path(name: &str) -> String {
+    format!("$.\"{name}\"")
+}
+
+fn bound(field: &Field, value: &Value) -> DbValue {
+    match value {
+        Value::Number(n) | Value::Days(n) => (*n).into(),
+        Value::Text(text) => text.clone().into(),
+        Value::Bool(b) => (*b).into(),
+        // The birthday is a calendar date; the other dates are moments.
+        Value::Date(date) if matches!(field, Field::Named(name) if name == "birthday") => (*date).into(),
+        Value::Date(date) => midnight(*date).into(),
+    }
+}
+
+/// A date compares as the start of that day, UTC.
+fn midnight(date: NaiveDate) -> chrono::DateTime<chrono::Utc> {
+    date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
+}
