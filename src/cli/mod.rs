@@ -129,11 +129,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Migrate => db::connect(&loaded.settings).await?,
                 _ => db::open(&loaded.settings).await?,
             };
-            let outcome = run_on_database(&conn, &loaded, command).await;
-            // Closing lets SQLite fold its write-ahead log back into the
-            // database file; left open, the log grows with every command.
-            conn.close().await.context("closing the database")?;
-            outcome
+            run_on_database(&conn, &loaded, command).await
         }
     }
 }

@@ -51,6 +51,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
                 // that doubled the write cost of an import.
                 .pragma("cache_size", "-8192")
                 .pragma("temp_store", "memory")
+                // The write-ahead log holds a whole import or scoring until
+                // SQLite copies it back; afterwards it is cut to 64 MB
+                // instead of keeping the size of the largest transaction.
+                .pragma("journal_size_limit", "67108864")
         });
     Database::connect(options)
         .await
