@@ -148,8 +148,7 @@ impl Parameters {
 impl ModelFile {
     /// The probability that a customer with these inputs buys within the horizon.
     pub fn score(&self, inputs: &[Option<f64>], scratch: &mut Vec<f64>) -> f64 {
-        let raw: Vec<f64> = inputs.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
-        self.scaling.apply(&raw, scratch);
+        self.scaling.apply_options(inputs, scratch);
         self.parameters.probability(scratch)
     }
 }

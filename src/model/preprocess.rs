@@ -68,8 +68,17 @@ impl Preprocessor {
 
     /// Writes the scaled `inputs` into `out` (resized to fit); a NaN input is missing.
     pub fn apply(&self, inputs: &[f64], out: &mut Vec<f64>) {
+        self.apply_values(inputs.iter().copied(), out);
+    }
+
+    /// [`Preprocessor::apply`] for inputs as features give them, `None` where missing.
+    pub fn apply_options(&self, inputs: &[Option<f64>], out: &mut Vec<f64>) {
+        self.apply_values(inputs.iter().map(|v| v.unwrap_or(f64::NAN)), out);
+    }
+
+    fn apply_values(&self, inputs: impl Iterator<Item = f64>, out: &mut Vec<f64>) {
         out.clear();
-        out.extend(self.columns.iter().zip(inputs).map(|(c, &x)| {
+        out.extend(self.columns.iter().zip(inputs).map(|(c, x)| {
             let value = if x.is_finite() { c.transform.apply(x) } else { c.fill };
             (value.clamp(c.min, c.max) - c.mean) / c.std
         }));

@@ -101,6 +101,13 @@ pub fn examples(history: &History, cutoffs: &[i64], horizon_days: i64) -> Exampl
     examples
 }
 
+/// A trained model and the validation examples it was measured on, which
+/// the promotion rule scores the active model on.
+pub struct Trained {
+    pub model: ModelFile,
+    pub validation: Examples,
+}
+
 /// Trains a model as asked and returns it, ready to save; `now` names it.
 ///
 /// The metrics come from fitting on the windows before the validation
@@ -108,7 +115,7 @@ pub fn examples(history: &History, cutoffs: &[i64], horizon_days: i64) -> Exampl
 /// again with the validation window included, so that it knows the latest
 /// behaviour (customers' recency then spans the range it will meet when
 /// scoring).
-pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> Result<ModelFile, TrainError> {
+pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> Result<Trained, TrainError> {
     let horizon = request.horizon_days * DAY;
     let validation_cutoff = request.as_of.timestamp() - horizon;
     let first_order = history.order_times().min().ok_or(TrainError::NoOrders)?;
@@ -163,7 +170,7 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
         metrics,
     };
     finite_scores(&model.scaling, &model.parameters, &validation, algorithm)?;
-    Ok(model)
+    Ok(Trained { model, validation })
 }
 
 fn fitted_model(algorithm: Algorithm, training: &Examples) -> Result<(Preprocessor, Fitted), TrainError> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 
 use super::registry::{self, Promotion};
-use super::train::{self, TrainRequest};
+use super::train::{self, Examples, TrainRequest};
 use super::{ModelFile, file, metrics};
 use crate::db::entities::model;
 use crate::features::{DAY, History};
@@ -35,12 +35,12 @@ pub async fn train_and_promote(
     now: DateTime<Utc>,
 ) -> anyhow::Result<TrainOutcome> {
     let history = History::load(db).await.context("reading the purchase history")?;
-    let mut model = train::train(&history, request, now)?;
+    let train::Trained { mut model, validation } = train::train(&history, request, now)?;
     model.name = unused_name(db, &model.name).await?;
     let (mut new_auc, mut both_saved) = (model.metrics.roc_auc, false);
     let (active, active_unusable) = match registry::active(db).await? {
         None => (None, None),
-        Some(row) => match compare(&history, models_dir, &row, &model) {
+        Some(row) => match compare(&validation, models_dir, &row, &model) {
             Ok(comparison) => {
                 (new_auc, both_saved) = (comparison.new_auc, comparison.both_saved);
                 (Some((row.name, comparison.active_auc)), None)
@@ -83,12 +83,11 @@ struct Comparison {
     both_saved: bool,
 }
 
-fn compare(history: &History, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<Comparison, String> {
+fn compare(validation: &Examples, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<Comparison, String> {
     let active = file::load(&models_dir.join(&active.file_name)).map_err(|e| e.to_string())?;
     let window = new.validation.cutoff.timestamp();
-    let validation = train::examples(history, &[window], new.validation.horizon_days);
     let auc = |model: &ModelFile| {
-        let scores = train::score_examples(model, &validation);
+        let scores = train::score_examples(model, validation);
         metrics::roc_auc(&scores, &validation.labels).map_err(|e| e.to_string())
     };
     let window_end = window + new.validation.horizon_days * DAY;
