@@ -2,40 +2,19 @@
 //! segments and reports can filter on them. Replaced whole at each scoring,
 //! in the scoring's transaction.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Query, Value};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, IdenStatic, Iterable};
 
 use super::Features;
 use crate::db::bulk::{BulkInsert, repeated_time};
+use crate::db::entities::feature_snapshot;
 
-const COLUMNS: &[&str] = &[
-    "customer_id",
-    "as_of",
-    "computed_at",
-    "recency_days",
-    "monetary_mean",
-    "first_order_value",
-    "tenure_days",
-    "gap_mean_days",
-    "gap_std_days",
-    "spend_trend",
-    "loyalty_points",
-    "days_since_last_message",
-    "monetary_total",
-    "spend_30d",
-    "spend_90d",
-    "spend_365d",
-    "frequency",
-    "orders_total",
-    "orders_30d",
-    "orders_90d",
-    "orders_365d",
-    "distinct_categories",
-    "complaints_open",
-    "complaints_365d",
-    "loyalty_tier",
-];
+/// The table's columns, in the entity's order, which `row_values` follows.
+static COLUMNS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| feature_snapshot::Column::iter().map(|column| column.as_str()).collect());
 
 /// Writes snapshots into a transaction: [`SnapshotWriter::clear`] first,
 /// then [`SnapshotWriter::write`] for each chunk of customers.
@@ -48,7 +27,7 @@ pub struct SnapshotWriter {
 impl SnapshotWriter {
     pub fn new(backend: DbBackend, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
         SnapshotWriter {
-            insert: BulkInsert::new(backend, "feature_snapshots", COLUMNS),
+            insert: BulkInsert::new(backend, "feature_snapshots", &COLUMNS),
             as_of: repeated_time(backend, as_of),
             computed_at: repeated_time(backend, computed_at),
         }
