@@ -33,6 +33,7 @@ pub struct Settings {
     pub models_dir: PathBuf,
     pub database: DatabaseSettings,
     pub import: ImportSettings,
+    pub campaigns: CampaignSettings,
     pub log: LogSettings,
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
@@ -52,6 +53,28 @@ pub struct DatabaseSettings {
 pub struct ImportSettings {
     pub batch_size: usize,
     pub max_reported_errors: usize,
+}
+
+/// Rules shared by every campaign: the default control group, the frequency
+/// cap and how late a missed fire may still run. Durations stay text so that
+/// [`validate`] can name the value's origin; read them through the methods.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignSettings {
+    pub default_holdout: f64,
+    pub frequency_cap: u32,
+    pub frequency_window: String,
+    pub grace_period: String,
+}
+
+impl CampaignSettings {
+    pub fn frequency_window(&self) -> chrono::Duration {
+        crate::duration::parse(&self.frequency_window).unwrap_or_else(|_| chrono::Duration::days(7))
+    }
+
+    pub fn grace_period(&self) -> chrono::Duration {
+        crate::duration::parse(&self.grace_period).unwrap_or_else(|_| chrono::Duration::hours(6))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +280,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     if settings.log.format().is_none() {
         return Err(invalid(raw, "log.format", "expected `text` or `json`"));
     }
+    validate_campaigns(raw, &settings.campaigns)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }
@@ -268,6 +292,19 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
         if path.as_os_str().is_empty() {
             return Err(invalid(raw, key, "must not be empty"));
         }
+    }
+    Ok(())
+}
+
+fn validate_campaigns(raw: &Config, campaigns: &CampaignSettings) -> Result<(), ConfigError> {
+    if !(0.0..=0.5).contains(&campaigns.default_holdout) {
+        return Err(invalid(raw, "campaigns.default_holdout", "must be between 0 and 0.5"));
+    }
+    for (key, text) in [
+        ("campaigns.frequency_window", &campaigns.frequency_window),
+        ("campaigns.grace_period", &campaigns.grace_period),
+    ] {
+        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
     }
     Ok(())
 }

@@ -1,13 +1,16 @@
 //! patron: database-marketing automation. A customer and purchase database,
 //! propensity scores, campaigns and loyalty mail; see ARCHITECTURE.md.
 
+pub mod campaign;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod duration;
 pub mod features;
 pub mod generate;
 pub mod import;
 pub mod logging;
+pub mod message;
 pub mod model;
 pub mod scoring;
 pub mod segment;

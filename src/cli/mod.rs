@@ -1,6 +1,7 @@
 //! The command line: what each command is for, in a marketer's words, and the
 //! dispatch from a parsed command to the library.
 
+mod campaigns;
 mod models;
 
 use std::path::{Path, PathBuf};
@@ -65,6 +66,9 @@ pub enum Command {
     /// List, inspect, activate and report on trained models.
     #[command(subcommand)]
     Model(models::ModelCommand),
+    /// Validate, list, preview and run the campaigns in the campaigns folder.
+    #[command(subcommand)]
+    Campaign(campaigns::CampaignCommand),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +127,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
             Ok(())
         }
+        Command::Campaign(campaigns::CampaignCommand::Validate { files }) => {
+            let loaded = load(cli.config.as_deref())?;
+            campaigns::validate(&loaded.settings, &files)
+        }
         command => {
             let loaded = load(cli.config.as_deref())?;
             let conn = match command {
@@ -151,6 +159,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Train(args) => models::train(conn, settings, &args).await,
         Command::Score(args) => models::score(conn, settings, &args).await,
         Command::Model(command) => models::model(conn, settings, &command).await,
+        Command::Campaign(command) => campaigns::run(conn, settings, &command).await,
         Command::Status { json } => {
             let status = status::collect(conn).await?;
             if json {
@@ -228,6 +237,7 @@ pub struct UsageError(pub String);
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     let invalid_input = error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<UsageError>().is_some()
+        || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()
         || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())

@@ -79,7 +79,7 @@ async fn deactivate_all(db: &impl ConnectionTrait) -> Result<(), DbErr> {
     Ok(())
 }
 
-pub async fn active(db: &DatabaseConnection) -> Result<Option<model::Model>, DbErr> {
+pub async fn active<C: ConnectionTrait>(db: &C) -> Result<Option<model::Model>, DbErr> {
     model::Entity::find().filter(model::Column::Active.eq(true)).one(db).await
 }
 

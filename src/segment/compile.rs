@@ -3,7 +3,7 @@
 //! from the fixed table below, never from the expression; every literal is
 //! a bound value.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use sea_orm::sea_query::{Alias, Condition, Expr as Sql, ExprTrait, Query, SelectStatement, SimpleExpr};
 use sea_orm::{DbBackend, Value as DbValue};
 
@@ -40,7 +40,23 @@ pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
     ("marketing_consent", FieldType::Bool, "customers", "marketing_consent"),
     ("propensity", FieldType::Number, "scores", "score"),
     ("propensity_decile", FieldType::Number, "scores", "decile"),
+    // Computed when the segment is evaluated, from the base tables: triggers
+    // such as "birthday today" must not wait for the next feature snapshot.
+    ("birthday_today", FieldType::Bool, LIVE, "birthday_today"),
+    ("days_since_complaint_resolved", FieldType::Days, LIVE, "days_since_complaint_resolved"),
 ];
+
+/// The "table" of fields computed at evaluation time rather than read from a column.
+const LIVE: &str = "live";
+
+/// When a segment is evaluated: `now` for the "days since" fields, `today`
+/// (in the campaign's time zone) for "birthday today".
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub backend: DbBackend,
+    pub now: DateTime<Utc>,
+    pub today: NaiveDate,
+}
 
 /// The names and types for [`super::parse`].
 pub fn known_fields() -> Vec<(&'static str, FieldType)> {
@@ -50,12 +66,23 @@ pub fn known_fields() -> Vec<(&'static str, FieldType)> {
 /// `SELECT customers.id, customers.external_id` of the customers in the
 /// segment, by customer id. Scores are those of `model_id` (the active model).
 /// `expr` must come from [`super::parse`] with [`known_fields`].
-pub fn select_customers(expr: &Expr, backend: DbBackend, model_id: Option<i64>) -> SelectStatement {
+pub fn select_customers(expr: &Expr, context: &Context, model_id: Option<i64>) -> SelectStatement {
     let customers = Alias::new("customers");
-    let mut select = Query::select();
+    let mut select = from_customers(model_id);
     select
         .column((customers.clone(), Alias::new("id")))
         .column((customers.clone(), Alias::new("external_id")))
+        .cond_where(condition(expr, context))
+        .order_by((customers, Alias::new("id")), sea_orm::sea_query::Order::Asc);
+    select
+}
+
+/// `FROM customers` joined to their feature snapshot and their score by
+/// `model_id`: what every field reads from. No columns selected yet.
+pub fn from_customers(model_id: Option<i64>) -> SelectStatement {
+    let customers = Alias::new("customers");
+    let mut select = Query::select();
+    select
         .from(customers.clone())
         .left_join(
             Alias::new("feature_snapshots"),
@@ -64,22 +91,20 @@ pub fn select_customers(expr: &Expr, backend: DbBackend, model_id: Option<i64>) 
         .left_join(
             Alias::new("scores"),
             Condition::all()
-                .add(Sql::col((Alias::new("scores"), Alias::new("customer_id"))).equals((customers.clone(), Alias::new("id"))))
+                .add(Sql::col((Alias::new("scores"), Alias::new("customer_id"))).equals((customers, Alias::new("id"))))
                 .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
-        )
-        .cond_where(condition(expr, backend))
-        .order_by((customers, Alias::new("id")), sea_orm::sea_query::Order::Asc);
+        );
     select
 }
 
 /// The condition an expression stands for.
-pub fn condition(expr: &Expr, backend: DbBackend) -> Condition {
+pub fn condition(expr: &Expr, context: &Context) -> Condition {
     match expr {
-        Expr::And(a, b) => Condition::all().add(condition(a, backend)).add(condition(b, backend)),
-        Expr::Or(a, b) => Condition::any().add(condition(a, backend)).add(condition(b, backend)),
-        Expr::Not(inner) => condition(inner, backend).not(),
+        Expr::And(a, b) => Condition::all().add(condition(a, context)).add(condition(b, context)),
+        Expr::Or(a, b) => Condition::any().add(condition(a, context)).add(condition(b, context)),
+        Expr::Not(inner) => condition(inner, context).not(),
         Expr::Compare { field, op, value, .. } => {
-            let (column, value) = (column(field, value, backend), bound(field, value));
+            let (column, value) = (column(field, value, context), bound(field, value));
             Condition::all().add(match op {
                 CompareOp::Eq => column.eq(value),
                 CompareOp::Ne => column.ne(value),
@@ -90,15 +115,15 @@ pub fn condition(expr: &Expr, backend: DbBackend) -> Condition {
             })
         }
         Expr::Between { field, low, high, .. } => {
-            Condition::all().add(column(field, low, backend).between(bound(field, low), bound(field, high)))
+            Condition::all().add(column(field, low, context).between(bound(field, low), bound(field, high)))
         }
         Expr::In { field, values, negated, .. } => {
-            let column = column(field, &values[0], backend);
+            let column = column(field, &values[0], context);
             let values: Vec<DbValue> = values.iter().map(|v| bound(field, v)).collect();
             Condition::all().add(if *negated { column.is_not_in(values) } else { column.is_in(values) })
         }
         Expr::IsNull { field, negated, .. } => {
-            let column = column(field, &Value::Text(String::new()), backend);
+            let column = column(field, &Value::Text(String::new()), context);
             Condition::all().add(if *negated { column.is_not_null() } else { column.is_null() })
         }
     }
@@ -106,14 +131,14 @@ pub fn condition(expr: &Expr, backend: DbBackend) -> Condition {
 
 /// The column of a field; an attribute is read from the JSON document, as a
 /// number when it is compared with a number.
-fn column(field: &Field, compared_with: &Value, backend: DbBackend) -> SimpleExpr {
+pub fn column(field: &Field, compared_with: &Value, context: &Context) -> SimpleExpr {
     match field {
         Field::Named(name) => {
             let (_, _, table, column) =
                 FIELDS.iter().find(|f| f.0 == name).expect("the validator only lets known fields through");
-            Sql::col((Alias::new(*table), Alias::new(*column)))
+            if *table == LIVE { live_column(column, context) } else { Sql::col((Alias::new(*table), Alias::new(*column))) }
         }
-        Field::Attribute(name) => match (backend, compared_with) {
+        Field::Attribute(name) => match (context.backend, compared_with) {
             // `$."name"` is a JSON path; NAME is letters, digits and `_` only.
             // Compared with a number, a value that is not a number is NULL
             // (matches nothing) instead of an error or a silent zero.
@@ -130,6 +155,39 @@ fn column(field: &Field, compared_with: &Value, backend: DbBackend) -> SimpleExp
             ),
             _ => Sql::cust_with_values(r#"("customers"."attributes" ->> $1)"#, [name.clone()]),
         },
+    }
+}
+
+/// The fields computed at evaluation time. Fixed SQL; the times are bound.
+fn live_column(name: &str, context: &Context) -> SimpleExpr {
+    let sqlite = context.backend == DbBackend::Sqlite;
+    match name {
+        "birthday_today" => {
+            // Someone born on 29 February celebrates on the 28th in other years.
+            let today = context.today.format("%m-%d").to_string();
+            let (month, day) = (context.today.month(), context.today.day());
+            let leap_day = if (month, day) == (2, 28) && !context.today.leap_year() { "02-29".to_owned() } else { today.clone() };
+            if sqlite {
+                Sql::cust_with_values(r#"(strftime('%m-%d', "customers"."birthday") IN (?, ?))"#, [today, leap_day])
+            } else {
+                Sql::cust_with_values(r#"(to_char("customers"."birthday", 'MM-DD') IN ($1, $2))"#, [today, leap_day])
+            }
+        }
+        "days_since_complaint_resolved" => {
+            let last_resolved = r#"(SELECT MAX("interactions"."resolved_at") FROM "interactions"
+                WHERE "interactions"."customer_id" = "customers"."id" AND "interactions"."kind" = 'complaint'
+                AND "interactions"."status" <> 'open')"#;
+            if sqlite {
+                let now = context.now.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+                Sql::cust_with_values(format!("(julianday(?) - julianday({last_resolved}))"), [now])
+            } else {
+                Sql::cust_with_values(
+                    format!("(EXTRACT(EPOCH FROM (CAST($1 AS TIMESTAMPTZ) - {last_resolved})) / 86400.0)"),
+                    [context.now],
+                )
+            }
+        }
+        _ => unreachable!("every live field is listed here"),
     }
 }
 

@@ -17,6 +17,7 @@ mod tests;
 mod validate;
 
 pub use parser::MAX_DEPTH;
+pub(crate) use validate::unknown_field;
 
 /// Longest expression text accepted, in bytes.
 pub const MAX_LEN: usize = 10_000;

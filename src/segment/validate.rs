@@ -115,7 +115,7 @@ fn check_predicate(
     check(target).map(|message| (span.start, message))
 }
 
-fn unknown_field(name: &str, fields: &Fields) -> String {
+pub(crate) fn unknown_field(name: &str, fields: &Fields) -> String {
     if let Some(known) = suggestion(name, fields) {
         return format!("unknown field `{name}`; did you mean `{known}`?");
     }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod campaigns;
 mod config;
 mod generate;
 mod import_bad_input;

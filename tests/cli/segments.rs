@@ -58,7 +58,8 @@ fn segment(env: &TestEnv, text: &str) -> Vec<String> {
             .unwrap()
             .try_get_by_index(0)
             .unwrap();
-        let select = compile::select_customers(&expr, backend, Some(model));
+        let context = compile::Context { backend, now: chrono::Utc::now(), today: chrono::Utc::now().date_naive() };
+        let select = compile::select_customers(&expr, &context, Some(model));
         let rows = db.query_all_raw(backend.build(&select)).await.unwrap_or_else(|e| panic!("{text}: {e}"));
         rows.iter().map(|r| r.try_get_by_index::<String>(1).unwrap()).collect()
     })

@@ -1,0 +1,12 @@
+//! Campaigns: the files marketers write ([`spec`]), the set of them
+//! ([`catalog`]), when they fire ([`schedule`], [`scheduler`]) and who each
+//! run reaches ([`plan`]).
+
+pub mod catalog;
+pub mod plan;
+pub mod schedule;
+pub mod scheduler;
+pub mod spec;
+
+pub use catalog::Catalog;
+pub use spec::{Campaign, Diagnostic, Kind};

@@ -1,0 +1,98 @@
+//! The scheduler's work for one moment: which campaigns are due, planned in
+//! priority order. The daemon calls [`Scheduler::tick`] every few seconds.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+
+use super::plan::{self, Outcome, Rules};
+use super::schedule::{Due, due};
+use super::spec::Campaign;
+
+/// What a tick did for one campaign.
+#[derive(Debug)]
+pub enum Fired {
+    Planned { campaign: String, at: DateTime<Utc>, run_id: i64, messages: usize, control: usize, missed: usize },
+    AlreadyPlanned { campaign: String, at: DateTime<Utc> },
+    Skipped { campaign: String, at: DateTime<Utc>, missed: usize },
+}
+
+pub struct Scheduler {
+    rules: Rules,
+    grace: Duration,
+    /// When the scheduler first saw each campaign: a campaign never run
+    /// fires only for times after that, not for times before it existed.
+    first_seen: HashMap<String, DateTime<Utc>>,
+}
+
+impl Scheduler {
+    pub fn new(rules: Rules, grace: Duration) -> Self {
+        Scheduler { rules, grace, first_seen: HashMap::new() }
+    }
+
+    /// Plans every enabled campaign that is due at `now`, highest priority
+    /// first, so that it wins the frequency cap over those planned after it.
+    pub async fn tick<'a>(
+        &mut self,
+        db: &DatabaseConnection,
+        campaigns: impl IntoIterator<Item = &'a Campaign>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Fired>, DbErr> {
+        let mut due_campaigns: Vec<&Campaign> =
+            campaigns.into_iter().filter(|c| c.enabled && c.schedule.is_some()).collect();
+        due_campaigns.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
+        let mut fired = Vec::new();
+        for campaign in due_campaigns {
+            let schedule = campaign.schedule.as_ref().expect("filtered above");
+            let first_seen = *self.first_seen.entry(campaign.name.clone()).or_insert(now);
+            let last = last_fire(db, &campaign.name).await?.or(Some(first_seen));
+            match due(schedule, last, now, self.grace) {
+                Due::Nothing => {}
+                Due::Run { at, missed } => fired.push(self.run(db, campaign, at, missed).await?),
+                Due::Skip { at, missed } => {
+                    let detail = format!(
+                        "fire time passed {} minutes before patron could plan it (grace period {} minutes); {missed} earlier fires also missed",
+                        (now - at).num_minutes(),
+                        self.grace.num_minutes()
+                    );
+                    plan::record_skipped(db, campaign, at, &detail).await?;
+                    tracing::warn!(campaign = %campaign.name, %at, missed, "missed fire recorded as skipped");
+                    fired.push(Fired::Skipped { campaign: campaign.name.clone(), at, missed });
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    async fn run(
+        &self,
+        db: &DatabaseConnection,
+        campaign: &Campaign,
+        at: DateTime<Utc>,
+        missed: usize,
+    ) -> Result<Fired, DbErr> {
+        Ok(match plan::plan_run(db, campaign, &self.rules, at).await? {
+            Outcome::Planned { run_id, plan } => {
+                let (messages, control) = (plan.messages(), plan.control());
+                tracing::info!(campaign = %campaign.name, %at, run_id, messages, control, missed, "campaign run planned");
+                Fired::Planned { campaign: campaign.name.clone(), at, run_id, messages, control, missed }
+            }
+            Outcome::AlreadyPlanned { .. } => Fired::AlreadyPlanned { campaign: campaign.name.clone(), at },
+        })
+    }
+}
+
+/// The latest fire time recorded for a campaign (planned or skipped).
+pub async fn last_fire<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let select = Query::select()
+        .expr(Expr::col("scheduled_at").max())
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign").eq(campaign))
+        .to_owned();
+    match db.query_one(&select).await? {
+        Some(row) => row.try_get_by_index(0),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,207 @@
+//! `patron campaign validate|list|preview|run`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use chrono::{DateTime, SubsecRound, Utc};
+use clap::Subcommand;
+use sea_orm::DatabaseConnection;
+
+use super::UsageError;
+use crate::campaign::plan::{self, Outcome, Plan, Rules};
+use crate::campaign::scheduler::last_fire;
+use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, spec};
+use crate::config::Settings;
+use crate::message::{Part, context};
+use crate::model::registry;
+
+#[derive(Debug, Subcommand)]
+pub enum CampaignCommand {
+    /// Check campaign files: TOML, fields, expressions, schedules, time zones,
+    /// templates and addresses. Prints every problem as file:line:col.
+    Validate {
+        /// The files to check [default: every *.toml in the campaigns folder].
+        files: Vec<PathBuf>,
+    },
+    /// List the campaigns with their schedule, next fire time and last run.
+    List,
+    /// Show who a campaign would reach now (the audience after each step),
+    /// its next five fire times and one rendered sample message. Sends nothing.
+    Preview { name: String },
+    /// Plan a run of a campaign now: its outbox rows are written for sending.
+    Run {
+        name: String,
+        /// Show the counts but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Exit code 2: a campaign file has problems (they are printed above).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} problem(s) found in the campaign files")]
+pub struct InvalidCampaigns(pub usize);
+
+/// `validate` needs no database.
+pub fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<()> {
+    let files = if files.is_empty() {
+        catalog::campaign_files(&settings.campaigns_dir).map_err(|d| anyhow::anyhow!("{d}"))?
+    } else {
+        files.to_vec()
+    };
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut valid = 0;
+    for file in &files {
+        match spec::load_file(file) {
+            Ok(_) => valid += 1,
+            Err(diagnostics) => problems.extend(diagnostics),
+        }
+    }
+    for problem in &problems {
+        println!("{problem}");
+    }
+    println!("{valid} of {} campaign file(s) valid", files.len());
+    if problems.is_empty() { Ok(()) } else { Err(InvalidCampaigns(problems.len()).into()) }
+}
+
+pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &CampaignCommand) -> anyhow::Result<()> {
+    let catalog = load_catalog(settings);
+    let rules = Rules::from(&settings.campaigns);
+    match command {
+        CampaignCommand::Validate { .. } => unreachable!("handled without a database"),
+        CampaignCommand::List => list(conn, &catalog).await,
+        CampaignCommand::Preview { name } => preview(conn, find(&catalog, name)?, &rules).await,
+        CampaignCommand::Run { name, dry_run: true } => {
+            let campaign = find(&catalog, name)?;
+            let plan = plan::evaluate(conn, campaign, &rules, now()).await?;
+            print_steps(&plan);
+            println!("dry run: nothing was written");
+            Ok(())
+        }
+        CampaignCommand::Run { name, dry_run: false } => {
+            let campaign = find(&catalog, name)?;
+            match plan::plan_run(conn, campaign, &rules, now()).await? {
+                Outcome::Planned { run_id, plan } => {
+                    print_steps(&plan);
+                    println!(
+                        "run {run_id} planned: {} message(s), {} in the control group",
+                        plan.messages(),
+                        plan.control()
+                    );
+                }
+                Outcome::AlreadyPlanned { run_id } => {
+                    println!("already planned as run {run_id}; nothing written")
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The campaigns that load; problems in the others are printed to stderr.
+fn load_catalog(settings: &Settings) -> Catalog {
+    let (catalog, report) = Catalog::load(&settings.campaigns_dir);
+    for problem in &report.diagnostics {
+        eprintln!("warning: {problem}");
+    }
+    catalog
+}
+
+fn find<'a>(catalog: &'a Catalog, name: &str) -> anyhow::Result<&'a Campaign> {
+    catalog.get(name).ok_or_else(|| {
+        let names: Vec<&str> = catalog.campaigns().map(|c| c.name.as_str()).collect();
+        UsageError(format!("no valid campaign named `{name}`; the campaigns are: {}", names.join(", "))).into()
+    })
+}
+
+/// Now, to the second: fire times and manual runs are whole seconds.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+async fn list(conn: &DatabaseConnection, catalog: &Catalog) -> anyhow::Result<()> {
+    println!(
+        "{:<24} {:<10} {:<8} {:<18} {:<18} {:<22} LAST RUN",
+        "NAME", "KIND", "ENABLED", "SCHEDULE", "TIMEZONE", "NEXT FIRE"
+    );
+    for campaign in catalog.campaigns() {
+        let next = campaign.schedule.as_ref().and_then(|s| s.fires_after(Utc::now()).next());
+        let last = last_fire(conn, &campaign.name).await?;
+        println!(
+            "{:<24} {:<10} {:<8} {:<18} {:<18} {:<22} {}",
+            campaign.name,
+            campaign.kind.as_str(),
+            if campaign.enabled { "yes" } else { "no" },
+            campaign.schedule.as_ref().map_or("manual", |s| s.expression()),
+            campaign.timezone.name(),
+            next.map_or("-".into(), |t| local_time(campaign, t)),
+            last.map_or("never".into(), |t| local_time(campaign, t)),
+        );
+    }
+    Ok(())
+}
+
+fn local_time(campaign: &Campaign, at: DateTime<Utc>) -> String {
+    at.with_timezone(&campaign.timezone).format("%Y-%m-%d %H:%M %Z").to_string()
+}
+
+async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) -> anyhow::Result<()> {
+    let at = now();
+    let plan = plan::evaluate(conn, campaign, rules, at).await?;
+    println!("campaign {} ({}): {}", campaign.name, campaign.kind.as_str(), campaign.description);
+    print_steps(&plan);
+    match &campaign.schedule {
+        Some(schedule) => {
+            println!("next fire times ({}):", campaign.timezone.name());
+            for fire in schedule.fires_after(at).take(5) {
+                println!("  {}", local_time(campaign, fire));
+            }
+        }
+        None => println!("no schedule: runs only with `patron campaign run {}`", campaign.name),
+    }
+    match plan.chosen.iter().find(|c| !c.control) {
+        Some(sample) => print_sample(conn, campaign, sample).await,
+        None => {
+            println!("no sample message: nobody would get this campaign now");
+            Ok(())
+        }
+    }
+}
+
+fn print_steps(plan: &Plan) {
+    println!("audience after each step:");
+    for step in &plan.steps {
+        println!("  {:<16} {:>10}", step.step, step.remaining);
+    }
+}
+
+/// Renders the message the first chosen customer would get.
+async fn print_sample(conn: &DatabaseConnection, campaign: &Campaign, sample: &plan::Chosen) -> anyhow::Result<()> {
+    let model_id = registry::active(conn).await?.map(|m| m.id);
+    // The real link, with a signed token, is made when the message is sent.
+    let link = "https://unsubscribe-link-made-when-sent.invalid/";
+    let variant = sample.variant.as_deref();
+    let Some(variables) = context::for_customer(conn, sample.customer_id, campaign, variant, model_id, link).await?
+    else {
+        return Ok(());
+    };
+    let message = variant
+        .and_then(|name| campaign.variants.iter().find(|v| v.name == name))
+        .map_or(&campaign.message, |v| &v.message);
+    let templates = message.templates().map_err(|errors| anyhow::anyhow!("{} template problem(s)", errors.len()))?;
+    println!("sample message{}:", variant.map(|v| format!(" (variant {v})")).unwrap_or_default());
+    println!("  From: {}", message.from);
+    if let Some(reply_to) = &message.reply_to {
+        println!("  Reply-To: {reply_to}");
+    }
+    for part in Part::ALL {
+        if let Some(rendered) = templates.render(part, &variables) {
+            let rendered = rendered.with_context(|| format!("rendering the {} template", part.key()))?;
+            match part {
+                Part::Subject => println!("  Subject: {rendered}\n"),
+                _ => println!("--- {} part ---\n{rendered}\n", part.key()),
+            }
+        }
+    }
+    Ok(())
+}

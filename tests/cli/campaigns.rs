@@ -1,0 +1,351 @@
+//! Campaign files, planning and the scheduler against real databases.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, Utc};
+use patron::campaign::plan::{self, Outcome, Rules};
+use patron::campaign::scheduler::{Fired, Scheduler};
+use patron::campaign::{Campaign, spec};
+use sea_orm::DatabaseConnection;
+
+use crate::support::{TestEnv, each_backend};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+async fn connect(env: &TestEnv) -> DatabaseConnection {
+    let mut settings = patron::config::load(None).expect("default settings").settings;
+    settings.database.url = env.database_url.clone();
+    patron::db::open(&settings).await.expect("open database")
+}
+
+fn utc(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
+}
+
+/// A campaign from TOML text; its templates are inline.
+fn campaign(name: &str, kind: &str, extra_top: &str, audience: &str) -> Campaign {
+    let text = format!(
+        "kind = \"{kind}\"\n{extra_top}\n[audience]\n{audience}\n\n[message]\nfrom = \"shop@example.com\"\n\
+         subject = \"Hi {{{{ customer.first_name }}}}\"\ntext = \"Hello\"\n"
+    );
+    spec::parse(Path::new(&format!("campaigns/{name}.toml")), &text).unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+const RULES: Rules = Rules { default_holdout: 0.0, frequency_cap: 3, frequency_window: Duration::days(7) };
+const AT: &str = "2026-06-01T09:00:00Z";
+
+/// The external ids of the customers with an outbox row in `run_id`, in state `state`.
+fn outbox(env: &TestEnv, run_id: i64, state: &str) -> Vec<String> {
+    env.strings(&format!(
+        "SELECT c.external_id FROM outbox o JOIN customers c ON c.id = o.customer_id \
+         WHERE o.run_id = {run_id} AND o.state = '{state}' ORDER BY c.external_id"
+    ))
+}
+
+/// A message of an earlier run: one run row per (campaign, time), one outbox row.
+fn past_message(env: &TestEnv, campaign: &str, kind: &str, customer: &str, at: &str, state: &str) {
+    env.execute(&format!(
+        "INSERT INTO campaign_runs (campaign, kind, scheduled_at, state, created_at) \
+         SELECT '{campaign}', '{kind}', '{at}', 'planned', '{at}' WHERE NOT EXISTS \
+         (SELECT 1 FROM campaign_runs WHERE campaign = '{campaign}' AND scheduled_at = '{at}')"
+    ));
+    env.execute(&format!(
+        "INSERT INTO outbox (run_id, customer_id, state, attempts, created_at, updated_at) \
+         SELECT r.id, c.id, '{state}', 0, '{at}', '{at}' FROM campaign_runs r, customers c \
+         WHERE r.campaign = '{campaign}' AND r.scheduled_at = '{at}' AND c.external_id = '{customer}'"
+    ));
+}
+
+/// K1..K11, each set up to meet (or just miss) one exclusion.
+fn exclusion_fixture(env: &TestEnv) {
+    let mut csv = String::from("customer_id,email,first_name,marketing_consent\n");
+    for i in 1..=11 {
+        let email = if i == 3 { "K3@Example.COM".to_owned() } else { format!("k{i}@example.com") };
+        let consent = if i == 2 { "false" } else { "true" };
+        csv.push_str(&format!("K{i},{email},T,{consent}\n"));
+    }
+    csv.push_str("OUT,out@example.com,U,true\n");
+    env.ok(&["import", "customers", &env.write("customers.csv", csv)]);
+    env.ok(&[
+        "import",
+        "interactions",
+        &env.write(
+            "interactions.csv",
+            "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
+             I1,K4,complaint,2026-05-20,open,\n\
+             I2,K5,complaint,2026-05-01,resolved,2026-05-03\n\
+             I3,K1,inquiry,2026-05-25,open,\n",
+        ),
+    ]);
+    env.execute(
+        "INSERT INTO suppressions (email, reason, created_at) VALUES ('k3@example.com', 'unsubscribed', '2026-05-01T00:00:00+00:00')",
+    );
+    // (campaign, kind, customer, day, state). Cooldown 30 days: K6
+    // was reached 10 days ago, K7 40 days ago. Cap of 3 marketing messages in
+    // 7 days: K8 has 3; K9 has 2 (a third is 8 days old); K10's are loyalty
+    // mail and K11's are control entries, which do not count.
+    let history: &[(&str, &str, &str, &str, &str)] = &[
+        ("target", "marketing", "K6", "05-22", "sent"),
+        ("target", "marketing", "K7", "04-22", "sent"),
+        ("other", "marketing", "K8", "05-27", "sent"),
+        ("other", "marketing", "K8", "05-28", "sending"),
+        ("other", "marketing", "K8", "05-29", "planned"),
+        ("other", "marketing", "K9", "05-27", "sent"),
+        ("other", "marketing", "K9", "05-28", "sent"),
+        ("other", "marketing", "K9", "05-24", "sent"),
+        ("points", "loyalty", "K10", "05-27", "sent"),
+        ("points", "loyalty", "K10", "05-28", "sent"),
+        ("points", "loyalty", "K10", "05-29", "sent"),
+        ("other", "marketing", "K11", "05-27", "control"),
+        ("other", "marketing", "K11", "05-28", "control"),
+        ("other", "marketing", "K11", "05-29", "control"),
+    ];
+    for (campaign, kind, customer, day, state) in history {
+        past_message(env, campaign, kind, customer, &format!("2026-{day}T09:00:00+00:00"), state);
+    }
+}
+
+#[test]
+fn each_exclusion_removes_exactly_its_customers() {
+    each_backend(|env| {
+        exclusion_fixture(env);
+        let audience = "where = 'first_name = \"T\"'\ncooldown = \"30d\"\nholdout = 0";
+        let (run_id, plan, loyalty_ids) = runtime().block_on(async {
+            let db = connect(env).await;
+            let marketing = campaign("target", "marketing", "", audience);
+            let Outcome::Planned { run_id, plan } = plan::plan_run(&db, &marketing, &RULES, utc(AT)).await.unwrap()
+            else {
+                panic!("a new fire is planned");
+            };
+            // Loyalty mail ignores consent, open complaints and the cap, not suppression or cooldown.
+            let loyalty = campaign("target", "loyalty", "", audience);
+            let later = plan::evaluate(&db, &loyalty, &RULES, utc("2026-06-01T10:00:00Z")).await.unwrap();
+            (run_id, plan, later.chosen.iter().map(|c| c.customer_id.to_string()).collect::<Vec<_>>())
+        });
+        let counts: Vec<(&str, u64)> = plan.steps.iter().map(|s| (s.step, s.remaining)).collect();
+        assert_eq!(
+            counts,
+            [
+                ("segment", 11),
+                ("consent", 10),
+                ("suppression", 9),
+                ("open_complaint", 8),
+                ("cooldown", 7),
+                ("frequency_cap", 6),
+                ("order_limit", 6),
+                ("holdout", 6)
+            ]
+        );
+        assert_eq!(outbox(env, run_id, "planned"), ["K1", "K10", "K11", "K5", "K7", "K9"]);
+        let stored = env.strings(&format!("SELECT CAST(step_counts AS TEXT) FROM campaign_runs WHERE id = {run_id}"));
+        assert!(stored[0].contains("\"frequency_cap\""), "{stored:?}");
+        let names = env.strings(&format!(
+            "SELECT external_id FROM customers WHERE id IN ({}) ORDER BY external_id",
+            loyalty_ids.join(",")
+        ));
+        // K1..K11 minus K3 (suppressed), K6 (cooldown) and everyone the
+        // marketing run above just reached (also this campaign's cooldown).
+        assert_eq!(names, ["K2", "K4", "K8"]);
+    });
+}
+
+#[test]
+fn the_same_fire_is_planned_once_even_by_two_planners_at_once() {
+    each_backend(|env| {
+        exclusion_fixture(env);
+        let target = campaign("target", "marketing", "", "where = 'first_name = \"T\"'\nholdout = 0");
+        runtime().block_on(async {
+            let (first, second) = (connect(env).await, connect(env).await);
+            let at = utc(AT);
+            let (a, b) =
+                tokio::join!(plan::plan_run(&first, &target, &RULES, at), plan::plan_run(&second, &target, &RULES, at));
+            let outcomes = [a.unwrap(), b.unwrap()];
+            let planned = outcomes.iter().filter(|o| matches!(o, Outcome::Planned { .. })).count();
+            let already = outcomes.iter().filter(|o| matches!(o, Outcome::AlreadyPlanned { .. })).count();
+            assert_eq!((planned, already), (1, 1));
+            // A later attempt (a restart) plans nothing either.
+            assert!(matches!(
+                plan::plan_run(&first, &target, &RULES, at).await.unwrap(),
+                Outcome::AlreadyPlanned { .. }
+            ));
+        });
+        let runs = env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM campaign_runs WHERE campaign = 'target'");
+        // The fixture's two earlier runs of `target`, plus this one.
+        assert_eq!(runs, ["3"]);
+        let rows = env.strings(
+            "SELECT CAST(COUNT(*) AS TEXT) FROM outbox o JOIN campaign_runs r ON r.id = o.run_id \
+             WHERE r.campaign = 'target' AND r.scheduled_at > '2026-05-30'",
+        );
+        // K1..K11 without K2 (consent), K3 (suppressed), K4 (complaint), K8 (cap); no cooldown here.
+        assert_eq!(rows, ["7"]);
+    });
+}
+
+/// Customers 1..=n (ids and external ids), all named T, all consenting.
+fn numbered_customers(env: &TestEnv, n: u32) {
+    env.ok(&["migrate"]);
+    env.execute(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+         INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
+         SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', 'T', TRUE, '{{}}' FROM n"
+    ));
+}
+
+#[test]
+fn the_control_group_is_near_its_share_and_stable() {
+    each_backend(|env| {
+        numbered_customers(env, 10000);
+        let held = campaign("held", "marketing", "", "where = 'first_name = \"T\"'\nholdout = 0.2");
+        let runs = runtime().block_on(async {
+            let db = connect(env).await;
+            let mut runs = Vec::new();
+            for at in ["2026-06-01T09:00:00Z", "2026-06-08T09:00:00Z"] {
+                let Outcome::Planned { run_id, plan } = plan::plan_run(&db, &held, &RULES, utc(at)).await.unwrap()
+                else {
+                    panic!("planned");
+                };
+                runs.push((run_id, plan));
+            }
+            runs
+        });
+        let mut groups = Vec::new();
+        for (run_id, plan) in runs {
+            assert_eq!(plan.chosen.len(), 10_000);
+            let share = plan.control() as f64 / 10_000.0;
+            assert!((share - 0.2).abs() <= 0.02, "control share {share}");
+            groups.push(outbox(env, run_id, "control"));
+            assert_eq!(groups.last().unwrap().len(), plan.control());
+        }
+        assert_eq!(groups[0], groups[1]);
+    });
+}
+
+#[test]
+fn order_and_limit_take_the_highest_first() {
+    each_backend(|env| {
+        numbered_customers(env, 20);
+        env.execute(
+            "INSERT INTO feature_snapshots (customer_id, as_of, computed_at, recency_days, monetary_total, spend_30d, \
+             spend_90d, spend_365d, frequency, orders_total, orders_30d, orders_90d, orders_365d, distinct_categories, \
+             complaints_open, complaints_365d) SELECT id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, id % 7, id * 10, 0, 0, 0, \
+             1, 1, 0, 0, 0, 1, 0, 0 FROM customers",
+        );
+        let top = campaign(
+            "top",
+            "marketing",
+            "",
+            "where = 'monetary_total >= 50'\norder_by = \"recency_days desc\"\nlimit = 4\nholdout = 0",
+        );
+        runtime().block_on(async {
+            let db = connect(env).await;
+            let plan = plan::evaluate(&db, &top, &RULES, utc(AT)).await.unwrap();
+            let ids: Vec<i64> = plan.chosen.iter().map(|c| c.customer_id).collect();
+            // recency = id % 7: 6 for ids 6, 13, 20; then 5 for 5 and 12. Ties by id.
+            assert_eq!(ids, [6, 13, 20, 5]);
+            assert_eq!(plan.steps[0].remaining, 16);
+        });
+    });
+}
+
+#[test]
+fn the_scheduler_fires_once_folds_missed_fires_and_lets_priority_win_the_cap() {
+    each_backend(|env| {
+        exclusion_fixture(env);
+        let rules = Rules { frequency_cap: 1, ..RULES };
+        let daily = "schedule = \"0 9 * * *\"\ntimezone = \"UTC\"";
+        let low = campaign(
+            "low",
+            "marketing",
+            &format!("{daily}\npriority = 1"),
+            "where = 'first_name = \"U\"'\nholdout = 0",
+        );
+        let high = campaign(
+            "high",
+            "marketing",
+            &format!("{daily}\npriority = 9"),
+            "where = 'first_name = \"U\"'\nholdout = 0",
+        );
+        runtime().block_on(async {
+            let db = connect(env).await;
+            let mut scheduler = Scheduler::new(rules, Duration::hours(2));
+            // First sight: nothing fires for times before the campaigns existed.
+            let fired = scheduler.tick(&db, [&low, &high], utc("2026-06-01T08:00:00Z")).await.unwrap();
+            assert!(fired.is_empty(), "{fired:?}");
+            // 09:00: both due; `high` goes first and takes the customer's one slot.
+            let fired = scheduler.tick(&db, [&low, &high], utc("2026-06-01T09:00:05Z")).await.unwrap();
+            let messages: Vec<(String, usize)> = fired
+                .iter()
+                .map(|f| match f {
+                    Fired::Planned { campaign, messages, .. } => (campaign.clone(), *messages),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(messages, [("high".to_owned(), 1), ("low".to_owned(), 0)]);
+            // A second scheduler (a restart, another daemon) at the same moment plans nothing.
+            let mut other = Scheduler::new(rules, Duration::hours(2));
+            assert!(other.tick(&db, [&low, &high], utc("2026-06-01T09:00:30Z")).await.unwrap().is_empty());
+            // Down from 09:01 on day 1 until 10:00 on day 4: day 4's 09:00 runs once, days 2 and 3 fold into it.
+            let fired = scheduler.tick(&db, [&high], utc("2026-06-04T10:00:00Z")).await.unwrap();
+            assert!(
+                matches!(&fired[..], [Fired::Planned { at, missed: 2, .. }] if *at == utc("2026-06-04T09:00:00Z")),
+                "{fired:?}"
+            );
+            // Down past the grace period: recorded as skipped, nothing planned.
+            let fired = scheduler.tick(&db, [&high], utc("2026-06-06T12:00:00Z")).await.unwrap();
+            assert!(
+                matches!(&fired[..], [Fired::Skipped { at, missed: 1, .. }] if *at == utc("2026-06-06T09:00:00Z")),
+                "{fired:?}"
+            );
+            assert!(scheduler.tick(&db, [&high], utc("2026-06-06T12:01:00Z")).await.unwrap().is_empty());
+        });
+        let states = env.strings("SELECT state FROM campaign_runs WHERE campaign = 'high' ORDER BY scheduled_at");
+        assert_eq!(states, ["planned", "planned", "skipped"]);
+    });
+}
+
+#[test]
+fn every_shipped_campaign_validates() {
+    let env = TestEnv::new(crate::support::Backend::Sqlite);
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
+    let run =
+        env.command(&["campaign", "validate"]).env("PATRON__CAMPAIGNS_DIR", &shipped).output().expect("run patron");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{stdout}");
+    let files = std::fs::read_dir(&shipped)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "toml"))
+        .count();
+    assert!(files >= 6);
+    assert_eq!(stdout.trim(), format!("{files} of {files} campaign file(s) valid"));
+}
+
+#[test]
+fn validate_prints_each_problem_with_its_place_and_exits_2() {
+    let env = TestEnv::new(crate::support::Backend::Sqlite);
+    std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+    env.write(
+        "campaigns/broken.toml",
+        "schedule = \"0 9 * * MON\"\ntimezone = \"Europe/Berln\"\n\n[audience]\nwhere = \"recncy_days > 180d\"\n\n\
+         [message]\nfrom = \"shop@example.com\"\nsubject = \"Hi {{ customer.nickname }}\"\ntext = \"Hello\"\n",
+    );
+    env.write(
+        "campaigns/fine.toml",
+        "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello\"\n",
+    );
+    let run = env.patron(&["campaign", "validate"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "./campaigns/broken.toml:2:12: unknown time zone `Europe/Berln`; did you mean `Europe/Berlin`?",
+            "./campaigns/broken.toml:5:10: unknown field `recncy_days`; did you mean `recency_days`?",
+            "./campaigns/broken.toml:9:27: subject template: unknown variable `customer.nickname` \
+             (`customer` has: first_name, last_name, email, external_id, birthday, attributes)",
+            "1 of 2 campaign file(s) valid",
+        ]
+    );
+    assert!(run.stderr.contains("3 problem(s) found in the campaign files"), "{}", run.stderr);
+}
