@@ -1,6 +1,7 @@
 //! `patron campaign validate|list|preview|run`.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::Context;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -73,18 +74,21 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
         CampaignCommand::Preview { name } => preview(conn, find(&catalog, name)?, &rules).await,
         CampaignCommand::Run { name, dry_run: true } => {
             let campaign = find(&catalog, name)?;
+            let started = Instant::now();
             let plan = plan::evaluate(conn, campaign, &rules, now()).await?;
             print_steps(&plan);
-            println!("dry run: nothing was written");
+            println!("dry run in {:.2} s: nothing was written", started.elapsed().as_secs_f64());
             Ok(())
         }
         CampaignCommand::Run { name, dry_run: false } => {
             let campaign = find(&catalog, name)?;
+            let started = Instant::now();
             match plan::plan_run(conn, campaign, &rules, now()).await? {
                 Outcome::Planned { run_id, plan } => {
                     print_steps(&plan);
                     println!(
-                        "run {run_id} planned: {} message(s), {} in the control group",
+                        "run {run_id} planned in {:.2} s: {} message(s), {} in the control group",
+                        started.elapsed().as_secs_f64(),
                         plan.messages(),
                         plan.control()
                     );
