@@ -2,16 +2,23 @@
 //!
 //! The audience is the segment, then each exclusion in turn (consent,
 //! suppression, open complaint, cooldown, frequency cap), then the order and
-//! limit, then the control group. The database computes the segment and one
-//! flag per exclusion for each customer in a single query; the steps are
-//! applied here, so that the count after each step is exact. The run and its
-//! outbox rows are written in one transaction, and (campaign, fire time) is
-//! unique, so a second planner of the same fire writes nothing.
+//! limit, then the control group. The database evaluates the segment in one
+//! query; each exclusion is a separate small query (the suppressed, the
+//! complainants, the recently reached), whose customers are looked up here:
+//! probing every exclusion for each of a million customers in SQL cost more
+//! than the segment itself. The count after each step is exact. The run and
+//! its outbox rows are written in one transaction, and (campaign, fire time)
+//! is unique, so a second planner of the same fire writes nothing.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Query, SelectStatement, SimpleExpr};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, StreamTrait, TransactionTrait, Value as DbValue};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, StreamTrait,
+    TransactionTrait, Value as DbValue,
+};
 use serde::Serialize;
 
 use super::spec::{Campaign, Kind};
@@ -93,26 +100,39 @@ impl From<&CampaignSettings> for Rules {
 const MESSAGE_STATES: [&str; 3] = ["planned", "sending", "sent"];
 
 /// Works out the plan without writing anything (preview, dry run).
-pub async fn evaluate<C>(db: &C, campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Result<Plan, DbErr>
-where
-    C: ConnectionTrait + StreamTrait,
-{
-    let model_id = registry::active(db).await?.map(|m| m.id);
-    let select = candidates(campaign, rules, at, ConnectionTrait::get_database_backend(db), model_id);
-    let mut rows = std::pin::pin!(db.stream(&select).await?);
-    let mut candidates = Vec::new();
+pub async fn evaluate(
+    db: &DatabaseConnection,
+    campaign: &Campaign,
+    rules: &Rules,
+    at: DateTime<Utc>,
+) -> Result<Plan, DbErr> {
+    // A transaction, so that every query sees the same data.
+    let txn = db.begin().await?;
+    let plan = evaluate_in(&txn, campaign, rules, at).await?;
+    txn.rollback().await?;
+    Ok(plan)
+}
+
+async fn evaluate_in(
+    txn: &DatabaseTransaction,
+    campaign: &Campaign,
+    rules: &Rules,
+    at: DateTime<Utc>,
+) -> Result<Plan, DbErr> {
+    crate::db::use_memory_map(txn).await?;
+    let model_id = registry::active(txn).await?.map(|m| m.id);
+    let backend = ConnectionTrait::get_database_backend(txn);
+    let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
+    let mut rows = std::pin::pin!(txn.stream(&segment(campaign, at, backend, model_id)).await?);
+    let mut audience = Vec::new();
     while let Some(row) = rows.try_next().await? {
-        candidates.push(Candidate {
+        audience.push(Candidate {
             customer_id: row.try_get_by_index(0)?,
             sort: row.try_get_by_index(1)?,
             consent: row.try_get_by_index(2)?,
-            suppressed: row.try_get_by_index(3)?,
-            open_complaint: row.try_get_by_index(4)?,
-            cooled_down: row.try_get_by_index(5)?,
-            recent_messages: row.try_get_by_index(6)?,
         });
     }
-    Ok(apply_steps(campaign, rules, candidates))
+    Ok(apply_steps(campaign, rules, &exclusions, audience))
 }
 
 /// Plans the run of `campaign` for fire time `at`: the run, its step counts
@@ -128,7 +148,7 @@ pub async fn plan_run(
         txn.rollback().await?;
         return Ok(Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? });
     };
-    let plan = evaluate(&txn, campaign, rules, at).await?;
+    let plan = evaluate_in(&txn, campaign, rules, at).await?;
     insert_outbox(&txn, run_id, &plan.chosen, at).await?;
     let counts = serde_json::to_value(&plan.steps).expect("step counts serialize");
     let update = Query::update()
@@ -221,34 +241,71 @@ async fn insert_outbox<C: ConnectionTrait>(
     Ok(())
 }
 
-/// One customer in the segment, with what each exclusion needs to know.
+/// One customer in the segment.
 #[derive(Debug, Clone)]
 struct Candidate {
     customer_id: i64,
     sort: Option<f64>,
     consent: bool,
-    suppressed: bool,
-    open_complaint: bool,
-    cooled_down: bool,
-    recent_messages: i64,
+}
+
+/// The customers each exclusion removes, whether in the segment or not.
+#[derive(Debug, Default)]
+struct Exclusions {
+    suppressed: HashSet<i64>,
+    open_complaint: HashSet<i64>,
+    cooled_down: HashSet<i64>,
+    /// Marketing messages within the frequency window, by customer.
+    recent_messages: HashMap<i64, i64>,
+}
+
+impl Exclusions {
+    async fn load<C: ConnectionTrait>(
+        db: &C,
+        campaign: &Campaign,
+        rules: &Rules,
+        at: DateTime<Utc>,
+    ) -> Result<Self, DbErr> {
+        let ids = |rows: Vec<QueryResult>| -> Result<HashSet<i64>, DbErr> {
+            rows.iter().map(|row| row.try_get_by_index::<i64>(0)).collect()
+        };
+        let cooled_down = match campaign.audience.cooldown {
+            Some(cooldown) => ids(db.query_all(&reached_by(&campaign.name, at - cooldown, at)).await?)?,
+            None => HashSet::new(),
+        };
+        let recent_messages = db
+            .query_all(&marketing_messages(at - rules.frequency_window, at))
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get_by_index::<i64>(0)?, row.try_get_by_index::<i64>(1)?)))
+            .collect::<Result<_, DbErr>>()?;
+        Ok(Exclusions {
+            suppressed: ids(db.query_all(&suppressed_customers()).await?)?,
+            open_complaint: ids(db.query_all(&open_complainants()).await?)?,
+            cooled_down,
+            recent_messages,
+        })
+    }
 }
 
 /// The steps after the segment, each counted.
-fn apply_steps(campaign: &Campaign, rules: &Rules, mut audience: Vec<Candidate>) -> Plan {
+fn apply_steps(campaign: &Campaign, rules: &Rules, excluded: &Exclusions, mut audience: Vec<Candidate>) -> Plan {
     let marketing = campaign.kind == Kind::Marketing;
+    let capped = marketing && rules.frequency_cap > 0;
     let mut steps = Vec::with_capacity(STEPS.len());
     let mut record = |step: &'static str, remaining: usize| steps.push(StepCount { step, remaining: remaining as u64 });
     record("segment", audience.len());
     audience.retain(|c| !marketing || c.consent);
     record("consent", audience.len());
-    audience.retain(|c| !c.suppressed);
+    audience.retain(|c| !excluded.suppressed.contains(&c.customer_id));
     record("suppression", audience.len());
-    audience.retain(|c| !marketing || !c.open_complaint);
+    audience.retain(|c| !marketing || !excluded.open_complaint.contains(&c.customer_id));
     record("open_complaint", audience.len());
-    audience.retain(|c| !c.cooled_down);
+    audience.retain(|c| !excluded.cooled_down.contains(&c.customer_id));
     record("cooldown", audience.len());
-    let capped = marketing && rules.frequency_cap > 0;
-    audience.retain(|c| !capped || c.recent_messages < i64::from(rules.frequency_cap));
+    audience.retain(|c| {
+        !capped || excluded.recent_messages.get(&c.customer_id).copied().unwrap_or(0) < i64::from(rules.frequency_cap)
+    });
     record("frequency_cap", audience.len());
     order(&mut audience, campaign);
     if let Some(limit) = campaign.audience.limit {
@@ -309,90 +366,75 @@ fn variant_of(campaign: &Campaign, customer_id: i64) -> Option<String> {
     campaign.variants.last().map(|v| v.name.clone())
 }
 
-/// The segment with one column per step: id, sort value, consent,
-/// suppressed, open complaint, within cooldown, recent marketing messages.
-fn candidates(
-    campaign: &Campaign,
-    rules: &Rules,
-    at: DateTime<Utc>,
-    backend: DbBackend,
-    model_id: Option<i64>,
-) -> SelectStatement {
+/// The customers in the segment: id, order value, marketing consent.
+fn segment(campaign: &Campaign, at: DateTime<Utc>, backend: DbBackend, model_id: Option<i64>) -> SelectStatement {
     let context = Context { backend, now: at, today: at.with_timezone(&campaign.timezone).date_naive() };
-    let customers = Alias::new("customers");
     let mut select = compile::from_customers(model_id);
     select
-        .column((customers.clone(), Alias::new("id")))
+        .column((Alias::new("customers"), Alias::new("id")))
         .expr(sort_value(campaign, &context))
-        .column((customers.clone(), Alias::new("marketing_consent")))
-        .expr(Expr::exists(suppressed()))
-        .expr(Expr::exists(open_complaint()))
-        .expr(match campaign.audience.cooldown {
-            Some(cooldown) => Expr::exists(
-                recent_outbox(at - cooldown, at).and_where(run_col("campaign").eq(campaign.name.clone())).to_owned(),
-            ),
-            None => Expr::val(false),
-        })
-        .expr(SimpleExpr::SubQuery(
-            None,
-            Box::new(
-                recent_outbox(at - rules.frequency_window, at)
-                    .and_where(run_col("kind").eq(Kind::Marketing.as_str()))
-                    .and_where(Expr::col((Alias::new("outbox"), Alias::new("state"))).is_in(MESSAGE_STATES))
-                    .clear_selects()
-                    .expr(Expr::col((Alias::new("outbox"), Alias::new("id"))).count())
-                    .to_owned()
-                    .into(),
-            ),
-        ))
+        .column((Alias::new("customers"), Alias::new("marketing_consent")))
         .cond_where(compile::condition(&campaign.audience.expr, &context));
     select
 }
 
 /// The order field as a floating-point number, or NULL without an order.
 fn sort_value(campaign: &Campaign, context: &Context) -> SimpleExpr {
-    let Some(order) = &campaign.audience.order else {
-        return Expr::val(DbValue::Double(None));
-    };
+    let Some(order) = &campaign.audience.order else { return Expr::val(DbValue::Double(None)) };
     let column = compile::column(&Field::Named(order.field.clone()), &Value::Number(0.0), context);
     let real = if context.backend == DbBackend::Sqlite { "REAL" } else { "DOUBLE PRECISION" };
     Expr::expr(column).cast_as(Alias::new(real))
 }
 
-/// Whether the customer's address is suppressed (stored lower-cased).
-fn suppressed() -> SelectStatement {
+/// The customers whose address is suppressed. Both sides lower-cased, so that
+/// the index on customers' lower-cased address serves the lookup.
+fn suppressed_customers() -> SelectStatement {
+    let (customers, suppressions) = (Alias::new("customers"), Alias::new("suppressions"));
     Query::select()
-        .expr(Expr::val(1))
-        .from("suppressions")
-        .and_where(
-            Expr::col((Alias::new("suppressions"), Alias::new("email")))
-                .eq(Func::lower(Expr::col((Alias::new("customers"), Alias::new("email"))))),
+        .column((customers.clone(), Alias::new("id")))
+        .from(suppressions.clone())
+        .inner_join(
+            customers.clone(),
+            Func::lower(Expr::col((customers, Alias::new("email"))))
+                .eq(Func::lower(Expr::col((suppressions, Alias::new("email"))))),
         )
         .to_owned()
 }
 
-fn open_complaint() -> SelectStatement {
-    let interactions = Alias::new("interactions");
+fn open_complainants() -> SelectStatement {
     Query::select()
-        .expr(Expr::val(1))
-        .from(interactions.clone())
-        .and_where(
-            Expr::col((interactions.clone(), Alias::new("customer_id")))
-                .equals((Alias::new("customers"), Alias::new("id"))),
-        )
-        .and_where(Expr::col((interactions.clone(), Alias::new("kind"))).eq("complaint"))
-        .and_where(Expr::col((interactions, Alias::new("status"))).eq("open"))
+        .distinct()
+        .column("customer_id")
+        .from("interactions")
+        .and_where(Expr::col("kind").eq("complaint"))
+        .and_where(Expr::col("status").eq("open"))
         .to_owned()
 }
 
-/// The customer's outbox rows from runs fired in (from, to].
-fn recent_outbox(from: DateTime<Utc>, to: DateTime<Utc>) -> SelectStatement {
+/// Customers with an outbox row (sent, planned or control) from a run of
+/// `campaign` fired in (from, to].
+fn reached_by(campaign: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> SelectStatement {
+    outbox_of_runs(from, to).distinct().and_where(run_col("campaign").eq(campaign)).to_owned()
+}
+
+/// Customer and count of marketing messages (not control entries) from runs
+/// fired in (from, to].
+fn marketing_messages(from: DateTime<Utc>, to: DateTime<Utc>) -> SelectStatement {
+    outbox_of_runs(from, to)
+        .expr(Expr::col((Alias::new("outbox"), Alias::new("id"))).count())
+        .and_where(run_col("kind").eq(Kind::Marketing.as_str()))
+        .and_where(Expr::col((Alias::new("outbox"), Alias::new("state"))).is_in(MESSAGE_STATES))
+        .group_by_col((Alias::new("outbox"), Alias::new("customer_id")))
+        .to_owned()
+}
+
+/// `SELECT outbox.customer_id` of runs fired in (from, to].
+fn outbox_of_runs(from: DateTime<Utc>, to: DateTime<Utc>) -> SelectStatement {
     let outbox = Alias::new("outbox");
     Query::select()
-        .expr(Expr::val(1))
+        .column((outbox.clone(), Alias::new("customer_id")))
         .from(outbox.clone())
-        .inner_join(Alias::new("campaign_runs"), run_col("id").equals((outbox.clone(), Alias::new("run_id"))))
-        .and_where(Expr::col((outbox, Alias::new("customer_id"))).equals((Alias::new("customers"), Alias::new("id"))))
+        .inner_join(Alias::new("campaign_runs"), run_col("id").equals((outbox, Alias::new("run_id"))))
         .and_where(run_col("scheduled_at").gt(from))
         .and_where(run_col("scheduled_at").lte(to))
         .to_owned()

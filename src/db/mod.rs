@@ -72,6 +72,17 @@ pub async fn use_large_cache(txn: &DatabaseTransaction) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Lets SQLite read the database file through a memory map for the rest of
+/// this connection's life (nothing on PostgreSQL). A segment scan touches
+/// most pages of three large tables; read one `pread` at a time, a third of
+/// its time went to the kernel.
+pub async fn use_memory_map(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        txn.execute_unprepared("PRAGMA mmap_size = 4294967296").await?;
+    }
+    Ok(())
+}
+
 /// Applies pending migrations and returns the names of those applied.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
     let pending: Vec<String> = Migrator::get_pending_migrations(db)

@@ -7,6 +7,7 @@ mod m20261123_000001_create_customers;
 mod m20261123_000002_create_loyalty;
 mod m20261123_000003_create_scoring;
 mod m20261123_000004_create_campaigns;
+mod m20261123_000005_planning_indexes;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_loyalty::Migration),
             Box::new(m20261123_000003_create_scoring::Migration),
             Box::new(m20261123_000004_create_campaigns::Migration),
+            Box::new(m20261123_000005_planning_indexes::Migration),
         ]
     }
 }
