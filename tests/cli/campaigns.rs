@@ -349,3 +349,72 @@ fn validate_prints_each_problem_with_its_place_and_exits_2() {
     );
     assert!(run.stderr.contains("3 problem(s) found in the campaign files"), "{}", run.stderr);
 }
+
+/// The external ids of the customers a campaign would choose at `at`.
+fn chosen(env: &TestEnv, campaign: &Campaign, at: &str) -> Vec<String> {
+    let ids = runtime().block_on(async {
+        let db = connect(env).await;
+        let plan = plan::evaluate(&db, campaign, &RULES, utc(at)).await.unwrap();
+        plan.chosen.iter().map(|c| c.customer_id.to_string()).collect::<Vec<_>>()
+    });
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    env.strings(&format!("SELECT external_id FROM customers WHERE id IN ({}) ORDER BY external_id", ids.join(",")))
+}
+
+#[test]
+fn birthdays_and_resolved_complaints_are_computed_when_the_campaign_runs() {
+    each_backend(|env| {
+        env.ok(&[
+            "import",
+            "customers",
+            &env.write(
+                "customers.csv",
+                "customer_id,email,birthday,marketing_consent\n\
+                 B1,b1@example.com,1990-06-02,true\nB2,b2@example.com,1990-06-01,true\n\
+                 B3,b3@example.com,2000-02-29,true\nB4,b4@example.com,,true\n\
+                 C1,c1@example.com,,true\nC2,c2@example.com,,true\nC3,c3@example.com,,true\n\
+                 C4,c4@example.com,,true\nC5,c5@example.com,,true\n",
+            ),
+        ]);
+        env.ok(&[
+            "import",
+            "interactions",
+            &env.write(
+                "interactions.csv",
+                "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
+                 I1,C1,complaint,2026-05-20,resolved,2026-05-27T00:00:00Z\n\
+                 I2,C2,complaint,2026-05-20,resolved,2026-05-31T00:00:00Z\n\
+                 I3,C3,complaint,2026-05-20,open,\n\
+                 I4,C4,complaint,2026-05-01,closed,2026-05-20T00:00:00Z\n\
+                 I5,C5,complaint,2026-05-01,resolved,2026-05-20T00:00:00Z\n\
+                 I6,C5,complaint,2026-05-21,resolved,2026-05-28T00:00:00Z\n\
+                 I7,B1,inquiry,2026-05-21,resolved,2026-05-28T00:00:00Z\n",
+            ),
+        ]);
+        let birthday = |zone: &str| {
+            campaign(
+                "birthday",
+                "loyalty",
+                &format!("timezone = \"{zone}\""),
+                "where = 'birthday_today = true'\nholdout = 0",
+            )
+        };
+        // 23:30 UTC on 1 June is already 2 June in Tokyo.
+        assert_eq!(chosen(env, &birthday("Asia/Tokyo"), "2026-06-01T23:30:00Z"), ["B1"]);
+        assert_eq!(chosen(env, &birthday("UTC"), "2026-06-01T23:30:00Z"), ["B2"]);
+        // 29 February birthdays are celebrated on 28 February in other years.
+        assert_eq!(chosen(env, &birthday("UTC"), "2027-02-28T12:00:00Z"), ["B3"]);
+        assert_eq!(chosen(env, &birthday("UTC"), "2028-02-28T12:00:00Z"), Vec::<String>::new());
+        assert_eq!(chosen(env, &birthday("UTC"), "2028-02-29T12:00:00Z"), ["B3"]);
+        let followup = campaign(
+            "followup",
+            "loyalty",
+            "",
+            "where = 'days_since_complaint_resolved between 3d and 7d'\nholdout = 0",
+        );
+        // Resolved 5.98 days before (C1) and, for the latest of two, 4.98 days (C5).
+        assert_eq!(chosen(env, &followup, "2026-06-01T23:30:00Z"), ["C1", "C5"]);
+    });
+}
