@@ -44,6 +44,11 @@ fn outbox(env: &TestEnv, run_id: i64, state: &str) -> Vec<String> {
     ))
 }
 
+/// Imports CSV text as `what` (customers, orders or interactions).
+fn import(env: &TestEnv, what: &str, csv: &str) {
+    env.ok(&["import", what, &env.write(&format!("{what}.csv"), csv)]);
+}
+
 /// A message of an earlier run: one run row per (campaign, time), one outbox row.
 fn past_message(env: &TestEnv, campaign: &str, kind: &str, customer: &str, at: &str, state: &str) {
     env.execute(&format!(
@@ -67,18 +72,15 @@ fn exclusion_fixture(env: &TestEnv) {
         csv.push_str(&format!("K{i},{email},T,{consent}\n"));
     }
     csv.push_str("OUT,out@example.com,U,true\n");
-    env.ok(&["import", "customers", &env.write("customers.csv", csv)]);
-    env.ok(&[
-        "import",
+    import(env, "customers", &csv);
+    import(
+        env,
         "interactions",
-        &env.write(
-            "interactions.csv",
-            "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
+        "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
              I1,K4,complaint,2026-05-20,open,\n\
              I2,K5,complaint,2026-05-01,resolved,2026-05-03\n\
              I3,K1,inquiry,2026-05-25,open,\n",
-        ),
-    ]);
+    );
     env.execute(
         "INSERT INTO suppressions (email, reason, created_at) VALUES ('k3@example.com', 'unsubscribed', '2026-05-01T00:00:00+00:00')",
     );
@@ -366,24 +368,19 @@ fn chosen(env: &TestEnv, campaign: &Campaign, at: &str) -> Vec<String> {
 #[test]
 fn birthdays_and_resolved_complaints_are_computed_when_the_campaign_runs() {
     each_backend(|env| {
-        env.ok(&[
-            "import",
+        import(
+            env,
             "customers",
-            &env.write(
-                "customers.csv",
-                "customer_id,email,birthday,marketing_consent\n\
+            "customer_id,email,birthday,marketing_consent\n\
                  B1,b1@example.com,1990-06-02,true\nB2,b2@example.com,1990-06-01,true\n\
                  B3,b3@example.com,2000-02-29,true\nB4,b4@example.com,,true\n\
                  C1,c1@example.com,,true\nC2,c2@example.com,,true\nC3,c3@example.com,,true\n\
                  C4,c4@example.com,,true\nC5,c5@example.com,,true\n",
-            ),
-        ]);
-        env.ok(&[
-            "import",
+        );
+        import(
+            env,
             "interactions",
-            &env.write(
-                "interactions.csv",
-                "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
+            "interaction_id,customer_id,kind,opened_at,status,resolved_at\n\
                  I1,C1,complaint,2026-05-20,resolved,2026-05-27T00:00:00Z\n\
                  I2,C2,complaint,2026-05-20,resolved,2026-05-31T00:00:00Z\n\
                  I3,C3,complaint,2026-05-20,open,\n\
@@ -391,8 +388,7 @@ fn birthdays_and_resolved_complaints_are_computed_when_the_campaign_runs() {
                  I5,C5,complaint,2026-05-01,resolved,2026-05-20T00:00:00Z\n\
                  I6,C5,complaint,2026-05-21,resolved,2026-05-28T00:00:00Z\n\
                  I7,B1,inquiry,2026-05-21,resolved,2026-05-28T00:00:00Z\n",
-            ),
-        ]);
+        );
         let birthday = |zone: &str| {
             campaign(
                 "birthday",
