@@ -414,3 +414,41 @@ fn birthdays_and_resolved_complaints_are_computed_when_the_campaign_runs() {
         assert_eq!(chosen(env, &followup, "2026-06-01T23:30:00Z"), ["C1", "C5"]);
     });
 }
+
+#[test]
+fn preview_and_run_from_the_command_line() {
+    each_backend(|env| {
+        import(
+            env,
+            "customers",
+            "customer_id,email,first_name,marketing_consent\nP1,p1@example.com,<b>Ann</b>,true\nP2,p2@example.com,Bob,false\n",
+        );
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        env.write(
+            "campaigns/hello.toml",
+            "schedule = \"0 9 * * MON\"\ntimezone = \"America/New_York\"\n\n[audience]\nwhere = 'first_name is not null'\n\
+             holdout = 0\n\n[message]\nfrom = \"Shop <shop@example.com>\"\nsubject = \"Hi {{ customer.first_name }}\"\n\
+             html = \"<p>Hi {{ customer.first_name }}</p>\"\n",
+        );
+        let preview = env.ok(&["campaign", "preview", "hello"]).stdout;
+        assert!(preview.contains("  segment                   2\n  consent                   1\n"), "{preview}");
+        assert_eq!(preview.matches(" 09:00 E").count(), 5, "five fire times at 09:00 New York time:\n{preview}");
+        assert!(preview.contains("  Subject: Hi <b>Ann</b>\n"), "{preview}");
+        assert!(preview.contains("<p>Hi &lt;b&gt;Ann&lt;&#x2f;b&gt;</p>"), "{preview}");
+
+        let dry = env.ok(&["campaign", "run", "hello", "--dry-run"]).stdout;
+        assert!(dry.contains("nothing was written"), "{dry}");
+        assert_eq!(env.status()["campaign_runs"], 0);
+        let run = env.ok(&["campaign", "run", "hello"]).stdout;
+        assert!(run.contains("planned in") && run.ends_with("1 message(s), 0 in the control group\n"), "{run}");
+        assert_eq!(env.strings("SELECT state FROM outbox"), ["planned"]);
+
+        let unknown = env.patron(&["campaign", "preview", "helo"]);
+        assert_eq!(unknown.code, 2);
+        assert!(
+            unknown.stderr.contains("no valid campaign named `helo`; the campaigns are: hello"),
+            "{}",
+            unknown.stderr
+        );
+    });
+}
