@@ -11,6 +11,7 @@
 //! is unique, so a second planner of the same fire writes nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
@@ -122,7 +123,9 @@ async fn evaluate_in(
     crate::db::use_memory_map(txn).await?;
     let model_id = registry::active(txn).await?.map(|m| m.id);
     let backend = ConnectionTrait::get_database_backend(txn);
+    let started = Instant::now();
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
+    let exclusions_loaded = started.elapsed();
     let mut rows = std::pin::pin!(txn.stream(&segment(campaign, at, backend, model_id)).await?);
     let mut audience = Vec::new();
     while let Some(row) = rows.try_next().await? {
@@ -132,7 +135,16 @@ async fn evaluate_in(
             consent: row.try_get_by_index(2)?,
         });
     }
-    Ok(apply_steps(campaign, rules, &exclusions, audience))
+    let segment_read = started.elapsed();
+    let plan = apply_steps(campaign, rules, &exclusions, audience);
+    tracing::debug!(
+        campaign = %campaign.name,
+        exclusions_s = exclusions_loaded.as_secs_f64(),
+        segment_s = (segment_read - exclusions_loaded).as_secs_f64(),
+        steps_s = (started.elapsed() - segment_read).as_secs_f64(),
+        "audience evaluated"
+    );
+    Ok(plan)
 }
 
 /// Plans the run of `campaign` for fire time `at`: the run, its step counts
@@ -149,7 +161,9 @@ pub async fn plan_run(
         return Ok(Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? });
     };
     let plan = evaluate_in(&txn, campaign, rules, at).await?;
+    let started = Instant::now();
     insert_outbox(&txn, run_id, &plan.chosen, at).await?;
+    let inserted = started.elapsed();
     let counts = serde_json::to_value(&plan.steps).expect("step counts serialize");
     let update = Query::update()
         .table("campaign_runs")
@@ -158,6 +172,14 @@ pub async fn plan_run(
         .to_owned();
     txn.execute(&update).await?;
     txn.commit().await?;
+    tracing::debug!(
+        campaign = %campaign.name,
+        run_id,
+        outbox_rows = plan.chosen.len(),
+        insert_s = inserted.as_secs_f64(),
+        commit_s = (started.elapsed() - inserted).as_secs_f64(),
+        "run written"
+    );
     Ok(Outcome::Planned { run_id, plan })
 }
 
