@@ -109,6 +109,7 @@ pub async fn evaluate(
 ) -> Result<Plan, DbErr> {
     // A transaction, so that every query sees the same data.
     let txn = db.begin().await?;
+    crate::db::use_memory_map(&txn).await?;
     let plan = evaluate_in(&txn, campaign, rules, at).await?;
     txn.rollback().await?;
     Ok(plan)
@@ -120,7 +121,6 @@ async fn evaluate_in(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Plan, DbErr> {
-    crate::db::use_memory_map(txn).await?;
     let model_id = registry::active(txn).await?.map(|m| m.id);
     let backend = ConnectionTrait::get_database_backend(txn);
     let started = Instant::now();
@@ -156,6 +156,11 @@ pub async fn plan_run(
     at: DateTime<Utc>,
 ) -> Result<Outcome, DbErr> {
     let txn = db.begin().await?;
+    // Before any statement: SQLite takes a new memory-map size only
+    // outside a read or write. 100,000 outbox rows touch pages all over
+    // four indexes, hence the large cache.
+    crate::db::use_memory_map(&txn).await?;
+    crate::db::use_large_cache(&txn).await?;
     let Some(run_id) = insert_run(&txn, campaign, at, "planned", None).await? else {
         txn.rollback().await?;
         return Ok(Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? });
