@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{customers, generate, measure};
+use support::{customers, generate_and_import, measure};
 
 const AS_OF: &str = "2026-06-30";
 
@@ -32,10 +32,7 @@ fn main() {
     let customers = customers();
     let dir = tempfile::tempdir().expect("temp dir");
     let work = dir.path();
-    generate(work, customers);
-    for what in ["customers", "orders", "interactions"] {
-        measure(work, &["import", what, &format!("gen/{what}.csv")]);
-    }
+    generate_and_import(work, customers);
     measure(work, &["train", "--as-of", AS_OF]);
     measure(work, &["score", "--as-of", AS_OF]);
     std::fs::create_dir(work.join("campaigns")).expect("campaigns folder");

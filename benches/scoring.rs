@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{customers, generate, measure};
+use support::{customers, generate_and_import, measure};
 
 /// The last day of `patron generate`'s default period.
 const AS_OF: &str = "2026-06-30";
@@ -16,10 +16,7 @@ fn main() {
     let customers = customers();
     let dir = tempfile::tempdir().expect("temp dir");
     let work = dir.path();
-    generate(work, customers);
-    for what in ["customers", "orders", "interactions"] {
-        measure(work, &["import", what, &format!("gen/{what}.csv")]);
-    }
+    generate_and_import(work, customers);
     let train = measure(work, &["train", "--as-of", AS_OF, "--horizon", "91d"]);
     println!("train (logistic)  {:>6.2} s  peak {:>6.1} MB", train.seconds, train.peak_mb);
     print!("{}", train.stdout);

@@ -69,11 +69,11 @@ pub struct CampaignSettings {
 
 impl CampaignSettings {
     pub fn frequency_window(&self) -> chrono::Duration {
-        crate::duration::parse(&self.frequency_window).unwrap_or_else(|_| chrono::Duration::days(7))
+        crate::duration::parse(&self.frequency_window).expect("checked when the settings were loaded")
     }
 
     pub fn grace_period(&self) -> chrono::Duration {
-        crate::duration::parse(&self.grace_period).unwrap_or_else(|_| chrono::Duration::hours(6))
+        crate::duration::parse(&self.grace_period).expect("checked when the settings were loaded")
     }
 }
 

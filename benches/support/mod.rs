@@ -59,3 +59,11 @@ pub fn generate(dir: &Path, customers: u64) {
     let run = measure(dir, &["generate", "--customers", &customers.to_string(), "--seed", "42", "--out", "gen"]);
     println!("generate {customers} customers: {:.1} s", run.seconds);
 }
+
+/// Generates synthetic data (see [`generate`]) and imports all three files into `dir`'s database.
+pub fn generate_and_import(dir: &Path, customers: u64) {
+    generate(dir, customers);
+    for what in ["customers", "orders", "interactions"] {
+        measure(dir, &["import", what, &format!("gen/{what}.csv")]);
+    }
+}

@@ -335,16 +335,14 @@ impl Checker<'_> {
                 ok = false;
                 continue;
             };
+            // `Some(None)`: given but invalid, and already reported.
+            ok &= !matches!(from, Some(None)) && !matches!(reply_to, Some(None));
             let mut message = base.clone();
-            match from {
-                Some(Some(from)) => message.from = from,
-                Some(None) => ok = false,
-                None => {}
+            if let Some(Some(from)) = from {
+                message.from = from;
             }
-            match reply_to {
-                Some(Some(reply_to)) => message.reply_to = Some(reply_to),
-                Some(None) => ok = false,
-                None => {}
+            if let Some(Some(reply_to)) = reply_to {
+                message.reply_to = Some(reply_to);
             }
             for (part, source) in overrides {
                 message.parts.retain(|(p, _)| *p != part);
@@ -430,7 +428,7 @@ impl Checker<'_> {
     }
 
     fn at_offset(&mut self, offset: usize, message: String) {
-        let (line, column) = crate::message::template::line_column(self.text, offset);
+        let (line, column) = crate::segment::line_column(self.text, offset);
         self.diagnostics.push(Diagnostic { file: self.file.to_owned(), line, column, message });
     }
 }

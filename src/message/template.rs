@@ -5,6 +5,7 @@
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
 
 use crate::segment::compile::FIELDS;
+use crate::segment::line_column;
 
 /// The parts of a message, each its own template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,13 +184,6 @@ fn line_start(text: &str, line: usize) -> usize {
     text.match_indices('\n').nth(line.saturating_sub(2)).map_or(0, |(i, _)| if line <= 1 { 0 } else { i + 1 })
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
 
 #[cfg(test)]
 mod tests {

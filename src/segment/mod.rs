@@ -118,10 +118,7 @@ pub struct ParseError {
 impl ParseError {
     /// Builds an error at byte `offset` of `text`, computing line and column.
     pub(crate) fn at(text: &str, offset: usize, message: String) -> Self {
-        let before = text.get(..offset).unwrap_or(text);
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let (line, column) = line_column(text, offset);
         ParseError {
             offset,
             line,
@@ -129,6 +126,15 @@ impl ParseError {
             message,
         }
     }
+}
+
+/// 1-based line and column (in characters) of byte `offset` of `text`; used
+/// for every position patron reports (expressions, campaign files, templates).
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
 }
 
 impl fmt::Display for Field {
