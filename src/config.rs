@@ -34,6 +34,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub import: ImportSettings,
     pub campaigns: CampaignSettings,
+    pub delivery: DeliverySettings,
+    pub http: HttpSettings,
     pub log: LogSettings,
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
@@ -75,6 +77,62 @@ impl CampaignSettings {
     pub fn grace_period(&self) -> chrono::Duration {
         crate::duration::parse(&self.grace_period).expect("checked when the settings were loaded")
     }
+}
+
+/// How the sender works; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub transport: String,
+    pub file_dir: PathBuf,
+    pub concurrency: usize,
+    pub rate_per_second: u32,
+    pub max_attempts: u32,
+    pub retry_after: String,
+    pub retry_max: String,
+    pub lease: String,
+    pub message_id_domain: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    File,
+    Smtp,
+}
+
+impl DeliverySettings {
+    pub fn transport(&self) -> TransportKind {
+        match self.transport.as_str() {
+            "smtp" => TransportKind::Smtp,
+            _ => TransportKind::File,
+        }
+    }
+
+    pub fn retry_after(&self) -> chrono::Duration {
+        crate::duration::parse(&self.retry_after).expect("checked when the settings were loaded")
+    }
+
+    pub fn retry_max(&self) -> chrono::Duration {
+        crate::duration::parse(&self.retry_max).expect("checked when the settings were loaded")
+    }
+
+    pub fn lease(&self) -> chrono::Duration {
+        crate::duration::parse(&self.lease).expect("checked when the settings were loaded")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+    pub public_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    None,
+    StartTls,
+    Tls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +182,11 @@ impl LogSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: String,
+    pub username: String,
+    pub timeout: String,
     pub password_file: PathBuf,
     /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
     #[serde(default, skip_serializing)]
@@ -134,9 +197,24 @@ pub struct SmtpSettings {
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeSettings {
     pub secret_file: PathBuf,
+    pub mailto: String,
     /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
     #[serde(default, skip_serializing)]
     secret: Option<SecretString>,
+}
+
+impl SmtpSettings {
+    pub fn tls(&self) -> SmtpTls {
+        match self.tls.as_str() {
+            "starttls" => SmtpTls::StartTls,
+            "tls" => SmtpTls::Tls,
+            _ => SmtpTls::None,
+        }
+    }
+
+    pub fn timeout(&self) -> chrono::Duration {
+        crate::duration::parse(&self.timeout).expect("checked when the settings were loaded")
+    }
 }
 
 /// Secrets, each from the environment or a file. `Debug` shows `[REDACTED]`.
@@ -281,6 +359,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
         return Err(invalid(raw, "log.format", "expected `text` or `json`"));
     }
     validate_campaigns(raw, &settings.campaigns)?;
+    validate_delivery(raw, settings)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }
@@ -305,6 +384,56 @@ fn validate_campaigns(raw: &Config, campaigns: &CampaignSettings) -> Result<(), 
         ("campaigns.grace_period", &campaigns.grace_period),
     ] {
         crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+    }
+    Ok(())
+}
+
+fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
+    let delivery = &settings.delivery;
+    if !["file", "smtp"].contains(&delivery.transport.as_str()) {
+        return Err(invalid(raw, "delivery.transport", "expected `file` or `smtp`"));
+    }
+    if !(1..=256).contains(&delivery.concurrency) {
+        return Err(invalid(raw, "delivery.concurrency", "must be between 1 and 256"));
+    }
+    if delivery.max_attempts == 0 {
+        return Err(invalid(raw, "delivery.max_attempts", "must be at least 1"));
+    }
+    for (key, text) in [
+        ("delivery.retry_after", &delivery.retry_after),
+        ("delivery.retry_max", &delivery.retry_max),
+        ("delivery.lease", &delivery.lease),
+        ("smtp.timeout", &settings.smtp.timeout),
+    ] {
+        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+    }
+    if delivery.lease().is_zero() {
+        return Err(invalid(raw, "delivery.lease", "must be longer than 0s"));
+    }
+    if settings.smtp.timeout().is_zero() {
+        return Err(invalid(raw, "smtp.timeout", "must be longer than 0s"));
+    }
+    if delivery.message_id_domain.is_empty() || delivery.message_id_domain.contains(['<', '>', '@', ' ']) {
+        return Err(invalid(raw, "delivery.message_id_domain", "must be a domain name such as mail.example.com"));
+    }
+    if !["none", "starttls", "tls"].contains(&settings.smtp.tls.as_str()) {
+        return Err(invalid(raw, "smtp.tls", "expected `none`, `starttls` or `tls`"));
+    }
+    if delivery.transport() == TransportKind::Smtp && settings.smtp.host.is_empty() {
+        return Err(invalid(raw, "smtp.host", "must be set when delivery.transport is `smtp`"));
+    }
+    settings
+        .http
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| invalid(raw, "http.listen", "expected an address and port such as 127.0.0.1:8025"))?;
+    match url::Url::parse(&settings.http.public_url) {
+        Ok(url) if ["http", "https"].contains(&url.scheme()) && url.query().is_none() => {}
+        _ => return Err(invalid(raw, "http.public_url", "expected an http(s) URL such as https://mail.example.com")),
+    }
+    let mailto = &settings.unsubscribe.mailto;
+    if !mailto.is_empty() && mailto.parse::<email_address::EmailAddress>().is_err() {
+        return Err(invalid(raw, "unsubscribe.mailto", "expected an email address"));
     }
     Ok(())
 }

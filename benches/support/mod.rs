@@ -22,11 +22,18 @@ pub struct Measured {
 // The child is reaped by `wait4`, which also reports its peak memory.
 #[allow(clippy::zombie_processes)]
 pub fn measure(dir: &Path, args: &[&str]) -> Measured {
+    measure_with(dir, args, &[])
+}
+
+/// [`measure`] with extra environment variables (settings).
+#[allow(clippy::zombie_processes)]
+pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured {
     let started = Instant::now();
     let mut child = Command::new(PATRON)
         .args(args)
         .current_dir(dir)
         .env("PATRON__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start patron");

@@ -98,7 +98,7 @@ impl From<&CampaignSettings> for Rules {
 }
 
 /// Outbox states that count as a message for the frequency cap.
-const MESSAGE_STATES: [&str; 3] = ["planned", "sending", "sent"];
+const MESSAGE_STATES: [&str; 4] = ["planned", "retrying", "sending", "sent"];
 
 /// Works out the plan without writing anything (preview, dry run).
 pub async fn evaluate(

@@ -2,6 +2,7 @@
 //! dispatch from a parsed command to the library.
 
 mod campaigns;
+mod delivery;
 mod models;
 
 use std::path::{Path, PathBuf};
@@ -69,6 +70,14 @@ pub enum Command {
     /// Validate, list, preview and run the campaigns in the campaigns folder.
     #[command(subcommand)]
     Campaign(campaigns::CampaignCommand),
+    /// Send the planned messages that are due (SMTP or files, see [delivery] in the settings).
+    ///
+    /// A message the server refuses for now is retried later; one it refuses for good
+    /// is marked failed and its address suppressed. Without --until-empty, retries that
+    /// are not yet due are left for the next run.
+    Send(delivery::SendArgs),
+    /// Run the HTTP server that answers the unsubscribe links in mail.
+    Serve,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +136,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
             Ok(())
         }
+        Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,
+        Command::Serve => delivery::serve(&load(cli.config.as_deref())?).await,
         Command::Campaign(campaigns::CampaignCommand::Validate { files }) => {
             let loaded = load(cli.config.as_deref())?;
             campaigns::validate(&loaded.settings, &files)
@@ -169,7 +180,9 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
             }
             Ok(())
         }
-        Command::Generate(_) | Command::Config => unreachable!("handled without a database"),
+        Command::Generate(_) | Command::Config | Command::Send(_) | Command::Serve => {
+            unreachable!("handled before connecting")
+        }
     }
 }
 
@@ -238,6 +251,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     let invalid_input = error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<UsageError>().is_some()
         || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()
+        || error.downcast_ref::<crate::delivery::sender::MissingUnsubscribeSecret>().is_some()
         || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())

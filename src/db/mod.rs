@@ -25,6 +25,18 @@ pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
 
 /// Connects without migrating (for `patron migrate`, which reports what it applied).
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    connect_with(settings, SqliteSynchronous::Full).await
+}
+
+/// A connection for the sender's records of what it sent. On SQLite its
+/// commits do not wait for the disk (`synchronous = NORMAL`, still safe when
+/// patron itself dies): a result lost to a power cut only sends that message
+/// again. See `delivery::outbox::record`.
+pub async fn connect_for_delivery(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
+    connect_with(settings, SqliteSynchronous::Normal).await
+}
+
+async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
     if url.starts_with("sqlite:") && settings.database.url.is_empty() {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
@@ -37,12 +49,12 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
         .max_connections(settings.database.max_connections)
         .sqlx_logging(false)
         // SQLite: WAL lets readers run beside the writer; FULL makes a commit
-        // survive power loss (the outbox relies on it); foreign keys are off
+        // survive power loss (plans rely on it); foreign keys are off
         // by default in SQLite and must be switched on per connection.
         .map_sqlx_sqlite_opts(move |opts| {
             opts.create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(synchronous)
                 .busy_timeout(busy_timeout)
                 .foreign_keys(true)
                 // 8 MB of page cache (imports ask for more, see

@@ -1,10 +1,12 @@
 //! Integration tests: the real `patron` binary against a real SQLite file and,
 //! when `PATRON_TEST_POSTGRES_URL` is set, a fresh PostgreSQL database per test.
 
+mod smtp_server;
 mod support;
 
 mod campaigns;
 mod config;
+mod delivery;
 mod generate;
 mod import_bad_input;
 mod import_data;

@@ -157,7 +157,7 @@ fn bad_values_are_each_reported() {
         [
             "campaigns/winback.toml:8:12: order_by needs a number or a duration field; `loyalty_tier` is not one",
             "campaigns/winback.toml:9:9: limit must be at least 1, not 0",
-            "campaigns/winback.toml:10:12: `90 days` is not a duration such as 30d, 13w, 6h or 90m",
+            "campaigns/winback.toml:10:12: `90 days` is not a duration such as 30d, 13w, 6h, 90m or 30s",
             "campaigns/winback.toml:11:11: holdout must be between 0 and 0.5, not 0.9",
             "campaigns/winback.toml:14:8: `shop at example` is not an address such as `shop@example.com` or `Shop <shop@example.com>`",
         ]

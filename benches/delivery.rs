@@ -1,0 +1,146 @@
+//! Delivery benchmark: `patron send` into Postfix's `smtp-sink` on loopback,
+//! for 10,000 and 100,000 planned messages, next to Postfix's own
+//! `smtp-source` at the same concurrency against the same sink.
+//!
+//! Needs Debian's `postfix` package (`smtp-sink`, `smtp-source` in
+//! /usr/sbin). `cargo bench --bench delivery`; `PATRON_BENCH_MESSAGES=10000`
+//! for one size only.
+
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{measure, measure_with};
+
+const CONCURRENCY: usize = 8;
+
+const CAMPAIGN: &str = r#"kind = "marketing"
+
+[audience]
+where = "first_name is not null"
+holdout = 0
+
+[message]
+from = "Shop <shop@example.com>"
+subject = "Something for you, {{ customer.first_name }}"
+html = """<html><body><h1>Hello {{ customer.first_name }}</h1>
+<p>We picked a few things we think you will like. Come and see them before the weekend.</p>
+<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p></body></html>"""
+text = """Hello {{ customer.first_name }},
+
+We picked a few things we think you will like. Come and see them before the weekend.
+
+Unsubscribe: {{ unsubscribe_url }}"""
+"#;
+
+fn main() {
+    let sizes: Vec<u64> = match std::env::var("PATRON_BENCH_MESSAGES").ok().and_then(|v| v.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![10_000, 100_000],
+    };
+    for messages in sizes {
+        bench(messages);
+    }
+}
+
+fn bench(messages: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let work = dir.path();
+    write_customers(work, messages);
+    measure(work, &["import", "customers", "customers.csv"]);
+    std::fs::create_dir(work.join("campaigns")).expect("campaigns folder");
+    std::fs::write(work.join("campaigns/bench.toml"), CAMPAIGN).expect("campaign file");
+    measure(work, &["campaign", "run", "bench"]);
+    let size = sample_size(work);
+
+    let port = free_port();
+    let _sink = Sink::start(port);
+    let port_text = port.to_string();
+    let concurrency = CONCURRENCY.to_string();
+    let env = [
+        ("PATRON__DELIVERY__TRANSPORT", "smtp"),
+        ("PATRON__SMTP__PORT", port_text.as_str()),
+        ("PATRON__DELIVERY__CONCURRENCY", concurrency.as_str()),
+        ("PATRON__UNSUBSCRIBE__SECRET", "benchmark-secret"),
+    ];
+    let run = measure_with(work, &["send"], &env);
+    let patron_rate = messages as f64 / run.seconds;
+    print!("{}", run.stdout);
+
+    let started = Instant::now();
+    let status = Command::new("/usr/sbin/smtp-source")
+        .args(["-s", &concurrency, "-m", &messages.to_string(), "-l", &size.to_string()])
+        .args(["-f", "shop@example.com", "-t", "c1@example.com", &format!("127.0.0.1:{port}")])
+        .status()
+        .expect("run smtp-source (Debian package postfix)");
+    assert!(status.success(), "smtp-source failed");
+    let source_rate = messages as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{messages:>7} messages of ~{size} bytes, {CONCURRENCY} sessions: patron send {patron_rate:>7.0}/s \
+         (peak {:.1} MB, {:.2} s), smtp-source {source_rate:>7.0}/s, ratio {:.2}",
+        run.peak_mb,
+        run.seconds,
+        patron_rate / source_rate
+    );
+}
+
+/// Customers C1..Cn, all with consent.
+fn write_customers(dir: &Path, n: u64) {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("customers.csv")).expect("csv"));
+    writeln!(file, "customer_id,email,first_name,marketing_consent").unwrap();
+    for i in 1..=n {
+        writeln!(file, "C{i},c{i}@example.com,Name{i},true").unwrap();
+    }
+}
+
+/// The size of one message as patron writes it (the file transport, one customer),
+/// so that smtp-source sends messages of the same size.
+fn sample_size(dir: &Path) -> usize {
+    let sample = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        sample.path().join("c.csv"),
+        "customer_id,email,first_name,marketing_consent\nC1,c1@example.com,Name1,true\n",
+    )
+    .unwrap();
+    std::fs::create_dir(sample.path().join("campaigns")).unwrap();
+    std::fs::copy(dir.join("campaigns/bench.toml"), sample.path().join("campaigns/bench.toml")).unwrap();
+    measure(sample.path(), &["import", "customers", "c.csv"]);
+    measure(sample.path(), &["campaign", "run", "bench"]);
+    measure_with(sample.path(), &["send"], &[("PATRON__UNSUBSCRIBE__SECRET", "benchmark-secret")]);
+    let mail = std::fs::read_dir(sample.path().join("data/mail")).unwrap().next().unwrap().unwrap().path();
+    std::fs::metadata(mail).unwrap().len() as usize
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `smtp-sink` in the background, stopped on drop.
+struct Sink(Child);
+
+impl Sink {
+    fn start(port: u16) -> Sink {
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start smtp-sink (Debian package postfix)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sink(child)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,24 @@
+//! Delivery: messages out of the outbox and into mailboxes, and the way back
+//! out of the list (unsubscribe).
+//!
+//! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
+//! [`compose`] builds the MIME message and its headers; [`transport`] speaks
+//! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
+//! suppressions.
+
+pub mod compose;
+pub mod outbox;
+pub mod sender;
+pub mod transport;
+pub mod unsubscribe;
+
+use secrecy::SecretString;
+
+pub use sender::{Options, Report, Sender};
+pub use transport::Transport;
+pub use unsubscribe::Signer;
+
+/// The signer for unsubscribe links, when a secret is configured.
+pub fn signer(secret: Option<&SecretString>) -> Option<Signer> {
+    secret.cloned().map(Signer::new)
+}

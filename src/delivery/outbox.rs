@@ -1,0 +1,206 @@
+//! The outbox rows as the sender sees them: claimed in batches under a lease,
+//! then each marked sent, retrying, failed or suppressed.
+//!
+//! States: `planned` → `sending` (claimed, leased) → `sent` | `retrying`
+//! (back to `sending` when due) | `failed` | `suppressed`. `control` rows are
+//! never sent. A `sending` row whose lease ran out belonged to a sender that
+//! died; it is claimed again.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+
+use super::unsubscribe;
+
+/// One claimed row and what the sender needs to know about its run.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub run_id: i64,
+    pub customer_id: i64,
+    pub variant: Option<String>,
+    /// Including this one.
+    pub attempts: i32,
+}
+
+/// The states a message is still on its way in.
+pub const PENDING_STATES: [&str; 3] = ["planned", "retrying", "sending"];
+
+/// Claims up to `limit` rows that are due, for `lease`. On PostgreSQL rows
+/// another sender is claiming are skipped (`FOR UPDATE SKIP LOCKED`); SQLite
+/// has a single writer, so the claim is atomic there by itself.
+pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
+    let now = Utc::now();
+    let due = Cond::any()
+        .add(Expr::col("state").eq("planned"))
+        .add(Expr::col("state").eq("retrying").and(Expr::col("next_attempt_at").lte(now)))
+        .add(Expr::col("state").eq("sending").and(Expr::col("lease_until").lt(now)));
+    let mut select = Query::select();
+    // No ORDER BY: it would make SQLite walk the table past every sent row
+    // instead of looking the due rows up in the (state, next_attempt_at) index.
+    select.column("id").from("outbox").cond_where(due).limit(limit);
+    if db.get_database_backend() == DbBackend::Postgres {
+        select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let update = Query::update()
+        .table("outbox")
+        .value("state", "sending")
+        .value("lease_until", now + lease)
+        .value("attempts", Expr::col("attempts").add(1))
+        .value("updated_at", now)
+        .and_where(Expr::col("id").in_subquery(select.to_owned()))
+        .returning(Query::returning().columns(["id", "run_id", "customer_id", "variant", "attempts"]))
+        .to_owned();
+    let rows = db.query_all(&update).await?;
+    let mut claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|row| {
+            Ok(Claimed {
+                id: row.try_get("", "id")?,
+                run_id: row.try_get("", "run_id")?,
+                customer_id: row.try_get("", "customer_id")?,
+                variant: row.try_get("", "variant")?,
+                attempts: row.try_get("", "attempts")?,
+            })
+        })
+        .collect::<Result<_, DbErr>>()?;
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+/// What happened to one claimed row.
+#[derive(Debug, Clone)]
+pub enum Fate {
+    Sent {
+        message_id: String,
+        reply: String,
+    },
+    /// Try again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        error: String,
+    },
+    /// Never sent. `bounced`: suppress the address it was sent to.
+    Failed {
+        error: String,
+        bounced: Option<String>,
+    },
+    /// Not sent because the customer may no longer get it (why).
+    Suppressed {
+        reason: String,
+    },
+}
+
+/// Writes the results of several rows in one transaction. The transaction is
+/// committed without waiting for the disk (SQLite: the sender's connection
+/// runs with `synchronous = NORMAL`; PostgreSQL: `synchronous_commit = off`):
+/// that is safe when patron dies, and after a power loss the last few results
+/// can be lost, which sends those messages again (a duplicate, never a loss).
+pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF").await?;
+    }
+    let now = Utc::now();
+    for (row, result) in results {
+        let mut update = Query::update();
+        update.table("outbox").value("updated_at", now).value("lease_until", Option::<DateTime<Utc>>::None);
+        match result {
+            Fate::Sent { message_id, reply } => {
+                update
+                    .value("state", "sent")
+                    .value("sent_at", now)
+                    .value("message_id", message_id.clone())
+                    .value("server_reply", reply.clone())
+                    .value("last_error", Option::<String>::None);
+            }
+            Fate::Retry { at, error } => {
+                update.value("state", "retrying").value("next_attempt_at", *at).value("last_error", error.clone());
+            }
+            Fate::Failed { error, bounced } => {
+                update.value("state", "failed").value("last_error", error.clone());
+                if let Some(email) = bounced {
+                    unsubscribe::suppress(&txn, email, Some(row.customer_id), "bounced", "smtp").await?;
+                }
+            }
+            Fate::Suppressed { reason } => {
+                update.value("state", "suppressed").value("last_error", reason.clone());
+            }
+        }
+        // Only while we still hold it: a row whose lease ran out may have been
+        // claimed by another sender, whose result counts instead.
+        update
+            .and_where(Expr::col("id").eq(row.id))
+            .and_where(Expr::col("state").eq("sending"))
+            .and_where(Expr::col("attempts").eq(row.attempts));
+        txn.execute(&update).await?;
+    }
+    txn.commit().await
+}
+
+/// Gives rows back unsent (on a graceful stop), without counting the attempt.
+pub async fn release(db: &DatabaseConnection, rows: &[Claimed]) -> Result<(), DbErr> {
+    for chunk in rows.chunks(1000) {
+        let update = Query::update()
+            .table("outbox")
+            .value("state", Expr::cust("CASE WHEN attempts > 1 THEN 'retrying' ELSE 'planned' END"))
+            .value("attempts", Expr::col("attempts").sub(1))
+            .value("lease_until", Option::<DateTime<Utc>>::None)
+            .and_where(Expr::col("id").is_in(chunk.iter().map(|r| r.id)))
+            .and_where(Expr::col("state").eq("sending"))
+            .to_owned();
+        db.execute(&update).await?;
+    }
+    Ok(())
+}
+
+/// When the next row becomes due, if any is pending: now for planned rows,
+/// else the earliest retry or lease end. `None`: nothing left to send.
+pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let planned = Query::select()
+        .expr(Expr::col("id").count())
+        .from("outbox")
+        .and_where(Expr::col("state").eq("planned"))
+        .to_owned();
+    let planned: i64 = db.query_one(&planned).await?.map_or(Ok(0), |row| row.try_get_by_index(0))?;
+    if planned > 0 {
+        return Ok(Some(Utc::now()));
+    }
+    let mut earliest = None;
+    for (state, column) in [("retrying", "next_attempt_at"), ("sending", "lease_until")] {
+        let select = Query::select()
+            .expr_as(Expr::col(column).min(), Alias::new("at"))
+            .from("outbox")
+            .and_where(Expr::col("state").eq(state))
+            .to_owned();
+        let at: Option<DateTime<Utc>> = db.query_one(&select).await?.map_or(Ok(None), |row| row.try_get("", "at"))?;
+        earliest = earliest.into_iter().chain(at).min();
+    }
+    Ok(earliest)
+}
+
+/// The wait before attempt `attempts + 1`: `first` doubled per attempt made,
+/// at most `max`, with ±25% jitter so that many retries do not arrive at once.
+pub fn backoff(attempts: i32, first: Duration, max: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).clamp(0, 30) as u32;
+    let base =
+        Ord::clamp(first.num_milliseconds().saturating_mul(1i64 << doublings), 0, Ord::max(max.num_milliseconds(), 0));
+    let jitter = rand::random_range(0.75..1.25);
+    Duration::milliseconds((base as f64 * jitter) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter() {
+        let first = Duration::seconds(60);
+        let max = Duration::hours(1);
+        for (attempts, expected) in [(1, 60.0), (2, 120.0), (3, 240.0), (7, 3600.0), (40, 3600.0)] {
+            let wait = backoff(attempts, first, max).num_milliseconds() as f64 / 1000.0;
+            assert!((expected * 0.75..=expected * 1.25).contains(&wait), "attempt {attempts}: {wait}s");
+        }
+        assert_eq!(backoff(3, Duration::zero(), max), Duration::zero());
+    }
+}

@@ -1,0 +1,363 @@
+//! Delivery through the real binary: `patron send` against a real SMTP server
+//! on loopback, crash recovery, and the unsubscribe server.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use crate::smtp_server::{Received, SmtpServer};
+use crate::support::{Run, TestEnv, each_backend};
+
+const SECRET: &str = "test-unsubscribe-secret";
+
+const CAMPAIGN: &str = "kind = \"marketing\"\n\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
+    [message]\nfrom = \"Shop <shop@example.com>\"\nreply_to = \"care@example.com\"\n\
+    subject = \"Hi {{ customer.first_name }}\"\n\
+    html = \"<p>Hi {{ customer.first_name }}</p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p>\"\n\
+    text = \"Hi {{ customer.first_name }}, unsubscribe: {{ unsubscribe_url }}\"\n";
+
+/// Customers 1..=n with addresses c<i>@example.com; customer 1 has a hostile name.
+fn customers(env: &TestEnv, n: u32) {
+    env.ok(&["migrate"]);
+    env.execute(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+         INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
+         SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', \
+         CASE WHEN i = 1 THEN '<script>alert(1)</script>' ELSE 'T' || CAST(i AS TEXT) END, TRUE, '{{}}' FROM n"
+    ));
+    std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+    env.write("campaigns/hello.toml", CAMPAIGN);
+}
+
+/// Plans one run of the test campaign.
+fn plan(env: &TestEnv) {
+    env.ok(&["campaign", "run", "hello"]);
+}
+
+/// `patron send` settings for the SMTP server on `port`.
+fn smtp_env(command: &mut Command, port: u16) -> &mut Command {
+    command
+        .env("PATRON__DELIVERY__TRANSPORT", "smtp")
+        .env("PATRON__SMTP__PORT", port.to_string())
+        .env("PATRON__SMTP__TIMEOUT", "5s")
+        .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+        .env("PATRON__HTTP__PUBLIC_URL", "https://shop.example")
+        .env("PATRON__DELIVERY__RETRY_AFTER", "1s")
+        .env("PATRON__DELIVERY__RETRY_MAX", "2s")
+}
+
+fn send(env: &TestEnv, port: u16, args: &[&str]) -> Run {
+    let mut command = env.command(&[&["send"], args].concat());
+    Run::from(smtp_env(&mut command, port).output().expect("run patron send"))
+}
+
+fn count(env: &TestEnv, sql: &str) -> i64 {
+    env.strings(&format!("SELECT CAST(({sql}) AS TEXT)"))[0].parse().unwrap()
+}
+
+/// How many messages each address received.
+fn per_recipient(received: &[Received]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for message in received {
+        for recipient in &message.recipients {
+            *counts.entry(recipient.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_run_of_1000_arrives_once_each_rendered_with_its_headers() {
+    each_backend(|env| {
+        customers(env, 1000);
+        plan(env);
+        let server = SmtpServer::start();
+        let run = send(env, server.port(), &["--until-empty"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "1000 sent, 0 to retry later, 0 failed, 0 suppressed\n");
+
+        let received = server.received();
+        let counts = per_recipient(&received);
+        assert_eq!(received.len(), 1000);
+        assert_eq!(counts.len(), 1000);
+        assert!(counts.values().all(|&n| n == 1));
+        let mut message_ids = std::collections::HashSet::new();
+        for message in &received {
+            let parsed = MessageParser::default().parse(&message.data).expect("a parsable message");
+            let to = parsed.to().and_then(|a| a.first()).and_then(|a| a.address()).unwrap().to_owned();
+            assert_eq!(message.recipients, std::slice::from_ref(&to));
+            let i: u32 = to.trim_start_matches('c').trim_end_matches("@example.com").parse().unwrap();
+            let name = if i == 1 { "<script>alert(1)</script>".to_owned() } else { format!("T{i}") };
+            assert_eq!(parsed.subject(), Some(format!("Hi {name}").as_str()));
+            assert_eq!(parsed.from().and_then(|a| a.first()).and_then(|a| a.address()), Some("shop@example.com"));
+            assert_eq!(parsed.reply_to().and_then(|a| a.first()).and_then(|a| a.address()), Some("care@example.com"));
+            assert!(parsed.date().is_some());
+            assert!(parsed.content_type().is_some_and(|c| c.subtype() == Some("alternative")));
+            let html = parsed.body_html(0).expect("an HTML part").into_owned();
+            let text = parsed.body_text(0).expect("a text part").into_owned();
+            let link = parsed.header_raw("List-Unsubscribe").expect("List-Unsubscribe").trim().to_owned();
+            assert!(link.starts_with("<https://shop.example/unsubscribe?token=") && link.ends_with('>'), "{link}");
+            let link = link.trim_matches(['<', '>']);
+            assert_eq!(parsed.header_raw("List-Unsubscribe-Post").map(str::trim), Some("List-Unsubscribe=One-Click"));
+            assert!(text.starts_with(&format!("Hi {name}, unsubscribe: {link}")), "{text}");
+            if i == 1 {
+                assert!(!html.contains("<script>"), "{html}");
+                assert!(html.contains("<p>Hi &lt;script&gt;alert(1)&lt;&#x2f;script&gt;</p>"), "{html}");
+            } else {
+                assert!(html.contains(&format!("<p>Hi T{i}</p>")), "{html}");
+            }
+            let message_id = parsed.message_id().expect("a Message-ID").to_owned();
+            assert!(message_id.ends_with(".patron@patron.localhost"), "{message_id}");
+            message_ids.insert(format!("<{message_id}>"));
+        }
+        assert_eq!(message_ids.len(), 1000);
+        let recorded = env.strings("SELECT message_id FROM outbox WHERE state = 'sent'");
+        assert_eq!(recorded.into_iter().collect::<std::collections::HashSet<_>>(), message_ids);
+        assert_eq!(env.status()["outbox"]["sent"], 1000);
+
+        // Nothing is sent twice.
+        let again = send(env, server.port(), &["--until-empty"]);
+        assert_eq!(again.stdout, "0 sent, 0 to retry later, 0 failed, 0 suppressed\n");
+        assert_eq!(server.count(), 1000);
+    });
+}
+
+#[test]
+fn refused_for_now_is_retried_and_refused_for_good_is_failed_and_suppressed() {
+    each_backend(|env| {
+        customers(env, 20);
+        plan(env);
+        let policy = Arc::new(|address: &str, attempt: usize| match address {
+            "c3@example.com" | "c4@example.com" | "c5@example.com" if attempt <= 2 => "451 4.3.0 try again later",
+            "c7@example.com" => "550 5.1.1 no such user",
+            _ => "250 2.1.5 OK",
+        });
+        let server = SmtpServer::start_with("127.0.0.1:0", policy);
+        let run = send(env, server.port(), &["--until-empty"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "19 sent, 6 to retry later, 1 failed, 0 suppressed\n");
+
+        let counts = per_recipient(&server.received());
+        assert_eq!(counts.len(), 19);
+        assert!(counts.values().all(|&n| n == 1));
+        assert!(!counts.contains_key("c7@example.com"));
+        for address in ["c3@example.com", "c4@example.com", "c5@example.com"] {
+            assert_eq!(server.rcpt_attempts(address), 3, "{address}");
+        }
+        assert_eq!(server.rcpt_attempts("c7@example.com"), 1, "a permanent refusal is never retried");
+        let failed = env.strings(
+            "SELECT c.email || ' ' || o.last_error FROM outbox o JOIN customers c ON c.id = o.customer_id \
+             WHERE o.state = 'failed'",
+        );
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].starts_with("c7@example.com ") && failed[0].contains("550"), "{failed:?}");
+        assert_eq!(env.strings("SELECT email || ' ' || reason FROM suppressions"), ["c7@example.com bounced"]);
+        assert_eq!(env.strings("SELECT CAST(attempts AS TEXT) FROM outbox o JOIN customers c ON c.id = o.customer_id WHERE c.email = 'c4@example.com'"), ["3"]);
+
+        // A later run leaves the bounced address out, and a new send sends nothing to it.
+        std::thread::sleep(Duration::from_millis(1100));
+        plan(env);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 19);
+        send(env, server.port(), &["--until-empty"]);
+        assert_eq!(server.rcpt_attempts("c7@example.com"), 1);
+    });
+}
+
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_send(env: &TestEnv, port: u16, extra: &[(&str, &str)]) -> Child {
+    let mut command = env.command(&["send", "--until-empty"]);
+    smtp_env(&mut command, port).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    command.spawn().expect("start patron send")
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "patron send did not finish in {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn nothing_is_lost_when_the_server_is_down_at_first() {
+    each_backend(|env| {
+        customers(env, 50);
+        plan(env);
+        let port = free_port();
+        let mut child = spawn_send(env, port, &[("PATRON__DELIVERY__MAX_ATTEMPTS", "20")]);
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(child.try_wait().unwrap().is_none(), "the sender waits for the server");
+        assert!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'retrying'") > 0);
+        let server = SmtpServer::start_with(&format!("127.0.0.1:{port}"), Arc::new(|_, _| "250 OK"));
+        assert!(wait_with_timeout(&mut child, Duration::from_secs(60)).success());
+        let counts = per_recipient(&server.received());
+        assert_eq!(counts.len(), 50);
+        assert!(counts.values().all(|&n| n == 1));
+        assert_eq!(env.status()["outbox"]["sent"], 50);
+    });
+}
+
+#[test]
+fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
+    each_backend(|env| {
+        customers(env, 10_000);
+        plan(env);
+        let server = SmtpServer::start();
+        let settings = [("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "8")];
+        let mut child = spawn_send(env, server.port(), &settings);
+        assert!(server.wait_for(3000, Duration::from_secs(120)), "only {} arrived", server.count());
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        let at_kill = server.count();
+        assert!(at_kill < 10_000, "the sender finished before it was killed");
+
+        let mut restarted = spawn_send(env, server.port(), &settings);
+        assert!(wait_with_timeout(&mut restarted, Duration::from_secs(180)).success());
+        let counts = per_recipient(&server.received());
+        assert_eq!(counts.len(), 10_000, "every message arrives");
+        let duplicates: usize = counts.values().map(|n| n - 1).sum();
+        eprintln!("kill -9 after {at_kill} messages: {duplicates} duplicate(s) on {:?}", env.backend);
+        assert!(duplicates <= 8, "{duplicates} duplicates, more than the concurrency");
+        assert_eq!(env.status()["outbox"]["sent"], 10_000);
+    });
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`; the status code and body.
+fn http(port: u16, method: &str, target: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to patron serve");
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap_or_default().parse().unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Waits until something listens on `port`.
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "patron serve did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn one_click_unsubscribe_suppresses_at_once_and_a_tampered_token_changes_nothing() {
+    each_backend(|env| {
+        customers(env, 3);
+        plan(env);
+        // The file transport (the default): one .eml file per message.
+        let run = env.command(&["send"]).env("PATRON__UNSUBSCRIBE__SECRET", SECRET).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "3 sent, 0 to retry later, 0 failed, 0 suppressed\n");
+        let mail_dir = env.dir.path().join("data/mail");
+        let files: Vec<_> = std::fs::read_dir(&mail_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 3);
+        let token_of = |address: &str| {
+            files
+                .iter()
+                .map(|path| std::fs::read(path).unwrap())
+                .find_map(|bytes| {
+                    let parsed = MessageParser::default().parse(&bytes)?;
+                    let to = parsed.to()?.first()?.address()?.to_owned();
+                    let header = parsed.header_raw("List-Unsubscribe")?.trim().to_owned();
+                    (to == address).then(|| header.split("token=").nth(1).unwrap().trim_end_matches('>').to_owned())
+                })
+                .expect("a message to the address")
+        };
+        let token = token_of("c2@example.com");
+
+        // A second run is planned before the unsubscribe arrives.
+        std::thread::sleep(Duration::from_millis(1100));
+        plan(env);
+
+        let port = free_port();
+        let child = env
+            .command(&["serve"])
+            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _serving = Serving(child);
+        wait_for_port(port);
+
+        let mut tampered = token.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        for bad in
+            [format!("/unsubscribe?token={tampered}"), "/unsubscribe".to_owned(), "/unsubscribe?token=x.y".into()]
+        {
+            assert_eq!(http(port, "POST", &bad, "List-Unsubscribe=One-Click").0, 400, "{bad}");
+            assert_eq!(http(port, "GET", &bad, "").0, 400, "{bad}");
+        }
+        let (status, page) = http(port, "GET", &format!("/unsubscribe?token={token}"), "");
+        assert_eq!(status, 200);
+        assert!(page.contains("<form method=\"post\""), "{page}");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM suppressions"), 0, "neither a GET nor a bad token suppresses");
+
+        let one_click = format!("/unsubscribe?token={token}");
+        assert_eq!(http(port, "POST", &one_click, "List-Unsubscribe=One-Click").0, 200);
+        assert_eq!(http(port, "POST", &one_click, "List-Unsubscribe=One-Click").0, 200, "twice is harmless");
+        assert_eq!(
+            env.strings("SELECT email || ' ' || reason || ' ' || source FROM suppressions"),
+            ["c2@example.com unsubscribed campaign:hello"]
+        );
+
+        // The run planned before: suppressed just before sending.
+        let run = env.command(&["send"]).env("PATRON__UNSUBSCRIBE__SECRET", SECRET).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&run.stdout), "2 sent, 0 to retry later, 0 failed, 1 suppressed\n");
+        // The next run: left out when planning.
+        std::thread::sleep(Duration::from_millis(1100));
+        plan(env);
+        assert_eq!(
+            env.strings(
+                "SELECT c.email FROM outbox o JOIN customers c ON c.id = o.customer_id \
+                 WHERE o.state = 'planned' ORDER BY c.email"
+            ),
+            ["c1@example.com", "c3@example.com"]
+        );
+    });
+}
+
+#[test]
+fn marketing_mail_is_refused_without_an_unsubscribe_secret() {
+    each_backend(|env| {
+        customers(env, 2);
+        plan(env);
+        let run = env.patron(&["send"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("2 marketing message(s) wait to be sent"), "{}", run.stderr);
+        assert!(run.stderr.contains("PATRON__UNSUBSCRIBE__SECRET"), "{}", run.stderr);
+        assert_eq!(env.status()["outbox"]["planned"], 2);
+    });
+}
