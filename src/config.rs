@@ -36,6 +36,7 @@ pub struct Settings {
     pub campaigns: CampaignSettings,
     pub delivery: DeliverySettings,
     pub http: HttpSettings,
+    pub daemon: DaemonSettings,
     pub log: LogSettings,
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
@@ -118,6 +119,31 @@ impl DeliverySettings {
 
     pub fn lease(&self) -> chrono::Duration {
         crate::duration::parse(&self.lease).expect("checked when the settings were loaded")
+    }
+}
+
+/// `patron run`; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    pub score_schedule: String,
+    pub train_schedule: String,
+    pub max_score_age: String,
+    pub send_interval: String,
+    pub stop_timeout: String,
+}
+
+impl DaemonSettings {
+    pub fn max_score_age(&self) -> chrono::Duration {
+        crate::duration::parse(&self.max_score_age).expect("checked when the settings were loaded")
+    }
+
+    pub fn send_interval(&self) -> chrono::Duration {
+        crate::duration::parse(&self.send_interval).expect("checked when the settings were loaded")
+    }
+
+    pub fn stop_timeout(&self) -> chrono::Duration {
+        crate::duration::parse(&self.stop_timeout).expect("checked when the settings were loaded")
     }
 }
 
@@ -258,10 +284,7 @@ fn layered(file: Option<&Path>) -> Result<Config, ConfigError> {
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
-    let env = Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true);
+    let env = Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true);
     Ok(builder.add_source(env).build()?)
 }
 
@@ -317,9 +340,7 @@ fn secret_from(
     }
     let from_file = !file.as_os_str().is_empty();
     match (inline, from_file) {
-        (Some(_), true) => {
-            Err(invalid(raw, file_key, format!("give either {env_name} or `{file_key}`, not both")))
-        }
+        (Some(_), true) => Err(invalid(raw, file_key, format!("give either {env_name} or `{file_key}`, not both"))),
         (Some(secret), false) => Ok(Some(secret)),
         (None, true) => read_secret_file(raw, file_key, file).map(Some),
         (None, false) => Ok(None),
@@ -360,6 +381,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     }
     validate_campaigns(raw, &settings.campaigns)?;
     validate_delivery(raw, settings)?;
+    validate_daemon(raw, &settings.daemon)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }
@@ -384,6 +406,28 @@ fn validate_campaigns(raw: &Config, campaigns: &CampaignSettings) -> Result<(), 
         ("campaigns.grace_period", &campaigns.grace_period),
     ] {
         crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+    }
+    Ok(())
+}
+
+fn validate_daemon(raw: &Config, daemon: &DaemonSettings) -> Result<(), ConfigError> {
+    for (key, text) in
+        [("daemon.score_schedule", &daemon.score_schedule), ("daemon.train_schedule", &daemon.train_schedule)]
+    {
+        if !text.is_empty() {
+            crate::campaign::schedule::Schedule::parse(text, chrono_tz::UTC)
+                .map_err(|problem| invalid(raw, key, problem))?;
+        }
+    }
+    for (key, text) in [
+        ("daemon.max_score_age", &daemon.max_score_age),
+        ("daemon.send_interval", &daemon.send_interval),
+        ("daemon.stop_timeout", &daemon.stop_timeout),
+    ] {
+        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+    }
+    if daemon.send_interval().is_zero() {
+        return Err(invalid(raw, "daemon.send_interval", "must be longer than 0s"));
     }
     Ok(())
 }

@@ -1,17 +1,23 @@
-//! patron's HTTP server: the unsubscribe links in mail lead here.
+//! patron's HTTP server: the unsubscribe links in mail lead here, and the
+//! daemon adds `/healthz`, `/readyz` and `/metrics`.
 //!
 //! `GET /unsubscribe?token=...` shows a page with a button (link scanners
 //! fetch every link in a message, so a GET must not unsubscribe);
 //! `POST /unsubscribe?token=...` unsubscribes at once: that is the button,
 //! and the one-click request mail clients send (RFC 8058).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::daemon::{self, Daemon};
 
 use crate::delivery::unsubscribe::{self, Signer, Token, TokenError};
 
@@ -31,18 +37,61 @@ pub fn router(db: DatabaseConnection, signer: Signer) -> Router {
     Router::new().route("/unsubscribe", get(confirm_page).post(unsubscribe)).with_state(AppState { db, signer })
 }
 
+/// The daemon's routes: health, readiness, metrics and (with a secret) unsubscribe.
+pub fn daemon_router(daemon: Arc<Daemon>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(daemon.clone());
+    match daemon::signer(&daemon) {
+        Some(signer) => routes.merge(router(daemon::database(&daemon).clone(), signer)),
+        None => routes,
+    }
+}
+
+async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
+    let reachable = daemon::database(&daemon).ping().await.is_ok();
+    if daemon::is_ready(&daemon) && reachable {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
+    match daemon::metrics(&daemon).render(daemon::database(&daemon)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(error) => {
+            tracing::error!("metrics: {error:#}");
+            (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
+        }
+    }
+}
+
+/// Listens on `listen` (an address and port, from `http.listen`).
+pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))
+}
+
+/// Serves `router` until `shutdown` resolves.
+pub async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tracing::info!(address = %listener.local_addr()?, "HTTP server listening");
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
 /// Serves `router` on `listen` until `shutdown` resolves.
 pub async fn serve(
     listen: &str,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
-    tracing::info!(address = %listener.local_addr()?, "HTTP server listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    serve_on(bind(listen).await?, router, shutdown).await
 }
 
 fn verified(state: &AppState, query: &TokenQuery) -> Result<Token, TokenError> {

@@ -4,6 +4,7 @@
 pub mod campaign;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod delivery;
 pub mod duration;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::spec::{self, Campaign, Diagnostic};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     /// By file, so that a file's last good version can stand in for it.
     by_file: BTreeMap<PathBuf, Campaign>,

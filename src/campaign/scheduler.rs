@@ -32,6 +32,17 @@ impl Scheduler {
         Scheduler { rules, grace, first_seen: HashMap::new() }
     }
 
+    /// New rules after the settings were reloaded; what was seen stays.
+    pub fn set_rules(&mut self, rules: Rules, grace: Duration) {
+        self.rules = rules;
+        self.grace = grace;
+    }
+
+    /// When the scheduler first saw the campaign, if it has.
+    pub fn first_seen(&self, campaign: &str) -> Option<DateTime<Utc>> {
+        self.first_seen.get(campaign).copied()
+    }
+
     /// Plans every enabled campaign that is due at `now`, highest priority
     /// first, so that it wins the frequency cap over those planned after it.
     pub async fn tick<'a>(

@@ -78,6 +78,16 @@ pub enum Command {
     Send(delivery::SendArgs),
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
+    /// Run patron as a service: plan campaigns on their schedules, send, score, serve HTTP.
+    ///
+    /// Runs until SIGTERM or Ctrl-C. SIGHUP, or any change in the campaigns folder,
+    /// reloads the campaigns (a broken file keeps its last good version running).
+    Run {
+        /// First run on an empty database: generate synthetic customers, train, score and
+        /// plan every campaign once, writing mail to files (see the README's quick start).
+        #[arg(long)]
+        demo: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +148,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,
         Command::Serve => delivery::serve(&load(cli.config.as_deref())?).await,
+        Command::Run { demo } => crate::daemon::run(load(cli.config.as_deref())?, cli.config.as_deref(), demo).await,
         Command::Campaign(campaigns::CampaignCommand::Validate { files }) => {
             let loaded = load(cli.config.as_deref())?;
             campaigns::validate(&loaded.settings, &files)
@@ -180,7 +191,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
             }
             Ok(())
         }
-        Command::Generate(_) | Command::Config | Command::Send(_) | Command::Serve => {
+        Command::Generate(_) | Command::Config | Command::Send(_) | Command::Serve | Command::Run { .. } => {
             unreachable!("handled before connecting")
         }
     }
@@ -252,6 +263,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.downcast_ref::<UsageError>().is_some()
         || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()
         || error.downcast_ref::<crate::delivery::sender::MissingUnsubscribeSecret>().is_some()
+        || error.downcast_ref::<crate::daemon::leader::AlreadyRunning>().is_some()
         || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())

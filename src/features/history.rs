@@ -148,7 +148,7 @@ impl History {
     }
 }
 
-type Indexer<'a> = &'a dyn Fn(i64) -> Option<usize>;
+type Indexer<'a> = &'a (dyn Fn(i64) -> Option<usize> + Sync);
 
 /// Customers: database id and sign-up time.
 async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, Option<i64>)>, DbErr> {

@@ -43,6 +43,17 @@ pub fn promotion(new_auc: f64, active: Option<(String, f64)>, force: bool) -> Pr
     }
 }
 
+/// When the active model last scored customers. One scoring writes one time
+/// for all its rows, so any row tells.
+pub async fn last_scored_at(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let Some(active) = active(db).await? else { return Ok(None) };
+    let row = crate::db::entities::score::Entity::find()
+        .filter(crate::db::entities::score::Column::ModelId.eq(active.id))
+        .one(db)
+        .await?;
+    Ok(row.map(|score| score.scored_at))
+}
+
 /// Records a newly saved model (inactive).
 pub async fn register(db: &DatabaseConnection, file: &ModelFile, file_name: &str, now: DateTime<Utc>) -> Result<i64, DbErr> {
     let row = model::ActiveModel {

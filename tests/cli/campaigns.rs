@@ -187,12 +187,7 @@ fn the_same_fire_is_planned_once_even_by_two_planners_at_once() {
 
 /// Customers 1..=n (ids and external ids), all named T, all consenting.
 fn numbered_customers(env: &TestEnv, n: u32) {
-    env.ok(&["migrate"]);
-    env.execute(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
-         INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
-         SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', 'T', TRUE, '{{}}' FROM n"
-    ));
+    env.numbered_customers(n, "'T'");
 }
 
 #[test]

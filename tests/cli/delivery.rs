@@ -23,13 +23,7 @@ const CAMPAIGN: &str = "kind = \"marketing\"\n\n[audience]\nwhere = 'first_name 
 
 /// Customers 1..=n with addresses c<i>@example.com; customer 1 has a hostile name.
 fn customers(env: &TestEnv, n: u32) {
-    env.ok(&["migrate"]);
-    env.execute(&format!(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
-         INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
-         SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', \
-         CASE WHEN i = 1 THEN '<script>alert(1)</script>' ELSE 'T' || CAST(i AS TEXT) END, TRUE, '{{}}' FROM n"
-    ));
+    env.numbered_customers(n, "CASE WHEN i = 1 THEN '<script>alert(1)</script>' ELSE 'T' || CAST(i AS TEXT) END");
     std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
     env.write("campaigns/hello.toml", CAMPAIGN);
 }

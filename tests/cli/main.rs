@@ -6,6 +6,7 @@ mod support;
 
 mod campaigns;
 mod config;
+mod daemon;
 mod delivery;
 mod generate;
 mod import_bad_input;

@@ -160,6 +160,18 @@ pub fn each_backend(test: impl Fn(&TestEnv)) {
 }
 
 impl TestEnv {
+    /// Migrates and adds customers 1..=n (ids and external ids), all consenting,
+    /// with addresses c<i>@example.com and the first name `first_name`, an SQL
+    /// expression over `i`.
+    pub fn numbered_customers(&self, n: u32, first_name: &str) {
+        self.ok(&["migrate"]);
+        self.execute(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
+             SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', {first_name}, TRUE, '{{}}' FROM n"
+        ));
+    }
+
     /// Runs test-only SQL (fixtures the commands cannot make yet).
     pub fn execute(&self, sql: &str) {
         block_on(async {

@@ -1,0 +1,130 @@
+//! `/metrics` in the Prometheus text format: what this daemon did since it
+//! started (counters) and what the database holds now (gauges, read at each
+//! scrape, so they agree with `patron status`).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use sea_orm::DatabaseConnection;
+
+use crate::campaign::scheduler::Fired;
+use crate::delivery::Report;
+
+type Labels = Vec<(String, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub runs_planned: Counter,
+    pub runs_skipped: Counter,
+    pub messages_planned: Counter,
+    pub messages_sent: Counter,
+    pub messages_failed: Counter,
+    pub messages_retried: Counter,
+    pub messages_suppressed: Counter,
+    pub campaign_file_errors: Gauge,
+    outbox: Family<Labels, Gauge>,
+    last_scoring: Gauge<f64, AtomicU64>,
+    model_auc: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("patron");
+        let metrics = Metrics {
+            registry: Registry::default(),
+            runs_planned: Counter::default(),
+            runs_skipped: Counter::default(),
+            messages_planned: Counter::default(),
+            messages_sent: Counter::default(),
+            messages_failed: Counter::default(),
+            messages_retried: Counter::default(),
+            messages_suppressed: Counter::default(),
+            campaign_file_errors: Gauge::default(),
+            outbox: Family::default(),
+            last_scoring: Gauge::default(),
+            model_auc: Gauge::default(),
+        };
+        registry.register("runs_planned", "Campaign runs planned by this daemon", metrics.runs_planned.clone());
+        registry.register("runs_skipped", "Missed fires recorded as skipped", metrics.runs_skipped.clone());
+        registry.register(
+            "messages_planned",
+            "Messages planned (control group excluded)",
+            metrics.messages_planned.clone(),
+        );
+        registry.register("messages_sent", "Messages the server accepted", metrics.messages_sent.clone());
+        registry.register("messages_failed", "Messages that failed for good", metrics.messages_failed.clone());
+        registry.register(
+            "messages_retried",
+            "Temporary failures, each to be retried",
+            metrics.messages_retried.clone(),
+        );
+        registry.register(
+            "messages_suppressed",
+            "Messages not sent: suppressed or no consent",
+            metrics.messages_suppressed.clone(),
+        );
+        registry.register(
+            "campaign_file_errors",
+            "Problems in the campaign files at the last load",
+            metrics.campaign_file_errors.clone(),
+        );
+        registry.register("outbox_messages", "Outbox rows by state, now", metrics.outbox.clone());
+        registry.register(
+            "last_scoring_timestamp_seconds",
+            "When the active model last scored customers",
+            metrics.last_scoring.clone(),
+        );
+        registry.register("active_model_auc", "Validation ROC AUC of the active model", metrics.model_auc.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    pub fn count_fired(&self, fired: &[Fired]) {
+        for fire in fired {
+            match fire {
+                Fired::Planned { messages, .. } => {
+                    self.runs_planned.inc();
+                    self.messages_planned.inc_by(*messages as u64);
+                }
+                Fired::Skipped { .. } => {
+                    self.runs_skipped.inc();
+                }
+                Fired::AlreadyPlanned { .. } => {}
+            }
+        }
+    }
+
+    pub fn count_sent(&self, report: &Report) {
+        self.messages_sent.inc_by(report.sent);
+        self.messages_failed.inc_by(report.failed);
+        self.messages_retried.inc_by(report.retrying);
+        self.messages_suppressed.inc_by(report.suppressed);
+    }
+
+    /// The text exposition, with the gauges read from the database now.
+    pub async fn render(&self, db: &DatabaseConnection) -> anyhow::Result<String> {
+        let status = crate::status::collect(db).await?;
+        self.outbox.clear();
+        for (state, n) in &status.outbox {
+            self.outbox.get_or_create(&vec![("state".to_owned(), state.clone())]).set(*n as i64);
+        }
+        if let Some(model) = &status.active_model {
+            self.model_auc.set(model.auc.unwrap_or(f64::NAN));
+        }
+        if let Some(at) = crate::model::registry::last_scored_at(db).await? {
+            self.last_scoring.set(at.timestamp() as f64);
+        }
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}

@@ -1,0 +1,359 @@
+//! `patron run`, the real binary: systemd notifications, graceful stop,
+//! hot reload, metrics, and several daemons on one database.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mail_parser::MessageParser;
+
+use crate::smtp_server::SmtpServer;
+use crate::support::{Backend, TestEnv, each_backend};
+
+const SECRET: &str = "test-unsubscribe-secret";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running daemon, its standard error collected, SIGKILLed if still running on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(env: &TestEnv, settings: &[(&str, String)]) -> Daemon {
+        let port = free_port();
+        let mut command = env.command(&["run"]);
+        command
+            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("PATRON__DAEMON__SEND_INTERVAL", "1s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in settings {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start patron run");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut text = collected.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Daemon { child, port, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn wait_ready(&self) {
+        let ready = wait_until(Duration::from_secs(60), || http(self.port, "/readyz").0 == 200);
+        assert!(ready, "the daemon did not become ready:\n{}", self.stderr());
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the daemon did not stop:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+/// GET `path` on 127.0.0.1:`port`: the status code and body (0 when nothing answers).
+fn http(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response.split(' ').nth(1).unwrap_or_default().parse().unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+fn count(env: &TestEnv, sql: &str) -> i64 {
+    env.strings(&format!("SELECT CAST(({sql}) AS TEXT)"))[0].parse().unwrap()
+}
+
+/// Customers 1..=n with consent and addresses c<i>@example.com, and a campaigns folder.
+fn customers(env: &TestEnv, n: u32) {
+    env.numbered_customers(n, "'T'");
+    std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+}
+
+fn campaign(schedule: &str, subject: &str) -> String {
+    let schedule = if schedule.is_empty() { String::new() } else { format!("schedule = \"{schedule}\"\n") };
+    format!(
+        "kind = \"marketing\"\n{schedule}\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
+         [message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello\"\n"
+    )
+}
+
+#[test]
+fn systemd_hears_ready_and_the_watchdog_and_sigterm_exits_0() {
+    let env = TestEnv::new(Backend::Sqlite);
+    customers(&env, 1);
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let daemon = Daemon::start(
+        &env,
+        &[("NOTIFY_SOCKET", socket_path.display().to_string()), ("WATCHDOG_USEC", "400000".to_owned())],
+    );
+    let mut messages: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buffer) {
+            messages.extend(String::from_utf8_lossy(&buffer[..n]).lines().map(str::to_owned));
+        }
+        let ready_at = messages.iter().position(|m| m == "READY=1");
+        if ready_at.is_some_and(|at| messages[at..].iter().filter(|m| *m == "WATCHDOG=1").count() >= 3) {
+            break;
+        }
+    }
+    let ready_at = messages.iter().position(|m| m == "READY=1").unwrap_or_else(|| panic!("no READY=1: {messages:?}"));
+    assert!(messages[ready_at..].iter().filter(|m| *m == "WATCHDOG=1").count() >= 3, "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("STATUS=running")), "{messages:?}");
+    assert_eq!(http(daemon.port, "/healthz"), (200, "ok\n".to_owned()));
+    assert_eq!(http(daemon.port, "/readyz").0, 200);
+    assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn sigterm_mid_send_exits_0_and_a_restart_sends_the_rest_once() {
+    each_backend(|env| {
+        customers(env, 3000);
+        env.write("campaigns/hello.toml", campaign("", "Hi"));
+        env.ok(&["campaign", "run", "hello"]);
+        let server = SmtpServer::start();
+        let settings = [
+            ("PATRON__DELIVERY__TRANSPORT", "smtp".to_owned()),
+            ("PATRON__SMTP__PORT", server.port().to_string()),
+            ("PATRON__DELIVERY__RATE_PER_SECOND", "500".to_owned()),
+        ];
+        let daemon = Daemon::start(env, &settings);
+        assert!(server.wait_for(500, Duration::from_secs(60)), "{}", daemon.stderr());
+        assert_eq!(daemon.stop(), 0);
+        let at_stop = server.count();
+        assert!(at_stop < 3000, "everything was sent before the stop");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'"), 0, "claimed rows are given back");
+
+        let daemon = Daemon::start(env, &settings);
+        assert!(server.wait_for(3000, Duration::from_secs(60)), "{}", daemon.stderr());
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(daemon.stop(), 0);
+        let mut per_recipient: HashMap<String, usize> = HashMap::new();
+        for message in server.received() {
+            *per_recipient.entry(message.recipients[0].clone()).or_default() += 1;
+        }
+        assert_eq!(per_recipient.len(), 3000);
+        assert!(per_recipient.values().all(|&n| n == 1), "a graceful stop sends nothing twice");
+    });
+}
+
+/// The subjects of the .eml files in the mail folder.
+fn subjects(mail: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(mail) else { return Vec::new() };
+    entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "eml").then_some(path)
+        })
+        .filter_map(|path| {
+            let bytes = std::fs::read(path).ok()?;
+            Some(MessageParser::default().parse(&bytes)?.subject()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn an_edited_campaign_takes_effect_and_a_broken_edit_keeps_the_last_good_version() {
+    let env = TestEnv::new(Backend::Sqlite);
+    customers(&env, 1);
+    let file = env.write("campaigns/pulse.toml", campaign("*/2 * * * * *", "v1"));
+    let daemon = Daemon::start(&env, &[("PATRON__CAMPAIGNS__FREQUENCY_CAP", "0".to_owned())]);
+    daemon.wait_ready();
+    let mail = env.dir.path().join("data/mail");
+    assert!(wait_until(Duration::from_secs(30), || subjects(&mail).contains(&"v1".to_owned())), "{}", daemon.stderr());
+
+    std::fs::write(&file, campaign("*/2 * * * * *", "v2")).unwrap();
+    assert!(wait_until(Duration::from_secs(30), || subjects(&mail).contains(&"v2".to_owned())), "{}", daemon.stderr());
+
+    std::fs::write(&file, campaign("*/2 * * * * *", "v3").replace("[audience]", "[audience")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || daemon.stderr().contains("pulse.toml:")),
+        "the broken file is reported with its place:\n{}",
+        daemon.stderr()
+    );
+    let before = subjects(&mail).iter().filter(|s| *s == "v2").count();
+    assert!(
+        wait_until(Duration::from_secs(30), || subjects(&mail).iter().filter(|s| *s == "v2").count() > before),
+        "the last good version keeps running"
+    );
+    assert!(!subjects(&mail).contains(&"v3".to_owned()));
+    let metrics = http(daemon.port, "/metrics").1;
+    assert!(metrics.contains("patron_campaign_file_errors 1\n"), "{metrics}");
+    assert_eq!(daemon.stop(), 0);
+}
+
+/// The samples of a Prometheus text exposition, checking every line's form.
+fn samples(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.starts_with("# HELP ") || line.starts_with("# TYPE ") || line == "# EOF" {
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+        let metric = name.split('{').next().unwrap();
+        assert!(
+            metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && (!name.contains('{') || name.ends_with('}')),
+            "not a metric name: {name:?}"
+        );
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line:?}"));
+        samples.insert(name.to_owned(), value);
+    }
+    samples
+}
+
+#[test]
+fn metrics_parse_and_agree_with_the_database() {
+    each_backend(|env| {
+        customers(env, 40);
+        env.write("campaigns/hello.toml", campaign("", "Hi"));
+        env.ok(&["campaign", "run", "hello"]);
+        env.execute(
+            "INSERT INTO suppressions (email, reason, created_at) VALUES ('c7@example.com', 'unsubscribed', '2026-01-01')",
+        );
+        let daemon = Daemon::start(env, &[]);
+        daemon.wait_ready();
+        let scrape = || samples(&http(daemon.port, "/metrics").1);
+        // The counters move when a send pass ends, just after its rows are committed.
+        assert!(
+            wait_until(Duration::from_secs(30), || scrape().get("patron_messages_sent_total") == Some(&39.0)),
+            "{}",
+            daemon.stderr()
+        );
+        let samples = scrape();
+        assert_eq!(samples["patron_messages_sent_total"], 39.0);
+        assert_eq!(samples["patron_messages_suppressed_total"], 1.0);
+        assert_eq!(
+            samples["patron_outbox_messages{state=\"sent\"}"],
+            count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") as f64
+        );
+        assert_eq!(samples["patron_outbox_messages{state=\"suppressed\"}"], 1.0);
+        assert_eq!(samples["patron_campaign_file_errors"], 0.0);
+        assert_eq!(daemon.stop(), 0);
+    });
+}
+
+#[test]
+fn a_second_daemon_on_the_same_sqlite_file_refuses_to_start() {
+    let env = TestEnv::new(Backend::Sqlite);
+    customers(&env, 1);
+    let first = Daemon::start(&env, &[]);
+    first.wait_ready();
+    let second =
+        env.command(&["run"]).env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{}", free_port())).output().unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another patron daemon is already running on"), "{stderr}");
+    assert_eq!(first.stop(), 0);
+}
+
+#[test]
+fn two_daemons_on_postgresql_plan_each_fire_once_and_the_survivor_takes_over() {
+    let Some(env) = crate::support::backends().contains(&Backend::Postgres).then(|| TestEnv::new(Backend::Postgres))
+    else {
+        return;
+    };
+    customers(&env, 20);
+    env.write("campaigns/minutely.toml", campaign("* * * * *", "Every minute"));
+    let server = SmtpServer::start();
+    let settings = [
+        ("PATRON__DELIVERY__TRANSPORT", "smtp".to_owned()),
+        ("PATRON__SMTP__PORT", server.port().to_string()),
+        ("PATRON__CAMPAIGNS__FREQUENCY_CAP", "0".to_owned()),
+        ("PATRON__DELIVERY__LEASE", "5s".to_owned()),
+    ];
+    let mut daemons = vec![Daemon::start(&env, &settings), Daemon::start(&env, &settings)];
+    for daemon in &daemons {
+        daemon.wait_ready();
+    }
+    let runs = || count(&env, "SELECT COUNT(*) FROM campaign_runs WHERE state = 'planned'");
+    let unsent = || count(&env, "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'");
+    assert!(wait_until(Duration::from_secs(75), || runs() >= 1), "no fire planned");
+    // Killed between fires, not while sending (a kill mid-send may repeat a few messages).
+    assert!(wait_until(Duration::from_secs(30), || unsent() == 0), "the first fire was not sent");
+    let leader = daemons.iter().position(|d| d.stderr().contains("now runs the scheduler")).expect("one daemon leads");
+    assert_eq!(daemons.iter().filter(|d| d.stderr().contains("now runs the scheduler")).count(), 1);
+    let killed_at = Instant::now();
+    let mut old_leader = daemons.remove(leader);
+    old_leader.child.kill().unwrap();
+    old_leader.child.wait().unwrap();
+    let survivor = &daemons[0];
+    assert!(
+        wait_until(Duration::from_secs(30), || survivor.stderr().contains("now runs the scheduler")),
+        "the survivor did not take over:\n{}",
+        survivor.stderr()
+    );
+    eprintln!("takeover after {:.1} s", killed_at.elapsed().as_secs_f64());
+    let fires_before = runs();
+    assert!(wait_until(Duration::from_secs(130), || runs() >= fires_before + 2), "the survivor plans the next fires");
+    assert!(wait_until(Duration::from_secs(30), || unsent() == 0));
+    let runs_now = runs();
+    let scheduled: HashSet<String> =
+        env.strings("SELECT CAST(scheduled_at AS TEXT) FROM campaign_runs").into_iter().collect();
+    assert_eq!(scheduled.len() as i64, runs_now, "each fire is planned once");
+    let received = server.received();
+    let ids: HashSet<String> = received
+        .iter()
+        .map(|m| MessageParser::default().parse(&m.data).unwrap().message_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(received.len() as i64, runs_now * 20, "each message is sent once");
+    assert_eq!(ids.len(), received.len());
+}
