@@ -223,28 +223,25 @@ async fn drain_once(
     Ok(report)
 }
 
-/// The timed jobs' next times, from the `[daemon]` cron expressions (UTC).
-struct Timers {
-    score: Option<Schedule>,
-    train: Option<Schedule>,
-    next_score: Option<DateTime<Utc>>,
-    next_train: Option<DateTime<Utc>>,
+/// A timed job's cron expression (UTC) and its next time; empty: never.
+struct Timer {
+    schedule: Option<Schedule>,
+    next: Option<DateTime<Utc>>,
 }
 
-impl Timers {
-    fn new(loaded: &Loaded, now: DateTime<Utc>) -> Timers {
-        let daemon = &loaded.settings.daemon;
-        let parse = |text: &str| (!text.is_empty()).then(|| Schedule::parse(text, chrono_tz::UTC).ok()).flatten();
-        let (score, train) = (parse(&daemon.score_schedule), parse(&daemon.train_schedule));
-        let next = |s: &Option<Schedule>| s.as_ref().and_then(|s| s.fires_after(now).next());
-        Timers { next_score: next(&score), next_train: next(&train), score, train }
+impl Timer {
+    /// The expression was checked when the settings were loaded.
+    fn new(expression: &str, now: DateTime<Utc>) -> Timer {
+        let schedule = (!expression.is_empty()).then(|| Schedule::parse(expression, chrono_tz::UTC).ok()).flatten();
+        let next = schedule.as_ref().and_then(|s| s.fires_after(now).next());
+        Timer { schedule, next }
     }
 
-    /// Whether `job`'s time has come; if so, its next time is set.
-    fn take(schedule: &Option<Schedule>, next: &mut Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-        match *next {
+    /// Whether the job's time has come; if so, the next time is set.
+    fn due(&mut self, now: DateTime<Utc>) -> bool {
+        match self.next {
             Some(at) if at <= now => {
-                *next = schedule.as_ref().and_then(|s| s.fires_after(now).next());
+                self.next = self.schedule.as_ref().and_then(|s| s.fires_after(now).next());
                 true
             }
             _ => false,
@@ -260,7 +257,9 @@ async fn schedule_loop(
     let loaded = daemon.loaded();
     let settings = &loaded.settings;
     let mut scheduler = Scheduler::new(Rules::from(&settings.campaigns), settings.campaigns.grace_period());
-    let mut timers = Timers::new(&loaded, Utc::now());
+    let now = Utc::now();
+    let mut score_timer = Timer::new(&settings.daemon.score_schedule, now);
+    let mut train_timer = Timer::new(&settings.daemon.train_schedule, now);
     let mut was_leader = false;
     loop {
         if pause(StdDuration::from_secs(1), &mut stop).await {
@@ -280,10 +279,10 @@ async fn schedule_loop(
         }
         let loaded = daemon.loaded();
         let now = Utc::now();
-        if Timers::take(&timers.train.clone(), &mut timers.next_train, now) {
+        if train_timer.due(now) {
             train(&daemon.db, &loaded, now).await;
         }
-        if Timers::take(&timers.score.clone(), &mut timers.next_score, now) {
+        if score_timer.due(now) {
             score(&daemon.db, &loaded, now).await;
         }
         let catalog = daemon.catalog();
@@ -367,4 +366,24 @@ pub fn metrics(daemon: &Daemon) -> &Metrics {
 
 pub fn signer(daemon: &Daemon) -> Option<delivery::Signer> {
     delivery::signer(daemon.loaded().secrets.unsubscribe_secret.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_timer_fires_once_per_scheduled_time_and_an_empty_one_never() {
+        let mut nightly = Timer::new("0 3 * * *", utc("2026-11-23T12:00:00Z"));
+        assert!(!nightly.due(utc("2026-11-24T02:59:59Z")));
+        assert!(nightly.due(utc("2026-11-24T03:00:00Z")));
+        assert!(!nightly.due(utc("2026-11-24T03:00:01Z")), "once per fire");
+        assert_eq!(nightly.next, Some(utc("2026-11-25T03:00:00Z")));
+        let mut never = Timer::new("", utc("2026-11-23T12:00:00Z"));
+        assert!(!never.due(utc("2030-01-01T00:00:00Z")));
+    }
 }

@@ -357,3 +357,26 @@ fn two_daemons_on_postgresql_plan_each_fire_once_and_the_survivor_takes_over() {
     assert_eq!(received.len() as i64, runs_now * 20, "each message is sent once");
     assert_eq!(ids.len(), received.len());
 }
+
+#[test]
+fn a_campaign_due_on_stale_scores_scores_everyone_first() {
+    let env = TestEnv::new(Backend::Sqlite);
+    for what in ["customers", "orders"] {
+        env.ok(&["import", what, &crate::support::example(&format!("{what}.csv")).display().to_string()]);
+    }
+    env.ok(&["train", "--as-of", "1997-09-30", "--horizon", "91d"]);
+    env.ok(&["score", "--as-of", "1997-09-30"]);
+    let scored_before = env.strings("SELECT CAST(MAX(scored_at) AS TEXT) FROM scores");
+    std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+    env.write("campaigns/pulse.toml", campaign("*/2 * * * * *", "Hi"));
+    let daemon = Daemon::start(&env, &[("PATRON__DAEMON__MAX_SCORE_AGE", "0s".to_owned())]);
+    assert!(
+        wait_until(Duration::from_secs(60), || daemon.stderr().contains("customers scored")),
+        "{}",
+        daemon.stderr()
+    );
+    let stderr = daemon.stderr();
+    assert!(stderr.contains("a campaign is due and the scores are older than daemon.max_score_age"), "{stderr}");
+    assert_ne!(env.strings("SELECT CAST(MAX(scored_at) AS TEXT) FROM scores"), scored_before);
+    assert_eq!(daemon.stop(), 0);
+}
