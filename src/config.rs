@@ -37,6 +37,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub http: HttpSettings,
     pub daemon: DaemonSettings,
+    pub loyalty: LoyaltySettings,
     pub log: LogSettings,
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
@@ -122,12 +123,47 @@ impl DeliverySettings {
     }
 }
 
+/// The loyalty programme's rules; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoyaltySettings {
+    pub points_per_unit: f64,
+    pub category_multipliers: std::collections::BTreeMap<String, f64>,
+    pub expiry_months: u32,
+    pub tier_basis: String,
+    pub tiers: Vec<String>,
+    pub downgrade_grace: String,
+}
+
+impl LoyaltySettings {
+    /// The tiers as (name, threshold), lowest first; checked when loaded.
+    pub fn tiers(&self) -> Vec<(String, f64)> {
+        self.tiers.iter().filter_map(|t| parse_tier(t).ok()).collect()
+    }
+
+    pub fn downgrade_grace(&self) -> chrono::Duration {
+        crate::duration::parse(&self.downgrade_grace).expect("checked when the settings were loaded")
+    }
+}
+
+/// `name:threshold`, for example `silver:500`.
+fn parse_tier(text: &str) -> Result<(String, f64), String> {
+    let (name, threshold) = text.split_once(':').ok_or_else(|| format!("`{text}` is not name:threshold"))?;
+    let threshold: f64 = threshold.trim().parse().map_err(|_| format!("`{text}`: the threshold is not a number"))?;
+    let name = name.trim();
+    if name.is_empty() || !threshold.is_finite() || threshold < 0.0 {
+        return Err(format!("`{text}` needs a name and a threshold of 0 or more"));
+    }
+    Ok((name.to_owned(), threshold))
+}
+
 /// `patron run`; see `config/patron.toml` for each key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSettings {
     pub score_schedule: String,
     pub train_schedule: String,
+    pub loyalty_schedule: String,
     pub max_score_age: String,
     pub send_interval: String,
     pub stop_timeout: String,
@@ -382,6 +418,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     validate_campaigns(raw, &settings.campaigns)?;
     validate_delivery(raw, settings)?;
     validate_daemon(raw, &settings.daemon)?;
+    validate_loyalty(raw, &settings.loyalty)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }
@@ -407,6 +444,30 @@ fn validate_campaigns(raw: &Config, campaigns: &CampaignSettings) -> Result<(), 
     ] {
         crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
     }
+    Ok(())
+}
+
+fn validate_loyalty(raw: &Config, loyalty: &LoyaltySettings) -> Result<(), ConfigError> {
+    if !(loyalty.points_per_unit.is_finite() && loyalty.points_per_unit >= 0.0) {
+        return Err(invalid(raw, "loyalty.points_per_unit", "must be a number of 0 or more"));
+    }
+    if let Some((category, _)) = loyalty.category_multipliers.iter().find(|(_, m)| !(m.is_finite() && **m >= 0.0)) {
+        return Err(invalid(raw, "loyalty.category_multipliers", format!("`{category}` needs a multiplier of 0 or more")));
+    }
+    if !["spend", "points"].contains(&loyalty.tier_basis.as_str()) {
+        return Err(invalid(raw, "loyalty.tier_basis", "expected `spend` or `points`"));
+    }
+    let mut tiers = Vec::new();
+    for text in &loyalty.tiers {
+        tiers.push(parse_tier(text).map_err(|problem| invalid(raw, "loyalty.tiers", problem))?);
+    }
+    if tiers.first().is_none_or(|t| t.1 != 0.0) {
+        return Err(invalid(raw, "loyalty.tiers", "the first tier must have threshold 0, such as \"member:0\""));
+    }
+    if tiers.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
+        return Err(invalid(raw, "loyalty.tiers", "thresholds must rise from one tier to the next"));
+    }
+    crate::duration::parse(&loyalty.downgrade_grace).map_err(|problem| invalid(raw, "loyalty.downgrade_grace", problem))?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod http;
 pub mod import;
 pub mod logging;
+pub mod loyalty;
 pub mod message;
 pub mod model;
 pub mod scoring;

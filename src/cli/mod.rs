@@ -3,6 +3,7 @@
 
 mod campaigns;
 mod delivery;
+mod loyalty;
 mod models;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +71,9 @@ pub enum Command {
     /// Validate, list, preview and run the campaigns in the campaigns folder.
     #[command(subcommand)]
     Campaign(campaigns::CampaignCommand),
+    /// Keep the loyalty programme up to date, and show a member's statement.
+    #[command(subcommand)]
+    Loyalty(loyalty::LoyaltyCommand),
     /// Send the planned messages that are due (SMTP or files, see [delivery] in the settings).
     ///
     /// A message the server refuses for now is retried later; one it refuses for good
@@ -113,6 +117,8 @@ pub enum ImportKind {
     Orders,
     /// interaction_id,customer_id,kind,opened_at[,status,resolved_at,channel,note]
     Interactions,
+    /// redemption_id,customer_id,points,redeemed_at[,reason] (refused whole if one is above the balance)
+    Redemptions,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +188,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Score(args) => models::score(conn, settings, &args).await,
         Command::Model(command) => models::model(conn, settings, &command).await,
         Command::Campaign(command) => campaigns::run(conn, settings, &command).await,
+        Command::Loyalty(command) => loyalty::run(conn, settings, &command).await,
         Command::Status { json } => {
             let status = status::collect(conn).await?;
             if json {
@@ -212,6 +219,17 @@ async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArg
         ImportKind::Customers => Kind::Customers,
         ImportKind::Orders => Kind::Orders,
         ImportKind::Interactions => Kind::Interactions,
+        ImportKind::Redemptions => {
+            let imported = crate::loyalty::redemptions::import(conn, &args.file).await?;
+            println!(
+                "{}: {} redemptions read, {} new, {} already imported",
+                args.file.display(),
+                imported.rows,
+                imported.new,
+                imported.already_imported
+            );
+            return Ok(());
+        }
     };
     let options = import::Options {
         skip_invalid: args.skip_invalid,
@@ -264,6 +282,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()
         || error.downcast_ref::<crate::delivery::sender::MissingUnsubscribeSecret>().is_some()
         || error.downcast_ref::<crate::daemon::leader::AlreadyRunning>().is_some()
+        || error.downcast_ref::<crate::loyalty::redemptions::Refused>().is_some()
         || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())

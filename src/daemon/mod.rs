@@ -1,8 +1,9 @@
 //! `patron run`: the long-running service. It wires together jobs that each
 //! also run once from the command line:
 //!
-//! - the scheduler (leader only): campaign fires, the timed scoring and
-//!   training, and fresh scores before a campaign plans on stale ones;
+//! - the scheduler (leader only): campaign fires, the timed loyalty
+//!   recompute, scoring and training, and fresh scores before a campaign
+//!   plans on stale ones;
 //! - the sender (every daemon), draining the outbox every `send_interval`;
 //! - the HTTP server: unsubscribe links, `/healthz`, `/readyz`, `/metrics`;
 //! - reloads of the settings and campaigns on SIGHUP and when a file in
@@ -260,6 +261,7 @@ async fn schedule_loop(
     let now = Utc::now();
     let mut score_timer = Timer::new(&settings.daemon.score_schedule, now);
     let mut train_timer = Timer::new(&settings.daemon.train_schedule, now);
+    let mut loyalty_timer = Timer::new(&settings.daemon.loyalty_schedule, now);
     let mut was_leader = false;
     loop {
         if pause(StdDuration::from_secs(1), &mut stop).await {
@@ -279,6 +281,9 @@ async fn schedule_loop(
         }
         let loaded = daemon.loaded();
         let now = Utc::now();
+        if loyalty_timer.due(now) {
+            recompute_loyalty(&daemon.db, &loaded, now).await;
+        }
         if train_timer.due(now) {
             train(&daemon.db, &loaded, now).await;
         }
@@ -325,6 +330,22 @@ async fn score(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
     match scoring::score(db, &loaded.settings.models_dir, now, None, now).await {
         Ok(report) => tracing::info!(customers = report.customers, model = %report.model, "customers scored"),
         Err(error) => tracing::error!("scoring: {error}"),
+    }
+}
+
+async fn recompute_loyalty(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
+    systemd::status("running: loyalty recompute");
+    let rules = crate::loyalty::engine::Rules::from(&loaded.settings.loyalty);
+    match crate::loyalty::recompute(db, &rules, now).await {
+        Ok(report) => tracing::info!(
+            members = report.members,
+            earned = report.points_earned,
+            expired = report.points_expired,
+            upgrades = report.upgrades,
+            downgrades = report.downgrades,
+            "loyalty recomputed"
+        ),
+        Err(error) => tracing::error!("loyalty recompute: {error}"),
     }
 }
 

@@ -11,6 +11,7 @@ mod delivery;
 mod generate;
 mod import_bad_input;
 mod import_data;
+mod loyalty;
 mod migrate;
 mod scoring;
 mod segments;
