@@ -24,8 +24,9 @@ use crate::{generate, model, scoring};
 /// Synthetic customers for the demo: enough buyers for a model, quick to score.
 const DEMO_CUSTOMERS: u64 = 5000;
 
-/// Makes sure the demo has a secret and, on an empty database, its data and model.
-pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Result<()> {
+/// Makes sure the demo has a secret and, on an empty database, its data and
+/// model; true when the data was made now (a first run).
+pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Result<bool> {
     if loaded.secrets.unsubscribe_secret.is_none() {
         let path = loaded.settings.data_dir.join("unsubscribe-secret");
         loaded.secrets.unsubscribe_secret = Some(demo_secret(&path)?);
@@ -33,7 +34,7 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
     }
     if customer::Entity::find().count(db).await? > 0 {
         tracing::info!("demo: the database already has customers; using them");
-        return Ok(());
+        return Ok(false);
     }
     let settings = &loaded.settings;
     let folder = settings.data_dir.join("demo-data");
@@ -63,7 +64,7 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
     tracing::info!(model = %trained.model.name, auc = trained.new_auc, "demo: model trained");
     let scored = scoring::score(db, &settings.models_dir, now, None, now).await?;
     tracing::info!(customers = scored.customers, "demo: customers scored");
-    Ok(())
+    Ok(true)
 }
 
 /// Plans one run of every enabled campaign now (the scheduler then keeps

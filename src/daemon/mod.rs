@@ -99,10 +99,12 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     let settings = loaded.settings.clone();
     let db = db::open(&settings).await?;
     let mut leadership = Leadership::acquire(&settings.database_url())?;
-    if demo {
+    let first_demo_run = if demo {
         systemd::status("starting: preparing the demo data");
-        demo::prepare(&db, &mut loaded).await.context("preparing the demo")?;
-    }
+        demo::prepare(&db, &mut loaded).await.context("preparing the demo")?
+    } else {
+        false
+    };
     let delivery_db = db::connect_for_delivery(&settings).await?;
     let daemon = Arc::new(Daemon {
         db,
@@ -113,7 +115,7 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
         ready: AtomicBool::new(false),
     });
     daemon.reload(None);
-    if demo {
+    if first_demo_run {
         demo::plan_every_campaign(&daemon.db, &daemon.catalog(), &daemon.loaded().settings).await?;
     }
 

@@ -41,6 +41,16 @@ impl Daemon {
         for (key, value) in settings {
             command.env(key, value);
         }
+        Daemon::from_command(command)
+    }
+
+    /// Starts `command` (a `patron run` with its standard error piped).
+    fn from_command(mut command: std::process::Command) -> Daemon {
+        let port = command
+            .get_envs()
+            .find(|(key, _)| *key == "PATRON__HTTP__LISTEN")
+            .and_then(|(_, value)| value?.to_str()?.rsplit(':').next()?.parse().ok())
+            .unwrap_or(0);
         let mut child = command.spawn().expect("start patron run");
         let stderr = Arc::new(Mutex::new(String::new()));
         let pipe = child.stderr.take().unwrap();
@@ -378,5 +388,41 @@ fn a_campaign_due_on_stale_scores_scores_everyone_first() {
     let stderr = daemon.stderr();
     assert!(stderr.contains("a campaign is due and the scores are older than daemon.max_score_age"), "{stderr}");
     assert_ne!(env.strings("SELECT CAST(MAX(scored_at) AS TEXT) FROM scores"), scored_before);
+    assert_eq!(daemon.stop(), 0);
+}
+
+/// Copies a folder of the repository (the shipped campaigns) into the test directory.
+fn copy_folder(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_folder(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
+}
+
+#[test]
+fn the_demo_fills_an_empty_database_and_writes_mail_from_the_shipped_campaigns() {
+    let env = TestEnv::new(Backend::Sqlite);
+    copy_folder(&Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns"), &env.dir.path().join("campaigns"));
+    let mut command = env.command(&["run", "--demo"]);
+    command
+        .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let daemon = Daemon::from_command(command);
+    let mail = env.dir.path().join("data/mail");
+    assert!(
+        wait_until(Duration::from_secs(120), || subjects(&mail).len() >= 100),
+        "no mail after two minutes:\n{}",
+        daemon.stderr()
+    );
+    let stderr = daemon.stderr();
+    for step in ["demo: synthetic data imported", "demo: model trained", "demo: customers scored", "demo: run planned"]
+    {
+        assert!(stderr.contains(step), "missing `{step}`:\n{stderr}");
+    }
+    assert!(!stderr.contains("@example"), "no address in the log at info");
+    assert_eq!(env.status()["customers"], 5000);
     assert_eq!(daemon.stop(), 0);
 }
