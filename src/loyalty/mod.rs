@@ -12,6 +12,7 @@ pub mod redemptions;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use sea_orm::sea_query::{OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -142,9 +143,12 @@ async fn write(db: &DatabaseConnection, due: &[(i64, Outcome)], now: DateTime<Ut
 
 /// id, customer, time, amount in cents, category.
 type OrderRow = (i64, i64, DateTime<Utc>, i64, Option<String>);
+/// customer, kind, points, source key, time, expiry, order.
+type LedgerRow = (i64, String, i64, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>);
 
 async fn load_orders(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<HashMap<i64, Vec<Order>>, DbErr> {
-    let rows: Vec<OrderRow> = order::Entity::find()
+    // Streamed row by row: collecting the result first held every row twice.
+    let mut rows = order::Entity::find()
         .select_only()
         .columns([
             order::Column::Id,
@@ -154,11 +158,11 @@ async fn load_orders(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Ha
             order::Column::Category,
         ])
         .filter(order::Column::OrderedAt.lte(as_of))
-        .into_tuple()
-        .all(db)
+        .into_tuple::<OrderRow>()
+        .stream(db)
         .await?;
     let mut by_customer: HashMap<i64, Vec<Order>> = HashMap::new();
-    for (id, customer, at, amount_cents, category) in rows {
+    while let Some((id, customer, at, amount_cents, category)) = rows.try_next().await? {
         by_customer.entry(customer).or_default().push(Order { id, at, amount_cents, category });
     }
     Ok(by_customer)
@@ -166,15 +170,23 @@ async fn load_orders(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Ha
 
 async fn load_ledger(db: &DatabaseConnection) -> Result<HashMap<i64, Vec<Entry>>, DbErr> {
     let mut by_customer: HashMap<i64, Vec<Entry>> = HashMap::new();
-    for row in loyalty_ledger::Entity::find().order_by_asc(loyalty_ledger::Column::Id).all(db).await? {
-        by_customer.entry(row.customer_id).or_default().push(Entry {
-            kind: row.entry_kind,
-            points: row.points,
-            source_key: row.source_key,
-            at: row.occurred_at,
-            expires_at: row.expires_at,
-            order_id: row.order_id,
-        });
+    let mut rows = loyalty_ledger::Entity::find()
+        .select_only()
+        .columns([
+            loyalty_ledger::Column::CustomerId,
+            loyalty_ledger::Column::EntryKind,
+            loyalty_ledger::Column::Points,
+            loyalty_ledger::Column::SourceKey,
+            loyalty_ledger::Column::OccurredAt,
+            loyalty_ledger::Column::ExpiresAt,
+            loyalty_ledger::Column::OrderId,
+        ])
+        .order_by_asc(loyalty_ledger::Column::Id)
+        .into_tuple::<LedgerRow>()
+        .stream(db)
+        .await?;
+    while let Some((customer, kind, points, source_key, at, expires_at, order_id)) = rows.try_next().await? {
+        by_customer.entry(customer).or_default().push(Entry { kind, points, source_key, at, expires_at, order_id });
     }
     Ok(by_customer)
 }
