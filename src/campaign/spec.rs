@@ -71,6 +71,13 @@ pub struct Campaign {
     pub variants: Vec<Variant>,
 }
 
+impl Campaign {
+    /// The message of `variant` (its overrides applied), or the campaign's own.
+    pub fn message_for(&self, variant: Option<&str>) -> &Message {
+        variant.and_then(|name| self.variants.iter().find(|v| v.name == name)).map_or(&self.message, |v| &v.message)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Audience {
     /// The expression as written.

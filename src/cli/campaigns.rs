@@ -189,9 +189,7 @@ async fn print_sample(conn: &DatabaseConnection, campaign: &Campaign, sample: &p
     else {
         return Ok(());
     };
-    let message = variant
-        .and_then(|name| campaign.variants.iter().find(|v| v.name == name))
-        .map_or(&campaign.message, |v| &v.message);
+    let message = campaign.message_for(variant);
     let templates = message.templates().map_err(|errors| anyhow::anyhow!("{} template problem(s)", errors.len()))?;
     println!("sample message{}:", variant.map(|v| format!(" (variant {v})")).unwrap_or_default());
     println!("  From: {}", message.from);

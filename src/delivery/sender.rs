@@ -105,7 +105,7 @@ pub struct Sender {
 
 /// A message ready for a worker, or a row settled without sending.
 enum Work {
-    Send { row: Claimed, message: lettre::Message, email: String },
+    Send { row: Claimed, message: lettre::Message, message_id: String, email: String },
     Settled { row: Claimed, fate: Fate },
 }
 
@@ -247,7 +247,7 @@ impl Sender {
             let campaign_name = runs.get(&row.run_id).map(String::as_str).unwrap_or_default();
             let Some(campaign) = self.campaigns.get(campaign_name) else {
                 let error = format!("campaign `{campaign_name}` is not among the valid campaign files");
-                work.push(settle(self.retry_or_fail(&row, error)));
+                work.push(settle(retry_or_fail(&self.options, &row, error)));
                 continue;
             };
             if suppressed.contains(&recipient.customer.email.to_lowercase()) {
@@ -258,8 +258,11 @@ impl Sender {
                 work.push(settle(Fate::Suppressed { reason: "no marketing consent".into() }));
                 continue;
             }
-            match self.message_for(&row, campaign, recipient, cache) {
-                Ok(message) => work.push(Work::Send { row, message, email: recipient.customer.email.clone() }),
+            let message_id = compose::message_id(row.id, row.run_id, &self.options.message_id_domain);
+            match self.message_for(&row, &message_id, campaign, recipient, cache) {
+                Ok(message) => {
+                    work.push(Work::Send { row, message, message_id, email: recipient.customer.email.clone() })
+                }
                 Err(error) => work.push(settle(Fate::Failed { error, bounced: None })),
             }
         }
@@ -269,35 +272,29 @@ impl Sender {
     fn message_for(
         &self,
         row: &Claimed,
+        message_id: &str,
         campaign: &Campaign,
         recipient: &Recipient,
         cache: &mut TemplateCache,
     ) -> Result<lettre::Message, String> {
         let variant = row.variant.as_deref();
-        let message = variant
-            .and_then(|name| campaign.variants.iter().find(|v| v.name == name))
-            .map_or(&campaign.message, |v| &v.message);
+        let message = campaign.message_for(variant);
         let templates = cache.get(campaign, variant)?;
         let token = Token { customer_id: row.customer_id, campaign: campaign.name.clone() };
         let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
         let variables = recipient.variables(campaign, variant, &link);
         let rendered = render(&templates, &variables)?;
-        let message_id = compose::message_id(row.id, row.run_id, &self.options.message_id_domain);
         let customer = &recipient.customer;
         let envelope = Envelope {
             from: &message.from,
             reply_to: message.reply_to.as_deref(),
             to_name: compose::display_name(customer.first_name.as_deref(), customer.last_name.as_deref()),
             to_email: &customer.email,
-            message_id: &message_id,
+            message_id,
             unsubscribe: (campaign.kind == Kind::Marketing)
                 .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
         };
         compose::compose(&envelope, rendered)
-    }
-
-    fn retry_or_fail(&self, row: &Claimed, error: String) -> Fate {
-        retry_or_fail(&self.options, row, error)
     }
 }
 
@@ -336,9 +333,7 @@ impl TemplateCache {
         if let Some(templates) = self.0.get(&key) {
             return Ok(templates.clone());
         }
-        let message = variant
-            .and_then(|name| campaign.variants.iter().find(|v| v.name == name))
-            .map_or(&campaign.message, |v| &v.message);
+        let message = campaign.message_for(variant);
         let templates = Arc::new(message.templates().map_err(|errors| {
             let first = errors.first().map(|e| e.message.clone()).unwrap_or_default();
             format!("the campaign's templates do not compile: {first}")
@@ -392,7 +387,7 @@ impl Worker {
         let mut session = Session::default();
         loop {
             let work = work_rx.lock().await.recv().await;
-            let Some(Work::Send { row, message, email }) = work else { return };
+            let Some(Work::Send { row, message, message_id, email }) = work else { return };
             if *self.stop.borrow() {
                 let _ = self.record_tx.send(Record::Release { row }).await;
                 continue;
@@ -400,7 +395,7 @@ impl Worker {
             if let Some(limiter) = &self.limiter {
                 limiter.until_ready().await;
             }
-            let fate = self.send(&mut session, &row, message, email).await;
+            let fate = self.send(&mut session, &row, message, message_id, email).await;
             let (ack, acked) = oneshot::channel();
             if self.record_tx.send(Record::Done { row, fate, ack: Some(ack) }).await.is_err() {
                 return;
@@ -413,8 +408,14 @@ impl Worker {
         }
     }
 
-    async fn send(&self, session: &mut Session, row: &Claimed, message: lettre::Message, email: String) -> Fate {
-        let message_id = compose::message_id(row.id, row.run_id, &self.options.message_id_domain);
+    async fn send(
+        &self,
+        session: &mut Session,
+        row: &Claimed,
+        message: lettre::Message,
+        message_id: String,
+        email: String,
+    ) -> Fate {
         match self.transport.send(session, message, &row.id.to_string()).await {
             Outcome::Accepted(reply) => Fate::Sent { message_id, reply },
             Outcome::Temporary(error) => {
