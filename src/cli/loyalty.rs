@@ -30,7 +30,7 @@ pub enum LoyaltyCommand {
     Adjust {
         /// The customer's id, as in the customers file.
         customer_id: String,
-        /// Points to add; negative to deduct (write `-- -50` or `=-50`).
+        /// Points to add; negative (`-50`) to deduct.
         #[arg(allow_negative_numbers = true)]
         points: i64,
         /// Why, kept on the ledger entry (for example a ticket number).
