@@ -13,11 +13,10 @@ pub mod redemptions;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use futures_util::TryStreamExt;
-use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query, SelectStatement};
+use sea_orm::sea_query::{CaseStatement, Condition, Expr, ExprTrait, JoinType, OnConflict, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::Serialize;
 
@@ -45,51 +44,56 @@ const CHUNK: usize = 1000;
 /// Brings every customer with orders or an account up to date as of `as_of`,
 /// in one transaction. Only members for whom something may have changed (a
 /// new order, no account yet, points expiring within 30 days, a birthday, a
-/// 12-month value outside their tier) are loaded and run through the rules;
-/// for the rest the balance and the distance to the next tier come from two
-/// aggregate queries.
+/// 12-month value outside their tier) are loaded and run through the rules.
+/// For everyone else only the distance to the next tier can move (orders
+/// leave the 12-month window); one query finds those whose stored distance
+/// is off. Their balance needs no check: every ledger write (recompute,
+/// redemption, adjustment) updates the stored balance with it.
 pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
     let txn = db.begin().await?;
-    let accounts = load_accounts(&txn).await?;
-    let balances = balances_of_all(&txn).await?;
-    let values = basis_values(&txn, rules, as_of).await?;
-    let value_of = |id: &i64| values.get(id).copied().unwrap_or(0.0);
+    crate::db::use_memory_map(&txn).await?;
+    crate::db::use_large_cache(&txn).await?;
+    let started = std::time::Instant::now();
+    let phase = |name: &str| tracing::debug!(seconds = started.elapsed().as_secs_f64(), "loyalty recompute: {name}");
     let mut changed = changed_members(&txn, rules, as_of).await?;
-    changed.extend(
-        accounts.iter().filter(|(id, a)| rules.rank(&a.tier) != Some(rules.tier_for(value_of(id)))).map(|(id, _)| *id),
-    );
+    let mut distances = Vec::new();
+    for moved in moved_standings(&txn, rules, as_of).await? {
+        if rules.rank(&moved.tier) != Some(rules.tier_for(moved.value)) {
+            changed.insert(moved.customer_id);
+        } else {
+            let next_tier = rules.next_tier(&moved.tier, moved.value);
+            if next_tier != moved.next_tier {
+                distances.push((moved.customer_id, next_tier));
+            }
+        }
+    }
+    phase("changed members found");
     let mut changed: Vec<i64> = changed.into_iter().collect();
     changed.sort_unstable();
 
     let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
     for ids in changed.chunks(CHUNK) {
+        let accounts = load_accounts(&txn, ids).await?;
         let outcomes = recompute_members(&txn, rules, &accounts, ids, as_of).await?;
         for (_, outcome) in &outcomes {
             count(&mut report, outcome, rules);
         }
         write_outcomes(&txn, &accounts, &outcomes, as_of).await?;
     }
-
-    let changed: HashSet<i64> = changed.into_iter().collect();
-    let moved: Vec<(i64, Account, Standing)> = accounts
-        .iter()
-        .filter(|(id, _)| !changed.contains(id))
-        .filter_map(|(id, stored)| {
-            let (account, old) = split(stored);
-            let standing = Standing {
-                points: balances.get(id).copied().unwrap_or(0),
-                // Anyone with points expiring within 30 days was recomputed above.
-                points_expiring_30d: 0,
-                next_tier: rules.next_tier(&account.tier, value_of(id)),
-            };
-            (standing != old).then_some((*id, account, standing))
-        })
-        .collect();
-    for rows in moved.chunks(CHUNK) {
-        txn.execute(&upsert_accounts(rows, as_of)).await?;
+    phase("changed members recomputed");
+    for (customer_id, next_tier) in distances.into_iter().filter(|(id, _)| changed.binary_search(id).is_err()) {
+        let (name, missing) = next_tier.unzip();
+        let update = Query::update()
+            .table("loyalty_accounts")
+            .values([("next_tier", name.into()), ("points_to_next_tier", missing.into()), ("updated_at", as_of.into())])
+            .and_where(Expr::col("customer_id").eq(customer_id))
+            .to_owned();
+        txn.execute(&update).await?;
     }
-    report.members = accounts.len() as u64 + report.new_members;
+    phase("distances to the next tier written");
+    report.members = PaginatorTrait::count(loyalty_account::Entity::find(), &txn).await?;
     txn.commit().await?;
+    phase("committed");
     Ok(report)
 }
 
@@ -283,62 +287,115 @@ fn upsert_accounts(rows: &[(i64, Account, Standing)], now: DateTime<Utc>) -> sea
     insert
 }
 
-async fn load_accounts(txn: &DatabaseTransaction) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
-    let mut rows = loyalty_account::Entity::find().stream(txn).await?;
-    let mut accounts = HashMap::new();
-    while let Some(account) = rows.try_next().await? {
-        accounts.insert(account.customer_id, account);
+async fn load_accounts(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
+    let accounts = loyalty_account::Entity::find()
+        .filter(loyalty_account::Column::CustomerId.is_in(ids.iter().copied()))
+        .all(txn)
+        .await?;
+    Ok(accounts.into_iter().map(|a| (a.customer_id, a)).collect())
+}
+
+/// A member whose tier or stored distance to the next tier may no longer
+/// match their 12-month value.
+struct Moved {
+    customer_id: i64,
+    tier: String,
+    next_tier: Option<(String, f64)>,
+    value: f64,
+}
+
+/// The members whose held tier differs from the one their 12-month value
+/// reaches, or whose stored next tier or distance to it differs from what
+/// the value gives; worked out in the database, so that only those rows
+/// come back. The tiers are bound values; the caller checks each row again
+/// with [`Rules`].
+async fn moved_standings(txn: &DatabaseTransaction, rules: &Rules, as_of: DateTime<Utc>) -> Result<Vec<Moved>, DbErr> {
+    let divisor = if rules.basis == Basis::Spend { "100.0" } else { "1.0" };
+    // Fixed text: a number literal chosen above, never input.
+    let value = || Expr::cust(format!(r#"(COALESCE("v"."total", 0) / {divisor})"#));
+    let tier = || Expr::col(("a", "tier"));
+    let mut held = CaseStatement::new();
+    let mut target = CaseStatement::new();
+    for (rank, (name, _)) in rules.tiers.iter().enumerate() {
+        held = held.case(tier().eq(name.as_str()), rank as i64);
     }
-    Ok(accounts)
-}
-
-/// Every member's balance: the sum of their ledger.
-async fn balances_of_all(txn: &DatabaseTransaction) -> Result<HashMap<i64, i64>, DbErr> {
-    let sum = Query::select()
-        .column("customer_id")
-        .expr(Expr::cust("CAST(SUM(points) AS BIGINT)"))
-        .from("loyalty_ledger")
-        .group_by_col("customer_id")
-        .to_owned();
-    pairs(txn, &sum).await
-}
-
-/// Every member's 12-month value as of `as_of`, in the tier basis: spend
-/// from the orders, or points earned from the ledger's `earn` entries.
-async fn basis_values(
-    txn: &DatabaseTransaction,
-    rules: &Rules,
-    as_of: DateTime<Utc>,
-) -> Result<HashMap<i64, f64>, DbErr> {
-    let since = as_of - Duration::days(365);
-    let query = match rules.basis {
-        Basis::Spend => Query::select()
-            .column("customer_id")
-            .expr(Expr::cust("CAST(SUM(amount_cents) AS BIGINT)"))
-            .from("orders")
-            .and_where(Expr::col("ordered_at").gt(since))
-            .and_where(Expr::col("ordered_at").lte(as_of))
-            .group_by_col("customer_id")
-            .to_owned(),
-        Basis::Points => Query::select()
-            .column("customer_id")
-            .expr(Expr::cust("CAST(SUM(points) AS BIGINT)"))
-            .from("loyalty_ledger")
-            .and_where(Expr::col("entry_kind").eq("earn"))
-            .and_where(Expr::col("occurred_at").gt(since))
-            .and_where(Expr::col("occurred_at").lte(as_of))
-            .group_by_col("customer_id")
-            .to_owned(),
+    // Highest threshold first: the first that the value reaches wins.
+    for (rank, (_, threshold)) in rules.tiers.iter().enumerate().rev() {
+        target = target.case(value().gte(*threshold), rank as i64);
+    }
+    let (next_name, next_threshold): (Expr, Expr) = if rules.tiers.len() < 2 {
+        (Expr::null(), Expr::null())
+    } else {
+        let (mut name, mut threshold) = (CaseStatement::new(), CaseStatement::new());
+        for pair in rules.tiers.windows(2) {
+            name = name.case(tier().eq(pair[0].0.as_str()), pair[1].0.as_str());
+            threshold = threshold.case(tier().eq(pair[0].0.as_str()), pair[1].1);
+        }
+        (Expr::Case(Box::new(name)), Expr::Case(Box::new(threshold)))
     };
+    let missing = Expr::Case(Box::new(
+        CaseStatement::new().case(next_threshold.clone().sub(value()).gt(0), next_threshold.sub(value())).finally(0),
+    ));
+    let stored_missing = Expr::col(("a", "points_to_next_tier"));
+    let moved = Condition::any()
+        .add(Expr::Case(Box::new(held.finally(-1))).ne(Expr::Case(Box::new(target.finally(0)))))
+        .add(Expr::cust_with_exprs("$1 IS DISTINCT FROM $2", [Expr::col(("a", "next_tier")), next_name.clone()]))
+        .add(
+            Condition::all().add(next_name.is_not_null()).add(
+                Condition::any()
+                    .add(stored_missing.clone().is_null())
+                    .add(Expr::cust_with_expr("ABS($1)", stored_missing.sub(missing)).gt(0.000001)),
+            ),
+        );
+    let query = Query::select()
+        .columns([("a", "customer_id"), ("a", "tier"), ("a", "next_tier"), ("a", "points_to_next_tier")])
+        .expr(Expr::cust(r#"COALESCE("v"."total", 0)"#))
+        .from_as("loyalty_accounts", "a")
+        .join_subquery(
+            JoinType::LeftJoin,
+            basis_totals(rules, as_of),
+            "v",
+            Expr::col(("v", "customer_id")).equals(("a", "customer_id")),
+        )
+        .cond_where(moved)
+        .to_owned();
     let divisor = if rules.basis == Basis::Spend { 100.0 } else { 1.0 };
-    Ok(pairs(txn, &query).await?.into_iter().map(|(id, sum)| (id, sum as f64 / divisor)).collect())
+    let rows = txn.query_all(&query).await?;
+    rows.iter()
+        .map(|row| {
+            let next_tier: Option<String> = row.try_get_by_index(2)?;
+            let missing: Option<f64> = row.try_get_by_index(3)?;
+            Ok(Moved {
+                customer_id: row.try_get_by_index(0)?,
+                tier: row.try_get_by_index(1)?,
+                next_tier: next_tier.zip(missing),
+                value: row.try_get_by_index::<i64>(4)? as f64 / divisor,
+            })
+        })
+        .collect()
 }
 
-async fn pairs(txn: &DatabaseTransaction, query: &SelectStatement) -> Result<HashMap<i64, i64>, DbErr> {
-    let rows = txn.query_all(query).await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get_by_index::<i64>(0)?, row.try_get_by_index::<Option<i64>>(1)?.unwrap_or(0))))
-        .collect()
+/// `customer_id, total`: every member's 12-month value up to and including
+/// `as_of`, as an integer in the tier basis: spend in cents from the orders,
+/// or points earned from the ledger's `earn` entries.
+fn basis_totals(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
+    let since = as_of - Duration::days(365);
+    let (table, sum, time) = match rules.basis {
+        Basis::Spend => ("orders", "CAST(SUM(amount_cents) AS BIGINT)", "ordered_at"),
+        Basis::Points => ("loyalty_ledger", "CAST(SUM(points) AS BIGINT)", "occurred_at"),
+    };
+    let mut query = Query::select();
+    query
+        .column("customer_id")
+        .expr_as(Expr::cust(sum), "total")
+        .from(table)
+        .and_where(Expr::col(time).gt(since))
+        .and_where(Expr::col(time).lte(as_of))
+        .group_by_col("customer_id");
+    if rules.basis == Basis::Points {
+        query.and_where(Expr::col("entry_kind").eq("earn"));
+    }
+    query
 }
 
 /// Customers for whom something happened that the aggregates cannot show:
@@ -392,10 +449,16 @@ async fn changed_members(
         queries.push(birthdays_in_last_week(txn.get_database_backend(), as_of));
     }
     let mut changed = HashSet::new();
-    for query in &queries {
+    for (query, name) in queries.iter().zip(["unearned orders or no account", "unsettled lots", "birthdays"]) {
+        let started = std::time::Instant::now();
         for row in txn.query_all(query).await? {
             changed.insert(row.try_get_by_index::<i64>(0)?);
         }
+        tracing::debug!(
+            seconds = started.elapsed().as_secs_f64(),
+            members = changed.len(),
+            "loyalty recompute: {name}"
+        );
     }
     Ok(changed)
 }

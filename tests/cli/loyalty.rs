@@ -110,6 +110,22 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
             ["550", "180"]
         );
 
+        // Ten months on, A's first order (120.50) has left the 12-month window:
+        // only A's distance to silver moves (500 - 200), without a recompute of
+        // A. B's order O4 is now in the past: B is recomputed (500 - 80 - 10).
+        let later = recompute("2026-03-02");
+        assert!(
+            later.contains(": 10 points earned, 0 bonus, 0 expired;") && later.contains("(1 recomputed"),
+            "{later}"
+        );
+        assert_eq!(
+            env.strings(
+                "SELECT next_tier || ' ' || CAST(CAST(points_to_next_tier * 100 AS BIGINT) AS TEXT) \
+                 FROM loyalty_accounts ORDER BY customer_id"
+            ),
+            ["silver 30000", "silver 41000"]
+        );
+
         let show = env.ok(&["loyalty", "show", "A"]).stdout;
         assert!(show.starts_with("customer A: 550 points\ntier: member since "), "{show}");
         assert!(show.contains("  2025-07-01  redeem       -100  redemption:R1\n"), "{show}");
