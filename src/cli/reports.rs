@@ -75,9 +75,11 @@ fn print_report<R: serde::Serialize>(
     } else {
         print!("{}", text(report));
     }
-    if let Some(path) = page {
+    match page {
         // With --json, standard output holds only the JSON.
-        eprintln!("report written to {}", path.display());
+        Some(path) if json => eprintln!("report written to {}", path.display()),
+        Some(path) => println!("report written to {}", path.display()),
+        None => {}
     }
     Ok(())
 }

@@ -90,7 +90,11 @@ pub fn bars(axes: &Axes, bars: &[Bar], decimals: usize) -> io::Result<String> {
 fn value_range(bars: &[Bar]) -> (f64, f64) {
     let values = bars.iter().flat_map(|b| [Some(b.value), b.interval.map(|i| i.0), b.interval.map(|i| i.1)]).flatten();
     let (low, high) = values.filter(|v| v.is_finite()).fold((0.0_f64, 0.0_f64), |(l, h), v| (l.min(v), h.max(v)));
-    let span = (high - low).max(1e-9);
+    if high - low < 1e-9 {
+        // Nothing but zeros: an axis from 0 to 1 rather than one of rounding noise.
+        return (0.0, 1.0);
+    }
+    let span = high - low;
     let low = if low < 0.0 { low - span * 0.1 } else { 0.0 };
     let high = if high > 0.0 { high + span * 0.1 } else { span * 0.1 };
     (low, high)

@@ -407,7 +407,8 @@ async fn latest_order(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, 
 }
 
 async fn count_customers(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let select = Query::select().expr(Func::count(Expr::col(Alias::new("id")))).from(Alias::new("customers")).to_owned();
+    let select =
+        Query::select().expr(Func::count(Expr::col(Alias::new("id")))).from(Alias::new("customers")).to_owned();
     let count: i64 = match db.query_one(&select).await? {
         Some(row) => row.try_get_by_index(0)?,
         None => 0,
