@@ -91,7 +91,21 @@ fn campaign_text(r: &CampaignReport) -> String {
         r.runs.len(),
         r.window_days
     );
-    text += "   run  planned for        planned     sent   failed  suppr.  waiting  control  targeted  control   uplift (95% CI)                 p-value\n";
+    text += &format!(
+        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
+        "run",
+        "planned for",
+        "planned",
+        "sent",
+        "failed",
+        "suppr.",
+        "waiting",
+        "control",
+        "targeted",
+        "control",
+        "uplift (95% CI)",
+        "p-value"
+    );
     for run in &r.runs {
         let d = &run.delivery;
         let c = &run.comparison;

@@ -68,10 +68,7 @@ pub fn attribute(exposures: &[Exposure], orders: &[OrderRow], window: Duration) 
 
 /// The outbox rows of `campaign` (only run `run` when given), in run and customer order.
 pub async fn load_exposures(db: &DatabaseConnection, campaign: &str, run: Option<i64>) -> Result<Vec<Exposure>, DbErr> {
-    let mut select = exposures_query(campaign);
-    if let Some(run) = run {
-        select.and_where(run_col("id").eq(run));
-    }
+    let select = exposures_query(campaign, run);
     let mut rows = std::pin::pin!(db.stream(&select).await?);
     let mut exposures = Vec::new();
     while let Some(row) = rows.try_next().await? {
@@ -90,28 +87,40 @@ pub async fn load_exposures(db: &DatabaseConnection, campaign: &str, run: Option
     Ok(exposures)
 }
 
-fn exposures_query(campaign: &str) -> SelectStatement {
+fn exposures_query(campaign: &str, run: Option<i64>) -> SelectStatement {
     let outbox = Alias::new("outbox");
-    Query::select()
+    outbox_of(campaign, run)
         .column((outbox.clone(), Alias::new("run_id")))
         .column((outbox.clone(), Alias::new("customer_id")))
         .column((outbox.clone(), Alias::new("state")))
         .column((outbox.clone(), Alias::new("variant")))
         .column((outbox.clone(), Alias::new("sent_at")))
         .column((Alias::new("campaign_runs"), Alias::new("scheduled_at")))
-        .from(outbox.clone())
-        .inner_join(Alias::new("campaign_runs"), run_col("id").equals((outbox.clone(), Alias::new("run_id"))))
-        .and_where(run_col("campaign").eq(campaign))
         .order_by((outbox.clone(), Alias::new("run_id")), SortOrder::Asc)
         .order_by((outbox, Alias::new("customer_id")), SortOrder::Asc)
         .to_owned()
 }
 
-/// The orders of the exposed customers that fall in some exposure's window:
+/// `SELECT ... FROM outbox JOIN campaign_runs` for the rows of `campaign` (of run `run` when given).
+fn outbox_of(campaign: &str, run: Option<i64>) -> SelectStatement {
+    let outbox = Alias::new("outbox");
+    let mut select = Query::select()
+        .from(outbox.clone())
+        .inner_join(Alias::new("campaign_runs"), run_col("id").equals((outbox, Alias::new("run_id"))))
+        .and_where(run_col("campaign").eq(campaign))
+        .to_owned();
+    if let Some(run) = run {
+        select.and_where(run_col("id").eq(run));
+    }
+    select
+}
+
+/// The orders of the exposed customers (of `campaign`, run `run` when given) that may fall in some exposure's window:
 /// one query over the span from the earliest start to the latest window end.
 pub async fn load_orders(
     db: &DatabaseConnection,
     campaign: &str,
+    run: Option<i64>,
     exposures: &[Exposure],
     window: Duration,
 ) -> Result<Vec<OrderRow>, DbErr> {
@@ -119,12 +128,7 @@ pub async fn load_orders(
     else {
         return Ok(Vec::new());
     };
-    let customers = Query::select()
-        .column((Alias::new("outbox"), Alias::new("customer_id")))
-        .from(Alias::new("outbox"))
-        .inner_join(Alias::new("campaign_runs"), run_col("id").equals((Alias::new("outbox"), Alias::new("run_id"))))
-        .and_where(run_col("campaign").eq(campaign))
-        .to_owned();
+    let customers = outbox_of(campaign, run).column((Alias::new("outbox"), Alias::new("customer_id"))).to_owned();
     let select = Query::select()
         .columns([Alias::new("customer_id"), Alias::new("ordered_at"), Alias::new("amount_cents")])
         .from(Alias::new("orders"))

@@ -153,7 +153,7 @@ pub async fn report(
         return Err(ReportError::UnknownRun { campaign: campaign.to_owned(), run: id });
     }
     let exposures = attribution::load_exposures(db, campaign, run).await?;
-    let orders = attribution::load_orders(db, campaign, &exposures, window).await?;
+    let orders = attribution::load_orders(db, campaign, run, &exposures, window).await?;
     let outcomes = attribution::attribute(&exposures, &orders, window);
     let runs: Vec<(i64, DateTime<Utc>)> = runs.into_iter().filter(|r| run.is_none_or(|id| id == r.0)).collect();
     Ok(summarise(campaign, &runs, &exposures, &outcomes, window, now))
