@@ -135,9 +135,11 @@ pub fn uplift_rows(c: &Comparison) -> Vec<(&'static str, String)> {
     let Some(u) = c.conversion else {
         return vec![("Uplift", "n/a: no control group (or no targeted customers) to compare with".to_owned())];
     };
-    let relative = u
-        .relative
-        .map_or_else(|| "n/a (the control group did not convert)".to_owned(), |r| format!("{:+.1}%", r * 100.0));
+    let relative = match (u.relative, u.relative_ci) {
+        (None, _) => "n/a (the control group did not convert)".to_owned(),
+        (Some(r), None) => format!("{:+.1}%", r * 100.0),
+        (Some(r), Some((lo, hi))) => format!("{:+.1}% (95% CI {:+.1}% to {:+.1}%)", r * 100.0, lo * 100.0, hi * 100.0),
+    };
     let revenue = c.revenue.map_or_else(String::new, |r| match r.ci {
         Some((lo, hi)) => format!("{:+.2} (95% CI {lo:+.2} to {hi:+.2})", r.absolute),
         None => format!("{:+.2}", r.absolute),

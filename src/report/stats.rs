@@ -39,6 +39,9 @@ pub struct RateUplift {
     /// `absolute / control_rate`; `None` when the control arm had no conversions
     /// (a relative change from zero is not defined).
     pub relative: Option<f64>,
+    /// 95% interval of `relative` from the log of the rate ratio (delta method),
+    /// `exp(ln RR ± Z95·√((1−pt)/xt + (1−pc)/xc)) − 1`; `None` unless both arms converted.
+    pub relative_ci: Option<(f64, f64)>,
     /// Two-sided p-value of the pooled z-test; 1 when neither arm varies
     /// (both all or nothing), where the data give no evidence of a difference.
     pub p_value: f64,
@@ -64,8 +67,19 @@ pub fn compare_rates(treatment: Proportion, control: Proportion) -> Option<RateU
         ci_low: absolute - Z95 * se,
         ci_high: absolute + Z95 * se,
         relative: (pc > 0.0).then(|| absolute / pc),
+        relative_ci: relative_interval(treatment, control),
         p_value,
     })
+}
+
+fn relative_interval(treatment: Proportion, control: Proportion) -> Option<(f64, f64)> {
+    if treatment.successes == 0 || control.successes == 0 {
+        return None;
+    }
+    let (pt, pc) = (treatment.rate()?, control.rate()?);
+    let log_ratio = (pt / pc).ln();
+    let se = ((1.0 - pt) / treatment.successes as f64 + (1.0 - pc) / control.successes as f64).sqrt();
+    Some(((log_ratio - Z95 * se).exp() - 1.0, (log_ratio + Z95 * se).exp() - 1.0))
 }
 
 /// The two-sided p-value of a standard normal statistic: P(|Z| ≥ |z|) = erfc(|z|/√2).
@@ -146,7 +160,9 @@ mod tests {
         // CI = 0.03 ± 1.959964·0.0136931 = 0.03 ± 0.0268379 → [0.0031621, 0.0568379]
         // pooled p = 210/2000 = 0.105; SE0 = √(0.105·0.895·(2/1000)) = 0.0137095
         // z = 0.03/0.0137095 = 2.188266; two-sided p = 2·(1 − Φ(2.188266)) = 0.028650
-        // relative uplift = 0.03/0.09 = 0.3333
+        // relative uplift = 0.03/0.09 = 0.3333; ln RR = ln(4/3) = 0.2876821,
+        // SE = √(0.88/120 + 0.91/90) = √0.0174444 = 0.1320774,
+        // CI = exp(0.2876821 ± 0.2588670) − 1 → [0.0292343, 0.7272820]
         let u = compare_rates(Proportion { successes: 120, trials: 1000 }, Proportion { successes: 90, trials: 1000 })
             .unwrap();
         close(u.absolute, 0.03, 1e-12);
@@ -154,6 +170,9 @@ mod tests {
         close(u.ci_high, 0.056_837_9, 1e-6);
         close(u.p_value, 0.028_650, 1e-5);
         close(u.relative.unwrap(), 1.0 / 3.0, 1e-12);
+        let (low, high) = u.relative_ci.unwrap();
+        close(low, 0.029_234_3, 1e-6);
+        close(high, 0.727_282_0, 1e-6);
     }
 
     #[test]
@@ -169,7 +188,7 @@ mod tests {
         close(u.ci_low, 0.006_358_3, 1e-6);
         close(u.ci_high, 0.053_641_7, 1e-6);
         close(u.p_value, 0.080_181, 1e-5);
-        assert_eq!(u.relative, None);
+        assert_eq!((u.relative, u.relative_ci), (None, None));
     }
 
     #[test]
@@ -182,12 +201,16 @@ mod tests {
         close(u.ci_high, -0.006_358_3, 1e-6);
         close(u.p_value, 0.080_181, 1e-5);
         close(u.relative.unwrap(), -1.0, 1e-12);
+        assert_eq!(u.relative_ci, None);
     }
 
     #[test]
     fn no_conversions_anywhere_is_no_evidence_and_no_nan() {
         let u = compare_rates(Proportion { successes: 0, trials: 50 }, Proportion { successes: 0, trials: 5 }).unwrap();
-        assert_eq!((u.absolute, u.ci_low, u.ci_high, u.p_value, u.relative), (0.0, 0.0, 0.0, 1.0, None));
+        assert_eq!(
+            (u.absolute, u.ci_low, u.ci_high, u.p_value, u.relative, u.relative_ci),
+            (0.0, 0.0, 0.0, 1.0, None, None)
+        );
     }
 
     #[test]

@@ -102,7 +102,8 @@ fn campaign_uplift_interval_and_p_value_match_hand_computed_values() {
         close(&first["incremental_conversions"], 6.0, 1e-9);
 
         // Run 2: pt = 0.12, pc = 0.09; Wald SE = √0.0001875 = 0.0136931 → CI [0.0031621, 0.0568379];
-        // pooled p = 0.105, SE0 = 0.0137095, z = 2.188266, p = 0.028650; relative 0.03/0.09 = 1/3;
+        // pooled p = 0.105, SE0 = 0.0137095, z = 2.188266, p = 0.028650; relative 0.03/0.09 = 1/3
+        // with the log rate ratio interval exp(ln 4/3 ± 1.959964·0.1320774) − 1 = [0.0292343, 0.7272820];
         // incremental conversions 0.03 · 1000 = 30.
         let u = &runs[1]["comparison"]["conversion"];
         close(&u["absolute"], 0.03, 1e-12);
@@ -110,6 +111,8 @@ fn campaign_uplift_interval_and_p_value_match_hand_computed_values() {
         close(&u["ci_high"], 0.056_837_9, 1e-6);
         close(&u["p_value"], 0.028_650, 1e-5);
         close(&u["relative"], 1.0 / 3.0, 1e-12);
+        close(&u["relative_ci"][0], 0.029_234_3, 1e-6);
+        close(&u["relative_ci"][1], 0.727_282_0, 1e-6);
         close(&runs[1]["comparison"]["incremental_conversions"], 30.0, 1e-9);
 
         // Overall: treatment 126 of 1200, control 90 of 1100.
