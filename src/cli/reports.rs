@@ -11,7 +11,7 @@ use super::models::parse_as_of;
 use crate::config::Settings;
 use crate::report::campaign::{self, CampaignReport, Comparison};
 use crate::report::customers::{self, CustomerReport};
-use crate::report::{cents, html, money, percent};
+use crate::report::{cents, html, money, p_value, percent, points};
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
@@ -110,15 +110,9 @@ fn campaign_text(r: &CampaignReport) -> String {
         let d = &run.delivery;
         let c = &run.comparison;
         let (uplift, p) = match c.conversion {
-            Some(u) => (
-                format!(
-                    "{} ({} to {})",
-                    crate::report::points(u.absolute),
-                    crate::report::points(u.ci_low),
-                    crate::report::points(u.ci_high)
-                ),
-                crate::report::p_value(u.p_value),
-            ),
+            Some(u) => {
+                (format!("{} ({} to {})", points(u.absolute), points(u.ci_low), points(u.ci_high)), p_value(u.p_value))
+            }
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
         text += &format!(
@@ -140,9 +134,38 @@ fn campaign_text(r: &CampaignReport) -> String {
     }
     text += "\nall runs:\n";
     text += &comparison_text(&r.overall);
+    if !r.variants.is_empty() {
+        text += &variants_text(r);
+    }
+    text
+}
+
+/// The A/B variants side by side, each against the whole control group.
+fn variants_text(r: &CampaignReport) -> String {
+    let mut text = format!(
+        "\nA/B variants (each against the whole control group, {} customers, {}):\n  {:<12}{:>10}{:>12}{:>14}   {:<36}{}\n",
+        r.overall.control.customers,
+        percent(r.overall.control.conversion_rate()),
+        "variant",
+        "targeted",
+        "conversion",
+        "revenue/cust.",
+        "uplift (95% CI)",
+        "p-value"
+    );
     for v in &r.variants {
-        text += &format!("\nvariant {} (against the whole control group):\n", v.variant);
-        text += &comparison_text(&v.comparison);
+        let c = &v.comparison;
+        let (uplift, p) = c.conversion.map_or_else(
+            || ("n/a".to_owned(), "n/a".to_owned()),
+            |u| (format!("{} ({} to {})", points(u.absolute), points(u.ci_low), points(u.ci_high)), p_value(u.p_value)),
+        );
+        text += &format!(
+            "  {:<12}{:>10}{:>12}{:>14}   {uplift:<36}{p}\n",
+            v.variant,
+            c.treatment.customers,
+            percent(c.treatment.conversion_rate()),
+            money(c.treatment.revenue_per_customer())
+        );
     }
     text
 }

@@ -325,7 +325,10 @@ fn the_report_pages_are_whole_html_and_their_charts_well_formed_svg_with_titles_
         );
         env.execute("UPDATE outbox SET sent_at = NULL WHERE state = 'control'");
         let run = env.ok(&["report", "campaign", "cross_sell", "--out", &out]);
-        assert!(run.stdout.contains("variant a (against the whole control group)"), "{}", run.stdout);
+        assert!(run.stdout.contains("A/B variants (each against the whole control group"), "{}", run.stdout);
+        let variant_lines: Vec<&str> =
+            run.stdout.lines().filter(|l| l.starts_with("  a ") || l.starts_with("  b ")).collect();
+        assert_eq!(variant_lines.len(), 2, "{}", run.stdout);
         let html = std::fs::read_to_string(dir.join("campaign-cross_sell.html")).unwrap();
         let images = check_html(&html);
         assert_eq!(
