@@ -245,12 +245,20 @@ fn rfm(buyers: &[Buyer], as_of: DateTime<Utc>) -> Vec<RfmCell> {
     cells
 }
 
-/// `values` sorted highest first.
+/// The Pareto curve of customer values sorted highest first; the top 20% are
+/// the ⌈n/5⌉ most valuable customers.
 pub fn pareto(values: &[i64]) -> Pareto {
-    let total: i64 = values.iter().sum();
     let n = values.len();
+    // running[k]: the value of the k most valuable customers.
+    let running: Vec<i64> = std::iter::once(0)
+        .chain(values.iter().scan(0_i64, |sum, v| {
+            *sum += v;
+            Some(*sum)
+        }))
+        .collect();
+    let total = running[n];
     let top20 = (n * 2).div_ceil(10);
-    let share = |k: usize| values[..k].iter().sum::<i64>() as f64 / total as f64;
+    let share = |k: usize| running[k] as f64 / total as f64;
     let curve = if total > 0 {
         (0..=100).map(|pct| (f64::from(pct) / 100.0, share((n * pct as usize).div_ceil(100)))).collect()
     } else {
