@@ -525,3 +525,47 @@ fn lifecycle_chart(r: &CustomerReport) -> io::Result<String> {
     let axes = Axes { title: "Customers by lifecycle stage", x_desc: "Lifecycle stage", y_desc: "Customers" };
     charts::bars(&axes, &bars, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Duration, Utc};
+
+    use super::*;
+    use crate::report::attribution::{Exposure, Outcome};
+    use crate::report::campaign::summarise;
+
+    #[test]
+    fn a_campaign_page_escapes_names_and_links_its_charts_by_a_safe_file_name() {
+        let at = DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        let exposure = |customer_id, state: &str| Exposure {
+            run_id: 7,
+            customer_id,
+            state: state.into(),
+            variant: Some("<b>".into()),
+            start: at,
+        };
+        let report = summarise(
+            "spring <&> sale",
+            &[(7, at)],
+            &[exposure(1, "sent"), exposure(2, "control")],
+            &[Outcome { converted: true, revenue_cents: 500 }, Outcome::default()],
+            Duration::days(30),
+            at + Duration::days(31),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let page = write_campaign(dir.path(), &report).unwrap();
+        assert_eq!(page, dir.path().join("campaign-spring_____sale.html"));
+        let html = fs::read_to_string(&page).unwrap();
+        assert!(html.contains("<title>Campaign report: spring &lt;&amp;&gt; sale</title>"));
+        assert!(html.contains("<td class=\"num\">&lt;b&gt;</td>"), "the variant name is escaped");
+        assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+        for chart in ["conversion", "revenue", "uplift"] {
+            let file = format!("campaign-spring_____sale-{chart}.svg");
+            assert!(html.contains(&format!("<img src=\"{file}\"")), "{chart} not linked");
+            let svg = fs::read_to_string(dir.path().join(&file)).unwrap();
+            let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+            assert!(texts.iter().any(|t| t.starts_with("spring <&> sale: ")), "{file}: {texts:?}");
+        }
+    }
+}
