@@ -21,7 +21,7 @@ pub enum ReportCommand {
     /// was sent (for the control group: after the run's planned time). Every customer a run
     /// targeted counts, delivered or not, so the comparison with the control group is fair.
     Campaign {
-        /// The campaign's name (the name of its file without .toml).
+        /// The campaign's name (its `name`, or the name of its file without .toml), as `campaign list` shows it.
         name: String,
         /// Only this run (the ids are in the table of every run).
         #[arg(long, value_name = "ID")]
