@@ -131,6 +131,8 @@ pub struct LoyaltySettings {
     pub points_per_unit: f64,
     pub category_multipliers: std::collections::BTreeMap<String, f64>,
     pub expiry_months: u32,
+    pub welcome_bonus: i64,
+    pub birthday_bonus: i64,
     pub tier_basis: String,
     pub tiers: Vec<String>,
     pub downgrade_grace: String,
@@ -480,7 +482,18 @@ fn validate_loyalty(raw: &Config, loyalty: &LoyaltySettings) -> Result<(), Confi
         return Err(invalid(raw, "loyalty.points_per_unit", "must be a number of 0 or more"));
     }
     if let Some((category, _)) = loyalty.category_multipliers.iter().find(|(_, m)| !(m.is_finite() && **m >= 0.0)) {
-        return Err(invalid(raw, "loyalty.category_multipliers", format!("`{category}` needs a multiplier of 0 or more")));
+        return Err(invalid(
+            raw,
+            "loyalty.category_multipliers",
+            format!("`{category}` needs a multiplier of 0 or more"),
+        ));
+    }
+    for (key, bonus) in
+        [("loyalty.welcome_bonus", loyalty.welcome_bonus), ("loyalty.birthday_bonus", loyalty.birthday_bonus)]
+    {
+        if bonus < 0 {
+            return Err(invalid(raw, key, "must be 0 or more points"));
+        }
     }
     if !["spend", "points"].contains(&loyalty.tier_basis.as_str()) {
         return Err(invalid(raw, "loyalty.tier_basis", "expected `spend` or `points`"));
@@ -495,7 +508,8 @@ fn validate_loyalty(raw: &Config, loyalty: &LoyaltySettings) -> Result<(), Confi
     if tiers.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
         return Err(invalid(raw, "loyalty.tiers", "thresholds must rise from one tier to the next"));
     }
-    crate::duration::parse(&loyalty.downgrade_grace).map_err(|problem| invalid(raw, "loyalty.downgrade_grace", problem))?;
+    crate::duration::parse(&loyalty.downgrade_grace)
+        .map_err(|problem| invalid(raw, "loyalty.downgrade_grace", problem))?;
     Ok(())
 }
 

@@ -288,6 +288,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.downcast_ref::<crate::delivery::sender::MissingUnsubscribeSecret>().is_some()
         || error.downcast_ref::<crate::daemon::leader::AlreadyRunning>().is_some()
         || error.downcast_ref::<crate::loyalty::redemptions::Refused>().is_some()
+        || error.downcast_ref::<crate::loyalty::adjustments::Refused>().is_some()
         || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())

@@ -64,6 +64,12 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
     tracing::info!(model = %trained.model.name, auc = trained.new_auc, "demo: model trained");
     let scored = scoring::score(db, &settings.models_dir, now, None, now).await?;
     tracing::info!(customers = scored.customers, "demo: customers scored");
+    // As of a month ago and then now, as the nightly recompute would have:
+    // members who crossed a threshold since then are upgraded today.
+    let rules = crate::loyalty::engine::Rules::from(&settings.loyalty);
+    crate::loyalty::recompute(db, &rules, now - Duration::days(30)).await?;
+    let loyalty = crate::loyalty::recompute(db, &rules, now).await?;
+    tracing::info!(members = loyalty.members, upgrades = loyalty.upgrades, "demo: loyalty programme computed");
     Ok(true)
 }
 

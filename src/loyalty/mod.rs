@@ -6,58 +6,90 @@
 //! its cause (`order:ID`, `expire:order:ID`, `redemption:ID`), so a recompute
 //! or a re-import never counts anything twice.
 
+pub mod adjustments;
 pub mod engine;
 pub mod redemptions;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use futures_util::TryStreamExt;
-use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, OnConflict, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde::Serialize;
 
 use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
-use engine::{Account, Entry, Order, Outcome, Rules};
+use engine::{Account, Basis, Entry, Member, Order, Outcome, Rules, Standing};
 
 /// What a recompute changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub members: u64,
     pub new_members: u64,
+    /// Members run through the rules because something may have changed for them.
+    pub recomputed: u64,
     pub points_earned: i64,
+    pub bonus_points: i64,
     pub points_expired: i64,
     pub upgrades: u64,
     pub downgrades: u64,
 }
 
-/// Applies the rules to every customer with orders or an account, as of `as_of`.
+/// Members handled per round trip: bounded memory, and IN lists and
+/// multi-row INSERTs well within SQLite's bound-value limit.
+const CHUNK: usize = 1000;
+
+/// Brings every customer with orders or an account up to date as of `as_of`,
+/// in one transaction. Only members for whom something may have changed (a
+/// new order, no account yet, points expiring within 30 days, a birthday, a
+/// 12-month value outside their tier) are loaded and run through the rules;
+/// for the rest the balance and the distance to the next tier come from two
+/// aggregate queries.
 pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
-    let orders = load_orders(db, as_of).await?;
-    let ledger = load_ledger(db).await?;
-    let accounts = load_accounts(db).await?;
-    let mut members: Vec<i64> = orders.keys().chain(accounts.keys()).copied().collect();
-    members.sort_unstable();
-    members.dedup();
-    let mut report = Report { members: members.len() as u64, ..Report::default() };
-    let mut due: Vec<(i64, Outcome)> = Vec::new();
-    for customer_id in members {
-        let outcome = engine::recompute(
-            rules,
-            orders.get(&customer_id).map_or(&[], Vec::as_slice),
-            ledger.get(&customer_id).map_or(&[], Vec::as_slice),
-            accounts.get(&customer_id),
-            as_of,
-        );
-        count(&mut report, &outcome, rules);
-        if outcome != Outcome::default() {
-            due.push((customer_id, outcome));
+    let txn = db.begin().await?;
+    let accounts = load_accounts(&txn).await?;
+    let balances = balances_of_all(&txn).await?;
+    let values = basis_values(&txn, rules, as_of).await?;
+    let value_of = |id: &i64| values.get(id).copied().unwrap_or(0.0);
+    let mut changed = changed_members(&txn, rules, as_of).await?;
+    changed.extend(
+        accounts.iter().filter(|(id, a)| rules.rank(&a.tier) != Some(rules.tier_for(value_of(id)))).map(|(id, _)| *id),
+    );
+    let mut changed: Vec<i64> = changed.into_iter().collect();
+    changed.sort_unstable();
+
+    let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
+    for ids in changed.chunks(CHUNK) {
+        let outcomes = recompute_members(&txn, rules, &accounts, ids, as_of).await?;
+        for (_, outcome) in &outcomes {
+            count(&mut report, outcome, rules);
         }
+        write_outcomes(&txn, &accounts, &outcomes, as_of).await?;
     }
-    write(db, &due, as_of).await?;
+
+    let changed: HashSet<i64> = changed.into_iter().collect();
+    let moved: Vec<(i64, Account, Standing)> = accounts
+        .iter()
+        .filter(|(id, _)| !changed.contains(id))
+        .filter_map(|(id, stored)| {
+            let (account, old) = split(stored);
+            let standing = Standing {
+                points: balances.get(id).copied().unwrap_or(0),
+                // Anyone with points expiring within 30 days was recomputed above.
+                points_expiring_30d: 0,
+                next_tier: rules.next_tier(&account.tier, value_of(id)),
+            };
+            (standing != old).then_some((*id, account, standing))
+        })
+        .collect();
+    for rows in moved.chunks(CHUNK) {
+        txn.execute(&upsert_accounts(rows, as_of)).await?;
+    }
+    report.members = accounts.len() as u64 + report.new_members;
+    txn.commit().await?;
     Ok(report)
 }
 
@@ -65,80 +97,329 @@ fn count(report: &mut Report, outcome: &Outcome, rules: &Rules) {
     for entry in &outcome.new_entries {
         match entry.kind.as_str() {
             "earn" => report.points_earned += entry.points,
+            "bonus" => report.bonus_points += entry.points,
             _ => report.points_expired -= entry.points,
         }
     }
-    let rank = |tier: &str| rules.tiers.iter().position(|(name, _)| name == tier);
     match &outcome.tier_change {
         Some((None, _)) => report.new_members += 1,
-        Some((Some(from), to)) if rank(to) > rank(from) => report.upgrades += 1,
+        Some((Some(from), to)) if rules.rank(to) > rules.rank(from) => report.upgrades += 1,
         Some(_) => report.downgrades += 1,
         None => {}
     }
 }
 
-/// Rows per INSERT, well within SQLite's bound-value limit.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// The stored account as the engine sees it, and its stored standing.
+fn split(stored: &loyalty_account::Model) -> (Account, Standing) {
+    let account = Account {
+        tier: stored.tier.clone(),
+        tier_since: stored.tier_since,
+        joined_at: stored.joined_at,
+        direction: stored.tier_direction.clone(),
+    };
+    let standing = Standing {
+        points: stored.points,
+        points_expiring_30d: stored.points_expiring_30d,
+        next_tier: stored.next_tier.clone().zip(stored.points_to_next_tier),
+    };
+    (account, standing)
+}
 
-async fn write(db: &DatabaseConnection, due: &[(i64, Outcome)], now: DateTime<Utc>) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    let entries: Vec<(i64, &Entry)> =
-        due.iter().flat_map(|(customer, outcome)| outcome.new_entries.iter().map(move |e| (*customer, e))).collect();
-    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
+/// Loads the members `ids` (orders up to `as_of`, ledger, birthday) and runs the rules for each.
+async fn recompute_members(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    accounts: &HashMap<i64, loyalty_account::Model>,
+    ids: &[i64],
+    as_of: DateTime<Utc>,
+) -> Result<Vec<(i64, Outcome)>, DbErr> {
+    let mut orders = group(load_orders(txn, ids, as_of).await?);
+    let mut ledger = group(load_ledger(txn, ids).await?);
+    let birthdays: HashMap<i64, NaiveDate> = customer::Entity::find()
+        .select_only()
+        .columns([customer::Column::Id, customer::Column::Birthday])
+        .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .filter(customer::Column::Birthday.is_not_null())
+        .into_tuple::<(i64, NaiveDate)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let outcomes = ids.iter().map(|&customer_id| {
+        let account = accounts.get(&customer_id).map(|stored| split(stored).0);
+        let member = Member {
+            customer_id,
+            birthday: birthdays.get(&customer_id).copied(),
+            orders: &orders.remove(&customer_id).unwrap_or_default(),
+            ledger: &ledger.remove(&customer_id).unwrap_or_default(),
+            account: account.as_ref(),
+        };
+        (customer_id, engine::recompute(rules, &member, as_of))
+    });
+    Ok(outcomes.collect())
+}
+
+fn group<T>(rows: Vec<(i64, T)>) -> HashMap<i64, Vec<T>> {
+    let mut grouped: HashMap<i64, Vec<T>> = HashMap::new();
+    for (customer, row) in rows {
+        grouped.entry(customer).or_default().push(row);
+    }
+    grouped
+}
+
+/// Writes the new entries, the accounts (new, changed tier or moved standing) and the tier changes.
+async fn write_outcomes(
+    txn: &DatabaseTransaction,
+    accounts: &HashMap<i64, loyalty_account::Model>,
+    outcomes: &[(i64, Outcome)],
+    as_of: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let entries: Vec<(i64, &Entry)> = outcomes
+        .iter()
+        .flat_map(|(customer, outcome)| outcome.new_entries.iter().map(move |e| (*customer, e)))
+        .collect();
+    for chunk in entries.chunks(CHUNK) {
+        txn.execute(&insert_entries(chunk, as_of)).await?;
+    }
+    let rows: Vec<(i64, Account, Standing)> = outcomes
+        .iter()
+        .filter_map(|(customer, outcome)| {
+            let stored = accounts.get(customer).map(split);
+            let account = outcome.account.clone().or_else(|| stored.as_ref().map(|(a, _)| a.clone()))?;
+            let unchanged = outcome.account.is_none() && stored.is_some_and(|(_, s)| s == outcome.standing);
+            (!unchanged).then(|| (*customer, account, outcome.standing.clone()))
+        })
+        .collect();
+    if !rows.is_empty() {
+        txn.execute(&upsert_accounts(&rows, as_of)).await?;
+    }
+    let changes: Vec<(i64, &Option<String>, &String)> = outcomes
+        .iter()
+        .filter_map(|(customer, outcome)| outcome.tier_change.as_ref().map(|(from, to)| (*customer, from, to)))
+        .collect();
+    if !changes.is_empty() {
         let mut insert = Query::insert();
-        insert.into_table("loyalty_ledger").columns([
-            "customer_id",
-            "entry_kind",
-            "points",
-            "source_key",
-            "order_id",
-            "occurred_at",
-            "expires_at",
-            "created_at",
-        ]);
-        for (customer, entry) in chunk {
-            insert.values_panic([
-                (*customer).into(),
-                entry.kind.clone().into(),
-                entry.points.into(),
-                entry.source_key.clone().into(),
-                entry.order_id.into(),
-                entry.at.into(),
-                entry.expires_at.into(),
-                now.into(),
-            ]);
+        insert.into_table("loyalty_tier_changes").columns(["customer_id", "from_tier", "to_tier", "changed_at"]);
+        for (customer, from, to) in changes {
+            insert.values_panic([customer.into(), from.clone().into(), to.clone().into(), as_of.into()]);
         }
-        insert.on_conflict(OnConflict::column("source_key").do_nothing().to_owned());
         txn.execute(&insert).await?;
     }
-    for (customer, outcome) in due {
-        if let Some(account) = &outcome.account {
-            let upsert = Query::insert()
-                .into_table("loyalty_accounts")
-                .columns(["customer_id", "tier", "tier_since", "joined_at", "updated_at"])
-                .values_panic([
-                    (*customer).into(),
-                    account.tier.clone().into(),
-                    account.tier_since.into(),
-                    account.joined_at.into(),
-                    now.into(),
-                ])
-                .on_conflict(
-                    OnConflict::column("customer_id").update_columns(["tier", "tier_since", "updated_at"]).to_owned(),
-                )
-                .to_owned();
-            txn.execute(&upsert).await?;
-        }
-        if let Some((from, to)) = &outcome.tier_change {
-            let change = Query::insert()
-                .into_table("loyalty_tier_changes")
-                .columns(["customer_id", "from_tier", "to_tier", "changed_at"])
-                .values_panic([(*customer).into(), from.clone().into(), to.clone().into(), now.into()])
-                .to_owned();
-            txn.execute(&change).await?;
+    Ok(())
+}
+
+fn insert_entries(entries: &[(i64, &Entry)], now: DateTime<Utc>) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table("loyalty_ledger").columns([
+        "customer_id",
+        "entry_kind",
+        "points",
+        "source_key",
+        "order_id",
+        "occurred_at",
+        "expires_at",
+        "created_at",
+    ]);
+    for (customer, entry) in entries {
+        insert.values_panic([
+            (*customer).into(),
+            entry.kind.clone().into(),
+            entry.points.into(),
+            entry.source_key.clone().into(),
+            entry.order_id.into(),
+            entry.at.into(),
+            entry.expires_at.into(),
+            now.into(),
+        ]);
+    }
+    insert.on_conflict(OnConflict::column("source_key").do_nothing().to_owned());
+    insert
+}
+
+/// Inserts or rewrites the accounts (all but `joined_at`, which never changes).
+fn upsert_accounts(rows: &[(i64, Account, Standing)], now: DateTime<Utc>) -> sea_orm::sea_query::InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table("loyalty_accounts").columns([
+        "customer_id",
+        "tier",
+        "tier_since",
+        "joined_at",
+        "updated_at",
+        "points",
+        "points_expiring_30d",
+        "next_tier",
+        "points_to_next_tier",
+        "tier_direction",
+    ]);
+    for (customer, account, standing) in rows {
+        let (next_tier, missing) = standing.next_tier.clone().unzip();
+        insert.values_panic([
+            (*customer).into(),
+            account.tier.clone().into(),
+            account.tier_since.into(),
+            account.joined_at.into(),
+            now.into(),
+            standing.points.into(),
+            standing.points_expiring_30d.into(),
+            next_tier.into(),
+            missing.into(),
+            account.direction.clone().into(),
+        ]);
+    }
+    insert.on_conflict(
+        OnConflict::column("customer_id")
+            .update_columns([
+                "tier",
+                "tier_since",
+                "updated_at",
+                "points",
+                "points_expiring_30d",
+                "next_tier",
+                "points_to_next_tier",
+                "tier_direction",
+            ])
+            .to_owned(),
+    );
+    insert
+}
+
+async fn load_accounts(txn: &DatabaseTransaction) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
+    let mut rows = loyalty_account::Entity::find().stream(txn).await?;
+    let mut accounts = HashMap::new();
+    while let Some(account) = rows.try_next().await? {
+        accounts.insert(account.customer_id, account);
+    }
+    Ok(accounts)
+}
+
+/// Every member's balance: the sum of their ledger.
+async fn balances_of_all(txn: &DatabaseTransaction) -> Result<HashMap<i64, i64>, DbErr> {
+    let sum = Query::select()
+        .column("customer_id")
+        .expr(Expr::cust("CAST(SUM(points) AS BIGINT)"))
+        .from("loyalty_ledger")
+        .group_by_col("customer_id")
+        .to_owned();
+    pairs(txn, &sum).await
+}
+
+/// Every member's 12-month value as of `as_of`, in the tier basis: spend
+/// from the orders, or points earned from the ledger's `earn` entries.
+async fn basis_values(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    as_of: DateTime<Utc>,
+) -> Result<HashMap<i64, f64>, DbErr> {
+    let since = as_of - Duration::days(365);
+    let query = match rules.basis {
+        Basis::Spend => Query::select()
+            .column("customer_id")
+            .expr(Expr::cust("CAST(SUM(amount_cents) AS BIGINT)"))
+            .from("orders")
+            .and_where(Expr::col("ordered_at").gt(since))
+            .and_where(Expr::col("ordered_at").lte(as_of))
+            .group_by_col("customer_id")
+            .to_owned(),
+        Basis::Points => Query::select()
+            .column("customer_id")
+            .expr(Expr::cust("CAST(SUM(points) AS BIGINT)"))
+            .from("loyalty_ledger")
+            .and_where(Expr::col("entry_kind").eq("earn"))
+            .and_where(Expr::col("occurred_at").gt(since))
+            .and_where(Expr::col("occurred_at").lte(as_of))
+            .group_by_col("customer_id")
+            .to_owned(),
+    };
+    let divisor = if rules.basis == Basis::Spend { 100.0 } else { 1.0 };
+    Ok(pairs(txn, &query).await?.into_iter().map(|(id, sum)| (id, sum as f64 / divisor)).collect())
+}
+
+async fn pairs(txn: &DatabaseTransaction, query: &SelectStatement) -> Result<HashMap<i64, i64>, DbErr> {
+    let rows = txn.query_all(query).await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get_by_index::<i64>(0)?, row.try_get_by_index::<Option<i64>>(1)?.unwrap_or(0))))
+        .collect()
+}
+
+/// Customers for whom something happened that the aggregates cannot show:
+/// an order without points yet or no account; points expiring by 30 days
+/// from now that are not settled; a birthday in the last week.
+async fn changed_members(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    as_of: DateTime<Utc>,
+) -> Result<HashSet<i64>, DbErr> {
+    let not_exists = |query: SelectStatement| Expr::exists(query).not();
+    let unearned = Query::select()
+        .distinct()
+        .column(("o", "customer_id"))
+        .from_as("orders", "o")
+        .and_where(Expr::col(("o", "ordered_at")).lte(as_of))
+        .cond_where(
+            Condition::any()
+                .add(not_exists(
+                    Query::select()
+                        .expr(Expr::val(1))
+                        .from_as("loyalty_ledger", "l")
+                        .and_where(Expr::col(("l", "order_id")).equals(("o", "id")))
+                        .to_owned(),
+                ))
+                .add(not_exists(
+                    Query::select()
+                        .expr(Expr::val(1))
+                        .from_as("loyalty_accounts", "a")
+                        .and_where(Expr::col(("a", "customer_id")).equals(("o", "customer_id")))
+                        .to_owned(),
+                )),
+        )
+        .to_owned();
+    let unsettled = Query::select()
+        .distinct()
+        .column(("l", "customer_id"))
+        .from_as("loyalty_ledger", "l")
+        .and_where(Expr::col(("l", "points")).gt(0))
+        .and_where(Expr::col(("l", "expires_at")).lte(as_of + Duration::days(30)))
+        .and_where(not_exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from_as("loyalty_ledger", "e")
+                .and_where(Expr::col(("e", "source_key")).eq(Expr::cust(r#"'expire:' || "l"."source_key""#)))
+                .to_owned(),
+        ))
+        .to_owned();
+    let mut queries = vec![unearned, unsettled];
+    if rules.birthday_bonus > 0 {
+        queries.push(birthdays_in_last_week(txn.get_database_backend(), as_of));
+    }
+    let mut changed = HashSet::new();
+    for query in &queries {
+        for row in txn.query_all(query).await? {
+            changed.insert(row.try_get_by_index::<i64>(0)?);
         }
     }
-    txn.commit().await
+    Ok(changed)
+}
+
+/// Members whose birthday (month and day) fell in the 7 days up to `as_of`.
+fn birthdays_in_last_week(backend: DbBackend, as_of: DateTime<Utc>) -> SelectStatement {
+    let mut days: Vec<String> = Vec::new();
+    for back in 0..7 {
+        let day = as_of.date_naive() - Duration::days(back);
+        days.push(day.format("%m-%d").to_string());
+        if (day.month(), day.day()) == (2, 28) && !day.leap_year() {
+            days.push("02-29".into());
+        }
+    }
+    let month_day = match backend {
+        DbBackend::Sqlite => r#"strftime('%m-%d', "customers"."birthday")"#,
+        _ => r#"to_char("customers"."birthday", 'MM-DD')"#,
+    };
+    Query::select()
+        .column(("loyalty_accounts", "customer_id"))
+        .from("loyalty_accounts")
+        .inner_join("customers", Expr::col(("customers", "id")).equals(("loyalty_accounts", "customer_id")))
+        .and_where(Expr::cust(month_day).is_in(days))
+        .to_owned()
 }
 
 /// id, customer, time, amount in cents, category.
@@ -146,9 +427,8 @@ type OrderRow = (i64, i64, DateTime<Utc>, i64, Option<String>);
 /// customer, kind, points, source key, time, expiry, order.
 type LedgerRow = (i64, String, i64, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>);
 
-async fn load_orders(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<HashMap<i64, Vec<Order>>, DbErr> {
-    // Streamed row by row: collecting the result first held every row twice.
-    let mut rows = order::Entity::find()
+async fn load_orders(txn: &DatabaseTransaction, ids: &[i64], as_of: DateTime<Utc>) -> Result<Vec<(i64, Order)>, DbErr> {
+    let rows = order::Entity::find()
         .select_only()
         .columns([
             order::Column::Id,
@@ -157,20 +437,19 @@ async fn load_orders(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Ha
             order::Column::AmountCents,
             order::Column::Category,
         ])
+        .filter(order::Column::CustomerId.is_in(ids.iter().copied()))
         .filter(order::Column::OrderedAt.lte(as_of))
         .into_tuple::<OrderRow>()
-        .stream(db)
+        .all(txn)
         .await?;
-    let mut by_customer: HashMap<i64, Vec<Order>> = HashMap::new();
-    while let Some((id, customer, at, amount_cents, category)) = rows.try_next().await? {
-        by_customer.entry(customer).or_default().push(Order { id, at, amount_cents, category });
-    }
-    Ok(by_customer)
+    Ok(rows
+        .into_iter()
+        .map(|(id, customer, at, amount_cents, category)| (customer, Order { id, at, amount_cents, category }))
+        .collect())
 }
 
-async fn load_ledger(db: &DatabaseConnection) -> Result<HashMap<i64, Vec<Entry>>, DbErr> {
-    let mut by_customer: HashMap<i64, Vec<Entry>> = HashMap::new();
-    let mut rows = loyalty_ledger::Entity::find()
+async fn load_ledger(txn: &DatabaseTransaction, ids: &[i64]) -> Result<Vec<(i64, Entry)>, DbErr> {
+    let rows = loyalty_ledger::Entity::find()
         .select_only()
         .columns([
             loyalty_ledger::Column::CustomerId,
@@ -181,22 +460,16 @@ async fn load_ledger(db: &DatabaseConnection) -> Result<HashMap<i64, Vec<Entry>>
             loyalty_ledger::Column::ExpiresAt,
             loyalty_ledger::Column::OrderId,
         ])
+        .filter(loyalty_ledger::Column::CustomerId.is_in(ids.iter().copied()))
         .order_by_asc(loyalty_ledger::Column::Id)
         .into_tuple::<LedgerRow>()
-        .stream(db)
+        .all(txn)
         .await?;
-    while let Some((customer, kind, points, source_key, at, expires_at, order_id)) = rows.try_next().await? {
-        by_customer.entry(customer).or_default().push(Entry { kind, points, source_key, at, expires_at, order_id });
-    }
-    Ok(by_customer)
-}
-
-async fn load_accounts(db: &DatabaseConnection) -> Result<HashMap<i64, Account>, DbErr> {
-    Ok(loyalty_account::Entity::find()
-        .all(db)
-        .await?
+    Ok(rows
         .into_iter()
-        .map(|a| (a.customer_id, Account { tier: a.tier, tier_since: a.tier_since, joined_at: a.joined_at }))
+        .map(|(customer, kind, points, source_key, at, expires_at, order_id)| {
+            (customer, Entry { kind, points, source_key, at, expires_at, order_id })
+        })
         .collect())
 }
 
@@ -209,6 +482,8 @@ pub struct Statement {
     pub tier_since: Option<DateTime<Utc>>,
     /// The next tier up and what is still missing to reach it.
     pub next_tier: Option<(String, f64)>,
+    /// As of the last recompute.
+    pub points_expiring_30d: i64,
     pub recent: Vec<(DateTime<Utc>, String, i64, String)>,
 }
 
@@ -232,17 +507,21 @@ pub async fn statement(
     let account = loyalty_account::Entity::find_by_id(customer.id).one(db).await?;
     let orders = load_customer_orders(db, customer.id, as_of).await?;
     let value = rules.basis_value(&orders, as_of);
-    let held = account.as_ref().and_then(|a| rules.tiers.iter().position(|(name, _)| *name == a.tier));
-    let next_tier = held
-        .and_then(|held| rules.tiers.get(held + 1))
-        .map(|(name, threshold)| (name.clone(), (threshold - value).max(0.0)));
+    let next_tier = account.as_ref().and_then(|a| rules.next_tier(&a.tier, value));
     Ok(Some(Statement {
         external_id: customer.external_id,
         balance: entries.iter().map(|e| e.points).sum(),
         tier: account.as_ref().map(|a| a.tier.clone()),
         tier_since: account.as_ref().map(|a| a.tier_since),
         next_tier,
-        recent: entries.into_iter().take(10).map(|e| (e.occurred_at, e.entry_kind, e.points, e.source_key)).collect(),
+        points_expiring_30d: account.as_ref().map_or(0, |a| a.points_expiring_30d),
+        // A lot that expired after being used up leaves a 0-point entry: nothing to show.
+        recent: entries
+            .into_iter()
+            .filter(|e| e.points != 0)
+            .take(10)
+            .map(|e| (e.occurred_at, e.entry_kind, e.points, e.source_key))
+            .collect(),
     }))
 }
 
@@ -264,7 +543,7 @@ async fn load_customer_orders(
 /// The current balance of each of `customer_ids` (the sum of its ledger).
 pub async fn balances<C: ConnectionTrait>(db: &C, customer_ids: &[i64]) -> Result<HashMap<i64, i64>, DbErr> {
     let mut balances = HashMap::new();
-    for ids in customer_ids.chunks(ROWS_PER_STATEMENT) {
+    for ids in customer_ids.chunks(CHUNK) {
         // Summed here: SUM of a bigint is a numeric on PostgreSQL.
         let rows: Vec<(i64, i64)> = loyalty_ledger::Entity::find()
             .select_only()
@@ -278,4 +557,16 @@ pub async fn balances<C: ConnectionTrait>(db: &C, customer_ids: &[i64]) -> Resul
         }
     }
     Ok(balances)
+}
+
+/// Keeps an account's stored balance in step with an entry written outside a
+/// recompute (a redemption, an adjustment); a customer without an account
+/// gets one at the next recompute, with the ledger's sum.
+pub async fn add_to_balance<C: ConnectionTrait>(db: &C, customer_id: i64, points: i64) -> Result<(), DbErr> {
+    let update = Query::update()
+        .table("loyalty_accounts")
+        .value("points", Expr::col("points").add(points))
+        .and_where(Expr::col("customer_id").eq(customer_id))
+        .to_owned();
+    db.execute(&update).await.map(|_| ())
 }

@@ -101,6 +101,7 @@ pub async fn import(db: &DatabaseConnection, path: &Path) -> anyhow::Result<Impo
             .on_conflict(OnConflict::column("source_key").do_nothing().to_owned())
             .to_owned();
         txn.execute(&insert).await?;
+        super::add_to_balance(&txn, *customer_id, -row.points).await?;
     }
     txn.commit().await?;
     Ok(Imported { rows: rows.len(), new: new.len(), already_imported: rows.len() - new.len() })

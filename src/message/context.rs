@@ -10,7 +10,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Map, Value as Json, json};
 
 use crate::campaign::Campaign;
-use crate::db::entities::{customer, feature_snapshot, score};
+use crate::db::entities::{customer, feature_snapshot, loyalty_account, score};
 use crate::segment::compile::FIELDS;
 
 /// What the database holds about one recipient.
@@ -20,6 +20,8 @@ pub struct Recipient {
     /// Every feature by its segment name; `null` where the customer has no value.
     features: Map<String, Json>,
     score: Option<(f64, i16)>,
+    /// `None` for a customer who is not (yet) a loyalty member.
+    loyalty: Option<loyalty_account::Model>,
 }
 
 /// Rows per `IN (...)` list: well under SQLite's bound-value limit.
@@ -56,6 +58,13 @@ pub async fn load<C: ConnectionTrait>(
                 .collect(),
             None => HashMap::new(),
         };
+        let mut accounts: HashMap<i64, loyalty_account::Model> = loyalty_account::Entity::find()
+            .filter(loyalty_account::Column::CustomerId.is_in(ids.iter().copied()))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|a| (a.customer_id, a))
+            .collect();
         for customer in customers {
             let snapshot = snapshots.remove(&customer.id).unwrap_or_default();
             let features = FIELDS
@@ -64,7 +73,8 @@ pub async fn load<C: ConnectionTrait>(
                 .map(|f| (f.0.to_owned(), snapshot.get(f.3).cloned().unwrap_or(Json::Null)))
                 .collect();
             let score = scores.remove(&customer.id);
-            recipients.insert(customer.id, Recipient { customer, features, score });
+            let loyalty = accounts.remove(&customer.id);
+            recipients.insert(customer.id, Recipient { customer, features, score, loyalty });
         }
     }
     Ok(recipients)
@@ -84,7 +94,7 @@ impl Recipient {
                 "birthday": customer.birthday.map(|b| b.to_string()),
                 "attributes": customer.attributes,
             },
-            "loyalty": {"points": features.get("loyalty_points"), "tier": features.get("loyalty_tier")},
+            "loyalty": self.loyalty_variables(),
             "features": features,
             "propensity": self.score.map(|s| s.0),
             "propensity_decile": self.score.map(|s| s.1),
@@ -93,6 +103,21 @@ impl Recipient {
             "unsubscribe_url": unsubscribe_url,
         });
         Value::from(minijinja::value::Serde(context))
+    }
+
+    /// The member's standing, the same values as the segment fields; every
+    /// value is null for a customer who is not a member.
+    fn loyalty_variables(&self) -> Json {
+        let account = self.loyalty.as_ref();
+        json!({
+            "points": account.map(|a| a.points),
+            "tier": account.map(|a| &a.tier),
+            "tier_direction": account.and_then(|a| a.tier_direction.as_ref()),
+            "tier_changed_days_ago": account.map(|a| (chrono::Utc::now() - a.tier_since).num_days()),
+            "points_expiring_30d": account.map(|a| a.points_expiring_30d),
+            "next_tier": account.and_then(|a| a.next_tier.as_ref()),
+            "points_to_next_tier": account.and_then(|a| a.points_to_next_tier),
+        })
     }
 }
 

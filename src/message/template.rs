@@ -51,8 +51,16 @@ pub struct TemplateError {
 /// The variables a template may use, with the fields under them. `attributes`
 /// holds whatever columns the customer import carried, so any name is allowed there.
 const CUSTOMER_FIELDS: &[&str] = &["first_name", "last_name", "email", "external_id", "birthday", "attributes"];
-/// Grows with the loyalty programme (next tier, expiring points).
-const LOYALTY_FIELDS: &[&str] = &["points", "tier"];
+/// The member's standing, as the loyalty segment fields.
+const LOYALTY_FIELDS: &[&str] = &[
+    "points",
+    "tier",
+    "tier_direction",
+    "tier_changed_days_ago",
+    "points_expiring_30d",
+    "next_tier",
+    "points_to_next_tier",
+];
 const CAMPAIGN_FIELDS: &[&str] = &["name", "description"];
 const SCALARS: &[&str] = &["propensity", "propensity_decile", "variant", "unsubscribe_url"];
 
@@ -183,7 +191,6 @@ fn syntax_error(part: Part, source: &str, error: &minijinja::Error) -> TemplateE
 fn line_start(text: &str, line: usize) -> usize {
     text.match_indices('\n').nth(line.saturating_sub(2)).map_or(0, |(i, _)| if line <= 1 { 0 } else { i + 1 })
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -44,7 +44,19 @@ pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
     // such as "birthday today" must not wait for the next feature snapshot.
     ("birthday_today", FieldType::Bool, LIVE, "birthday_today"),
     ("days_since_complaint_resolved", FieldType::Days, LIVE, "days_since_complaint_resolved"),
+    // The loyalty account as the last recompute (or redemption) left it.
+    ("points", FieldType::Number, LIVE, "points"),
+    ("tier", FieldType::Text, LIVE, "tier"),
+    ("tier_direction", FieldType::Text, LIVE, "tier_direction"),
+    ("tier_changed_days_ago", FieldType::Days, LIVE, "tier_changed_days_ago"),
+    ("points_expiring_30d", FieldType::Number, LIVE, "points_expiring_30d"),
+    ("next_tier", FieldType::Text, LIVE, "next_tier"),
+    ("points_to_next_tier", FieldType::Number, LIVE, "points_to_next_tier"),
 ];
+
+/// Loyalty fields read straight from the member's account row.
+const ACCOUNT_COLUMNS: &[&str] =
+    &["points", "tier", "tier_direction", "points_expiring_30d", "next_tier", "points_to_next_tier"];
 
 /// The "table" of fields computed at evaluation time rather than read from a column.
 const LIVE: &str = "live";
@@ -86,7 +98,8 @@ pub fn from_customers(model_id: Option<i64>) -> SelectStatement {
         .from(customers.clone())
         .left_join(
             Alias::new("feature_snapshots"),
-            Sql::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))).equals((customers.clone(), Alias::new("id"))),
+            Sql::col((Alias::new("feature_snapshots"), Alias::new("customer_id")))
+                .equals((customers.clone(), Alias::new("id"))),
         )
         .left_join(
             Alias::new("scores"),
@@ -136,7 +149,11 @@ pub fn column(field: &Field, compared_with: &Value, context: &Context) -> Simple
         Field::Named(name) => {
             let (_, _, table, column) =
                 FIELDS.iter().find(|f| f.0 == name).expect("the validator only lets known fields through");
-            if *table == LIVE { live_column(column, context) } else { Sql::col((Alias::new(*table), Alias::new(*column))) }
+            if *table == LIVE {
+                live_column(column, context)
+            } else {
+                Sql::col((Alias::new(*table), Alias::new(*column)))
+            }
         }
         Field::Attribute(name) => match (context.backend, compared_with) {
             // `$."name"` is a JSON path; NAME is letters, digits and `_` only.
@@ -147,7 +164,9 @@ pub fn column(field: &Field, compared_with: &Value, context: &Context) -> Simple
                     FROM (SELECT trim(json_extract("customers"."attributes", ?)) AS v))"#,
                 [json_path(name)],
             ),
-            (DbBackend::Sqlite, _) => Sql::cust_with_values(r#"json_extract("customers"."attributes", ?)"#, [json_path(name)]),
+            (DbBackend::Sqlite, _) => {
+                Sql::cust_with_values(r#"json_extract("customers"."attributes", ?)"#, [json_path(name)])
+            }
             (_, Value::Number(_)) => Sql::cust_with_values(
                 r#"(CASE WHEN trim("customers"."attributes" ->> $1) ~ '^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)$'
                     THEN CAST(trim("customers"."attributes" ->> $1) AS DOUBLE PRECISION) END)"#,
@@ -166,7 +185,8 @@ fn live_column(name: &str, context: &Context) -> SimpleExpr {
             // Someone born on 29 February celebrates on the 28th in other years.
             let today = context.today.format("%m-%d").to_string();
             let (month, day) = (context.today.month(), context.today.day());
-            let leap_day = if (month, day) == (2, 28) && !context.today.leap_year() { "02-29".to_owned() } else { today.clone() };
+            let leap_day =
+                if (month, day) == (2, 28) && !context.today.leap_year() { "02-29".to_owned() } else { today.clone() };
             if sqlite {
                 Sql::cust_with_values(r#"(strftime('%m-%d', "customers"."birthday") IN (?, ?))"#, [today, leap_day])
             } else {
@@ -187,8 +207,30 @@ fn live_column(name: &str, context: &Context) -> SimpleExpr {
                 )
             }
         }
+        "tier_changed_days_ago" => {
+            let since = account_column("tier_since");
+            if sqlite {
+                let now = context.now.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+                Sql::cust_with_values(format!("(julianday(?) - julianday({since}))"), [now])
+            } else {
+                Sql::cust_with_values(
+                    format!("(EXTRACT(EPOCH FROM (CAST($1 AS TIMESTAMPTZ) - {since})) / 86400.0)"),
+                    [context.now],
+                )
+            }
+        }
+        column if ACCOUNT_COLUMNS.contains(&column) => Sql::cust(account_column(column)),
         _ => unreachable!("every live field is listed here"),
     }
+}
+
+/// A column of the customer's loyalty account (NULL for a non-member), as a
+/// subquery: evaluated only by segments that use it, by primary key.
+fn account_column(column: &str) -> String {
+    format!(
+        r#"(SELECT "loyalty_accounts"."{column}" FROM "loyalty_accounts"
+            WHERE "loyalty_accounts"."customer_id" = "customers"."id")"#
+    )
 }
 
 fn json_path(name: &str) -> String {

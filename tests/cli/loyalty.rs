@@ -1,5 +1,10 @@
 //! The loyalty programme through the binary: accrual, idempotence,
-//! redemptions and the statement, on hand-computed numbers.
+//! redemptions, adjustments, the statement and the tier-upgrade campaign, on
+//! hand-computed numbers.
+
+use std::path::Path;
+
+use chrono::{Duration, Utc};
 
 use crate::support::{TestEnv, each_backend};
 
@@ -34,12 +39,22 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
             run.stdout
         };
         // A: 120 + 200 × 2 = 520 points; 320.50 spent, below silver (500). B: 80 (O4 comes after the date).
+        // Each gets the welcome bonus (100, dated at the first order).
         let first = recompute("2025-06-30");
         assert!(
-            first.starts_with("2 members (2 new): 600 points earned, 0 expired; 0 upgrades, 0 downgrades"),
+            first.starts_with("2 members (2 new): 600 points earned, 200 bonus, 0 expired; 0 upgrades, 0 downgrades"),
             "{first}"
         );
-        assert_eq!(ledger(env), ["A earn 120 order:1", "A earn 400 order:2", "B earn 80 order:3"]);
+        assert_eq!(
+            ledger(env),
+            [
+                "A earn 120 order:1",
+                "A bonus 100 welcome:1",
+                "A earn 400 order:2",
+                "B earn 80 order:3",
+                "B bonus 100 welcome:2"
+            ]
+        );
         assert_eq!(
             env.strings("SELECT c.external_id || ' ' || a.tier FROM loyalty_accounts a JOIN customers c ON c.id = a.customer_id ORDER BY 1"),
             ["A member", "B member"]
@@ -47,24 +62,25 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
 
         // Importing the orders again and recomputing adds nothing.
         assert_eq!(import(env, "orders", ORDERS).code, 0);
-        assert!(recompute("2025-06-30").contains(": 0 points earned, 0 expired;"));
-        assert_eq!(ledger(env).len(), 3);
+        let again = recompute("2025-06-30");
+        assert!(again.contains(": 0 points earned, 0 bonus, 0 expired;") && again.contains("(0 recomputed"), "{again}");
+        assert_eq!(ledger(env).len(), 5);
 
         // A redemption above the balance refuses the whole file.
         let refused = import(
             env,
             "redemptions",
-            "redemption_id,customer_id,points,redeemed_at\nR1,A,100,2025-07-01\nR2,B,81,2025-07-01\n",
+            "redemption_id,customer_id,points,redeemed_at\nR1,A,100,2025-07-01\nR2,B,181,2025-07-01\n",
         );
         assert_eq!(refused.code, 2, "{}", refused.stderr);
         assert!(
             refused
                 .stderr
-                .contains("line 3: redemption `R2` of 81 points is above customer `B`'s balance of 80 points"),
+                .contains("line 3: redemption `R2` of 181 points is above customer `B`'s balance of 180 points"),
             "{}",
             refused.stderr
         );
-        assert_eq!(ledger(env).len(), 3, "nothing was imported");
+        assert_eq!(ledger(env).len(), 5, "nothing was imported");
         let accepted =
             import(env, "redemptions", "redemption_id,customer_id,points,redeemed_at\nR1,A,100,2025-07-01\n");
         assert_eq!(
@@ -74,8 +90,85 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
         let again = import(env, "redemptions", "redemption_id,customer_id,points,redeemed_at\nR1,A,100,2025-07-01\n");
         assert!(again.stdout.ends_with("1 redemptions read, 0 new, 1 already imported\n"), "{}", again.stdout);
 
+        // A deduction above the balance is refused; an addition keeps its reason.
+        let refused = env.patron(&["loyalty", "adjust", "A", "-521", "--reason", "typo"]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("an adjustment of -521 points is above customer `A`'s balance of 520 points"),
+            "{}",
+            refused.stderr
+        );
+        let added = env.ok(&["loyalty", "adjust", "A", "30", "--reason", "goodwill, ticket 12"]).stdout;
+        assert_eq!(added, "customer A: +30 points (goodwill, ticket 12); balance 550 points\n");
+        assert_eq!(
+            env.strings("SELECT reason FROM loyalty_ledger WHERE entry_kind = 'adjust'"),
+            ["goodwill, ticket 12"]
+        );
+        // The stored balance follows redemptions and adjustments.
+        assert_eq!(
+            env.strings("SELECT CAST(points AS TEXT) FROM loyalty_accounts ORDER BY customer_id"),
+            ["550", "180"]
+        );
+
         let show = env.ok(&["loyalty", "show", "A"]).stdout;
-        assert!(show.starts_with("customer A: 420 points\ntier: member since "), "{show}");
+        assert!(show.starts_with("customer A: 550 points\ntier: member since "), "{show}");
         assert!(show.contains("  2025-07-01  redeem       -100  redemption:R1\n"), "{show}");
+    });
+}
+
+/// Copies a shipped campaign and its templates into the test's `campaigns/`.
+fn ship_campaign(env: &TestEnv, name: &str) {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
+    std::fs::create_dir_all(env.dir.path().join("campaigns/templates")).unwrap();
+    env.write(&format!("campaigns/{name}.toml"), std::fs::read(shipped.join(format!("{name}.toml"))).unwrap());
+    for extension in ["html", "txt"] {
+        let template = format!("templates/{name}.{extension}");
+        env.write(&format!("campaigns/{template}"), std::fs::read(shipped.join(&template)).unwrap());
+    }
+}
+
+#[test]
+fn a_member_upgraded_yesterday_is_congratulated_once_and_never_again_for_that_upgrade() {
+    each_backend(|env| {
+        let day = |days_ago: i64| (Utc::now() - Duration::days(days_ago)).format("%Y-%m-%d").to_string();
+        import(env, "customers", "customer_id,email,first_name\nA,a@example.com,Ann\nB,b@example.com,Bob\n");
+        // A crosses silver (500) with the order of two days ago; B stays a member.
+        let orders = format!(
+            "order_id,customer_id,ordered_at,amount\nO1,A,{},300.00\nO2,A,{},250.00\nO3,B,{},100.00\n",
+            day(40),
+            day(2),
+            day(40)
+        );
+        assert_eq!(import(env, "orders", &orders).code, 0);
+        env.ok(&["loyalty", "recompute", "--as-of", &day(3)]);
+        let upgrade = env.ok(&["loyalty", "recompute", "--as-of", &day(1)]).stdout;
+        assert!(upgrade.contains("; 1 upgrades, 0 downgrades"), "{upgrade}");
+        assert_eq!(
+            env.strings("SELECT CAST(customer_id AS TEXT) || ' ' || tier || ' ' || tier_direction FROM loyalty_accounts WHERE tier_direction IS NOT NULL"),
+            ["1 silver up"]
+        );
+        ship_campaign(env, "loyalty_tier_upgrade");
+
+        let preview = env.ok(&["campaign", "preview", "loyalty_tier_upgrade"]).stdout;
+        assert!(preview.contains("  segment                   1\n"), "{preview}");
+        assert!(preview.contains("Subject: You are now silver, Ann!"), "{preview}");
+        let first = env.ok(&["campaign", "run", "loyalty_tier_upgrade"]).stdout;
+        assert!(first.ends_with("1 message(s), 0 in the control group\n"), "{first}");
+        let recipients = "SELECT c.external_id FROM outbox o JOIN customers c ON c.id = o.customer_id";
+        assert_eq!(env.strings(recipients), ["A"]);
+
+        // The next days: the nightly recompute changes nothing, the cooldown keeps A out.
+        let nightly = env.ok(&["loyalty", "recompute"]).stdout;
+        assert!(nightly.contains("; 0 upgrades, 0 downgrades"), "{nightly}");
+        // A run is identified by its second: the next one must be a later second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let second = env.ok(&["campaign", "run", "loyalty_tier_upgrade"]).stdout;
+        assert!(second.ends_with("0 message(s), 0 in the control group\n"), "{second}");
+        // A week on, the upgrade has left the segment itself (the cooldown no longer matters).
+        let eight_days_ago = (Utc::now() - Duration::days(8)).format("%Y-%m-%d %H:%M:%S+00:00");
+        env.execute(&format!("UPDATE loyalty_accounts SET tier_since = '{eight_days_ago}'"));
+        let later = env.ok(&["campaign", "preview", "loyalty_tier_upgrade"]).stdout;
+        assert!(later.contains("  segment                   0\n"), "{later}");
+        assert_eq!(env.strings(recipients), ["A"]);
     });
 }

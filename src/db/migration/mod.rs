@@ -8,6 +8,7 @@ mod m20261123_000002_create_loyalty;
 mod m20261123_000003_create_scoring;
 mod m20261123_000004_create_campaigns;
 mod m20261123_000005_planning_indexes;
+mod m20261130_000006_loyalty_standing;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_scoring::Migration),
             Box::new(m20261123_000004_create_campaigns::Migration),
             Box::new(m20261123_000005_planning_indexes::Migration),
+            Box::new(m20261130_000006_loyalty_standing::Migration),
         ]
     }
 }
