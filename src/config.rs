@@ -41,6 +41,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
+    pub report: ReportSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +158,32 @@ fn parse_tier(text: &str) -> Result<(String, f64), String> {
         return Err(format!("`{text}` needs a name and a threshold of 0 or more"));
     }
     Ok((name.to_owned(), threshold))
+}
+
+/// `patron report`; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    pub attribution_window: String,
+    pub expected_years: f64,
+}
+
+impl ReportSettings {
+    pub fn attribution_window(&self) -> chrono::Duration {
+        crate::duration::parse(&self.attribution_window).expect("checked when the settings were loaded")
+    }
+}
+
+fn validate_report(raw: &Config, report: &ReportSettings) -> Result<(), ConfigError> {
+    let window =
+        crate::duration::parse(&report.attribution_window).map_err(|p| invalid(raw, "report.attribution_window", p))?;
+    if window.is_zero() {
+        return Err(invalid(raw, "report.attribution_window", "must be longer than 0s"));
+    }
+    if !(report.expected_years.is_finite() && report.expected_years > 0.0 && report.expected_years <= 50.0) {
+        return Err(invalid(raw, "report.expected_years", "must be a number of years above 0 and at most 50"));
+    }
+    Ok(())
 }
 
 /// `patron run`; see `config/patron.toml` for each key.
@@ -421,6 +448,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     validate_delivery(raw, settings)?;
     validate_daemon(raw, &settings.daemon)?;
     validate_loyalty(raw, &settings.loyalty)?;
+    validate_report(raw, &settings.report)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod loyalty;
 pub mod message;
 pub mod model;
+pub mod report;
 pub mod scoring;
 pub mod segment;
 pub mod status;

@@ -5,6 +5,7 @@ mod campaigns;
 mod delivery;
 mod loyalty;
 mod models;
+mod reports;
 
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,9 @@ pub enum Command {
     Send(delivery::SendArgs),
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
+    /// Reports: what a campaign earned against its control group, and where the customer value lies.
+    #[command(subcommand)]
+    Report(reports::ReportCommand),
     /// Run patron as a service: plan campaigns on their schedules, send, score, serve HTTP.
     ///
     /// Runs until SIGTERM or Ctrl-C. SIGHUP, or any change in the campaigns folder,
@@ -189,6 +193,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Model(command) => models::model(conn, settings, &command).await,
         Command::Campaign(command) => campaigns::run(conn, settings, &command).await,
         Command::Loyalty(command) => loyalty::run(conn, settings, &command).await,
+        Command::Report(command) => reports::run(conn, settings, &command).await,
         Command::Status { json } => {
             let status = status::collect(conn).await?;
             if json {
@@ -288,6 +293,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
         || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())
         || error.downcast_ref::<crate::scoring::ScoreError>().is_some_and(|e| e.is_invalid_input())
-        || error.downcast_ref::<ImportError>().is_some_and(ImportError::is_invalid_input);
+        || error.downcast_ref::<ImportError>().is_some_and(ImportError::is_invalid_input)
+        || error.downcast_ref::<crate::report::ReportError>().is_some_and(crate::report::ReportError::is_invalid_input);
     if invalid_input { 2 } else { 1 }
 }

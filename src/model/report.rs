@@ -42,7 +42,7 @@ pub fn write_report(dir: &Path, input: &ReportInput) -> io::Result<PathBuf> {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

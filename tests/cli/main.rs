@@ -13,5 +13,6 @@ mod import_bad_input;
 mod import_data;
 mod loyalty;
 mod migrate;
+mod reports;
 mod scoring;
 mod segments;

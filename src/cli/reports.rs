@@ -1,0 +1,270 @@
+//! `patron report campaign|customers`: a table on the terminal, JSON with
+//! `--json`, and with `--out` an HTML page with charts.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use sea_orm::DatabaseConnection;
+
+use super::models::parse_as_of;
+use crate::config::Settings;
+use crate::report::campaign::{self, CampaignReport, Comparison};
+use crate::report::customers::{self, CustomerReport};
+use crate::report::{cents, html, money, p_value, percent, points};
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// What a campaign earned beyond its control group: conversions, revenue and uplift, per run and overall.
+    ///
+    /// An order counts when it is placed within [report] attribution_window after the message
+    /// was sent (for the control group: after the run's planned time). Every customer a run
+    /// targeted counts, delivered or not, so the comparison with the control group is fair.
+    Campaign {
+        /// The campaign's name (its `name`, or the name of its file without .toml), as `campaign list` shows it.
+        name: String,
+        /// Only this run (the ids are in the table of every run).
+        #[arg(long, value_name = "ID")]
+        run: Option<i64>,
+        /// Also write campaign-NAME.html with charts (SVG) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Where the value of the customer base lies: RFM grid, 80/20 curve, deciles, lifetime
+    /// value, lifecycle stages and complaints.
+    Customers {
+        /// Look at the base as it was at this date (YYYY-MM-DD, the end of that day) or time
+        /// [default: the latest order].
+        #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
+        as_of: Option<DateTime<Utc>>,
+        /// Also write customers.html with charts (SVG) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of the tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(db: &DatabaseConnection, settings: &Settings, command: &ReportCommand) -> anyhow::Result<()> {
+    match command {
+        ReportCommand::Campaign { name, run, out, json } => {
+            let window = settings.report.attribution_window();
+            let report = campaign::report(db, name, *run, window, Utc::now()).await?;
+            print_report(&report, *json, campaign_text, out.as_ref().map(|dir| html::write_campaign(dir, &report)))
+        }
+        ReportCommand::Customers { as_of, out, json } => {
+            let report = customers::report(db, *as_of, settings.report.expected_years).await?;
+            print_report(&report, *json, customers_text, out.as_ref().map(|dir| html::write_customers(dir, &report)))
+        }
+    }
+}
+
+fn print_report<R: serde::Serialize>(
+    report: &R,
+    json: bool,
+    text: fn(&R) -> String,
+    page: Option<std::io::Result<PathBuf>>,
+) -> anyhow::Result<()> {
+    let page = page.transpose().map_err(crate::report::ReportError::Io)?;
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", text(report));
+    }
+    match page {
+        // With --json, standard output holds only the JSON.
+        Some(path) if json => eprintln!("report written to {}", path.display()),
+        Some(path) => println!("report written to {}", path.display()),
+        None => {}
+    }
+    Ok(())
+}
+
+fn campaign_text(r: &CampaignReport) -> String {
+    let mut text = format!(
+        "campaign {}: {} run(s), orders counted within {} days of sending\n\n",
+        r.campaign,
+        r.runs.len(),
+        r.window_days
+    );
+    text += &format!(
+        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
+        "run",
+        "planned for",
+        "planned",
+        "sent",
+        "failed",
+        "suppr.",
+        "waiting",
+        "control",
+        "targeted",
+        "control",
+        "uplift (95% CI)",
+        "p-value"
+    );
+    for run in &r.runs {
+        let d = &run.delivery;
+        let c = &run.comparison;
+        let (uplift, p) = match c.conversion {
+            Some(u) => {
+                (format!("{} ({} to {})", points(u.absolute), points(u.ci_low), points(u.ci_high)), p_value(u.p_value))
+            }
+            None => ("n/a".to_owned(), "n/a".to_owned()),
+        };
+        text += &format!(
+            "{:>6}  {}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}{}\n",
+            run.run_id,
+            run.scheduled_at.format("%Y-%m-%d %H:%M"),
+            d.planned,
+            d.sent,
+            d.failed,
+            d.suppressed,
+            d.waiting,
+            d.control,
+            percent(c.treatment.conversion_rate()),
+            percent(c.control.conversion_rate()),
+            uplift,
+            p,
+            if run.window_complete { "" } else { "  (window still open)" },
+        );
+    }
+    text += "\nall runs:\n";
+    text += &comparison_text(&r.overall);
+    if !r.variants.is_empty() {
+        text += &variants_text(r);
+    }
+    text
+}
+
+/// The A/B variants side by side, each against the whole control group.
+fn variants_text(r: &CampaignReport) -> String {
+    let mut text = format!(
+        "\nA/B variants (each against the whole control group, {} customers, {}):\n  {:<12}{:>10}{:>12}{:>14}   {:<36}{}\n",
+        r.overall.control.customers,
+        percent(r.overall.control.conversion_rate()),
+        "variant",
+        "targeted",
+        "conversion",
+        "revenue/cust.",
+        "uplift (95% CI)",
+        "p-value"
+    );
+    for v in &r.variants {
+        let c = &v.comparison;
+        let (uplift, p) = c.conversion.map_or_else(
+            || ("n/a".to_owned(), "n/a".to_owned()),
+            |u| (format!("{} ({} to {})", points(u.absolute), points(u.ci_low), points(u.ci_high)), p_value(u.p_value)),
+        );
+        text += &format!(
+            "  {:<12}{:>10}{:>12}{:>14}   {uplift:<36}{p}\n",
+            v.variant,
+            c.treatment.customers,
+            percent(c.treatment.conversion_rate()),
+            money(c.treatment.revenue_per_customer())
+        );
+    }
+    text
+}
+
+fn comparison_text(c: &Comparison) -> String {
+    let (t, k) = (&c.treatment, &c.control);
+    let mut text = format!("  {:<30}{:>14}{:>14}\n", "", "targeted", "control");
+    for (label, a, b) in [
+        ("customers", t.customers.to_string(), k.customers.to_string()),
+        ("converted", t.conversions.to_string(), k.conversions.to_string()),
+        ("conversion rate", percent(t.conversion_rate()), percent(k.conversion_rate())),
+        ("revenue", cents(t.revenue_cents), cents(k.revenue_cents)),
+        ("revenue per customer", money(t.revenue_per_customer()), money(k.revenue_per_customer())),
+    ] {
+        text += &format!("  {label:<30}{a:>14}{b:>14}\n");
+    }
+    for (label, value) in html::uplift_rows(c) {
+        text += &format!("  {:<30}{value}\n", label.to_lowercase());
+    }
+    text
+}
+
+fn customers_text(r: &CustomerReport) -> String {
+    let mut text = format!(
+        "customers as of {}: {} customers, {} buyers, {} orders, revenue {}\n",
+        r.as_of.format("%Y-%m-%d %H:%M UTC"),
+        r.customers,
+        r.buyers,
+        r.orders,
+        cents(r.revenue_cents)
+    );
+    text += &format!(
+        "top 20% of buyers ({} customers) bring {} of revenue\n",
+        r.pareto.top20_customers,
+        percent(r.pareto.top20_share)
+    );
+    text += "\nRFM grid: customers (revenue)\n";
+    text += &format!("  {:<16}", "recency");
+    for band in customers::FREQUENCY_BANDS {
+        text += &format!("{:>22}", band.0);
+    }
+    for band in customers::RECENCY_BANDS {
+        text += &format!("\n  {:<16}", band.0);
+        for cell in r.rfm.iter().filter(|c| c.recency == band.0) {
+            text += &format!("{:>22}", format!("{} ({})", cell.customers, cents(cell.value_cents)));
+        }
+    }
+    text += "\n\nvalue deciles (1 = most valuable):\n";
+    for d in &r.deciles {
+        text += &format!(
+            "  {:>2}  {:>7} customers  {:>14}  {:>6}\n",
+            d.decile,
+            d.customers,
+            cents(d.value_cents),
+            percent(d.share)
+        );
+    }
+    let c = &r.clv;
+    text += &format!(
+        "\nlifetime value ({} years): active customer {}, average buyer {} (order value {})\n",
+        c.expected_years,
+        money(c.clv_active),
+        money(c.clv_all),
+        money(c.average_order_value)
+    );
+    text += "\nlifecycle stages:\n";
+    for s in &r.lifecycle {
+        text += &format!("  {:<14}{:>8}\n", s.stage, s.customers);
+    }
+    text += &complaints_text(r);
+    text += "\nmost valuable customers:\n";
+    for t in &r.top_customers {
+        text += &format!("  {:<20}{:>5} orders{:>14}\n", t.customer, t.orders, cents(t.value_cents));
+    }
+    text
+}
+
+fn complaints_text(r: &CustomerReport) -> String {
+    let c = &r.complaints;
+    let mut text = String::from("\ninteractions by kind and status:\n");
+    for (kind, status, n) in &c.by_kind_status {
+        text += &format!("  {kind:<12}{status:<10}{n:>8}\n");
+    }
+    if let Some(s) = &c.resolution_days {
+        text += &format!(
+            "complaints resolved: {} in {:.1} days on average (median {:.1}, 90% within {:.1})\n",
+            s.count, s.mean, s.median, s.p90
+        );
+    }
+    if let Some(a) = &c.after {
+        for (label, g) in [("after a resolved complaint", &a.complainants), ("without a complaint", &a.others)] {
+            text += &format!(
+                "{label}: {} customers, {} bought within {} days, revenue per customer {}\n",
+                g.customers,
+                percent(g.bought_share()),
+                customers::AFTER_COMPLAINT_DAYS,
+                money(g.revenue_per_customer())
+            );
+        }
+    }
+    text
+}
