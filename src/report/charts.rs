@@ -39,7 +39,7 @@ pub fn bars(axes: &Axes, bars: &[Bar], decimals: usize) -> io::Result<String> {
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(70)
-            .build_cartesian_2d((0..n).into_segmented(), low..high)
+            .build_cartesian_2d(segments(n), low..high)
             .map_err(plot_error)?;
         let label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.label.clone()).unwrap_or_default(),
@@ -167,7 +167,7 @@ pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, Str
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(110)
-            .build_cartesian_2d((0..nc).into_segmented(), (0..nr).into_segmented())
+            .build_cartesian_2d(segments(nc), segments(nr))
             .map_err(plot_error)?;
         let column = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => columns.get(*i).map(|s| (*s).to_owned()).unwrap_or_default(),
@@ -223,4 +223,11 @@ pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, Str
 
 fn plot_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> io::Error {
     io::Error::other(error)
+}
+
+/// An axis of `n` equal segments (0 to n-1). plotters counts both ends of an
+/// integer range, so `0..n` would draw an empty segment after the last; with
+/// a single segment it gets two, as `0..0` has no width.
+fn segments(n: usize) -> plotters::coord::ranged1d::SegmentedCoord<plotters::coord::types::RangedCoordusize> {
+    (0..n.max(2) - 1).into_segmented()
 }
