@@ -341,7 +341,9 @@ async fn recompute_loyalty(db: &DatabaseConnection, loaded: &Loaded, now: DateTi
     match crate::loyalty::recompute(db, &rules, now).await {
         Ok(report) => tracing::info!(
             members = report.members,
+            recomputed = report.recomputed,
             earned = report.points_earned,
+            bonus = report.bonus_points,
             expired = report.points_expired,
             upgrades = report.upgrades,
             downgrades = report.downgrades,
