@@ -1,6 +1,6 @@
 //! `patron loyalty recompute|show|adjust`.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
 use sea_orm::DatabaseConnection;
 
@@ -42,9 +42,10 @@ pub enum LoyaltyCommand {
 /// The loyalty rules count everything up to and including the moment, so a
 /// date means its last second: orders dated the next day (at midnight) stay out.
 fn parse_inclusive_as_of(text: &str) -> Result<DateTime<Utc>, String> {
-    let moment = parse_as_of(text)?;
-    let is_date = NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok();
-    Ok(if is_date { moment - Duration::seconds(1) } else { moment })
+    match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        Ok(date) => Ok(date.and_hms_opt(23, 59, 59).expect("a valid time").and_utc()),
+        Err(_) => parse_as_of(text),
+    }
 }
 
 pub async fn run(db: &DatabaseConnection, settings: &Settings, command: &LoyaltyCommand) -> anyhow::Result<()> {

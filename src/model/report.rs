@@ -231,7 +231,8 @@ fn render_chart(chart: &Chart) -> io::Result<String> {
     Ok(svg)
 }
 
-fn plot_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> io::Error {
+/// A plotters error as an I/O error: drawing into a string fails only like writing.
+pub(crate) fn plot_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> io::Error {
     io::Error::other(error)
 }
 

@@ -4,7 +4,10 @@
 
 use std::io;
 
+use plotters::coord::Shift;
 use plotters::coord::ranged1d::SegmentValue;
+
+use crate::model::report::plot_error;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (720, 460);
@@ -30,11 +33,8 @@ pub struct Axes<'a> {
 pub fn bars(axes: &Axes, bars: &[Bar], decimals: usize) -> io::Result<String> {
     let (low, high) = value_range(bars);
     let n = bars.len().max(1);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
+    draw_svg(|root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(axes.title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(50)
@@ -81,9 +81,8 @@ pub fn bars(axes: &Axes, bars: &[Bar], decimals: usize) -> io::Result<String> {
                 BLACK.stroke_width(1),
             )))
             .map_err(plot_error)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// The value axis: zero, every bar and every whisker end, with 10% headroom.
@@ -102,11 +101,8 @@ fn value_range(bars: &[Bar]) -> (f64, f64) {
 
 /// A line from (0, 0) to (100, 100) in percent, with the diagonal of an even spread for reference.
 pub fn share_curve(axes: &Axes, points: &[(f64, f64)], mark_x: f64) -> io::Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
+    draw_svg(|root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(axes.title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(45)
@@ -149,20 +145,16 @@ pub fn share_curve(axes: &Axes, points: &[(f64, f64)], mark_x: f64) -> io::Resul
             .border_style(BLACK)
             .draw()
             .map_err(plot_error)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// A grid of cells, rows top to bottom, each shaded by its count and labelled with its text.
 pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, String)]) -> io::Result<String> {
     let max = cells.iter().map(|c| c.0).max().unwrap_or(0).max(1) as f64;
     let (nc, nr) = (columns.len(), rows.len());
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        let mut chart = ChartBuilder::on(&root)
+    draw_svg(|root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(axes.title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(50)
@@ -216,13 +208,20 @@ pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, Str
                 Text::new(text.clone(), (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y)), style)
             }))
             .map_err(plot_error)?;
+        Ok(())
+    })
+}
+
+/// Draws on a white canvas of the report charts' size and returns the SVG document.
+fn draw_svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> io::Result<()>) -> io::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        draw(&root)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
-}
-
-fn plot_error<E: std::error::Error + Send + Sync + 'static>(error: E) -> io::Error {
-    io::Error::other(error)
 }
 
 /// An axis of `n` equal segments (0 to n-1). plotters counts both ends of an
