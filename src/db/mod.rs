@@ -5,6 +5,7 @@
 pub mod bulk;
 pub mod entities;
 pub mod migration;
+pub mod raw;
 
 use std::time::Duration;
 

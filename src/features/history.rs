@@ -6,9 +6,13 @@ use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
+    QueryTrait,
+};
 
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
+use crate::db::raw;
 
 /// An order as features see it: when, how much, which category (interned).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,13 +96,19 @@ impl History {
     /// Reads every customer and their events. Customers and orders (the
     /// big tables) are read at the same time, on two connections.
     pub async fn load(db: &DatabaseConnection) -> Result<History, DbErr> {
-        let (customers, orders) = tokio::join!(load_customers(db), load_orders(db));
-        let mut customers = customers?;
+        let (customers, orders) = if db.get_database_backend() == DbBackend::Sqlite {
+            raw::with_connection(db, |connection| Ok((sqlite_customers(connection)?, sqlite_orders(connection)?)))
+                .await?
+        } else {
+            let (customers, orders) = tokio::join!(load_customers(db), load_orders(db));
+            (customers?, orders?)
+        };
+        let mut customers = customers;
         customers.sort_unstable_by_key(|c| c.0);
         let customer_ids: Vec<i64> = customers.iter().map(|c| c.0).collect();
         let index = |id: i64| customer_ids.binary_search(&id).ok();
         let n = customer_ids.len();
-        let orders = orders?.into_iter().filter_map(|(customer, order)| Some((index(customer)?, order))).collect();
+        let orders = orders.into_iter().filter_map(|(customer, order)| Some((index(customer)?, order))).collect();
         let orders = Grouped::new(n, orders, |o| o.at);
         let complaints = Grouped::new(n, load_complaints(db, &index).await?, |c| c.opened_at);
         let ledger = Grouped::new(n, load_ledger(db, &index).await?, |e| e.at);
@@ -168,7 +178,7 @@ async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, Option<i64>
 async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr> {
     let backend = db.get_database_backend();
     let expected = order::Entity::find().count(db).await?;
-    let mut categories: HashMap<String, u32> = HashMap::new();
+    let mut categories = Categories::default();
     let mut rows = order::Entity::find()
         .select_only()
         .column(order::Column::CustomerId)
@@ -181,11 +191,58 @@ async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr
     // copies of the largest array patron keeps.
     let mut orders = Vec::with_capacity(expected as usize);
     while let Some((customer, at, cents, category)) = rows.try_next().await? {
-        let next = categories.len() as u32;
-        let category = category.map(|c| *categories.entry(c).or_insert(next));
+        let category = category.map(|c| categories.intern(&c));
         orders.push((customer, Order { at, cents, category }));
     }
     Ok(orders)
+}
+
+/// [`load_customers`] on SQLite, in one read transaction with [`sqlite_orders`].
+fn sqlite_customers(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Option<i64>)>> {
+    let select = customer::Entity::find()
+        .select_only()
+        .column(customer::Column::Id)
+        .expr(epoch_seconds(DbBackend::Sqlite, "signed_up_at"))
+        .build(DbBackend::Sqlite);
+    raw::query(connection, &select, |row| Ok((row.get(0)?, row.get(1)?)))
+}
+
+/// [`load_orders`] on SQLite.
+fn sqlite_orders(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Order)>> {
+    let select = order::Entity::find()
+        .select_only()
+        .column(order::Column::CustomerId)
+        .expr(epoch_seconds(DbBackend::Sqlite, "ordered_at"))
+        .columns([order::Column::AmountCents, order::Column::Category])
+        .build(DbBackend::Sqlite);
+    let build = |select: sea_orm::Select<order::Entity>| select.build(DbBackend::Sqlite);
+    let count =
+        raw::query(connection, &build(order::Entity::find().select_only().expr(Expr::cust("count(*)"))), |row| {
+            row.get::<_, i64>(0)
+        })?;
+    // Sized up front, as in `load_orders`.
+    let mut orders = Vec::with_capacity(count.first().copied().unwrap_or(0) as usize);
+    let mut categories = Categories::default();
+    raw::for_each(connection, &select, |row| {
+        let category = row.get_ref(3)?.as_str_or_null()?.map(|c| categories.intern(c));
+        orders.push((row.get(0)?, Order { at: row.get(1)?, cents: row.get(2)?, category }));
+        Ok(())
+    })?;
+    Ok(orders)
+}
+
+/// Category names as small numbers.
+#[derive(Default)]
+struct Categories(HashMap<String, u32>);
+
+impl Categories {
+    fn intern(&mut self, name: &str) -> u32 {
+        let next = self.0.len() as u32;
+        match self.0.get(name) {
+            Some(&number) => number,
+            None => *self.0.entry(name.to_owned()).or_insert(next),
+        }
+    }
 }
 
 /// A timestamp column as whole seconds since the epoch, computed by the
@@ -199,13 +256,14 @@ fn epoch_seconds(backend: DbBackend, column: &'static str) -> SimpleExpr {
 }
 
 async fn load_complaints(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> = interaction::Entity::find()
-        .select_only()
-        .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
-        .filter(interaction::Column::Kind.eq("complaint"))
-        .into_tuple()
-        .all(db)
-        .await?;
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
+        interaction::Entity::find()
+            .select_only()
+            .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
+            .filter(interaction::Column::Kind.eq("complaint"))
+            .into_tuple()
+            .all(db)
+            .await?;
     Ok(rows
         .into_iter()
         .filter_map(|(customer, opened, resolved)| {
@@ -218,7 +276,11 @@ async fn load_complaints(db: &DatabaseConnection, index: Indexer<'_>) -> Result<
 async fn load_ledger(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
     let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, i64)> = loyalty_ledger::Entity::find()
         .select_only()
-        .columns([loyalty_ledger::Column::CustomerId, loyalty_ledger::Column::OccurredAt, loyalty_ledger::Column::Points])
+        .columns([
+            loyalty_ledger::Column::CustomerId,
+            loyalty_ledger::Column::OccurredAt,
+            loyalty_ledger::Column::Points,
+        ])
         .into_tuple()
         .all(db)
         .await?;

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, OnConflict, Query, SelectStatement, SimpleExpr};
+use sea_orm::sea_query::{
+    Alias, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr, UpdateStatement,
+};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, StreamTrait,
     TransactionTrait, Value as DbValue,
@@ -25,9 +27,12 @@ use serde::Serialize;
 use super::spec::{Campaign, Kind};
 use crate::config::CampaignSettings;
 use crate::db::bulk::{BulkInsert, repeated_time};
+use crate::db::raw;
 use crate::model::registry;
 use crate::segment::compile::{self, Context};
 use crate::segment::{Field, Value};
+
+mod sqlite;
 
 /// The steps, in the order they apply.
 pub const STEPS: [&str; 8] =
@@ -107,6 +112,9 @@ pub async fn evaluate(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Plan, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        return raw::with_connection(db, |connection| sqlite::evaluate(connection, campaign, rules, at)).await;
+    }
     // A transaction, so that every query sees the same data.
     let txn = db.begin().await?;
     crate::db::use_memory_map(&txn).await?;
@@ -136,7 +144,20 @@ async fn evaluate_in(
         });
     }
     let segment_read = started.elapsed();
-    let plan = apply_steps(campaign, rules, &exclusions, audience);
+    Ok(finish_evaluation(campaign, rules, &exclusions, audience, started, exclusions_loaded, segment_read))
+}
+
+/// The steps after the segment, with the time of each phase logged.
+fn finish_evaluation(
+    campaign: &Campaign,
+    rules: &Rules,
+    exclusions: &Exclusions,
+    audience: Vec<Candidate>,
+    started: Instant,
+    exclusions_loaded: std::time::Duration,
+    segment_read: std::time::Duration,
+) -> Plan {
+    let plan = apply_steps(campaign, rules, exclusions, audience);
     tracing::debug!(
         campaign = %campaign.name,
         exclusions_s = exclusions_loaded.as_secs_f64(),
@@ -144,7 +165,7 @@ async fn evaluate_in(
         steps_s = (started.elapsed() - segment_read).as_secs_f64(),
         "audience evaluated"
     );
-    Ok(plan)
+    plan
 }
 
 /// Plans the run of `campaign` for fire time `at`: the run, its step counts
@@ -155,6 +176,13 @@ pub async fn plan_run(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Outcome, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        let planned = raw::with_connection(db, |connection| sqlite::plan_run(connection, campaign, rules, at)).await?;
+        return Ok(match planned {
+            Some((run_id, plan)) => Outcome::Planned { run_id, plan },
+            None => Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? },
+        });
+    }
     let txn = db.begin().await?;
     // Before any statement: SQLite takes a new memory-map size only
     // outside a read or write. 100,000 outbox rows touch pages all over
@@ -169,14 +197,18 @@ pub async fn plan_run(
     let started = Instant::now();
     insert_outbox(&txn, run_id, &plan.chosen, at).await?;
     let inserted = started.elapsed();
-    let counts = serde_json::to_value(&plan.steps).expect("step counts serialize");
-    let update = Query::update()
-        .table("campaign_runs")
-        .value("step_counts", counts)
-        .and_where(Expr::col("id").eq(run_id))
-        .to_owned();
-    txn.execute(&update).await?;
+    txn.execute(&record_step_counts(run_id, &plan)).await?;
     txn.commit().await?;
+    log_written(campaign, run_id, &plan, started, inserted);
+    Ok(Outcome::Planned { run_id, plan })
+}
+
+fn record_step_counts(run_id: i64, plan: &Plan) -> UpdateStatement {
+    let counts = serde_json::to_value(&plan.steps).expect("step counts serialize");
+    Query::update().table("campaign_runs").value("step_counts", counts).and_where(Expr::col("id").eq(run_id)).to_owned()
+}
+
+fn log_written(campaign: &Campaign, run_id: i64, plan: &Plan, started: Instant, inserted: std::time::Duration) {
     tracing::debug!(
         campaign = %campaign.name,
         run_id,
@@ -185,7 +217,6 @@ pub async fn plan_run(
         commit_s = (started.elapsed() - inserted).as_secs_f64(),
         "run written"
     );
-    Ok(Outcome::Planned { run_id, plan })
 }
 
 /// Records a fire that was missed for too long: a run in state `skipped`,
@@ -207,7 +238,15 @@ async fn insert_run<C: ConnectionTrait>(
     state: &str,
     detail: Option<&str>,
 ) -> Result<Option<i64>, DbErr> {
-    let insert = Query::insert()
+    if db.execute(&run_insert(campaign, at, state, detail)).await?.rows_affected() == 0 {
+        return Ok(None);
+    }
+    run_id_of(db, campaign, at).await.map(Some)
+}
+
+/// Inserts the run; nothing if (campaign, at) exists.
+fn run_insert(campaign: &Campaign, at: DateTime<Utc>, state: &str, detail: Option<&str>) -> InsertStatement {
+    Query::insert()
         .into_table("campaign_runs")
         .columns(["campaign", "kind", "scheduled_at", "state", "detail", "created_at"])
         .values_panic([
@@ -219,22 +258,22 @@ async fn insert_run<C: ConnectionTrait>(
             Utc::now().into(),
         ])
         .on_conflict(OnConflict::columns(["campaign", "scheduled_at"]).do_nothing().to_owned())
-        .to_owned();
-    if db.execute(&insert).await?.rows_affected() == 0 {
-        return Ok(None);
-    }
-    run_id_of(db, campaign, at).await.map(Some)
+        .to_owned()
 }
 
 async fn run_id_of<C: ConnectionTrait>(db: &C, campaign: &Campaign, at: DateTime<Utc>) -> Result<i64, DbErr> {
-    let select = Query::select()
+    let row =
+        db.query_one(&run_id_query(campaign, at)).await?.ok_or_else(|| DbErr::RecordNotFound("campaign run".into()))?;
+    row.try_get_by_index(0)
+}
+
+fn run_id_query(campaign: &Campaign, at: DateTime<Utc>) -> SelectStatement {
+    Query::select()
         .column("id")
         .from("campaign_runs")
         .and_where(Expr::col("campaign").eq(campaign.name.clone()))
         .and_where(Expr::col("scheduled_at").eq(at))
-        .to_owned();
-    let row = db.query_one(&select).await?.ok_or_else(|| DbErr::RecordNotFound("campaign run".into()))?;
-    row.try_get_by_index(0)
+        .to_owned()
 }
 
 const OUTBOX_COLUMNS: &[&str] = &["run_id", "customer_id", "state", "variant", "attempts", "created_at", "updated_at"];
@@ -293,25 +332,38 @@ impl Exclusions {
         rules: &Rules,
         at: DateTime<Utc>,
     ) -> Result<Self, DbErr> {
-        let ids = |rows: Vec<QueryResult>| -> Result<HashSet<i64>, DbErr> {
-            rows.iter().map(|row| row.try_get_by_index::<i64>(0)).collect()
+        let pairs = |rows: Vec<QueryResult>| -> Result<Vec<(i64, i64)>, DbErr> {
+            rows.iter().map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))).collect()
         };
-        let cooled_down = match campaign.audience.cooldown {
-            Some(cooldown) => ids(db.query_all(&reached_by(&campaign.name, at - cooldown, at)).await?)?,
-            None => HashSet::new(),
-        };
-        let recent_messages = db
-            .query_all(&marketing_messages(at - rules.frequency_window, at))
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get_by_index::<i64>(0)?, row.try_get_by_index::<i64>(1)?)))
-            .collect::<Result<_, DbErr>>()?;
+        let queries = ExclusionQueries::new(campaign, rules, at);
         Ok(Exclusions {
-            suppressed: ids(db.query_all(&suppressed_customers()).await?)?,
-            open_complaint: ids(db.query_all(&open_complainants()).await?)?,
-            cooled_down,
-            recent_messages,
+            suppressed: pairs(db.query_all(&queries.suppressed).await?)?.into_iter().map(|p| p.0).collect(),
+            open_complaint: pairs(db.query_all(&queries.open_complaint).await?)?.into_iter().map(|p| p.0).collect(),
+            cooled_down: pairs(db.query_all(&queries.cooled_down).await?)?.into_iter().map(|p| p.0).collect(),
+            recent_messages: pairs(db.query_all(&queries.recent_messages).await?)?.into_iter().collect(),
         })
+    }
+}
+
+/// The query behind each exclusion; each returns (customer id, count).
+struct ExclusionQueries {
+    suppressed: SelectStatement,
+    open_complaint: SelectStatement,
+    /// Matches nothing without a cooldown.
+    cooled_down: SelectStatement,
+    recent_messages: SelectStatement,
+}
+
+impl ExclusionQueries {
+    fn new(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Self {
+        let with_one = |mut select: SelectStatement| select.expr(Expr::val(1i64)).to_owned();
+        let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
+        ExclusionQueries {
+            suppressed: with_one(suppressed_customers()),
+            open_complaint: with_one(open_complainants()),
+            cooled_down: with_one(reached_by(&campaign.name, at - cooldown, at)),
+            recent_messages: marketing_messages(at - rules.frequency_window, at),
+        }
     }
 }
 
