@@ -104,23 +104,34 @@ pub async fn score(
     Ok(report)
 }
 
-/// Features and scores of the customers from `start` to `end`, timed into `report`.
-fn features_and_scores(
-    history: &History,
-    (start, end): (usize, usize),
-    model: &ModelFile,
-    as_of: DateTime<Utc>,
-    scores: &mut Vec<f64>,
-    report: &mut ScoreReport,
-) -> Vec<Features> {
-    let clock = Instant::now();
-    let features: Vec<Features> = (start..end).map(|i| compute(&history.events(i), as_of.timestamp())).collect();
-    report.features += clock.elapsed();
-    let clock = Instant::now();
-    let mut scratch = Vec::new();
-    scores.extend(features.iter().map(|f| model.score(&model_inputs(f), &mut scratch)));
-    report.scoring += clock.elapsed();
-    features
+/// One chunk of customers with their features and scores.
+struct Scored {
+    range: (usize, usize),
+    features: Vec<Features>,
+    scores: Vec<f64>,
+    features_time: Duration,
+    scoring_time: Duration,
+}
+
+impl Scored {
+    /// Features and scores of the customers from `start` to `end`.
+    fn compute(history: &History, (start, end): (usize, usize), model: &ModelFile, as_of: DateTime<Utc>) -> Self {
+        let clock = Instant::now();
+        let features: Vec<Features> = (start..end).map(|i| compute(&history.events(i), as_of.timestamp())).collect();
+        let features_time = clock.elapsed();
+        let clock = Instant::now();
+        let mut scratch = Vec::new();
+        let scores = features.iter().map(|f| model.score(&model_inputs(f), &mut scratch)).collect();
+        Scored { range: (start, end), features, scores, features_time, scoring_time: clock.elapsed() }
+    }
+
+    /// Adds this chunk's scores and times; its features, to write.
+    fn collect(self, scores: &mut Vec<f64>, report: &mut ScoreReport) -> Vec<Features> {
+        scores.extend(self.scores);
+        report.features += self.features_time;
+        report.scoring += self.scoring_time;
+        self.features
+    }
 }
 
 /// The chunks of customers written per snapshot statement.
@@ -146,7 +157,7 @@ async fn score_orm(
     snapshots.clear(&txn).await?;
     let mut scores = Vec::with_capacity(history.len());
     for range in chunks(history.len()) {
-        let features = features_and_scores(history, range, model, as_of, &mut scores, report);
+        let features = Scored::compute(history, range, model, as_of).collect(&mut scores, report);
         let clock = Instant::now();
         snapshots.write(&txn, &history.customer_ids[range.0..range.1], &features).await?;
         report.write_snapshots += clock.elapsed();
@@ -174,12 +185,26 @@ fn score_sqlite(
     let txn = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
     let mut snapshots = SnapshotWriter::new(DbBackend::Sqlite, as_of, now);
     let mut scores = Vec::with_capacity(history.len());
-    for range in chunks(history.len()) {
-        let features = features_and_scores(history, range, model, as_of, &mut scores, report);
-        let clock = Instant::now();
-        snapshots.replace_sqlite(&txn, &history.customer_ids[range.0..range.1], &features)?;
-        report.write_snapshots += clock.elapsed();
-    }
+    // Features and scores are computed on a second thread while this one
+    // writes the previous chunk's snapshots.
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            for range in chunks(history.len()) {
+                if sender.send(Scored::compute(history, range, model, as_of)).is_err() {
+                    break; // the writer failed
+                }
+            }
+        });
+        for chunk in receiver {
+            let (start, end) = chunk.range;
+            let features = chunk.collect(&mut scores, report);
+            let clock = Instant::now();
+            snapshots.replace_sqlite(&txn, &history.customer_ids[start..end], &features)?;
+            report.write_snapshots += clock.elapsed();
+        }
+        Ok::<_, rusqlite::Error>(())
+    })?;
     let deciles = timed_deciles(&scores, report);
     let clock = Instant::now();
     replace_scores_sqlite(&txn, model_id, &history.customer_ids, &scores, &deciles, now)?;

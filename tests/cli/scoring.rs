@@ -70,6 +70,14 @@ fn cdnow_backtest_beats_recency_on_the_39_week_holdout() {
         // Scoring again replaces the scores instead of adding to them.
         env.ok(&["score", "--as-of", "1997-09-30"]);
         assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 2357);
+        // A later as-of rewrites every snapshot and score: every order counts now.
+        let orders = count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM orders");
+        assert!(count(env, "SELECT CAST(SUM(orders_total) AS TEXT) FROM feature_snapshots") < orders);
+        env.ok(&["score", "--as-of", "1998-06-30"]);
+        assert_eq!(count(env, "SELECT CAST(SUM(orders_total) AS TEXT) FROM feature_snapshots"), orders);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), 2357);
+        assert_eq!(count(env, "SELECT CAST(COUNT(DISTINCT scored_at) AS TEXT) FROM scores"), 1);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 2357);
         assert!(env.ok(&["model", "list"]).stdout.contains(&format!("{model}  logistic")));
     });
 }
@@ -126,8 +134,12 @@ fn training_on_too_little_data_is_refused_and_saves_nothing() {
         let few: Vec<&str> = customers.lines().take(41).collect();
         let ids: HashSet<&str> = few[1..].iter().map(|l| l.split(',').next().unwrap()).collect();
         let orders = std::fs::read_to_string(example("orders.csv")).unwrap();
-        let their_orders: Vec<&str> =
-            orders.lines().enumerate().filter(|(i, l)| *i == 0 || ids.contains(l.split(',').nth(1).unwrap())).map(|(_, l)| l).collect();
+        let their_orders: Vec<&str> = orders
+            .lines()
+            .enumerate()
+            .filter(|(i, l)| *i == 0 || ids.contains(l.split(',').nth(1).unwrap()))
+            .map(|(_, l)| l)
+            .collect();
         env.ok(&["import", "customers", &env.write("c.csv", few.join("\n"))]);
         env.ok(&["import", "orders", &env.write("o.csv", their_orders.join("\n"))]);
 
@@ -136,7 +148,10 @@ fn training_on_too_little_data_is_refused_and_saves_nothing() {
         assert!(run.stderr.contains("too little data to train"), "{}", run.stderr);
         assert!(run.stderr.contains("at least 50 of each are needed"), "{}", run.stderr);
         assert_eq!(env.status()["models"], 0);
-        assert!(!env.dir.path().join("models").exists() || std::fs::read_dir(env.dir.path().join("models")).unwrap().next().is_none());
+        assert!(
+            !env.dir.path().join("models").exists()
+                || std::fs::read_dir(env.dir.path().join("models")).unwrap().next().is_none()
+        );
     });
 }
 
