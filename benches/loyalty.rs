@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{customers, generate_and_import, measure};
+use support::{customers, generate_and_import, measure, settle_disk};
 
 const PASSES: [(&str, &str); 3] =
     [("first recompute", "2026-06-30"), ("same moment again", "2026-06-30"), ("next night", "2026-07-01")];
@@ -19,11 +19,7 @@ fn main() {
     let work = dir.path();
     generate_and_import(work, customers);
     for (pass, as_of) in PASSES {
-        // The nightly runs are a day apart: let the kernel write the previous
-        // run's pages to disk first, or that write-back competes with this
-        // run's reads (it doubled the second run's time).
-        let synced = std::process::Command::new("sync").status().expect("run sync");
-        assert!(synced.success(), "sync failed");
+        settle_disk();
         let run = measure(work, &["loyalty", "recompute", "--as-of", as_of]);
         println!("{pass:<17} {:>6.2} s  peak {:>6.1} MB", run.seconds, run.peak_mb);
         print!("{}", run.stdout);

@@ -49,6 +49,15 @@ pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured
     Measured { seconds, peak_mb: usage.ru_maxrss as f64 / 1024.0, stdout }
 }
 
+/// Lets the kernel write the previous run's pages to disk first. Scoring and
+/// the loyalty recompute run once a day, while back to back the previous
+/// run's write-back competes with this run's reads and its commit (it
+/// doubled some runs' time on the 2-core virtual machine).
+pub fn settle_disk() {
+    let synced = Command::new("sync").status().expect("run sync");
+    assert!(synced.success(), "sync failed");
+}
+
 /// Data rows in a CSV file, counted without holding it in memory: a child's
 /// peak memory as reported by the kernel starts at its parent's at fork time.
 pub fn lines(path: &Path) -> u64 {
