@@ -19,6 +19,7 @@ static COLUMNS: LazyLock<Vec<&'static str>> =
 
 /// A single-row INSERT that replaces the customer's row, for SQLite.
 static UPSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    debug_assert_eq!(COLUMNS[0], "customer_id", "the key comes first, as in `row_values`");
     let mut upsert = Query::insert();
     upsert
         .into_table("feature_snapshots")
