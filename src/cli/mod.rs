@@ -169,7 +169,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Command::Migrate => db::connect(&loaded.settings).await?,
                 _ => db::open(&loaded.settings).await?,
             };
-            run_on_database(&conn, &loaded, command).await
+            let result = run_on_database(&conn, &loaded, command).await;
+            // On SQLite the last connection to close checkpoints the
+            // write-ahead log and deletes it. Left behind, it is read whole
+            // by the next command that opens the file (a million-row scoring
+            // leaves about 1 GB of it).
+            let closed = conn.close().await;
+            result?;
+            closed.context("closing the database")
         }
     }
 }

@@ -72,14 +72,25 @@ pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<U
     changed.sort_unstable();
 
     let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
+    // Time spent loading and running the rules, and writing, logged at debug.
+    let (mut reading, mut writing) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for ids in changed.chunks(CHUNK) {
+        let clock = std::time::Instant::now();
         let accounts = load_accounts(&txn, ids).await?;
         let outcomes = recompute_members(&txn, rules, &accounts, ids, as_of).await?;
+        reading += clock.elapsed();
         for (_, outcome) in &outcomes {
             count(&mut report, outcome, rules);
         }
+        let clock = std::time::Instant::now();
         write_outcomes(&txn, &accounts, &outcomes, as_of).await?;
+        writing += clock.elapsed();
     }
+    tracing::debug!(
+        reading_s = reading.as_secs_f64(),
+        writing_s = writing.as_secs_f64(),
+        "loyalty recompute: members read and written"
+    );
     phase("changed members recomputed");
     for (customer_id, next_tier) in distances.into_iter().filter(|(id, _)| changed.binary_search(id).is_err()) {
         let (name, missing) = next_tier.unzip();
