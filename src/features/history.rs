@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Expr, SimpleExpr};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    QueryTrait,
+    QueryTrait, Select,
 };
 
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
@@ -162,31 +162,15 @@ type Indexer<'a> = &'a (dyn Fn(i64) -> Option<usize> + Sync);
 
 /// Customers: database id and sign-up time.
 async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, Option<i64>)>, DbErr> {
-    let backend = db.get_database_backend();
-    customer::Entity::find()
-        .select_only()
-        .column(customer::Column::Id)
-        .expr(epoch_seconds(backend, "signed_up_at"))
-        .into_tuple::<(i64, Option<i64>)>()
-        .stream(db)
-        .await?
-        .try_collect()
-        .await
+    select_customers(db.get_database_backend()).into_tuple::<(i64, Option<i64>)>().stream(db).await?.try_collect().await
 }
 
 /// Orders by customer database id, categories interned as numbers.
 async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr> {
-    let backend = db.get_database_backend();
     let expected = order::Entity::find().count(db).await?;
     let mut categories = Categories::default();
-    let mut rows = order::Entity::find()
-        .select_only()
-        .column(order::Column::CustomerId)
-        .expr(epoch_seconds(backend, "ordered_at"))
-        .columns([order::Column::AmountCents, order::Column::Category])
-        .into_tuple::<(i64, i64, i64, Option<String>)>()
-        .stream(db)
-        .await?;
+    let mut rows =
+        select_orders(db.get_database_backend()).into_tuple::<(i64, i64, i64, Option<String>)>().stream(db).await?;
     // Sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps.
     let mut orders = Vec::with_capacity(expected as usize);
@@ -199,29 +183,16 @@ async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr
 
 /// [`load_customers`] on SQLite, in one read transaction with [`sqlite_orders`].
 fn sqlite_customers(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Option<i64>)>> {
-    let select = customer::Entity::find()
-        .select_only()
-        .column(customer::Column::Id)
-        .expr(epoch_seconds(DbBackend::Sqlite, "signed_up_at"))
-        .build(DbBackend::Sqlite);
+    let select = select_customers(DbBackend::Sqlite).build(DbBackend::Sqlite);
     raw::query(connection, &select, |row| Ok((row.get(0)?, row.get(1)?)))
 }
 
 /// [`load_orders`] on SQLite.
 fn sqlite_orders(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Order)>> {
-    let select = order::Entity::find()
-        .select_only()
-        .column(order::Column::CustomerId)
-        .expr(epoch_seconds(DbBackend::Sqlite, "ordered_at"))
-        .columns([order::Column::AmountCents, order::Column::Category])
-        .build(DbBackend::Sqlite);
-    let build = |select: sea_orm::Select<order::Entity>| select.build(DbBackend::Sqlite);
-    let count =
-        raw::query(connection, &build(order::Entity::find().select_only().expr(Expr::cust("count(*)"))), |row| {
-            row.get::<_, i64>(0)
-        })?;
+    let select = select_orders(DbBackend::Sqlite).build(DbBackend::Sqlite);
+    let count: i64 = connection.query_row("SELECT count(*) FROM orders", [], |row| row.get(0))?;
     // Sized up front, as in `load_orders`.
-    let mut orders = Vec::with_capacity(count.first().copied().unwrap_or(0) as usize);
+    let mut orders = Vec::with_capacity(count as usize);
     let mut categories = Categories::default();
     raw::for_each(connection, &select, |row| {
         let category = row.get_ref(3)?.as_str_or_null()?.map(|c| categories.intern(c));
@@ -229,6 +200,20 @@ fn sqlite_orders(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64
         Ok(())
     })?;
     Ok(orders)
+}
+
+/// Customers: database id, sign-up time in seconds.
+fn select_customers(backend: DbBackend) -> Select<customer::Entity> {
+    customer::Entity::find().select_only().column(customer::Column::Id).expr(epoch_seconds(backend, "signed_up_at"))
+}
+
+/// Orders: customer id, time in seconds, amount in cents, category.
+fn select_orders(backend: DbBackend) -> Select<order::Entity> {
+    order::Entity::find()
+        .select_only()
+        .column(order::Column::CustomerId)
+        .expr(epoch_seconds(backend, "ordered_at"))
+        .columns([order::Column::AmountCents, order::Column::Category])
 }
 
 /// Category names as small numbers.

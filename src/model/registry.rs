@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Select, Set, TransactionTrait,
 };
 
 use super::ModelFile;
@@ -55,7 +55,12 @@ pub async fn last_scored_at(db: &DatabaseConnection) -> Result<Option<DateTime<U
 }
 
 /// Records a newly saved model (inactive).
-pub async fn register(db: &DatabaseConnection, file: &ModelFile, file_name: &str, now: DateTime<Utc>) -> Result<i64, DbErr> {
+pub async fn register(
+    db: &DatabaseConnection,
+    file: &ModelFile,
+    file_name: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, DbErr> {
     let row = model::ActiveModel {
         name: Set(file.name.clone()),
         algorithm: Set(file.algorithm.name().to_owned()),
@@ -91,7 +96,12 @@ async fn deactivate_all(db: &impl ConnectionTrait) -> Result<(), DbErr> {
 }
 
 pub async fn active<C: ConnectionTrait>(db: &C) -> Result<Option<model::Model>, DbErr> {
-    model::Entity::find().filter(model::Column::Active.eq(true)).one(db).await
+    find_active().one(db).await
+}
+
+/// The active model, as a query (also run through `db::raw`).
+pub fn find_active() -> Select<model::Entity> {
+    model::Entity::find().filter(model::Column::Active.eq(true))
 }
 
 pub async fn find(db: &DatabaseConnection, name: &str) -> Result<Option<model::Model>, DbErr> {

@@ -19,8 +19,8 @@ use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr, UpdateStatement,
 };
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, QueryResult, StreamTrait,
-    TransactionTrait, Value as DbValue,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, StreamTrait, TransactionTrait,
+    Value as DbValue,
 };
 use serde::Serialize;
 
@@ -292,19 +292,25 @@ async fn insert_outbox<C: ConnectionTrait>(
     for batch in chosen.chunks(OUTBOX_BATCH) {
         let mut values = Vec::with_capacity(batch.len() * OUTBOX_COLUMNS.len());
         for row in batch {
-            values.extend([
-                run_id.into(),
-                row.customer_id.into(),
-                if row.control { "control" } else { "planned" }.into(),
-                row.variant.clone().into(),
-                0i32.into(),
-                now.clone(),
-                now.clone(),
-            ]);
+            values.extend(outbox_row(run_id, row, &now));
         }
         db.execute_raw(insert.statement(values)).await?;
     }
     Ok(())
+}
+
+/// One outbox row's values, in the order of `OUTBOX_COLUMNS`; `now` as
+/// `repeated_time` makes it.
+fn outbox_row(run_id: i64, row: &Chosen, now: &DbValue) -> [DbValue; 7] {
+    [
+        run_id.into(),
+        row.customer_id.into(),
+        if row.control { "control" } else { "planned" }.into(),
+        row.variant.clone().into(),
+        0i32.into(),
+        now.clone(),
+        now.clone(),
+    ]
 }
 
 /// One customer in the segment.
@@ -332,39 +338,42 @@ impl Exclusions {
         rules: &Rules,
         at: DateTime<Utc>,
     ) -> Result<Self, DbErr> {
-        let pairs = |rows: Vec<QueryResult>| -> Result<Vec<(i64, i64)>, DbErr> {
-            rows.iter().map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?))).collect()
-        };
-        let queries = ExclusionQueries::new(campaign, rules, at);
-        Ok(Exclusions {
-            suppressed: pairs(db.query_all(&queries.suppressed).await?)?.into_iter().map(|p| p.0).collect(),
-            open_complaint: pairs(db.query_all(&queries.open_complaint).await?)?.into_iter().map(|p| p.0).collect(),
-            cooled_down: pairs(db.query_all(&queries.cooled_down).await?)?.into_iter().map(|p| p.0).collect(),
-            recent_messages: pairs(db.query_all(&queries.recent_messages).await?)?.into_iter().collect(),
-        })
+        let mut results = Vec::with_capacity(4);
+        for query in exclusion_queries(campaign, rules, at) {
+            let rows = db.query_all(&query).await?;
+            results.push(
+                rows.iter()
+                    .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+                    .collect::<Result<_, DbErr>>()?,
+            );
+        }
+        Ok(Exclusions::from_results(results.try_into().expect("one result per query")))
     }
-}
 
-/// The query behind each exclusion; each returns (customer id, count).
-struct ExclusionQueries {
-    suppressed: SelectStatement,
-    open_complaint: SelectStatement,
-    /// Matches nothing without a cooldown.
-    cooled_down: SelectStatement,
-    recent_messages: SelectStatement,
-}
-
-impl ExclusionQueries {
-    fn new(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Self {
-        let with_one = |mut select: SelectStatement| select.expr(Expr::val(1i64)).to_owned();
-        let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
-        ExclusionQueries {
-            suppressed: with_one(suppressed_customers()),
-            open_complaint: with_one(open_complainants()),
-            cooled_down: with_one(reached_by(&campaign.name, at - cooldown, at)),
-            recent_messages: marketing_messages(at - rules.frequency_window, at),
+    /// From the rows of [`exclusion_queries`], in its order.
+    fn from_results([suppressed, open_complaint, cooled_down, recent_messages]: [Vec<(i64, i64)>; 4]) -> Self {
+        let ids = |rows: Vec<(i64, i64)>| rows.into_iter().map(|(id, _)| id).collect();
+        Exclusions {
+            suppressed: ids(suppressed),
+            open_complaint: ids(open_complaint),
+            cooled_down: ids(cooled_down),
+            recent_messages: recent_messages.into_iter().collect(),
         }
     }
+}
+
+/// The query behind each exclusion, each returning (customer id, count):
+/// suppressed, open complaint, reached within the cooldown (nothing without
+/// one), marketing messages within the frequency window.
+fn exclusion_queries(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> [SelectStatement; 4] {
+    let with_one = |mut select: SelectStatement| select.expr(Expr::val(1i64)).to_owned();
+    let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
+    [
+        with_one(suppressed_customers()),
+        with_one(open_complainants()),
+        with_one(reached_by(&campaign.name, at - cooldown, at)),
+        marketing_messages(at - rules.frequency_window, at),
+    ]
 }
 
 /// The steps after the segment, each counted.

@@ -5,16 +5,18 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use sea_orm::{ColumnTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Statement, StatementBuilder};
+use sea_orm::{DbBackend, QuerySelect, QueryTrait, Statement, StatementBuilder};
 
 use super::{
-    Campaign, Candidate, Chosen, ExclusionQueries, Exclusions, Plan, Rules, finish_evaluation, log_written,
-    record_step_counts, run_id_query, run_insert, segment,
+    Campaign, Candidate, Chosen, Exclusions, OUTBOX_COLUMNS, Plan, Rules, exclusion_queries, finish_evaluation,
+    log_written, outbox_row, record_step_counts, run_id_query, run_insert, segment,
 };
+use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::entities::model;
 use crate::db::raw;
+use crate::model::registry;
 
 /// Works out the plan in a read transaction, writing nothing.
 pub fn evaluate(
@@ -58,11 +60,7 @@ fn evaluate_in(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> rusqlite::Result<Plan> {
-    let active_model = model::Entity::find()
-        .select_only()
-        .column(model::Column::Id)
-        .filter(model::Column::Active.eq(true))
-        .build(DbBackend::Sqlite);
+    let active_model = registry::find_active().select_only().column(model::Column::Id).build(DbBackend::Sqlite);
     let model_id = raw::query(connection, &active_model, |row| row.get::<_, i64>(0))?.first().copied();
     let started = Instant::now();
     let exclusions = load_exclusions(connection, campaign, rules, at)?;
@@ -80,28 +78,21 @@ fn load_exclusions(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> rusqlite::Result<Exclusions> {
-    let queries = ExclusionQueries::new(campaign, rules, at);
-    let pairs =
-        |select| raw::query(connection, &build(select), |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)));
-    Ok(Exclusions {
-        suppressed: pairs(&queries.suppressed)?.into_iter().map(|p| p.0).collect(),
-        open_complaint: pairs(&queries.open_complaint)?.into_iter().map(|p| p.0).collect(),
-        cooled_down: pairs(&queries.cooled_down)?.into_iter().map(|p| p.0).collect(),
-        recent_messages: pairs(&queries.recent_messages)?.into_iter().collect(),
-    })
+    let results = exclusion_queries(campaign, rules, at)
+        .map(|select| raw::query(connection, &build(&select), |row| Ok((row.get(0)?, row.get(1)?))));
+    let [a, b, c, d] = results;
+    Ok(Exclusions::from_results([a?, b?, c?, d?]))
 }
 
 /// One prepared INSERT run per row: SQLite's fastest way in.
 fn insert_outbox(connection: &Connection, run_id: i64, chosen: &[Chosen], at: DateTime<Utc>) -> rusqlite::Result<()> {
-    // As sqlx writes times, so that stored times compare alike.
-    let now = Ord::max(Utc::now(), at).to_rfc3339_opts(SecondsFormat::AutoSi, false);
-    let mut insert = connection.prepare(
-        "INSERT INTO outbox (run_id, customer_id, state, variant, attempts, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)",
-    )?;
+    let Some(first) = chosen.first() else { return Ok(()) };
+    let now = repeated_time(DbBackend::Sqlite, Ord::max(Utc::now(), at));
+    let one_row = BulkInsert::new(DbBackend::Sqlite, "outbox", OUTBOX_COLUMNS)
+        .statement(outbox_row(run_id, first, &now).to_vec());
+    let mut insert = connection.prepare(&one_row.sql)?;
     for row in chosen {
-        let state = if row.control { "control" } else { "planned" };
-        insert.execute(rusqlite::params![run_id, row.customer_id, state, row.variant, now])?;
+        insert.execute(rusqlite::params_from_iter(outbox_row(run_id, row, &now).iter().map(raw::Bound)))?;
     }
     Ok(())
 }
