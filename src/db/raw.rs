@@ -10,7 +10,7 @@
 use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use sea_orm::sea_query::Value;
-use sea_orm::{DatabaseConnection, DbErr, Statement};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
 /// Runs `work` on a pooled connection of `db` (which must be SQLite),
 /// blocking this thread (a worker of its own when the runtime has several).
@@ -82,9 +82,20 @@ fn bound(statement: &Statement) -> impl Iterator<Item = Bound<'_>> {
     statement.values.iter().flat_map(|values| values.0.iter().map(Bound))
 }
 
+/// A sea-query statement built for SQLite.
+pub fn build(statement: &impl StatementBuilder) -> Statement {
+    DbBackend::Sqlite.build(statement)
+}
+
 /// Runs a statement that returns no rows; how many rows it changed.
 pub fn execute(connection: &rusqlite::Connection, statement: &Statement) -> rusqlite::Result<usize> {
     connection.execute(&statement.sql, rusqlite::params_from_iter(bound(statement)))
+}
+
+/// [`execute`] for a statement run many times with other values: prepared
+/// once per connection (rusqlite's statement cache).
+pub fn execute_cached(connection: &rusqlite::Connection, statement: &Statement) -> rusqlite::Result<usize> {
+    connection.prepare_cached(&statement.sql)?.execute(rusqlite::params_from_iter(bound(statement)))
 }
 
 /// Every row of a query, each turned into a `T` by `read`.

@@ -59,6 +59,20 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
             env.strings("SELECT c.external_id || ' ' || a.tier FROM loyalty_accounts a JOIN customers c ON c.id = a.customer_id ORDER BY 1"),
             ["A member", "B member"]
         );
+        if env.backend == crate::support::Backend::Sqlite {
+            // A first run sets the ledger's indexes aside while it writes; they are back.
+            assert_eq!(
+                env.strings(
+                    "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'loyalty_ledger' ORDER BY name"
+                ),
+                [
+                    "ix_loyalty_ledger_customer_id_occurred_at",
+                    "ix_loyalty_ledger_expires_at",
+                    "ix_loyalty_ledger_order_id",
+                    "sqlite_autoindex_loyalty_ledger_1"
+                ]
+            );
+        }
 
         // Importing the orders again and recomputing adds nothing.
         assert_eq!(import(env, "orders", ORDERS).code, 0);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use sea_orm::{DbBackend, QuerySelect, QueryTrait, Statement, StatementBuilder};
+use sea_orm::{DbBackend, QuerySelect, QueryTrait};
 
 use super::{
     Campaign, Candidate, Chosen, Exclusions, OUTBOX_COLUMNS, Plan, Rules, exclusion_queries, finish_evaluation,
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::entities::model;
-use crate::db::raw;
+use crate::db::raw::{self, build};
 use crate::model::registry;
 
 /// Works out the plan in a read transaction, writing nothing.
@@ -95,8 +95,4 @@ fn insert_outbox(connection: &Connection, run_id: i64, chosen: &[Chosen], at: Da
         insert.execute(rusqlite::params_from_iter(outbox_row(run_id, row, &now).iter().map(raw::Bound)))?;
     }
     Ok(())
-}
-
-fn build(statement: &impl StatementBuilder) -> Statement {
-    DbBackend::Sqlite.build(statement)
 }

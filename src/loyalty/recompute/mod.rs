@@ -1,0 +1,604 @@
+//! `patron loyalty recompute`: brings every member up to date as of a moment.
+//!
+//! This module holds the statements and the steps, and runs them through
+//! sea-orm (PostgreSQL); [`sqlite`] runs the same statements through SQLite's
+//! own statement loop, where a first run writes millions of entries and a
+//! nightly run reads tens of thousands of members.
+
+mod sqlite;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration as Elapsed, Instant};
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use sea_orm::sea_query::{
+    CaseStatement, Condition, Expr, ExprTrait, Func, InsertStatement, JoinType, OnConflict, Query, SelectStatement,
+    UpdateStatement,
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
+};
+use serde::Serialize;
+
+use super::CHUNK;
+use super::engine::{self, Account, Basis, Entry, Member, Order, Outcome, Rules, Standing};
+use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
+use crate::db::raw;
+
+/// What a recompute changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub members: u64,
+    pub new_members: u64,
+    /// Members run through the rules because something may have changed for them.
+    pub recomputed: u64,
+    pub points_earned: i64,
+    pub bonus_points: i64,
+    pub points_expired: i64,
+    pub upgrades: u64,
+    pub downgrades: u64,
+}
+
+/// Brings every customer with orders or an account up to date as of `as_of`,
+/// in one transaction. Only members for whom something may have changed (a
+/// new order, no account yet, points expiring within 30 days, a birthday, a
+/// 12-month value outside their tier) are loaded and run through the rules.
+/// For everyone else only the distance to the next tier can move (orders
+/// leave the 12-month window); one query finds those whose stored distance
+/// is off. Their balance needs no check: every ledger write (recompute,
+/// redemption, adjustment) updates the stored balance with it.
+pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        return raw::with_connection(db, |connection| sqlite::recompute(connection, rules, as_of)).await;
+    }
+    let txn = db.begin().await?;
+    let mut log = PhaseLog::new();
+    let mut changed = HashSet::new();
+    for (name, query) in change_queries(DbBackend::Postgres, rules, as_of) {
+        for row in txn.query_all(&query).await? {
+            changed.insert(row.try_get_by_index::<i64>(0)?);
+        }
+        log.found(name, changed.len());
+    }
+    let moved = txn.query_all(&moved_query(rules, as_of)).await?;
+    let moved =
+        moved.iter().map(|row| Ok(Moved::new(row.try_get_many_by_index()?, rules))).collect::<Result<_, DbErr>>()?;
+    let (changed, distances) = sort_out(rules, changed, moved);
+    log.phase("changed members found");
+    let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
+    for ids in changed.chunks(CHUNK) {
+        let clock = Instant::now();
+        let accounts = load_accounts(&txn, ids).await?;
+        let outcomes = recompute_members(&txn, rules, &accounts, ids, as_of).await?;
+        log.reading += clock.elapsed();
+        count_all(&mut report, &outcomes, rules);
+        let clock = Instant::now();
+        for insert in outcome_writes(&accounts, &outcomes, as_of) {
+            txn.execute(&insert).await?;
+        }
+        log.writing += clock.elapsed();
+    }
+    log.members_done();
+    for (customer_id, next_tier) in distances {
+        txn.execute(&distance_update(customer_id, next_tier, as_of)).await?;
+    }
+    log.phase("distances to the next tier written");
+    report.members = PaginatorTrait::count(loyalty_account::Entity::find(), &txn).await?;
+    txn.commit().await?;
+    log.phase("committed");
+    Ok(report)
+}
+
+/// The time of each step, logged at debug.
+struct PhaseLog {
+    started: Instant,
+    /// Loading members and running the rules; writing what is due.
+    reading: Elapsed,
+    writing: Elapsed,
+}
+
+impl PhaseLog {
+    fn new() -> Self {
+        PhaseLog { started: Instant::now(), reading: Elapsed::ZERO, writing: Elapsed::ZERO }
+    }
+
+    fn phase(&self, name: &str) {
+        tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), "loyalty recompute: {name}");
+    }
+
+    fn found(&self, name: &str, members: usize) {
+        tracing::debug!(seconds = self.started.elapsed().as_secs_f64(), members, "loyalty recompute: {name}");
+    }
+
+    fn members_done(&self) {
+        tracing::debug!(
+            reading_s = self.reading.as_secs_f64(),
+            writing_s = self.writing.as_secs_f64(),
+            "loyalty recompute: members read and written"
+        );
+        self.phase("changed members recomputed");
+    }
+}
+
+/// The members to run through the rules, in id order, and the new distance
+/// to the next tier of those whose tier holds but whose distance moved.
+fn sort_out(rules: &Rules, mut changed: HashSet<i64>, moved: Vec<Moved>) -> (Vec<i64>, Vec<NewDistance>) {
+    let mut distances = Vec::new();
+    for moved in moved {
+        if rules.rank(&moved.tier) != Some(rules.tier_for(moved.value)) {
+            changed.insert(moved.customer_id);
+        } else {
+            let next_tier = rules.next_tier(&moved.tier, moved.value);
+            if next_tier != moved.next_tier {
+                distances.push((moved.customer_id, next_tier));
+            }
+        }
+    }
+    let mut changed: Vec<i64> = changed.into_iter().collect();
+    changed.sort_unstable();
+    distances.retain(|(id, _)| changed.binary_search(id).is_err());
+    (changed, distances)
+}
+
+/// A member and their next tier with the distance to it (`None` at the top).
+type NewDistance = (i64, Option<(String, f64)>);
+
+fn distance_update(customer_id: i64, next_tier: Option<(String, f64)>, as_of: DateTime<Utc>) -> UpdateStatement {
+    let (name, missing) = next_tier.unzip();
+    Query::update()
+        .table("loyalty_accounts")
+        .values([("next_tier", name.into()), ("points_to_next_tier", missing.into()), ("updated_at", as_of.into())])
+        .and_where(Expr::col("customer_id").eq(customer_id))
+        .to_owned()
+}
+
+fn count_all(report: &mut Report, outcomes: &[(i64, Outcome)], rules: &Rules) {
+    for (_, outcome) in outcomes {
+        for entry in &outcome.new_entries {
+            match entry.kind.as_str() {
+                "earn" => report.points_earned += entry.points,
+                "bonus" => report.bonus_points += entry.points,
+                _ => report.points_expired -= entry.points,
+            }
+        }
+        match &outcome.tier_change {
+            Some((None, _)) => report.new_members += 1,
+            Some((Some(from), to)) if rules.rank(to) > rules.rank(from) => report.upgrades += 1,
+            Some(_) => report.downgrades += 1,
+            None => {}
+        }
+    }
+}
+
+/// The stored account as the engine sees it, and its stored standing.
+fn split(stored: &loyalty_account::Model) -> (Account, Standing) {
+    let account = Account {
+        tier: stored.tier.clone(),
+        tier_since: stored.tier_since,
+        joined_at: stored.joined_at,
+        direction: stored.tier_direction.clone(),
+    };
+    let standing = Standing {
+        points: stored.points,
+        points_expiring_30d: stored.points_expiring_30d,
+        next_tier: stored.next_tier.clone().zip(stored.points_to_next_tier),
+    };
+    (account, standing)
+}
+
+/// What is loaded for a chunk of members, besides their accounts.
+struct Loaded {
+    orders: Vec<(i64, Order)>,
+    ledger: Vec<(i64, Entry)>,
+    birthdays: HashMap<i64, NaiveDate>,
+}
+
+/// Loads the members `ids` (orders up to `as_of`, ledger, birthday) and runs the rules for each.
+async fn recompute_members(
+    txn: &DatabaseTransaction,
+    rules: &Rules,
+    accounts: &HashMap<i64, loyalty_account::Model>,
+    ids: &[i64],
+    as_of: DateTime<Utc>,
+) -> Result<Vec<(i64, Outcome)>, DbErr> {
+    let orders = orders_query(ids, as_of).into_tuple::<OrderRow>().all(txn).await?;
+    let ledger = ledger_query(ids).into_tuple::<LedgerRow>().all(txn).await?;
+    let birthdays = birthdays_query(ids).into_tuple::<(i64, NaiveDate)>().all(txn).await?;
+    let loaded = Loaded {
+        orders: orders.into_iter().map(order_from_row).collect(),
+        ledger: ledger.into_iter().map(entry_from_row).collect(),
+        birthdays: birthdays.into_iter().collect(),
+    };
+    Ok(run_rules(rules, accounts, ids, loaded, as_of))
+}
+
+/// Runs the rules for each of `ids`.
+fn run_rules(
+    rules: &Rules,
+    accounts: &HashMap<i64, loyalty_account::Model>,
+    ids: &[i64],
+    loaded: Loaded,
+    as_of: DateTime<Utc>,
+) -> Vec<(i64, Outcome)> {
+    let mut orders = group(loaded.orders);
+    let mut ledger = group(loaded.ledger);
+    let outcomes = ids.iter().map(|&customer_id| {
+        let account = accounts.get(&customer_id).map(|stored| split(stored).0);
+        let member = Member {
+            customer_id,
+            birthday: loaded.birthdays.get(&customer_id).copied(),
+            orders: &orders.remove(&customer_id).unwrap_or_default(),
+            ledger: &ledger.remove(&customer_id).unwrap_or_default(),
+            account: account.as_ref(),
+        };
+        (customer_id, engine::recompute(rules, &member, as_of))
+    });
+    outcomes.collect()
+}
+
+fn group<T>(rows: Vec<(i64, T)>) -> HashMap<i64, Vec<T>> {
+    let mut grouped: HashMap<i64, Vec<T>> = HashMap::new();
+    for (customer, row) in rows {
+        grouped.entry(customer).or_default().push(row);
+    }
+    grouped
+}
+
+/// The statements that write the new entries, the accounts (new, changed
+/// tier or moved standing) and the tier changes.
+fn outcome_writes(
+    accounts: &HashMap<i64, loyalty_account::Model>,
+    outcomes: &[(i64, Outcome)],
+    as_of: DateTime<Utc>,
+) -> Vec<InsertStatement> {
+    let entries: Vec<(i64, &Entry)> = outcomes
+        .iter()
+        .flat_map(|(customer, outcome)| outcome.new_entries.iter().map(move |e| (*customer, e)))
+        .collect();
+    let mut writes: Vec<InsertStatement> = entries.chunks(CHUNK).map(|chunk| insert_entries(chunk, as_of)).collect();
+    let rows: Vec<(i64, Account, Standing)> = outcomes
+        .iter()
+        .filter_map(|(customer, outcome)| {
+            let stored = accounts.get(customer).map(split);
+            let account = outcome.account.clone().or_else(|| stored.as_ref().map(|(a, _)| a.clone()))?;
+            let unchanged = outcome.account.is_none() && stored.is_some_and(|(_, s)| s == outcome.standing);
+            (!unchanged).then(|| (*customer, account, outcome.standing.clone()))
+        })
+        .collect();
+    if !rows.is_empty() {
+        writes.push(upsert_accounts(&rows, as_of));
+    }
+    let changes: Vec<(i64, &Option<String>, &String)> = outcomes
+        .iter()
+        .filter_map(|(customer, outcome)| outcome.tier_change.as_ref().map(|(from, to)| (*customer, from, to)))
+        .collect();
+    if !changes.is_empty() {
+        let mut insert = Query::insert();
+        insert.into_table("loyalty_tier_changes").columns(["customer_id", "from_tier", "to_tier", "changed_at"]);
+        for (customer, from, to) in changes {
+            insert.values_panic([customer.into(), from.clone().into(), to.clone().into(), as_of.into()]);
+        }
+        writes.push(insert);
+    }
+    writes
+}
+
+fn insert_entries(entries: &[(i64, &Entry)], now: DateTime<Utc>) -> InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table("loyalty_ledger").columns([
+        "customer_id",
+        "entry_kind",
+        "points",
+        "source_key",
+        "order_id",
+        "occurred_at",
+        "expires_at",
+        "created_at",
+    ]);
+    for (customer, entry) in entries {
+        insert.values_panic([
+            (*customer).into(),
+            entry.kind.clone().into(),
+            entry.points.into(),
+            entry.source_key.clone().into(),
+            entry.order_id.into(),
+            entry.at.into(),
+            entry.expires_at.into(),
+            now.into(),
+        ]);
+    }
+    insert.on_conflict(OnConflict::column("source_key").do_nothing().to_owned());
+    insert
+}
+
+/// Inserts or rewrites the accounts (all but `joined_at`, which never changes).
+fn upsert_accounts(rows: &[(i64, Account, Standing)], now: DateTime<Utc>) -> InsertStatement {
+    let mut insert = Query::insert();
+    insert.into_table("loyalty_accounts").columns([
+        "customer_id",
+        "tier",
+        "tier_since",
+        "joined_at",
+        "updated_at",
+        "points",
+        "points_expiring_30d",
+        "next_tier",
+        "points_to_next_tier",
+        "tier_direction",
+    ]);
+    for (customer, account, standing) in rows {
+        let (next_tier, missing) = standing.next_tier.clone().unzip();
+        insert.values_panic([
+            (*customer).into(),
+            account.tier.clone().into(),
+            account.tier_since.into(),
+            account.joined_at.into(),
+            now.into(),
+            standing.points.into(),
+            standing.points_expiring_30d.into(),
+            next_tier.into(),
+            missing.into(),
+            account.direction.clone().into(),
+        ]);
+    }
+    insert.on_conflict(
+        OnConflict::column("customer_id")
+            .update_columns([
+                "tier",
+                "tier_since",
+                "updated_at",
+                "points",
+                "points_expiring_30d",
+                "next_tier",
+                "points_to_next_tier",
+                "tier_direction",
+            ])
+            .to_owned(),
+    );
+    insert
+}
+
+async fn load_accounts(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
+    let accounts = accounts_query(ids).all(txn).await?;
+    Ok(accounts.into_iter().map(|a| (a.customer_id, a)).collect())
+}
+
+fn accounts_query(ids: &[i64]) -> Select<loyalty_account::Entity> {
+    loyalty_account::Entity::find().filter(loyalty_account::Column::CustomerId.is_in(ids.iter().copied()))
+}
+
+/// A member whose tier or stored distance to the next tier may no longer
+/// match their 12-month value.
+struct Moved {
+    customer_id: i64,
+    tier: String,
+    next_tier: Option<(String, f64)>,
+    value: f64,
+}
+
+/// The columns of [`moved_query`]: customer, tier, next tier, distance, 12-month value.
+type MovedRow = (i64, String, Option<String>, Option<f64>, i64);
+
+impl Moved {
+    fn new((customer_id, tier, next_tier, missing, total): MovedRow, rules: &Rules) -> Self {
+        let divisor = if rules.basis == Basis::Spend { 100.0 } else { 1.0 };
+        Moved { customer_id, tier, next_tier: next_tier.zip(missing), value: total as f64 / divisor }
+    }
+}
+
+/// The members whose held tier differs from the one their 12-month value
+/// reaches, or whose stored next tier or distance to it differs from what
+/// the value gives; worked out in the database, so that only those rows
+/// come back ([`MovedRow`]). The tiers are bound values; the caller checks
+/// each row again with [`Rules`].
+fn moved_query(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
+    let divisor = if rules.basis == Basis::Spend { "100.0" } else { "1.0" };
+    // Fixed text: a number literal chosen above, never input.
+    let value = || Expr::cust(format!(r#"(COALESCE("v"."total", 0) / {divisor})"#));
+    let tier = || Expr::col(("a", "tier"));
+    let mut held = CaseStatement::new();
+    let mut target = CaseStatement::new();
+    for (rank, (name, _)) in rules.tiers.iter().enumerate() {
+        held = held.case(tier().eq(name.as_str()), rank as i64);
+    }
+    // Highest threshold first: the first that the value reaches wins.
+    for (rank, (_, threshold)) in rules.tiers.iter().enumerate().rev() {
+        target = target.case(value().gte(*threshold), rank as i64);
+    }
+    let (next_name, next_threshold): (Expr, Expr) = if rules.tiers.len() < 2 {
+        (Expr::null(), Expr::null())
+    } else {
+        let (mut name, mut threshold) = (CaseStatement::new(), CaseStatement::new());
+        for pair in rules.tiers.windows(2) {
+            name = name.case(tier().eq(pair[0].0.as_str()), pair[1].0.as_str());
+            threshold = threshold.case(tier().eq(pair[0].0.as_str()), pair[1].1);
+        }
+        (Expr::Case(Box::new(name)), Expr::Case(Box::new(threshold)))
+    };
+    let missing = Expr::Case(Box::new(
+        CaseStatement::new().case(next_threshold.clone().sub(value()).gt(0), next_threshold.sub(value())).finally(0),
+    ));
+    let stored_missing = Expr::col(("a", "points_to_next_tier"));
+    let moved = Condition::any()
+        .add(Expr::Case(Box::new(held.finally(-1))).ne(Expr::Case(Box::new(target.finally(0)))))
+        .add(distinct_from(Expr::col(("a", "next_tier")), next_name.clone()))
+        .add(
+            Condition::all().add(next_name.is_not_null()).add(
+                Condition::any()
+                    .add(stored_missing.clone().is_null())
+                    .add(Expr::expr(Func::abs(stored_missing.sub(missing))).gt(0.000001)),
+            ),
+        );
+    Query::select()
+        .columns([("a", "customer_id"), ("a", "tier"), ("a", "next_tier"), ("a", "points_to_next_tier")])
+        .expr(Expr::cust(r#"COALESCE("v"."total", 0)"#))
+        .from_as("loyalty_accounts", "a")
+        .join_subquery(
+            JoinType::LeftJoin,
+            basis_totals(rules, as_of),
+            "v",
+            Expr::col(("v", "customer_id")).equals(("a", "customer_id")),
+        )
+        .cond_where(moved)
+        .to_owned()
+}
+
+/// `a IS DISTINCT FROM b`, spelled out in operators both engines share.
+/// (Custom SQL with `$1` is only filled in on PostgreSQL: on SQLite it
+/// became a named parameter that nothing was bound to.)
+fn distinct_from(a: Expr, b: Expr) -> Condition {
+    Condition::any()
+        .add(a.clone().ne(b.clone()))
+        .add(a.clone().is_null().and(b.clone().is_not_null()))
+        .add(a.is_not_null().and(b.is_null()))
+}
+
+/// `customer_id, total`: every member's 12-month value up to and including
+/// `as_of`, as an integer in the tier basis: spend in cents from the orders,
+/// or points earned from the ledger's `earn` entries.
+fn basis_totals(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
+    let since = as_of - Duration::days(365);
+    let (table, sum, time) = match rules.basis {
+        Basis::Spend => ("orders", "CAST(SUM(amount_cents) AS BIGINT)", "ordered_at"),
+        Basis::Points => ("loyalty_ledger", "CAST(SUM(points) AS BIGINT)", "occurred_at"),
+    };
+    let mut query = Query::select();
+    query
+        .column("customer_id")
+        .expr_as(Expr::cust(sum), "total")
+        .from(table)
+        .and_where(Expr::col(time).gt(since))
+        .and_where(Expr::col(time).lte(as_of))
+        .group_by_col("customer_id");
+    if rules.basis == Basis::Points {
+        query.and_where(Expr::col("entry_kind").eq("earn"));
+    }
+    query
+}
+
+/// Customers for whom something happened that the aggregates cannot show:
+/// an order without points yet or no account; points expiring by 30 days
+/// from now that are not settled; a birthday in the last week. Each
+/// query's name is for the debug log.
+fn change_queries(backend: DbBackend, rules: &Rules, as_of: DateTime<Utc>) -> Vec<(&'static str, SelectStatement)> {
+    let not_exists = |query: SelectStatement| Expr::exists(query).not();
+    let unearned = Query::select()
+        .distinct()
+        .column(("o", "customer_id"))
+        .from_as("orders", "o")
+        .and_where(Expr::col(("o", "ordered_at")).lte(as_of))
+        .cond_where(
+            Condition::any()
+                .add(not_exists(
+                    Query::select()
+                        .expr(Expr::val(1))
+                        .from_as("loyalty_ledger", "l")
+                        .and_where(Expr::col(("l", "order_id")).equals(("o", "id")))
+                        .to_owned(),
+                ))
+                .add(not_exists(
+                    Query::select()
+                        .expr(Expr::val(1))
+                        .from_as("loyalty_accounts", "a")
+                        .and_where(Expr::col(("a", "customer_id")).equals(("o", "customer_id")))
+                        .to_owned(),
+                )),
+        )
+        .to_owned();
+    let unsettled = Query::select()
+        .distinct()
+        .column(("l", "customer_id"))
+        .from_as("loyalty_ledger", "l")
+        .and_where(Expr::col(("l", "points")).gt(0))
+        .and_where(Expr::col(("l", "expires_at")).lte(as_of + Duration::days(30)))
+        .and_where(not_exists(
+            Query::select()
+                .expr(Expr::val(1))
+                .from_as("loyalty_ledger", "e")
+                .and_where(Expr::col(("e", "source_key")).eq(Expr::cust(r#"'expire:' || "l"."source_key""#)))
+                .to_owned(),
+        ))
+        .to_owned();
+    let mut queries = vec![("unearned orders or no account", unearned), ("unsettled lots", unsettled)];
+    if rules.birthday_bonus > 0 {
+        queries.push(("birthdays", birthdays_in_last_week(backend, as_of)));
+    }
+    queries
+}
+
+/// Members whose birthday (month and day) fell in the 7 days up to `as_of`.
+fn birthdays_in_last_week(backend: DbBackend, as_of: DateTime<Utc>) -> SelectStatement {
+    let mut days: Vec<String> = Vec::new();
+    for back in 0..7 {
+        let day = as_of.date_naive() - Duration::days(back);
+        days.push(day.format("%m-%d").to_string());
+        if (day.month(), day.day()) == (2, 28) && !day.leap_year() {
+            days.push("02-29".into());
+        }
+    }
+    let month_day = match backend {
+        DbBackend::Sqlite => r#"strftime('%m-%d', "customers"."birthday")"#,
+        _ => r#"to_char("customers"."birthday", 'MM-DD')"#,
+    };
+    Query::select()
+        .column(("loyalty_accounts", "customer_id"))
+        .from("loyalty_accounts")
+        .inner_join("customers", Expr::col(("customers", "id")).equals(("loyalty_accounts", "customer_id")))
+        .and_where(Expr::cust(month_day).is_in(days))
+        .to_owned()
+}
+
+/// id, customer, time, amount in cents, category.
+type OrderRow = (i64, i64, DateTime<Utc>, i64, Option<String>);
+/// customer, kind, points, source key, time, expiry, order.
+type LedgerRow = (i64, String, i64, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>);
+
+/// The orders of `ids` up to `as_of` ([`OrderRow`]).
+fn orders_query(ids: &[i64], as_of: DateTime<Utc>) -> Select<order::Entity> {
+    order::Entity::find()
+        .select_only()
+        .columns([
+            order::Column::Id,
+            order::Column::CustomerId,
+            order::Column::OrderedAt,
+            order::Column::AmountCents,
+            order::Column::Category,
+        ])
+        .filter(order::Column::CustomerId.is_in(ids.iter().copied()))
+        .filter(order::Column::OrderedAt.lte(as_of))
+}
+
+fn order_from_row((id, customer, at, amount_cents, category): OrderRow) -> (i64, Order) {
+    (customer, Order { id, at, amount_cents, category })
+}
+
+/// The ledgers of `ids`, oldest entry first ([`LedgerRow`]).
+fn ledger_query(ids: &[i64]) -> Select<loyalty_ledger::Entity> {
+    loyalty_ledger::Entity::find()
+        .select_only()
+        .columns([
+            loyalty_ledger::Column::CustomerId,
+            loyalty_ledger::Column::EntryKind,
+            loyalty_ledger::Column::Points,
+            loyalty_ledger::Column::SourceKey,
+            loyalty_ledger::Column::OccurredAt,
+            loyalty_ledger::Column::ExpiresAt,
+            loyalty_ledger::Column::OrderId,
+        ])
+        .filter(loyalty_ledger::Column::CustomerId.is_in(ids.iter().copied()))
+        .order_by_asc(loyalty_ledger::Column::Id)
+}
+
+fn entry_from_row((customer, kind, points, source_key, at, expires_at, order_id): LedgerRow) -> (i64, Entry) {
+    (customer, Entry { kind, points, source_key, at, expires_at, order_id })
+}
+
+/// The birthdays of those of `ids` who gave one.
+fn birthdays_query(ids: &[i64]) -> Select<customer::Entity> {
+    customer::Entity::find()
+        .select_only()
+        .columns([customer::Column::Id, customer::Column::Birthday])
+        .filter(customer::Column::Id.is_in(ids.iter().copied()))
+        .filter(customer::Column::Birthday.is_not_null())
+}
