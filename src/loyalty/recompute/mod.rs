@@ -364,8 +364,25 @@ async fn load_accounts(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap
     Ok(accounts.into_iter().map(|a| (a.customer_id, a)).collect())
 }
 
+/// The accounts of `ids`, every column named in this order, in which the
+/// SQLite path reads them (sea-orm reads them by name).
 fn accounts_query(ids: &[i64]) -> Select<loyalty_account::Entity> {
-    loyalty_account::Entity::find().filter(loyalty_account::Column::CustomerId.is_in(ids.iter().copied()))
+    use loyalty_account::Column;
+    loyalty_account::Entity::find()
+        .select_only()
+        .columns([
+            Column::CustomerId,
+            Column::Tier,
+            Column::TierSince,
+            Column::JoinedAt,
+            Column::UpdatedAt,
+            Column::Points,
+            Column::PointsExpiring30d,
+            Column::NextTier,
+            Column::PointsToNextTier,
+            Column::TierDirection,
+        ])
+        .filter(Column::CustomerId.is_in(ids.iter().copied()))
 }
 
 /// A member whose tier or stored distance to the next tier may no longer

@@ -90,7 +90,6 @@ fn set_aside_ledger_indexes(txn: &Transaction<'_>) -> rusqlite::Result<Vec<Strin
 }
 
 fn load_accounts(connection: &Connection, ids: &[i64]) -> rusqlite::Result<HashMap<i64, loyalty_account::Model>> {
-    // Columns in the entity's order, as sea-orm selects them.
     let accounts = raw::query(connection, &accounts_query(ids).build(DbBackend::Sqlite), |row| {
         Ok(loyalty_account::Model {
             customer_id: row.get(0)?,
