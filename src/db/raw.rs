@@ -7,6 +7,7 @@
 //! thread: same file, same pragmas, same pool, no second connection setup.
 //! Statements are still built by sea-query with bound values.
 
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use sea_orm::sea_query::Value;
@@ -124,6 +125,29 @@ pub fn for_each(
         visit(row)?;
     }
     Ok(())
+}
+
+/// A time column as sqlx writes it (RFC 3339 text; see [`Bound`]).
+pub fn time(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
+    parse_time(index, row.get_ref(index)?.as_str()?)
+}
+
+/// [`time`] for a column that may be NULL.
+pub fn optional_time(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    row.get_ref(index)?.as_str_or_null()?.map(|text| parse_time(index, text)).transpose()
+}
+
+/// A date column as sqlx writes it (`YYYY-MM-DD`).
+pub fn date(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<NaiveDate> {
+    parsed(index, NaiveDate::parse_from_str(row.get_ref(index)?.as_str()?, "%F"))
+}
+
+fn parse_time(index: usize, text: &str) -> rusqlite::Result<DateTime<Utc>> {
+    parsed(index, DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()))
+}
+
+fn parsed<T>(index: usize, result: Result<T, chrono::ParseError>) -> rusqlite::Result<T> {
+    result.map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
 }
 
 fn sqlx_error(error: sea_orm::sqlx::Error) -> DbErr {

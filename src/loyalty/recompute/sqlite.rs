@@ -6,8 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use sea_orm::{DbBackend, QueryTrait};
 
 use super::{
@@ -16,7 +16,7 @@ use super::{
     run_rules, sort_out,
 };
 use crate::db::entities::loyalty_account;
-use crate::db::raw::{self, build};
+use crate::db::raw::{self, build, date, optional_time, time};
 use crate::loyalty::engine::Rules;
 
 /// [`super::recompute`] in one transaction that reads first and takes the
@@ -128,27 +128,4 @@ fn load_members(
     let birthdays =
         raw::query(connection, &birthdays_query(ids).build(DbBackend::Sqlite), |row| Ok((row.get(0)?, date(row, 1)?)))?;
     Ok(Loaded { orders, ledger, birthdays: birthdays.into_iter().collect() })
-}
-
-/// A time column as sqlx writes it (RFC 3339 text).
-fn time(row: &Row<'_>, index: usize) -> rusqlite::Result<DateTime<Utc>> {
-    let text = row.get_ref(index)?.as_str()?;
-    parsed(index, DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()))
-}
-
-fn optional_time(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
-    match row.get_ref(index)?.as_str_or_null()? {
-        Some(text) => parsed(index, DateTime::parse_from_rfc3339(text).map(|t| t.to_utc())).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// A date column as sqlx writes it (`YYYY-MM-DD`).
-fn date(row: &Row<'_>, index: usize) -> rusqlite::Result<NaiveDate> {
-    let text = row.get_ref(index)?.as_str()?;
-    parsed(index, NaiveDate::parse_from_str(text, "%F"))
-}
-
-fn parsed<T>(index: usize, result: Result<T, chrono::ParseError>) -> rusqlite::Result<T> {
-    result.map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, e.into()))
 }
