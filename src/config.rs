@@ -94,6 +94,7 @@ pub struct DeliverySettings {
     pub retry_after: String,
     pub retry_max: String,
     pub lease: String,
+    pub resend_unknown: bool,
     pub message_id_domain: String,
 }
 
@@ -559,6 +560,20 @@ fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigErro
     }
     if settings.smtp.timeout().is_zero() {
         return Err(invalid(raw, "smtp.timeout", "must be longer than 0s"));
+    }
+    let needed = settings.smtp.timeout() * delivery.concurrency as i32;
+    if delivery.transport() == TransportKind::Smtp && delivery.lease() < needed {
+        return Err(invalid(
+            raw,
+            "delivery.lease",
+            format!(
+                "must be at least delivery.concurrency x smtp.timeout ({} x {} = {}s), so that no message \
+                 waits in a sender longer than its lease",
+                delivery.concurrency,
+                settings.smtp.timeout,
+                needed.num_seconds()
+            ),
+        ));
     }
     if delivery.message_id_domain.is_empty() || delivery.message_id_domain.contains(['<', '>', '@', ' ']) {
         return Err(invalid(raw, "delivery.message_id_domain", "must be a domain name such as mail.example.com"));

@@ -24,6 +24,8 @@ pub struct Status {
     /// Outbox rows by state (planned, sent, failed, ...).
     pub outbox: BTreeMap<String, u64>,
     pub suppressions: u64,
+    /// Senders waiting for an SMTP server they cannot use.
+    pub sending_paused: Vec<crate::delivery::pause::Pause>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +69,7 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
             .map(|(state, n)| (state, n as u64))
             .collect(),
         suppressions: suppression::Entity::find().count(db).await?,
+        sending_paused: crate::delivery::pause::current(db, chrono::Utc::now()).await?,
     })
 }
 
@@ -87,7 +90,7 @@ impl Status {
              models:          {}{}\n\
              campaign runs:   {}\n\
              outbox:          {}\n\
-             suppressions:    {}\n",
+             suppressions:    {}\n{}",
             self.database,
             self.customers,
             self.customers_with_consent,
@@ -103,6 +106,16 @@ impl Status {
             self.campaign_runs,
             outbox,
             self.suppressions,
+            self.sending_paused
+                .iter()
+                .map(|p| format!(
+                    "sending paused:  {} since {}, next try {}: {}\n",
+                    p.sender,
+                    p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                    p.retry_at.format("%H:%M:%S"),
+                    p.reason
+                ))
+                .collect::<String>(),
         )
     }
 }

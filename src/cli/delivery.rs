@@ -1,10 +1,15 @@
-//! `patron send` and `patron serve`.
+//! `patron send`, `patron serve` and `patron outbox retry`.
 
-use clap::Args;
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::watch;
 
+use super::UsageError;
 use crate::campaign::Catalog;
 use crate::config::Loaded;
+use crate::delivery::outbox::{self, Requeue};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::{db, http};
 
@@ -16,7 +21,16 @@ pub struct SendArgs {
     pub until_empty: bool,
 }
 
-/// Sends what is due in the outbox; Ctrl-C stops after the messages in flight.
+/// The SMTP server could not be used; the messages went back unsent.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "sending paused: {0}. The messages not sent wait in the outbox with no attempt spent; \
+     run `patron send` again once the server works (or `patron send --until-empty`, which waits for it)"
+)]
+pub struct SendingPaused(pub String);
+
+/// Sends what is due in the outbox; SIGTERM or Ctrl-C stops after the
+/// messages in flight, and gives back those not yet sent.
 pub async fn send(loaded: &Loaded, args: &SendArgs) -> anyhow::Result<()> {
     let settings = &loaded.settings;
     db::open(settings).await?;
@@ -29,19 +43,31 @@ pub async fn send(loaded: &Loaded, args: &SendArgs) -> anyhow::Result<()> {
     let signer = delivery::signer(loaded.secrets.unsubscribe_secret.as_ref());
     let sender = Sender::new(conn, transport, campaigns, signer, Options::from_settings(loaded));
     let (stop_tx, stop) = watch::channel(false);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("stopping: finishing the messages in flight");
-            let _ = stop_tx.send(true);
-        }
+        let signal = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        };
+        tracing::info!(signal, "stopping: finishing the messages in flight, giving back the rest");
+        let _ = stop_tx.send(true);
     });
     let report = sender.drain(args.until_empty, stop).await?;
-    tracing::info!(sent = report.sent, retrying = report.retrying, failed = report.failed, "send finished");
-    println!(
-        "{} sent, {} to retry later, {} failed, {} suppressed",
-        report.sent, report.retrying, report.failed, report.suppressed
+    tracing::info!(
+        sent = report.sent,
+        retrying = report.retrying,
+        failed = report.failed,
+        unknown = report.unknown,
+        "send finished"
     );
-    Ok(())
+    println!(
+        "{} sent, {} to retry later, {} failed, {} suppressed, {} unknown",
+        report.sent, report.retrying, report.failed, report.suppressed, report.unknown
+    );
+    match report.paused {
+        Some(reason) => Err(SendingPaused(reason).into()),
+        None => Ok(()),
+    }
 }
 
 /// Runs the HTTP server (unsubscribe links) until Ctrl-C.
@@ -58,4 +84,61 @@ pub async fn serve(loaded: &Loaded) -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     };
     http::serve(&settings.http.listen, http::router(conn, signer), shutdown).await
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Put failed messages, or messages whose delivery is unknown, back in the queue.
+    ///
+    /// They are sent by the next `patron send` (or the daemon), as if newly planned:
+    /// suppressions and consent are checked again first. A message in state `unknown`
+    /// may already have been delivered: re-queueing it can deliver a second copy.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Which messages.
+    #[arg(long, value_enum, default_value = "failed")]
+    pub state: RetryState,
+    /// Only this campaign run (see `patron report campaign NAME`).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// Only messages that reached their state on or after this day (YYYY-MM-DD, UTC) or time (RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RetryState {
+    Failed,
+    Unknown,
+}
+
+pub async fn outbox(conn: &DatabaseConnection, command: &OutboxCommand) -> anyhow::Result<()> {
+    let OutboxCommand::Retry(args) = command;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    if let Some(run) = args.run {
+        let select = Query::select().column("id").from("campaign_runs").and_where(Expr::col("id").eq(run)).to_owned();
+        if conn.query_one(&select).await?.is_none() {
+            return Err(UsageError(format!("--run {run}: there is no campaign run with this id")).into());
+        }
+    }
+    let state = match args.state {
+        RetryState::Failed => "failed",
+        RetryState::Unknown => "unknown",
+    };
+    let requeued = outbox::requeue(conn, &Requeue { state: state.into(), run_id: args.run, since }).await?;
+    tracing::info!(requeued, state, "outbox rows re-queued");
+    println!("{requeued} {state} message(s) re-queued");
+    Ok(())
+}
+
+fn parse_since(text: &str) -> Result<DateTime<Utc>, UsageError> {
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| UsageError(format!("--since {text}: expected a date such as 2026-12-01 or an RFC 3339 time")))
 }

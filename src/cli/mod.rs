@@ -79,8 +79,14 @@ pub enum Command {
     ///
     /// A message the server refuses for now is retried later; one it refuses for good
     /// is marked failed and its address suppressed. Without --until-empty, retries that
-    /// are not yet due are left for the next run.
+    /// are not yet due are left for the next run. A server that cannot be reached (or
+    /// refuses TLS or the login) spends no attempt: the messages go back to the outbox
+    /// and send exits with code 1, or with --until-empty waits for the server.
+    /// SIGTERM or Ctrl-C: the messages in flight finish, the others go back at once.
     Send(delivery::SendArgs),
+    /// Look after the outbox: re-queue failed messages or those whose delivery is unknown.
+    #[command(subcommand)]
+    Outbox(delivery::OutboxCommand),
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
     /// Reports: what a campaign earned against its control group, and where the customer value lies.
@@ -201,6 +207,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Campaign(command) => campaigns::run(conn, settings, &command).await,
         Command::Loyalty(command) => loyalty::run(conn, settings, &command).await,
         Command::Report(command) => reports::run(conn, settings, &command).await,
+        Command::Outbox(command) => delivery::outbox(conn, &command).await,
         Command::Status { json } => {
             let status = status::collect(conn).await?;
             if json {

@@ -92,13 +92,14 @@ fn campaign_text(r: &CampaignReport) -> String {
         r.window_days
     );
     text += &format!(
-        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
+        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
         "run",
         "planned for",
         "planned",
         "sent",
         "failed",
         "suppr.",
+        "unknown",
         "waiting",
         "control",
         "targeted",
@@ -116,13 +117,14 @@ fn campaign_text(r: &CampaignReport) -> String {
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
         text += &format!(
-            "{:>6}  {}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}{}\n",
+            "{:>6}  {}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}{}\n",
             run.run_id,
             run.scheduled_at.format("%Y-%m-%d %H:%M"),
             d.planned,
             d.sent,
             d.failed,
             d.suppressed,
+            d.unknown,
             d.waiting,
             d.control,
             percent(c.treatment.conversion_rate()),

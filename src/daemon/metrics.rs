@@ -25,7 +25,10 @@ pub struct Metrics {
     pub messages_failed: Counter,
     pub messages_retried: Counter,
     pub messages_suppressed: Counter,
+    pub messages_unknown: Counter,
     pub campaign_file_errors: Gauge,
+    /// 1 while this daemon's sender waits for an SMTP server it cannot use.
+    pub sending_paused: Gauge,
     outbox: Family<Labels, Gauge>,
     last_scoring: Gauge<f64, AtomicU64>,
     model_auc: Gauge<f64, AtomicU64>,
@@ -49,7 +52,9 @@ impl Metrics {
             messages_failed: Counter::default(),
             messages_retried: Counter::default(),
             messages_suppressed: Counter::default(),
+            messages_unknown: Counter::default(),
             campaign_file_errors: Gauge::default(),
+            sending_paused: Gauge::default(),
             outbox: Family::default(),
             last_scoring: Gauge::default(),
             model_auc: Gauge::default(),
@@ -72,6 +77,16 @@ impl Metrics {
             "messages_suppressed",
             "Messages not sent: suppressed or no consent",
             metrics.messages_suppressed.clone(),
+        );
+        registry.register(
+            "messages_unknown",
+            "Messages sent whose reply from the server was lost (perhaps delivered)",
+            metrics.messages_unknown.clone(),
+        );
+        registry.register(
+            "sending_paused",
+            "1 while sending is paused because the SMTP server cannot be used",
+            metrics.sending_paused.clone(),
         );
         registry.register(
             "campaign_file_errors",
@@ -108,6 +123,7 @@ impl Metrics {
         self.messages_failed.inc_by(report.failed);
         self.messages_retried.inc_by(report.retrying);
         self.messages_suppressed.inc_by(report.suppressed);
+        self.messages_unknown.inc_by(report.unknown);
     }
 
     /// The text exposition, with the gauges read from the database now.

@@ -4,14 +4,17 @@
 //! - the scheduler (leader only): campaign fires, the timed loyalty
 //!   recompute, scoring and training, and fresh scores before a campaign
 //!   plans on stale ones;
-//! - the sender (every daemon), draining the outbox every `send_interval`;
+//! - the sender (every daemon), draining the outbox every `send_interval`,
+//!   pausing with back-off while the SMTP server cannot be used, and started
+//!   again if it ever dies (`/readyz` fails meanwhile);
 //! - the HTTP server: unsubscribe links, `/healthz`, `/readyz`, `/metrics`;
-//! - reloads of the settings and campaigns on SIGHUP and when a file in
-//!   `campaigns/` changes;
+//! - reloads of the settings (and secret files) and campaigns on SIGHUP, and
+//!   of the campaigns when a file in `campaigns/` changes;
 //! - systemd notifications (ready, status, watchdog).
 //!
-//! SIGTERM or SIGINT stops planning, lets the sender finish or give back the
-//! messages in flight within `stop_timeout`, and exits 0.
+//! SIGTERM or SIGINT stops planning, gives back at once the messages not yet
+//! handed to the SMTP server, lets those in flight finish within
+//! `stop_timeout`, and exits 0.
 
 pub mod demo;
 pub mod leader;
@@ -20,6 +23,7 @@ pub mod systemd;
 mod watch;
 
 use std::path::Path;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration as StdDuration;
@@ -34,6 +38,7 @@ use crate::campaign::schedule::{self, Schedule};
 use crate::campaign::scheduler::Scheduler;
 use crate::campaign::{Campaign, Catalog};
 use crate::config::Loaded;
+use crate::delivery::pause::{self as delivery_pause, Backoff};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::model::train::TrainRequest;
 use crate::{db, http, model, scoring};
@@ -49,6 +54,11 @@ pub struct Daemon {
     campaigns: RwLock<Catalog>,
     metrics: Metrics,
     ready: AtomicBool,
+    /// False while the sender task is dead and not yet started again.
+    sender_up: AtomicBool,
+    /// Bumped at each reload of the settings, so that a paused sender tries
+    /// again at once with the new ones.
+    reloaded: tokio_watch::Sender<u64>,
 }
 
 impl Daemon {
@@ -60,24 +70,29 @@ impl Daemon {
         self.campaigns.read().expect("not poisoned").clone()
     }
 
-    /// Re-reads the settings file (when `config_file` is given) and the
-    /// campaigns; a broken file keeps its last good version, and settings
-    /// that do not load leave the old ones in place.
-    fn reload(&self, config_file: Option<&Path>) {
-        if let Some(file) = config_file {
-            match crate::config::load(Some(file)) {
-                Ok(new) => {
-                    let old = self.loaded();
-                    if new.settings.database_url() != old.settings.database_url()
-                        || new.settings.http.listen != old.settings.http.listen
-                    {
-                        tracing::warn!("database.url and http.listen take effect only after a restart");
-                    }
-                    *self.loaded.write().expect("not poisoned") = new;
+    /// Re-reads the settings: defaults, the settings file when given, the
+    /// environment and the secret files (a fixed SMTP password takes effect
+    /// at the sender's next try). Settings that do not load leave the old
+    /// ones in place.
+    fn reload_settings(&self, config_file: Option<&Path>) {
+        match crate::config::load(config_file) {
+            Ok(new) => {
+                let old = self.loaded();
+                if new.settings.database_url() != old.settings.database_url()
+                    || new.settings.http.listen != old.settings.http.listen
+                {
+                    tracing::warn!("database.url and http.listen take effect only after a restart");
                 }
-                Err(error) => tracing::error!("settings not reloaded, the old ones stay: {error}"),
+                *self.loaded.write().expect("not poisoned") = new;
+                self.reloaded.send_modify(|generation| *generation += 1);
+                tracing::info!("settings reloaded");
             }
+            Err(error) => tracing::error!("settings not reloaded, the old ones stay: {error}"),
         }
+    }
+
+    /// Re-reads the campaigns; a broken file keeps its last good version.
+    fn reload_campaigns(&self) {
         let folder = self.loaded().settings.campaigns_dir;
         let mut next = self.catalog();
         let report = next.reload(&folder);
@@ -113,8 +128,10 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
         campaigns: RwLock::new(Catalog::default()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
+        sender_up: AtomicBool::new(true),
+        reloaded: tokio_watch::channel(0).0,
     });
-    daemon.reload(None);
+    daemon.reload_campaigns();
     if first_demo_run {
         demo::plan_every_campaign(&daemon.db, &daemon.catalog(), &daemon.loaded().settings).await?;
     }
@@ -125,7 +142,15 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve_on(listener, http::daemon_router(daemon.clone()), wait_for(stop.clone())));
     let _watcher = watch::campaigns(&settings.campaigns_dir, reload_tx.clone());
-    tasks.spawn(send_loop(daemon.clone(), stop.clone()));
+    let sender_daemon = daemon.clone();
+    let sender_stop = stop.clone();
+    tasks.spawn(async move {
+        let daemon = sender_daemon.clone();
+        supervise(&daemon.sender_up, StdDuration::from_secs(1), sender_stop.clone(), move || {
+            send_loop(sender_daemon.clone(), sender_stop.clone())
+        })
+        .await
+    });
     let scheduler_daemon = daemon.clone();
     let scheduler_stop = stop.clone();
     let first_leadership_check = leadership.is_leader().await;
@@ -151,9 +176,10 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
             _ = tokio::signal::ctrl_c() => break,
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the settings and campaigns");
-                daemon.reload(config_file);
+                daemon.reload_settings(config_file);
+                daemon.reload_campaigns();
             }
-            Some(()) = reload_rx.recv() => daemon.reload(None),
+            Some(()) = reload_rx.recv() => daemon.reload_campaigns(),
         }
     }
 
@@ -171,7 +197,9 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     })
     .await;
     if finished.is_err() {
-        tracing::warn!("stop timeout reached; messages still in flight are sent again after their lease");
+        tracing::warn!(
+            "stop timeout reached; the messages still in flight at the SMTP server are sent again after their lease"
+        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -190,15 +218,66 @@ async fn pause(duration: StdDuration, stop: &mut tokio_watch::Receiver<bool>) ->
     stopped || *stop.borrow()
 }
 
+/// Runs the task that `start` makes, and starts it again whenever it dies (a
+/// panic) until `stop`; `up` is false from its death to its restart.
+async fn supervise<Start, Task>(
+    up: &AtomicBool,
+    restart_after: StdDuration,
+    mut stop: tokio_watch::Receiver<bool>,
+    mut start: Start,
+) -> anyhow::Result<()>
+where
+    Start: FnMut() -> Task,
+    Task: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    loop {
+        up.store(true, Ordering::SeqCst);
+        match tokio::spawn(start()).await {
+            Ok(result) => return result,
+            Err(error) => {
+                up.store(false, Ordering::SeqCst);
+                tracing::error!("the sender task died ({error}); starting it again");
+                if pause(restart_after, &mut stop).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 async fn send_loop(daemon: Arc<Daemon>, mut stop: tokio_watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut backoff = Backoff::default();
+    let mut reloaded = daemon.reloaded.subscribe();
     loop {
         let loaded = daemon.loaded();
-        let interval = loaded.settings.daemon.send_interval().to_std().unwrap_or_default();
+        let mut wait = loaded.settings.daemon.send_interval().to_std().unwrap_or_default();
         match drain_once(&daemon, &loaded, stop.clone()).await {
-            Ok(report) => daemon.metrics.count_sent(&report),
+            Ok(report) => {
+                daemon.metrics.count_sent(&report);
+                if let Some(reason) = &report.paused {
+                    let (next_try, since) = backoff.next(Utc::now());
+                    daemon.metrics.sending_paused.set(1);
+                    delivery::sender::pause_logged(&daemon.delivery_db, reason, since, next_try).await;
+                    wait = next_try.to_std().unwrap_or_default();
+                } else if backoff.is_paused() {
+                    backoff.reset();
+                    daemon.metrics.sending_paused.set(0);
+                    tracing::info!("the SMTP server works again: sending resumed");
+                    if let Err(error) = delivery_pause::clear(&daemon.delivery_db, Utc::now()).await {
+                        tracing::warn!(%error, "clearing the sender's pause");
+                    }
+                }
+            }
             Err(error) => tracing::error!("sending: {error:#}"),
         }
-        if pause(interval, &mut stop).await {
+        reloaded.borrow_and_update();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            // New settings (a fixed password, say): try again now.
+            _ = reloaded.changed() => {}
+        }
+        if *stop.borrow() {
             return Ok(());
         }
     }
@@ -214,12 +293,13 @@ async fn drain_once(
     let sender =
         Sender::new(daemon.delivery_db.clone(), transport, daemon.catalog(), signer, Options::from_settings(loaded));
     let report = sender.drain(false, stop).await?;
-    if report.sent + report.failed + report.retrying + report.suppressed > 0 {
+    if report.any() {
         tracing::info!(
             sent = report.sent,
             retrying = report.retrying,
             failed = report.failed,
             suppressed = report.suppressed,
+            unknown = report.unknown,
             "messages handed over"
         );
     }
@@ -376,9 +456,9 @@ async fn watchdog_loop(interval: StdDuration, mut stop: tokio_watch::Receiver<bo
     }
 }
 
-/// Whether the daemon has started and not begun to stop (for `/readyz`).
+/// Whether the daemon has started, not begun to stop, and its sender runs (for `/readyz`).
 pub fn is_ready(daemon: &Daemon) -> bool {
-    daemon.ready.load(Ordering::SeqCst)
+    daemon.ready.load(Ordering::SeqCst) && daemon.sender_up.load(Ordering::SeqCst)
 }
 
 pub fn database(daemon: &Daemon) -> &DatabaseConnection {
@@ -399,6 +479,48 @@ mod tests {
 
     fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_dies_is_reported_down_and_started_again() {
+        use std::sync::atomic::AtomicUsize;
+        let up = Arc::new(AtomicBool::new(false));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = tokio_watch::channel(false);
+        let supervisor = {
+            let (up, starts) = (up.clone(), starts.clone());
+            tokio::spawn(async move {
+                supervise(&up, StdDuration::from_millis(300), stop.clone(), move || {
+                    let start = starts.fetch_add(1, Ordering::SeqCst);
+                    let mut stop = stop.clone();
+                    async move {
+                        if start == 0 {
+                            panic!("the first run dies");
+                        }
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                        Ok(())
+                    }
+                })
+                .await
+            })
+        };
+        let seen_down = wait_until(|| !up.load(Ordering::SeqCst)).await;
+        assert!(seen_down, "a dead task is reported down");
+        assert!(wait_until(|| starts.load(Ordering::SeqCst) == 2 && up.load(Ordering::SeqCst)).await, "and restarted");
+        stop_tx.send(true).unwrap();
+        supervisor.await.unwrap().unwrap();
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
+
+    /// Polls `done` for up to 10 s.
+    async fn wait_until(done: impl Fn() -> bool) -> bool {
+        for _ in 0..2000 {
+            if done() {
+                return true;
+            }
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        false
     }
 
     #[test]

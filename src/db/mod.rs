@@ -115,3 +115,13 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
         _ => "other",
     }
 }
+
+/// The random id this database was given when it was created (migration
+/// `000007`): it keeps Message-IDs of different databases apart.
+pub async fn installation_id<C: ConnectionTrait>(db: &C) -> Result<String, DbErr> {
+    let select = sea_orm::sea_query::Query::select().column("installation_id").from("installation").to_owned();
+    match db.query_one(&select).await? {
+        Some(row) => row.try_get_by_index(0),
+        None => Err(DbErr::RecordNotFound("the installation id (migration 000007)".into())),
+    }
+}

@@ -26,9 +26,11 @@ pub struct Envelope<'a> {
 }
 
 /// The Message-ID of outbox row `outbox_id`: the same on every attempt, so
-/// that a message sent twice after a crash can be recognised as one.
-pub fn message_id(outbox_id: i64, run_id: i64, domain: &str) -> String {
-    format!("<{outbox_id}.{run_id}.patron@{domain}>")
+/// that a message sent twice after a crash can be recognised as one, and
+/// unique across databases through their random `installation` id (row and
+/// run ids start at 1 in every new database).
+pub fn message_id(outbox_id: i64, run_id: i64, installation: &str, domain: &str) -> String {
+    format!("<{outbox_id}.{run_id}.{installation}.patron@{domain}>")
 }
 
 /// Text for the plain part when the campaign has only an HTML template.

@@ -2,12 +2,14 @@
 //! out of the list (unsubscribe).
 //!
 //! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
+//! [`pause`] records a sender waiting for a server it cannot use;
 //! [`compose`] builds the MIME message and its headers; [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions.
 
 pub mod compose;
 pub mod outbox;
+pub mod pause;
 pub mod sender;
 pub mod transport;
 pub mod unsubscribe;

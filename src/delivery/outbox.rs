@@ -2,9 +2,12 @@
 //! then each marked sent, retrying, failed or suppressed.
 //!
 //! States: `planned` → `sending` (claimed, leased) → `sent` | `retrying`
-//! (back to `sending` when due) | `failed` | `suppressed`. `control` rows are
-//! never sent. A `sending` row whose lease ran out belonged to a sender that
-//! died; it is claimed again.
+//! (back to `sending` when due) | `failed` | `suppressed` | `unknown` (the
+//! message went out but the server's reply was lost: perhaps delivered, so
+//! not sent again unless `delivery.resend_unknown`). `control` rows are never
+//! sent. A sender renews the lease of every row it holds; a `sending` row
+//! whose lease ran out belonged to a sender that died, and is claimed again.
+//! `requeue` puts `failed` or `unknown` rows back to `planned` on request.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query};
@@ -89,6 +92,11 @@ pub enum Fate {
     Suppressed {
         reason: String,
     },
+    /// Sent, but the server's reply was lost: perhaps delivered.
+    Unknown {
+        message_id: String,
+        error: String,
+    },
 }
 
 /// Writes the results of several rows in one transaction. The transaction is
@@ -126,6 +134,13 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
             Fate::Suppressed { reason } => {
                 update.value("state", "suppressed").value("last_error", reason.clone());
             }
+            Fate::Unknown { message_id, error } => {
+                update
+                    .value("state", "unknown")
+                    .value("sent_at", now)
+                    .value("message_id", message_id.clone())
+                    .value("last_error", error.clone());
+            }
         }
         // Only while we still hold it: a row whose lease ran out may have been
         // claimed by another sender, whose result counts instead.
@@ -138,20 +153,81 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
     txn.commit().await
 }
 
-/// Gives rows back unsent (on a graceful stop), without counting the attempt.
+/// Gives rows back unsent (on a stop, or when the server cannot be used),
+/// without counting the attempt: each only while this sender still holds it.
 pub async fn release(db: &DatabaseConnection, rows: &[Claimed]) -> Result<(), DbErr> {
-    for chunk in rows.chunks(1000) {
+    for chunk in rows.chunks(100) {
         let update = Query::update()
             .table("outbox")
             .value("state", Expr::cust("CASE WHEN attempts > 1 THEN 'retrying' ELSE 'planned' END"))
             .value("attempts", Expr::col("attempts").sub(1))
             .value("lease_until", Option::<DateTime<Utc>>::None)
-            .and_where(Expr::col("id").is_in(chunk.iter().map(|r| r.id)))
+            .value("updated_at", Utc::now())
             .and_where(Expr::col("state").eq("sending"))
+            .cond_where(held_by_us(chunk))
             .to_owned();
         db.execute(&update).await?;
     }
     Ok(())
+}
+
+/// Extends the lease of rows this sender holds, so that no sender (this
+/// one included) claims them again while they wait for a worker.
+pub async fn renew(db: &DatabaseConnection, rows: &[(i64, i32)], lease: Duration) -> Result<(), DbErr> {
+    let until = Utc::now() + lease;
+    for chunk in rows.chunks(100) {
+        let mut held = Cond::any();
+        for (id, attempts) in chunk {
+            held = held.add(Expr::col("id").eq(*id).and(Expr::col("attempts").eq(*attempts)));
+        }
+        let update = Query::update()
+            .table("outbox")
+            .value("lease_until", until)
+            .and_where(Expr::col("state").eq("sending"))
+            .cond_where(held)
+            .to_owned();
+        db.execute(&update).await?;
+    }
+    Ok(())
+}
+
+/// The rows still as this sender claimed them (same id and attempt count).
+fn held_by_us(rows: &[Claimed]) -> Cond {
+    rows.iter().fold(Cond::any(), |any, row| {
+        any.add(Expr::col("id").eq(row.id).and(Expr::col("attempts").eq(row.attempts)))
+    })
+}
+
+/// Which rows `requeue` puts back.
+#[derive(Debug, Clone, Default)]
+pub struct Requeue {
+    /// `failed` or `unknown`.
+    pub state: String,
+    pub run_id: Option<i64>,
+    /// Only rows that reached their state at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// Puts `failed` or `unknown` rows back to `planned` with no attempt made,
+/// so that the sender tries them again (suppressions and consent are still
+/// checked before each message). Returns how many.
+pub async fn requeue(db: &DatabaseConnection, which: &Requeue) -> Result<u64, DbErr> {
+    let mut update = Query::update();
+    update
+        .table("outbox")
+        .value("state", "planned")
+        .value("attempts", 0)
+        .value("next_attempt_at", Option::<DateTime<Utc>>::None)
+        .value("lease_until", Option::<DateTime<Utc>>::None)
+        .value("updated_at", Utc::now())
+        .and_where(Expr::col("state").eq(which.state.as_str()));
+    if let Some(run_id) = which.run_id {
+        update.and_where(Expr::col("run_id").eq(run_id));
+    }
+    if let Some(since) = which.since {
+        update.and_where(Expr::col("updated_at").gte(since));
+    }
+    Ok(db.execute(&update).await?.rows_affected())
 }
 
 /// When the next row becomes due, if any is pending: now for planned rows,

@@ -4,27 +4,34 @@
 //! Three parts run at once:
 //! - the claimer (the caller's task) claims a batch, loads its recipients,
 //!   re-checks suppressions and consent, renders, and queues the messages;
-//! - `concurrency` workers each send one message at a time;
+//! - `concurrency` workers each send one message at a time, after checking
+//!   suppressions and consent once more just before its SMTP transaction;
 //! - the recorder writes results in small transactions (group commit).
 //!
 //! A worker takes its next message only once the result of its last one is
 //! committed, so when patron dies at most `concurrency` messages have been
 //! accepted by the server without being recorded: those, and only those,
-//! are sent twice when their lease runs out.
+//! are sent twice when their lease runs out. While rows wait in the queue
+//! their leases are renewed, so that no sender claims a row that is held.
+//!
+//! A pass ends early on a stop (SIGTERM, Ctrl-C) or when the server cannot
+//! be used at all; every row not yet handed to an SMTP session then goes
+//! back to the outbox at once, with its attempt not counted.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::compose::{self, Envelope, Rendered};
 use super::outbox::{self, Claimed, Fate};
+use super::pause::{self, Backoff};
 use super::transport::{Outcome, Session, Transport};
 use super::unsubscribe::{Signer, Token};
 use crate::campaign::{Campaign, Catalog, Kind};
@@ -44,6 +51,8 @@ pub struct Options {
     pub message_id_domain: String,
     pub public_url: String,
     pub unsubscribe_mailto: Option<String>,
+    /// Send again a message whose reply was lost (at most one copy per such loss).
+    pub resend_unknown: bool,
 }
 
 impl Options {
@@ -61,6 +70,7 @@ impl Options {
             message_id_domain: delivery.message_id_domain.clone(),
             public_url: settings.http.public_url.clone(),
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.clone()),
+            resend_unknown: delivery.resend_unknown,
         }
     }
 
@@ -79,12 +89,32 @@ impl Options {
 }
 
 /// How many rows ended in each way during one drain.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub sent: u64,
     pub retrying: u64,
     pub failed: u64,
     pub suppressed: u64,
+    /// Sent, but the server's reply was lost (state `unknown`).
+    pub unknown: u64,
+    /// Why the last pass stopped early: the SMTP server could not be used.
+    pub paused: Option<String>,
+}
+
+impl Report {
+    fn add(&mut self, pass: Report) {
+        self.sent += pass.sent;
+        self.retrying += pass.retrying;
+        self.failed += pass.failed;
+        self.suppressed += pass.suppressed;
+        self.unknown += pass.unknown;
+        self.paused = pass.paused;
+    }
+
+    /// Whether any row reached a result.
+    pub fn any(&self) -> bool {
+        self.sent + self.retrying + self.failed + self.suppressed + self.unknown > 0
+    }
 }
 
 /// Sending needs the unsubscribe key for marketing mail.
@@ -105,7 +135,7 @@ pub struct Sender {
 
 /// A message ready for a worker, or a row settled without sending.
 enum Work {
-    Send { row: Claimed, message: lettre::Message, message_id: String, email: String },
+    Send { row: Claimed, message: lettre::Message, message_id: String, email: String, marketing: bool },
     Settled { row: Claimed, fate: Fate },
 }
 
@@ -116,7 +146,7 @@ enum Record {
         fate: Fate,
         ack: Option<oneshot::Sender<()>>,
     },
-    /// Stopped before sending: give the row back.
+    /// Not sent (the server could not be used): give the row back.
     Release {
         row: Claimed,
     },
@@ -133,54 +163,103 @@ impl Sender {
         Sender { db, transport: Arc::new(transport), campaigns, signer, options }
     }
 
-    /// Sends what is due. `until_empty`: keep going (waiting for retries and
-    /// for the leases of a dead sender) until nothing is pending. A `true` on
-    /// `stop` ends the drain early: queued messages are given back unsent.
+    /// Sends what is due. `until_empty`: keep going (waiting for retries, for
+    /// the leases of a dead sender, and with back-off for a server that cannot
+    /// be used) until nothing is pending. Otherwise one pass, which ends early
+    /// when the server cannot be used (`Report::paused`). A `true` on `stop`
+    /// ends the drain: rows not yet handed to the server go back at once.
     pub async fn drain(&self, until_empty: bool, mut stop: watch::Receiver<bool>) -> anyhow::Result<Report> {
         self.check_unsubscribe_secret().await?;
+        let installation = crate::db::installation_id(&self.db).await?;
+        let mut report = Report::default();
+        let mut backoff = Backoff::default();
+        loop {
+            report.add(self.pass(until_empty, stop.clone(), &installation).await?);
+            let Some(reason) = report.paused.clone() else { break };
+            if !until_empty || *stop.borrow() {
+                break;
+            }
+            let (wait, since) = backoff.next(Utc::now());
+            pause_logged(&self.db, &reason, since, wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait.to_std().unwrap_or_default()) => {}
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            }
+        }
+        let resumed = report.paused.is_none() && (report.any() || backoff.is_paused());
+        if resumed && let Err(error) = pause::clear(&self.db, Utc::now()).await {
+            tracing::warn!(%error, "clearing the sender's pause");
+        }
+        Ok(report)
+    }
+
+    /// One pass: claims and sends until nothing is due (or, with
+    /// `until_empty`, until nothing is pending), a stop, or a server that
+    /// cannot be used.
+    async fn pass(&self, until_empty: bool, stop: watch::Receiver<bool>, installation: &str) -> anyhow::Result<Report> {
+        let held = Arc::new(Held::default());
+        let halt = Arc::new(Halt::default());
+        let stop_watch = tokio::spawn(halt.clone().follow(stop));
         let (work_tx, work_rx) = mpsc::channel::<Work>(self.options.concurrency * 4);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
-        let outstanding = Arc::new(Outstanding::default());
-        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, outstanding.clone()));
+        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone()));
+        let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
         let workers: Vec<_> = (0..self.options.concurrency)
             .map(|_| {
                 let worker = Worker {
+                    db: self.db.clone(),
                     transport: self.transport.clone(),
                     options: self.options.clone(),
                     limiter: limiter.clone(),
                     record_tx: record_tx.clone(),
-                    stop: stop.clone(),
+                    held: held.clone(),
+                    halt: halt.clone(),
                 };
                 tokio::spawn(worker.run(work_rx.clone()))
             })
             .collect();
-        let claimed = self.claim_loop(until_empty, &work_tx, &record_tx, &outstanding, &mut stop).await;
+        let claimed = self.claim_loop(until_empty, installation, &work_tx, &record_tx, &held, &halt).await;
+        // Whatever no worker has started on goes back now, not when its lease runs out.
+        let unsent = held.take_queued();
+        let released = outbox::release(&self.db, &unsent).await;
+        if !unsent.is_empty() {
+            tracing::info!(rows = unsent.len(), "gave back the messages not yet handed to the server");
+        }
         drop(work_tx);
         for worker in workers {
             worker.await?;
         }
         drop(record_tx);
-        let report = recorder.await??;
+        let recorded = recorder.await?;
+        renewer.abort();
+        stop_watch.abort();
+        let mut report = recorded?;
         claimed?;
+        released?;
+        report.paused = halt.paused();
         Ok(report)
     }
 
     async fn claim_loop(
         &self,
         until_empty: bool,
+        installation: &str,
         work_tx: &mpsc::Sender<Work>,
         record_tx: &mpsc::Sender<Record>,
-        outstanding: &Outstanding,
-        stop: &mut watch::Receiver<bool>,
+        held: &Held,
+        halt: &Halt,
     ) -> anyhow::Result<()> {
         let mut cache = TemplateCache::default();
-        while !*stop.borrow() {
+        while !halt.is_halted() {
             let rows = outbox::claim(&self.db, self.options.claim_size(), self.options.lease).await?;
             if rows.is_empty() {
-                outstanding.idle().await?;
+                tokio::select! {
+                    idle = held.idle() => idle?,
+                    _ = halt.wait() => return Ok(()),
+                }
                 if !until_empty {
                     return Ok(());
                 }
@@ -191,22 +270,28 @@ impl Sender {
                             (at - Utc::now()).to_std().unwrap_or_default().min(std::time::Duration::from_secs(1));
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
-                            _ = stop.changed() => {}
+                            _ = halt.wait() => {}
                         }
                         continue;
                     }
                 }
             }
             tracing::debug!(rows = rows.len(), "claimed outbox rows");
-            for work in self.prepare(rows, &mut cache).await? {
-                outstanding.add();
+            held.add(&rows);
+            for work in self.prepare(rows, &mut cache, installation).await? {
                 match work {
                     Work::Settled { row, fate } => {
+                        held.start(row.id);
                         let _ = record_tx.send(Record::Done { row, fate, ack: None }).await;
                     }
                     send => {
-                        if work_tx.send(send).await.is_err() {
-                            anyhow::bail!("the senders stopped unexpectedly");
+                        tokio::select! {
+                            sent = work_tx.send(send) => {
+                                if sent.is_err() {
+                                    anyhow::bail!("the senders stopped unexpectedly");
+                                }
+                            }
+                            _ = halt.wait() => return Ok(()),
                         }
                     }
                 }
@@ -231,7 +316,12 @@ impl Sender {
     }
 
     /// Turns claimed rows into messages, or settles them when they must not go.
-    async fn prepare(&self, rows: Vec<Claimed>, cache: &mut TemplateCache) -> anyhow::Result<Vec<Work>> {
+    async fn prepare(
+        &self,
+        rows: Vec<Claimed>,
+        cache: &mut TemplateCache,
+        installation: &str,
+    ) -> anyhow::Result<Vec<Work>> {
         let runs = run_campaigns(&self.db, &rows).await?;
         let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
         let model_id = crate::model::registry::active(&self.db).await?.map(|m| m.id);
@@ -258,10 +348,12 @@ impl Sender {
                 work.push(settle(Fate::Suppressed { reason: "no marketing consent".into() }));
                 continue;
             }
-            let message_id = compose::message_id(row.id, row.run_id, &self.options.message_id_domain);
+            let message_id = compose::message_id(row.id, row.run_id, installation, &self.options.message_id_domain);
+            let marketing = campaign.kind == Kind::Marketing;
             match self.message_for(&row, &message_id, campaign, recipient, cache) {
                 Ok(message) => {
-                    work.push(Work::Send { row, message, message_id, email: recipient.customer.email.clone() })
+                    let email = recipient.customer.email.clone();
+                    work.push(Work::Send { row, message, message_id, email, marketing })
                 }
                 Err(error) => work.push(settle(Fate::Failed { error, bounced: None })),
             }
@@ -374,12 +466,44 @@ async fn suppressed_addresses<'a>(
     Ok(suppressed)
 }
 
+/// Why the customer may not get a message now, if they may not: checked by
+/// primary key and unique address just before the SMTP transaction, so that
+/// an unsubscribe that arrived after the claim is honoured.
+async fn refusal(
+    db: &DatabaseConnection,
+    customer_id: i64,
+    email: &str,
+    marketing: bool,
+) -> Result<Option<&'static str>, DbErr> {
+    let suppressions = Query::select()
+        .expr(Expr::col("id").count())
+        .from("suppressions")
+        .and_where(Expr::col("email").eq(email.to_lowercase()))
+        .to_owned();
+    let select = Query::select()
+        .column("marketing_consent")
+        .expr_as(Expr::SubQuery(None, Box::new(suppressions.into())), Alias::new("suppressed"))
+        .from("customers")
+        .and_where(Expr::col("id").eq(customer_id))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else { return Ok(Some("the customer no longer exists")) };
+    if row.try_get::<i64>("", "suppressed")? > 0 {
+        return Ok(Some("the address is suppressed"));
+    }
+    if marketing && !row.try_get::<bool>("", "marketing_consent")? {
+        return Ok(Some("no marketing consent"));
+    }
+    Ok(None)
+}
+
 struct Worker {
+    db: DatabaseConnection,
     transport: Arc<Transport>,
     options: Options,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     record_tx: mpsc::Sender<Record>,
-    stop: watch::Receiver<bool>,
+    held: Arc<Held>,
+    halt: Arc<Halt>,
 }
 
 impl Worker {
@@ -387,15 +511,32 @@ impl Worker {
         let mut session = Session::default();
         loop {
             let work = work_rx.lock().await.recv().await;
-            let Some(Work::Send { row, message, message_id, email }) = work else { return };
-            if *self.stop.borrow() {
-                let _ = self.record_tx.send(Record::Release { row }).await;
-                continue;
+            let Some(Work::Send { row, message, message_id, email, marketing }) = work else { return };
+            if !self.held.is_queued(row.id) {
+                continue; // given back on a halt
             }
             if let Some(limiter) = &self.limiter {
-                limiter.until_ready().await;
+                tokio::select! {
+                    _ = limiter.until_ready() => {}
+                    _ = self.halt.wait() => continue,
+                }
             }
-            let fate = self.send(&mut session, &row, message, message_id, email).await;
+            let refused = refusal(&self.db, row.customer_id, &email, marketing).await;
+            // From here on the row is this worker's: a halt no longer gives it back.
+            if self.halt.is_halted() || !self.held.start(row.id) {
+                continue;
+            }
+            let fate = match refused {
+                Ok(Some(reason)) => Fate::Suppressed { reason: reason.into() },
+                Ok(None) => match self.send(&mut session, &row, message, message_id, email).await {
+                    Some(fate) => fate,
+                    None => {
+                        let _ = self.record_tx.send(Record::Release { row }).await;
+                        continue;
+                    }
+                },
+                Err(error) => retry_or_fail(&self.options, &row, format!("checking suppressions: {error}")),
+            };
             let (ack, acked) = oneshot::channel();
             if self.record_tx.send(Record::Done { row, fate, ack: Some(ack) }).await.is_err() {
                 return;
@@ -408,6 +549,8 @@ impl Worker {
         }
     }
 
+    /// The message's fate; `None` when the server cannot be used at all (the
+    /// pass is halted and the row goes back without spending the attempt).
     async fn send(
         &self,
         session: &mut Session,
@@ -415,8 +558,8 @@ impl Worker {
         message: lettre::Message,
         message_id: String,
         email: String,
-    ) -> Fate {
-        match self.transport.send(session, message, &row.id.to_string()).await {
+    ) -> Option<Fate> {
+        let fate = match self.transport.send(session, message, &row.id.to_string()).await {
             Outcome::Accepted(reply) => Fate::Sent { message_id, reply },
             Outcome::Temporary(error) => {
                 tracing::debug!(outbox_id = row.id, attempt = row.attempts, %error, "temporary delivery failure");
@@ -426,27 +569,144 @@ impl Worker {
                 tracing::debug!(outbox_id = row.id, %reply, "message rejected");
                 Fate::Failed { error: reply, bounced: bad_recipient.then_some(email) }
             }
+            Outcome::Unknown(error) => {
+                tracing::warn!(outbox_id = row.id, %error, "the server's reply to a message was lost");
+                if self.options.resend_unknown {
+                    retry_or_fail(&self.options, row, error)
+                } else {
+                    Fate::Unknown { message_id, error }
+                }
+            }
+            Outcome::Unusable(reason) => {
+                self.halt.pause(reason);
+                return None;
+            }
+        };
+        Some(fate)
+    }
+}
+
+/// Logs a pause and records it for `status`.
+pub async fn pause_logged(db: &DatabaseConnection, reason: &str, since: DateTime<Utc>, wait: Duration) {
+    tracing::warn!(%reason, wait_seconds = wait.num_seconds(), "the SMTP server cannot be used: sending paused, no attempt spent");
+    if let Err(error) = pause::record(db, reason, since, Utc::now() + wait).await {
+        tracing::warn!(%error, "recording the sender's pause");
+    }
+}
+
+/// Why a pass stops early: a stop was asked for, or the server cannot be used.
+#[derive(Default)]
+struct Halt {
+    state: std::sync::Mutex<Option<Halted>>,
+    changed: Notify,
+}
+
+#[derive(Debug, Clone)]
+enum Halted {
+    Stopped,
+    Paused(String),
+}
+
+impl Halt {
+    fn set(&self, halted: Halted) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state.is_none() {
+            *state = Some(halted);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    fn pause(&self, reason: String) {
+        self.set(Halted::Paused(reason));
+    }
+
+    fn is_halted(&self) -> bool {
+        self.state.lock().expect("not poisoned").is_some()
+    }
+
+    fn paused(&self) -> Option<String> {
+        match &*self.state.lock().expect("not poisoned") {
+            Some(Halted::Paused(reason)) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    /// Resolves once the pass is halted.
+    async fn wait(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.is_halted() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Halts the pass when `stop` turns true.
+    async fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if stop.wait_for(|stopped| *stopped).await.is_ok() {
+            self.set(Halted::Stopped);
         }
     }
 }
 
-/// Rows queued or in flight, so that the claimer can wait for all results.
+/// The rows this sender holds (claimed, result not yet recorded): queued
+/// for a worker, or busy (handed to an SMTP session, or being recorded).
 #[derive(Default)]
-struct Outstanding {
-    count: AtomicUsize,
+struct Held {
+    rows: std::sync::Mutex<HashMap<i64, (Claimed, bool)>>,
     changed: Notify,
     /// The recorder stopped on an error: nothing more will be recorded.
     broken: AtomicBool,
 }
 
-impl Outstanding {
-    fn add(&self) {
-        self.count.fetch_add(1, Ordering::SeqCst);
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Claimed, bool)>> {
+        self.rows.lock().expect("not poisoned")
     }
 
-    fn done(&self, n: usize) {
-        self.count.fetch_sub(n, Ordering::SeqCst);
+    fn add(&self, rows: &[Claimed]) {
+        self.lock().extend(rows.iter().map(|row| (row.id, (row.clone(), false))));
+    }
+
+    fn is_queued(&self, id: i64) -> bool {
+        self.lock().get(&id).is_some_and(|(_, busy)| !busy)
+    }
+
+    /// Marks a queued row busy; false if it is no longer held (given back).
+    fn start(&self, id: i64) -> bool {
+        match self.lock().get_mut(&id) {
+            Some((_, busy)) if !*busy => {
+                *busy = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes every row no worker has started on.
+    fn take_queued(&self) -> Vec<Claimed> {
+        let mut rows = self.lock();
+        let queued: Vec<i64> = rows.iter().filter(|(_, (_, busy))| !busy).map(|(id, _)| *id).collect();
+        let taken = queued.iter().filter_map(|id| rows.remove(id)).map(|(row, _)| row).collect();
+        drop(rows);
         self.changed.notify_waiters();
+        taken
+    }
+
+    fn remove(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut rows = self.lock();
+        for id in ids {
+            rows.remove(&id);
+        }
+        drop(rows);
+        self.changed.notify_waiters();
+    }
+
+    /// Every held row's id and attempt count, for the lease renewal.
+    fn leases(&self) -> Vec<(i64, i32)> {
+        self.lock().values().map(|(row, _)| (row.id, row.attempts)).collect()
     }
 
     fn break_down(&self) {
@@ -454,14 +714,14 @@ impl Outstanding {
         self.changed.notify_waiters();
     }
 
-    /// Waits until every queued row is recorded; an error if the recorder broke down.
+    /// Waits until every held row is recorded; an error if the recorder broke down.
     async fn idle(&self) -> anyhow::Result<()> {
         loop {
             let notified = self.changed.notified();
             if self.broken.load(Ordering::SeqCst) {
                 anyhow::bail!("recording delivery results failed");
             }
-            if self.count.load(Ordering::SeqCst) == 0 {
+            if self.lock().is_empty() {
                 return Ok(());
             }
             notified.await;
@@ -469,26 +729,33 @@ impl Outstanding {
     }
 }
 
+/// Renews the leases of the held rows four times per lease.
+async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration) {
+    let every = (lease / 4).to_std().unwrap_or_default().max(std::time::Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let leases = held.leases();
+        if leases.is_empty() {
+            continue;
+        }
+        if let Err(error) = outbox::renew(&db, &leases, lease).await {
+            tracing::warn!(%error, rows = leases.len(), "renewing the leases of held messages");
+        }
+    }
+}
+
 /// Most results written per transaction.
 const RECORD_BATCH: usize = 256;
 
-async fn record_loop(
-    db: DatabaseConnection,
-    record_rx: mpsc::Receiver<Record>,
-    outstanding: Arc<Outstanding>,
-) -> anyhow::Result<Report> {
-    let recorded = record_all(&db, record_rx, &outstanding).await;
+async fn record_loop(db: DatabaseConnection, record_rx: mpsc::Receiver<Record>, held: Arc<Held>) -> anyhow::Result<Report> {
+    let recorded = record_all(&db, record_rx, &held).await;
     if recorded.is_err() {
-        outstanding.break_down();
+        held.break_down();
     }
     recorded
 }
 
-async fn record_all(
-    db: &DatabaseConnection,
-    mut record_rx: mpsc::Receiver<Record>,
-    outstanding: &Outstanding,
-) -> anyhow::Result<Report> {
+async fn record_all(db: &DatabaseConnection, mut record_rx: mpsc::Receiver<Record>, held: &Held) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while record_rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -507,10 +774,10 @@ async fn record_all(
         }
         outbox::record(db, &results).await?;
         outbox::release(db, &released).await?;
+        held.remove(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
         for ack in acks {
             let _ = ack.send(());
         }
-        outstanding.done(results.len() + released.len());
     }
     Ok(report)
 }
@@ -521,5 +788,6 @@ fn count(report: &mut Report, fate: &Fate) {
         Fate::Retry { .. } => report.retrying += 1,
         Fate::Failed { .. } => report.failed += 1,
         Fate::Suppressed { .. } => report.suppressed += 1,
+        Fate::Unknown { .. } => report.unknown += 1,
     }
 }

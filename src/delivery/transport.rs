@@ -8,7 +8,8 @@ use lettre::Message;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
@@ -25,6 +26,13 @@ pub enum Outcome {
     /// Refused for good (5xx). `bad_recipient`: the address itself was
     /// refused, so it is suppressed as bounced.
     Rejected { reply: String, bad_recipient: bool },
+    /// The whole message went out but the server's reply to it never came
+    /// (the connection broke or timed out): it may have been delivered.
+    Unknown(String),
+    /// The server could not be used at all (no connection, no greeting, TLS
+    /// or login refused): a fault of the relay or the settings, not of the
+    /// message, so no attempt is spent on it.
+    Unusable(String),
 }
 
 pub enum Transport {
@@ -125,71 +133,151 @@ impl Smtp {
             }
             Err(Failure::Smtp(error)) => classify(&error),
             Err(Failure::Network(text)) => Outcome::Temporary(text),
+            Err(Failure::NoReply(text)) => Outcome::Unknown(text),
+            Err(Failure::Unusable(text)) => Outcome::Unusable(text),
         }
     }
 
     /// One try, within the timeout; the session is dropped when it breaks.
     async fn attempt(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<Response, Failure> {
+        let mut phase = Phase::Connecting;
         let result = tokio::time::timeout(self.timeout, async {
             if session.0.as_ref().is_none_or(AsyncSmtpConnection::has_broken) {
                 session.0 = Some(self.connect().await?);
             }
             let connection = session.0.as_mut().expect("connected above");
-            connection.send(envelope, bytes).await.map_err(Failure::from)
+            transaction(connection, envelope, bytes, &mut phase).await
         })
         .await;
         let result = result.unwrap_or_else(|_| {
-            Err(Failure::Network(format!("no answer from the SMTP server within {:?}", self.timeout)))
+            let text = format!("no answer from the SMTP server within {:?}", self.timeout);
+            Err(phase.failure(text))
         });
-        let broken = matches!(result, Err(Failure::Network(_)))
-            || session.0.as_ref().is_some_and(AsyncSmtpConnection::has_broken);
-        if broken {
-            session.0 = None;
+        let broken = result.is_err() || session.0.as_ref().is_some_and(AsyncSmtpConnection::has_broken);
+        // A refused command leaves the connection usable, but the next
+        // message starts on a fresh one, as lettre itself does.
+        if broken
+            && let Some(mut connection) = session.0.take()
+            && matches!(result, Err(Failure::Smtp(_)))
+        {
+            let _ = tokio::time::timeout(self.timeout, connection.abort()).await;
         }
         result
     }
 
+    /// Connects, upgrades to TLS and logs in. Any failure here is the
+    /// relay's or the settings' fault: [`Failure::Unusable`].
     async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
+        let unusable = |what: &str, error: lettre::transport::smtp::Error| {
+            Failure::Unusable(format!("{what} {}:{}: {error}", self.host, self.port))
+        };
         let address = (self.host.as_str(), self.port);
         let mut connection = match (self.tls, &self.tls_parameters) {
             // Implicit TLS: lettre makes the socket (with Nagle on, see above).
             (SmtpTls::Tls, Some(tls)) => {
                 AsyncSmtpConnection::connect_tokio1(address, Some(self.timeout), &self.hello, Some(tls.clone()), None)
-                    .await?
+                    .await
+                    .map_err(|e| unusable("cannot connect over TLS to", e))?
             }
             _ => {
-                let tcp = TcpStream::connect(address)
+                let tcp = TcpStream::connect(address).await.map_err(|e| {
+                    Failure::Unusable(format!("cannot connect to {}:{}: {e}", self.host, self.port))
+                })?;
+                tcp.set_nodelay(true).map_err(|e| Failure::Unusable(e.to_string()))?;
+                let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
                     .await
-                    .map_err(|e| Failure::Network(format!("cannot connect to {}:{}: {e}", self.host, self.port)))?;
-                tcp.set_nodelay(true).map_err(|e| Failure::Network(e.to_string()))?;
-                let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?;
+                    .map_err(|e| unusable("no SMTP greeting from", e))?;
                 if let (SmtpTls::StartTls, Some(tls)) = (self.tls, &self.tls_parameters) {
-                    connection.starttls(tls.clone(), &self.hello).await?;
+                    connection.starttls(tls.clone(), &self.hello).await.map_err(|e| unusable("STARTTLS failed with", e))?;
                 }
                 connection
             }
         };
         if let Some(credentials) = &self.credentials {
-            connection.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await?;
+            connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await
+                .map_err(|e| unusable("login (smtp.username, smtp.password) refused by", e))?;
         }
         Ok(connection)
     }
 }
 
-/// Why an attempt failed: the server's answer, or no usable connection.
-enum Failure {
-    Smtp(lettre::transport::smtp::Error),
-    Network(String),
+/// How far an attempt got, which decides what a broken connection means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    /// MAIL, RCPT and DATA: nothing can have been delivered yet.
+    Envelope,
+    /// The message was written: only the server's reply is missing.
+    AwaitingReply,
 }
 
-impl From<lettre::transport::smtp::Error> for Failure {
-    fn from(error: lettre::transport::smtp::Error) -> Self {
-        if error.is_response() || error.is_permanent() || error.is_transient() {
-            Failure::Smtp(error)
-        } else {
-            Failure::Network(error.to_string())
+impl Phase {
+    /// The failure of a connection that broke or went silent in this phase.
+    fn failure(self, text: String) -> Failure {
+        match self {
+            Phase::Connecting => Failure::Unusable(text),
+            Phase::Envelope => Failure::Network(text),
+            Phase::AwaitingReply => Failure::NoReply(format!("the message was sent but {text}")),
         }
     }
+}
+
+/// MAIL, RCPT, DATA and the message, step by step (as lettre's own `send`
+/// does), so that a reply lost after the message can be told apart.
+async fn transaction(
+    connection: &mut AsyncSmtpConnection,
+    envelope: &Envelope,
+    bytes: &[u8],
+    phase: &mut Phase,
+) -> Result<Response, Failure> {
+    *phase = Phase::Envelope;
+    let step = |phase: Phase| move |error: lettre::transport::smtp::Error| step_failure(phase, error);
+    let mut options = Vec::new();
+    let non_ascii_address = envelope.from().into_iter().chain(envelope.to()).any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    if non_ascii_address {
+        if !connection.server_info().supports_feature(Extension::SmtpUtfEight) {
+            return Err(Failure::Network("the address is not ASCII and the server does not offer SMTPUTF8".into()));
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !bytes.is_ascii() {
+        if !connection.server_info().supports_feature(Extension::EightBitMime) {
+            return Err(Failure::Network("the message is not ASCII and the server does not offer 8BITMIME".into()));
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    connection.command(Mail::new(envelope.from().cloned(), options)).await.map_err(step(Phase::Envelope))?;
+    for recipient in envelope.to() {
+        connection.command(Rcpt::new(recipient.clone(), vec![])).await.map_err(step(Phase::Envelope))?;
+    }
+    connection.command(Data).await.map_err(step(Phase::Envelope))?;
+    *phase = Phase::AwaitingReply;
+    connection.message(bytes).await.map_err(step(Phase::AwaitingReply))
+}
+
+/// A 4xx or 5xx reply is the server's answer; anything else (a broken
+/// connection, a timeout, no complete reply: lettre's "incomplete response"
+/// at end of stream) is a connection that failed in this phase.
+fn step_failure(phase: Phase, error: lettre::transport::smtp::Error) -> Failure {
+    if error.is_permanent() || error.is_transient() {
+        Failure::Smtp(error)
+    } else {
+        phase.failure(error.to_string())
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// The server answered with a refusal.
+    Smtp(lettre::transport::smtp::Error),
+    /// The connection broke before the message was written.
+    Network(String),
+    /// The connection broke after the message was written.
+    NoReply(String),
+    /// No usable connection at all.
+    Unusable(String),
 }
 
 /// Reply codes that refuse the recipient's address itself (RFC 5321 4.2.3).

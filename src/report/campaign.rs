@@ -49,6 +49,8 @@ pub struct DeliveryCounts {
     pub sent: u64,
     pub failed: u64,
     pub suppressed: u64,
+    /// Sent, but the server's reply was lost: perhaps delivered.
+    pub unknown: u64,
     /// Planned, sending or retrying: not sent yet.
     pub waiting: u64,
     pub control: u64,
@@ -61,6 +63,7 @@ impl DeliveryCounts {
             "sent" => self.sent += 1,
             "failed" => self.failed += 1,
             "suppressed" => self.suppressed += 1,
+            "unknown" => self.unknown += 1,
             "control" => self.control += 1,
             _ => self.waiting += 1,
         }

@@ -172,6 +172,7 @@ fn runs_section(report: &CampaignReport) -> String {
                 d.sent.to_string(),
                 d.failed.to_string(),
                 d.suppressed.to_string(),
+                d.unknown.to_string(),
                 d.waiting.to_string(),
                 d.control.to_string(),
                 percent(c.treatment.conversion_rate()),
@@ -190,6 +191,7 @@ fn runs_section(report: &CampaignReport) -> String {
         "Sent",
         "Failed",
         "Suppressed",
+        "Unknown",
         "Waiting",
         "Control",
         "Targeted rate",
@@ -201,7 +203,7 @@ fn runs_section(report: &CampaignReport) -> String {
     ];
     format!(
         "<h2>Runs</h2>\n<p>Planned counts every customer of the run, the control group included; waiting messages \
-         are not sent yet. While a run's window is still open, later orders can still count.</p>\n{}",
+         are not sent yet; unknown ones reached the server, whose reply was lost. While a run's window is still open, later orders can still count.</p>\n{}",
         table(&header, &rows)
     )
 }

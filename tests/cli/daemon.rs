@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 
-use crate::smtp_server::SmtpServer;
+use crate::smtp_server::{Script, SmtpServer};
 use crate::support::{Backend, TestEnv, each_backend};
 
 const SECRET: &str = "test-unsubscribe-secret";
@@ -329,6 +329,9 @@ fn two_daemons_on_postgresql_plan_each_fire_once_and_the_survivor_takes_over() {
         ("PATRON__SMTP__PORT", server.port().to_string()),
         ("PATRON__CAMPAIGNS__FREQUENCY_CAP", "0".to_owned()),
         ("PATRON__DELIVERY__LEASE", "5s".to_owned()),
+        // The lease covers the concurrency times the SMTP timeout.
+        ("PATRON__DELIVERY__CONCURRENCY", "1".to_owned()),
+        ("PATRON__SMTP__TIMEOUT", "5s".to_owned()),
     ];
     let mut daemons = vec![Daemon::start(&env, &settings), Daemon::start(&env, &settings)];
     for daemon in &daemons {
@@ -425,4 +428,41 @@ fn the_demo_fills_an_empty_database_and_writes_mail_from_the_shipped_campaigns()
     assert!(!stderr.contains("@example"), "no address in the log at info");
     assert_eq!(env.status()["customers"], 5000);
     assert_eq!(daemon.stop(), 0);
+}
+
+#[test]
+fn a_refused_login_pauses_sending_without_spending_attempts_until_sighup_brings_the_right_password() {
+    each_backend(|env| {
+        customers(env, 20);
+        env.write("campaigns/hello.toml", campaign("", "Hi"));
+        env.ok(&["campaign", "run", "hello"]);
+        let login = Some(("patron".to_owned(), "right".to_owned()));
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { login, ..Script::default() });
+        let password_file = env.write("smtp-password", "wrong\n");
+        let settings = [
+            ("PATRON__DELIVERY__TRANSPORT", "smtp".to_owned()),
+            ("PATRON__SMTP__PORT", server.port().to_string()),
+            ("PATRON__SMTP__USERNAME", "patron".to_owned()),
+            ("PATRON__SMTP__PASSWORD_FILE", password_file),
+        ];
+        let daemon = Daemon::start(env, &settings);
+        daemon.wait_ready();
+        assert!(wait_until(Duration::from_secs(30), || server.logins_refused() >= 2), "{}", daemon.stderr());
+        assert_eq!(server.count(), 0);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state IN ('failed', 'retrying')"), 0);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE attempts > 0 AND state <> 'sending'"), 0);
+        let metrics = samples(&http(daemon.port, "/metrics").1);
+        assert_eq!(metrics["patron_sending_paused"], 1.0);
+        let paused = &env.status()["sending_paused"];
+        assert!(paused[0]["reason"].as_str().is_some_and(|r| r.contains("535")), "{paused}");
+        assert_eq!(http(daemon.port, "/readyz").0, 200, "a paused sender is alive");
+
+        env.write("smtp-password", "right\n");
+        daemon.signal(libc::SIGHUP);
+        assert!(server.wait_for(20, Duration::from_secs(30)), "{}", daemon.stderr());
+        assert!(wait_until(Duration::from_secs(10), || count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == 20));
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE attempts = 1"), 20, "one attempt each");
+        assert_eq!(samples(&http(daemon.port, "/metrics").1)["patron_sending_paused"], 0.0);
+        assert_eq!(daemon.stop(), 0);
+    });
 }

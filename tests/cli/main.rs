@@ -8,6 +8,7 @@ mod campaigns;
 mod config;
 mod daemon;
 mod delivery;
+mod delivery_faults;
 mod generate;
 mod import_bad_input;
 mod import_data;

@@ -1,8 +1,10 @@
 //! A real SMTP server on loopback for the delivery tests: it speaks the
-//! protocol over TCP (greeting, EHLO, MAIL, RCPT, DATA with dot-unstuffing,
-//! RSET, NOOP, QUIT), keeps every message it accepts, and answers RCPT as
-//! the test's policy says (451 for now, 550 for good). Written here rather
-//! than taken from a crate because the tests need to script the replies.
+//! protocol over TCP (greeting, EHLO, AUTH PLAIN, MAIL, RCPT, DATA with
+//! dot-unstuffing, RSET, NOOP, QUIT), keeps every message it receives, and
+//! is scripted by the test: its answer to RCPT (451 for now, 550 for good),
+//! what it does once a message's text has arrived (answer, answer late, or
+//! hang up without answering), and the login it requires. Written here
+//! rather than taken from a crate because the tests need to script faults.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +16,38 @@ use std::time::{Duration, Instant};
 /// The reply to `RCPT TO:<address>` for the `attempt`-th time (1-based).
 pub type Policy = dyn Fn(&str, usize) -> &'static str + Send + Sync;
 
-/// One accepted message.
+/// What the server does once a message's text has arrived, given its
+/// first recipient and how many times a message to it arrived (1-based).
+pub type AfterData = dyn Fn(&str, usize) -> Reply + Send + Sync;
+
+/// The server's move after the end-of-data dot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// 250 at once.
+    Accept,
+    /// 250 after a pause.
+    AcceptAfter(Duration),
+    /// Close the connection without a reply: the message arrived, but the
+    /// sender cannot know it.
+    HangUp,
+}
+
+/// How a test server behaves.
+#[derive(Clone)]
+pub struct Script {
+    pub rcpt: Arc<Policy>,
+    pub after_data: Arc<AfterData>,
+    /// The user name and password AUTH PLAIN must carry; none: no login.
+    pub login: Option<(String, String)>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script { rcpt: Arc::new(|_, _| "250 2.1.5 OK"), after_data: Arc::new(|_, _| Reply::Accept), login: None }
+    }
+}
+
+/// One received message.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub recipients: Vec<String>,
@@ -25,6 +58,8 @@ pub struct Received {
 struct Shared {
     received: Mutex<Vec<Received>>,
     rcpt_attempts: Mutex<HashMap<String, usize>>,
+    data_attempts: Mutex<HashMap<String, usize>>,
+    logins_refused: Mutex<usize>,
     stopped: AtomicBool,
 }
 
@@ -40,6 +75,10 @@ impl SmtpServer {
     }
 
     pub fn start_with(address: &str, policy: Arc<Policy>) -> SmtpServer {
+        SmtpServer::scripted(address, Script { rcpt: policy, ..Script::default() })
+    }
+
+    pub fn scripted(address: &str, script: Script) -> SmtpServer {
         let listener = TcpListener::bind(address).expect("bind the test SMTP server");
         let address = listener.local_addr().expect("address");
         let shared = Arc::new(Shared::default());
@@ -50,9 +89,9 @@ impl SmtpServer {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
-                let (shared, policy) = (accepting.clone(), policy.clone());
+                let (shared, script) = (accepting.clone(), script.clone());
                 std::thread::spawn(move || {
-                    let _ = session(stream, &shared, &*policy);
+                    let _ = session(stream, &shared, &script);
                 });
             }
         });
@@ -76,6 +115,11 @@ impl SmtpServer {
         self.shared.rcpt_attempts.lock().unwrap().get(address).copied().unwrap_or(0)
     }
 
+    /// How many logins the server refused.
+    pub fn logins_refused(&self) -> usize {
+        *self.shared.logins_refused.lock().unwrap()
+    }
+
     /// Waits until at least `n` messages arrived, or `timeout` passed.
     pub fn wait_for(&self, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -97,12 +141,13 @@ impl Drop for SmtpServer {
     }
 }
 
-fn session(stream: TcpStream, shared: &Shared, policy: &Policy) -> std::io::Result<()> {
+fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     writer.write_all(b"220 test.localhost ESMTP\r\n")?;
     let mut recipients = Vec::new();
+    let mut logged_in = script.login.is_none();
     let mut line = String::new();
     loop {
         line.clear();
@@ -112,7 +157,18 @@ fn session(stream: TcpStream, shared: &Shared, policy: &Policy) -> std::io::Resu
         let command = line.trim_end().to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or_default().to_ascii_uppercase();
         let reply: String = match verb.as_str() {
+            "EHLO" if script.login.is_some() => "250-test.localhost\r\n250-AUTH PLAIN\r\n250 8BITMIME".into(),
             "EHLO" => "250-test.localhost\r\n250 8BITMIME".into(),
+            "AUTH" => {
+                logged_in = login_matches(&command, script.login.as_ref());
+                if logged_in {
+                    "235 2.7.0 Authentication successful".into()
+                } else {
+                    *shared.logins_refused.lock().unwrap() += 1;
+                    "535 5.7.8 Authentication credentials invalid".into()
+                }
+            }
+            "MAIL" if !logged_in => "530 5.7.0 Authentication required".into(),
             "HELO" | "MAIL" | "NOOP" => "250 OK".into(),
             "RSET" => {
                 recipients.clear();
@@ -120,13 +176,8 @@ fn session(stream: TcpStream, shared: &Shared, policy: &Policy) -> std::io::Resu
             }
             "RCPT" => {
                 let address = command.split('<').nth(1).and_then(|a| a.split('>').next()).unwrap_or_default();
-                let attempt = {
-                    let mut attempts = shared.rcpt_attempts.lock().unwrap();
-                    let n = attempts.entry(address.to_owned()).or_default();
-                    *n += 1;
-                    *n
-                };
-                let reply = policy(address, attempt);
+                let attempt = count_attempt(&shared.rcpt_attempts, address);
+                let reply = (script.rcpt)(address, attempt);
                 if reply.starts_with('2') {
                     recipients.push(address.to_owned());
                 }
@@ -136,7 +187,14 @@ fn session(stream: TcpStream, shared: &Shared, policy: &Policy) -> std::io::Resu
             "DATA" => {
                 writer.write_all(b"354 go ahead\r\n")?;
                 let data = read_data(&mut reader)?;
+                let first = recipients.first().cloned().unwrap_or_default();
+                let attempt = count_attempt(&shared.data_attempts, &first);
                 shared.received.lock().unwrap().push(Received { recipients: std::mem::take(&mut recipients), data });
+                match (script.after_data)(&first, attempt) {
+                    Reply::Accept => {}
+                    Reply::AcceptAfter(pause) => std::thread::sleep(pause),
+                    Reply::HangUp => return Ok(()),
+                }
                 "250 2.0.0 queued".into()
             }
             "QUIT" => {
@@ -147,6 +205,28 @@ fn session(stream: TcpStream, shared: &Shared, policy: &Policy) -> std::io::Resu
         };
         writer.write_all(format!("{reply}\r\n").as_bytes())?;
     }
+}
+
+/// Counts one more attempt for `key`; returns the count.
+fn count_attempt(attempts: &Mutex<HashMap<String, usize>>, key: &str) -> usize {
+    let mut attempts = attempts.lock().unwrap();
+    let n = attempts.entry(key.to_owned()).or_default();
+    *n += 1;
+    *n
+}
+
+/// Whether `AUTH PLAIN <base64 of \0user\0password>` carries the expected login.
+fn login_matches(command: &str, expected: Option<&(String, String)>) -> bool {
+    use base64::Engine;
+    let Some((user, password)) = expected else { return false };
+    let mut words = command.split_whitespace().skip(1);
+    if !words.next().is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) {
+        return false;
+    }
+    let Some(decoded) = words.next().and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()) else {
+        return false;
+    };
+    decoded == format!("\0{user}\0{password}").into_bytes()
 }
 
 /// The message up to the lone dot, with leading dots unstuffed.

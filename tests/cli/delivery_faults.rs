@@ -1,0 +1,223 @@
+//! Delivery under faults, each scripted on the test SMTP server: an
+//! unsubscribe while a message is claimed, a reply lost after the message,
+//! a server slower than the lease, a server down for longer than the retry
+//! budget, two databases sending for one domain, and SIGTERM to `patron send`.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use patron::delivery::Signer;
+use patron::delivery::unsubscribe::Token;
+use secrecy::SecretString;
+
+use crate::delivery::{
+    SECRET, Serving, count, customers, free_port, http, per_recipient, plan, send, smtp_env, spawn_send,
+    wait_for_port, wait_with_timeout,
+};
+use crate::smtp_server::{Reply, Script, SmtpServer};
+use crate::support::{Run, TestEnv, backends, each_backend};
+
+/// `patron send` with extra settings laid over the test's SMTP settings.
+fn send_with(env: &TestEnv, port: u16, args: &[&str], extra: &[(&str, &str)]) -> Run {
+    let mut command = env.command(&[&["send"], args].concat());
+    smtp_env(&mut command, port);
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    Run::from(command.output().expect("run patron send"))
+}
+
+fn ids(env: &TestEnv, sql: &str) -> Vec<i64> {
+    env.strings(sql).iter().map(|id| id.parse().unwrap()).collect()
+}
+
+#[test]
+fn an_unsubscribe_that_arrives_while_its_message_is_claimed_stops_that_message() {
+    each_backend(|env| {
+        customers(env, 40);
+        plan(env);
+        let server = SmtpServer::start();
+        let port = free_port();
+        let serving = env
+            .command(&["serve"])
+            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _serving = Serving(serving);
+        wait_for_port(port);
+
+        let limits = [("PATRON__DELIVERY__RATE_PER_SECOND", "5"), ("PATRON__DELIVERY__CONCURRENCY", "2")];
+        let mut sender = spawn_send(env, server.port(), &limits);
+        assert!(server.wait_for(3, Duration::from_secs(30)), "sending did not start");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 0, "every row is claimed");
+        let signer = Signer::new(SecretString::from(SECRET));
+        for customer_id in ids(env, "SELECT CAST(id AS TEXT) FROM customers ORDER BY id") {
+            let token = signer.sign(&Token { customer_id, campaign: "hello".into() });
+            let target = format!("/unsubscribe?token={token}");
+            assert_eq!(http(port, "POST", &target, "List-Unsubscribe=One-Click").0, 200);
+        }
+        let arrived_before = server.count();
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+
+        // Only a message already past its check (one per worker) can still go.
+        let arrived = server.count();
+        assert!(arrived <= arrived_before + 2, "{arrived} arrived, {arrived_before} before the unsubscribes");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), arrived as i64);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'suppressed'"), 40 - arrived as i64);
+        let reasons = env.strings("SELECT DISTINCT last_error FROM outbox WHERE state = 'suppressed'");
+        assert_eq!(reasons, ["the address is suppressed"]);
+    });
+}
+
+#[test]
+fn a_reply_lost_after_the_message_is_recorded_unknown_and_sent_again_only_on_request() {
+    each_backend(|env| {
+        customers(env, 10);
+        plan(env);
+        // The first copy to c5 arrives, but the server hangs up instead of answering.
+        let after_data = Arc::new(|to: &str, n: usize| if to == "c5@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        let run = send(env, server.port(), &["--until-empty"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "9 sent, 0 to retry later, 0 failed, 0 suppressed, 1 unknown\n");
+        assert_eq!(per_recipient(&server.received())["c5@example.com"], 1, "not sent again");
+        let row = "FROM outbox o JOIN customers c ON c.id = o.customer_id WHERE c.email = 'c5@example.com'";
+        assert_eq!(env.strings(&format!("SELECT o.state {row}")), ["unknown"]);
+        assert_eq!(env.strings(&format!("SELECT CAST(o.attempts AS TEXT) {row}")), ["1"]);
+        assert_eq!(env.status()["outbox"]["unknown"], 1);
+        let report: serde_json::Value =
+            serde_json::from_str(&env.ok(&["report", "campaign", "hello", "--json"]).stdout).unwrap();
+        assert_eq!(report["runs"][0]["delivery"]["unknown"], 1, "{report}");
+
+        // Nothing re-queues it by itself; `outbox retry` does, on request.
+        assert_eq!(send(env, server.port(), &["--until-empty"]).stdout, "0 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(env.patron(&["outbox", "retry", "--run", "999"]).code, 2);
+        assert_eq!(env.patron(&["outbox", "retry", "--since", "yesterday"]).code, 2);
+        assert_eq!(env.ok(&["outbox", "retry", "--state", "unknown", "--since", "2026-01-01"]).stdout, "1 unknown message(s) re-queued\n");
+        assert_eq!(send(env, server.port(), &[]).stdout, "1 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(per_recipient(&server.received())["c5@example.com"], 2);
+        assert_eq!(env.strings(&format!("SELECT o.state {row}")), ["sent"]);
+    });
+}
+
+#[test]
+fn with_resend_unknown_a_lost_reply_costs_at_most_one_extra_copy() {
+    each_backend(|env| {
+        customers(env, 3);
+        plan(env);
+        let after_data = Arc::new(|to: &str, n: usize| if to == "c2@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        let run = send_with(env, server.port(), &["--until-empty"], &[("PATRON__DELIVERY__RESEND_UNKNOWN", "true")]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "3 sent, 1 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(per_recipient(&server.received())["c2@example.com"], 2);
+    });
+}
+
+#[test]
+fn a_lease_shorter_than_the_queue_never_makes_one_sender_send_twice() {
+    each_backend(|env| {
+        customers(env, 30);
+        plan(env);
+        let after_data = Arc::new(|_: &str, _: usize| Reply::AcceptAfter(Duration::from_millis(200)));
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        // 30 rows claimed at once take 6 s to send, three times the lease.
+        let short = [("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "1"), ("PATRON__SMTP__TIMEOUT", "1s")];
+        let run = send_with(env, server.port(), &["--until-empty"], &short);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "30 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        let counts = per_recipient(&server.received());
+        assert_eq!(counts.len(), 30);
+        assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+
+        // A lease that cannot cover the sessions' timeouts is refused at start.
+        let refused = send_with(env, server.port(), &[], &[("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "8")]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(refused.stderr.contains("delivery.lease"), "{}", refused.stderr);
+    });
+}
+
+#[test]
+fn a_server_down_longer_than_the_retry_budget_spends_no_attempt_and_nothing_fails() {
+    each_backend(|env| {
+        customers(env, 50);
+        plan(env);
+        let port = free_port();
+        // One pass while the server is down: the messages go back, exit code 1.
+        let once = send(env, port, &[]);
+        assert_eq!(once.code, 1, "{}", once.stderr);
+        assert!(once.stderr.contains("sending paused") && once.stderr.contains("cannot connect"), "{}", once.stderr);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 50);
+
+        // Two attempts a second apart would be the whole retry budget.
+        let mut sender = spawn_send(env, port, &[("PATRON__DELIVERY__MAX_ATTEMPTS", "2")]);
+        std::thread::sleep(Duration::from_secs(6));
+        assert!(sender.try_wait().unwrap().is_none(), "the sender waits for the server");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state IN ('failed', 'retrying')"), 0);
+        let paused = &env.status()["sending_paused"];
+        assert_eq!(paused.as_array().map(Vec::len), Some(1), "{paused}");
+        assert!(paused[0]["reason"].as_str().unwrap().contains("cannot connect"), "{paused}");
+
+        let server = SmtpServer::start_with(&format!("127.0.0.1:{port}"), Arc::new(|_, _| "250 OK"));
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+        let counts = per_recipient(&server.received());
+        assert_eq!(counts.len(), 50);
+        assert!(counts.values().all(|&n| n == 1));
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND attempts = 1"), 50);
+        assert_eq!(env.status()["sending_paused"], serde_json::json!([]));
+    });
+}
+
+#[test]
+fn message_ids_differ_between_two_fresh_databases_and_stay_with_their_row() {
+    for backend in backends() {
+        let message_ids: Vec<String> = [TestEnv::new(backend), TestEnv::new(backend)]
+            .iter()
+            .map(|env| {
+                customers(env, 1);
+                plan(env);
+                let run = env.command(&["send"]).env("PATRON__UNSUBSCRIBE__SECRET", SECRET).output().unwrap();
+                assert!(run.status.success());
+                let id = env.strings("SELECT message_id FROM outbox")[0].clone();
+                let file = std::fs::read_dir(env.dir.path().join("data/mail")).unwrap().next().unwrap().unwrap();
+                let text = std::fs::read_to_string(file.path()).unwrap();
+                assert!(text.contains(&format!("Message-ID: {id}")), "{text}");
+                id
+            })
+            .collect();
+        for id in &message_ids {
+            assert!(id.starts_with("<1.1.") && id.ends_with(".patron@patron.localhost>"), "{id}");
+        }
+        assert_ne!(message_ids[0], message_ids[1], "the same outbox and run ids in two databases");
+    }
+}
+
+#[test]
+fn sigterm_to_send_finishes_the_messages_in_flight_and_gives_back_the_rest_at_once() {
+    each_backend(|env| {
+        customers(env, 40);
+        plan(env);
+        let after_data = Arc::new(|_: &str, _: usize| Reply::AcceptAfter(Duration::from_millis(300)));
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        let mut sender = spawn_send(env, server.port(), &[("PATRON__DELIVERY__CONCURRENCY", "2")]);
+        assert!(server.wait_for(4, Duration::from_secs(30)), "sending did not start");
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(sender.id() as libc::pid_t, libc::SIGTERM) };
+        let status = wait_with_timeout(&mut sender, Duration::from_secs(20));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(sender.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("SIGTERM"), "{stderr}");
+
+        let arrived = server.count() as i64;
+        assert!(arrived < 40, "everything was sent before the stop");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'"), 0);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), arrived, "in flight: finished");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 40 - arrived);
+    });
+}
+
