@@ -241,6 +241,22 @@ pub(crate) fn wait_for_port(port: u16) {
 
 pub(crate) struct Serving(pub Child);
 
+/// Starts `patron serve` on a free port, once it listens.
+pub(crate) fn serve(env: &TestEnv) -> (Serving, u16) {
+    let port = free_port();
+    let child = env
+        .command(&["serve"])
+        .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+        .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serving = Serving(child);
+    wait_for_port(port);
+    (serving, port)
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -278,17 +294,7 @@ fn one_click_unsubscribe_suppresses_at_once_and_a_tampered_token_changes_nothing
         std::thread::sleep(Duration::from_millis(1100));
         plan(env);
 
-        let port = free_port();
-        let child = env
-            .command(&["serve"])
-            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
-            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _serving = Serving(child);
-        wait_for_port(port);
+        let (_serving, port) = serve(env);
 
         let mut tampered = token.clone();
         let last = tampered.pop().unwrap();

@@ -3,7 +3,6 @@
 //! a server slower than the lease, a server down for longer than the retry
 //! budget, two databases sending for one domain, and SIGTERM to `patron send`.
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +11,7 @@ use patron::delivery::unsubscribe::Token;
 use secrecy::SecretString;
 
 use crate::delivery::{
-    SECRET, Serving, count, customers, free_port, http, per_recipient, plan, send, smtp_env, spawn_send,
-    wait_for_port, wait_with_timeout,
+    SECRET, count, customers, free_port, http, per_recipient, plan, send, serve, smtp_env, spawn_send, wait_with_timeout,
 };
 use crate::smtp_server::{Reply, Script, SmtpServer};
 use crate::support::{Run, TestEnv, backends, each_backend};
@@ -38,17 +36,7 @@ fn an_unsubscribe_that_arrives_while_its_message_is_claimed_stops_that_message()
         customers(env, 40);
         plan(env);
         let server = SmtpServer::start();
-        let port = free_port();
-        let serving = env
-            .command(&["serve"])
-            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
-            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _serving = Serving(serving);
-        wait_for_port(port);
+        let (_serving, port) = serve(env);
 
         let limits = [("PATRON__DELIVERY__RATE_PER_SECOND", "5"), ("PATRON__DELIVERY__CONCURRENCY", "2")];
         let mut sender = spawn_send(env, server.port(), &limits);
