@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mail_parser::MessageParser;
 
-use crate::smtp_server::{Script, SmtpServer};
+use crate::smtp_server::{Reply, Script, SmtpServer};
 use crate::support::{Backend, TestEnv, each_backend};
 
 const SECRET: &str = "test-unsubscribe-secret";
@@ -464,5 +464,31 @@ fn a_refused_login_pauses_sending_without_spending_attempts_until_sighup_brings_
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE attempts = 1"), 20, "one attempt each");
         assert_eq!(samples(&http(daemon.port, "/metrics").1)["patron_sending_paused"], 0.0);
         assert_eq!(daemon.stop(), 0);
+    });
+}
+
+#[test]
+fn a_stop_timeout_leaves_only_the_messages_in_flight_claimed() {
+    each_backend(|env| {
+        customers(env, 100);
+        env.write("campaigns/hello.toml", campaign("", "Hi"));
+        env.ok(&["campaign", "run", "hello"]);
+        // Each reply takes 3 s, longer than the daemon may take to stop.
+        let after_data = Arc::new(|_: &str, _: usize| Reply::AcceptAfter(Duration::from_secs(3)));
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        let settings = [
+            ("PATRON__DELIVERY__TRANSPORT", "smtp".to_owned()),
+            ("PATRON__SMTP__PORT", server.port().to_string()),
+            ("PATRON__SMTP__TIMEOUT", "10s".to_owned()),
+            ("PATRON__DELIVERY__CONCURRENCY", "2".to_owned()),
+            ("PATRON__DAEMON__STOP_TIMEOUT", "1s".to_owned()),
+        ];
+        let daemon = Daemon::start(env, &settings);
+        assert!(server.wait_for(1, Duration::from_secs(30)), "{}", daemon.stderr());
+        assert!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'") > 2, "a batch is claimed");
+        assert_eq!(daemon.stop(), 0);
+        let sending = count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'");
+        assert!(sending <= 2, "{sending} rows left claimed; only the two in flight may be");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 100 - sending);
     });
 }
