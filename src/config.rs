@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use config::{Config, Environment, File, FileFormat, Source};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// The defaults, compiled in so that the binary is complete on its own.
@@ -327,16 +327,65 @@ impl From<config::ConfigError> for ConfigError {
 pub struct Loaded {
     pub settings: Settings,
     pub secrets: Secrets,
+    /// Problems that do not stop patron (a secret file others can read), to
+    /// be logged once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 /// Loads the defaults, then `file` when given, then the environment, and validates.
 pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let raw = layered(file)?;
+    if let Some(file) = file {
+        refuse_secrets_in_file(file)?;
+    }
     let mut settings: Settings = raw.clone().try_deserialize()?;
     let secrets = take_secrets(&raw, &mut settings)?;
     validate(&raw, &settings)?;
-    Ok(Loaded { settings, secrets })
+    let warnings = readable_secret_files(&settings);
+    Ok(Loaded { settings, secrets, warnings })
 }
+
+/// The keys a secret must never be given under in a settings file.
+const SECRET_KEYS: [(&str, &str); 2] = [("smtp", "password"), ("unsubscribe", "secret")];
+
+/// A secret written into the settings file is refused, even when the
+/// environment also sets it (the environment's value would silently win).
+fn refuse_secrets_in_file(file: &Path) -> Result<(), ConfigError> {
+    let Ok(own) = Config::builder().add_source(File::from(file).format(FileFormat::Toml)).build() else {
+        return Ok(()); // a file that does not parse is reported by the layered load
+    };
+    for (section, leaf) in SECRET_KEYS {
+        let key = format!("{section}.{leaf}");
+        if own.get::<config::Value>(&key).is_ok() {
+            let env_name = format!("{ENV_PREFIX}__{}__{}", section.to_uppercase(), leaf.to_uppercase());
+            return Err(ConfigError::Invalid {
+                key,
+                origin: file.display().to_string(),
+                problem: format!("secrets are not read from config files; set {env_name} or `{section}.{leaf}_file`"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Secret files that users other than the owner can read.
+fn readable_secret_files(settings: &Settings) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let files = [("smtp.password_file", &settings.smtp.password_file), ("unsubscribe.secret_file", &settings.unsubscribe.secret_file)];
+    files
+        .into_iter()
+        .filter(|(_, path)| !path.as_os_str().is_empty())
+        .filter_map(|(key, path)| {
+            let mode = std::fs::metadata(path).ok()?.permissions().mode();
+            (mode & 0o077 != 0).then(|| {
+                format!("{key}: {} can be read by other users (mode {:o}); chmod 600 it", path.display(), mode & 0o777)
+            })
+        })
+        .collect()
+}
+
+/// The shortest unsubscribe secret accepted: 256 bits, the HMAC-SHA256 key size.
+pub const MIN_UNSUBSCRIBE_SECRET_BYTES: usize = 32;
 
 fn layered(file: Option<&Path>) -> Result<Config, ConfigError> {
     let mut builder = Config::builder().add_source(File::from_str(DEFAULTS_TOML, FileFormat::Toml));
@@ -385,6 +434,23 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
         "unsubscribe.secret_file",
         &settings.unsubscribe.secret_file,
     )?;
+    if let Some(secret) = &unsubscribe_secret
+        && secret.expose_secret().len() < MIN_UNSUBSCRIBE_SECRET_BYTES
+    {
+        let key = if settings.unsubscribe.secret_file.as_os_str().is_empty() {
+            "unsubscribe.secret"
+        } else {
+            "unsubscribe.secret_file"
+        };
+        return Err(invalid(
+            raw,
+            key,
+            format!(
+                "the unsubscribe secret must be at least {MIN_UNSUBSCRIBE_SECRET_BYTES} bytes long \
+                 (`openssl rand -hex 32` makes one)"
+            ),
+        ));
+    }
     Ok(Secrets { smtp_password, unsubscribe_secret })
 }
 
@@ -515,9 +581,11 @@ fn validate_loyalty(raw: &Config, loyalty: &LoyaltySettings) -> Result<(), Confi
 }
 
 fn validate_daemon(raw: &Config, daemon: &DaemonSettings) -> Result<(), ConfigError> {
-    for (key, text) in
-        [("daemon.score_schedule", &daemon.score_schedule), ("daemon.train_schedule", &daemon.train_schedule)]
-    {
+    for (key, text) in [
+        ("daemon.score_schedule", &daemon.score_schedule),
+        ("daemon.train_schedule", &daemon.train_schedule),
+        ("daemon.loyalty_schedule", &daemon.loyalty_schedule),
+    ] {
         if !text.is_empty() {
             crate::campaign::schedule::Schedule::parse(text, chrono_tz::UTC)
                 .map_err(|problem| invalid(raw, key, problem))?;
@@ -547,6 +615,9 @@ fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigErro
     if delivery.max_attempts == 0 {
         return Err(invalid(raw, "delivery.max_attempts", "must be at least 1"));
     }
+    if settings.smtp.port == 0 {
+        return Err(invalid(raw, "smtp.port", "must be a port number from 1 to 65535"));
+    }
     for (key, text) in [
         ("delivery.retry_after", &delivery.retry_after),
         ("delivery.retry_max", &delivery.retry_max),
@@ -555,8 +626,21 @@ fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigErro
     ] {
         crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
     }
-    if delivery.lease().is_zero() {
-        return Err(invalid(raw, "delivery.lease", "must be longer than 0s"));
+    for (key, duration) in [
+        ("delivery.retry_after", delivery.retry_after()),
+        ("delivery.retry_max", delivery.retry_max()),
+        ("delivery.lease", delivery.lease()),
+    ] {
+        if duration.is_zero() {
+            return Err(invalid(raw, key, "must be longer than 0s"));
+        }
+    }
+    if delivery.retry_max() < delivery.retry_after() {
+        return Err(invalid(
+            raw,
+            "delivery.retry_max",
+            format!("must be at least delivery.retry_after ({})", delivery.retry_after),
+        ));
     }
     if settings.smtp.timeout().is_zero() {
         return Err(invalid(raw, "smtp.timeout", "must be longer than 0s"));

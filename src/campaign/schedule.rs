@@ -12,6 +12,20 @@ use std::str::FromStr;
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
+/// The cron crate's message on one line, without its echo of the rewritten
+/// expression and caret line, with its range wording made exact (it says
+/// "Minutes must be less than 59" for a limit of 59 inclusive).
+fn cron_problem(message: &str) -> String {
+    let lines: Vec<&str> = message.lines().collect();
+    let after_caret = lines.iter().rposition(|line| line.trim() == "^").map_or(0, |at| at + 1);
+    let problem = if after_caret < lines.len() { &lines[after_caret..] } else { &lines[..] };
+    let one_line = problem.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.split_once(" must be less than ") {
+        Some((field, rest)) => format!("{field} must be at most {}", rest.replacen(". (", " (", 1)),
+        None => one_line,
+    }
+}
+
 /// A parsed schedule in its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
@@ -39,7 +53,7 @@ impl Schedule {
             }
         };
         let cron = cron::Schedule::from_str(&with_seconds)
-            .map_err(|e| format!("`{expression}` is not a valid cron schedule: {e}"))?;
+            .map_err(|e| format!("`{expression}` is not a valid cron schedule: {}", cron_problem(&e.to_string())))?;
         Ok(Schedule { expression: expression.to_owned(), cron, timezone })
     }
 

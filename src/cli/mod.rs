@@ -226,6 +226,9 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
 fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let loaded = config::load(file)?;
     logging::init(&loaded.settings.log);
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     Ok(loaded)
 }
 

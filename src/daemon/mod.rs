@@ -83,6 +83,9 @@ impl Daemon {
                 {
                     tracing::warn!("database.url and http.listen take effect only after a restart");
                 }
+                for warning in &new.warnings {
+                    tracing::warn!("{warning}");
+                }
                 *self.loaded.write().expect("not poisoned") = new;
                 self.reloaded.send_modify(|generation| *generation += 1);
                 tracing::info!("settings reloaded");

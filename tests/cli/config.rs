@@ -66,16 +66,59 @@ fn secrets_come_from_the_environment_or_a_file_and_never_print() {
     assert!(out.contains("# smtp password: set"), "{out}");
     assert!(!out.contains(secret) && !err.contains(secret));
 
-    let key_file = env.write("signing.key", format!("{secret}\n"));
+    let key = "a-signing-key-of-at-least-32-bytes-0123";
+    let key_file = env.write("signing.key", format!("{key}\n"));
     let run = env.command(&["config"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(out.contains("# unsubscribe secret: set") && !out.contains(secret), "{out}");
+    assert!(out.contains("# unsubscribe secret: set") && !out.contains(key), "{out}");
 
     let in_file = env.write("leaky.toml", format!("[smtp]\npassword = \"{secret}\"\n"));
     let run = crate::support::Run::from(env.command(&["--config", &in_file, "config"]).output().unwrap());
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("secrets are not read from config files; set PATRON__SMTP__PASSWORD"), "{}", run.stderr);
     assert!(!run.stderr.contains(secret));
+    // Also when the environment sets the same secret, whose value would win.
+    let in_file = env.write("leaky.toml", format!("[unsubscribe]\nsecret = \"{key}\"\n"));
+    let run = env.command(&["--config", &in_file, "config"]).env("PATRON__UNSUBSCRIBE__SECRET", key).output().unwrap();
+    let run = crate::support::Run::from(run);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("`unsubscribe.secret`") && run.stderr.contains("leaky.toml"), "{}", run.stderr);
+    assert!(!run.stderr.contains(key));
+}
+
+#[test]
+fn a_short_unsubscribe_secret_is_refused_and_a_readable_secret_file_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new(Backend::Sqlite);
+    let run = crate::support::Run::from(env.command(&["config"]).env("PATRON__UNSUBSCRIBE__SECRET", "x").output().unwrap());
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("`unsubscribe.secret` (from the environment): the unsubscribe secret must be at least 32 bytes"), "{}", run.stderr);
+
+    let key_file = env.write("signing.key", "k".repeat(32));
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = crate::support::Run::from(env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("unsubscribe.secret_file") && run.stderr.contains("can be read by other users (mode 644)"), "{}", run.stderr);
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = crate::support::Run::from(env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap());
+    assert!(!run.stderr.contains("can be read by other users"), "{}", run.stderr);
+}
+
+#[test]
+fn bad_delivery_and_schedule_settings_are_refused_with_their_key() {
+    let env = TestEnv::new(Backend::Sqlite);
+    let cases = [
+        ("PATRON__DAEMON__LOYALTY_SCHEDULE", "61 2 * * *", "`daemon.loyalty_schedule` (from the environment): `61 2 * * *` is not a valid cron schedule: Minutes must be at most 59"),
+        ("PATRON__DELIVERY__RETRY_AFTER", "0s", "`delivery.retry_after` (from the environment): must be longer than 0s"),
+        ("PATRON__DELIVERY__RETRY_MAX", "30s", "`delivery.retry_max` (from the environment): must be at least delivery.retry_after (1m)"),
+        ("PATRON__SMTP__PORT", "0", "`smtp.port` (from the environment): must be a port number from 1 to 65535"),
+    ];
+    for (key, value, expected) in cases {
+        let run = crate::support::Run::from(env.command(&["status"]).env(key, value).output().unwrap());
+        assert_eq!(run.code, 2, "{key}={value}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{key}={value}: expected {expected:?} in {}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use mail_parser::MessageParser;
 use crate::smtp_server::{Reply, Script, SmtpServer};
 use crate::support::{Backend, TestEnv, each_backend};
 
-const SECRET: &str = "test-unsubscribe-secret";
+const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

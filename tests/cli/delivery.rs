@@ -13,7 +13,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use crate::smtp_server::{Received, SmtpServer};
 use crate::support::{Run, TestEnv, each_backend};
 
-pub(crate) const SECRET: &str = "test-unsubscribe-secret";
+pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
 pub(crate) const CAMPAIGN: &str = "kind = \"marketing\"\n\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
     [message]\nfrom = \"Shop <shop@example.com>\"\nreply_to = \"care@example.com\"\n\

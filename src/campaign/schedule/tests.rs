@@ -34,6 +34,14 @@ fn standard_weekday_numbers_mean_what_cron_users_expect() {
 }
 
 #[test]
+fn an_out_of_range_field_names_its_inclusive_limit_on_one_line() {
+    let problem = Schedule::parse("60 9 * * *", chrono_tz::UTC).unwrap_err();
+    assert_eq!(problem, "`60 9 * * *` is not a valid cron schedule: Minutes must be at most 59 ('60' specified.)");
+    let problem = Schedule::parse("0 9 * * MON x", chrono_tz::UTC).unwrap_err();
+    assert!(!problem.contains('\n'), "{problem}");
+}
+
+#[test]
 fn bad_schedules_are_refused_with_the_reason() {
     for bad in ["", "* * *", "0 9 * * MON 2026 x", "61 9 * * *", "0 25 * * *", "0 9 * * FUNDAY", "0 9 32 * *"] {
         assert!(Schedule::parse(bad, chrono_tz::UTC).is_err(), "{bad:?} should be refused");
