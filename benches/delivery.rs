@@ -65,7 +65,7 @@ fn bench(messages: u64) {
         ("PATRON__DELIVERY__TRANSPORT", "smtp"),
         ("PATRON__SMTP__PORT", port_text.as_str()),
         ("PATRON__DELIVERY__CONCURRENCY", concurrency.as_str()),
-        ("PATRON__UNSUBSCRIBE__SECRET", "benchmark-secret"),
+        ("PATRON__UNSUBSCRIBE__SECRET", "benchmark-unsubscribe-secret-of-32-bytes"),
     ];
     let run = measure_with(work, &["send"], &env);
     let patron_rate = messages as f64 / run.seconds;
@@ -110,7 +110,7 @@ fn sample_size(dir: &Path) -> usize {
     std::fs::copy(dir.join("campaigns/bench.toml"), sample.path().join("campaigns/bench.toml")).unwrap();
     measure(sample.path(), &["import", "customers", "c.csv"]);
     measure(sample.path(), &["campaign", "run", "bench"]);
-    measure_with(sample.path(), &["send"], &[("PATRON__UNSUBSCRIBE__SECRET", "benchmark-secret")]);
+    measure_with(sample.path(), &["send"], &[("PATRON__UNSUBSCRIBE__SECRET", "benchmark-unsubscribe-secret-of-32-bytes")]);
     let mail = std::fs::read_dir(sample.path().join("data/mail")).unwrap().next().unwrap().unwrap().path();
     std::fs::metadata(mail).unwrap().len() as usize
 }
