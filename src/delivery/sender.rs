@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
@@ -326,7 +326,7 @@ impl Sender {
         let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
         let model_id = crate::model::registry::active(&self.db).await?.map(|m| m.id);
         let recipients = context::load(&self.db, &customer_ids, model_id).await?;
-        let suppressed = suppressed_addresses(&self.db, recipients.values()).await?;
+        let suppressed = suppressed_customers(&self.db, recipients.values()).await?;
         let mut work = Vec::with_capacity(rows.len());
         for row in rows {
             let settle = |fate| Work::Settled { row: row.clone(), fate };
@@ -340,7 +340,7 @@ impl Sender {
                 work.push(settle(retry_or_fail(&self.options, &row, error)));
                 continue;
             };
-            if suppressed.contains(&recipient.customer.email.to_lowercase()) {
+            if suppressed.contains(&recipient.customer.id) {
                 work.push(settle(Fate::Suppressed { reason: "the address is suppressed".into() }));
                 continue;
             }
@@ -446,21 +446,42 @@ async fn run_campaigns(db: &DatabaseConnection, rows: &[Claimed]) -> Result<Hash
     db.query_all(&select).await?.iter().map(|row| Ok((row.try_get("", "id")?, row.try_get("", "campaign")?))).collect()
 }
 
-/// The suppressed addresses among the recipients' (lower case).
-async fn suppressed_addresses<'a>(
+/// A suppression of this customer: of their address, or of the person
+/// (an unsubscribe or complaint under an address they no longer have; a
+/// bounce belongs to the address only).
+fn suppression_of(customer_id: i64, email: &str) -> Cond {
+    Cond::any()
+        .add(Expr::col("email").eq(email.to_lowercase()))
+        .add(Expr::col("customer_id").eq(customer_id).and(Expr::col("reason").ne("bounced")))
+}
+
+/// The suppressed customers among the recipients.
+async fn suppressed_customers<'a>(
     db: &DatabaseConnection,
     recipients: impl Iterator<Item = &'a Recipient>,
-) -> Result<HashSet<String>, DbErr> {
-    let emails: Vec<String> = recipients.map(|r| r.customer.email.to_lowercase()).collect();
+) -> Result<HashSet<i64>, DbErr> {
+    let recipients: Vec<&Recipient> = recipients.collect();
     let mut suppressed = HashSet::new();
-    for chunk in emails.chunks(2000) {
+    for chunk in recipients.chunks(1000) {
+        let by_email: HashMap<String, i64> =
+            chunk.iter().map(|r| (r.customer.email.to_lowercase(), r.customer.id)).collect();
         let select = Query::select()
-            .column("email")
+            .columns(["email", "customer_id", "reason"])
             .from("suppressions")
-            .and_where(Expr::col("email").is_in(chunk.iter().cloned()))
+            .cond_where(
+                Cond::any()
+                    .add(Expr::col("email").is_in(by_email.keys().cloned()))
+                    .add(Expr::col("customer_id").is_in(chunk.iter().map(|r| r.customer.id))),
+            )
             .to_owned();
         for row in db.query_all(&select).await? {
-            suppressed.insert(row.try_get_by_index(0)?);
+            let email: String = row.try_get("", "email")?;
+            let customer_id: Option<i64> = row.try_get("", "customer_id")?;
+            let reason: String = row.try_get("", "reason")?;
+            suppressed.extend(by_email.get(&email));
+            if reason != "bounced" {
+                suppressed.extend(customer_id);
+            }
         }
     }
     Ok(suppressed)
@@ -478,7 +499,7 @@ async fn refusal(
     let suppressions = Query::select()
         .expr(Expr::col("id").count())
         .from("suppressions")
-        .and_where(Expr::col("email").eq(email.to_lowercase()))
+        .cond_where(suppression_of(customer_id, email))
         .to_owned();
     let select = Query::select()
         .column("marketing_consent")

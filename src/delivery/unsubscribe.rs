@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use sea_orm::sea_query::{OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -84,13 +84,21 @@ impl Signer {
     }
 }
 
-/// Suppresses the customer's address for good (reason `unsubscribed`). Doing
-/// it twice is harmless; false when the customer no longer exists.
+/// Suppresses the customer's address for good (reason `unsubscribed`) and
+/// withdraws their marketing consent, so that counts of consenting customers
+/// leave them out. Doing it twice is harmless; false when the customer no
+/// longer exists.
 pub async fn record<C: ConnectionTrait>(db: &C, token: &Token) -> Result<bool, DbErr> {
     let Some(customer) = customer::Entity::find_by_id(token.customer_id).one(db).await? else {
         return Ok(false);
     };
     suppress(db, &customer.email, Some(customer.id), "unsubscribed", &format!("campaign:{}", token.campaign)).await?;
+    let withdraw = Query::update()
+        .table("customers")
+        .value("marketing_consent", false)
+        .and_where(Expr::col("id").eq(customer.id))
+        .to_owned();
+    db.execute(&withdraw).await?;
     Ok(true)
 }
 

@@ -474,18 +474,22 @@ fn sort_value(campaign: &Campaign, context: &Context) -> SimpleExpr {
     Expr::expr(column).cast_as(Alias::new(real))
 }
 
-/// The customers whose address is suppressed. Both sides lower-cased, so that
-/// the index on customers' lower-cased address serves the lookup.
+/// The customers whose address is suppressed, or who themselves
+/// unsubscribed or complained under an address they no longer have (a
+/// bounce belongs to the address only). Both sides of the address match are
+/// lower-cased, so that the index on customers' lower-cased address serves it.
 fn suppressed_customers() -> SelectStatement {
     let (customers, suppressions) = (Alias::new("customers"), Alias::new("suppressions"));
+    let by_address = Func::lower(Expr::col((customers.clone(), Alias::new("email"))))
+        .eq(Func::lower(Expr::col((suppressions.clone(), Alias::new("email")))));
+    let by_person = Expr::col((customers.clone(), Alias::new("id")))
+        .equals((suppressions.clone(), Alias::new("customer_id")))
+        .and(Expr::col((suppressions.clone(), Alias::new("reason"))).ne("bounced"));
     Query::select()
+        .distinct()
         .column((customers.clone(), Alias::new("id")))
-        .from(suppressions.clone())
-        .inner_join(
-            customers.clone(),
-            Func::lower(Expr::col((customers, Alias::new("email"))))
-                .eq(Func::lower(Expr::col((suppressions, Alias::new("email"))))),
-        )
+        .from(suppressions)
+        .inner_join(customers, by_address.or(by_person))
         .to_owned()
 }
 
