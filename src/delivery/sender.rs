@@ -308,10 +308,11 @@ fn retry_or_fail(options: &Options, row: &Claimed, error: String) -> Fate {
 }
 
 /// Subject, HTML and text of one message; the text part is made from the
-/// HTML when the campaign has no text template.
+/// HTML when the campaign has no text template. A part over the render limits
+/// fails the message with a reason that names the limit.
 fn render(templates: &Templates, variables: &minijinja::Value) -> Result<Rendered, String> {
     let part = |part: Part| -> Result<Option<String>, String> {
-        templates.render(part, variables).transpose().map_err(|e| format!("rendering the {} template: {e}", part.key()))
+        templates.render(part, variables).transpose().map_err(|e| e.reason())
     };
     // A header is one line.
     let subject = part(Part::Subject)?.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
