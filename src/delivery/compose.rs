@@ -41,7 +41,22 @@ const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubs
 const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe-Post");
 
 /// Builds the MIME message (multipart/alternative when there is an HTML part).
+///
+/// Every header value is checked for line breaks and control characters
+/// first: the customer's name and the subject carry data that other writers
+/// of the database may have put there, and lettre panics on a line break in
+/// a display name instead of returning an error.
 pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, String> {
+    one_line("the customer's name", envelope.to_name.as_deref().unwrap_or_default())?;
+    one_line("the customer's address", envelope.to_email)?;
+    one_line("the subject", &rendered.subject)?;
+    one_line("the sender", envelope.from)?;
+    one_line("the reply-to address", envelope.reply_to.unwrap_or_default())?;
+    one_line("the Message-ID", envelope.message_id)?;
+    if let Some((link, mailto)) = envelope.unsubscribe {
+        one_line("the unsubscribe link", link)?;
+        one_line("the unsubscribe address", mailto.unwrap_or_default())?;
+    }
     let from: Mailbox = envelope.from.parse().map_err(|e| format!("sender `{}`: {e}", envelope.from))?;
     let to_address = envelope.to_email.parse().map_err(|e| format!("recipient address: {e}"))?;
     let mut builder = Message::builder()
@@ -68,6 +83,31 @@ pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, S
         None => builder.body(rendered.text),
     };
     built.map_err(|e| format!("building the message: {e}"))
+}
+
+/// A header value must be one line of text: no CR, LF or other control
+/// character (a tab included), so that nothing can start a header of its own.
+fn one_line(what: &str, value: &str) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        Err(format!("{what} contains a line break or control character"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `build` (rendering and composing one message) so that a panic in it,
+/// say in a dependency, becomes that message's failure instead of taking the
+/// sender down.
+pub fn guarded<T>(build: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(build)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        tracing::error!(panic = %what, "building a message panicked; that message fails");
+        Err(format!("building the message panicked: {what}"))
+    })
 }
 
 /// The name to show beside the recipient's address, if the customer has one.
@@ -118,6 +158,53 @@ mod tests {
         let mut bad = envelope(None);
         bad.from = "not an address";
         assert!(compose(&bad, rendered()).unwrap_err().starts_with("sender `not an address`"));
+    }
+
+    #[test]
+    fn a_line_break_or_control_character_in_a_header_value_is_refused_before_lettre_sees_it() {
+        let mut injected = envelope(None);
+        injected.to_name = display_name(Some("Eve\r\nBcc: evil@example.com"), Some("Lima"));
+        assert_eq!(
+            compose(&injected, rendered()).unwrap_err(),
+            "the customer's name contains a line break or control character"
+        );
+        let mut bell = envelope(None);
+        bell.to_name = Some("Eve\u{7}".into());
+        assert!(compose(&bell, rendered()).unwrap_err().starts_with("the customer's name contains"));
+        let subject = Rendered { subject: "Hi\rBcc: evil@example.com".into(), ..rendered() };
+        assert_eq!(
+            compose(&envelope(None), subject).unwrap_err(),
+            "the subject contains a line break or control character"
+        );
+        let mut from = envelope(None);
+        from.from = "Shop <news@shop.example>\r\nBcc: evil@example.com";
+        assert!(compose(&from, rendered()).unwrap_err().starts_with("the sender contains"));
+        let mut reply_to = envelope(None);
+        reply_to.reply_to = Some("care@shop.example\nBcc: evil@example.com");
+        assert!(compose(&reply_to, rendered()).unwrap_err().starts_with("the reply-to address contains"));
+        let mut link = envelope(Some(("https://shop.example/u?t=1\r\nBcc: evil@example.com", None)));
+        link.to_name = None;
+        assert!(compose(&link, rendered()).unwrap_err().starts_with("the unsubscribe link contains"));
+        // A name that only looks like a header stays inside the To header (encoded).
+        let mut odd = envelope(None);
+        odd.to_name = Some("Ana \"Bcc: x@y\" O'Neil, Jr.".into());
+        let text = String::from_utf8(compose(&odd, rendered()).unwrap().formatted()).unwrap();
+        assert!(text.lines().any(|l| l.starts_with("To: ") && l.ends_with(" <ana@example.com>")), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("Bcc")), "{text}");
+    }
+
+    #[test]
+    fn a_panic_while_building_becomes_the_message_s_failure() {
+        assert_eq!(guarded(|| Ok::<_, String>(1)), Ok(1));
+        assert_eq!(guarded(|| Err::<(), _>("no".to_owned())), Err("no".to_owned()));
+        let error = guarded::<()>(|| panic!("a Display implementation returned an error unexpectedly"));
+        assert_eq!(
+            error.unwrap_err(),
+            "building the message panicked: a Display implementation returned an error unexpectedly"
+        );
+        let number = 7;
+        let error = guarded::<()>(|| panic!("formatted {number}"));
+        assert_eq!(error.unwrap_err(), "building the message panicked: formatted 7");
     }
 
     #[test]

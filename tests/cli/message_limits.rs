@@ -1,6 +1,6 @@
 //! Messages that cannot be built fail alone: a template over the render limits
-//! (fuel, output size) fails its own message with the reason, the others are
-//! sent, and no row stays `sending`.
+//! (fuel, output size) or a customer name with a line break fails its own
+//! message with the reason, the others are sent, and no row stays `sending`.
 //! Templates over the limits for any customer are refused by `campaign validate`.
 
 use std::collections::HashMap;
@@ -143,6 +143,29 @@ fn a_template_over_the_output_size_fails_its_message_and_the_others_are_sent() {
         assert_eq!(states(env), ["failed 1", "sent 4"]);
         assert_eq!(failures(env), ["c3@example.com: the html template's output exceeds 1048576 bytes"]);
         assert_arrived_once_each(&server, 5, 3);
+    });
+}
+
+#[test]
+fn a_line_break_in_a_name_written_straight_into_the_database_fails_only_its_message() {
+    each_backend(|env| {
+        planned(env, 7, "");
+        // As a CRM sync or a manual fix could write it; import refuses such names.
+        env.execute("UPDATE customers SET first_name = 'Eve\r\nBcc: evil@example.com' WHERE email = 'c2@example.com'");
+        let server = SmtpServer::start();
+        let run = send(env, server.port());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(states(env), ["failed 1", "sent 6"]);
+        assert_eq!(failures(env), ["c2@example.com: the customer's name contains a line break or control character"]);
+        assert_arrived_once_each(&server, 7, 2);
+        assert_eq!(server.rcpt_attempts("evil@example.com"), 0);
+        assert!(server.received().iter().all(|m| !String::from_utf8_lossy(&m.data).contains("evil@example.com")));
+
+        // A second send has nothing left to do: the failed row is not retried.
+        let again = send(env, server.port());
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert_eq!(states(env), ["failed 1", "sent 6"]);
+        assert_eq!(server.count(), 6);
     });
 }
 
