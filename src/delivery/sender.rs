@@ -324,7 +324,7 @@ fn render(templates: &Templates, variables: &minijinja::Value) -> Result<Rendere
     let html = part(Part::Html)?;
     let text = match part(Part::Text)? {
         Some(text) => text,
-        None => html.as_deref().map(compose::text_from_html).unwrap_or_default(),
+        None => html.as_deref().map(compose::text_from_html).transpose()?.unwrap_or_default(),
     };
     Ok(Rendered { subject, html, text })
 }
