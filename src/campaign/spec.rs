@@ -383,7 +383,13 @@ impl Checker<'_> {
                 ok = false;
                 continue;
             };
-            if let Err(errors) = Templates::compile(&[(part, source.clone())]) {
+            let part_source = [(part, source.clone())];
+            // A template over the render limits with sample data, so for most customers, is refused now.
+            let errors = match Templates::compile(&part_source) {
+                Ok(templates) => templates.check_limits(&part_source),
+                Err(errors) => errors,
+            };
+            if !errors.is_empty() {
                 ok = false;
                 for error in errors {
                     let message = format!("{} template: {}", part.key(), error.message);

@@ -372,21 +372,25 @@ impl Sender {
         let variant = row.variant.as_deref();
         let message = campaign.message_for(variant);
         let templates = cache.get(campaign, variant)?;
-        let token = Token { customer_id: row.customer_id, campaign: campaign.name.clone() };
-        let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
-        let variables = recipient.variables(campaign, variant, &link);
-        let rendered = render(&templates, &variables)?;
-        let customer = &recipient.customer;
-        let envelope = Envelope {
-            from: &message.from,
-            reply_to: message.reply_to.as_deref(),
-            to_name: compose::display_name(customer.first_name.as_deref(), customer.last_name.as_deref()),
-            to_email: &customer.email,
-            message_id,
-            unsubscribe: (campaign.kind == Kind::Marketing)
-                .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
-        };
-        compose::compose(&envelope, rendered)
+        // Rendering (bounded in work and size) and composing fail this message
+        // alone, even by a panic.
+        compose::guarded(|| {
+            let token = Token { customer_id: row.customer_id, campaign: campaign.name.clone() };
+            let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
+            let variables = recipient.variables(campaign, variant, &link);
+            let rendered = render(&templates, &variables)?;
+            let customer = &recipient.customer;
+            let envelope = Envelope {
+                from: &message.from,
+                reply_to: message.reply_to.as_deref(),
+                to_name: compose::display_name(customer.first_name.as_deref(), customer.last_name.as_deref()),
+                to_email: &customer.email,
+                message_id,
+                unsubscribe: (campaign.kind == Kind::Marketing)
+                    .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
+            };
+            compose::compose(&envelope, rendered)
+        })
     }
 }
 
@@ -400,17 +404,19 @@ fn retry_or_fail(options: &Options, row: &Claimed, error: String) -> Fate {
 }
 
 /// Subject, HTML and text of one message; the text part is made from the
-/// HTML when the campaign has no text template.
+/// HTML when the campaign has no text template. A part over the render limits
+/// fails the message with a reason that names the limit.
 fn render(templates: &Templates, variables: &minijinja::Value) -> Result<Rendered, String> {
     let part = |part: Part| -> Result<Option<String>, String> {
-        templates.render(part, variables).transpose().map_err(|e| format!("rendering the {} template: {e}", part.key()))
+        templates.render(part, variables).transpose().map_err(|e| e.reason())
     };
-    // A header is one line.
+    // A header is one line: line breaks (and any whitespace run) become one
+    // space; compose refuses the other control characters.
     let subject = part(Part::Subject)?.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
     let html = part(Part::Html)?;
     let text = match part(Part::Text)? {
         Some(text) => text,
-        None => html.as_deref().map(compose::text_from_html).unwrap_or_default(),
+        None => html.as_deref().map(compose::text_from_html).transpose()?.unwrap_or_default(),
     };
     Ok(Rendered { subject, html, text })
 }

@@ -1,7 +1,9 @@
 //! What a message says: the templates of a campaign and the variables they
-//! may use. (Sending lives in `delivery`.)
+//! may use, and the bounds on rendering them. (Sending lives in `delivery`.)
 
 pub mod context;
+pub mod limits;
 pub mod template;
 
+pub use limits::RenderError;
 pub use template::{Part, TemplateError, Templates};

@@ -1,8 +1,11 @@
 //! Message templates (minijinja): checked when a campaign is validated, so
 //! that an unknown variable is an error then, never an empty string at send
-//! time; HTML parts are always escaped.
+//! time; HTML parts are always escaped. Every render is bounded in work and
+//! output size (see [`super::limits`]).
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value};
+
+use super::limits::{self, FUEL, MAX_OUTPUT_BYTES, RenderError};
 
 use crate::segment::compile::FIELDS;
 use crate::segment::line_column;
@@ -81,6 +84,7 @@ impl Templates {
     pub fn compile(parts: &[(Part, String)]) -> Result<Templates, Vec<TemplateError>> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         env.set_auto_escape_callback(|name| {
             if name == Part::Html.template_name() { AutoEscape::Html } else { AutoEscape::None }
         });
@@ -104,10 +108,31 @@ impl Templates {
         if errors.is_empty() { Ok(Templates { env }) } else { Err(errors) }
     }
 
-    /// Renders one part, or `None` when the message has no such part.
-    pub fn render(&self, part: Part, context: &Value) -> Option<Result<String, minijinja::Error>> {
+    /// Renders one part, or `None` when the message has no such part. A
+    /// render over [`FUEL`] or [`MAX_OUTPUT_BYTES`] fails with a
+    /// [`RenderError`] that names the limit.
+    pub fn render(&self, part: Part, context: &Value) -> Option<Result<String, RenderError>> {
         let template = self.env.get_template(part.template_name()).ok()?;
-        Some(template.render(context))
+        Some(limits::render(&template, part, context, MAX_OUTPUT_BYTES))
+    }
+
+    /// Renders every part once with [`limits::sample_variables`] and reports
+    /// the parts over the limits. Other render errors are not reported: the
+    /// sample is not the customers' data (a value it lacks may be there).
+    pub fn check_limits(&self, parts: &[(Part, String)]) -> Vec<TemplateError> {
+        let sample = limits::sample_variables();
+        let mut errors = Vec::new();
+        for (part, source) in parts {
+            if let Some(Err(error)) = self.render(*part, &sample)
+                && error.is_limit()
+            {
+                let offset = error.line().map_or(0, |line| line_start(source, line));
+                let (line, column) = line_column(source, offset);
+                let message = format!("with sample customer data, {error}");
+                errors.push(TemplateError { part: *part, offset, line, column, message });
+            }
+        }
+        errors
     }
 }
 
@@ -127,7 +152,7 @@ fn is_known(path: &str) -> bool {
     }
 }
 
-fn feature_names() -> impl Iterator<Item = &'static str> {
+pub(super) fn feature_names() -> impl Iterator<Item = &'static str> {
     FIELDS.iter().filter(|f| f.2 == "feature_snapshots").map(|f| f.0)
 }
 
@@ -251,6 +276,56 @@ mod tests {
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, 2);
         assert!(errors[0].message.contains("syntax error"), "{}", errors[0].message);
+    }
+
+    #[test]
+    fn a_render_over_the_fuel_or_the_output_size_fails_with_the_limit_named() {
+        let context = limits::sample_variables();
+        let loops = "{% for i in [0] * 100000 %}{% for j in [0] * 100000 %}{% endfor %}{% endfor %}";
+        let started = std::time::Instant::now();
+        let error = compile(Part::Html, loops).unwrap().render(Part::Html, &context).unwrap().unwrap_err();
+        eprintln!("out of fuel after {:?}", started.elapsed());
+        assert!(matches!(error, RenderError::OutOfFuel { part: Part::Html, line: Some(1) }), "{error:?}");
+        assert_eq!(
+            error.reason(),
+            "the html template needs more work than one message may take (its fuel of 250000 ran out at line 1): \
+             a loop too long or a string too big?"
+        );
+        // `~` makes a new string each time: charged as data, refused before it is made.
+        let made = compile(Part::Text, "{% set s = 'x' * 4000000 %}{{ s | length }}").unwrap();
+        assert_eq!(made.render(Part::Text, &context).unwrap().unwrap(), "4000000");
+        let concat = "{% set s = 'x' * 4000000 %}{{ s ~ s ~ s ~ s }}";
+        let error = compile(Part::Text, concat).unwrap().render(Part::Text, &context).unwrap().unwrap_err();
+        assert!(matches!(error, RenderError::OutOfFuel { .. }), "{error:?}");
+        let big = compile(Part::Subject, "{% for i in [0] * 2000 %}{{ 'x' * 1000 }}{% endfor %}").unwrap();
+        let error = big.render(Part::Subject, &context).unwrap().unwrap_err();
+        assert_eq!(error.reason(), format!("the subject template's output exceeds {MAX_OUTPUT_BYTES} bytes"));
+        // Just under the cap is fine.
+        let fits = compile(Part::Text, &format!("{{{{ 'x' * {MAX_OUTPUT_BYTES} }}}}")).unwrap();
+        assert_eq!(fits.render(Part::Text, &context).unwrap().unwrap().len(), MAX_OUTPUT_BYTES);
+        // Other errors are worded as before.
+        let undefined = compile(Part::Text, "{{ customer.first_name }}").unwrap();
+        let empty = Value::from(minijinja::value::Serde(serde_json::json!({"customer": {}})));
+        let error = undefined.render(Part::Text, &empty).unwrap().unwrap_err();
+        assert!(!error.is_limit() && error.reason().starts_with("rendering the text template: undefined value"));
+    }
+
+    #[test]
+    fn the_limits_are_checked_with_sample_data_but_other_errors_are_left_to_real_data() {
+        let parts = [
+            (Part::Subject, "Hi {{ customer.first_name }}".to_owned()),
+            (Part::Html, "<p>\n{{ features.recency_days + 1 }}</p>".to_owned()),
+            (
+                Part::Text,
+                "line one\n{% for i in [0] * 100000 %}{% for j in [0] * 100000 %}{% endfor %}{% endfor %}".into(),
+            ),
+        ];
+        let errors = Templates::compile(&parts).unwrap().check_limits(&parts);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].part, errors[0].line, errors[0].column), (Part::Text, 2, 1));
+        assert!(errors[0].message.starts_with("with sample customer data, the text template needs more work"));
+        let guarded = [(Part::Html, "{% if customer.first_name == 'X' %}{{ 'x' * 2000000 }}{% endif %}".to_owned())];
+        assert!(Templates::compile(&guarded).unwrap().check_limits(&guarded).is_empty());
     }
 
     #[test]

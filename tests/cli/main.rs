@@ -13,6 +13,7 @@ mod generate;
 mod import_bad_input;
 mod import_data;
 mod loyalty;
+mod message_limits;
 mod migrate;
 mod reports;
 mod scoring;
