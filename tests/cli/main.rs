@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod delivery;
 mod generate;
+mod http_limits;
 mod import_bad_input;
 mod import_data;
 mod loyalty;
