@@ -26,7 +26,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
 use crate::config::HttpSettings;
@@ -86,6 +86,9 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
 /// room for the default `http.max_connections` twice over.
 const WANTED_OPEN_FILES: u64 = 65536;
 
+/// The listen queue's length (the kernel caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 1024;
+
 /// How long the connections still open at shutdown may take to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -115,9 +118,19 @@ pub struct Listener {
 /// Listens on `http.listen`, to serve with the `[http]` limits.
 pub async fn bind(settings: &HttpSettings) -> anyhow::Result<Listener> {
     let listen = &settings.listen;
-    let tcp =
-        TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+    let tcp = listen_on(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
     Ok(Listener { tcp, limits: Limits::of(settings) })
+}
+
+/// Like `TcpListener::bind`, but with a listen queue of [`LISTEN_BACKLOG`]
+/// rather than 128: the connections beyond the cap wait there.
+fn listen_on(listen: &str) -> std::io::Result<TcpListener> {
+    let address: std::net::SocketAddr =
+        listen.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address and port"))?;
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` until `shutdown` resolves, then lets the requests in
