@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 use crate::support::{Backend, TestEnv, each_backend};
 
-const SECRET: &str = "test-unsubscribe-secret";
+const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
 /// The soft open-file limit systemd gives a service by default.
 const SERVICE_OPEN_FILES: libc::rlim_t = 1024;
@@ -89,10 +89,15 @@ fn log_of(env: &TestEnv) -> String {
     std::fs::read_to_string(env.path("serve.log")).unwrap_or_default()
 }
 
-/// `count` connections that send nothing.
+/// `count` connections that send nothing. Each must at least reach the
+/// server's listen queue within [`ANSWER_WITHIN`].
 fn idle_connections(port: u16, count: usize) -> Vec<TcpStream> {
+    let address = (std::net::Ipv4Addr::LOCALHOST, port).into();
     (0..count)
-        .map(|i| TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .map(|i| {
+            TcpStream::connect_timeout(&address, ANSWER_WITHIN)
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}: the server no longer takes connections"))
+        })
         .collect()
 }
 
