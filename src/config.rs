@@ -218,6 +218,14 @@ impl DaemonSettings {
 pub struct HttpSettings {
     pub listen: String,
     pub public_url: String,
+    pub max_connections: usize,
+    pub header_timeout: String,
+}
+
+impl HttpSettings {
+    pub fn header_timeout(&self) -> chrono::Duration {
+        crate::duration::parse(&self.header_timeout).expect("checked when the settings were loaded")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -676,6 +684,14 @@ fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigErro
     match url::Url::parse(&settings.http.public_url) {
         Ok(url) if ["http", "https"].contains(&url.scheme()) && url.query().is_none() => {}
         _ => return Err(invalid(raw, "http.public_url", "expected an http(s) URL such as https://mail.example.com")),
+    }
+    if settings.http.max_connections == 0 {
+        return Err(invalid(raw, "http.max_connections", "must be at least 1"));
+    }
+    let header_timeout = crate::duration::parse(&settings.http.header_timeout)
+        .map_err(|problem| invalid(raw, "http.header_timeout", problem))?;
+    if header_timeout.is_zero() {
+        return Err(invalid(raw, "http.header_timeout", "must be longer than 0s"));
     }
     let mailto = &settings.unsubscribe.mailto;
     if !mailto.is_empty() && mailto.parse::<email_address::EmailAddress>().is_err() {

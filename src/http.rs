@@ -5,18 +5,31 @@
 //! fetch every link in a message, so a GET must not unsubscribe);
 //! `POST /unsubscribe?token=...` unsubscribes at once: that is the button,
 //! and the one-click request mail clients send (RFC 8058).
+//!
+//! [`serve_on`] accepts connections itself rather than through `axum::serve`,
+//! to bound what clients can hold: at most `http.max_connections` connections
+//! (and at most half the open-file limit), each closed when its request
+//! headers take longer than `http.header_timeout` or when it sits idle that
+//! long. Further connections wait in the kernel's listen queue, unaccepted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::Semaphore;
 
+use crate::config::HttpSettings;
 use crate::daemon::{self, Daemon};
 
 use crate::delivery::unsubscribe::{self, Signer, Token, TokenError};
@@ -69,29 +82,172 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
     }
 }
 
-/// Listens on `listen` (an address and port, from `http.listen`).
-pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))
+/// The open-file limit patron raises its own to, when the hard limit allows:
+/// room for the default `http.max_connections` twice over.
+const WANTED_OPEN_FILES: u64 = 65536;
+
+/// The listen queue's length (the kernel caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// How long the connections still open at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the server allows its clients (`http.max_connections`, `http.header_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
 }
 
-/// Serves `router` until `shutdown` resolves.
+impl Limits {
+    pub fn of(settings: &HttpSettings) -> Self {
+        Limits {
+            max_connections: settings.max_connections,
+            header_timeout: settings.header_timeout().to_std().unwrap_or(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A listening socket and the limits it is served with.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    limits: Limits,
+}
+
+/// Listens on `http.listen`, to serve with the `[http]` limits.
+pub async fn bind(settings: &HttpSettings) -> anyhow::Result<Listener> {
+    let listen = &settings.listen;
+    let tcp = listen_on(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen} (http.listen): {e}"))?;
+    Ok(Listener { tcp, limits: Limits::of(settings) })
+}
+
+/// Like `TcpListener::bind`, but with a listen queue of [`LISTEN_BACKLOG`]
+/// rather than 128: the connections beyond the cap wait there.
+fn listen_on(listen: &str) -> std::io::Result<TcpListener> {
+    let address: std::net::SocketAddr =
+        listen.parse().map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an address and port"))?;
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Serves `router` until `shutdown` resolves, then lets the requests in
+/// flight finish (for at most [`SHUTDOWN_GRACE`]).
 pub async fn serve_on(
-    listener: TcpListener,
+    listener: Listener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::info!(address = %listener.local_addr()?, "HTTP server listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await?;
+    let Listener { tcp, limits } = listener;
+    let open_files = raise_open_files();
+    let cap = connection_cap(limits.max_connections, open_files);
+    tracing::info!(
+        address = %tcp.local_addr()?,
+        max_connections = cap,
+        open_files = %open_files.map_or_else(|| "unlimited".to_owned(), |n| n.to_string()),
+        header_timeout = ?limits.header_timeout,
+        "HTTP server listening"
+    );
+    if cap < limits.max_connections {
+        tracing::info!(
+            configured = limits.max_connections,
+            max_connections = cap,
+            "http.max_connections lowered to half the open-file limit; raise LimitNOFILE to allow more"
+        );
+    }
+
+    let service = TowerToHyperService::new(router);
+    let mut http = http1::Builder::new();
+    // The header timeout runs from the moment the server waits for a request:
+    // on a new connection, and again after each answer on a kept-alive one.
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let permits = Arc::new(Semaphore::new(cap));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A permit first: beyond the cap, connections wait in the listen
+        // queue, where they cost no file descriptor.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+        };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("HTTP connection closed: {error}");
+            }
+            drop(permit);
+        });
+    }
+    drop(tcp);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP requests still in flight after {SHUTDOWN_GRACE:?}; closing their connections");
+    }
     Ok(())
 }
 
-/// Serves `router` on `listen` until `shutdown` resolves.
+/// Serves `router` on `http.listen` until `shutdown` resolves.
 pub async fn serve(
-    listen: &str,
+    settings: &HttpSettings,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    serve_on(bind(listen).await?, router, shutdown).await
+    serve_on(bind(settings).await?, router, shutdown).await
+}
+
+/// A failed `accept`: a connection the client gave up on is skipped; anything
+/// else (out of descriptors) is logged and waited out for a second, as hyper 0.14 did.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(error.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused)
+    {
+        return;
+    }
+    tracing::error!("HTTP server: accepting a connection failed: {error}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Raises the soft open-file limit to the hard one (at most
+/// [`WANTED_OPEN_FILES`]) and returns the soft limit in effect, `None` for
+/// unlimited. Under the systemd unit the limit is already set (`LimitNOFILE`)
+/// and the call is not made; its system-call filter would refuse it.
+fn raise_open_files() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current?;
+    let wanted = limit.maximum.map_or(WANTED_OPEN_FILES, |hard| hard.min(WANTED_OPEN_FILES));
+    if current >= wanted {
+        return Some(current);
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: limit.maximum }) {
+        Ok(()) => {
+            tracing::debug!(from = current, to = wanted, "raised the open-file limit");
+            Some(wanted)
+        }
+        Err(error) => {
+            tracing::warn!("cannot raise the open-file limit from {current} to {wanted}: {error}");
+            Some(current)
+        }
+    }
+}
+
+/// The connection cap in effect: `configured`, but at most half the open
+/// files (the rest is for the database, logs and mail), and at least 1.
+fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
+    let by_files = open_files.map_or(usize::MAX, |files| usize::try_from(files / 2).unwrap_or(usize::MAX));
+    configured.min(by_files).clamp(1, Semaphore::MAX_PERMITS)
 }
 
 fn verified(state: &AppState, query: &TokenQuery) -> Result<Token, TokenError> {
@@ -153,4 +309,19 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
 /// but the page should never trust that).
 fn html_escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_half_the_open_files() {
+        assert_eq!(connection_cap(4096, Some(65536)), 4096);
+        assert_eq!(connection_cap(4096, Some(1024)), 512);
+        assert_eq!(connection_cap(100, Some(1024)), 100);
+        assert_eq!(connection_cap(4096, None), 4096);
+        assert_eq!(connection_cap(4096, Some(1)), 1);
+        assert_eq!(connection_cap(usize::MAX, None), Semaphore::MAX_PERMITS);
+    }
 }

@@ -83,7 +83,7 @@ pub async fn serve(loaded: &Loaded) -> anyhow::Result<()> {
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    http::serve(&settings.http.listen, http::router(conn, signer), shutdown).await
+    http::serve(&settings.http, http::router(conn, signer), shutdown).await
 }
 
 #[derive(Debug, Subcommand)]

@@ -141,7 +141,7 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
 
     let (stop_tx, stop) = tokio_watch::channel(false);
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(4);
-    let listener = http::bind(&settings.http.listen).await?;
+    let listener = http::bind(&settings.http).await?;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(http::serve_on(listener, http::daemon_router(daemon.clone()), wait_for(stop.clone())));
     let _watcher = watch::campaigns(&settings.campaigns_dir, reload_tx.clone());

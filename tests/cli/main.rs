@@ -10,6 +10,7 @@ mod daemon;
 mod delivery;
 mod delivery_faults;
 mod generate;
+mod http_limits;
 mod import_bad_input;
 mod import_data;
 mod loyalty;
