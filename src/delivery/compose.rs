@@ -160,7 +160,7 @@ pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, S
     let mut builder = Message::builder()
         .from(from)
         .to(Mailbox::new(envelope.to_name.clone(), to_address))
-        .subject(rendered.subject)
+        .raw_header(subject(rendered.subject))
         .date_now()
         .message_id(Some(envelope.message_id.to_owned()));
     if let Some(reply_to) = envelope.reply_to {
@@ -181,6 +181,25 @@ pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, S
         None => builder.body(rendered.text),
     };
     built.map_err(|e| format!("building the message: {e}"))
+}
+
+const SUBJECT: HeaderName = HeaderName::new_from_ascii_str("Subject");
+
+/// The Subject header. lettre encodes only words with non-ASCII characters,
+/// so customer data such as a name `=?utf-8?b?...?=` would reach the header
+/// as an encoded word that mail programs decode and show as something else
+/// (display spoofing): a subject with `=?` is encoded whole instead.
+fn subject(text: String) -> HeaderValue {
+    if !text.contains("=?") {
+        return HeaderValue::new(SUBJECT, text);
+    }
+    let mut encoded = String::new();
+    {
+        let mut writer = email_encoding::headers::writer::EmailWriter::new(&mut encoded, "Subject: ".len(), 0, false);
+        // Writing into a String cannot fail.
+        let _ = email_encoding::headers::rfc2047::encode(&text, &mut writer);
+    }
+    HeaderValue::dangerous_new_pre_encoded(SUBJECT, text, encoded)
 }
 
 /// A header value must be one line of text: no CR, LF or other control
@@ -231,6 +250,25 @@ mod tests {
 
     fn rendered() -> Rendered {
         Rendered { subject: "Hello".into(), html: Some("<p>Hi</p>".into()), text: "Hi".into() }
+    }
+
+    #[test]
+    fn an_encoded_word_in_customer_data_is_shown_as_written_not_decoded() {
+        let spoof = "=?utf-8?b?UGFzc3dvcmQgcmVzZXQ=?="; // "Password reset"
+        let mut parts = rendered();
+        parts.subject = format!("Hi {spoof}");
+        let mut to = envelope(None);
+        to.to_name = Some(spoof.to_owned());
+        let bytes = compose(&to, parts).unwrap().formatted();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!text.contains(&format!("Subject: Hi {spoof}")), "{text}");
+        let parsed = mail_parser::MessageParser::default().parse(&bytes).unwrap();
+        assert_eq!(parsed.subject(), Some(format!("Hi {spoof}").as_str()));
+        let name = parsed.to().and_then(|a| a.first()).and_then(|a| a.name()).unwrap();
+        assert_eq!(name, spoof);
+        // An ordinary subject stays as lettre writes it.
+        let plain = String::from_utf8(compose(&envelope(None), rendered()).unwrap().formatted()).unwrap();
+        assert!(plain.contains("Subject: Hello\r\n"), "{plain}");
     }
 
     #[test]

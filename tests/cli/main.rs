@@ -16,6 +16,7 @@ mod import_data;
 mod loyalty;
 mod message_limits;
 mod migrate;
+mod privacy;
 mod reports;
 mod scoring;
 mod segments;
