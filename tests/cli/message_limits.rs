@@ -8,10 +8,10 @@ use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::delivery::SECRET;
 use crate::smtp_server::{Received, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
 
-const SECRET: &str = "test-unsubscribe-secret";
 
 /// A campaign `hello` to everyone with a first name, with this HTML template.
 fn campaign(html: &str) -> String {
