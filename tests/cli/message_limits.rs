@@ -8,7 +8,7 @@ use std::fs::File;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::delivery::SECRET;
+use crate::delivery::smtp_env;
 use crate::smtp_server::{Received, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
 
@@ -61,15 +61,7 @@ fn run_within(env: &TestEnv, command: &mut Command, timeout: Duration) -> Run {
 /// `patron send --until-empty` to the SMTP server on `port`, within a minute.
 fn send(env: &TestEnv, port: u16) -> Run {
     let mut command = env.command(&["send", "--until-empty"]);
-    command
-        .env("PATRON__DELIVERY__TRANSPORT", "smtp")
-        .env("PATRON__SMTP__PORT", port.to_string())
-        .env("PATRON__SMTP__TIMEOUT", "5s")
-        .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
-        .env("PATRON__HTTP__PUBLIC_URL", "https://shop.example")
-        .env("PATRON__DELIVERY__RETRY_AFTER", "1s")
-        .env("PATRON__DELIVERY__RETRY_MAX", "2s");
-    run_within(env, &mut command, Duration::from_secs(60))
+    run_within(env, smtp_env(&mut command, port), Duration::from_secs(60))
 }
 
 /// The outbox by state, as `state count` lines in state order.
