@@ -15,6 +15,8 @@ use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, spec};
 use crate::config::Settings;
 use crate::message::{Part, context};
 use crate::model::registry;
+use crate::segment::compile::FIELDS;
+use crate::segment::{Expr, Field};
 
 #[derive(Debug, Subcommand)]
 pub enum CampaignCommand {
@@ -71,9 +73,14 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
     match command {
         CampaignCommand::Validate { .. } => unreachable!("handled without a database"),
         CampaignCommand::List => list(conn, &catalog).await,
-        CampaignCommand::Preview { name } => preview(conn, find(&catalog, name)?, &rules).await,
+        CampaignCommand::Preview { name } => {
+            let campaign = find(&catalog, name)?;
+            warn_if_scores_missing(conn, settings, campaign).await?;
+            preview(conn, campaign, &rules).await
+        }
         CampaignCommand::Run { name, dry_run: true } => {
             let campaign = find(&catalog, name)?;
+            warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
             let plan = plan::evaluate(conn, campaign, &rules, now()).await?;
             print_steps(&plan);
@@ -82,6 +89,7 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
         }
         CampaignCommand::Run { name, dry_run: false } => {
             let campaign = find(&catalog, name)?;
+            warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
             match plan::plan_run(conn, campaign, &rules, now()).await? {
                 Outcome::Planned { run_id, plan } => {
@@ -100,6 +108,82 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
             Ok(())
         }
     }
+}
+
+/// The segment and order fields of `campaign` that `patron score` computes
+/// (from `feature_snapshots` or the active model's `scores`), in order of use.
+fn scored_fields(campaign: &Campaign) -> Vec<&'static str> {
+    fn walk<'e>(expr: &'e Expr, names: &mut Vec<&'e str>) {
+        match expr {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                walk(a, names);
+                walk(b, names);
+            }
+            Expr::Not(e) => walk(e, names),
+            Expr::Compare { field, .. }
+            | Expr::Between { field, .. }
+            | Expr::In { field, .. }
+            | Expr::IsNull { field, .. } => {
+                if let Field::Named(name) = field {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    let mut names = Vec::new();
+    walk(&campaign.audience.expr, &mut names);
+    if let Some(order) = &campaign.audience.order {
+        names.push(&order.field);
+    }
+    let mut scored = Vec::new();
+    for name in names {
+        let field = FIELDS.iter().find(|(n, _, table, _)| *n == name && matches!(*table, "feature_snapshots" | "scores"));
+        if let Some((n, ..)) = field
+            && !scored.contains(n)
+        {
+            scored.push(*n);
+        }
+    }
+    scored
+}
+
+/// Warns on stderr when the fields `campaign` selects on come from a scoring
+/// that never ran or is older than `daemon.max_score_age`: without it the
+/// campaign plans nobody (or plans on stale values), and says what to run.
+async fn warn_if_scores_missing(
+    conn: &DatabaseConnection,
+    settings: &Settings,
+    campaign: &Campaign,
+) -> anyhow::Result<()> {
+    let fields = scored_fields(campaign);
+    if fields.is_empty() {
+        return Ok(());
+    }
+    let fields = fields.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ");
+    if registry::active(conn).await?.is_none() {
+        eprintln!(
+            "warning: campaign {} uses {fields}, which come from scoring, and there is no active model yet, \
+             so no customer has these values: run `patron train`, then `patron score`",
+            campaign.name
+        );
+        return Ok(());
+    }
+    match registry::last_scored_at(conn).await? {
+        None => eprintln!(
+            "warning: campaign {} uses {fields}, which come from scoring, and the active model has not scored \
+             anyone yet, so no customer has these values: run `patron score`",
+            campaign.name
+        ),
+        Some(at) if now() - at > settings.daemon.max_score_age() => eprintln!(
+            "warning: campaign {} uses {fields}, which come from scoring, and the last scoring ({}) is older \
+             than daemon.max_score_age ({}): run `patron score`",
+            campaign.name,
+            at.format("%Y-%m-%d %H:%M UTC"),
+            settings.daemon.max_score_age
+        ),
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// The campaigns that load; problems in the others are printed to stderr.

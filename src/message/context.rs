@@ -100,9 +100,12 @@ impl Recipient {
             "propensity_decile": self.score.map(|s| s.1),
             "campaign": {"name": campaign.name, "description": campaign.description},
             "variant": variant,
-            "unsubscribe_url": unsubscribe_url,
         });
-        Value::from(minijinja::value::Serde(context))
+        let Json::Object(context) = context else { unreachable!("json! of an object") };
+        let mut variables: Vec<(String, Value)> =
+            context.into_iter().map(|(k, v)| (k, Value::from(minijinja::value::Serde(v)))).collect();
+        variables.push(("unsubscribe_url".to_owned(), patron_url(unsubscribe_url)));
+        Value::from_pairs(variables)
     }
 
     /// The member's standing, the same values as the segment fields; every
@@ -118,6 +121,18 @@ impl Recipient {
             "next_tier": account.and_then(|a| a.next_tier.as_ref()),
             "points_to_next_tier": account.and_then(|a| a.points_to_next_tier),
         })
+    }
+}
+
+/// A URL that patron built itself (the unsubscribe link: a validated public
+/// URL and a base64url token), marked safe so the HTML part does not escape
+/// its slashes. Anything that could leave an HTML attribute (quotes, angle
+/// brackets, whitespace) keeps it an ordinary, escaped string.
+fn patron_url(url: &str) -> Value {
+    if url.chars().any(|c| matches!(c, '"' | '\'' | '<' | '>' | '&') || c.is_whitespace()) {
+        Value::from(url)
+    } else {
+        Value::from_safe_string(url.to_owned())
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use patron::campaign::plan::{self, Outcome, Rules};
 use patron::campaign::scheduler::{Fired, Scheduler};
 use patron::campaign::{Campaign, spec};
+use patron::segment::{Expr, Field};
 use sea_orm::DatabaseConnection;
 
 use crate::support::{TestEnv, each_backend};
@@ -444,6 +445,126 @@ fn preview_and_run_from_the_command_line() {
             unknown.stderr.contains("no valid campaign named `helo`; the campaigns are: hello"),
             "{}",
             unknown.stderr
+        );
+    });
+}
+
+#[test]
+fn preview_and_run_say_to_train_and_score_when_a_segment_uses_scores_that_were_never_computed() {
+    each_backend(|env| {
+        import(env, "customers", "customer_id,email,first_name,marketing_consent\nS1,s1@example.com,Sam,true\n");
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        let body = "\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello\"\n";
+        env.write(
+            "campaigns/scored.toml",
+            format!("[audience]\nwhere = 'frequency >= 1 and propensity_decile <= 3'\norder_by = 'propensity desc'{body}"),
+        );
+        env.write("campaigns/plain.toml", format!("[audience]\nwhere = 'first_name is not null'{body}"));
+        let advice = "warning: campaign scored uses `frequency`, `propensity_decile`, `propensity`, which come from \
+                      scoring, and there is no active model yet, so no customer has these values: run `patron train`, \
+                      then `patron score`";
+        let commands: [&[&str]; 3] =
+            [&["campaign", "preview", "scored"], &["campaign", "run", "scored", "--dry-run"], &["campaign", "run", "scored"]];
+        for args in commands {
+            let run = env.ok(args);
+            assert!(run.stderr.contains(advice), "{args:?}: {}", run.stderr);
+        }
+        // A segment on customer data alone needs no scoring and gets no warning.
+        let plain = env.ok(&["campaign", "preview", "plain"]);
+        assert!(!plain.stderr.contains("warning"), "{}", plain.stderr);
+    });
+}
+
+/// The predicates of `campaign`'s segment on `propensity` or `propensity_decile`, as written.
+fn score_predicates(campaign: &Campaign) -> Vec<String> {
+    fn walk(expr: &Expr, text: &str, found: &mut Vec<String>) {
+        match expr {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                walk(a, text, found);
+                walk(b, text, found);
+            }
+            Expr::Not(e) => walk(e, text, found),
+            Expr::Compare { field, span, .. }
+            | Expr::Between { field, span, .. }
+            | Expr::In { field, span, .. }
+            | Expr::IsNull { field, span, .. } => {
+                if matches!(field, Field::Named(n) if n.starts_with("propensity")) {
+                    found.push(text[span.start..span.end].to_owned());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&campaign.audience.expr, &campaign.audience.segment, &mut found);
+    found
+}
+
+#[test]
+fn shipped_campaigns_on_scores_pick_likelier_buyers_and_warn_when_scores_are_missing_or_stale() {
+    each_backend(|env| {
+        for what in ["customers", "orders", "interactions"] {
+            env.ok(&["import", what, &crate::support::example(&format!("{what}.csv")).display().to_string()]);
+        }
+        env.ok(&["train", "--as-of", "1997-09-30", "--horizon", "91d", "--algorithm", "logistic"]);
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
+        let preview = |name: &str| {
+            let run = env.command(&["campaign", "preview", name]).env("PATRON__CAMPAIGNS_DIR", &shipped).output();
+            crate::support::Run::from(run.expect("run patron"))
+        };
+        let unscored = preview("develop");
+        assert_eq!(unscored.code, 0, "{}", unscored.stderr);
+        assert!(
+            unscored.stderr.contains("and the active model has not scored anyone yet, so no customer has these values: \
+                                      run `patron score`"),
+            "{}",
+            unscored.stderr
+        );
+
+        env.ok(&["score", "--as-of", "1997-09-30"]);
+        let fresh = preview("develop");
+        assert!(!fresh.stderr.contains("warning"), "{}", fresh.stderr);
+
+        // Decile 1 is the most likely tenth: what a shipped campaign asks of the
+        // scores must select customers with a higher mean score than everyone's.
+        let mean = |filter: &str| -> f64 {
+            env.strings(&format!("SELECT CAST(AVG(score) AS TEXT) FROM scores {filter}"))[0].parse().unwrap()
+        };
+        let base = mean("");
+        let (catalog, _) = patron::campaign::Catalog::load(&shipped);
+        let mut checked = Vec::new();
+        for shipped_campaign in catalog.campaigns() {
+            for predicate in score_predicates(shipped_campaign) {
+                let only = campaign("only", "marketing", "", &format!("where = '{predicate}'\nholdout = 0"));
+                let ids = runtime().block_on(async {
+                    let db = connect(env).await;
+                    let plan = plan::evaluate(&db, &only, &RULES, utc(AT)).await.unwrap();
+                    plan.chosen.iter().map(|c| c.customer_id.to_string()).collect::<Vec<_>>()
+                });
+                assert!(!ids.is_empty(), "{}: `{predicate}` selects nobody", shipped_campaign.name);
+                let chosen = mean(&format!("WHERE customer_id IN ({})", ids.join(",")));
+                assert!(
+                    chosen > base,
+                    "{}: `{predicate}` selects a mean score of {chosen:.3}, below everyone's {base:.3}",
+                    shipped_campaign.name
+                );
+                checked.push(format!("{}: {predicate}", shipped_campaign.name));
+            }
+            if let Some(order) = &shipped_campaign.audience.order
+                && order.field.starts_with("propensity")
+            {
+                assert_eq!(order.descending, order.field == "propensity", "{}", shipped_campaign.name);
+            }
+        }
+        assert_eq!(checked, ["develop: propensity_decile <= 4"]);
+
+        // Scores older than daemon.max_score_age (26 hours by default) are stale.
+        env.execute("UPDATE scores SET scored_at = '2026-01-01T00:00:00+00:00'");
+        let stale = preview("develop");
+        assert!(
+            stale.stderr.contains("and the last scoring (2026-01-01 00:00 UTC) is older than daemon.max_score_age \
+                                   (26h): run `patron score`"),
+            "{}",
+            stale.stderr
         );
     });
 }

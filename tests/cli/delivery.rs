@@ -99,6 +99,9 @@ fn a_run_of_1000_arrives_once_each_rendered_with_its_headers() {
             let link = link.trim_matches(['<', '>']);
             assert_eq!(parsed.header_raw("List-Unsubscribe-Post").map(str::trim), Some("List-Unsubscribe=One-Click"));
             assert!(text.starts_with(&format!("Hi {name}, unsubscribe: {link}")), "{text}");
+            // Patron's own URL goes into the HTML as it is; customer data stays escaped.
+            assert!(html.contains(&format!("<a href='{link}'>Unsubscribe</a>")), "{html}");
+            assert!(html.contains("href='https://shop.example/unsubscribe?token="), "{html}");
             if i == 1 {
                 assert!(!html.contains("<script>"), "{html}");
                 assert!(html.contains("<p>Hi &lt;script&gt;alert(1)&lt;&#x2f;script&gt;</p>"), "{html}");
