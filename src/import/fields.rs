@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -13,16 +13,31 @@ pub type CellResult<T> = Result<T, String>;
 /// A timestamp: RFC 3339 (`2026-03-01T09:30:00Z`) or a date (`2026-03-01`, midnight UTC).
 pub fn timestamp(text: &str) -> CellResult<DateTime<Utc>> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(date.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        return in_years(text, date).map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    DateTime::parse_from_rfc3339(text)
+    let time = DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z".into())
+        .map_err(|_| "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z".to_string())?;
+    in_years(text, time.date_naive())?;
+    Ok(time)
 }
 
 /// A calendar date, `YYYY-MM-DD`.
 pub fn date(text: &str) -> CellResult<NaiveDate> {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| "expected a date YYYY-MM-DD".into())
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| "expected a date YYYY-MM-DD".to_string())?;
+    in_years(text, date)
+}
+
+/// The years a date may have: outside them it is a typo, and the database's
+/// date functions (SQLite's among them) do not all handle it.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1900..=2200;
+
+fn in_years(text: &str, date: NaiveDate) -> CellResult<NaiveDate> {
+    if YEARS.contains(&date.year()) {
+        Ok(date)
+    } else {
+        Err(format!("`{text}`: the year must be between {} and {}", YEARS.start(), YEARS.end()))
+    }
 }
 
 /// A non-negative decimal amount with at most two decimal places, in cents.
@@ -98,6 +113,23 @@ mod tests {
         assert_eq!(timestamp("2026-03-01T10:30:00+01:00").unwrap().to_rfc3339(), "2026-03-01T09:30:00+00:00");
         assert!(timestamp("1997-13-05").is_err());
         assert!(timestamp("05/01/1997").is_err());
+    }
+
+    #[test]
+    fn dates_outside_the_years_1900_to_2200_are_refused_naming_the_value() {
+        let refusal = |text: &str| format!("`{text}`: the year must be between 1900 and 2200");
+        assert_eq!(timestamp("0000-01-01").unwrap_err(), refusal("0000-01-01"));
+        assert_eq!(timestamp("-0001-01-01T00:00:00Z").unwrap_err(), "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z");
+        assert_eq!(timestamp("1899-12-31T23:59:59Z").unwrap_err(), refusal("1899-12-31T23:59:59Z"));
+        assert_eq!(timestamp("2201-01-01").unwrap_err(), refusal("2201-01-01"));
+        assert_eq!(date("0000-02-29").unwrap_err(), refusal("0000-02-29"));
+        assert_eq!(date("-001-02-03").unwrap_err(), refusal("-001-02-03"));
+        assert!(timestamp("1900-01-01").is_ok());
+        assert!(timestamp("2200-12-31T23:59:59Z").is_ok());
+        assert!(date("1900-01-01").is_ok());
+        assert!(date("2200-12-31").is_ok());
+        // A time zone that moves the instant out of the range is refused too.
+        assert!(timestamp("2200-12-31T23:00:00-02:00").is_err());
     }
 
     #[test]

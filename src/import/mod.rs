@@ -194,9 +194,15 @@ async fn execute(txn: &DatabaseTransaction, statement: Option<(Statement, u64)>)
 
 async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) -> Result<Report, ImportError> {
     let file = path.display().to_string();
+    let rejects_path = options.rejects_path.clone().unwrap_or_else(|| default_rejects_path(path));
+    if rejects::same_file(path, &rejects_path) {
+        return Err(ImportError::file(
+            &file,
+            format!("the reject file {} is the input file; choose another --rejects path", rejects_path.display()),
+        ));
+    }
     let mut reader = csv_file::open(path, &file)?;
     let columns = Arc::new(Columns::read(&mut reader, &T::SPEC, &file)?);
-    let rejects_path = options.rejects_path.clone().unwrap_or_else(|| default_rejects_path(path));
     let mut run = Run {
         file: file.clone(),
         options: options.clone(),

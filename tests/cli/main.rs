@@ -13,6 +13,7 @@ mod generate;
 mod http_limits;
 mod import_bad_input;
 mod import_data;
+mod import_limits;
 mod loyalty;
 mod message_limits;
 mod migrate;

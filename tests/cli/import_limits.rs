@@ -1,0 +1,73 @@
+//! Issue 18: inputs that used to be imported wrongly or destroyed: a reject
+//! file naming the input, CRLF line numbers, unterminated quotes, huge records
+//! and fields, huge headers, NUL bytes. Each is refused with exit code 2, the
+//! CSV line and the column, and the database and the input are left as they were.
+
+use crate::support::{Run, TestEnv, each_backend};
+
+const HEADER: &str = "order_id,customer_id,ordered_at,amount\n";
+
+/// A database with customers C1 and C2 and one order.
+fn with_customers(env: &TestEnv) {
+    let customers = env.write("base_c.csv", "customer_id,email\nC1,c1@example.com\nC2,c2@example.com\n");
+    env.ok(&["import", "customers", &customers]);
+    let orders = env.write("base_o.csv", format!("{HEADER}O1,C1,2026-01-01,10\n"));
+    env.ok(&["import", "orders", &orders]);
+}
+
+fn orders_table(env: &TestEnv) -> Vec<String> {
+    env.strings(
+        "SELECT external_id || '|' || CAST(amount_cents AS TEXT) || '|' || CAST(ordered_at AS TEXT) \
+         FROM orders ORDER BY external_id",
+    )
+}
+
+/// Runs `patron import <what> <file>` on `contents`: exit 2, each of `expected`
+/// in the message, and no order changed.
+fn refused(env: &TestEnv, what: &str, contents: &[u8], expected: &[&str]) -> Run {
+    let file = env.write(&format!("bad_{what}.csv"), contents);
+    let before = orders_table(env);
+    let run = env.patron(&["import", what, &file]);
+    assert_eq!(run.code, 2, "{what} on {:?}: {}\n{}", env.backend, run.stdout, run.stderr);
+    for text in expected {
+        assert!(run.stderr.contains(text), "expected {text:?} in:\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_eq!(orders_table(env), before);
+    run
+}
+
+#[test]
+fn a_reject_file_that_is_the_input_file_is_refused_and_the_input_is_left_whole() {
+    each_backend(|env| {
+        with_customers(env);
+        let contents = format!("{HEADER}O2,C1,2026-01-02,1\nO3,C1,bad-date,1\nO4,C2,2026-01-03,2\n");
+        let input = env.write("orders.csv", &contents);
+        std::fs::create_dir(env.path("sub")).unwrap();
+        std::fs::hard_link(&input, env.path("linked.csv")).unwrap();
+        let before = orders_table(env);
+        for rejects in [input.clone(), env.path("sub/../orders.csv"), "orders.csv".to_owned(), env.path("linked.csv")] {
+            let run = env.patron(&["import", "orders", &input, "--skip-invalid", "--rejects", &rejects]);
+            assert_eq!(run.code, 2, "--rejects {rejects}: {}\n{}", run.stdout, run.stderr);
+            assert!(run.stderr.contains("is the input file; choose another --rejects path"), "{}", run.stderr);
+            assert_eq!(std::fs::read_to_string(&input).unwrap(), contents);
+            assert_eq!(orders_table(env), before);
+        }
+    });
+}
+
+#[test]
+fn the_reject_file_replaces_an_old_one_whole_and_leaves_no_temporary_file() {
+    each_backend(|env| {
+        with_customers(env);
+        let input = env.write("orders.csv", format!("{HEADER}O2,C1,2026-01-02,1\nO3,C1,bad-date,1\n"));
+        let rejects = env.write("rejects.csv", "old contents\n");
+        let run = env.ok(&["import", "orders", &input, "--skip-invalid", "--rejects", &rejects]);
+        assert!(run.stdout.contains("2 rows read, 1 new or changed, 0 unchanged, 1 rejected"), "{}", run.stdout);
+        let written = std::fs::read_to_string(&rejects).unwrap();
+        assert!(written.starts_with("line,problem,order_id,customer_id,ordered_at,amount\n3,"), "{written}");
+        let names: Vec<String> =
+            std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    });
+}
