@@ -1,7 +1,6 @@
-//! Issue 18: inputs that used to be imported wrongly or destroyed: a reject
-//! file naming the input, CRLF line numbers, unterminated quotes, huge records
-//! and fields, huge headers, NUL bytes. Each is refused with exit code 2, the
-//! CSV line and the column, and the database and the input are left as they were.
+//! Inputs that used to be imported wrongly or destroy data: a reject file
+//! naming the input, and dates in years no shop has orders in. Each is refused
+//! with exit code 2, and the database and the input are left as they were.
 
 use crate::support::{Run, TestEnv, each_backend};
 
@@ -69,5 +68,15 @@ fn the_reject_file_replaces_an_old_one_whole_and_leaves_no_temporary_file() {
         let names: Vec<String> =
             std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    });
+}
+
+#[test]
+fn an_order_dated_in_year_0_or_after_2200_is_refused_with_its_line_and_nothing_changes() {
+    each_backend(|env| {
+        with_customers(env);
+        let contents = format!("{HEADER}O2,C1,2026-01-02,1\nO3,C1,0000-01-01,1\nO4,C2,2201-01-01T00:00:00Z,2\n");
+        let run = refused(env, "orders", contents.as_bytes(), &["line 3, column `ordered_at`", "line 4, column `ordered_at`"]);
+        assert!(run.stderr.contains("the year must be between 1900 and 2200"), "{}", run.stderr);
     });
 }
