@@ -89,10 +89,11 @@ pub fn same_file(input: &Path, rejects: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(rejects)) {
-            if a.dev() == b.dev() && a.ino() == b.ino() {
-                return true;
-            }
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(input), std::fs::metadata(rejects))
+            && a.dev() == b.dev()
+            && a.ino() == b.ino()
+        {
+            return true;
         }
     }
     match (canonical(input), canonical(rejects)) {
