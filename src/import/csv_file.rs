@@ -45,6 +45,12 @@ impl Columns {
     }
 
     fn check(&self, spec: &ColumnSpec, file: &str) -> Result<(), ImportError> {
+        if self.names.len() > MAX_COLUMNS {
+            return Err(ImportError::file(
+                file,
+                format!("line 1: the header has {} columns, more than the {MAX_COLUMNS} allowed", self.names.len()),
+            ));
+        }
         let missing: Vec<&str> = spec.required.iter().copied().filter(|c| !self.has(c)).collect();
         if !missing.is_empty() {
             return Err(ImportError::file(
@@ -56,11 +62,12 @@ impl Columns {
                 ),
             ));
         }
+        let mut seen = std::collections::HashSet::with_capacity(self.names.len());
         for (i, name) in self.names.iter().enumerate() {
             if name.is_empty() {
                 return Err(ImportError::file(file, format!("line 1: header column {} has no name", i + 1)));
             }
-            if self.names[..i].contains(name) {
+            if !seen.insert(name) {
                 return Err(ImportError::file(file, format!("line 1: column `{name}` appears twice in the header")));
             }
             let known = spec.required.contains(&name.as_str()) || spec.optional.contains(&name.as_str());
@@ -109,6 +116,9 @@ fn quoted(names: &[&str]) -> String {
     names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// The most columns a header may have (the known ones plus custom attributes).
+pub const MAX_COLUMNS: usize = 1000;
+
 /// Opens `path` for streaming; a missing file gets its own message.
 pub fn open(path: &Path, file: &str) -> Result<Reader<BufReader<File>>, ImportError> {
     let handle = File::open(path).map_err(|e| match e.kind() {
@@ -144,6 +154,10 @@ impl<'a> Cells<'a> {
             let text = std::str::from_utf8(raw).map_err(|_| {
                 RowError::new(line, Some(columns.name(i)), None, "not valid UTF-8 text; save the file as UTF-8".into())
             })?;
+            if text.contains('\0') {
+                // PostgreSQL refuses NUL in text; the file is at fault, so say where.
+                return Err(RowError::new(line, Some(columns.name(i)), None, "contains a NUL byte".into()));
+            }
             values.push(text.trim());
         }
         Ok(Cells { line, columns, values, errors: Vec::new() })

@@ -1,10 +1,12 @@
 //! Inputs that used to be imported wrongly or destroy data: a reject file
-//! naming the input, and dates in years no shop has orders in. Each is refused
-//! with exit code 2, and the database and the input are left as they were.
+//! naming the input, dates in years no shop has orders in, a NUL byte in a
+//! cell, a header of a million columns. Each is refused with exit code 2, and
+//! the database and the input are left as they were.
 
 use crate::support::{Run, TestEnv, each_backend};
 
 const HEADER: &str = "order_id,customer_id,ordered_at,amount\n";
+const HEADER_WITH_CATEGORY: &str = "order_id,customer_id,ordered_at,amount,category\n";
 
 /// A database with customers C1 and C2 and one order.
 fn with_customers(env: &TestEnv) {
@@ -78,5 +80,30 @@ fn an_order_dated_in_year_0_or_after_2200_is_refused_with_its_line_and_nothing_c
         let contents = format!("{HEADER}O2,C1,2026-01-02,1\nO3,C1,0000-01-01,1\nO4,C2,2201-01-01T00:00:00Z,2\n");
         let run = refused(env, "orders", contents.as_bytes(), &["line 3, column `ordered_at`", "line 4, column `ordered_at`"]);
         assert!(run.stderr.contains("the year must be between 1900 and 2200"), "{}", run.stderr);
+    });
+}
+
+#[test]
+fn a_nul_byte_in_a_cell_is_refused_with_its_line_and_column() {
+    each_backend(|env| {
+        with_customers(env);
+        let contents = format!("{HEADER_WITH_CATEGORY}O2,C1,2026-01-02,1,books\nO3,C2,2026-01-03,2,bo\0oks\n");
+        let run = refused(env, "orders", contents.as_bytes(), &["line 3, column `category`", "contains a NUL byte"]);
+        assert!(!run.stderr.contains("INSERT"), "{}", run.stderr);
+    });
+}
+
+#[test]
+fn a_header_of_a_million_columns_is_refused_and_a_repeated_column_named() {
+    each_backend(|env| {
+        with_customers(env);
+        // Valid but for its width: customers keep extra columns as attributes.
+        let mut wide = "customer_id,email".to_owned();
+        for i in 0..1_000_000 {
+            wide.push_str(&format!(",c{i}"));
+        }
+        refused(env, "customers", format!("{wide}\n").as_bytes(), &["line 1: the header has 1000002 columns, more than the 1000 allowed"]);
+        let repeated = "customer_id,email,first_name,email\nC9,c9@example.com,A,c9@example.com\n";
+        refused(env, "customers", repeated.as_bytes(), &["line 1: column `email` appears twice in the header"]);
     });
 }
