@@ -180,7 +180,31 @@ pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, S
         Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
         None => builder.body(rendered.text),
     };
-    built.map_err(|e| format!("building the message: {e}"))
+    let message = built.map_err(|e| format!("building the message: {e}"))?;
+    header_lines_fit(&message)?;
+    Ok(message)
+}
+
+/// The longest line RFC 5322 allows, without its CRLF.
+pub const MAX_LINE_CHARS: usize = 998;
+
+/// Checks that every header line fits RFC 5322's limit: lettre folds at
+/// spaces, so a long value without one (a name of thousands of letters in
+/// `To:` or the subject) would give a line that servers refuse or cut.
+fn header_lines_fit(message: &Message) -> Result<(), String> {
+    let mut header = "";
+    for line in message.headers().to_string().split("\r\n") {
+        if !line.starts_with([' ', '\t']) {
+            header = line.split_once(':').map_or(line, |(name, _)| name);
+        }
+        if line.len() > MAX_LINE_CHARS {
+            return Err(format!(
+                "the {header} header has a line of {} characters, longer than the {MAX_LINE_CHARS} that RFC 5322 allows",
+                line.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 const SUBJECT: HeaderName = HeaderName::new_from_ascii_str("Subject");
@@ -269,6 +293,24 @@ mod tests {
         // An ordinary subject stays as lettre writes it.
         let plain = String::from_utf8(compose(&envelope(None), rendered()).unwrap().formatted()).unwrap();
         assert!(plain.contains("Subject: Hello\r\n"), "{plain}");
+    }
+
+    #[test]
+    fn a_header_line_longer_than_998_characters_is_refused_naming_the_header() {
+        let mut long_name = envelope(None);
+        long_name.to_name = Some("a".repeat(1_000_000));
+        assert_eq!(
+            compose(&long_name, rendered()).unwrap_err(),
+            "the To header has a line of 1000022 characters, longer than the 998 that RFC 5322 allows"
+        );
+        let mut long_subject = rendered();
+        long_subject.subject = "b".repeat(2000);
+        assert!(compose(&envelope(None), long_subject).unwrap_err().starts_with("the Subject header has a line"));
+        // Long values with spaces are folded by lettre and pass.
+        let mut folded = rendered();
+        folded.subject = "word ".repeat(400);
+        let text = String::from_utf8(compose(&envelope(None), folded).unwrap().formatted()).unwrap();
+        assert!(text.split("\r\n").all(|line| line.len() <= MAX_LINE_CHARS));
     }
 
     #[test]

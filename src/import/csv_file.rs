@@ -2,12 +2,16 @@
 //! columns a table expects, and turning each record into trimmed UTF-8 cells.
 
 use std::fs::File;
-use std::io::{BufReader, ErrorKind};
+use std::io::ErrorKind;
 use std::path::Path;
 
 use csv::{ByteRecord, Reader, ReaderBuilder};
 
+use super::scan::Scanned;
 use super::{ImportError, RowError};
+
+/// The csv reader of an import file, with the scanner watching its bytes.
+pub type FileReader = Reader<Scanned<File>>;
 
 /// The columns a table reads: those that must be there and those that may.
 pub struct ColumnSpec {
@@ -24,13 +28,17 @@ pub struct Columns {
 
 impl Columns {
     /// Reads and checks the header line.
-    pub fn read(reader: &mut Reader<BufReader<File>>, spec: &ColumnSpec, file: &str) -> Result<Self, ImportError> {
+    pub fn read(reader: &mut FileReader, spec: &ColumnSpec, file: &str) -> Result<Self, ImportError> {
         let mut header = ByteRecord::new();
         let has_header = reader
             .read_byte_record(&mut header)
             .map_err(|e| ImportError::file(file, format!("cannot read the header line: {e}")))?;
         if !has_header {
             return Err(ImportError::file(file, "the file is empty; expected a header line and rows"));
+        }
+        let end = reader.position().byte();
+        if let Some(fault) = reader.get_mut().quote_fault_before(end) {
+            return Err(ImportError::file(file, format!("the header line: {}", fault.reason())));
         }
         let mut names = Vec::with_capacity(header.len());
         for (i, raw) in header.iter().enumerate() {
@@ -98,12 +106,9 @@ impl Columns {
         self.names.iter().position(|n| n == name)
     }
 
-    /// The columns outside `spec`, with their positions: the custom attributes.
-    pub fn extras<'a>(&'a self, spec: &'a ColumnSpec) -> impl Iterator<Item = (usize, &'a str)> + 'a {
-        self.names.iter().enumerate().filter_map(move |(i, n)| {
-            let known = spec.required.contains(&n.as_str()) || spec.optional.contains(&n.as_str());
-            (!known).then_some((i, n.as_str()))
-        })
+    /// The columns outside `spec`: the custom attributes.
+    pub fn extras<'a>(&'a self, spec: &'a ColumnSpec) -> impl Iterator<Item = &'a str> + 'a {
+        self.names.iter().map(String::as_str).filter(move |n| !spec.required.contains(n) && !spec.optional.contains(n))
     }
 
     /// The header as written to a reject file, after the line and reason columns.
@@ -120,7 +125,7 @@ fn quoted(names: &[&str]) -> String {
 pub const MAX_COLUMNS: usize = 1000;
 
 /// Opens `path` for streaming; a missing file gets its own message.
-pub fn open(path: &Path, file: &str) -> Result<Reader<BufReader<File>>, ImportError> {
+pub fn open(path: &Path, file: &str) -> Result<FileReader, ImportError> {
     let handle = File::open(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => ImportError::file(file, "no such file"),
         _ => ImportError::file(file, format!("cannot open: {e}")),
@@ -128,7 +133,8 @@ pub fn open(path: &Path, file: &str) -> Result<Reader<BufReader<File>>, ImportEr
     Ok(ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(BufReader::with_capacity(1 << 16, handle)))
+        .buffer_capacity(1 << 16)
+        .from_reader(Scanned::new(handle)))
 }
 
 /// The cells of one record, trimmed, checked for UTF-8 and for their count.
@@ -166,10 +172,6 @@ impl<'a> Cells<'a> {
     /// The trimmed cell of `column`, or `None` when the column is absent or the cell empty.
     pub fn get(&self, column: &str) -> Option<&'a str> {
         self.columns.index_of(column).map(|i| self.values[i]).filter(|v| !v.is_empty())
-    }
-
-    pub fn at(&self, index: usize) -> &'a str {
-        self.values[index]
     }
 
     /// Parses a cell that must be present; records the problem and returns `None` otherwise.

@@ -42,16 +42,15 @@ impl Table for Customers {
     fn parse(cells: &mut Cells<'_>, columns: &Columns) -> Option<CustomerRow> {
         let external_id = cells.required("customer_id", fields::external_id);
         let email = cells.required("email", fields::email);
-        let first_name = cells.optional("first_name", plain_text);
-        let last_name = cells.optional("last_name", plain_text);
+        let first_name = cells.optional("first_name", name);
+        let last_name = cells.optional("last_name", name);
         let birthday = cells.optional("birthday", fields::date);
         let signed_up_at = cells.optional("signed_up_at", fields::timestamp);
         let marketing_consent = cells.optional("marketing_consent", fields::flag);
         let mut attributes = Map::new();
-        for (index, name) in columns.extras(&Self::SPEC) {
-            let value = cells.at(index);
-            if !value.is_empty() {
-                attributes.insert(name.to_owned(), serde_json::Value::String(value.to_owned()));
+        for name in columns.extras(&Self::SPEC) {
+            if let Some(value) = cells.optional(name, |t| fields::text(t, fields::MAX_ATTRIBUTE_CHARS)) {
+                attributes.insert(name.to_owned(), serde_json::Value::String(value));
             }
         }
         Some(CustomerRow {
@@ -107,11 +106,7 @@ fn updatable(columns: &Columns) -> Vec<&'static str> {
     names
 }
 
-/// A name: any text without control characters (which could break a mail header).
-fn plain_text(text: &str) -> Result<String, String> {
-    if text.chars().any(char::is_control) {
-        Err("must not contain control characters such as line breaks".into())
-    } else {
-        Ok(text.to_owned())
-    }
+/// A name: one line of text, short enough for a mail header.
+fn name(text: &str) -> Result<String, String> {
+    fields::one_line(text, fields::MAX_NAME_CHARS)
 }

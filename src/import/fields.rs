@@ -93,6 +93,34 @@ pub fn external_id(text: &str) -> CellResult<String> {
     Ok(text.to_owned())
 }
 
+/// The most characters of a name: names reach the `To:` header, whose lines
+/// RFC 5322 caps at 998 characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The most characters of a custom attribute's value.
+pub const MAX_ATTRIBUTE_CHARS: usize = 1000;
+
+/// The most characters of a note.
+pub const MAX_NOTE_CHARS: usize = 10_000;
+
+/// One line of text of at most `max` characters, without control characters
+/// (a line break in a name would start a new mail header).
+pub fn one_line(text: &str, max: usize) -> CellResult<String> {
+    if text.chars().any(char::is_control) {
+        return Err("must not contain control characters such as line breaks".into());
+    }
+    self::text(text, max)
+}
+
+/// Text of at most `max` characters, line breaks allowed.
+pub fn text(text: &str, max: usize) -> CellResult<String> {
+    let length = text.chars().count();
+    if length > max {
+        return Err(format!("is {length} characters long; at most {max} are allowed"));
+    }
+    Ok(text.to_owned())
+}
+
 /// One of `allowed` (compared without case), returned in lower case.
 pub fn one_of(text: &str, allowed: &[&str]) -> CellResult<String> {
     let lower = text.to_ascii_lowercase();
@@ -155,5 +183,10 @@ mod tests {
         assert!(email("ann@example.com").is_ok());
         assert!(email("ann@example.com\r\nBcc: x@y.z").is_err());
         assert!(email("not an address").is_err());
+        assert_eq!(one_line("Ann", MAX_NAME_CHARS), Ok("Ann".into()));
+        assert!(one_line("Ann\nBcc", MAX_NAME_CHARS).unwrap_err().contains("control characters"));
+        assert_eq!(one_line(&"é".repeat(101), MAX_NAME_CHARS).unwrap_err(), "is 101 characters long; at most 100 are allowed");
+        assert_eq!(text("two\nlines", 9), Ok("two\nlines".into()));
+        assert!(text("two\nlines", 8).is_err());
     }
 }

@@ -52,8 +52,8 @@ impl Table for Interactions {
         let opened_at = cells.required("opened_at", fields::timestamp);
         let resolved_at = cells.optional("resolved_at", fields::timestamp);
         let status = cells.optional("status", |t| fields::one_of(t, STATUSES));
-        let channel = cells.optional("channel", |t| Ok(t.to_lowercase()));
-        let note = cells.optional("note", |t| Ok(t.to_owned()));
+        let channel = cells.optional("channel", |t| fields::one_line(t, 100).map(|c| c.to_lowercase()));
+        let note = cells.optional("note", |t| fields::text(t, fields::MAX_NOTE_CHARS));
         if let (Some(opened), Some(resolved)) = (opened_at, resolved_at)
             && resolved < opened
         {

@@ -15,6 +15,7 @@ mod interactions;
 mod orders;
 mod reading;
 mod rejects;
+mod scan;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -3,15 +3,13 @@
 //! each record and hands over chunks of rows in file order.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::BufReader;
 use std::sync::Arc;
 
-use csv::{ByteRecord, Reader};
+use csv::ByteRecord;
 use tokio::sync::mpsc::Sender;
 use xxhash_rust::xxh3::{Xxh3Builder, xxh3_128};
 
-use super::csv_file::{Cells, Columns};
+use super::csv_file::{Cells, Columns, FileReader};
 use super::{ImportError, Pending, RowError, Table};
 
 /// A record as the reader saw it: a row to write, or refused with its reasons.
@@ -23,7 +21,7 @@ pub enum Parsed<R> {
 /// Reads every record, sending chunks of at most `batch_size` rows; returns
 /// the number of records read. Stops early when the writer has gone away.
 pub fn read_all<T: Table>(
-    mut reader: Reader<BufReader<File>>,
+    mut reader: FileReader,
     columns: Arc<Columns>,
     file: String,
     batch_size: usize,
@@ -43,8 +41,14 @@ pub fn read_all<T: Table>(
             break;
         }
         records += 1;
-        let line = record.position().map_or(records + 1, |p| p.line());
-        let parsed = parse::<T>(&record, &columns, line, &mut seen_ids);
+        let start = record.position().map_or(0, |p| p.byte());
+        let end = reader.position().byte();
+        let scanned = reader.get_mut();
+        let line = scanned.line_of_record(start);
+        let parsed = match scanned.quote_fault_before(end) {
+            Some(fault) => Parsed::Refused(record.clone(), vec![RowError::new(line, None, None, fault.reason())]),
+            None => parse::<T>(&record, &columns, line, &mut seen_ids),
+        };
         rows_in_chunk += usize::from(matches!(parsed, Parsed::Row(_)));
         chunk.push(parsed);
         if rows_in_chunk >= batch_size {

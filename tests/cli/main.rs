@@ -14,6 +14,7 @@ mod http_limits;
 mod import_bad_input;
 mod import_data;
 mod import_limits;
+mod import_mutations;
 mod loyalty;
 mod message_limits;
 mod migrate;
