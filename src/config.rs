@@ -42,6 +42,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
     pub report: ReportSettings,
+    pub feedback: FeedbackSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +97,7 @@ pub struct DeliverySettings {
     pub lease: String,
     pub resend_unknown: bool,
     pub message_id_domain: String,
+    pub return_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +125,62 @@ impl DeliverySettings {
     pub fn lease(&self) -> chrono::Duration {
         crate::duration::parse(&self.lease).expect("checked when the settings were loaded")
     }
+}
+
+/// What bounces and complaints do; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackSettings {
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_window: String,
+    pub aside_dir: PathBuf,
+}
+
+impl FeedbackSettings {
+    pub fn soft_bounce_window(&self) -> chrono::Duration {
+        crate::duration::parse(&self.soft_bounce_window).expect("checked when the settings were loaded")
+    }
+}
+
+/// Where `{token}` goes in `delivery.return_path`.
+pub const RETURN_PATH_TOKEN: &str = "{token}";
+
+/// `delivery.return_path`: `{token}` once, in what makes an address, and the
+/// unsubscribe secret that signs the token.
+fn validate_return_path(raw: &Config, settings: &Settings, secrets: &Secrets) -> Result<(), ConfigError> {
+    let pattern = settings.delivery.return_path.as_str();
+    if pattern.is_empty() {
+        return Ok(());
+    }
+    let key = "delivery.return_path";
+    if pattern.matches(RETURN_PATH_TOKEN).count() != 1 || !pattern.contains('@') {
+        return Err(invalid(raw, key, "must hold `{token}` once, in an address such as bounces+{token}@example.com"));
+    }
+    // The longest token: an outbox id of 19 digits, a dash, 20 hex digits.
+    let longest = pattern.replace(RETURN_PATH_TOKEN, &format!("{}-{}", i64::MAX, "f".repeat(20)));
+    if longest.parse::<lettre::Address>().is_err() || longest.split('@').next().is_some_and(|l| l.len() > 64) {
+        return Err(invalid(raw, key, format!("`{pattern}` does not make a valid address with a token in it")));
+    }
+    if secrets.unsubscribe_secret.is_none() {
+        return Err(invalid(
+            raw,
+            key,
+            "its token is signed with the unsubscribe secret: set unsubscribe.secret_file or PATRON__UNSUBSCRIBE__SECRET",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_feedback(raw: &Config, feedback: &FeedbackSettings) -> Result<(), ConfigError> {
+    if feedback.soft_bounce_limit == 0 {
+        return Err(invalid(raw, "feedback.soft_bounce_limit", "must be at least 1"));
+    }
+    let window =
+        crate::duration::parse(&feedback.soft_bounce_window).map_err(|p| invalid(raw, "feedback.soft_bounce_window", p))?;
+    if window.is_zero() {
+        return Err(invalid(raw, "feedback.soft_bounce_window", "must be longer than 0s"));
+    }
+    Ok(())
 }
 
 /// The loyalty programme's rules; see `config/patron.toml` for each key.
@@ -349,6 +407,7 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let mut settings: Settings = raw.clone().try_deserialize()?;
     let secrets = take_secrets(&raw, &mut settings)?;
     validate(&raw, &settings)?;
+    validate_return_path(&raw, &settings, &secrets)?;
     let warnings = readable_secret_files(&settings);
     Ok(Loaded { settings, secrets, warnings })
 }
@@ -524,6 +583,7 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     validate_daemon(raw, &settings.daemon)?;
     validate_loyalty(raw, &settings.loyalty)?;
     validate_report(raw, &settings.report)?;
+    validate_feedback(raw, &settings.feedback)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }

@@ -9,6 +9,7 @@ pub mod db;
 pub mod delivery;
 pub mod duration;
 pub mod features;
+pub mod feedback;
 pub mod generate;
 pub mod http;
 pub mod import;

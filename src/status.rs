@@ -24,6 +24,8 @@ pub struct Status {
     /// Outbox rows by state (planned, sent, failed, ...).
     pub outbox: BTreeMap<String, u64>,
     pub suppressions: u64,
+    /// Feedback events by kind (hard_bounce, soft_bounce, complaint, unsubscribe, aside).
+    pub feedback: BTreeMap<String, u64>,
     /// Senders waiting for an SMTP server they cannot use.
     pub sending_paused: Vec<crate::delivery::pause::Pause>,
 }
@@ -69,8 +71,26 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
             .map(|(state, n)| (state, n as u64))
             .collect(),
         suppressions: suppression::Entity::find().count(db).await?,
+        feedback: feedback_by_kind(db).await?,
         sending_paused: crate::delivery::pause::current(db, chrono::Utc::now()).await?,
     })
+}
+
+async fn feedback_by_kind(db: &DatabaseConnection) -> Result<BTreeMap<String, u64>, DbErr> {
+    use sea_orm::ConnectionTrait;
+    use sea_orm::sea_query::{Expr, ExprTrait, Query};
+    let select = Query::select()
+        .column("kind")
+        .expr(Expr::col("id").count())
+        .from("feedback_events")
+        .group_by_col("kind")
+        .to_owned();
+    let mut counts = BTreeMap::new();
+    for row in db.query_all(&select).await? {
+        let (kind, n): (String, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+        counts.insert(kind, n as u64);
+    }
+    Ok(counts)
 }
 
 impl Status {
@@ -90,7 +110,8 @@ impl Status {
              models:          {}{}\n\
              campaign runs:   {}\n\
              outbox:          {}\n\
-             suppressions:    {}\n{}",
+             suppressions:    {}\n\
+             feedback:        {}\n{}",
             self.database,
             self.customers,
             self.customers_with_consent,
@@ -106,6 +127,11 @@ impl Status {
             self.campaign_runs,
             outbox,
             self.suppressions,
+            if self.feedback.is_empty() {
+                "none".to_owned()
+            } else {
+                self.feedback.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>().join(", ")
+            },
             self.sending_paused
                 .iter()
                 .map(|p| format!(

@@ -3,6 +3,7 @@
 
 mod campaigns;
 mod delivery;
+mod feedback;
 mod loyalty;
 mod models;
 mod reports;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Look after the outbox: re-queue failed messages or those whose delivery is unknown.
     #[command(subcommand)]
     Outbox(delivery::OutboxCommand),
+    /// Read what comes back from the mail world: bounces, spam complaints, unsubscribe requests.
+    #[command(subcommand)]
+    Feedback(feedback::FeedbackCommand),
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
     /// Reports: what a campaign earned against its control group, and where the customer value lies.
@@ -164,6 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,
         Command::Serve => delivery::serve(&load(cli.config.as_deref())?).await,
+        Command::Feedback(command) => feedback::run(load(cli.config.as_deref()).map_err(Into::into), &command).await,
         Command::Run { demo } => crate::daemon::run(load(cli.config.as_deref())?, cli.config.as_deref(), demo).await,
         Command::Campaign(campaigns::CampaignCommand::Validate { files }) => {
             let loaded = load(cli.config.as_deref())?;
@@ -217,7 +222,12 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
             }
             Ok(())
         }
-        Command::Generate(_) | Command::Config | Command::Send(_) | Command::Serve | Command::Run { .. } => {
+        Command::Generate(_)
+        | Command::Config
+        | Command::Send(_)
+        | Command::Serve
+        | Command::Feedback(_)
+        | Command::Run { .. } => {
             unreachable!("handled before connecting")
         }
     }
@@ -298,7 +308,13 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 pub struct UsageError(pub String);
 
 /// The exit code for an error: 2 when the input or usage is at fault, 1 otherwise.
+/// sysexits' "temporary failure": a mail server keeps the piped message and tries again.
+const EX_TEMPFAIL: u8 = 75;
+
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<feedback::TryAgainLater>().is_some() {
+        return EX_TEMPFAIL;
+    }
     let invalid_input = error.downcast_ref::<ConfigError>().is_some()
         || error.downcast_ref::<UsageError>().is_some()
         || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()

@@ -1,6 +1,6 @@
 //! One outbox row's message: the rendered parts and the headers around them.
 
-use lettre::Message;
+use lettre::{Address, Message};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
@@ -23,6 +23,8 @@ pub struct Envelope<'a> {
     pub message_id: &'a str,
     /// For marketing mail: the one-click link and, when configured, a mailto address.
     pub unsubscribe: Option<(&'a str, Option<&'a str>)>,
+    /// The envelope sender (VERP), when configured; else the From address.
+    pub return_path: Option<String>,
 }
 
 /// The Message-ID of outbox row `outbox_id`: the same on every attempt, so
@@ -156,8 +158,15 @@ pub fn compose(envelope: &Envelope<'_>, rendered: Rendered) -> Result<Message, S
         one_line("the unsubscribe address", mailto.unwrap_or_default())?;
     }
     let from: Mailbox = envelope.from.parse().map_err(|e| format!("sender `{}`: {e}", envelope.from))?;
-    let to_address = envelope.to_email.parse().map_err(|e| format!("recipient address: {e}"))?;
-    let mut builder = Message::builder()
+    let to_address: Address = envelope.to_email.parse().map_err(|e| format!("recipient address: {e}"))?;
+    let mut builder = Message::builder();
+    if let Some(return_path) = &envelope.return_path {
+        let sender: Address = return_path.parse().map_err(|e| format!("return path `{return_path}`: {e}"))?;
+        let smtp_envelope = lettre::address::Envelope::new(Some(sender), vec![to_address.clone()])
+            .map_err(|e| format!("envelope: {e}"))?;
+        builder = builder.envelope(smtp_envelope);
+    }
+    let mut builder = builder
         .from(from)
         .to(Mailbox::new(envelope.to_name.clone(), to_address))
         .raw_header(subject(rendered.subject))
@@ -269,6 +278,7 @@ mod tests {
             to_email: "ana@example.com",
             message_id: "<1.2.patron@mail.shop.example>",
             unsubscribe,
+            return_path: None,
         }
     }
 
@@ -311,6 +321,19 @@ mod tests {
         folded.subject = "word ".repeat(400);
         let text = String::from_utf8(compose(&envelope(None), folded).unwrap().formatted()).unwrap();
         assert!(text.split("\r\n").all(|line| line.len() <= MAX_LINE_CHARS));
+    }
+
+    #[test]
+    fn the_return_path_is_the_envelope_sender_and_the_from_header_stays() {
+        let plain = compose(&envelope(None), rendered()).unwrap();
+        assert_eq!(plain.envelope().from().map(|a| a.to_string()), Some("news@shop.example".into()));
+        let mut verp = envelope(None);
+        verp.return_path = Some("bounces+7-00ff@mail.shop.example".into());
+        let message = compose(&verp, rendered()).unwrap();
+        assert_eq!(message.envelope().from().map(|a| a.to_string()), Some("bounces+7-00ff@mail.shop.example".into()));
+        assert_eq!(message.envelope().to().iter().map(|a| a.to_string()).collect::<Vec<_>>(), ["ana@example.com"]);
+        let text = String::from_utf8(message.formatted()).unwrap();
+        assert!(text.contains("From: Shop <news@shop.example>\r\n"), "{text}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`compose`] builds the MIME message and its headers; [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
-//! suppressions.
+//! suppressions; [`verp`] makes the envelope sender that brings a bounce
+//! back to its outbox row.
 
 pub mod compose;
 pub mod outbox;
@@ -13,6 +14,7 @@ pub mod pause;
 pub mod sender;
 pub mod transport;
 pub mod unsubscribe;
+pub mod verp;
 
 use secrecy::SecretString;
 

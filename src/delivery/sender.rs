@@ -34,6 +34,7 @@ use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
 use super::transport::{Outcome, Session, Transport};
 use super::unsubscribe::{Signer, Token};
+use super::verp::ReturnPath;
 use crate::campaign::{Campaign, Catalog, Kind};
 use crate::config::Loaded;
 use crate::message::context::{self, Recipient};
@@ -53,6 +54,8 @@ pub struct Options {
     pub unsubscribe_mailto: Option<String>,
     /// Send again a message whose reply was lost (at most one copy per such loss).
     pub resend_unknown: bool,
+    /// The VERP envelope sender, when configured.
+    pub return_path: Option<ReturnPath>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             public_url: settings.http.public_url.clone(),
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.clone()),
             resend_unknown: delivery.resend_unknown,
+            return_path: ReturnPath::from_settings(loaded),
         }
     }
 
@@ -388,6 +392,7 @@ impl Sender {
                 message_id,
                 unsubscribe: (campaign.kind == Kind::Marketing)
                     .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
+                return_path: self.options.return_path.as_ref().map(|r| r.address(row.id)),
             };
             compose::compose(&envelope, rendered)
         })

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
 use hmac::{Hmac, Mac};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
 use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -92,14 +92,20 @@ pub async fn record<C: ConnectionTrait>(db: &C, token: &Token) -> Result<bool, D
     let Some(customer) = customer::Entity::find_by_id(token.customer_id).one(db).await? else {
         return Ok(false);
     };
-    suppress(db, &customer.email, Some(customer.id), "unsubscribed", &format!("campaign:{}", token.campaign)).await?;
-    let withdraw = Query::update()
-        .table("customers")
-        .value("marketing_consent", false)
-        .and_where(Expr::col("id").eq(customer.id))
-        .to_owned();
-    db.execute(&withdraw).await?;
+    opt_out(db, &customer.email, Some(customer.id), &format!("campaign:{}", token.campaign)).await?;
     Ok(true)
+}
+
+/// An unsubscribe of `email`, however it came: the address is suppressed
+/// and the consent of every customer with that address (or of `customer_id`)
+/// is withdrawn.
+pub async fn opt_out<C: ConnectionTrait>(db: &C, email: &str, customer_id: Option<i64>, source: &str) -> Result<(), DbErr> {
+    suppress(db, email, customer_id, "unsubscribed", source).await?;
+    let same_address = Expr::expr(Func::lower(Expr::col("email"))).eq(email.to_lowercase());
+    let customers = same_address.or(Expr::col("id").eq(customer_id.unwrap_or(0)));
+    let withdraw = Query::update().table("customers").value("marketing_consent", false).and_where(customers).to_owned();
+    db.execute(&withdraw).await?;
+    Ok(())
 }
 
 /// Adds a suppression for `email` unless the address is already suppressed.

@@ -50,6 +50,8 @@ impl Default for Script {
 /// One received message.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The envelope sender (MAIL FROM), where bounces go.
+    pub sender: String,
     pub recipients: Vec<String>,
     pub data: Vec<u8>,
 }
@@ -147,6 +149,7 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
     let mut reader = BufReader::new(stream);
     writer.write_all(b"220 test.localhost ESMTP\r\n")?;
     let mut recipients = Vec::new();
+    let mut sender = String::new();
     let mut logged_in = script.login.is_none();
     let mut line = String::new();
     loop {
@@ -169,13 +172,17 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
                 }
             }
             "MAIL" if !logged_in => "530 5.7.0 Authentication required".into(),
-            "HELO" | "MAIL" | "NOOP" => "250 OK".into(),
+            "MAIL" => {
+                sender = angle_bracketed(&command).to_owned();
+                "250 OK".into()
+            }
+            "HELO" | "NOOP" => "250 OK".into(),
             "RSET" => {
                 recipients.clear();
                 "250 OK".into()
             }
             "RCPT" => {
-                let address = command.split('<').nth(1).and_then(|a| a.split('>').next()).unwrap_or_default();
+                let address = angle_bracketed(&command);
                 let attempt = count_attempt(&shared.rcpt_attempts, address);
                 let reply = (script.rcpt)(address, attempt);
                 if reply.starts_with('2') {
@@ -189,7 +196,7 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
                 let data = read_data(&mut reader)?;
                 let first = recipients.first().cloned().unwrap_or_default();
                 let attempt = count_attempt(&shared.data_attempts, &first);
-                shared.received.lock().unwrap().push(Received { recipients: std::mem::take(&mut recipients), data });
+                shared.received.lock().unwrap().push(Received { sender: sender.clone(), recipients: std::mem::take(&mut recipients), data });
                 match (script.after_data)(&first, attempt) {
                     Reply::Accept => {}
                     Reply::AcceptAfter(pause) => std::thread::sleep(pause),
@@ -205,6 +212,11 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
         };
         writer.write_all(format!("{reply}\r\n").as_bytes())?;
     }
+}
+
+/// The address in `<...>` of a MAIL or RCPT command.
+fn angle_bracketed(command: &str) -> &str {
+    command.split('<').nth(1).and_then(|a| a.split('>').next()).unwrap_or_default()
 }
 
 /// Counts one more attempt for `key`; returns the count.

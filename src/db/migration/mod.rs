@@ -10,6 +10,7 @@ mod m20261123_000004_create_campaigns;
 mod m20261123_000005_planning_indexes;
 mod m20261130_000006_loyalty_standing;
 mod m20261201_000007_delivery_guarantees;
+mod m20261201_000008_feedback_events;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_planning_indexes::Migration),
             Box::new(m20261130_000006_loyalty_standing::Migration),
             Box::new(m20261201_000007_delivery_guarantees::Migration),
+            Box::new(m20261201_000008_feedback_events::Migration),
         ]
     }
 }
