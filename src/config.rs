@@ -134,9 +134,17 @@ pub struct FeedbackSettings {
     pub soft_bounce_limit: u32,
     pub soft_bounce_window: String,
     pub aside_dir: PathBuf,
+    pub max_complaint_rate: f64,
+    pub max_bounce_rate: f64,
+    pub min_sample: u64,
+    pub rate_window: String,
 }
 
 impl FeedbackSettings {
+    pub fn rate_window(&self) -> chrono::Duration {
+        crate::duration::parse(&self.rate_window).expect("checked when the settings were loaded")
+    }
+
     pub fn soft_bounce_window(&self) -> chrono::Duration {
         crate::duration::parse(&self.soft_bounce_window).expect("checked when the settings were loaded")
     }
@@ -175,10 +183,16 @@ fn validate_feedback(raw: &Config, feedback: &FeedbackSettings) -> Result<(), Co
     if feedback.soft_bounce_limit == 0 {
         return Err(invalid(raw, "feedback.soft_bounce_limit", "must be at least 1"));
     }
-    let window =
-        crate::duration::parse(&feedback.soft_bounce_window).map_err(|p| invalid(raw, "feedback.soft_bounce_window", p))?;
-    if window.is_zero() {
-        return Err(invalid(raw, "feedback.soft_bounce_window", "must be longer than 0s"));
+    for (key, text) in [("feedback.soft_bounce_window", &feedback.soft_bounce_window), ("feedback.rate_window", &feedback.rate_window)] {
+        let window = crate::duration::parse(text).map_err(|p| invalid(raw, key, p))?;
+        if window.is_zero() {
+            return Err(invalid(raw, key, "must be longer than 0s"));
+        }
+    }
+    for (key, rate) in [("feedback.max_complaint_rate", feedback.max_complaint_rate), ("feedback.max_bounce_rate", feedback.max_bounce_rate)] {
+        if !(rate.is_finite() && (0.0..=1.0).contains(&rate)) {
+            return Err(invalid(raw, key, "must be a share between 0 and 1, such as 0.001 for 0.1%"));
+        }
     }
     Ok(())
 }

@@ -26,6 +26,8 @@ pub struct Status {
     pub suppressions: u64,
     /// Feedback events by kind (hard_bounce, soft_bounce, complaint, unsubscribe, aside).
     pub feedback: BTreeMap<String, u64>,
+    /// Campaigns paused by the circuit breaker, with the reason.
+    pub campaigns_paused: Vec<crate::delivery::campaign_pause::CampaignPause>,
     /// Senders waiting for an SMTP server they cannot use.
     pub sending_paused: Vec<crate::delivery::pause::Pause>,
 }
@@ -72,6 +74,7 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
             .collect(),
         suppressions: suppression::Entity::find().count(db).await?,
         feedback: feedback_by_kind(db).await?,
+        campaigns_paused: crate::delivery::campaign_pause::current(db).await?,
         sending_paused: crate::delivery::pause::current(db, chrono::Utc::now()).await?,
     })
 }
@@ -132,16 +135,30 @@ impl Status {
             } else {
                 self.feedback.iter().map(|(kind, n)| format!("{n} {kind}")).collect::<Vec<_>>().join(", ")
             },
-            self.sending_paused
-                .iter()
-                .map(|p| format!(
-                    "sending paused:  {} since {}, next try {}: {}\n",
-                    p.sender,
-                    p.since.format("%Y-%m-%d %H:%M:%S UTC"),
-                    p.retry_at.format("%H:%M:%S"),
-                    p.reason
-                ))
-                .collect::<String>(),
+            self.pauses_text(),
         )
+    }
+
+    /// One line per paused campaign and per paused sender.
+    fn pauses_text(&self) -> String {
+        let campaigns = self.campaigns_paused.iter().map(|p| {
+            format!(
+                "campaign paused: {} since {}: {} (`patron campaign resume {}` releases it)\n",
+                p.campaign,
+                p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.reason,
+                p.campaign
+            )
+        });
+        let senders = self.sending_paused.iter().map(|p| {
+            format!(
+                "sending paused:  {} since {}, next try {}: {}\n",
+                p.sender,
+                p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.retry_at.format("%H:%M:%S"),
+                p.reason
+            )
+        });
+        campaigns.chain(senders).collect()
     }
 }

@@ -38,12 +38,26 @@ pub enum CampaignCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Release a campaign paused by the circuit breaker (too many complaints or
+    /// bounces): its waiting messages go out with the next send.
+    Resume { name: String },
 }
 
 /// Exit code 2: a campaign file has problems (they are printed above).
 #[derive(Debug, thiserror::Error)]
 #[error("{0} problem(s) found in the campaign files")]
 pub struct InvalidCampaigns(pub usize);
+
+/// Releases a paused campaign (a name not paused, perhaps no longer in the folder, is no error).
+async fn resume(conn: &DatabaseConnection, name: &str) -> anyhow::Result<()> {
+    if crate::delivery::campaign_pause::resume(conn, name).await? {
+        tracing::info!(campaign = name, "campaign resumed");
+        println!("{name}: resumed; its waiting messages go out with the next send");
+    } else {
+        println!("{name}: was not paused");
+    }
+    Ok(())
+}
 
 /// `validate` needs no database.
 pub fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<()> {
@@ -73,6 +87,7 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
     match command {
         CampaignCommand::Validate { .. } => unreachable!("handled without a database"),
         CampaignCommand::List => list(conn, &catalog).await,
+        CampaignCommand::Resume { name } => resume(conn, name).await,
         CampaignCommand::Preview { name } => {
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// 1 while this daemon's sender waits for an SMTP server it cannot use.
     pub sending_paused: Gauge,
     outbox: Family<Labels, Gauge>,
+    feedback: Family<Labels, Gauge>,
+    campaigns_paused: Gauge,
     last_scoring: Gauge<f64, AtomicU64>,
     model_auc: Gauge<f64, AtomicU64>,
 }
@@ -56,6 +58,8 @@ impl Metrics {
             campaign_file_errors: Gauge::default(),
             sending_paused: Gauge::default(),
             outbox: Family::default(),
+            feedback: Family::default(),
+            campaigns_paused: Gauge::default(),
             last_scoring: Gauge::default(),
             model_auc: Gauge::default(),
         };
@@ -95,6 +99,16 @@ impl Metrics {
         );
         registry.register("outbox_messages", "Outbox rows by state, now", metrics.outbox.clone());
         registry.register(
+            "feedback_events",
+            "Bounces, complaints and unsubscribe requests read, by kind, now",
+            metrics.feedback.clone(),
+        );
+        registry.register(
+            "campaigns_paused",
+            "Campaigns paused by the circuit breaker (too many complaints or bounces), now",
+            metrics.campaigns_paused.clone(),
+        );
+        registry.register(
             "last_scoring_timestamp_seconds",
             "When the active model last scored customers",
             metrics.last_scoring.clone(),
@@ -133,6 +147,11 @@ impl Metrics {
         for (state, n) in &status.outbox {
             self.outbox.get_or_create(&vec![("state".to_owned(), state.clone())]).set(*n as i64);
         }
+        self.feedback.clear();
+        for (kind, n) in &status.feedback {
+            self.feedback.get_or_create(&vec![("kind".to_owned(), kind.clone())]).set(*n as i64);
+        }
+        self.campaigns_paused.set(status.campaigns_paused.len() as i64);
         if let Some(model) = &status.active_model {
             self.model_auc.set(model.auc.unwrap_or(f64::NAN));
         }

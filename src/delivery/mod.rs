@@ -3,11 +3,13 @@
 //!
 //! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
+//! [`campaign_pause`] holds the campaigns whose sending is paused;
 //! [`compose`] builds the MIME message and its headers; [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
 //! back to its outbox row.
 
+pub mod campaign_pause;
 pub mod compose;
 pub mod outbox;
 pub mod pause;

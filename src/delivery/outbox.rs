@@ -10,7 +10,7 @@
 //! `requeue` puts `failed` or `unknown` rows back to `planned` on request.
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query};
+use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
 use super::unsubscribe;
@@ -41,7 +41,7 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Resu
     let mut select = Query::select();
     // No ORDER BY: it would make SQLite walk the table past every sent row
     // instead of looking the due rows up in the (state, next_attempt_at) index.
-    select.column("id").from("outbox").cond_where(due).limit(limit);
+    select.column("id").from("outbox").cond_where(due).and_where(not_paused()).limit(limit);
     if db.get_database_backend() == DbBackend::Postgres {
         select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -237,6 +237,7 @@ pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, 
         .expr(Expr::col("id").count())
         .from("outbox")
         .and_where(Expr::col("state").eq("planned"))
+        .and_where(not_paused())
         .to_owned();
     let planned: i64 = db.query_one(&planned).await?.map_or(Ok(0), |row| row.try_get_by_index(0))?;
     if planned > 0 {
@@ -248,11 +249,17 @@ pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, 
             .expr_as(Expr::col(column).min(), Alias::new("at"))
             .from("outbox")
             .and_where(Expr::col("state").eq(state))
+            .and_where(not_paused())
             .to_owned();
         let at: Option<DateTime<Utc>> = db.query_one(&select).await?.map_or(Ok(None), |row| row.try_get("", "at"))?;
         earliest = earliest.into_iter().chain(at).min();
     }
     Ok(earliest)
+}
+
+/// Rows whose campaign is not paused: a paused campaign's rows wait, unclaimed.
+fn not_paused() -> SimpleExpr {
+    Expr::col("run_id").not_in_subquery(super::campaign_pause::paused_runs())
 }
 
 /// The wait before attempt `attempts + 1`: `first` doubled per attempt made,

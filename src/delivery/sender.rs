@@ -29,6 +29,7 @@ use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
+use super::campaign_pause;
 use super::compose::{self, Envelope, Rendered};
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
@@ -501,31 +502,46 @@ async fn suppressed_customers<'a>(
 /// Why the customer may not get a message now, if they may not: checked by
 /// primary key and unique address just before the SMTP transaction, so that
 /// an unsubscribe that arrived after the claim is honoured.
-async fn refusal(
-    db: &DatabaseConnection,
-    customer_id: i64,
-    email: &str,
-    marketing: bool,
-) -> Result<Option<&'static str>, DbErr> {
+async fn refusal(db: &DatabaseConnection, row: &Claimed, email: &str, marketing: bool) -> Result<Refusal, DbErr> {
     let suppressions = Query::select()
         .expr(Expr::col("id").count())
         .from("suppressions")
-        .cond_where(suppression_of(customer_id, email))
+        .cond_where(suppression_of(row.customer_id, email))
+        .to_owned();
+    let paused = Query::select()
+        .expr(Expr::col("id").count())
+        .from_subquery(campaign_pause::paused_runs(), Alias::new("paused"))
+        .and_where(Expr::col("id").eq(row.run_id))
         .to_owned();
     let select = Query::select()
         .column("marketing_consent")
         .expr_as(Expr::SubQuery(None, Box::new(suppressions.into())), Alias::new("suppressed"))
+        .expr_as(Expr::SubQuery(None, Box::new(paused.into())), Alias::new("paused"))
         .from("customers")
-        .and_where(Expr::col("id").eq(customer_id))
+        .and_where(Expr::col("id").eq(row.customer_id))
         .to_owned();
-    let Some(row) = db.query_one(&select).await? else { return Ok(Some("the customer no longer exists")) };
-    if row.try_get::<i64>("", "suppressed")? > 0 {
-        return Ok(Some("the address is suppressed"));
+    let Some(found) = db.query_one(&select).await? else {
+        return Ok(Refusal::Never("the customer no longer exists"));
+    };
+    if found.try_get::<i64>("", "suppressed")? > 0 {
+        return Ok(Refusal::Never("the address is suppressed"));
     }
-    if marketing && !row.try_get::<bool>("", "marketing_consent")? {
-        return Ok(Some("no marketing consent"));
+    if marketing && !found.try_get::<bool>("", "marketing_consent")? {
+        return Ok(Refusal::Never("no marketing consent"));
     }
-    Ok(None)
+    if found.try_get::<i64>("", "paused")? > 0 {
+        return Ok(Refusal::NotNow);
+    }
+    Ok(Refusal::None)
+}
+
+/// Whether a message may go now.
+enum Refusal {
+    None,
+    /// Never: the row is settled as suppressed, with the reason.
+    Never(&'static str),
+    /// Not now: its campaign is paused; the row goes back to wait.
+    NotNow,
 }
 
 struct Worker {
@@ -553,14 +569,18 @@ impl Worker {
                     _ = self.halt.wait() => continue,
                 }
             }
-            let refused = refusal(&self.db, row.customer_id, &email, marketing).await;
+            let refused = refusal(&self.db, &row, &email, marketing).await;
             // From here on the row is this worker's: a halt no longer gives it back.
             if self.halt.is_halted() || !self.held.start(row.id) {
                 continue;
             }
             let fate = match refused {
-                Ok(Some(reason)) => Fate::Suppressed { reason: reason.into() },
-                Ok(None) => match self.send(&mut session, &row, message, message_id, email).await {
+                Ok(Refusal::Never(reason)) => Fate::Suppressed { reason: reason.into() },
+                Ok(Refusal::NotNow) => {
+                    let _ = self.record_tx.send(Record::Release { row }).await;
+                    continue;
+                }
+                Ok(Refusal::None) => match self.send(&mut session, &row, message, message_id, email).await {
                     Some(fate) => fate,
                     None => {
                         let _ = self.record_tx.send(Record::Release { row }).await;

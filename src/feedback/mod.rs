@@ -9,6 +9,7 @@
 //! outbox row and this installation), else by its recipient's latest
 //! message. A report about no message of patron's changes nothing.
 
+pub mod breaker;
 pub mod maildir;
 pub mod report;
 
@@ -31,6 +32,7 @@ pub struct Rules {
     /// Soft bounces of one address within the window that suppress it.
     pub soft_bounce_limit: u32,
     pub soft_bounce_window: Duration,
+    pub breaker: breaker::Limits,
 }
 
 impl Rules {
@@ -42,6 +44,12 @@ impl Rules {
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
             soft_bounce_limit: settings.feedback.soft_bounce_limit,
             soft_bounce_window: settings.feedback.soft_bounce_window(),
+            breaker: breaker::Limits {
+                max_complaint_rate: settings.feedback.max_complaint_rate,
+                max_bounce_rate: settings.feedback.max_bounce_rate,
+                min_sample: settings.feedback.min_sample,
+                window: settings.feedback.rate_window(),
+            },
         }
     }
 }
@@ -321,6 +329,10 @@ impl Intake {
         let new = txn.execute(&insert).await?.rows_affected() == 1;
         if new {
             self.apply(&txn, event, source).await?;
+            let trips = matches!(event.kind, EventKind::Complaint | EventKind::HardBounce);
+            if let (true, Some(target)) = (trips, target) {
+                breaker::check(&txn, target.run_id, &self.rules.breaker).await?;
+            }
         }
         txn.commit().await?;
         Ok(new)

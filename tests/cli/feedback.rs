@@ -222,3 +222,52 @@ fn a_piped_message_that_cannot_be_recorded_exits_75_so_the_mail_server_keeps_it(
     assert_eq!(run.code, 75, "{}\n{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("the mail server will try again"), "{}", run.stderr);
 }
+
+#[test]
+fn a_campaign_whose_complaints_pass_the_limit_is_paused_until_resumed_and_loses_nothing() {
+    each_backend(|env| {
+        customers(env, 2000);
+        plan(env);
+        let server = SmtpServer::start();
+        let settings = [
+            ("PATRON__DELIVERY__RETURN_PATH", RETURN_PATH),
+            ("PATRON__UNSUBSCRIBE__MAILTO", MAILTO),
+            ("PATRON__DELIVERY__RATE_PER_SECOND", "100"),
+            ("PATRON__FEEDBACK__MIN_SAMPLE", "100"),
+        ];
+        let mut sender = crate::delivery::spawn_send(env, server.port(), &settings);
+        assert!(server.wait_for(300, std::time::Duration::from_secs(120)), "only {} arrived", server.count());
+        // One complaint in a few hundred sends: over 0.1%.
+        let first = server.received()[0].clone();
+        let parsed = mail_parser::MessageParser::default().parse(&first.data).unwrap();
+        let complaint = report("arf-complaint.eml", &first.sender, &format!("<{}>", parsed.message_id().unwrap()), "");
+        let mut command = env.command(&["feedback", "ingest"]);
+        command.env("PATRON__FEEDBACK__MIN_SAMPLE", "100");
+        feedback_env(&mut command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(complaint.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+
+        // The sender stops sending the campaign and, with nothing else due, finishes.
+        assert!(crate::delivery::wait_with_timeout(&mut sender, std::time::Duration::from_secs(120)).success());
+        let at_pause = server.count();
+        assert!(at_pause < 2000, "every message went out before the pause");
+        let status = env.status();
+        assert_eq!(status["campaigns_paused"][0]["campaign"], "hello");
+        let reason = status["campaigns_paused"][0]["reason"].as_str().unwrap().to_owned();
+        assert!(reason.starts_with("spam complaint rate "), "{reason}");
+        let waiting = count(env, "SELECT COUNT(*) FROM outbox WHERE state IN ('planned', 'retrying')");
+        assert_eq!(waiting as usize + at_pause, 2000, "every message not sent waits");
+        // A send while paused sends nothing.
+        assert_eq!(send(env, server.port(), &["--until-empty"]).code, 0);
+        assert_eq!(server.count(), at_pause);
+
+        let run = env.ok(&["campaign", "resume", "hello"]);
+        assert_eq!(run.stdout, "hello: resumed; its waiting messages go out with the next send\n");
+        assert_eq!(send(env, server.port(), &["--until-empty"]).code, 0);
+        let counts = crate::delivery::per_recipient(&server.received());
+        assert_eq!(counts.len(), 2000, "every message arrives");
+        assert!(counts.values().all(|n| *n == 1), "none twice");
+        assert_eq!(env.status()["campaigns_paused"].as_array().unwrap().len(), 0);
+    });
+}

@@ -1,6 +1,7 @@
 //! What comes back from the mail world: bounces, complaints and unsubscribe
-//! requests, one row per event, with the outbox row it was matched to. The
-//! fingerprint makes a report delivered twice count once.
+//! requests, one row per event, with the outbox row it was matched to (the
+//! fingerprint makes a report delivered twice count once); and the campaigns
+//! paused because too many of their recipients complained or bounced.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -10,6 +11,7 @@ use super::{create_all, id_column, index};
 pub struct Migration;
 
 const EVENTS: &str = "feedback_events";
+const PAUSES: &str = "campaign_pauses";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -34,10 +36,16 @@ impl MigrationTrait for Migration {
             index(EVENTS, &["email", "kind", "received_at"], false),
             index(EVENTS, &["run_id", "kind"], false),
         ];
-        create_all(manager, vec![events], indexes).await
+        let pauses = Table::create()
+            .table(PAUSES)
+            .col(string("campaign").primary_key())
+            .col(text("reason"))
+            .col(timestamp_with_time_zone("since"))
+            .to_owned();
+        create_all(manager, vec![events, pauses], indexes).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        super::drop_all(manager, &[EVENTS]).await
+        super::drop_all(manager, &[PAUSES, EVENTS]).await
     }
 }
