@@ -3,11 +3,13 @@
 //!
 //! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
-//! [`compose`] builds the MIME message and its headers; [`transport`] speaks
+//! [`compose`] builds the MIME message and its headers; [`dkim`] signs it;
+//! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions.
 
 pub mod compose;
+pub mod dkim;
 pub mod outbox;
 pub mod pause;
 pub mod sender;

@@ -30,6 +30,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::compose::{self, Envelope, Rendered};
+use super::dkim::Dkim;
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
 use super::transport::{Outcome, Session, Transport};
@@ -53,6 +54,8 @@ pub struct Options {
     pub unsubscribe_mailto: Option<String>,
     /// Send again a message whose reply was lost (at most one copy per such loss).
     pub resend_unknown: bool,
+    /// Signs every message when `[dkim]` is configured.
+    pub dkim: Option<Arc<Dkim>>,
 }
 
 impl Options {
@@ -71,6 +74,7 @@ impl Options {
             public_url: settings.http.public_url.clone(),
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.clone()),
             resend_unknown: delivery.resend_unknown,
+            dkim: loaded.secrets.dkim.clone(),
         }
     }
 
@@ -389,7 +393,11 @@ impl Sender {
                 unsubscribe: (campaign.kind == Kind::Marketing)
                     .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
             };
-            compose::compose(&envelope, rendered)
+            let mut message = compose::compose(&envelope, rendered)?;
+            if let Some(dkim) = &self.options.dkim {
+                dkim.sign(&mut message);
+            }
+            Ok(message)
         })
     }
 }
