@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod delivery;
 mod delivery_faults;
+mod dkim;
 mod generate;
 mod http_limits;
 mod import_bad_input;
