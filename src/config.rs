@@ -5,10 +5,13 @@
 //! from the environment or a file, and they never print (not even with `{:?}`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use config::{Config, Environment, File, FileFormat, Source};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+use crate::delivery::dkim::{self, Dkim};
 
 /// The defaults, compiled in so that the binary is complete on its own.
 pub const DEFAULTS_TOML: &str = include_str!("../config/patron.toml");
@@ -43,6 +46,7 @@ pub struct Settings {
     pub unsubscribe: UnsubscribeSettings,
     pub report: ReportSettings,
     pub feedback: FeedbackSettings,
+    pub dkim: DkimSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -375,6 +379,20 @@ pub struct UnsubscribeSettings {
     secret: Option<SecretString>,
 }
 
+/// DKIM signing; see `config/patron.toml` for each key. An empty selector
+/// signs nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimSettings {
+    pub selector: String,
+    pub domain: String,
+    pub algorithm: String,
+    pub private_key_file: PathBuf,
+    /// Only accepted from the environment; made into [`Secrets::dkim`] and never serialized.
+    #[serde(default, skip_serializing)]
+    private_key: Option<SecretString>,
+}
+
 impl SmtpSettings {
     pub fn tls(&self) -> SmtpTls {
         match self.tls.as_str() {
@@ -394,6 +412,8 @@ impl SmtpSettings {
 pub struct Secrets {
     pub smtp_password: Option<SecretString>,
     pub unsubscribe_secret: Option<SecretString>,
+    /// The DKIM signer, made from the key when `dkim.selector` is set.
+    pub dkim: Option<Arc<Dkim>>,
 }
 
 impl From<config::ConfigError> for ConfigError {
@@ -427,7 +447,7 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// The keys a secret must never be given under in a settings file.
-const SECRET_KEYS: [(&str, &str); 2] = [("smtp", "password"), ("unsubscribe", "secret")];
+const SECRET_KEYS: [(&str, &str); 3] = [("smtp", "password"), ("unsubscribe", "secret"), ("dkim", "private_key")];
 
 /// A secret written into the settings file is refused, even when the
 /// environment also sets it (the environment's value would silently win).
@@ -452,7 +472,11 @@ fn refuse_secrets_in_file(file: &Path) -> Result<(), ConfigError> {
 /// Secret files that users other than the owner can read.
 fn readable_secret_files(settings: &Settings) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
-    let files = [("smtp.password_file", &settings.smtp.password_file), ("unsubscribe.secret_file", &settings.unsubscribe.secret_file)];
+    let files = [
+        ("smtp.password_file", &settings.smtp.password_file),
+        ("unsubscribe.secret_file", &settings.unsubscribe.secret_file),
+        ("dkim.private_key_file", &settings.dkim.private_key_file),
+    ];
     files
         .into_iter()
         .filter(|(_, path)| !path.as_os_str().is_empty())
@@ -532,7 +556,41 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
             ),
         ));
     }
-    Ok(Secrets { smtp_password, unsubscribe_secret })
+    let dkim = dkim_signer(raw, &mut settings.dkim)?;
+    Ok(Secrets { smtp_password, unsubscribe_secret, dkim })
+}
+
+/// The DKIM signer when `dkim.selector` is set. The key is read and checked
+/// here, so that a bad one stops patron at start rather than every message.
+fn dkim_signer(raw: &Config, settings: &mut DkimSettings) -> Result<Option<Arc<Dkim>>, ConfigError> {
+    let inline = settings.private_key.take();
+    let algorithm = dkim::Algorithm::parse(&settings.algorithm)
+        .ok_or_else(|| invalid(raw, "dkim.algorithm", "expected `rsa-sha256` or `ed25519-sha256`"))?;
+    if settings.selector.is_empty() {
+        return Ok(None);
+    }
+    if !dkim::is_dns_name(&settings.selector) {
+        return Err(invalid(raw, "dkim.selector", "expected a DNS label such as `mail2026`"));
+    }
+    if !dkim::is_dns_name(&settings.domain) {
+        return Err(invalid(raw, "dkim.domain", "expected the signing domain, such as shop.example.com"));
+    }
+    let file = &settings.private_key_file;
+    let key = secret_from(raw, "dkim.private_key", inline, "dkim.private_key_file", file)?.ok_or_else(|| {
+        invalid(
+            raw,
+            "dkim.private_key_file",
+            "dkim.selector is set but there is no key: set `dkim.private_key_file` or PATRON__DKIM__PRIVATE_KEY",
+        )
+    })?;
+    let (key_name, source) = if file.as_os_str().is_empty() {
+        ("dkim.private_key", "PATRON__DKIM__PRIVATE_KEY".to_owned())
+    } else {
+        ("dkim.private_key_file", file.display().to_string())
+    };
+    let signer = Dkim::new(&settings.selector, &settings.domain, algorithm, key.expose_secret())
+        .map_err(|problem| invalid(raw, key_name, format!("{source}: {problem}")))?;
+    Ok(Some(Arc::new(signer)))
 }
 
 /// A secret from the environment (`key`) or from the file named by `file_key`, never both.

@@ -3,6 +3,7 @@
 
 mod campaigns;
 mod delivery;
+mod dkim;
 mod feedback;
 mod loyalty;
 mod models;
@@ -93,6 +94,9 @@ pub enum Command {
     Feedback(feedback::FeedbackCommand),
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
+    /// DKIM: make a signing key and the DNS record that publishes it (see [dkim] in the settings).
+    #[command(subcommand)]
+    Dkim(dkim::DkimCommand),
     /// Reports: what a campaign earned against its control group, and where the customer value lies.
     #[command(subcommand)]
     Report(reports::ReportCommand),
@@ -158,12 +162,14 @@ pub struct GenerateArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => run_generate(&args),
+        Command::Dkim(command) => dkim::run(&command),
         Command::Config => {
             let loaded = load(cli.config.as_deref())?;
             print!("{}", loaded.settings.to_display_toml());
             println!("\n# secrets");
             println!("# smtp password: {}", secret_state(&loaded.secrets.smtp_password));
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
+            println!("# dkim private key: {}", if loaded.secrets.dkim.is_some() { "set" } else { "not set" });
             Ok(())
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,
@@ -223,6 +229,7 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
             Ok(())
         }
         Command::Generate(_)
+        | Command::Dkim(_)
         | Command::Config
         | Command::Send(_)
         | Command::Serve

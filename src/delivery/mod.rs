@@ -4,13 +4,15 @@
 //! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`campaign_pause`] holds the campaigns whose sending is paused;
-//! [`compose`] builds the MIME message and its headers; [`transport`] speaks
+//! [`compose`] builds the MIME message and its headers; [`dkim`] signs it;
+//! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
 //! back to its outbox row.
 
 pub mod campaign_pause;
 pub mod compose;
+pub mod dkim;
 pub mod outbox;
 pub mod pause;
 pub mod sender;

@@ -31,6 +31,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::campaign_pause;
 use super::compose::{self, Envelope, Rendered};
+use super::dkim::Dkim;
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
 use super::transport::{Outcome, Session, Transport};
@@ -57,6 +58,8 @@ pub struct Options {
     pub resend_unknown: bool,
     /// The VERP envelope sender, when configured.
     pub return_path: Option<ReturnPath>,
+    /// Signs every message when `[dkim]` is configured.
+    pub dkim: Option<Arc<Dkim>>,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.clone()),
             resend_unknown: delivery.resend_unknown,
             return_path: ReturnPath::from_settings(loaded),
+            dkim: loaded.secrets.dkim.clone(),
         }
     }
 
@@ -122,10 +126,10 @@ impl Report {
     }
 }
 
-/// Sending needs the unsubscribe key for marketing mail.
+/// Sending needs the unsubscribe key: every message carries an unsubscribe link.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "{0} marketing message(s) wait to be sent, and marketing mail needs an unsubscribe link: \
+    "{0} message(s) wait to be sent, and every message carries an unsubscribe link (List-Unsubscribe): \
      set PATRON__UNSUBSCRIBE__SECRET or unsubscribe.secret_file"
 )]
 pub struct MissingUnsubscribeSecret(pub u64);
@@ -312,9 +316,7 @@ impl Sender {
         let pending = Query::select()
             .expr(Expr::col(("outbox", "id")).count())
             .from("outbox")
-            .inner_join("campaign_runs", Expr::col(("campaign_runs", "id")).equals(("outbox", "run_id")))
             .and_where(Expr::col(("outbox", "state")).is_in(outbox::PENDING_STATES))
-            .and_where(Expr::col(("campaign_runs", "kind")).eq(Kind::Marketing.as_str()))
             .to_owned();
         let count: i64 = self.db.query_one(&pending).await?.map_or(Ok(0), |row| row.try_get_by_index(0))?;
         if count > 0 { Err(MissingUnsubscribeSecret(count as u64).into()) } else { Ok(()) }
@@ -391,11 +393,18 @@ impl Sender {
                 to_name: compose::display_name(customer.first_name.as_deref(), customer.last_name.as_deref()),
                 to_email: &customer.email,
                 message_id,
-                unsubscribe: (campaign.kind == Kind::Marketing)
+                // Every message, loyalty mail too (RFC 8058 one-click).
+                unsubscribe: self
+                    .signer
+                    .is_some()
                     .then_some((link.as_str(), self.options.unsubscribe_mailto.as_deref())),
                 return_path: self.options.return_path.as_ref().map(|r| r.address(row.id)),
             };
-            compose::compose(&envelope, rendered)
+            let mut message = compose::compose(&envelope, rendered)?;
+            if let Some(dkim) = &self.options.dkim {
+                dkim.sign(&mut message);
+            }
+            Ok(message)
         })
     }
 }

@@ -341,13 +341,15 @@ fn one_click_unsubscribe_suppresses_at_once_and_a_tampered_token_changes_nothing
 }
 
 #[test]
-fn marketing_mail_is_refused_without_an_unsubscribe_secret() {
+fn mail_of_any_kind_is_refused_without_an_unsubscribe_secret() {
     each_backend(|env| {
         customers(env, 2);
+        // Loyalty mail alone: it carries the unsubscribe headers too.
+        env.write("campaigns/hello.toml", crate::dkim::LOYALTY);
         plan(env);
         let run = env.patron(&["send"]);
         assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(run.stderr.contains("2 marketing message(s) wait to be sent"), "{}", run.stderr);
+        assert!(run.stderr.contains("2 message(s) wait to be sent, and every message carries an unsubscribe link"), "{}", run.stderr);
         assert!(run.stderr.contains("PATRON__UNSUBSCRIBE__SECRET"), "{}", run.stderr);
         assert_eq!(env.status()["outbox"]["planned"], 2);
     });

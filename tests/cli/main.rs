@@ -9,6 +9,7 @@ mod config;
 mod daemon;
 mod delivery;
 mod delivery_faults;
+mod dkim;
 mod feedback;
 mod generate;
 mod http_limits;
