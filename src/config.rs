@@ -134,6 +134,17 @@ pub struct FeedbackSettings {
     pub soft_bounce_limit: u32,
     pub soft_bounce_window: String,
     pub aside_dir: PathBuf,
+    /// `POST /webhooks/ses`: the SNS topic it accepts, and the certificate that signs its messages.
+    pub ses_topic_arn: String,
+    pub ses_certificate_file: PathBuf,
+    /// `POST /webhooks/postmark`: the Basic user name (the password is a secret).
+    pub postmark_user: String,
+    pub postmark_password_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    postmark_password: Option<SecretString>,
+    /// `POST /webhooks/sendgrid`: the Signed Event Webhook's public key, base64 DER.
+    pub sendgrid_public_key: String,
 }
 
 impl FeedbackSettings {
@@ -167,6 +178,42 @@ fn validate_return_path(raw: &Config, settings: &Settings, secrets: &Secrets) ->
             key,
             "its token is signed with the unsubscribe secret: set unsubscribe.secret_file or PATRON__UNSUBSCRIBE__SECRET",
         ));
+    }
+    Ok(())
+}
+
+/// The webhook settings: each provider wholly configured or not at all, its key readable.
+fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
+    use crate::feedback::webhook::{sendgrid, ses};
+    let topic = !feedback.ses_topic_arn.trim().is_empty();
+    let certificate = !feedback.ses_certificate_file.as_os_str().is_empty();
+    if topic && !certificate {
+        return Err(invalid(raw, "feedback.ses_certificate_file", "must be set with feedback.ses_topic_arn"));
+    }
+    if certificate && !topic {
+        return Err(invalid(raw, "feedback.ses_topic_arn", "must be set with feedback.ses_certificate_file"));
+    }
+    if certificate {
+        ses::certificate_key(&feedback.ses_certificate_file)
+            .map_err(|problem| invalid(raw, "feedback.ses_certificate_file", problem))?;
+    }
+    let user = !feedback.postmark_user.is_empty();
+    if user && secrets.postmark_password.is_none() {
+        return Err(invalid(
+            raw,
+            "feedback.postmark_user",
+            "needs a password: set PATRON__FEEDBACK__POSTMARK_PASSWORD or feedback.postmark_password_file",
+        ));
+    }
+    if !user && secrets.postmark_password.is_some() {
+        return Err(invalid(raw, "feedback.postmark_user", "must be set with the Postmark webhook password"));
+    }
+    if feedback.postmark_user.contains(':') {
+        return Err(invalid(raw, "feedback.postmark_user", "must not contain `:`"));
+    }
+    if !feedback.sendgrid_public_key.trim().is_empty() {
+        sendgrid::public_key(&feedback.sendgrid_public_key)
+            .map_err(|problem| invalid(raw, "feedback.sendgrid_public_key", problem))?;
     }
     Ok(())
 }
@@ -380,6 +427,8 @@ impl SmtpSettings {
 pub struct Secrets {
     pub smtp_password: Option<SecretString>,
     pub unsubscribe_secret: Option<SecretString>,
+    /// The password of `POST /webhooks/postmark`'s Basic credentials.
+    pub postmark_password: Option<SecretString>,
 }
 
 impl From<config::ConfigError> for ConfigError {
@@ -408,12 +457,14 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let secrets = take_secrets(&raw, &mut settings)?;
     validate(&raw, &settings)?;
     validate_return_path(&raw, &settings, &secrets)?;
+    validate_webhooks(&raw, &settings.feedback, &secrets)?;
     let warnings = readable_secret_files(&settings);
     Ok(Loaded { settings, secrets, warnings })
 }
 
 /// The keys a secret must never be given under in a settings file.
-const SECRET_KEYS: [(&str, &str); 2] = [("smtp", "password"), ("unsubscribe", "secret")];
+const SECRET_KEYS: [(&str, &str); 3] =
+    [("smtp", "password"), ("unsubscribe", "secret"), ("feedback", "postmark_password")];
 
 /// A secret written into the settings file is refused, even when the
 /// environment also sets it (the environment's value would silently win).
@@ -438,7 +489,11 @@ fn refuse_secrets_in_file(file: &Path) -> Result<(), ConfigError> {
 /// Secret files that users other than the owner can read.
 fn readable_secret_files(settings: &Settings) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
-    let files = [("smtp.password_file", &settings.smtp.password_file), ("unsubscribe.secret_file", &settings.unsubscribe.secret_file)];
+    let files = [
+        ("smtp.password_file", &settings.smtp.password_file),
+        ("unsubscribe.secret_file", &settings.unsubscribe.secret_file),
+        ("feedback.postmark_password_file", &settings.feedback.postmark_password_file),
+    ];
     files
         .into_iter()
         .filter(|(_, path)| !path.as_os_str().is_empty())
@@ -518,7 +573,14 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
             ),
         ));
     }
-    Ok(Secrets { smtp_password, unsubscribe_secret })
+    let postmark_password = secret_from(
+        raw,
+        "feedback.postmark_password",
+        settings.feedback.postmark_password.take(),
+        "feedback.postmark_password_file",
+        &settings.feedback.postmark_password_file,
+    )?;
+    Ok(Secrets { smtp_password, unsubscribe_secret, postmark_password })
 }
 
 /// A secret from the environment (`key`) or from the file named by `file_key`, never both.

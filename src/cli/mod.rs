@@ -164,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("\n# secrets");
             println!("# smtp password: {}", secret_state(&loaded.secrets.smtp_password));
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
+            println!("# postmark webhook password: {}", secret_state(&loaded.secrets.postmark_password));
             Ok(())
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,

@@ -11,6 +11,7 @@
 
 pub mod maildir;
 pub mod report;
+pub mod webhook;
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict, Order, Query};

@@ -23,3 +23,4 @@ mod privacy;
 mod reports;
 mod scoring;
 mod segments;
+mod webhooks;
