@@ -142,6 +142,17 @@ pub struct FeedbackSettings {
     pub max_bounce_rate: f64,
     pub min_sample: u64,
     pub rate_window: String,
+    /// `POST /webhooks/ses`: the SNS topic it accepts, and the certificate that signs its messages.
+    pub ses_topic_arn: String,
+    pub ses_certificate_file: PathBuf,
+    /// `POST /webhooks/postmark`: the Basic user name (the password is a secret).
+    pub postmark_user: String,
+    pub postmark_password_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    postmark_password: Option<SecretString>,
+    /// `POST /webhooks/sendgrid`: the Signed Event Webhook's public key, base64 DER.
+    pub sendgrid_public_key: String,
 }
 
 impl FeedbackSettings {
@@ -179,6 +190,42 @@ fn validate_return_path(raw: &Config, settings: &Settings, secrets: &Secrets) ->
             key,
             "its token is signed with the unsubscribe secret: set unsubscribe.secret_file or PATRON__UNSUBSCRIBE__SECRET",
         ));
+    }
+    Ok(())
+}
+
+/// The webhook settings: each provider wholly configured or not at all, its key readable.
+fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
+    use crate::feedback::webhook::{sendgrid, ses};
+    let topic = !feedback.ses_topic_arn.trim().is_empty();
+    let certificate = !feedback.ses_certificate_file.as_os_str().is_empty();
+    if topic && !certificate {
+        return Err(invalid(raw, "feedback.ses_certificate_file", "must be set with feedback.ses_topic_arn"));
+    }
+    if certificate && !topic {
+        return Err(invalid(raw, "feedback.ses_topic_arn", "must be set with feedback.ses_certificate_file"));
+    }
+    if certificate {
+        ses::certificate_key(&feedback.ses_certificate_file)
+            .map_err(|problem| invalid(raw, "feedback.ses_certificate_file", problem))?;
+    }
+    let user = !feedback.postmark_user.is_empty();
+    if user && secrets.postmark_password.is_none() {
+        return Err(invalid(
+            raw,
+            "feedback.postmark_user",
+            "needs a password: set PATRON__FEEDBACK__POSTMARK_PASSWORD or feedback.postmark_password_file",
+        ));
+    }
+    if !user && secrets.postmark_password.is_some() {
+        return Err(invalid(raw, "feedback.postmark_user", "must be set with the Postmark webhook password"));
+    }
+    if feedback.postmark_user.contains(':') {
+        return Err(invalid(raw, "feedback.postmark_user", "must not contain `:`"));
+    }
+    if !feedback.sendgrid_public_key.trim().is_empty() {
+        sendgrid::public_key(&feedback.sendgrid_public_key)
+            .map_err(|problem| invalid(raw, "feedback.sendgrid_public_key", problem))?;
     }
     Ok(())
 }
@@ -414,6 +461,8 @@ pub struct Secrets {
     pub unsubscribe_secret: Option<SecretString>,
     /// The DKIM signer, made from the key when `dkim.selector` is set.
     pub dkim: Option<Arc<Dkim>>,
+    /// The password of `POST /webhooks/postmark`'s Basic credentials.
+    pub postmark_password: Option<SecretString>,
 }
 
 impl From<config::ConfigError> for ConfigError {
@@ -442,12 +491,18 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     let secrets = take_secrets(&raw, &mut settings)?;
     validate(&raw, &settings)?;
     validate_return_path(&raw, &settings, &secrets)?;
+    validate_webhooks(&raw, &settings.feedback, &secrets)?;
     let warnings = readable_secret_files(&settings);
     Ok(Loaded { settings, secrets, warnings })
 }
 
 /// The keys a secret must never be given under in a settings file.
-const SECRET_KEYS: [(&str, &str); 3] = [("smtp", "password"), ("unsubscribe", "secret"), ("dkim", "private_key")];
+const SECRET_KEYS: [(&str, &str); 4] = [
+    ("smtp", "password"),
+    ("unsubscribe", "secret"),
+    ("dkim", "private_key"),
+    ("feedback", "postmark_password"),
+];
 
 /// A secret written into the settings file is refused, even when the
 /// environment also sets it (the environment's value would silently win).
@@ -476,6 +531,7 @@ fn readable_secret_files(settings: &Settings) -> Vec<String> {
         ("smtp.password_file", &settings.smtp.password_file),
         ("unsubscribe.secret_file", &settings.unsubscribe.secret_file),
         ("dkim.private_key_file", &settings.dkim.private_key_file),
+        ("feedback.postmark_password_file", &settings.feedback.postmark_password_file),
     ];
     files
         .into_iter()
@@ -556,8 +612,15 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
             ),
         ));
     }
+    let postmark_password = secret_from(
+        raw,
+        "feedback.postmark_password",
+        settings.feedback.postmark_password.take(),
+        "feedback.postmark_password_file",
+        &settings.feedback.postmark_password_file,
+    )?;
     let dkim = dkim_signer(raw, &mut settings.dkim)?;
-    Ok(Secrets { smtp_password, unsubscribe_secret, dkim })
+    Ok(Secrets { smtp_password, unsubscribe_secret, dkim, postmark_password })
 }
 
 /// The DKIM signer when `dkim.selector` is set. The key is read and checked

@@ -6,6 +6,9 @@
 //! `POST /unsubscribe?token=...` unsubscribes at once: that is the button,
 //! and the one-click request mail clients send (RFC 8058).
 //!
+//! `POST /webhooks/{provider}` takes the bounces, complaints and unsubscribes
+//! mail providers report ([`crate::feedback::webhook`]).
+//!
 //! [`serve_on`] accepts connections itself rather than through `axum::serve`,
 //! to bound what clients can hold: at most `http.max_connections` connections
 //! (and at most half the open-file limit), each closed when its request
@@ -16,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -33,6 +37,7 @@ use crate::config::HttpSettings;
 use crate::daemon::{self, Daemon};
 
 use crate::delivery::unsubscribe::{self, Signer, Token, TokenError};
+use crate::feedback::webhook::{self, Refused, Webhooks};
 
 #[derive(Clone)]
 struct AppState {
@@ -60,6 +65,54 @@ pub fn daemon_router(daemon: Arc<Daemon>) -> Router {
     match daemon::signer(&daemon) {
         Some(signer) => routes.merge(router(daemon::database(&daemon).clone(), signer)),
         None => routes,
+    }
+}
+
+/// `POST /webhooks/{provider}`, for the providers configured in `[feedback]`.
+pub fn webhook_router(webhooks: Arc<Webhooks>) -> Router {
+    Router::new()
+        .route("/webhooks/{provider}", post(receive_webhook))
+        .layer(DefaultBodyLimit::max(webhook::BODY_LIMIT))
+        .with_state(webhooks)
+}
+
+/// 200 once the events are recorded (or kept aside: providers retry on
+/// errors), 401 for a request that is not the provider's, 400 for a body that
+/// is not what it sends, 404 for a provider not configured, 503 when the
+/// database fails (the provider retries).
+async fn receive_webhook(
+    State(webhooks): State<Arc<Webhooks>>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match webhooks.receive(&provider, &headers, &body).await {
+        Ok(Ok(received)) => {
+            tracing::info!(
+                provider = %provider,
+                recorded = received.recorded,
+                repeated = received.repeated,
+                aside = received.aside,
+                ignored = received.ignored,
+                "webhook events received"
+            );
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        Ok(Err(refused)) => {
+            let status = match refused {
+                Refused::NotConfigured => StatusCode::NOT_FOUND,
+                Refused::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                Refused::Malformed(_) => StatusCode::BAD_REQUEST,
+            };
+            if status != StatusCode::NOT_FOUND {
+                tracing::warn!(provider = %provider, "webhook request refused: {refused}");
+            }
+            (status, format!("{refused}\n")).into_response()
+        }
+        Err(error) => {
+            tracing::error!(provider = %provider, "recording webhook events failed: {error}");
+            (StatusCode::SERVICE_UNAVAILABLE, "please retry\n").into_response()
+        }
     }
 }
 

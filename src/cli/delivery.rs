@@ -1,5 +1,7 @@
 //! `patron send`, `patron serve` and `patron outbox retry`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -11,6 +13,7 @@ use crate::campaign::Catalog;
 use crate::config::Loaded;
 use crate::delivery::outbox::{self, Requeue};
 use crate::delivery::{self, Options, Sender, Transport};
+use crate::feedback::webhook::Webhooks;
 use crate::{db, http};
 
 #[derive(Debug, Args)]
@@ -80,10 +83,14 @@ pub async fn serve(loaded: &Loaded) -> anyhow::Result<()> {
         )
     })?;
     let conn = db::open(settings).await?;
+    let mut router = http::router(conn.clone(), signer);
+    if let Some(webhooks) = Webhooks::new(conn, loaded).await? {
+        router = router.merge(http::webhook_router(Arc::new(webhooks)));
+    }
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    http::serve(&settings.http, http::router(conn, signer), shutdown).await
+    http::serve(&settings.http, router, shutdown).await
 }
 
 #[derive(Debug, Subcommand)]

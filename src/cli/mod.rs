@@ -170,6 +170,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# smtp password: {}", secret_state(&loaded.secrets.smtp_password));
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
             println!("# dkim private key: {}", if loaded.secrets.dkim.is_some() { "set" } else { "not set" });
+            println!("# postmark webhook password: {}", secret_state(&loaded.secrets.postmark_password));
             Ok(())
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,

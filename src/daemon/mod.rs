@@ -40,6 +40,7 @@ use crate::campaign::{Campaign, Catalog};
 use crate::config::Loaded;
 use crate::delivery::pause::{self as delivery_pause, Backoff};
 use crate::delivery::{self, Options, Sender, Transport};
+use crate::feedback::webhook::Webhooks;
 use crate::model::train::TrainRequest;
 use crate::{db, http, model, scoring};
 use leader::Leadership;
@@ -143,7 +144,12 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(4);
     let listener = http::bind(&settings.http).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(http::serve_on(listener, http::daemon_router(daemon.clone()), wait_for(stop.clone())));
+    let mut router = http::daemon_router(daemon.clone());
+    // The webhooks keep the [feedback] settings the daemon started with.
+    if let Some(webhooks) = Webhooks::new(daemon.db.clone(), &daemon.loaded()).await? {
+        router = router.merge(http::webhook_router(Arc::new(webhooks)));
+    }
+    tasks.spawn(http::serve_on(listener, router, wait_for(stop.clone())));
     let _watcher = watch::campaigns(&settings.campaigns_dir, reload_tx.clone());
     let sender_daemon = daemon.clone();
     let sender_stop = stop.clone();

@@ -12,6 +12,7 @@
 pub mod breaker;
 pub mod maildir;
 pub mod report;
+pub mod webhook;
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict, Order, Query};

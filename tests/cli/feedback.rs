@@ -29,7 +29,7 @@ fn report(name: &str, return_path: &str, message_id: &str, recipient: &str) -> S
 }
 
 /// The settings every command of these tests shares with `patron send`.
-fn feedback_env(command: &mut Command) -> &mut Command {
+pub(crate) fn feedback_env(command: &mut Command) -> &mut Command {
     command
         .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
         .env("PATRON__DELIVERY__RETURN_PATH", RETURN_PATH)
@@ -51,23 +51,23 @@ fn maildir(env: &TestEnv, dir: &str) -> Run {
 }
 
 /// The envelope sender and Message-ID of the message each address received.
-struct Sent {
-    verp: String,
-    message_id: String,
+pub(crate) struct Sent {
+    pub(crate) verp: String,
+    pub(crate) message_id: String,
 }
 
-fn sent_to(server: &SmtpServer, address: &str) -> Sent {
+pub(crate) fn sent_to(server: &SmtpServer, address: &str) -> Sent {
     let message = server.received().into_iter().find(|m| m.recipients == [address]).expect("a message to the address");
     let parsed = mail_parser::MessageParser::default().parse(&message.data).unwrap();
     Sent { verp: message.sender, message_id: format!("<{}>", parsed.message_id().unwrap()) }
 }
 
-fn suppressions(env: &TestEnv) -> Vec<String> {
+pub(crate) fn suppressions(env: &TestEnv) -> Vec<String> {
     env.strings("SELECT email || ' ' || reason FROM suppressions ORDER BY email")
 }
 
 /// 20 customers, one run sent through the test SMTP server with VERP.
-fn sent_campaign(env: &TestEnv) -> SmtpServer {
+pub(crate) fn sent_campaign(env: &TestEnv) -> SmtpServer {
     customers(env, 20);
     plan(env);
     let server = SmtpServer::start();

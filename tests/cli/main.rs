@@ -24,3 +24,4 @@ mod privacy;
 mod reports;
 mod scoring;
 mod segments;
+mod webhooks;
