@@ -99,7 +99,7 @@ fn keep_aside(dir: &Path, bytes: &[u8], reason: &str) -> anyhow::Result<PathBuf>
     let name = format!(
         "{}-{}.eml",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        hex::encode(&digest[..6])
     );
     let path = dir.join(name);
     std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;

@@ -57,7 +57,7 @@ impl ReturnPath {
         let token = address.strip_prefix(&self.prefix)?.strip_suffix(&self.suffix)?;
         let (id, tag) = token.split_once('-')?;
         let id: i64 = id.parse().ok().filter(|id| *id > 0)?;
-        let tag = hex_decode(tag).filter(|tag| tag.len() == TAG_BYTES)?;
+        let tag = hex::decode(tag).ok().filter(|tag| tag.len() == TAG_BYTES)?;
         // Constant-time comparison with the leading bytes of the MAC.
         self.mac(id).verify_truncated_left(&tag).ok()?;
         Some(id)
@@ -71,15 +71,8 @@ impl ReturnPath {
     }
 
     fn tag(&self, outbox_id: i64) -> String {
-        self.mac(outbox_id).finalize().into_bytes()[..TAG_BYTES].iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(&self.mac(outbox_id).finalize().into_bytes()[..TAG_BYTES])
     }
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

@@ -47,27 +47,22 @@ fn over_limit(counts: Counts, limits: &Limits) -> Option<String> {
     if counts.sends == 0 || counts.sends < limits.min_sample {
         return None;
     }
-    let rate = |n: u64| n as f64 / counts.sends as f64;
     let days = limits.window.num_days();
-    if rate(counts.complaints) > limits.max_complaint_rate {
-        return Some(format!(
-            "spam complaint rate {:.2}% ({} of {} sends in {days} days) is over feedback.max_complaint_rate {}%",
-            100.0 * rate(counts.complaints),
-            counts.complaints,
-            counts.sends,
-            100.0 * limits.max_complaint_rate
-        ));
-    }
-    if rate(counts.hard_bounces) > limits.max_bounce_rate {
-        return Some(format!(
-            "hard bounce rate {:.2}% ({} of {} sends in {days} days) is over feedback.max_bounce_rate {}%",
-            100.0 * rate(counts.hard_bounces),
-            counts.hard_bounces,
-            counts.sends,
-            100.0 * limits.max_bounce_rate
-        ));
-    }
-    None
+    let checks = [
+        ("spam complaint", counts.complaints, "max_complaint_rate", limits.max_complaint_rate),
+        ("hard bounce", counts.hard_bounces, "max_bounce_rate", limits.max_bounce_rate),
+    ];
+    checks.into_iter().find_map(|(what, n, key, limit)| {
+        let rate = n as f64 / counts.sends as f64;
+        (rate > limit).then(|| {
+            format!(
+                "{what} rate {:.2}% ({n} of {} sends in {days} days) is over feedback.{key} {}%",
+                100.0 * rate,
+                counts.sends,
+                100.0 * limit
+            )
+        })
+    })
 }
 
 async fn campaign_of<C: ConnectionTrait>(db: &C, run_id: i64) -> Result<Option<String>, DbErr> {

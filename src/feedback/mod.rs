@@ -166,7 +166,7 @@ impl Intake {
         let report = report::parse(bytes, self.rules.unsubscribe_mailto.as_deref());
         let report_key = match &report.report_id {
             Some(id) => format!("id:{id}"),
-            None => format!("sha256:{}", hex(&Sha256::digest(bytes))),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
         };
         let mut return_addresses = envelope_recipients.to_vec();
         return_addresses.extend(report.return_addresses.iter().cloned());
@@ -378,10 +378,6 @@ fn outbox_id_of_message_id(message_id: &str, installation: &str) -> Option<i64> 
     let mut parts = local.split('.');
     let (outbox, _run, install, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     (install == installation && tag == "patron" && parts.next().is_none()).then(|| outbox.parse().ok())?
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
