@@ -8,13 +8,12 @@
 
 mod support;
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{measure, measure_with};
+use support::{measure, measure_with, write_customers};
 
 const CONCURRENCY: usize = 8;
 
@@ -89,14 +88,6 @@ fn bench(messages: u64) {
 }
 
 /// Customers C1..Cn, all with consent.
-fn write_customers(dir: &Path, n: u64) {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("customers.csv")).expect("csv"));
-    writeln!(file, "customer_id,email,first_name,marketing_consent").unwrap();
-    for i in 1..=n {
-        writeln!(file, "C{i},c{i}@example.com,Name{i},true").unwrap();
-    }
-}
-
 /// The size of one message as patron writes it (the file transport, one customer),
 /// so that smtp-source sends messages of the same size.
 fn sample_size(dir: &Path) -> usize {

@@ -153,6 +153,15 @@ pub struct FeedbackSettings {
     postmark_password: Option<SecretString>,
     /// `POST /webhooks/sendgrid`: the Signed Event Webhook's public key, base64 DER.
     pub sendgrid_public_key: String,
+    /// The IMAP mailbox the daemon polls for bounces (`imaps://user@host/INBOX`); empty: none.
+    pub imap_url: String,
+    pub imap_password_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    imap_password: Option<SecretString>,
+    pub imap_poll_interval: String,
+    /// The folder read messages move to; empty: they stay, marked as read.
+    pub imap_move_to: String,
 }
 
 impl FeedbackSettings {
@@ -162,6 +171,10 @@ impl FeedbackSettings {
 
     pub fn soft_bounce_window(&self) -> chrono::Duration {
         crate::duration::parse(&self.soft_bounce_window).expect("checked when the settings were loaded")
+    }
+
+    pub fn imap_poll_interval(&self) -> chrono::Duration {
+        crate::duration::parse(&self.imap_poll_interval).expect("checked when the settings were loaded")
     }
 }
 
@@ -230,11 +243,33 @@ fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secret
     Ok(())
 }
 
+/// `feedback.imap_url`: a mailbox patron can log in to without sending its
+/// password in the clear over a network.
+fn validate_imap(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
+    if feedback.imap_url.trim().is_empty() {
+        return Ok(());
+    }
+    crate::feedback::imap::Mailbox::parse(&feedback.imap_url).map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
+    if secrets.imap_password.is_none() {
+        return Err(invalid(
+            raw,
+            "feedback.imap_url",
+            "needs a password: set PATRON__FEEDBACK__IMAP_PASSWORD or feedback.imap_password_file",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_feedback(raw: &Config, feedback: &FeedbackSettings) -> Result<(), ConfigError> {
     if feedback.soft_bounce_limit == 0 {
         return Err(invalid(raw, "feedback.soft_bounce_limit", "must be at least 1"));
     }
-    for (key, text) in [("feedback.soft_bounce_window", &feedback.soft_bounce_window), ("feedback.rate_window", &feedback.rate_window)] {
+    let windows = [
+        ("feedback.soft_bounce_window", &feedback.soft_bounce_window),
+        ("feedback.rate_window", &feedback.rate_window),
+        ("feedback.imap_poll_interval", &feedback.imap_poll_interval),
+    ];
+    for (key, text) in windows {
         let window = crate::duration::parse(text).map_err(|p| invalid(raw, key, p))?;
         if window.is_zero() {
             return Err(invalid(raw, key, "must be longer than 0s"));
@@ -463,6 +498,8 @@ pub struct Secrets {
     pub dkim: Option<Arc<Dkim>>,
     /// The password of `POST /webhooks/postmark`'s Basic credentials.
     pub postmark_password: Option<SecretString>,
+    /// The password of the `feedback.imap_url` mailbox.
+    pub imap_password: Option<SecretString>,
 }
 
 impl From<config::ConfigError> for ConfigError {
@@ -492,16 +529,18 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
     validate(&raw, &settings)?;
     validate_return_path(&raw, &settings, &secrets)?;
     validate_webhooks(&raw, &settings.feedback, &secrets)?;
+    validate_imap(&raw, &settings.feedback, &secrets)?;
     let warnings = readable_secret_files(&settings);
     Ok(Loaded { settings, secrets, warnings })
 }
 
 /// The keys a secret must never be given under in a settings file.
-const SECRET_KEYS: [(&str, &str); 4] = [
+const SECRET_KEYS: [(&str, &str); 5] = [
     ("smtp", "password"),
     ("unsubscribe", "secret"),
     ("dkim", "private_key"),
     ("feedback", "postmark_password"),
+    ("feedback", "imap_password"),
 ];
 
 /// A secret written into the settings file is refused, even when the
@@ -532,6 +571,7 @@ fn readable_secret_files(settings: &Settings) -> Vec<String> {
         ("unsubscribe.secret_file", &settings.unsubscribe.secret_file),
         ("dkim.private_key_file", &settings.dkim.private_key_file),
         ("feedback.postmark_password_file", &settings.feedback.postmark_password_file),
+        ("feedback.imap_password_file", &settings.feedback.imap_password_file),
     ];
     files
         .into_iter()
@@ -619,8 +659,15 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
         "feedback.postmark_password_file",
         &settings.feedback.postmark_password_file,
     )?;
+    let imap_password = secret_from(
+        raw,
+        "feedback.imap_password",
+        settings.feedback.imap_password.take(),
+        "feedback.imap_password_file",
+        &settings.feedback.imap_password_file,
+    )?;
     let dkim = dkim_signer(raw, &mut settings.dkim)?;
-    Ok(Secrets { smtp_password, unsubscribe_secret, dkim, postmark_password })
+    Ok(Secrets { smtp_password, unsubscribe_secret, dkim, postmark_password, imap_password })
 }
 
 /// The DKIM signer when `dkim.selector` is set. The key is read and checked

@@ -76,6 +76,16 @@ pub fn generate(dir: &Path, customers: u64) {
     println!("generate {customers} customers: {:.1} s", run.seconds);
 }
 
+/// `dir/customers.csv`: customers C1..Cn with consent, at c<i>@example.com.
+pub fn write_customers(dir: &Path, n: u64) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("customers.csv")).expect("csv"));
+    writeln!(file, "customer_id,email,first_name,marketing_consent").unwrap();
+    for i in 1..=n {
+        writeln!(file, "C{i},c{i}@example.com,Name{i},true").unwrap();
+    }
+}
+
 /// Generates synthetic data (see [`generate`]) and imports all three files into `dir`'s database.
 pub fn generate_and_import(dir: &Path, customers: u64) {
     generate(dir, customers);

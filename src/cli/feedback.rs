@@ -1,6 +1,6 @@
 //! `patron feedback ingest`: bounces, spam complaints and unsubscribe
-//! requests, one message on standard input (a mail server's pipe) or the new
-//! messages of a Maildir folder.
+//! requests, one message on standard input (a mail server's pipe), the new
+//! messages of a Maildir folder, or the unread ones of the IMAP mailbox.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Loaded;
 use crate::db;
-use crate::feedback::{Ingested, Intake, Rules, maildir};
+use crate::feedback::{Ingested, Intake, Rules, Summary, imap, maildir};
 
 #[derive(Debug, Subcommand)]
 pub enum FeedbackCommand {
@@ -28,8 +28,12 @@ pub enum FeedbackCommand {
 pub struct IngestArgs {
     /// Read every message in DIR/new instead: used ones move to DIR/cur, the others
     /// to DIR/failed with a .reason file beside them.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "imap")]
     pub maildir: Option<PathBuf>,
+    /// Read the unread messages of the feedback.imap_url mailbox instead (as the
+    /// daemon does every feedback.imap_poll_interval).
+    #[arg(long)]
+    pub imap: bool,
     /// The address the message was delivered to, if the mail server does not set
     /// $ORIGINAL_RECIPIENT or $RECIPIENT (which are read by themselves).
     #[arg(long, value_name = "ADDRESS")]
@@ -43,6 +47,9 @@ pub struct TryAgainLater(pub anyhow::Error);
 
 pub async fn run(loaded: anyhow::Result<Loaded>, command: &FeedbackCommand) -> anyhow::Result<()> {
     let FeedbackCommand::Ingest(args) = command;
+    if args.imap {
+        return from_imap(&loaded?).await;
+    }
     match &args.maildir {
         Some(dir) => from_maildir(&loaded?, dir).await,
         // Whatever goes wrong with a piped message, the mail server must keep it.
@@ -58,15 +65,25 @@ async fn intake(loaded: &Loaded) -> anyhow::Result<Intake> {
 async fn from_maildir(loaded: &Loaded, dir: &Path) -> anyhow::Result<()> {
     let intake = intake(loaded).await?;
     let summary = maildir::ingest(&intake, dir).await?;
-    println!(
-        "{}: {} message(s), {} event(s) recorded, {} already recorded, {} kept aside in failed/",
-        dir.display(),
-        summary.messages,
-        summary.events,
-        summary.repeated,
-        summary.aside
-    );
+    println!("{}: {} in failed/", dir.display(), described(&summary));
     Ok(())
+}
+
+async fn from_imap(loaded: &Loaded) -> anyhow::Result<()> {
+    let Some(account) = imap::Account::from_settings(loaded) else {
+        anyhow::bail!("feedback.imap_url is not set: there is no mailbox to read");
+    };
+    let intake = intake(loaded).await?;
+    let summary = imap::poll(&intake, &account).await?;
+    println!("{}: {} (flagged)", account.mailbox, described(&summary));
+    Ok(())
+}
+
+fn described(summary: &Summary) -> String {
+    format!(
+        "{} message(s), {} event(s) recorded, {} already recorded, {} kept aside",
+        summary.messages, summary.events, summary.repeated, summary.aside
+    )
 }
 
 async fn from_stdin(loaded: anyhow::Result<Loaded>, recipients: &[String]) -> anyhow::Result<()> {

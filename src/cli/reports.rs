@@ -11,7 +11,7 @@ use super::models::parse_as_of;
 use crate::config::Settings;
 use crate::report::campaign::{self, CampaignReport, Comparison};
 use crate::report::customers::{self, CustomerReport};
-use crate::report::{cents, html, money, p_value, percent, points};
+use crate::report::{cents, html, money, p_value, percent, points, small_percent};
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
@@ -134,10 +134,32 @@ fn campaign_text(r: &CampaignReport) -> String {
             if run.window_complete { "" } else { "  (window still open)" },
         );
     }
+    text += &deliverability_text(r);
     text += "\nall runs:\n";
     text += &comparison_text(&r.overall);
     if !r.variants.is_empty() {
         text += &variants_text(r);
+    }
+    text
+}
+
+/// What came back from each run's messages: bounces and spam complaints.
+fn deliverability_text(r: &CampaignReport) -> String {
+    let mut text = format!(
+        "\nbounces and complaints (share of the messages handed to the mail server):\n{:>6}  {:>8}  {:>16}  {:>16}  {:>16}\n",
+        "run", "handed", "hard bounces", "soft bounces", "complaints"
+    );
+    for run in &r.runs {
+        let f = &run.feedback;
+        let cell = |n: u64, rate: Option<f64>| format!("{n} ({})", small_percent(rate));
+        text += &format!(
+            "{:>6}  {:>8}  {:>16}  {:>16}  {:>16}\n",
+            run.run_id,
+            run.delivery.sent + run.delivery.unknown + run.delivery.failed,
+            cell(f.hard_bounces, f.hard_bounce_rate),
+            cell(f.soft_bounces, f.soft_bounce_rate),
+            cell(f.complaints, f.complaint_rate),
+        );
     }
     text
 }

@@ -2,8 +2,8 @@
 //! also run once from the command line:
 //!
 //! - the scheduler (leader only): campaign fires, the timed loyalty
-//!   recompute, scoring and training, and fresh scores before a campaign
-//!   plans on stale ones;
+//!   recompute, scoring and training, fresh scores before a campaign
+//!   plans on stale ones, and reads of the feedback mailbox;
 //! - the sender (every daemon), draining the outbox every `send_interval`,
 //!   pausing with back-off while the SMTP server cannot be used, and started
 //!   again if it ever dies (`/readyz` fails meanwhile);
@@ -18,6 +18,7 @@
 
 pub mod demo;
 pub mod leader;
+mod mailbox;
 pub mod metrics;
 pub mod systemd;
 mod watch;
@@ -353,6 +354,7 @@ async fn schedule_loop(
     let mut score_timer = Timer::new(&settings.daemon.score_schedule, now);
     let mut train_timer = Timer::new(&settings.daemon.train_schedule, now);
     let mut loyalty_timer = Timer::new(&settings.daemon.loyalty_schedule, now);
+    let mut feedback_mailbox = mailbox::MailboxPoll::default();
     let mut was_leader = false;
     loop {
         if pause(StdDuration::from_secs(1), &mut stop).await {
@@ -381,6 +383,7 @@ async fn schedule_loop(
         if score_timer.due(now) {
             score(&daemon.db, &loaded, now).await;
         }
+        feedback_mailbox.tick(&daemon.db, &loaded, now);
         let catalog = daemon.catalog();
         let campaigns: Vec<&Campaign> = catalog.campaigns().collect();
         if scores_are_stale(&daemon.db, &loaded, now).await && any_due(&daemon.db, &scheduler, &campaigns, now).await {

@@ -8,11 +8,12 @@
 //! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
-//! back to its outbox row.
+//! back to its outbox row; [`feedback_log`] records what came back.
 
 pub mod campaign_pause;
 pub mod compose;
 pub mod dkim;
+pub mod feedback_log;
 pub mod outbox;
 pub mod pause;
 pub mod sender;

@@ -13,6 +13,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
+use super::feedback_log::{self, EventKind, NewEvent};
 use super::unsubscribe;
 
 /// One claimed row and what the sender needs to know about its run.
@@ -129,6 +130,7 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
                 update.value("state", "failed").value("last_error", error.clone());
                 if let Some(email) = bounced {
                     unsubscribe::suppress(&txn, email, Some(row.customer_id), "bounced", "smtp").await?;
+                    record_refusal(&txn, row, email, error, now).await?;
                 }
             }
             Fate::Suppressed { reason } => {
@@ -151,6 +153,42 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
         txn.execute(&update).await?;
     }
     txn.commit().await
+}
+
+/// A recipient the mail server refused outright is a hard bounce like one
+/// reported later by mail or webhook: it goes into `feedback_events` (kind
+/// `hard_bounce`, source `smtp`), so that reports and the circuit breaker
+/// count both. Once per outbox row.
+async fn record_refusal<C: ConnectionTrait>(
+    db: &C,
+    row: &Claimed,
+    email: &str,
+    reply: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    // "permanent error (550): 5.1.1 <...>: User unknown": the enhanced status code, when the server gives one.
+    let status = reply.split_whitespace().find(|word| is_enhanced_status(word));
+    let email = email.to_lowercase();
+    let event = NewEvent {
+        received_at: now,
+        kind: EventKind::HardBounce,
+        status,
+        diagnostic: Some(reply),
+        email: Some(&email),
+        message: Some((row.id, row.run_id, row.customer_id)),
+        source: "smtp",
+        matched_by: Some("outbox"),
+        fingerprint: &format!("smtp:{}", row.id),
+    };
+    feedback_log::insert(db, &event).await.map(drop)
+}
+
+/// `5.1.1`: a class digit and two numbers (RFC 3463).
+fn is_enhanced_status(code: &str) -> bool {
+    let parts: Vec<&str> = code.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Gives rows back unsent (on a stop, or when the server cannot be used),
@@ -275,6 +313,16 @@ pub fn backoff(attempts: i32, first: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_enhanced_status_code_is_a_class_and_two_numbers() {
+        for code in ["5.1.1", "4.7.0", "5.7.26", "2.0.0", "5.123.999"] {
+            assert!(is_enhanced_status(code), "{code}");
+        }
+        for code in ["550", "5.1", "6.1.1", "5.1.1.1", "5.x.1", "<c7@example.com>:", "5.1.1234"] {
+            assert!(!is_enhanced_status(code), "{code}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum_with_jitter() {

@@ -116,19 +116,32 @@ pub async fn suppress<C: ConnectionTrait>(
     reason: &str,
     source: &str,
 ) -> Result<(), DbErr> {
-    let insert = Query::insert()
-        .into_table("suppressions")
-        .columns(["email", "customer_id", "reason", "source", "created_at"])
-        .values_panic([
-            email.to_lowercase().into(),
-            customer_id.into(),
-            reason.into(),
-            source.into(),
-            Utc::now().into(),
-        ])
-        .on_conflict(OnConflict::column("email").do_nothing().to_owned())
-        .to_owned();
-    db.execute(&insert).await?;
+    suppress_all(db, &[(email.to_owned(), customer_id, reason)], source).await
+}
+
+/// [`suppress`] for many addresses, `(email, customer id, reason)`, a few
+/// hundred to a statement; the first reason of an address wins.
+pub async fn suppress_all<C: ConnectionTrait>(
+    db: &C,
+    suppressions: &[(String, Option<i64>, &str)],
+    source: &str,
+) -> Result<(), DbErr> {
+    let now = Utc::now();
+    for chunk in suppressions.chunks(500) {
+        let mut insert = Query::insert();
+        insert.into_table("suppressions").columns(["email", "customer_id", "reason", "source", "created_at"]);
+        for (email, customer_id, reason) in chunk {
+            insert.values_panic([
+                email.to_lowercase().into(),
+                (*customer_id).into(),
+                (*reason).into(),
+                source.into(),
+                now.into(),
+            ]);
+        }
+        insert.on_conflict(OnConflict::column("email").do_nothing().to_owned());
+        db.execute(&insert).await?;
+    }
     Ok(())
 }
 

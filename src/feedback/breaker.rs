@@ -24,6 +24,7 @@ pub struct Limits {
 /// A campaign's recent sends and what came back from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
+    /// Messages handed to the mail server: sent, perhaps sent, or refused by it.
     sends: u64,
     complaints: u64,
     hard_bounces: u64,
@@ -76,8 +77,8 @@ async fn counts<C: ConnectionTrait>(db: &C, campaign: &str, since: chrono::DateT
         .expr(Expr::col("id").count())
         .from("outbox")
         .and_where(Expr::col("run_id").in_subquery(runs.clone()))
-        .and_where(Expr::col("state").eq("sent"))
-        .and_where(Expr::col("sent_at").gte(since))
+        .and_where(Expr::col("state").is_in(["sent", "unknown", "failed"]))
+        .and_where(Expr::col("updated_at").gte(since))
         .to_owned();
     let events = |kind: EventKind| {
         Query::select()

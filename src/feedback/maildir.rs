@@ -5,23 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Ingested, Intake};
+use super::{Ingested, Intake, Summary};
 
 /// The most bytes read of one message: a report quotes the start of the
 /// original, and a larger file is not a report.
 pub const MAX_MESSAGE_BYTES: u64 = 10 << 20;
-
-/// What one pass over a Maildir did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub messages: usize,
-    /// Events recorded now.
-    pub events: usize,
-    /// Events already recorded from an earlier delivery of the same report.
-    pub repeated: usize,
-    /// Messages moved to `failed/`.
-    pub aside: usize,
-}
 
 /// Why a Maildir could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +26,13 @@ impl MaildirError {
     }
 }
 
+/// Messages read in one transaction, up to [`BATCH_BYTES`] together.
+const BATCH_MESSAGES: usize = 500;
+const BATCH_BYTES: usize = 32 << 20;
+
 /// Reads every message in `dir/new`, in name order (delivery order for
-/// most servers).
+/// most servers), in batches of one transaction each: a message moves out
+/// of `new/` only once its batch is committed.
 pub async fn ingest(intake: &Intake, dir: &Path) -> Result<Summary, MaildirError> {
     let new = dir.join("new");
     let (cur, failed) = (dir.join("cur"), dir.join("failed"));
@@ -50,29 +43,41 @@ pub async fn ingest(intake: &Intake, dir: &Path) -> Result<Summary, MaildirError
         std::fs::create_dir_all(folder).map_err(|e| MaildirError::folder(folder, e))?;
     }
     let mut summary = Summary::default();
-    for path in messages_in(&new)? {
-        let name = path.file_name().expect("a file in new/").to_owned();
-        let bytes = read_message(&path)?;
-        summary.messages += 1;
-        match intake.ingest(&bytes, "maildir", &[]).await? {
-            Ingested::Recorded { new, repeated } => {
-                summary.events += new;
-                summary.repeated += repeated;
-                let mut seen = name.clone();
-                seen.push(":2,S");
-                move_to(&path, &cur.join(seen))?;
-            }
-            Ingested::Aside(reason) => {
-                summary.aside += 1;
-                let target = failed.join(&name);
-                move_to(&path, &target)?;
-                let mut reason_file = target.into_os_string();
-                reason_file.push(".reason");
-                std::fs::write(&reason_file, format!("{reason}\n")).map_err(|e| MaildirError::folder(Path::new(&reason_file), e))?;
-            }
+    let mut paths = messages_in(&new)?.into_iter().peekable();
+    while paths.peek().is_some() {
+        let (mut batch, mut messages, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some(path) = paths.next_if(|_| batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES) {
+            let message = read_message(&path)?;
+            bytes += message.len();
+            messages.push(message);
+            batch.push(path);
+        }
+        let ingested = intake.ingest_batch(&messages, "maildir").await?;
+        for (path, ingested) in batch.iter().zip(ingested) {
+            summary.add(&ingested);
+            file_away(path, &ingested, &cur, &failed)?;
         }
     }
     Ok(summary)
+}
+
+/// Moves a message that was read to `cur/`, or one kept aside to `failed/` beside its reason.
+fn file_away(path: &Path, ingested: &Ingested, cur: &Path, failed: &Path) -> Result<(), MaildirError> {
+    let name = path.file_name().expect("a file in new/").to_owned();
+    match ingested {
+        Ingested::Recorded { .. } => {
+            let mut seen = name;
+            seen.push(":2,S");
+            move_to(path, &cur.join(seen))
+        }
+        Ingested::Aside(reason) => {
+            let target = failed.join(&name);
+            move_to(path, &target)?;
+            let mut reason_file = target.into_os_string();
+            reason_file.push(".reason");
+            std::fs::write(&reason_file, format!("{reason}\n")).map_err(|e| MaildirError::folder(Path::new(&reason_file), e))
+        }
+    }
 }
 
 /// The regular files of `folder` (Maildir names never start with a dot).

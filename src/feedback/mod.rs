@@ -10,16 +10,23 @@
 //! message. A report about no message of patron's changes nothing.
 
 pub mod breaker;
+pub mod imap;
 pub mod maildir;
 pub mod report;
 pub mod webhook;
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{Duration, Utc};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, OnConflict, Order, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 use sha2::{Digest, Sha256};
 
 use crate::config::Loaded;
+pub use crate::delivery::feedback_log::EventKind;
+use crate::delivery::feedback_log::{self, NewEvent};
 use crate::delivery::unsubscribe;
 use crate::delivery::verp::ReturnPath;
 use report::{Kind, Report};
@@ -64,12 +71,42 @@ pub enum Ingested {
     Aside(String),
 }
 
+/// What one pass over a mailbox (a Maildir, an IMAP folder) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub messages: usize,
+    /// Events recorded now.
+    pub events: usize,
+    /// Events already recorded from an earlier delivery of the same report.
+    pub repeated: usize,
+    /// Messages kept aside.
+    pub aside: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, ingested: &Ingested) {
+        self.messages += 1;
+        match ingested {
+            Ingested::Recorded { new, repeated } => {
+                self.events += new;
+                self.repeated += repeated;
+            }
+            Ingested::Aside(_) => self.aside += 1,
+        }
+    }
+}
+
 /// Reads incoming messages into events and suppressions.
 pub struct Intake {
     db: DatabaseConnection,
     rules: Rules,
     installation: String,
 }
+
+/// Runs with new complaints or hard bounces in a transaction: their
+/// campaigns' circuit breakers are checked once it is committed, once per
+/// message or batch, since a check counts the campaign's recent sends.
+type Tripped = BTreeSet<i64>;
 
 /// The outbox row a report answers.
 #[derive(Debug, Clone)]
@@ -78,34 +115,6 @@ struct Target {
     run_id: i64,
     customer_id: i64,
     email: String,
-}
-
-/// What an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A permanent failure (5.x.x): the address is suppressed.
-    HardBounce,
-    /// A temporary failure (4.x.x, delayed): counted, suppresses at the limit.
-    SoftBounce,
-    /// A spam complaint: the address is suppressed.
-    Complaint,
-    /// A request to receive no more mail.
-    Unsubscribe,
-    /// A message kept aside: not a report, or about no message of patron's.
-    Aside,
-}
-
-impl EventKind {
-    /// The name in `feedback_events.kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::HardBounce => "hard_bounce",
-            EventKind::SoftBounce => "soft_bounce",
-            EventKind::Complaint => "complaint",
-            EventKind::Unsubscribe => "unsubscribe",
-            EventKind::Aside => "aside",
-        }
-    }
 }
 
 /// An event a mail provider reports by webhook, once its request is authenticated.
@@ -137,11 +146,30 @@ impl Event {
         Event { kind: EventKind::Aside, status: None, diagnostic: Some(reason.to_owned()), email: None, target: None, matched_by: None }
     }
 
-    /// The event's key: the report it came from, its kind, address and status.
+    /// The event's key: the report it came from, its kind, address and status
+    /// (a message kept aside: the report alone).
     fn fingerprint(&self, report: &str) -> String {
+        if self.kind == EventKind::Aside {
+            return format!("{report}|aside");
+        }
         let about = self.email.as_deref().unwrap_or_default();
         format!("{report}|{}|{about}|{}", self.kind.as_str(), self.status.as_deref().unwrap_or(""))
     }
+}
+
+/// A message parsed, with what identifies it.
+struct Parsed {
+    report: Report,
+    /// The report's own Message-ID, or a hash of its bytes.
+    key: String,
+    /// Where it was delivered (its VERP addresses), from the envelope and its headers.
+    return_addresses: Vec<String>,
+}
+
+/// A message read but not recorded yet: its events, or why it is kept aside.
+enum Reading {
+    Events(Vec<Event>),
+    Aside(String),
 }
 
 /// Where a message may be identified: its VERP addresses, its Message-ID, its recipient.
@@ -151,7 +179,15 @@ struct Clues<'a> {
     recipient: Option<&'a str>,
 }
 
+/// The outbox rows that a batch names by VERP token or Message-ID, fetched
+/// in one query, each with the Message-ID it was sent with.
+#[derive(Default)]
+struct Known(HashMap<i64, (Target, Option<String>)>);
+
 const NOT_OURS: &str = "a report about no message that patron sent (no VERP token, Message-ID or recipient of ours)";
+
+/// Rows per multi-row statement.
+const ROWS_PER_STATEMENT: usize = 500;
 
 impl Intake {
     pub async fn new(db: DatabaseConnection, rules: Rules) -> Result<Self, DbErr> {
@@ -163,65 +199,146 @@ impl Intake {
     /// `maildir`, ...); `envelope_recipients` are addresses it was delivered
     /// to that its headers may not show (the pipe's `$ORIGINAL_RECIPIENT`).
     pub async fn ingest(&self, bytes: &[u8], source: &str, envelope_recipients: &[String]) -> Result<Ingested, DbErr> {
-        let report = report::parse(bytes, self.rules.unsubscribe_mailto.as_deref());
-        let report_key = match &report.report_id {
-            Some(id) => format!("id:{id}"),
-            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
-        };
-        let mut return_addresses = envelope_recipients.to_vec();
-        return_addresses.extend(report.return_addresses.iter().cloned());
-        match self.events(&report, &return_addresses).await? {
-            Ok(events) => self.record_all(&events, source, &report_key).await,
-            Err(reason) => {
-                self.record(&Event::aside(&reason), source, &format!("{report_key}|aside")).await?;
-                Ok(Ingested::Aside(reason))
-            }
-        }
+        let parsed = self.parse(bytes, envelope_recipients);
+        let mut ingested = self.read(vec![parsed], source).await?;
+        Ok(ingested.remove(0))
+    }
+
+    /// Reads several messages in one transaction (all or none of them
+    /// recorded): their outbox rows are looked up in one query and their
+    /// events written in one statement, so a backlog is read at the speed of
+    /// the database's bulk statements rather than of one round trip per row.
+    pub async fn ingest_batch(&self, messages: &[Vec<u8>], source: &str) -> Result<Vec<Ingested>, DbErr> {
+        let parsed = messages.iter().map(|bytes| self.parse(bytes, &[])).collect();
+        self.read(parsed, source).await
+    }
+
+    /// Keeps aside a message that is not read at all (too large, say), with the reason.
+    pub async fn set_aside(&self, reason: &str, source: &str, key: &str) -> Result<Ingested, DbErr> {
+        let txn = self.begin().await?;
+        let mut tripped = Tripped::new();
+        self.record(&txn, &[(Event::aside(reason), format!("{key}|aside"))], source, &mut tripped).await?;
+        self.commit(txn, tripped).await?;
+        Ok(Ingested::Aside(reason.to_owned()))
     }
 
     /// Records an event a provider reported by webhook.
     pub async fn ingest_event(&self, event: &ProviderEvent, source: &str) -> Result<Ingested, DbErr> {
         let report_key = format!("{source}:{}", event.event_id);
+        let txn = self.begin().await?;
         let email = event.recipient.to_lowercase();
+        let named = event.message_id.as_deref().and_then(|m| outbox_id_of_message_id(m, &self.installation));
+        let known = Known::fetch(&txn, named.into_iter().collect()).await?;
         let clues = Clues { return_addresses: &[], message_id: event.message_id.as_deref(), recipient: Some(&email) };
-        let found = self.find_target(&clues).await?;
-        if found.is_none() && event.kind != EventKind::Unsubscribe {
-            self.record(&Event::aside(NOT_OURS), source, &format!("{report_key}|aside")).await?;
-            return Ok(Ingested::Aside(NOT_OURS.into()));
-        }
-        let (target, matched_by) = found.map_or((None, None), |(t, m)| (Some(t), Some(m)));
-        let email = Some(target.as_ref().map_or(email, |t| t.email.to_lowercase()));
-        let recorded = Event {
-            kind: event.kind,
-            status: event.status.clone(),
-            diagnostic: event.diagnostic.clone(),
-            email,
-            target,
-            matched_by,
+        let found = self.find_target(&txn, &clues, &known).await?;
+        let reading = if found.is_none() && event.kind != EventKind::Unsubscribe {
+            Reading::Aside(NOT_OURS.into())
+        } else {
+            let (target, matched_by) = found.map_or((None, None), |(t, m)| (Some(t), Some(m)));
+            let email = Some(target.as_ref().map_or(email, |t| t.email.to_lowercase()));
+            let (status, diagnostic) = (event.status.clone(), event.diagnostic.clone());
+            Reading::Events(vec![Event { kind: event.kind, status, diagnostic, email, target, matched_by }])
         };
-        self.record_all(&[recorded], source, &report_key).await
+        let mut ingested = self.record_readings(txn, vec![(reading, report_key)], source).await?;
+        Ok(ingested.remove(0))
     }
 
-    async fn record_all(&self, events: &[Event], source: &str, report_key: &str) -> Result<Ingested, DbErr> {
-        let (mut new, mut repeated) = (0, 0);
-        for event in events {
-            if self.record(event, source, &event.fingerprint(report_key)).await? {
-                new += 1;
-            } else {
-                repeated += 1;
+    fn parse(&self, bytes: &[u8], envelope_recipients: &[String]) -> Parsed {
+        let report = report::parse(bytes, self.rules.unsubscribe_mailto.as_deref());
+        let key = match &report.report_id {
+            Some(id) => format!("id:{id}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+        };
+        let mut return_addresses = envelope_recipients.to_vec();
+        return_addresses.extend(report.return_addresses.iter().cloned());
+        Parsed { report, key, return_addresses }
+    }
+
+    /// The outbox rows a message names: by its VERP addresses and the Message-ID it quotes.
+    fn named_rows(&self, parsed: &Parsed) -> Vec<i64> {
+        let verp = parsed.return_addresses.iter().filter_map(|a| self.rules.return_path.as_ref()?.outbox_id(a));
+        let quoted = parsed.report.original_message_id.as_deref().and_then(|m| outbox_id_of_message_id(m, &self.installation));
+        verp.chain(quoted).collect()
+    }
+
+    /// Reads parsed messages in one transaction; what became of each.
+    async fn read(&self, parsed: Vec<Parsed>, source: &str) -> Result<Vec<Ingested>, DbErr> {
+        let txn = self.begin().await?;
+        let known = Known::fetch(&txn, parsed.iter().flat_map(|p| self.named_rows(p)).collect()).await?;
+        let mut readings = Vec::with_capacity(parsed.len());
+        for message in parsed {
+            let reading = self.reading(&txn, &message, &known).await?;
+            readings.push((reading, message.key));
+        }
+        self.record_readings(txn, readings, source).await
+    }
+
+    /// A write transaction from its start: on SQLite, a transaction that reads
+    /// and then writes fails at once (`SQLITE_BUSY`) when another connection,
+    /// the sender say, wrote in between, where one that starts as a writer waits.
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        let immediate = TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
+        self.db.begin_with_options(immediate).await
+    }
+
+    /// Records the readings (each with its report's key), commits, and checks
+    /// the circuit breakers of the runs that drew complaints or hard bounces.
+    async fn record_readings(
+        &self,
+        txn: DatabaseTransaction,
+        readings: Vec<(Reading, String)>,
+        source: &str,
+    ) -> Result<Vec<Ingested>, DbErr> {
+        let mut outcomes = Vec::with_capacity(readings.len());
+        let mut rows = Vec::new();
+        let mut owner = Vec::new();
+        for (index, (reading, key)) in readings.into_iter().enumerate() {
+            let events = match reading {
+                Reading::Events(events) => {
+                    outcomes.push(Ingested::Recorded { new: 0, repeated: 0 });
+                    events
+                }
+                Reading::Aside(reason) => {
+                    let event = Event::aside(&reason);
+                    outcomes.push(Ingested::Aside(reason));
+                    vec![event]
+                }
+            };
+            for event in events {
+                let fingerprint = event.fingerprint(&key);
+                rows.push((event, fingerprint));
+                owner.push(index);
             }
         }
-        Ok(Ingested::Recorded { new, repeated })
+        let mut tripped = Tripped::new();
+        let fresh = self.record(&txn, &rows, source, &mut tripped).await?;
+        self.commit(txn, tripped).await?;
+        for (index, new) in owner.into_iter().zip(fresh) {
+            if let Ingested::Recorded { new: recorded, repeated } = &mut outcomes[index] {
+                *(if new { recorded } else { repeated }) += 1;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Commits what was read, then checks the breakers of the runs it touched.
+    async fn commit(&self, txn: DatabaseTransaction, tripped: Tripped) -> Result<(), DbErr> {
+        txn.commit().await?;
+        for run_id in tripped {
+            breaker::check(&self.db, run_id, &self.rules.breaker).await?;
+        }
+        Ok(())
     }
 
     /// The events of a report, or why it is kept aside.
-    async fn events(&self, report: &Report, return_addresses: &[String]) -> Result<Result<Vec<Event>, String>, DbErr> {
+    async fn reading<C: ConnectionTrait>(&self, db: &C, message: &Parsed, known: &Known) -> Result<Reading, DbErr> {
+        let report = &message.report;
         let failures = match &report.kind {
-            Kind::NotAReport(reason) => return Ok(Err(reason.clone())),
+            Kind::NotAReport(reason) => return Ok(Reading::Aside(reason.clone())),
             Kind::UnsubscribeRequest { from } => {
                 let email = Some(from.to_lowercase());
                 let event = Event { kind: EventKind::Unsubscribe, status: None, diagnostic: None, email, target: None, matched_by: None };
-                return Ok(Ok(vec![event]));
+                return Ok(Reading::Events(vec![event]));
             }
             Kind::Complaint { feedback_type, recipient } => {
                 vec![(EventKind::Complaint, None, Some(format!("feedback type {feedback_type}")), recipient.clone())]
@@ -237,122 +354,114 @@ impl Intake {
         let mut events = Vec::with_capacity(failures.len());
         for (kind, status, diagnostic, recipient) in failures {
             let clues = Clues {
-                return_addresses,
+                return_addresses: &message.return_addresses,
                 message_id: report.original_message_id.as_deref(),
                 recipient: recipient.as_deref(),
             };
-            let Some((target, matched_by)) = self.find_target(&clues).await? else {
-                return Ok(Err(NOT_OURS.into()));
+            let Some((target, matched_by)) = self.find_target(db, &clues, known).await? else {
+                return Ok(Reading::Aside(NOT_OURS.into()));
             };
             let email = Some(target.email.to_lowercase());
             events.push(Event { kind, status, diagnostic, email, target: Some(target), matched_by: Some(matched_by) });
         }
-        Ok(Ok(events))
+        Ok(Reading::Events(events))
     }
 
-    /// The outbox row a report answers: by VERP token, Message-ID, then recipient.
-    async fn find_target(&self, clues: &Clues<'_>) -> Result<Option<(Target, &'static str)>, DbErr> {
+    /// The outbox row a report answers: by VERP token, Message-ID (both among
+    /// the `known` rows), then recipient.
+    async fn find_target<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        clues: &Clues<'_>,
+        known: &Known,
+    ) -> Result<Option<(Target, &'static str)>, DbErr> {
         if let Some(return_path) = &self.rules.return_path {
-            for address in clues.return_addresses {
-                if let Some(id) = return_path.outbox_id(address)
-                    && let Some(target) = self.target(Expr::col(("o", "id")).eq(id)).await?
-                {
-                    return Ok(Some((target, "verp")));
-                }
+            let by_token = clues.return_addresses.iter().find_map(|a| known.0.get(&return_path.outbox_id(a)?));
+            if let Some((target, _)) = by_token {
+                return Ok(Some((target.clone(), "verp")));
             }
         }
         if let Some(message_id) = clues.message_id
             && let Some(id) = outbox_id_of_message_id(message_id, &self.installation)
-        {
+            && let Some((target, Some(sent_with))) = known.0.get(&id)
             // Stored as written in the header, with its angle brackets.
-            let bracketed = format!("<{}>", message_id.trim().trim_start_matches('<').trim_end_matches('>'));
-            let ours = Expr::col(("o", "id")).eq(id).and(Expr::col(("o", "message_id")).eq(bracketed));
-            if let Some(target) = self.target(ours).await? {
-                return Ok(Some((target, "message-id")));
-            }
+            && *sent_with == format!("<{}>", message_id.trim().trim_start_matches('<').trim_end_matches('>'))
+        {
+            return Ok(Some((target.clone(), "message-id")));
         }
         if let Some(recipient) = clues.recipient {
             let latest_to = Expr::expr(Func::lower(Expr::col(("c", "email")))).eq(recipient.to_lowercase());
-            if let Some(target) = self.target(latest_to.and(Expr::col(("o", "state")).eq("sent"))).await? {
+            let sent = latest_to.and(Expr::col(("o", "state")).eq("sent"));
+            if let Some((target, _)) = targets(db, sent, Some(1)).await?.into_iter().next() {
                 return Ok(Some((target, "recipient")));
             }
         }
         Ok(None)
     }
 
-    /// The latest outbox row matching `condition`, with its customer's address.
-    async fn target(&self, condition: sea_orm::sea_query::SimpleExpr) -> Result<Option<Target>, DbErr> {
-        let select = Query::select()
-            .expr_as(Expr::col(("o", "id")), Alias::new("outbox_id"))
-            .expr_as(Expr::col(("o", "run_id")), Alias::new("run_id"))
-            .expr_as(Expr::col(("o", "customer_id")), Alias::new("customer_id"))
-            .expr_as(Expr::col(("c", "email")), Alias::new("email"))
-            .from_as("outbox", Alias::new("o"))
-            .join_as(JoinType::InnerJoin, "customers", Alias::new("c"), Expr::col(("c", "id")).equals(("o", "customer_id")))
-            .and_where(condition)
-            .order_by(("o", "id"), Order::Desc)
-            .limit(1)
-            .to_owned();
-        let Some(row) = self.db.query_one(&select).await? else { return Ok(None) };
-        Ok(Some(Target {
-            outbox_id: row.try_get("", "outbox_id")?,
-            run_id: row.try_get("", "run_id")?,
-            customer_id: row.try_get("", "customer_id")?,
-            email: row.try_get("", "email")?,
-        }))
-    }
-
-    /// Records `event` and what it does, once per fingerprint; true when new.
-    async fn record(&self, event: &Event, source: &str, fingerprint: &str) -> Result<bool, DbErr> {
-        let txn = self.db.begin().await?;
-        let target = event.target.as_ref();
-        let insert = Query::insert()
-            .into_table("feedback_events")
-            .columns([
-                "received_at", "kind", "status", "diagnostic", "email", "outbox_id", "run_id", "customer_id", "source",
-                "matched_by", "fingerprint",
-            ])
-            .values_panic([
-                Utc::now().into(),
-                event.kind.as_str().into(),
-                event.status.clone().into(),
-                event.diagnostic.clone().into(),
-                event.email.clone().into(),
-                target.map(|t| t.outbox_id).into(),
-                target.map(|t| t.run_id).into(),
-                target.map(|t| t.customer_id).into(),
-                source.into(),
-                event.matched_by.into(),
-                fingerprint.into(),
-            ])
-            .on_conflict(OnConflict::column("fingerprint").do_nothing().to_owned())
-            .to_owned();
-        let new = txn.execute(&insert).await?.rows_affected() == 1;
-        if new {
-            self.apply(&txn, event, source).await?;
-            let trips = matches!(event.kind, EventKind::Complaint | EventKind::HardBounce);
-            if let (true, Some(target)) = (trips, target) {
-                breaker::check(&txn, target.run_id, &self.rules.breaker).await?;
+    /// Records events, each once per fingerprint, with what each new one
+    /// does; whether each was new. Runs that drew a new complaint or hard
+    /// bounce go into `tripped`.
+    async fn record<C: ConnectionTrait>(
+        &self,
+        db: &C,
+        events: &[(Event, String)],
+        source: &str,
+        tripped: &mut Tripped,
+    ) -> Result<Vec<bool>, DbErr> {
+        let now = Utc::now();
+        let rows: Vec<NewEvent> = events
+            .iter()
+            .map(|(event, fingerprint)| NewEvent {
+                received_at: now,
+                kind: event.kind,
+                status: event.status.as_deref(),
+                diagnostic: event.diagnostic.as_deref(),
+                email: event.email.as_deref(),
+                message: event.target.as_ref().map(|t| (t.outbox_id, t.run_id, t.customer_id)),
+                source,
+                matched_by: event.matched_by,
+                fingerprint,
+            })
+            .collect();
+        let mut fresh = feedback_log::insert_all(db, &rows).await?;
+        let mut suppressions = Vec::new();
+        let mut new = Vec::with_capacity(events.len());
+        let effect_source = format!("feedback:{source}");
+        for (event, fingerprint) in events {
+            // The first of a fingerprint met twice in one batch is the new one.
+            let is_new = fresh.remove(fingerprint.as_str());
+            new.push(is_new);
+            if !is_new {
+                continue;
+            }
+            if let Some(reason) = self.suppression_for(db, event).await? {
+                suppressions.push((event.email.clone().unwrap_or_default(), event.target.as_ref().map(|t| t.customer_id), reason));
+            }
+            if let (EventKind::Unsubscribe, Some(email)) = (event.kind, event.email.as_deref()) {
+                // In order: what came before it in the batch is suppressed first.
+                unsubscribe::suppress_all(db, &std::mem::take(&mut suppressions), &effect_source).await?;
+                unsubscribe::opt_out(db, email, event.target.as_ref().map(|t| t.customer_id), &effect_source).await?;
+            }
+            if let (EventKind::Complaint | EventKind::HardBounce, Some(target)) = (event.kind, &event.target) {
+                tripped.insert(target.run_id);
             }
         }
-        txn.commit().await?;
+        unsubscribe::suppress_all(db, &suppressions, &effect_source).await?;
         Ok(new)
     }
 
-    /// What a new event does to the address it is about.
-    async fn apply<C: ConnectionTrait>(&self, db: &C, event: &Event, source: &str) -> Result<(), DbErr> {
-        let Some(email) = event.email.as_deref() else { return Ok(()) };
-        let customer_id = event.target.as_ref().map(|t| t.customer_id);
-        let source = format!("feedback:{source}");
-        match event.kind {
-            EventKind::HardBounce => unsubscribe::suppress(db, email, customer_id, "bounced", &source).await,
+    /// The suppression a new event calls for, if any (an unsubscribe opts out instead).
+    async fn suppression_for<C: ConnectionTrait>(&self, db: &C, event: &Event) -> Result<Option<&'static str>, DbErr> {
+        let Some(email) = event.email.as_deref() else { return Ok(None) };
+        Ok(match event.kind {
+            EventKind::HardBounce => Some("bounced"),
+            EventKind::Complaint => Some("complained"),
             EventKind::SoftBounce if self.soft_bounces(db, email).await? >= i64::from(self.rules.soft_bounce_limit) => {
-                unsubscribe::suppress(db, email, customer_id, "bounced", &source).await
+                Some("bounced")
             }
-            EventKind::Complaint => unsubscribe::suppress(db, email, customer_id, "complained", &source).await,
-            EventKind::Unsubscribe => unsubscribe::opt_out(db, email, customer_id, &source).await,
-            EventKind::SoftBounce | EventKind::Aside => Ok(()),
-        }
+            EventKind::SoftBounce | EventKind::Unsubscribe | EventKind::Aside => None,
+        })
     }
 
     /// Soft bounces of `email` within the window, this one included.
@@ -368,6 +477,53 @@ impl Intake {
         let row = db.query_one(&count).await?.ok_or_else(|| DbErr::RecordNotFound("a count".into()))?;
         row.try_get_by_index(0)
     }
+}
+
+impl Known {
+    async fn fetch<C: ConnectionTrait>(db: &C, mut ids: Vec<i64>) -> Result<Known, DbErr> {
+        ids.sort_unstable();
+        ids.dedup();
+        let mut known = Known::default();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let rows = targets(db, Expr::col(("o", "id")).is_in(chunk.iter().copied()), None).await?;
+            known.0.extend(rows.into_iter().map(|(target, message_id)| (target.outbox_id, (target, message_id))));
+        }
+        Ok(known)
+    }
+}
+
+/// The outbox rows matching `condition`, latest first, with their customer's
+/// address and the Message-ID they were sent with.
+async fn targets<C: ConnectionTrait>(
+    db: &C,
+    condition: sea_orm::sea_query::SimpleExpr,
+    limit: Option<u64>,
+) -> Result<Vec<(Target, Option<String>)>, DbErr> {
+    let mut select = Query::select()
+        .expr_as(Expr::col(("o", "id")), Alias::new("outbox_id"))
+        .expr_as(Expr::col(("o", "run_id")), Alias::new("run_id"))
+        .expr_as(Expr::col(("o", "customer_id")), Alias::new("customer_id"))
+        .expr_as(Expr::col(("o", "message_id")), Alias::new("message_id"))
+        .expr_as(Expr::col(("c", "email")), Alias::new("email"))
+        .from_as("outbox", Alias::new("o"))
+        .join_as(JoinType::InnerJoin, "customers", Alias::new("c"), Expr::col(("c", "id")).equals(("o", "customer_id")))
+        .and_where(condition)
+        .order_by(("o", "id"), Order::Desc)
+        .to_owned();
+    if let Some(limit) = limit {
+        select.limit(limit);
+    }
+    let mut found = Vec::new();
+    for row in db.query_all(&select).await? {
+        let target = Target {
+            outbox_id: row.try_get("", "outbox_id")?,
+            run_id: row.try_get("", "run_id")?,
+            customer_id: row.try_get("", "customer_id")?,
+            email: row.try_get("", "email")?,
+        };
+        found.push((target, row.try_get("", "message_id")?));
+    }
+    Ok(found)
 }
 
 /// The outbox row named by a Message-ID patron made for this installation:

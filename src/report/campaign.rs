@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::DatabaseConnection;
+use futures_util::TryStreamExt;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::{DatabaseConnection, DbErr, StreamTrait};
 use serde::Serialize;
 
 use super::ReportError;
@@ -36,6 +38,7 @@ pub struct RunReport {
     pub run_id: i64,
     pub scheduled_at: DateTime<Utc>,
     pub delivery: DeliveryCounts,
+    pub feedback: FeedbackCounts,
     /// False while some window of the run has not ended yet: later orders can still count.
     pub window_complete: bool,
     pub comparison: Comparison,
@@ -68,6 +71,67 @@ impl DeliveryCounts {
             _ => self.waiting += 1,
         }
     }
+}
+
+/// What came back from a run's messages (`feedback_events`): each figure
+/// counts messages, not reports, and each rate is a share of the messages
+/// handed to the mail server (sent, perhaps sent, or refused by it).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FeedbackCounts {
+    pub hard_bounces: u64,
+    pub soft_bounces: u64,
+    pub complaints: u64,
+    pub hard_bounce_rate: Option<f64>,
+    pub soft_bounce_rate: Option<f64>,
+    pub complaint_rate: Option<f64>,
+}
+
+impl FeedbackCounts {
+    /// The counts `[hard bounces, soft bounces, complaints]` with their rates among `delivery`'s messages.
+    fn new([hard_bounces, soft_bounces, complaints]: [u64; 3], delivery: &DeliveryCounts) -> Self {
+        let handed_over = delivery.sent + delivery.unknown + delivery.failed;
+        let rate = |n: u64| (handed_over > 0).then(|| n as f64 / handed_over as f64);
+        FeedbackCounts {
+            hard_bounces,
+            soft_bounces,
+            complaints,
+            hard_bounce_rate: rate(hard_bounces),
+            soft_bounce_rate: rate(soft_bounces),
+            complaint_rate: rate(complaints),
+        }
+    }
+}
+
+/// Per run of `campaign` (only `run` when given): the messages that drew a
+/// hard bounce, a soft bounce, a complaint.
+async fn feedback_of(db: &DatabaseConnection, campaign: &str, run: Option<i64>) -> Result<BTreeMap<i64, [u64; 3]>, DbErr> {
+    let kinds = ["hard_bounce", "soft_bounce", "complaint"];
+    let runs = Query::select()
+        .column("id")
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign").eq(campaign))
+        .and_where_option(run.map(|id| Expr::col("id").eq(id)))
+        .to_owned();
+    let select = Query::select()
+        .column("run_id")
+        .column("kind")
+        .expr_as(Expr::col("outbox_id").count_distinct(), Alias::new("messages"))
+        .from("feedback_events")
+        .and_where(Expr::col("run_id").in_subquery(runs))
+        .and_where(Expr::col("kind").is_in(kinds))
+        .group_by_col("run_id")
+        .group_by_col("kind")
+        .to_owned();
+    let mut rows = std::pin::pin!(db.stream(&select).await?);
+    let mut counts: BTreeMap<i64, [u64; 3]> = BTreeMap::new();
+    while let Some(row) = rows.try_next().await? {
+        let (run_id, kind): (i64, String) = (row.try_get("", "run_id")?, row.try_get("", "kind")?);
+        let messages: i64 = row.try_get("", "messages")?;
+        if let Some(slot) = kinds.iter().position(|k| *k == kind) {
+            counts.entry(run_id).or_default()[slot] = u64::try_from(messages).unwrap_or(0);
+        }
+    }
+    Ok(counts)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -159,7 +223,12 @@ pub async fn report(
     let orders = attribution::load_orders(db, campaign, run, &exposures, window).await?;
     let outcomes = attribution::attribute(&exposures, &orders, window);
     let runs: Vec<(i64, DateTime<Utc>)> = runs.into_iter().filter(|r| run.is_none_or(|id| id == r.0)).collect();
-    Ok(summarise(campaign, &runs, &exposures, &outcomes, window, now))
+    let mut report = summarise(campaign, &runs, &exposures, &outcomes, window, now);
+    let feedback = feedback_of(db, campaign, run).await?;
+    for run in &mut report.runs {
+        run.feedback = FeedbackCounts::new(feedback.get(&run.run_id).copied().unwrap_or_default(), &run.delivery);
+    }
+    Ok(report)
 }
 
 /// The pure half of [`report`]: counts and comparisons from attributed exposures.
@@ -196,7 +265,8 @@ pub fn summarise(
         .iter()
         .map(|&(run_id, scheduled_at)| {
             let (delivery, comparison, window_complete) = per_run.remove(&run_id).unwrap_or_default();
-            RunReport { run_id, scheduled_at, delivery, window_complete, comparison: comparison.finish() }
+            let feedback = FeedbackCounts::default();
+            RunReport { run_id, scheduled_at, delivery, feedback, window_complete, comparison: comparison.finish() }
         })
         .collect();
     CampaignReport {

@@ -10,7 +10,7 @@ use super::campaign::{CampaignReport, Comparison};
 use super::charts::{self, Axes, BLUE, Bar, GREY};
 use super::customers::{CustomerReport, FREQUENCY_BANDS, RECENCY_BANDS};
 use super::stats::Z95;
-use super::{cents, money, p_value, percent, points};
+use super::{cents, money, p_value, percent, points, small_percent};
 use crate::model::report::escape;
 
 const STYLE: &str = "\
@@ -71,7 +71,7 @@ pub fn write_campaign(dir: &Path, report: &CampaignReport) -> io::Result<PathBuf
     fs::write(dir.join(&uplift), uplift_chart(report)?)?;
     fs::write(dir.join(&revenue), revenue_chart(report)?)?;
     let body = format!(
-        "{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}",
         campaign_intro(report),
         overall_section(&report.overall),
         figure(
@@ -88,6 +88,7 @@ pub fn write_campaign(dir: &Path, report: &CampaignReport) -> io::Result<PathBuf
                confidence interval. A bar whose interval crosses zero is not distinguishable from no effect."
         ),
         runs_section(report),
+        deliverability_section(report),
         variants_section(report),
     );
     let path = dir.join(format!("{stem}.html"));
@@ -204,6 +205,30 @@ fn runs_section(report: &CampaignReport) -> String {
     format!(
         "<h2>Runs</h2>\n<p>Planned counts every customer of the run, the control group included; waiting messages \
          are not sent yet; unknown ones reached the server, whose reply was lost. While a run's window is still open, later orders can still count.</p>\n{}",
+        table(&header, &rows)
+    )
+}
+
+fn deliverability_section(report: &CampaignReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .runs
+        .iter()
+        .map(|r| {
+            let f = &r.feedback;
+            vec![
+                r.run_id.to_string(),
+                (r.delivery.sent + r.delivery.unknown + r.delivery.failed).to_string(),
+                format!("{} ({})", f.hard_bounces, small_percent(f.hard_bounce_rate)),
+                format!("{} ({})", f.soft_bounces, small_percent(f.soft_bounce_rate)),
+                format!("{} ({})", f.complaints, small_percent(f.complaint_rate)),
+            ]
+        })
+        .collect();
+    let header = ["Run", "Handed to the mail server", "Hard bounces", "Soft bounces", "Spam complaints"];
+    format!(
+        "<h2>Deliverability</h2>\n<p>Messages of each run that bounced or drew a spam complaint, as the mail \
+         server answered or reported later (bounces, feedback loops, provider webhooks), with their share of the \
+         messages handed to the mail server. Mailbox providers want complaints under 0.3%.</p>\n{}",
         table(&header, &rows)
     )
 }

@@ -63,6 +63,11 @@ pub fn percent(rate: Option<f64>) -> String {
     rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.1}%", r * 100.0))
 }
 
+/// A small rate (bounces, complaints) with two decimals: `0.12%`; `n/a` when there is none.
+pub fn small_percent(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.2}%", r * 100.0))
+}
+
 /// A difference of rates in percentage points: `+3.0 pp`.
 pub fn points(difference: f64) -> String {
     format!("{:+.1} pp", difference * 100.0)

@@ -492,3 +492,27 @@ fn a_stop_timeout_leaves_only_the_messages_in_flight_claimed() {
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 100 - sending);
     });
 }
+
+#[test]
+fn the_leader_reads_the_feedback_mailbox_every_poll_interval() {
+    each_backend(|env| {
+        let Some(imap) = crate::imap_server::Dovecot::start() else { return };
+        let sent = crate::feedback::sent_campaign(env);
+        let c3 = crate::feedback::sent_to(&sent, "c3@example.com");
+        let settings = [
+            ("PATRON__DELIVERY__RETURN_PATH", crate::feedback::RETURN_PATH.to_owned()),
+            ("PATRON__FEEDBACK__IMAP_URL", imap.url("INBOX")),
+            ("PATRON__FEEDBACK__IMAP_PASSWORD", crate::imap_server::PASSWORD.to_owned()),
+            ("PATRON__FEEDBACK__IMAP_POLL_INTERVAL", "1s".to_owned()),
+        ];
+        let daemon = Daemon::start(env, &settings);
+        daemon.wait_ready();
+        let bounce = crate::feedback::report("postfix-hard-bounce.eml", &c3.verp, "<a@b>", "c3@example.com");
+        imap.deliver("INBOX", &[bounce]);
+        let read = wait_until(Duration::from_secs(30), || crate::feedback::suppressions(env) == ["c3@example.com bounced"]);
+        assert!(read, "the bounce was not read:\n{}\n{}", daemon.stderr(), imap.log());
+        assert!(wait_until(Duration::from_secs(10), || imap.flags("INBOX") == [["Seen"]]), "{:?}", imap.flags("INBOX"));
+        assert!(daemon.stderr().contains("feedback mailbox read"), "{}", daemon.stderr());
+        assert_eq!(daemon.stop(), 0);
+    });
+}

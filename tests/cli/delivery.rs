@@ -155,6 +155,12 @@ fn refused_for_now_is_retried_and_refused_for_good_is_failed_and_suppressed() {
         assert!(failed[0].starts_with("c7@example.com ") && failed[0].contains("550"), "{failed:?}");
         assert_eq!(env.strings("SELECT email || ' ' || reason FROM suppressions"), ["c7@example.com bounced"]);
         assert_eq!(env.strings("SELECT CAST(attempts AS TEXT) FROM outbox o JOIN customers c ON c.id = o.customer_id WHERE c.email = 'c4@example.com'"), ["3"]);
+        // The refusal is a hard bounce in the feedback records and the report: 1 of the 20 messages handed over.
+        let events = env.strings("SELECT kind || ' ' || status || ' ' || source || ' ' || email FROM feedback_events");
+        assert_eq!(events, ["hard_bounce 5.1.1 smtp c7@example.com"]);
+        let report: serde_json::Value = serde_json::from_str(&env.ok(&["report", "campaign", "hello", "--json"]).stdout).unwrap();
+        let feedback = &report["runs"][0]["feedback"];
+        assert_eq!((feedback["hard_bounces"].as_u64(), feedback["hard_bounce_rate"].as_f64()), (Some(1), Some(0.05)));
 
         // A later run leaves the bounced address out, and a new send sends nothing to it.
         std::thread::sleep(Duration::from_millis(1100));

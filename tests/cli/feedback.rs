@@ -1,7 +1,7 @@
 //! The mail feedback loop through the binary: messages sent with a VERP
 //! envelope sender, then bounces (as Postfix and Exim write them), an ARF
-//! complaint and an unsubscribe request fed back through the pipe command
-//! and a Maildir. Each lands on its outbox row and suppresses the address;
+//! complaint and an unsubscribe request fed back through the pipe command,
+//! a Maildir and an IMAP mailbox (Dovecot). Each lands on its outbox row and suppresses the address;
 //! the same report twice counts once; what is not a report is kept aside;
 //! the next run leaves the addresses out.
 
@@ -9,11 +9,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::delivery::{SECRET, count, customers, plan, send, smtp_env};
+use crate::imap_server::Dovecot;
 use crate::smtp_server::SmtpServer;
 use crate::support::{Run, TestEnv, each_backend};
 
-const RETURN_PATH: &str = "bounces+{token}@mail.shop.example";
-const MAILTO: &str = "unsubscribe@shop.example";
+pub(crate) const RETURN_PATH: &str = "bounces+{token}@mail.shop.example";
+pub(crate) const MAILTO: &str = "unsubscribe@shop.example";
 
 fn sample(name: &str) -> String {
     let path = format!("{}/tests/data/feedback/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -21,7 +22,7 @@ fn sample(name: &str) -> String {
 }
 
 /// A sample with its placeholders filled in.
-fn report(name: &str, return_path: &str, message_id: &str, recipient: &str) -> String {
+pub(crate) fn report(name: &str, return_path: &str, message_id: &str, recipient: &str) -> String {
     sample(name)
         .replace("{{RETURN_PATH}}", return_path)
         .replace("{{MESSAGE_ID}}", message_id)
@@ -155,6 +156,11 @@ fn bounces_and_complaints_land_on_their_outbox_rows_suppress_once_and_leave_the_
         assert_eq!(status["feedback"]["hard_bounce"], 3);
         assert_eq!(status["feedback"]["complaint"], 1);
         assert_eq!(status["feedback"]["aside"], 1);
+        // report campaign: per run, the messages that bounced or drew a complaint, and their share of the 20 sent.
+        let text = env.ok(&["report", "campaign", "hello"]).stdout;
+        let row = text.lines().skip_while(|l| !l.starts_with("bounces and complaints")).nth(2).unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, ["1", "20", "3", "(15.00%)", "0", "(0.00%)", "1", "(5.00%)"], "{text}");
 
         // The next run leaves every suppressed address out, and sends them nothing.
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -246,7 +252,8 @@ fn a_campaign_whose_complaints_pass_the_limit_is_paused_until_resumed_and_loses_
         feedback_env(&mut command).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().unwrap();
         child.stdin.take().unwrap().write_all(complaint.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success());
+        let ingested = Run::from(child.wait_with_output().unwrap());
+        assert_eq!(ingested.code, 0, "{}", ingested.stderr);
 
         // The sender stops sending the campaign and, with nothing else due, finishes.
         assert!(crate::delivery::wait_with_timeout(&mut sender, std::time::Duration::from_secs(120)).success());
@@ -269,5 +276,62 @@ fn a_campaign_whose_complaints_pass_the_limit_is_paused_until_resumed_and_loses_
         assert_eq!(counts.len(), 2000, "every message arrives");
         assert!(counts.values().all(|n| *n == 1), "none twice");
         assert_eq!(env.status()["campaigns_paused"].as_array().unwrap().len(), 0);
+    });
+}
+
+/// `patron feedback ingest --imap` on the Dovecot test server's `INBOX`.
+pub(crate) fn imap_env<'a>(command: &'a mut Command, server: &Dovecot) -> &'a mut Command {
+    feedback_env(command)
+        .env("PATRON__FEEDBACK__IMAP_URL", server.url("INBOX"))
+        .env("PATRON__FEEDBACK__IMAP_PASSWORD", crate::imap_server::PASSWORD)
+        .env("PATRON__FEEDBACK__IMAP_MOVE_TO", "Processed")
+}
+
+fn from_imap(env: &TestEnv, server: &Dovecot) -> Run {
+    let mut command = env.command(&["feedback", "ingest", "--imap"]);
+    Run::from(imap_env(&mut command, server).output().unwrap())
+}
+
+#[test]
+fn bounces_in_an_imap_mailbox_are_read_once_marked_and_moved_and_the_rest_flagged() {
+    each_backend(|env| {
+        let Some(imap) = Dovecot::start() else { return };
+        let server = sent_campaign(env);
+        let (c3, c5) = (sent_to(&server, "c3@example.com"), sent_to(&server, "c5@example.com"));
+        let bounce = report("postfix-hard-bounce.eml", &c3.verp, "<unknown@elsewhere.example>", "c3@example.com");
+        let complaint = report("arf-complaint.eml", &c5.verp, "<redacted@example.com>", "");
+        let other = report("not-a-report.eml", &c3.verp, "", "c3@example.com");
+        imap.deliver("Processed", &[]);
+        imap.deliver("INBOX", &[bounce.clone(), complaint, other]);
+
+        let run = from_imap(env, &imap);
+        assert_eq!(run.code, 0, "{}\n{}", run.stderr, imap.log());
+        let mailbox = format!("imap://127.0.0.1:{}/INBOX", imap.port());
+        assert_eq!(run.stdout, format!("{mailbox}: 3 message(s), 2 event(s) recorded, 0 already recorded, 1 kept aside (flagged)\n"));
+        assert_eq!(suppressions(env), ["c3@example.com bounced", "c5@example.com complained"]);
+        let events = env.strings("SELECT kind || ' ' || source || ' ' || COALESCE(matched_by, '-') FROM feedback_events ORDER BY id");
+        assert_eq!(events, ["hard_bounce imap verp", "complaint imap verp", "aside imap -"]);
+        // The reports moved to Processed, read; the other message stays, read and flagged.
+        assert_eq!(imap.flags("Processed"), [["Seen"], ["Seen"]]);
+        assert_eq!(imap.flags("INBOX"), [["Flagged", "Seen"]]);
+
+        // A poll with nothing unread reads nothing; the same bounce delivered
+        // again is read and counts once.
+        let run = from_imap(env, &imap);
+        assert_eq!(run.stdout, format!("{mailbox}: 0 message(s), 0 event(s) recorded, 0 already recorded, 0 kept aside (flagged)\n"));
+        imap.deliver("INBOX", &[bounce]);
+        let run = from_imap(env, &imap);
+        assert_eq!(run.stdout, format!("{mailbox}: 1 message(s), 0 event(s) recorded, 1 already recorded, 0 kept aside (flagged)\n"));
+        assert_eq!(count(env, "SELECT COUNT(*) FROM feedback_events"), 3);
+
+        // A wrong password: a clear error naming the mailbox, and nothing read.
+        imap.deliver("INBOX", &[report("postfix-hard-bounce.eml", &c5.verp, "<x@y>", "c5@example.com")]);
+        let mut command = env.command(&["feedback", "ingest", "--imap"]);
+        imap_env(&mut command, &imap).env("PATRON__FEEDBACK__IMAP_PASSWORD", "wrong");
+        let run = Run::from(command.output().unwrap());
+        assert_ne!(run.code, 0);
+        assert!(run.stderr.contains(&format!("{mailbox}: logging in: ")), "{}", run.stderr);
+        assert!(!run.stderr.contains("wrong"), "the password is never shown: {}", run.stderr);
+        assert_eq!(imap.flags("INBOX"), [vec!["Flagged", "Seen"], vec![]]);
     });
 }

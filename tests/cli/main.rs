@@ -1,6 +1,7 @@
 //! Integration tests: the real `patron` binary against a real SQLite file and,
 //! when `PATRON_TEST_POSTGRES_URL` is set, a fresh PostgreSQL database per test.
 
+mod imap_server;
 mod smtp_server;
 mod support;
 
