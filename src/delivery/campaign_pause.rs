@@ -28,6 +28,12 @@ pub async fn pause<C: ConnectionTrait>(db: &C, campaign: &str, reason: &str) -> 
     Ok(db.execute(&insert).await?.rows_affected() == 1)
 }
 
+/// Whether `campaign` is paused.
+pub async fn is_paused<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<bool, DbErr> {
+    let select = Query::select().column("campaign").from(TABLE).and_where(Expr::col("campaign").eq(campaign)).to_owned();
+    Ok(db.query_one(&select).await?.is_some())
+}
+
 /// Releases `campaign`; false when it was not paused.
 pub async fn resume<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<bool, DbErr> {
     let delete = Query::delete().from_table(TABLE).and_where(Expr::col("campaign").eq(campaign)).to_owned();

@@ -3,13 +3,15 @@
 //!
 //! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
-//! [`campaign_pause`] holds the campaigns whose sending is paused;
+//! [`campaign_pause`] holds the campaigns whose sending is paused, and
+//! [`breaker`] pauses those that draw too many complaints or bounces;
 //! [`compose`] builds the MIME message and its headers; [`dkim`] signs it;
 //! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
 //! back to its outbox row; [`feedback_log`] records what came back.
 
+pub mod breaker;
 pub mod campaign_pause;
 pub mod compose;
 pub mod dkim;

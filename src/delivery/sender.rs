@@ -18,7 +18,7 @@
 //! be used at all; every row not yet handed to an SMTP session then goes
 //! back to the outbox at once, with its attempt not counted.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,7 @@ use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
+use super::breaker;
 use super::campaign_pause;
 use super::compose::{self, Envelope, Rendered};
 use super::dkim::Dkim;
@@ -60,6 +61,8 @@ pub struct Options {
     pub return_path: Option<ReturnPath>,
     /// Signs every message when `[dkim]` is configured.
     pub dkim: Option<Arc<Dkim>>,
+    /// When refusals at `RCPT` pause a campaign, as bounces reported later do.
+    pub breaker: breaker::Limits,
 }
 
 impl Options {
@@ -80,6 +83,7 @@ impl Options {
             resend_unknown: delivery.resend_unknown,
             return_path: ReturnPath::from_settings(loaded),
             dkim: loaded.secrets.dkim.clone(),
+            breaker: breaker::Limits::from_settings(&settings.feedback),
         }
     }
 
@@ -211,7 +215,7 @@ impl Sender {
         let stop_watch = tokio::spawn(halt.clone().follow(stop));
         let (work_tx, work_rx) = mpsc::channel::<Work>(self.options.concurrency * 4);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
-        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone()));
+        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone(), self.options.breaker));
         let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
@@ -808,15 +812,25 @@ async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration) {
 /// Most results written per transaction.
 const RECORD_BATCH: usize = 256;
 
-async fn record_loop(db: DatabaseConnection, record_rx: mpsc::Receiver<Record>, held: Arc<Held>) -> anyhow::Result<Report> {
-    let recorded = record_all(&db, record_rx, &held).await;
+async fn record_loop(
+    db: DatabaseConnection,
+    record_rx: mpsc::Receiver<Record>,
+    held: Arc<Held>,
+    breaker: breaker::Limits,
+) -> anyhow::Result<Report> {
+    let recorded = record_all(&db, record_rx, &held, &breaker).await;
     if recorded.is_err() {
         held.break_down();
     }
     recorded
 }
 
-async fn record_all(db: &DatabaseConnection, mut record_rx: mpsc::Receiver<Record>, held: &Held) -> anyhow::Result<Report> {
+async fn record_all(
+    db: &DatabaseConnection,
+    mut record_rx: mpsc::Receiver<Record>,
+    held: &Held,
+    breaker: &breaker::Limits,
+) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while record_rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -835,6 +849,15 @@ async fn record_all(db: &DatabaseConnection, mut record_rx: mpsc::Receiver<Recor
         }
         outbox::record(db, &results).await?;
         outbox::release(db, &released).await?;
+        // A refused recipient is a hard bounce: its campaign may be over the limit now.
+        let refused: BTreeSet<i64> = results
+            .iter()
+            .filter(|(_, fate)| matches!(fate, Fate::Failed { bounced: Some(_), .. }))
+            .map(|(row, _)| row.run_id)
+            .collect();
+        for run_id in refused {
+            breaker::check(db, run_id, breaker).await?;
+        }
         held.remove(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
         for ack in acks {
             let _ = ack.send(());

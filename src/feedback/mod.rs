@@ -9,7 +9,6 @@
 //! outbox row and this installation), else by its recipient's latest
 //! message. A report about no message of patron's changes nothing.
 
-pub mod breaker;
 pub mod imap;
 pub mod maildir;
 pub mod report;
@@ -26,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Loaded;
 pub use crate::delivery::feedback_log::EventKind;
+use crate::delivery::breaker;
 use crate::delivery::feedback_log::{self, NewEvent};
 use crate::delivery::unsubscribe;
 use crate::delivery::verp::ReturnPath;
@@ -52,12 +52,7 @@ impl Rules {
             unsubscribe_mailto: (!mailto.is_empty()).then(|| mailto.to_owned()),
             soft_bounce_limit: settings.feedback.soft_bounce_limit,
             soft_bounce_window: settings.feedback.soft_bounce_window(),
-            breaker: breaker::Limits {
-                max_complaint_rate: settings.feedback.max_complaint_rate,
-                max_bounce_rate: settings.feedback.max_bounce_rate,
-                min_sample: settings.feedback.min_sample,
-                window: settings.feedback.rate_window(),
-            },
+            breaker: breaker::Limits::from_settings(&settings.feedback),
         }
     }
 }
@@ -389,12 +384,10 @@ impl Intake {
         {
             return Ok(Some((target.clone(), "message-id")));
         }
-        if let Some(recipient) = clues.recipient {
-            let latest_to = Expr::expr(Func::lower(Expr::col(("c", "email")))).eq(recipient.to_lowercase());
-            let sent = latest_to.and(Expr::col(("o", "state")).eq("sent"));
-            if let Some((target, _)) = targets(db, sent, Some(1)).await?.into_iter().next() {
-                return Ok(Some((target, "recipient")));
-            }
+        if let Some(recipient) = clues.recipient
+            && let Some(target) = latest_sent_to(db, recipient).await?
+        {
+            return Ok(Some((target, "recipient")));
         }
         Ok(None)
     }
@@ -480,50 +473,71 @@ impl Intake {
 }
 
 impl Known {
+    /// Two lookups by primary key per few hundred rows (outbox rows, then
+    /// their customers' addresses), rather than a join the planner may answer
+    /// by hashing the whole customer table.
     async fn fetch<C: ConnectionTrait>(db: &C, mut ids: Vec<i64>) -> Result<Known, DbErr> {
         ids.sort_unstable();
         ids.dedup();
         let mut known = Known::default();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let rows = targets(db, Expr::col(("o", "id")).is_in(chunk.iter().copied()), None).await?;
-            known.0.extend(rows.into_iter().map(|(target, message_id)| (target.outbox_id, (target, message_id))));
+            let rows = Query::select()
+                .columns(["id", "run_id", "customer_id", "message_id"])
+                .from("outbox")
+                .and_where(Expr::col("id").is_in(chunk.iter().copied()))
+                .to_owned();
+            let rows = db.query_all(&rows).await?;
+            let mut customer_ids: Vec<i64> = rows.iter().map(|r| r.try_get("", "customer_id")).collect::<Result<_, _>>()?;
+            customer_ids.sort_unstable();
+            customer_ids.dedup();
+            let emails = Query::select()
+                .columns(["id", "email"])
+                .from("customers")
+                .and_where(Expr::col("id").is_in(customer_ids))
+                .to_owned();
+            let emails: HashMap<i64, String> = db
+                .query_all(&emails)
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "email")?)))
+                .collect::<Result<_, DbErr>>()?;
+            for row in rows {
+                let customer_id: i64 = row.try_get("", "customer_id")?;
+                let Some(email) = emails.get(&customer_id) else { continue };
+                let target = Target {
+                    outbox_id: row.try_get("", "id")?,
+                    run_id: row.try_get("", "run_id")?,
+                    customer_id,
+                    email: email.clone(),
+                };
+                known.0.insert(target.outbox_id, (target, row.try_get("", "message_id")?));
+            }
         }
         Ok(known)
     }
 }
 
-/// The outbox rows matching `condition`, latest first, with their customer's
-/// address and the Message-ID they were sent with.
-async fn targets<C: ConnectionTrait>(
-    db: &C,
-    condition: sea_orm::sea_query::SimpleExpr,
-    limit: Option<u64>,
-) -> Result<Vec<(Target, Option<String>)>, DbErr> {
-    let mut select = Query::select()
+/// The latest message sent to `recipient`, with its customer's address.
+async fn latest_sent_to<C: ConnectionTrait>(db: &C, recipient: &str) -> Result<Option<Target>, DbErr> {
+    let select = Query::select()
         .expr_as(Expr::col(("o", "id")), Alias::new("outbox_id"))
         .expr_as(Expr::col(("o", "run_id")), Alias::new("run_id"))
         .expr_as(Expr::col(("o", "customer_id")), Alias::new("customer_id"))
-        .expr_as(Expr::col(("o", "message_id")), Alias::new("message_id"))
         .expr_as(Expr::col(("c", "email")), Alias::new("email"))
         .from_as("outbox", Alias::new("o"))
         .join_as(JoinType::InnerJoin, "customers", Alias::new("c"), Expr::col(("c", "id")).equals(("o", "customer_id")))
-        .and_where(condition)
+        .and_where(Expr::expr(Func::lower(Expr::col(("c", "email")))).eq(recipient.to_lowercase()))
+        .and_where(Expr::col(("o", "state")).eq("sent"))
         .order_by(("o", "id"), Order::Desc)
+        .limit(1)
         .to_owned();
-    if let Some(limit) = limit {
-        select.limit(limit);
-    }
-    let mut found = Vec::new();
-    for row in db.query_all(&select).await? {
-        let target = Target {
-            outbox_id: row.try_get("", "outbox_id")?,
-            run_id: row.try_get("", "run_id")?,
-            customer_id: row.try_get("", "customer_id")?,
-            email: row.try_get("", "email")?,
-        };
-        found.push((target, row.try_get("", "message_id")?));
-    }
-    Ok(found)
+    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    Ok(Some(Target {
+        outbox_id: row.try_get("", "outbox_id")?,
+        run_id: row.try_get("", "run_id")?,
+        customer_id: row.try_get("", "customer_id")?,
+        email: row.try_get("", "email")?,
+    }))
 }
 
 /// The outbox row named by a Message-ID patron made for this installation:

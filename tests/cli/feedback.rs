@@ -335,3 +335,32 @@ fn bounces_in_an_imap_mailbox_are_read_once_marked_and_moved_and_the_rest_flagge
         assert_eq!(imap.flags("INBOX"), [vec!["Flagged", "Seen"], vec![]]);
     });
 }
+
+#[test]
+fn a_campaign_whose_recipients_are_refused_over_the_limit_is_paused_by_the_sender_itself() {
+    each_backend(|env| {
+        customers(env, 1000);
+        plan(env);
+        // Every fifth address does not exist: 20% hard bounces at RCPT, over the 5% limit.
+        let policy = std::sync::Arc::new(|address: &str, _: usize| {
+            let number: u32 = address.trim_start_matches('c').split('@').next().unwrap().parse().unwrap();
+            if number % 5 == 0 { "550 5.1.1 no such user" } else { "250 2.1.5 OK" }
+        });
+        let server = SmtpServer::start_with("127.0.0.1:0", policy);
+        let mut command = env.command(&["send", "--until-empty"]);
+        smtp_env(&mut command, server.port())
+            .env("PATRON__DELIVERY__RATE_PER_SECOND", "200")
+            .env("PATRON__FEEDBACK__MIN_SAMPLE", "100");
+        let run = Run::from(feedback_env(&mut command).output().unwrap());
+        assert_eq!(run.code, 0, "{}", run.stderr);
+
+        let status = env.status();
+        let reason = status["campaigns_paused"][0]["reason"].as_str().unwrap_or_default().to_owned();
+        assert!(reason.starts_with("hard bounce rate "), "{status}");
+        let handed = count(env, "SELECT COUNT(*) FROM outbox WHERE state IN ('sent', 'failed')");
+        let waiting = count(env, "SELECT COUNT(*) FROM outbox WHERE state IN ('planned', 'retrying')");
+        assert!(handed < 1000 && handed + waiting == 1000, "{handed} handed over, {waiting} waiting");
+        let refused = count(env, "SELECT COUNT(*) FROM feedback_events WHERE kind = 'hard_bounce' AND source = 'smtp'");
+        assert_eq!(refused, count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'failed'"));
+    });
+}

@@ -7,8 +7,9 @@ use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DbErr};
 
-use super::EventKind;
-use crate::delivery::campaign_pause;
+use super::campaign_pause;
+use super::feedback_log::EventKind;
+use crate::config::FeedbackSettings;
 
 /// When a campaign is paused; see `[feedback]` in `config/patron.toml`.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,17 @@ pub struct Limits {
     pub window: Duration,
 }
 
+impl Limits {
+    pub fn from_settings(feedback: &FeedbackSettings) -> Limits {
+        Limits {
+            max_complaint_rate: feedback.max_complaint_rate,
+            max_bounce_rate: feedback.max_bounce_rate,
+            min_sample: feedback.min_sample,
+            window: feedback.rate_window(),
+        }
+    }
+}
+
 /// A campaign's recent sends and what came back from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
@@ -30,10 +42,15 @@ struct Counts {
     hard_bounces: u64,
 }
 
-/// Checks the campaign of run `run_id` after a complaint or hard bounce, and
-/// pauses it when a rate is over its limit. The reason, when it was paused now.
+/// Checks the campaign of run `run_id` after a complaint or hard bounce
+/// (reported later, or a refusal at `RCPT`), and pauses it when a rate is
+/// over its limit. The reason, when it was paused now.
 pub async fn check<C: ConnectionTrait>(db: &C, run_id: i64, limits: &Limits) -> Result<Option<String>, DbErr> {
     let Some(campaign) = campaign_of(db, run_id).await? else { return Ok(None) };
+    // Counting reads the campaign's outbox rows: not again while it is paused.
+    if campaign_pause::is_paused(db, &campaign).await? {
+        return Ok(None);
+    }
     let counts = counts(db, &campaign, Utc::now() - limits.window).await?;
     let Some(reason) = over_limit(counts, limits) else { return Ok(None) };
     if !campaign_pause::pause(db, &campaign, &reason).await? {
