@@ -42,17 +42,25 @@ use crate::feedback::webhook::{self, Refused, Webhooks};
 #[derive(Clone)]
 struct AppState {
     db: DatabaseConnection,
-    signer: Signer,
+    keys: Keys,
 }
+
+/// The key that checks unsubscribe links, read at each request: the daemon's
+/// current one, which a reload (SIGHUP) may have changed.
+pub type Keys = Arc<dyn Fn() -> Option<Signer> + Send + Sync>;
 
 #[derive(Deserialize)]
 struct TokenQuery {
     token: Option<String>,
 }
 
-/// The routes, ready to serve.
+/// The unsubscribe routes, with one key for as long as they serve.
 pub fn router(db: DatabaseConnection, signer: Signer) -> Router {
-    Router::new().route("/unsubscribe", get(confirm_page).post(unsubscribe)).with_state(AppState { db, signer })
+    router_with_keys(db, Arc::new(move || Some(signer.clone())))
+}
+
+fn router_with_keys(db: DatabaseConnection, keys: Keys) -> Router {
+    Router::new().route("/unsubscribe", get(confirm_page).post(unsubscribe)).with_state(AppState { db, keys })
 }
 
 /// The daemon's routes: health, readiness, metrics and (with a secret) unsubscribe.
@@ -62,10 +70,8 @@ pub fn daemon_router(daemon: Arc<Daemon>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(daemon.clone());
-    match daemon::signer(&daemon) {
-        Some(signer) => routes.merge(router(daemon::database(&daemon).clone(), signer)),
-        None => routes,
-    }
+    let db = daemon::database(&daemon).clone();
+    routes.merge(router_with_keys(db, Arc::new(move || daemon::signer(&daemon))))
 }
 
 /// `POST /webhooks/{provider}`, for the providers configured in `[feedback]`.
@@ -304,7 +310,8 @@ fn connection_cap(configured: usize, open_files: Option<u64>) -> usize {
 }
 
 fn verified(state: &AppState, query: &TokenQuery) -> Result<Token, TokenError> {
-    state.signer.verify(query.token.as_deref().unwrap_or_default())
+    let signer = (state.keys)().ok_or(TokenError::NoKey)?;
+    signer.verify(query.token.as_deref().unwrap_or_default())
 }
 
 fn refused(error: TokenError) -> Response {

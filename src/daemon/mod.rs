@@ -318,6 +318,7 @@ async fn drain_once(
 
 /// A timed job's cron expression (UTC) and its next time; empty: never.
 struct Timer {
+    expression: String,
     schedule: Option<Schedule>,
     next: Option<DateTime<Utc>>,
 }
@@ -327,7 +328,14 @@ impl Timer {
     fn new(expression: &str, now: DateTime<Utc>) -> Timer {
         let schedule = (!expression.is_empty()).then(|| Schedule::parse(expression, chrono_tz::UTC).ok()).flatten();
         let next = schedule.as_ref().and_then(|s| s.fires_after(now).next());
-        Timer { schedule, next }
+        Timer { expression: expression.to_owned(), schedule, next }
+    }
+
+    /// Takes the expression of reloaded settings, when it changed.
+    fn follow(&mut self, expression: &str, now: DateTime<Utc>) {
+        if expression != self.expression {
+            *self = Timer::new(expression, now);
+        }
     }
 
     /// Whether the job's time has come; if so, the next time is set.
@@ -374,6 +382,10 @@ async fn schedule_loop(
         }
         let loaded = daemon.loaded();
         let now = Utc::now();
+        let schedules = &loaded.settings.daemon;
+        loyalty_timer.follow(&schedules.loyalty_schedule, now);
+        train_timer.follow(&schedules.train_schedule, now);
+        score_timer.follow(&schedules.score_schedule, now);
         if loyalty_timer.due(now) {
             recompute_loyalty(&daemon.db, &loaded, now).await;
         }
@@ -544,5 +556,16 @@ mod tests {
         assert_eq!(nightly.next, Some(utc("2026-11-25T03:00:00Z")));
         let mut never = Timer::new("", utc("2026-11-23T12:00:00Z"));
         assert!(!never.due(utc("2030-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_timer_takes_a_changed_expression_and_keeps_its_next_time_for_the_same_one() {
+        let mut timer = Timer::new("0 3 * * *", utc("2026-11-23T12:00:00Z"));
+        timer.follow("0 3 * * *", utc("2026-11-24T01:00:00Z"));
+        assert_eq!(timer.next, Some(utc("2026-11-24T03:00:00Z")));
+        timer.follow("30 1 * * *", utc("2026-11-24T01:00:00Z"));
+        assert_eq!(timer.next, Some(utc("2026-11-24T01:30:00Z")));
+        timer.follow("", utc("2026-11-24T01:00:00Z"));
+        assert_eq!(timer.next, None);
     }
 }

@@ -30,6 +30,8 @@ pub enum TokenError {
     Malformed,
     #[error("the unsubscribe token's signature does not match")]
     BadSignature,
+    #[error("no unsubscribe secret is configured to check the token with")]
+    NoKey,
 }
 
 /// Makes and checks tokens with the configured secret.

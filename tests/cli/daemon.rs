@@ -516,3 +516,42 @@ fn the_leader_reads_the_feedback_mailbox_every_poll_interval() {
         assert_eq!(daemon.stop(), 0);
     });
 }
+
+/// An unsubscribe link for customer 1 signed with `key`.
+fn link_signed_with(key: &str) -> String {
+    use patron::delivery::unsubscribe::{Signer, Token};
+    let token = Signer::new(secrecy::SecretString::from(key)).sign(&Token { customer_id: 1, campaign: "hello".into() });
+    format!("/unsubscribe?token={token}")
+}
+
+#[test]
+fn sighup_brings_a_new_unsubscribe_key_to_the_running_server_and_a_changed_schedule_fires() {
+    each_backend(|env| {
+        customers(env, 1);
+        let (old_key, new_key) = ("the-old-unsubscribe-key-of-32-bytes-or-more", "the-new-unsubscribe-key-of-32-bytes-or-more");
+        let key_file = env.write("unsubscribe-key", old_key);
+        let settings = |loyalty_schedule: &str| {
+            format!("[unsubscribe]\nsecret_file = \"{key_file}\"\n\n[daemon]\nloyalty_schedule = \"{loyalty_schedule}\"\n")
+        };
+        let config = env.write("patron.toml", settings("0 0 1 1 *"));
+        let port = free_port();
+        let mut command = env.command(&["--config", &config, "run"]);
+        command.env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::piped());
+        let daemon = Daemon::from_command(command);
+        daemon.wait_ready();
+        assert_eq!(http(port, &link_signed_with(old_key)).0, 200, "{}", daemon.stderr());
+        assert_eq!(http(port, &link_signed_with(new_key)).0, 400);
+
+        env.write("unsubscribe-key", new_key);
+        env.write("patron.toml", settings("* * * * * *"));
+        daemon.signal(libc::SIGHUP);
+        let reloaded = wait_until(Duration::from_secs(20), || daemon.stderr().contains("settings reloaded"));
+        assert!(reloaded, "{}", daemon.stderr());
+        assert_eq!(http(port, &link_signed_with(new_key)).0, 200, "links signed with the new key work");
+        assert_eq!(http(port, &link_signed_with(old_key)).0, 400, "and those with the old key no longer");
+        // The yearly recompute became one every second.
+        let fired = wait_until(Duration::from_secs(20), || daemon.stderr().contains("loyalty recomputed"));
+        assert!(fired, "the new schedule did not fire:\n{}", daemon.stderr());
+        assert_eq!(daemon.stop(), 0);
+    });
+}
