@@ -176,19 +176,8 @@ where
             summary.add(&ingested);
             mark(&mut session, account, uid, &ingested).await?;
         }
-        // Bodies of up to BATCH_BYTES at a time, each lot read in one transaction.
-        let mut lots: Vec<Vec<u32>> = vec![Vec::new()];
-        let mut bytes = 0;
-        for uid in fitting {
-            if bytes + sizes[&uid] as usize > BATCH_BYTES && !lots.last().is_some_and(Vec::is_empty) {
-                lots.push(Vec::new());
-                bytes = 0;
-            }
-            bytes += sizes[&uid] as usize;
-            lots.last_mut().expect("one lot at least").push(uid);
-        }
-        for lot in lots.iter().filter(|lot| !lot.is_empty()) {
-            let (uids, messages): (Vec<u32>, Vec<Vec<u8>>) = bodies(&mut session, mailbox, lot).await?.into_iter().unzip();
+        for lot in lots(&fitting, &sizes) {
+            let (uids, messages): (Vec<u32>, Vec<Vec<u8>>) = bodies(&mut session, mailbox, &lot).await?.into_iter().unzip();
             let ingested = intake.ingest_batch(&messages, "imap").await?;
             for (uid, ingested) in uids.into_iter().zip(ingested) {
                 summary.add(&ingested);
@@ -199,6 +188,25 @@ where
     // The work is done and marked; a failed goodbye changes nothing.
     let _ = tokio::time::timeout(STEP_TIMEOUT, session.logout()).await;
     Ok(summary)
+}
+
+/// `uids` in lots of at most [`BATCH_BYTES`] together, each fetched and read
+/// in one transaction (a larger message is a lot of its own).
+fn lots(uids: &[u32], sizes: &HashMap<u32, u32>) -> Vec<Vec<u32>> {
+    let mut lots: Vec<Vec<u32>> = Vec::new();
+    let mut bytes = 0;
+    for &uid in uids {
+        let size = sizes.get(&uid).map_or(0, |&s| s as usize);
+        match lots.last_mut() {
+            Some(lot) if bytes + size <= BATCH_BYTES => lot.push(uid),
+            _ => {
+                lots.push(vec![uid]);
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    lots
 }
 
 async fn sizes<T>(session: &mut async_imap::Session<T>, mailbox: &Mailbox, uids: &[u32]) -> Result<HashMap<u32, u32>, ImapError>
@@ -288,6 +296,14 @@ mod tests {
         let m = Mailbox::parse("imap://bounces@127.0.0.1:10143").unwrap();
         assert_eq!((m.port, m.tls, m.folder.as_str()), (10143, false, "INBOX"));
         assert!(Mailbox::parse("imap://u@[::1]/INBOX").is_ok());
+    }
+
+    #[test]
+    fn messages_are_read_in_lots_of_at_most_32_mib() {
+        let mib = 1 << 20;
+        let sizes: HashMap<u32, u32> = [(1, 10 * mib), (2, 20 * mib), (3, 5 * mib), (4, 40 * mib), (5, 1)].into();
+        assert_eq!(lots(&[1, 2, 3, 4, 5], &sizes), [vec![1, 2], vec![3], vec![4], vec![5]]);
+        assert!(lots(&[], &sizes).is_empty());
     }
 
     #[test]
