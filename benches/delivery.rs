@@ -101,7 +101,11 @@ fn sample_size(dir: &Path) -> usize {
     std::fs::copy(dir.join("campaigns/bench.toml"), sample.path().join("campaigns/bench.toml")).unwrap();
     measure(sample.path(), &["import", "customers", "c.csv"]);
     measure(sample.path(), &["campaign", "run", "bench"]);
-    measure_with(sample.path(), &["send"], &[("PATRON__UNSUBSCRIBE__SECRET", "benchmark-unsubscribe-secret-of-32-bytes")]);
+    measure_with(
+        sample.path(),
+        &["send"],
+        &[("PATRON__UNSUBSCRIBE__SECRET", "benchmark-unsubscribe-secret-of-32-bytes")],
+    );
     let mail = std::fs::read_dir(sample.path().join("data/mail")).unwrap().next().unwrap().unwrap().path();
     std::fs::metadata(mail).unwrap().len() as usize
 }

@@ -249,7 +249,8 @@ fn validate_imap(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -
     if feedback.imap_url.trim().is_empty() {
         return Ok(());
     }
-    crate::feedback::imap::Mailbox::parse(&feedback.imap_url).map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
+    crate::feedback::imap::Mailbox::parse(&feedback.imap_url)
+        .map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
     if secrets.imap_password.is_none() {
         return Err(invalid(
             raw,
@@ -275,7 +276,10 @@ fn validate_feedback(raw: &Config, feedback: &FeedbackSettings) -> Result<(), Co
             return Err(invalid(raw, key, "must be longer than 0s"));
         }
     }
-    for (key, rate) in [("feedback.max_complaint_rate", feedback.max_complaint_rate), ("feedback.max_bounce_rate", feedback.max_bounce_rate)] {
+    for (key, rate) in [
+        ("feedback.max_complaint_rate", feedback.max_complaint_rate),
+        ("feedback.max_bounce_rate", feedback.max_bounce_rate),
+    ] {
         if !(rate.is_finite() && (0.0..=1.0).contains(&rate)) {
             return Err(invalid(raw, key, "must be a share between 0 and 1, such as 0.001 for 0.1%"));
         }

@@ -37,12 +37,12 @@ pub struct Counts {
 }
 
 const FIRST_NAMES: &[&str] = &[
-    "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Hugo", "Ida", "Jonas", "Karin", "Leo", "Maria",
-    "Noah", "Olivia", "Paul", "Rosa", "Samuel", "Tara", "Victor",
+    "Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Hugo", "Ida", "Jonas", "Karin", "Leo", "Maria", "Noah",
+    "Olivia", "Paul", "Rosa", "Samuel", "Tara", "Victor",
 ];
 const LAST_NAMES: &[&str] = &[
-    "Adams", "Berger", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Keller",
-    "Larsen", "Moreau", "Novak", "Olsen", "Peters", "Quinn", "Rossi", "Schmidt", "Weber",
+    "Adams", "Berger", "Costa", "Dubois", "Evans", "Fischer", "Garcia", "Hansen", "Ito", "Jensen", "Keller", "Larsen",
+    "Moreau", "Novak", "Olsen", "Peters", "Quinn", "Rossi", "Schmidt", "Weber",
 ];
 /// Categories, most popular first.
 pub const CATEGORIES: &[&str] = &["music", "books", "film", "games", "electronics", "home"];
@@ -113,7 +113,10 @@ impl Files {
                     "channel",
                 ],
             )?,
-            orders: open("orders.csv", &["order_id", "customer_id", "ordered_at", "amount", "currency", "items", "category"])?,
+            orders: open(
+                "orders.csv",
+                &["order_id", "customer_id", "ordered_at", "amount", "currency", "items", "category"],
+            )?,
             interactions: open(
                 "interactions.csv",
                 &["interaction_id", "customer_id", "kind", "status", "opened_at", "resolved_at", "channel", "note"],
@@ -165,8 +168,9 @@ fn write_customer(
     let id = format!("C{index:07}");
     let first = pick(rng, FIRST_NAMES);
     let last = pick(rng, LAST_NAMES);
-    let birthday = NaiveDate::from_ymd_opt(rng.random_range(1950..2006), rng.random_range(1..=12), rng.random_range(1..=28))
-        .expect("valid date");
+    let birthday =
+        NaiveDate::from_ymd_opt(rng.random_range(1950..2006), rng.random_range(1..=12), rng.random_range(1..=28))
+            .expect("valid date");
     let consent = if rng.random::<f64>() < 0.9 { "true" } else { "false" };
     files.customers.write_record([
         id.as_str(),
@@ -186,7 +190,12 @@ fn write_customer(
 }
 
 /// The first purchase at joining, then a Poisson process until the customer's lifetime ends.
-fn purchase_times(population: &Population, rng: &mut ChaCha8Rng, joined: DateTime<Utc>, end: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+fn purchase_times(
+    population: &Population,
+    rng: &mut ChaCha8Rng,
+    joined: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
     let rate = population.rate_per_day.sample(rng).max(1e-6);
     let alive_until = joined + Duration::seconds((population.lifetime_days.sample(rng) * 86_400.0) as i64);
     let stop = alive_until.min(end);
@@ -255,8 +264,11 @@ fn write_interactions(
     let after = times[rng.random_range(0..times.len())];
     let opened = (after + Duration::hours(rng.random_range(12..24 * 10))).min(end);
     let resolved = opened + Duration::hours(rng.random_range(2..24 * 14));
-    let (status, resolved_at) =
-        if resolved <= end && rng.random::<f64>() < 0.85 { ("resolved", timestamp(resolved)) } else { ("open", String::new()) };
+    let (status, resolved_at) = if resolved <= end && rng.random::<f64>() < 0.85 {
+        ("resolved", timestamp(resolved))
+    } else {
+        ("open", String::new())
+    };
     counts.interactions += 1;
     files.interactions.write_record([
         format!("I{:08}", counts.interactions).as_str(),

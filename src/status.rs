@@ -57,9 +57,11 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
         open_complaints: open_complaints.count(db).await?,
         loyalty_members: loyalty_account::Entity::find().count(db).await?,
         models: model::Entity::find().count(db).await?,
-        active_model: crate::model::registry::active(db)
-            .await?
-            .map(|m| ActiveModel { name: m.name, algorithm: m.algorithm, auc: m.validation_auc }),
+        active_model: crate::model::registry::active(db).await?.map(|m| ActiveModel {
+            name: m.name,
+            algorithm: m.algorithm,
+            auc: m.validation_auc,
+        }),
         campaign_runs: campaign_run::Entity::find().count(db).await?,
         outbox: outbox::Entity::find()
             .select_only()

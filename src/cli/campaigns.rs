@@ -152,7 +152,8 @@ fn scored_fields(campaign: &Campaign) -> Vec<&'static str> {
     }
     let mut scored = Vec::new();
     for name in names {
-        let field = FIELDS.iter().find(|(n, _, table, _)| *n == name && matches!(*table, "feature_snapshots" | "scores"));
+        let field =
+            FIELDS.iter().find(|(n, _, table, _)| *n == name && matches!(*table, "feature_snapshots" | "scores"));
         if let Some((n, ..)) = field
             && !scored.contains(n)
         {

@@ -113,11 +113,7 @@ fn keep_aside(dir: &Path, bytes: &[u8], reason: &str) -> anyhow::Result<PathBuf>
     use sha2::Digest;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let digest = sha2::Sha256::digest(bytes);
-    let name = format!(
-        "{}-{}.eml",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        hex::encode(&digest[..6])
-    );
+    let name = format!("{}-{}.eml", chrono::Utc::now().format("%Y%m%dT%H%M%S"), hex::encode(&digest[..6]));
     let path = dir.join(name);
     std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     let mut reason_path = path.clone().into_os_string();

@@ -60,7 +60,8 @@ pub enum ModelCommand {
 
 pub async fn train(db: &DatabaseConnection, settings: &Settings, args: &TrainArgs) -> anyhow::Result<()> {
     let now = Utc::now();
-    let request = TrainRequest { as_of: args.as_of.unwrap_or(now), horizon_days: args.horizon, algorithm: args.algorithm };
+    let request =
+        TrainRequest { as_of: args.as_of.unwrap_or(now), horizon_days: args.horizon, algorithm: args.algorithm };
     let started = std::time::Instant::now();
     let outcome = workflow::train_and_promote(db, &settings.models_dir, &request, args.force, now).await?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), model = %outcome.model.name, "training finished");
@@ -94,10 +95,14 @@ fn print_trained(outcome: &TrainOutcome) {
     match &outcome.promotion {
         Promotion::NoActiveModel => println!("it is now the active model"),
         Promotion::AtLeastAsGood { active, active_auc } => {
-            println!("it is now the active model (the previous one, {active}, had AUC {active_auc:.3} on the same window)")
+            println!(
+                "it is now the active model (the previous one, {active}, had AUC {active_auc:.3} on the same window)"
+            )
         }
         Promotion::Forced { active, active_auc } => {
-            println!("it is now the active model, forced (the previous one, {active}, had AUC {active_auc:.3} on the same window)")
+            println!(
+                "it is now the active model, forced (the previous one, {active}, had AUC {active_auc:.3} on the same window)"
+            )
         }
         Promotion::Worse { active, active_auc } => println!(
             "it was NOT made active: {active} stays active with AUC {active_auc:.3} on the same window \
@@ -111,7 +116,12 @@ pub async fn score(db: &DatabaseConnection, settings: &Settings, args: &ScoreArg
     let now = Utc::now();
     let as_of = args.as_of.unwrap_or(now);
     let report = scoring::score(db, &settings.models_dir, as_of, args.export.as_deref(), now).await?;
-    println!("scored {} customers with {} as of {}", report.customers, report.model, as_of.format("%Y-%m-%d %H:%M:%S UTC"));
+    println!(
+        "scored {} customers with {} as of {}",
+        report.customers,
+        report.model,
+        as_of.format("%Y-%m-%d %H:%M:%S UTC")
+    );
     println!(
         "timings: reading {:.2} s, features {:.2} s, scoring {:.2} s, writing snapshots {:.2} s, writing scores {:.2} s",
         report.load.as_secs_f64(),
@@ -137,7 +147,12 @@ pub async fn model(db: &DatabaseConnection, settings: &Settings, command: &Model
             for m in models {
                 let auc = m.validation_auc.map_or("-".to_owned(), |a| format!("{a:.3}"));
                 let mark = if m.active { "  (active)" } else { "" };
-                println!("{}  {}  trained {}  AUC {auc}{mark}", m.name, m.algorithm, m.trained_at.format("%Y-%m-%d %H:%M"));
+                println!(
+                    "{}  {}  trained {}  AUC {auc}{mark}",
+                    m.name,
+                    m.algorithm,
+                    m.trained_at.format("%Y-%m-%d %H:%M")
+                );
             }
         }
         ModelCommand::Show { name } => {
@@ -212,7 +227,10 @@ fn describe(m: &ModelFile, active: bool) -> String {
     );
     text += "calibration: decile  customers  mean score  buyer rate\n";
     for bin in &x.calibration {
-        text += &format!("             {:>6}  {:>9}  {:>10.3}  {:>10.3}\n", bin.decile, bin.customers, bin.mean_score, bin.buyer_rate);
+        text += &format!(
+            "             {:>6}  {:>9}  {:>10.3}  {:>10.3}\n",
+            bin.decile, bin.customers, bin.mean_score, bin.buyer_rate
+        );
     }
     text
 }

@@ -45,6 +45,8 @@ async fn read(db: DatabaseConnection, rules: Rules, account: imap::Account) {
             "feedback mailbox read"
         ),
         Ok(_) => {}
-        Err(error) => tracing::warn!("reading the feedback mailbox: {error:#}; the unread messages wait for the next poll"),
+        Err(error) => {
+            tracing::warn!("reading the feedback mailbox: {error:#}; the unread messages wait for the next poll")
+        }
     }
 }

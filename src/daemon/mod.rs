@@ -23,8 +23,8 @@ pub mod metrics;
 pub mod systemd;
 mod watch;
 
-use std::path::Path;
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration as StdDuration;

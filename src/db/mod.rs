@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::{Settings, mask_url_password};
@@ -40,9 +42,8 @@ pub async fn connect_for_delivery(settings: &Settings) -> anyhow::Result<Databas
 async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> anyhow::Result<DatabaseConnection> {
     let url = settings.database_url();
     if url.starts_with("sqlite:") && settings.database.url.is_empty() {
-        std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-            format!("creating data_dir {}", settings.data_dir.display())
-        })?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
     }
     let busy_timeout = Duration::from_millis(settings.database.busy_timeout_ms);
     let mut options = ConnectOptions::new(url.clone());
@@ -69,9 +70,7 @@ async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> an
                 // instead of keeping the size of the largest transaction.
                 .pragma("journal_size_limit", "67108864")
         });
-    Database::connect(options)
-        .await
-        .with_context(|| format!("connecting to database {}", mask_url_password(&url)))
+    Database::connect(options).await.with_context(|| format!("connecting to database {}", mask_url_password(&url)))
 }
 
 /// Gives the connection behind `txn` 64 MB of SQLite page cache (nothing on
@@ -98,11 +97,8 @@ pub async fn use_memory_map(txn: &DatabaseTransaction) -> Result<(), DbErr> {
 
 /// Applies pending migrations and returns the names of those applied.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
-    let pending: Vec<String> = Migrator::get_pending_migrations(db)
-        .await?
-        .iter()
-        .map(|m| m.name().to_owned())
-        .collect();
+    let pending: Vec<String> =
+        Migrator::get_pending_migrations(db).await?.iter().map(|m| m.name().to_owned()).collect();
     Migrator::up(db, None).await.context("applying database migrations")?;
     Ok(pending)
 }

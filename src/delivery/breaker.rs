@@ -84,12 +84,14 @@ fn over_limit(counts: Counts, limits: &Limits) -> Option<String> {
 }
 
 async fn campaign_of<C: ConnectionTrait>(db: &C, run_id: i64) -> Result<Option<String>, DbErr> {
-    let select = Query::select().column("campaign").from("campaign_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
+    let select =
+        Query::select().column("campaign").from("campaign_runs").and_where(Expr::col("id").eq(run_id)).to_owned();
     db.query_one(&select).await?.map(|row| row.try_get_by_index(0)).transpose()
 }
 
 async fn counts<C: ConnectionTrait>(db: &C, campaign: &str, since: chrono::DateTime<Utc>) -> Result<Counts, DbErr> {
-    let runs = Query::select().column("id").from("campaign_runs").and_where(Expr::col("campaign").eq(campaign)).to_owned();
+    let runs =
+        Query::select().column("id").from("campaign_runs").and_where(Expr::col("campaign").eq(campaign)).to_owned();
     let sends = Query::select()
         .expr(Expr::col("id").count())
         .from("outbox")
@@ -130,7 +132,10 @@ mod tests {
         assert_eq!(over_limit(counts(999, 10, 0), &limits()), None);
         assert_eq!(over_limit(counts(1000, 1, 50), &limits()), None, "0.1% and 5% are at the limits, not over");
         let reason = over_limit(counts(1000, 2, 0), &limits()).unwrap();
-        assert_eq!(reason, "spam complaint rate 0.20% (2 of 1000 sends in 7 days) is over feedback.max_complaint_rate 0.1%");
+        assert_eq!(
+            reason,
+            "spam complaint rate 0.20% (2 of 1000 sends in 7 days) is over feedback.max_complaint_rate 0.1%"
+        );
         let reason = over_limit(counts(2000, 0, 101), &limits()).unwrap();
         assert!(reason.starts_with("hard bounce rate 5.05% (101 of 2000 sends"), "{reason}");
         assert_eq!(over_limit(counts(0, 0, 0), &Limits { min_sample: 0, ..limits() }), None);

@@ -30,7 +30,8 @@ pub async fn pause<C: ConnectionTrait>(db: &C, campaign: &str, reason: &str) -> 
 
 /// Whether `campaign` is paused.
 pub async fn is_paused<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<bool, DbErr> {
-    let select = Query::select().column("campaign").from(TABLE).and_where(Expr::col("campaign").eq(campaign)).to_owned();
+    let select =
+        Query::select().column("campaign").from(TABLE).and_where(Expr::col("campaign").eq(campaign)).to_owned();
     Ok(db.query_one(&select).await?.is_some())
 }
 
@@ -41,7 +42,11 @@ pub async fn resume<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<bool, 
 }
 
 pub async fn current<C: ConnectionTrait>(db: &C) -> Result<Vec<CampaignPause>, DbErr> {
-    let select = Query::select().columns(["campaign", "reason", "since"]).from(TABLE).order_by("campaign", sea_orm::Order::Asc).to_owned();
+    let select = Query::select()
+        .columns(["campaign", "reason", "since"])
+        .from(TABLE)
+        .order_by("campaign", sea_orm::Order::Asc)
+        .to_owned();
     db.query_all(&select)
         .await?
         .iter()

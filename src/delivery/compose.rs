@@ -1,8 +1,8 @@
 //! One outbox row's message: the rendered parts and the headers around them.
 
-use lettre::{Address, Message};
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
+use lettre::{Address, Message};
 
 /// The rendered parts of one message.
 #[derive(Debug, Clone)]

@@ -72,8 +72,17 @@ pub async fn insert_all<C: ConnectionTrait>(db: &C, events: &[NewEvent<'_>]) -> 
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let mut insert = Query::insert();
         insert.into_table("feedback_events").columns([
-            "received_at", "kind", "status", "diagnostic", "email", "outbox_id", "run_id", "customer_id", "source",
-            "matched_by", "fingerprint",
+            "received_at",
+            "kind",
+            "status",
+            "diagnostic",
+            "email",
+            "outbox_id",
+            "run_id",
+            "customer_id",
+            "source",
+            "matched_by",
+            "fingerprint",
         ]);
         for event in chunk {
             let (outbox_id, run_id, customer_id) =

@@ -231,9 +231,8 @@ pub async fn renew(db: &DatabaseConnection, rows: &[(i64, i32)], lease: Duration
 
 /// The rows still as this sender claimed them (same id and attempt count).
 fn held_by_us(rows: &[Claimed]) -> Cond {
-    rows.iter().fold(Cond::any(), |any, row| {
-        any.add(Expr::col("id").eq(row.id).and(Expr::col("attempts").eq(row.attempts)))
-    })
+    rows.iter()
+        .fold(Cond::any(), |any, row| any.add(Expr::col("id").eq(row.id).and(Expr::col("attempts").eq(row.attempts))))
 }
 
 /// Which rows `requeue` puts back.

@@ -80,9 +80,7 @@ pub async fn record(
 pub async fn clear(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<(), DbErr> {
     let delete = Query::delete()
         .from_table("delivery_pauses")
-        .cond_where(
-            Expr::col("sender").eq(sender_name()).or(Expr::col("updated_at").lt(now - MAX_WAIT * 3)),
-        )
+        .cond_where(Expr::col("sender").eq(sender_name()).or(Expr::col("updated_at").lt(now - MAX_WAIT * 3)))
         .to_owned();
     db.execute(&delete).await.map(|_| ())
 }

@@ -180,15 +180,18 @@ impl Smtp {
                     .map_err(|e| unusable("cannot connect over TLS to", e))?
             }
             _ => {
-                let tcp = TcpStream::connect(address).await.map_err(|e| {
-                    Failure::Unusable(format!("cannot connect to {}:{}: {e}", self.host, self.port))
-                })?;
+                let tcp = TcpStream::connect(address)
+                    .await
+                    .map_err(|e| Failure::Unusable(format!("cannot connect to {}:{}: {e}", self.host, self.port)))?;
                 tcp.set_nodelay(true).map_err(|e| Failure::Unusable(e.to_string()))?;
                 let mut connection = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
                     .await
                     .map_err(|e| unusable("no SMTP greeting from", e))?;
                 if let (SmtpTls::StartTls, Some(tls)) = (self.tls, &self.tls_parameters) {
-                    connection.starttls(tls.clone(), &self.hello).await.map_err(|e| unusable("STARTTLS failed with", e))?;
+                    connection
+                        .starttls(tls.clone(), &self.hello)
+                        .await
+                        .map_err(|e| unusable("STARTTLS failed with", e))?;
                 }
                 connection
             }
@@ -235,7 +238,8 @@ async fn transaction(
     *phase = Phase::Envelope;
     let step = |phase: Phase| move |error: lettre::transport::smtp::Error| step_failure(phase, error);
     let mut options = Vec::new();
-    let non_ascii_address = envelope.from().into_iter().chain(envelope.to()).any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+    let non_ascii_address =
+        envelope.from().into_iter().chain(envelope.to()).any(|a| !AsRef::<str>::as_ref(a).is_ascii());
     if non_ascii_address {
         if !connection.server_info().supports_feature(Extension::SmtpUtfEight) {
             return Err(Failure::Network("the address is not ASCII and the server does not offer SMTPUTF8".into()));
@@ -261,11 +265,7 @@ async fn transaction(
 /// connection, a timeout, no complete reply: lettre's "incomplete response"
 /// at end of stream) is a connection that failed in this phase.
 fn step_failure(phase: Phase, error: lettre::transport::smtp::Error) -> Failure {
-    if error.is_permanent() || error.is_transient() {
-        Failure::Smtp(error)
-    } else {
-        phase.failure(error.to_string())
-    }
+    if error.is_permanent() || error.is_transient() { Failure::Smtp(error) } else { phase.failure(error.to_string()) }
 }
 
 /// Why an attempt failed.

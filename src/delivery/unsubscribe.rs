@@ -101,7 +101,12 @@ pub async fn record<C: ConnectionTrait>(db: &C, token: &Token) -> Result<bool, D
 /// An unsubscribe of `email`, however it came: the address is suppressed
 /// and the consent of every customer with that address (or of `customer_id`)
 /// is withdrawn.
-pub async fn opt_out<C: ConnectionTrait>(db: &C, email: &str, customer_id: Option<i64>, source: &str) -> Result<(), DbErr> {
+pub async fn opt_out<C: ConnectionTrait>(
+    db: &C,
+    email: &str,
+    customer_id: Option<i64>,
+    source: &str,
+) -> Result<(), DbErr> {
     suppress(db, email, customer_id, "unsubscribed", source).await?;
     let same_address = Expr::expr(Func::lower(Expr::col("email"))).eq(email.to_lowercase());
     let customers = same_address.or(Expr::col("id").eq(customer_id.unwrap_or(0)));

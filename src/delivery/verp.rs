@@ -103,7 +103,8 @@ mod tests {
         assert_eq!(verp.outbox_id(&short), None);
         assert_eq!(verp.outbox_id("bounces+4711@mail.example.com"), None);
         assert_eq!(verp.outbox_id("someone@example.com"), None);
-        let other_key = ReturnPath::new("bounces+{token}@mail.example.com", SecretString::from("x".repeat(32))).unwrap();
+        let other_key =
+            ReturnPath::new("bounces+{token}@mail.example.com", SecretString::from("x".repeat(32))).unwrap();
         assert_eq!(other_key.outbox_id(&address), None);
     }
 

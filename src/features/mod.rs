@@ -53,12 +53,8 @@ pub fn compute(events: &CustomerEvents<'_>, cutoff: i64) -> Features {
     features.tenure_days = tenure(orders, events.signed_up_at, cutoff);
     complaints(&mut features, events, cutoff);
     loyalty(&mut features, events, cutoff);
-    features.days_since_last_message = events
-        .messages
-        .iter()
-        .filter(|&&sent| sent < cutoff)
-        .max()
-        .map(|&sent| days(cutoff - sent));
+    features.days_since_last_message =
+        events.messages.iter().filter(|&&sent| sent < cutoff).max().map(|&sent| days(cutoff - sent));
     features
 }
 
@@ -88,13 +84,11 @@ fn purchases(f: &mut Features, orders: &[history::Order], cutoff: i64) {
     (f.orders_30d, f.spend_30d) = window(30).map_money();
     (f.orders_90d, f.spend_90d) = window(90).map_money();
     (f.orders_365d, f.spend_365d) = window(365).map_money();
-    let earlier: i64 = orders
-        .iter()
-        .filter(|o| o.at >= cutoff - 180 * DAY && o.at < cutoff - 90 * DAY)
-        .map(|o| o.cents)
-        .sum();
+    let earlier: i64 =
+        orders.iter().filter(|o| o.at >= cutoff - 180 * DAY && o.at < cutoff - 90 * DAY).map(|o| o.cents).sum();
     let recent = window(90).1;
-    f.spend_trend = Some(if recent + earlier == 0 { 0.0 } else { (recent - earlier) as f64 / (recent + earlier) as f64 });
+    f.spend_trend =
+        Some(if recent + earlier == 0 { 0.0 } else { (recent - earlier) as f64 / (recent + earlier) as f64 });
     let mut categories: Vec<u32> = orders.iter().filter_map(|o| o.category).collect();
     categories.sort_unstable();
     categories.dedup();
@@ -128,12 +122,7 @@ fn loyalty(f: &mut Features, events: &CustomerEvents<'_>, cutoff: i64) {
     if !entries.is_empty() {
         f.loyalty_points = Some(entries.iter().map(|e| e.points as f64).sum());
     }
-    f.loyalty_tier = events
-        .tier_changes
-        .iter()
-        .filter(|c| c.at < cutoff)
-        .max_by_key(|c| c.at)
-        .map(|c| c.tier.clone());
+    f.loyalty_tier = events.tier_changes.iter().filter(|c| c.at < cutoff).max_by_key(|c| c.at).map(|c| c.tier.clone());
 }
 
 trait MapMoney {

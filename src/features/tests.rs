@@ -88,7 +88,10 @@ fn complaints_loyalty_and_messages_count_only_what_happened_before_the_cutoff() 
     assert_eq!(f.tenure_days, Some(500.0));
     let inputs = model_inputs(&f);
     assert_eq!(inputs.len(), MODEL_INPUTS.len());
-    assert_eq!(inputs[MODEL_INPUTS.iter().position(|&n| n == "purchase_days_per_year").unwrap()], Some(3.0 * 365.0 / 500.0));
+    assert_eq!(
+        inputs[MODEL_INPUTS.iter().position(|&n| n == "purchase_days_per_year").unwrap()],
+        Some(3.0 * 365.0 / 500.0)
+    );
     assert_eq!(inputs[MODEL_INPUTS.iter().position(|&n| n == "recency_to_gap").unwrap()], Some(10.0 / 195.0));
 }
 

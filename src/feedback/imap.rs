@@ -62,7 +62,9 @@ impl Mailbox {
         }
         let user = decode(url.username());
         if user.is_empty() {
-            return Err("names no user: expected imaps://USER@HOST/FOLDER (an @ in the user name is written %40)".into());
+            return Err(
+                "names no user: expected imaps://USER@HOST/FOLDER (an @ in the user name is written %40)".into()
+            );
         }
         if url.password().is_some() {
             return Err(
@@ -168,8 +170,10 @@ where
     let mut summary = Summary::default();
     for batch in unread.chunks(UIDS_PER_COMMAND) {
         let sizes = sizes(&mut session, mailbox, batch).await?;
-        let (fitting, oversized): (Vec<u32>, Vec<u32>) =
-            batch.iter().filter(|uid| sizes.contains_key(uid)).partition(|uid| u64::from(sizes[uid]) <= MAX_MESSAGE_BYTES);
+        let (fitting, oversized): (Vec<u32>, Vec<u32>) = batch
+            .iter()
+            .filter(|uid| sizes.contains_key(uid))
+            .partition(|uid| u64::from(sizes[uid]) <= MAX_MESSAGE_BYTES);
         for uid in oversized {
             let reason = format!("larger than {} MiB: not a report", MAX_MESSAGE_BYTES >> 20);
             let ingested = intake.set_aside(&reason, "imap", &format!("imap:{mailbox}:{validity}:{uid}")).await?;
@@ -177,7 +181,8 @@ where
             mark(&mut session, account, uid, &ingested).await?;
         }
         for lot in lots(&fitting, &sizes) {
-            let (uids, messages): (Vec<u32>, Vec<Vec<u8>>) = bodies(&mut session, mailbox, &lot).await?.into_iter().unzip();
+            let (uids, messages): (Vec<u32>, Vec<Vec<u8>>) =
+                bodies(&mut session, mailbox, &lot).await?.into_iter().unzip();
             let ingested = intake.ingest_batch(&messages, "imap").await?;
             for (uid, ingested) in uids.into_iter().zip(ingested) {
                 summary.add(&ingested);
@@ -209,7 +214,11 @@ fn lots(uids: &[u32], sizes: &HashMap<u32, u32>) -> Vec<Vec<u32>> {
     lots
 }
 
-async fn sizes<T>(session: &mut async_imap::Session<T>, mailbox: &Mailbox, uids: &[u32]) -> Result<HashMap<u32, u32>, ImapError>
+async fn sizes<T>(
+    session: &mut async_imap::Session<T>,
+    mailbox: &Mailbox,
+    uids: &[u32],
+) -> Result<HashMap<u32, u32>, ImapError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Debug + Send,
 {
@@ -218,13 +227,16 @@ where
 }
 
 /// The messages `uids` that are still there, in the order asked.
-async fn bodies<T>(session: &mut async_imap::Session<T>, mailbox: &Mailbox, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError>
+async fn bodies<T>(
+    session: &mut async_imap::Session<T>,
+    mailbox: &Mailbox,
+    uids: &[u32],
+) -> Result<Vec<(u32, Vec<u8>)>, ImapError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Debug + Send,
 {
     let fetched = fetch(session, mailbox, uids, "BODY.PEEK[]", "fetching messages").await?;
-    let mut by_uid: HashMap<u32, Vec<u8>> =
-        fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect();
+    let mut by_uid: HashMap<u32, Vec<u8>> = fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect();
     Ok(uids.iter().filter_map(|uid| Some((*uid, by_uid.remove(uid)?))).collect())
 }
 
@@ -245,7 +257,12 @@ where
 
 /// Marks a message whose events are recorded as read (and moves it), or one
 /// kept aside as read and flagged.
-async fn mark<T>(session: &mut async_imap::Session<T>, account: &Account, uid: u32, ingested: &Ingested) -> Result<(), ImapError>
+async fn mark<T>(
+    session: &mut async_imap::Session<T>,
+    account: &Account,
+    uid: u32,
+    ingested: &Ingested,
+) -> Result<(), ImapError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Debug + Send,
 {
@@ -290,7 +307,13 @@ mod tests {
         let m = Mailbox::parse("imaps://bounces%40shop.example@imap.example.com/Bounces").unwrap();
         assert_eq!(
             m,
-            Mailbox { host: "imap.example.com".into(), port: 993, tls: true, user: "bounces@shop.example".into(), folder: "Bounces".into() }
+            Mailbox {
+                host: "imap.example.com".into(),
+                port: 993,
+                tls: true,
+                user: "bounces@shop.example".into(),
+                folder: "Bounces".into()
+            }
         );
         assert_eq!(m.to_string(), "imaps://imap.example.com:993/Bounces");
         let m = Mailbox::parse("imap://bounces@127.0.0.1:10143").unwrap();

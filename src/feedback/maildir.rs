@@ -75,7 +75,8 @@ fn file_away(path: &Path, ingested: &Ingested, cur: &Path, failed: &Path) -> Res
             move_to(path, &target)?;
             let mut reason_file = target.into_os_string();
             reason_file.push(".reason");
-            std::fs::write(&reason_file, format!("{reason}\n")).map_err(|e| MaildirError::folder(Path::new(&reason_file), e))
+            std::fs::write(&reason_file, format!("{reason}\n"))
+                .map_err(|e| MaildirError::folder(Path::new(&reason_file), e))
         }
     }
 }
@@ -102,5 +103,6 @@ fn read_message(path: &Path) -> Result<Vec<u8>, MaildirError> {
 }
 
 fn move_to(from: &Path, to: &Path) -> Result<(), MaildirError> {
-    std::fs::rename(from, to).map_err(|e| MaildirError::folder(from, format!("cannot move it to {}: {e}", to.display())))
+    std::fs::rename(from, to)
+        .map_err(|e| MaildirError::folder(from, format!("cannot move it to {}: {e}", to.display())))
 }

@@ -19,13 +19,14 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
 use crate::config::Loaded;
-pub use crate::delivery::feedback_log::EventKind;
 use crate::delivery::breaker;
+pub use crate::delivery::feedback_log::EventKind;
 use crate::delivery::feedback_log::{self, NewEvent};
 use crate::delivery::unsubscribe;
 use crate::delivery::verp::ReturnPath;
@@ -138,7 +139,14 @@ struct Event {
 
 impl Event {
     fn aside(reason: &str) -> Self {
-        Event { kind: EventKind::Aside, status: None, diagnostic: Some(reason.to_owned()), email: None, target: None, matched_by: None }
+        Event {
+            kind: EventKind::Aside,
+            status: None,
+            diagnostic: Some(reason.to_owned()),
+            email: None,
+            target: None,
+            matched_by: None,
+        }
     }
 
     /// The event's key: the report it came from, its kind, address and status
@@ -252,7 +260,8 @@ impl Intake {
     /// The outbox rows a message names: by its VERP addresses and the Message-ID it quotes.
     fn named_rows(&self, parsed: &Parsed) -> Vec<i64> {
         let verp = parsed.return_addresses.iter().filter_map(|a| self.rules.return_path.as_ref()?.outbox_id(a));
-        let quoted = parsed.report.original_message_id.as_deref().and_then(|m| outbox_id_of_message_id(m, &self.installation));
+        let quoted =
+            parsed.report.original_message_id.as_deref().and_then(|m| outbox_id_of_message_id(m, &self.installation));
         verp.chain(quoted).collect()
     }
 
@@ -272,7 +281,10 @@ impl Intake {
     /// and then writes fails at once (`SQLITE_BUSY`) when another connection,
     /// the sender say, wrote in between, where one that starts as a writer waits.
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        let immediate = TransactionOptions { sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate), ..Default::default() };
+        let immediate = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
         self.db.begin_with_options(immediate).await
     }
 
@@ -332,7 +344,14 @@ impl Intake {
             Kind::NotAReport(reason) => return Ok(Reading::Aside(reason.clone())),
             Kind::UnsubscribeRequest { from } => {
                 let email = Some(from.to_lowercase());
-                let event = Event { kind: EventKind::Unsubscribe, status: None, diagnostic: None, email, target: None, matched_by: None };
+                let event = Event {
+                    kind: EventKind::Unsubscribe,
+                    status: None,
+                    diagnostic: None,
+                    email,
+                    target: None,
+                    matched_by: None,
+                };
                 return Ok(Reading::Events(vec![event]));
             }
             Kind::Complaint { feedback_type, recipient } => {
@@ -429,7 +448,11 @@ impl Intake {
                 continue;
             }
             if let Some(reason) = self.suppression_for(db, event).await? {
-                suppressions.push((event.email.clone().unwrap_or_default(), event.target.as_ref().map(|t| t.customer_id), reason));
+                suppressions.push((
+                    event.email.clone().unwrap_or_default(),
+                    event.target.as_ref().map(|t| t.customer_id),
+                    reason,
+                ));
             }
             if let (EventKind::Unsubscribe, Some(email)) = (event.kind, event.email.as_deref()) {
                 // In order: what came before it in the batch is suppressed first.
@@ -487,7 +510,8 @@ impl Known {
                 .and_where(Expr::col("id").is_in(chunk.iter().copied()))
                 .to_owned();
             let rows = db.query_all(&rows).await?;
-            let mut customer_ids: Vec<i64> = rows.iter().map(|r| r.try_get("", "customer_id")).collect::<Result<_, _>>()?;
+            let mut customer_ids: Vec<i64> =
+                rows.iter().map(|r| r.try_get("", "customer_id")).collect::<Result<_, _>>()?;
             customer_ids.sort_unstable();
             customer_ids.dedup();
             let emails = Query::select()

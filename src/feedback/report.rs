@@ -63,7 +63,9 @@ pub fn parse(bytes: &[u8], unsubscribe_mailto: Option<&str>) -> Report {
     let kind = match report_type(&message).as_deref() {
         Some("delivery-status") => delivery_status(&message),
         Some("feedback-report") => feedback_report(&message, original.as_ref()),
-        Some(other) => Kind::NotAReport(format!("a report of type `{other}`, neither delivery-status nor feedback-report")),
+        Some(other) => {
+            Kind::NotAReport(format!("a report of type `{other}`, neither delivery-status nor feedback-report"))
+        }
         None => unsubscribe_request(&message, &return_addresses, unsubscribe_mailto),
     };
     Report {
@@ -148,7 +150,9 @@ fn machine_part<'a>(message: &'a Message<'_>, subtype: &str) -> Option<&'a [u8]>
     message.parts.iter().find_map(|part| {
         let content_type = part.content_type()?;
         let wanted = content_type.ctype().eq_ignore_ascii_case("message")
-            && content_type.subtype().is_some_and(|s| s.eq_ignore_ascii_case(subtype) || s.eq_ignore_ascii_case(&global));
+            && content_type
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case(subtype) || s.eq_ignore_ascii_case(&global));
         wanted.then(|| part.contents())
     })
 }
@@ -194,9 +198,8 @@ fn feedback_report(message: &Message<'_>, original: Option<&Original>) -> Kind {
     if feedback_type == "not-spam" {
         return Kind::NotAReport("a feedback report of type not-spam".into());
     }
-    let recipient = field(&fields, "original-rcpt-to")
-        .and_then(bare_address)
-        .or_else(|| original.and_then(|o| o.to.clone()));
+    let recipient =
+        field(&fields, "original-rcpt-to").and_then(bare_address).or_else(|| original.and_then(|o| o.to.clone()));
     Kind::Complaint { feedback_type, recipient }
 }
 

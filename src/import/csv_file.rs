@@ -42,9 +42,8 @@ impl Columns {
         }
         let mut names = Vec::with_capacity(header.len());
         for (i, raw) in header.iter().enumerate() {
-            let text = std::str::from_utf8(raw).map_err(|_| {
-                ImportError::file(file, format!("line 1: header column {} is not valid UTF-8", i + 1))
-            })?;
+            let text = std::str::from_utf8(raw)
+                .map_err(|_| ImportError::file(file, format!("line 1: header column {} is not valid UTF-8", i + 1)))?;
             names.push(text.trim_start_matches('\u{feff}').trim().to_ascii_lowercase());
         }
         let columns = Columns { names };

@@ -23,16 +23,8 @@ pub struct CustomerRow {
 }
 
 const OPTIONAL: &[&str] = &["first_name", "last_name", "birthday", "signed_up_at", "marketing_consent"];
-const COLUMNS: &[&str] = &[
-    "external_id",
-    "email",
-    "first_name",
-    "last_name",
-    "birthday",
-    "signed_up_at",
-    "marketing_consent",
-    "attributes",
-];
+const COLUMNS: &[&str] =
+    &["external_id", "email", "first_name", "last_name", "birthday", "signed_up_at", "marketing_consent", "attributes"];
 
 impl Table for Customers {
     type Row = CustomerRow;

@@ -42,8 +42,7 @@ fn in_years(text: &str, date: NaiveDate) -> CellResult<NaiveDate> {
 
 /// A non-negative decimal amount with at most two decimal places, in cents.
 pub fn amount_cents(text: &str) -> CellResult<i64> {
-    let value = Decimal::from_str_exact(text)
-        .map_err(|_| "expected a decimal amount such as 19.99".to_string())?;
+    let value = Decimal::from_str_exact(text).map_err(|_| "expected a decimal amount such as 19.99".to_string())?;
     if value.is_sign_negative() && !value.is_zero() {
         return Err("amount must not be negative".into());
     }
@@ -67,10 +66,7 @@ pub fn flag(text: &str) -> CellResult<bool> {
 
 /// A non-negative whole number.
 pub fn count(text: &str) -> CellResult<i32> {
-    i32::from_str(text)
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| "expected a whole number, 0 or more".into())
+    i32::from_str(text).ok().filter(|n| *n >= 0).ok_or_else(|| "expected a whole number, 0 or more".into())
 }
 
 /// An email address (syntax only); no line breaks can pass, so none can reach a header.
@@ -124,11 +120,7 @@ pub fn text(text: &str, max: usize) -> CellResult<String> {
 /// One of `allowed` (compared without case), returned in lower case.
 pub fn one_of(text: &str, allowed: &[&str]) -> CellResult<String> {
     let lower = text.to_ascii_lowercase();
-    if allowed.contains(&lower.as_str()) {
-        Ok(lower)
-    } else {
-        Err(format!("expected one of: {}", allowed.join(", ")))
-    }
+    if allowed.contains(&lower.as_str()) { Ok(lower) } else { Err(format!("expected one of: {}", allowed.join(", "))) }
 }
 
 #[cfg(test)]
@@ -147,7 +139,10 @@ mod tests {
     fn dates_outside_the_years_1900_to_2200_are_refused_naming_the_value() {
         let refusal = |text: &str| format!("`{text}`: the year must be between 1900 and 2200");
         assert_eq!(timestamp("0000-01-01").unwrap_err(), refusal("0000-01-01"));
-        assert_eq!(timestamp("-0001-01-01T00:00:00Z").unwrap_err(), "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z");
+        assert_eq!(
+            timestamp("-0001-01-01T00:00:00Z").unwrap_err(),
+            "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z"
+        );
         assert_eq!(timestamp("1899-12-31T23:59:59Z").unwrap_err(), refusal("1899-12-31T23:59:59Z"));
         assert_eq!(timestamp("2201-01-01").unwrap_err(), refusal("2201-01-01"));
         assert_eq!(date("0000-02-29").unwrap_err(), refusal("0000-02-29"));
@@ -185,7 +180,10 @@ mod tests {
         assert!(email("not an address").is_err());
         assert_eq!(one_line("Ann", MAX_NAME_CHARS), Ok("Ann".into()));
         assert!(one_line("Ann\nBcc", MAX_NAME_CHARS).unwrap_err().contains("control characters"));
-        assert_eq!(one_line(&"é".repeat(101), MAX_NAME_CHARS).unwrap_err(), "is 101 characters long; at most 100 are allowed");
+        assert_eq!(
+            one_line(&"é".repeat(101), MAX_NAME_CHARS).unwrap_err(),
+            "is 101 characters long; at most 100 are allowed"
+        );
         assert_eq!(text("two\nlines", 9), Ok("two\nlines".into()));
         assert!(text("two\nlines", 8).is_err());
     }

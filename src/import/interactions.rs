@@ -25,16 +25,8 @@ pub struct InteractionRow {
 pub const KINDS: &[&str] = &["complaint", "inquiry", "suggestion"];
 pub const STATUSES: &[&str] = &["open", "resolved", "closed"];
 const OPTIONAL: &[&str] = &["status", "resolved_at", "channel", "note"];
-const COLUMNS: &[&str] = &[
-    "external_id",
-    "customer_id",
-    "kind",
-    "status",
-    "opened_at",
-    "resolved_at",
-    "channel",
-    "note",
-];
+const COLUMNS: &[&str] =
+    &["external_id", "customer_id", "kind", "status", "opened_at", "resolved_at", "channel", "note"];
 
 impl Table for Interactions {
     type Row = InteractionRow;

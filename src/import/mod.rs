@@ -25,10 +25,10 @@ use csv::ByteRecord;
 use sea_orm::sea_query::Value;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait};
 
+use crate::db::bulk::BulkInsert;
 use csv_file::{Cells, ColumnSpec, Columns};
 use reading::Parsed;
 use rejects::Rejects;
-use crate::db::bulk::BulkInsert;
 
 /// What a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,7 +164,12 @@ trait Table: 'static {
 }
 
 /// Imports one file of `kind` into `db`.
-pub async fn import(db: &DatabaseConnection, kind: Kind, path: &Path, options: &Options) -> Result<Report, ImportError> {
+pub async fn import(
+    db: &DatabaseConnection,
+    kind: Kind,
+    path: &Path,
+    options: &Options,
+) -> Result<Report, ImportError> {
     match kind {
         Kind::Customers => run::<customers::Customers>(db, path, options).await,
         Kind::Orders => run::<orders::Orders>(db, path, options).await,
@@ -217,9 +222,8 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
     let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
     let reader_columns = Arc::clone(&columns);
     let batch_size = options.batch_size;
-    let reading = tokio::task::spawn_blocking(move || {
-        reading::read_all::<T>(reader, reader_columns, file, batch_size, sender)
-    });
+    let reading =
+        tokio::task::spawn_blocking(move || reading::read_all::<T>(reader, reader_columns, file, batch_size, sender));
     let txn = db.begin().await?;
     crate::db::use_large_cache(&txn).await?;
     while let Some(chunk) = chunks.recv().await {
@@ -260,7 +264,11 @@ impl Run {
     }
 
     /// Records the refused rows of a chunk, resolves the rest and writes them.
-    async fn write_chunk<T: Table>(&mut self, txn: &DatabaseTransaction, chunk: Vec<Parsed<T::Row>>) -> Result<(), ImportError> {
+    async fn write_chunk<T: Table>(
+        &mut self,
+        txn: &DatabaseTransaction,
+        chunk: Vec<Parsed<T::Row>>,
+    ) -> Result<(), ImportError> {
         let mut batch = Vec::with_capacity(chunk.len());
         for parsed in chunk {
             match parsed {

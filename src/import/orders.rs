@@ -22,15 +22,7 @@ pub struct OrderRow {
 }
 
 const OPTIONAL: &[&str] = &["currency", "items", "category"];
-const COLUMNS: &[&str] = &[
-    "external_id",
-    "customer_id",
-    "ordered_at",
-    "amount_cents",
-    "currency",
-    "items",
-    "category",
-];
+const COLUMNS: &[&str] = &["external_id", "customer_id", "ordered_at", "amount_cents", "currency", "items", "category"];
 
 impl Table for Orders {
     type Row = OrderRow;
@@ -64,7 +56,10 @@ impl Table for Orders {
         &row.external_id
     }
 
-    async fn resolve(txn: &DatabaseTransaction, batch: &mut [Pending<OrderRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
+    async fn resolve(
+        txn: &DatabaseTransaction,
+        batch: &mut [Pending<OrderRow>],
+    ) -> Result<Vec<(usize, RowError)>, DbErr> {
         resolve_customers(txn, batch, |row| &mut row.customer).await
     }
 

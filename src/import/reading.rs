@@ -34,9 +34,8 @@ pub fn read_all<T: Table>(
     let mut record = ByteRecord::new();
     let mut records = 0u64;
     loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?;
+        let more =
+            reader.read_byte_record(&mut record).map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?;
         if !more {
             break;
         }
@@ -82,8 +81,12 @@ fn parse<T: Table>(
             if seen_ids.insert(xxh3_128(id.as_bytes())) {
                 Parsed::Row(Pending { line, raw: record.clone(), row })
             } else {
-                let error =
-                    RowError::new(line, Some(T::ID_COLUMN), Some(id), "this id appears more than once in the file".into());
+                let error = RowError::new(
+                    line,
+                    Some(T::ID_COLUMN),
+                    Some(id),
+                    "this id appears more than once in the file".into(),
+                );
                 Parsed::Refused(record.clone(), vec![error])
             }
         }

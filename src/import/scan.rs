@@ -63,9 +63,15 @@ enum State {
     CellStart,
     Unquoted,
     /// Inside a quoted cell opened at this offset and line.
-    Quoted { offset: u64, line: u64 },
+    Quoted {
+        offset: u64,
+        line: u64,
+    },
     /// Just after a quote inside a quoted cell: a doubled quote or the close.
-    QuoteInQuoted { offset: u64, line: u64 },
+    QuoteInQuoted {
+        offset: u64,
+        line: u64,
+    },
 }
 
 /// Wraps the file given to the csv reader and watches every byte it reads.

@@ -85,10 +85,7 @@ fn single_tree(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> Result<Paramet
     let weights: Array1<f32> = y.iter().map(|&b| if b { weight as f32 } else { 1.0 }).collect();
     let total: f32 = weights.sum();
     let dataset = Dataset::new(x.clone(), y.clone()).with_weights(weights);
-    let fitted = DecisionTree::params()
-        .max_depth(Some(TREE_DEPTH))
-        .min_weight_leaf(total * 0.005)
-        .fit(&dataset)?;
+    let fitted = DecisionTree::params().max_depth(Some(TREE_DEPTH)).min_weight_leaf(total * 0.005).fit(&dataset)?;
     let all_features: Vec<usize> = (0..x.ncols()).collect();
     Ok(Parameters::Tree { tree: convert(fitted.root_node(), &all_features, x, y) })
 }

@@ -58,11 +58,8 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// Fits the scaling of every input column on the training rows.
     pub fn fit(names: &[&str], rows: &Examples) -> Preprocessor {
-        let columns = names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| fit_column(name, rows.rows().map(|row| Some(row[i]))))
-            .collect();
+        let columns =
+            names.iter().enumerate().map(|(i, name)| fit_column(name, rows.rows().map(|row| Some(row[i])))).collect();
         Preprocessor { columns }
     }
 
@@ -105,7 +102,11 @@ mod tests {
 
     #[test]
     fn missing_values_take_the_training_mean_and_constant_columns_stay_finite() {
-        let rows = Examples { width: 2, inputs: vec![0.0, 5.0, std::f64::consts::E - 1.0, 5.0, f64::NAN, 5.0], labels: vec![false; 3] };
+        let rows = Examples {
+            width: 2,
+            inputs: vec![0.0, 5.0, std::f64::consts::E - 1.0, 5.0, f64::NAN, 5.0],
+            labels: vec![false; 3],
+        };
         let p = Preprocessor::fit(&["orders_total", "frequency"], &rows);
         // ln(1 + x): 0 and 1; the missing one is filled with their mean 0.5.
         assert_eq!(p.columns[0].fill, 0.5);

@@ -124,19 +124,12 @@ fn gains_svg(m: &Metrics) -> io::Result<String> {
         y_desc: "Buyers reached (%)",
         max: 100.0,
         tick_decimals: 0,
-        series: vec![
-            model_series(points.collect(), false),
-            diagonal("Random selection", 100.0),
-        ],
+        series: vec![model_series(points.collect(), false), diagonal("Random selection", 100.0)],
     })
 }
 
 fn calibration_svg(m: &Metrics) -> io::Result<String> {
-    let points: Vec<(f64, f64)> = m
-        .calibration
-        .iter()
-        .map(|b| (b.mean_score * 100.0, b.buyer_rate * 100.0))
-        .collect();
+    let points: Vec<(f64, f64)> = m.calibration.iter().map(|b| (b.mean_score * 100.0, b.buyer_rate * 100.0)).collect();
     let max = calibration_axis_max(&points);
     render_chart(&Chart {
         caption: "Predicted vs actual buyer rate by decile",
@@ -145,40 +138,23 @@ fn calibration_svg(m: &Metrics) -> io::Result<String> {
         max,
         // Narrow axes get half-percent ticks.
         tick_decimals: usize::from(max <= 10.0),
-        series: vec![
-            model_series(points, true),
-            diagonal("Perfect calibration", max),
-        ],
+        series: vec![model_series(points, true), diagonal("Perfect calibration", max)],
     })
 }
 
 /// Propensity scores are often a few percent, so the axis is fitted to the
 /// data (rounded up to a multiple of 5%) instead of always running to 100%.
 fn calibration_axis_max(points: &[(f64, f64)]) -> f64 {
-    let largest = points
-        .iter()
-        .flat_map(|&(x, y)| [x, y])
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max);
+    let largest = points.iter().flat_map(|&(x, y)| [x, y]).filter(|v| v.is_finite()).fold(0.0, f64::max);
     ((largest * 1.1 / 5.0).ceil() * 5.0).clamp(5.0, 100.0)
 }
 
 fn model_series(points: Vec<(f64, f64)>, markers: bool) -> Series {
-    Series {
-        label: "Model",
-        color: MODEL_COLOR,
-        points,
-        markers,
-    }
+    Series { label: "Model", color: MODEL_COLOR, points, markers }
 }
 
 fn diagonal(label: &'static str, max: f64) -> Series {
-    Series {
-        label,
-        color: REFERENCE_COLOR,
-        points: vec![(0.0, 0.0), (max, max)],
-        markers: false,
-    }
+    Series { label, color: REFERENCE_COLOR, points: vec![(0.0, 0.0), (max, max)], markers: false }
 }
 
 /// Draws `chart` as an SVG document.
@@ -205,18 +181,12 @@ fn render_chart(chart: &Chart) -> io::Result<String> {
             .map_err(plot_error)?;
         for series in &chart.series {
             let color = series.color;
-            ctx.draw_series(LineSeries::new(
-                series.points.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(plot_error)?
-            .label(series.label)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+            ctx.draw_series(LineSeries::new(series.points.iter().copied(), color.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(series.label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
             if series.markers {
-                let dots = series
-                    .points
-                    .iter()
-                    .map(|&p| Circle::new(p, 4, color.filled()));
+                let dots = series.points.iter().map(|&p| Circle::new(p, 4, color.filled()));
                 ctx.draw_series(dots).map_err(plot_error)?;
             }
         }
@@ -282,10 +252,8 @@ fn summary_section(input: &ReportInput) -> String {
         ("Customers in validation", m.rows.to_string()),
         ("Buyers among them", m.positives.to_string()),
     ];
-    let rows: String = rows
-        .iter()
-        .map(|(label, value)| format!("<tr><th>{label}</th><td>{value}</td></tr>\n"))
-        .collect();
+    let rows: String =
+        rows.iter().map(|(label, value)| format!("<tr><th>{label}</th><td>{value}</td></tr>\n")).collect();
     format!(
         "{status}\n<table>\n{rows}</table>\n\
          <p>All figures below are measured on the validation customers, which the model \
@@ -303,26 +271,14 @@ fn metrics_section(m: &Metrics) -> String {
              than a coin toss; 1.0 means every buyer is ranked above every non-buyer."
                 .to_owned(),
         ),
-        (
-            "Top-decile lift",
-            format_lift(m.top_decile_lift),
-            lift_explanation(m.top_decile_lift),
-        ),
+        ("Top-decile lift", format_lift(m.top_decile_lift), lift_explanation(m.top_decile_lift)),
         (
             "Base rate",
             format_percent(m.base_rate),
             "The share of customers who bought: what a random selection would hit.".to_owned(),
         ),
-        (
-            "Log loss",
-            format_loss(m.log_loss),
-            log_loss_explanation(m.base_rate),
-        ),
-        (
-            "Brier score",
-            format_loss(m.brier),
-            brier_explanation(m.base_rate),
-        ),
+        ("Log loss", format_loss(m.log_loss), log_loss_explanation(m.base_rate)),
+        ("Brier score", format_loss(m.brier), brier_explanation(m.base_rate)),
     ];
     let rows: String = rows
         .iter()
@@ -353,10 +309,7 @@ fn log_loss_explanation(base_rate: f64) -> String {
     let p = base_rate;
     let baseline = if p > 0.0 && p < 1.0 {
         let loss = -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
-        format!(
-            " Giving every customer the base rate as score would get {}.",
-            format_loss(loss)
-        )
+        format!(" Giving every customer the base rate as score would get {}.", format_loss(loss))
     } else {
         String::new()
     };
@@ -380,12 +333,7 @@ fn charts_section(m: &Metrics) -> String {
         .gains_curve
         .iter()
         .find(|p| (p[0] - 0.2).abs() < 1e-9)
-        .map(|p| {
-            format!(
-                " Here, contacting the top 20% of customers reaches {} of buyers.",
-                format_percent(p[1])
-            )
-        })
+        .map(|p| format!(" Here, contacting the top 20% of customers reaches {} of buyers.", format_percent(p[1])))
         .unwrap_or_default();
     format!(
         "<h2>Charts</h2>\n\
@@ -431,13 +379,9 @@ fn calibration_section(bins: &[CalibrationBin]) -> String {
 
 fn features_section(features: &[String]) -> String {
     if features.is_empty() {
-        return "<h2>Features used</h2>\n<p>No features were recorded for this model.</p>\n"
-            .to_owned();
+        return "<h2>Features used</h2>\n<p>No features were recorded for this model.</p>\n".to_owned();
     }
-    let items: String = features
-        .iter()
-        .map(|f| format!("<li>{}</li>\n", escape(f)))
-        .collect();
+    let items: String = features.iter().map(|f| format!("<li>{}</li>\n", escape(f))).collect();
     format!(
         "<h2>Features used</h2>\n<p>The {} customer attributes the model scores on:</p>\n\
          <ul>\n{items}</ul>\n",
@@ -458,10 +402,7 @@ mod tests {
 
     #[test]
     fn escape_neutralises_html_special_characters() {
-        assert_eq!(
-            escape(r#"<b>"Tom's" & co</b>"#),
-            "&lt;b&gt;&quot;Tom&#39;s&quot; &amp; co&lt;/b&gt;"
-        );
+        assert_eq!(escape(r#"<b>"Tom's" & co</b>"#), "&lt;b&gt;&quot;Tom&#39;s&quot; &amp; co&lt;/b&gt;");
         assert_eq!(escape("plain text é"), "plain text é");
     }
 
@@ -491,16 +432,10 @@ mod tests {
         assert!(html.contains("spend &lt;90d&gt; &amp; more"));
         assert!(html.contains(&format_auc(metrics.roc_auc)));
         for img in ["roc.svg", "gains.svg", "calibration.svg"] {
-            assert!(
-                html.contains(&format!("<img src=\"{img}\"")),
-                "{img} not linked"
-            );
+            assert!(html.contains(&format!("<img src=\"{img}\"")), "{img} not linked");
             let svg = fs::read_to_string(out.join(img)).unwrap();
             assert!(svg.contains("<svg"), "{img} is not SVG");
-            assert!(
-                svg.contains("<polyline") || svg.contains("<path"),
-                "{img} has no line"
-            );
+            assert!(svg.contains("<polyline") || svg.contains("<path"), "{img} has no line");
         }
         let roc = fs::read_to_string(out.join("roc.svg")).unwrap();
         assert!(roc.contains(&format!("AUC {}", format_auc(metrics.roc_auc))));

@@ -135,8 +135,8 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
     let algorithm = request.algorithm;
     let (scaling, held_out) = fitted_model(algorithm, &training)?;
     let scores = finite_scores(&scaling, &held_out.parameters, &validation, algorithm)?;
-    let metrics = metrics::evaluate(&scores, &validation.labels)
-        .map_err(|e| TrainError::Fit(algorithm.name(), e.to_string()))?;
+    let metrics =
+        metrics::evaluate(&scores, &validation.labels).map_err(|e| TrainError::Fit(algorithm.name(), e.to_string()))?;
     drop(training);
 
     let latest = &cutoffs[..cutoffs.len().min(MAX_TRAINING_WINDOWS as usize)];

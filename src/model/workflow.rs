@@ -83,7 +83,12 @@ struct Comparison {
     both_saved: bool,
 }
 
-fn compare(validation: &Examples, models_dir: &Path, active: &model::Model, new: &ModelFile) -> Result<Comparison, String> {
+fn compare(
+    validation: &Examples,
+    models_dir: &Path,
+    active: &model::Model,
+    new: &ModelFile,
+) -> Result<Comparison, String> {
     let active = file::load(&models_dir.join(&active.file_name)).map_err(|e| e.to_string())?;
     let window = new.validation.cutoff.timestamp();
     let auc = |model: &ModelFile| {
@@ -103,12 +108,16 @@ fn compare(validation: &Examples, models_dir: &Path, active: &model::Model, new:
 }
 
 /// A registered model and its file, by name; the active one without a name.
-pub async fn lookup(db: &DatabaseConnection, models_dir: &Path, name: Option<&str>) -> anyhow::Result<(model::Model, ModelFile)> {
+pub async fn lookup(
+    db: &DatabaseConnection,
+    models_dir: &Path,
+    name: Option<&str>,
+) -> anyhow::Result<(model::Model, ModelFile)> {
     let row = match name {
         Some(name) => registry::find(db, name).await?.ok_or_else(|| unknown_model(name))?,
-        None => registry::active(db)
-            .await?
-            .ok_or_else(|| anyhow::Error::new(LookupError("there is no active model; train one with `patron train`".into())))?,
+        None => registry::active(db).await?.ok_or_else(|| {
+            anyhow::Error::new(LookupError("there is no active model; train one with `patron train`".into()))
+        })?,
     };
     let file = file::load(&models_dir.join(&row.file_name))?;
     Ok((row, file))

@@ -104,7 +104,11 @@ impl FeedbackCounts {
 
 /// Per run of `campaign` (only `run` when given): the messages that drew a
 /// hard bounce, a soft bounce, a complaint.
-async fn feedback_of(db: &DatabaseConnection, campaign: &str, run: Option<i64>) -> Result<BTreeMap<i64, [u64; 3]>, DbErr> {
+async fn feedback_of(
+    db: &DatabaseConnection,
+    campaign: &str,
+    run: Option<i64>,
+) -> Result<BTreeMap<i64, [u64; 3]>, DbErr> {
     let kinds = ["hard_bounce", "soft_bounce", "complaint"];
     let runs = Query::select()
         .column("id")

@@ -57,14 +57,9 @@ const TOKENS: &[&str] = &[
 fn random_input(rng: &mut StdRng) -> String {
     let len = rng.random_range(0..40);
     if rng.random_bool(0.3) {
-        (0..len)
-            .filter_map(|_| char::from_u32(rng.random_range(0..0x250)))
-            .collect()
+        (0..len).filter_map(|_| char::from_u32(rng.random_range(0..0x250))).collect()
     } else {
-        (0..len)
-            .map(|_| TOKENS[rng.random_range(0..TOKENS.len())])
-            .collect::<Vec<_>>()
-            .join(" ")
+        (0..len).map(|_| TOKENS[rng.random_range(0..TOKENS.len())]).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -72,10 +67,7 @@ fn assert_well_formed(text: &str) {
     if let Err(errors) = parse(text, &fields()) {
         assert!(!errors.is_empty(), "{text:?}");
         for e in errors {
-            assert!(
-                e.offset <= text.len() && e.line >= 1 && e.column >= 1,
-                "{text:?}: {e:?}"
-            );
+            assert!(e.offset <= text.len() && e.line >= 1 && e.column >= 1, "{text:?}: {e:?}");
         }
     }
 }

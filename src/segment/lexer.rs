@@ -85,18 +85,10 @@ impl<'t> Lexer<'t> {
             Some('"') => self.string()?,
             Some(c) if c.is_ascii_alphabetic() || c == '_' => self.word()?,
             Some(c) if c.is_ascii_digit() => self.numeric()?,
-            Some('-') if self.peek_second().is_some_and(|c| c.is_ascii_digit()) => {
-                self.numeric()?
-            }
+            Some('-') if self.peek_second().is_some_and(|c| c.is_ascii_digit()) => self.numeric()?,
             Some(c) => self.punctuation(c)?,
         };
-        Ok(Token {
-            tok,
-            span: Span {
-                start,
-                end: self.pos,
-            },
-        })
+        Ok(Token { tok, span: Span { start, end: self.pos } })
     }
 
     fn punctuation(&mut self, c: char) -> Result<Tok, ParseError> {
@@ -125,18 +117,14 @@ impl<'t> Lexer<'t> {
 
     fn word(&mut self) -> Result<Tok, ParseError> {
         let start = self.pos;
-        let word = self
-            .eat_while(|c| c.is_ascii_alphanumeric() || c == '_')
-            .to_string();
+        let word = self.eat_while(|c| c.is_ascii_alphanumeric() || c == '_').to_string();
         if word != "attributes" || self.peek() != Some('.') {
             return Ok(Tok::Word(word));
         }
         self.bump();
         let name = self.eat_while(|c| c.is_ascii_alphanumeric() || c == '_');
         if name.is_empty() {
-            let found = self
-                .peek()
-                .map_or("end of expression".to_string(), |c| format!("`{c}`"));
+            let found = self.peek().map_or("end of expression".to_string(), |c| format!("`{c}`"));
             let message = format!("expected an attribute name after `attributes.`, found {found}");
             return Err(self.error(start, message));
         }
@@ -156,9 +144,8 @@ impl<'t> Lexer<'t> {
                     match self.bump() {
                         Some(c @ ('"' | '\\')) => value.push(c),
                         Some(c) => {
-                            let message = format!(
-                                "unknown escape `\\{c}` in string; only `\\\"` and `\\\\` are allowed"
-                            );
+                            let message =
+                                format!("unknown escape `\\{c}` in string; only `\\\"` and `\\\\` are allowed");
                             return Err(self.error(escape_at, message));
                         }
                         None => return Err(self.error(start, "unterminated string".to_string())),

@@ -70,29 +70,10 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Compare {
-        field: Field,
-        op: CompareOp,
-        value: Value,
-        span: Span,
-    },
-    Between {
-        field: Field,
-        low: Value,
-        high: Value,
-        span: Span,
-    },
-    In {
-        field: Field,
-        values: Vec<Value>,
-        negated: bool,
-        span: Span,
-    },
-    IsNull {
-        field: Field,
-        negated: bool,
-        span: Span,
-    },
+    Compare { field: Field, op: CompareOp, value: Value, span: Span },
+    Between { field: Field, low: Value, high: Value, span: Span },
+    In { field: Field, values: Vec<Value>, negated: bool, span: Span },
+    IsNull { field: Field, negated: bool, span: Span },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,12 +100,7 @@ impl ParseError {
     /// Builds an error at byte `offset` of `text`, computing line and column.
     pub(crate) fn at(text: &str, offset: usize, message: String) -> Self {
         let (line, column) = line_column(text, offset);
-        ParseError {
-            offset,
-            line,
-            column,
-            message,
-        }
+        ParseError { offset, line, column, message }
     }
 }
 
@@ -178,18 +154,11 @@ impl fmt::Display for Value {
 /// (unknown fields, type mismatches, empty ranges) are all reported.
 pub fn parse(text: &str, fields: &Fields) -> Result<Expr, Vec<ParseError>> {
     if text.len() > MAX_LEN {
-        let message = format!(
-            "expression is too long ({} bytes; the limit is {MAX_LEN})",
-            text.len()
-        );
+        let message = format!("expression is too long ({} bytes; the limit is {MAX_LEN})", text.len());
         return Err(vec![ParseError::at(text, 0, message)]);
     }
     let tokens = lexer::tokenize(text).map_err(|e| vec![e])?;
     let expr = parser::parse_tokens(text, &tokens).map_err(|e| vec![e])?;
     let errors = validate::check(text, &expr, fields);
-    if errors.is_empty() {
-        Ok(expr)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(expr) } else { Err(errors) }
 }

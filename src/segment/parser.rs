@@ -6,18 +6,11 @@ use super::{Expr, Field, ParseError, Span, Value};
 /// Maximum nesting of parentheses and `not`s.
 pub const MAX_DEPTH: usize = 64;
 
-const KEYWORDS: &[&str] = &[
-    "and", "or", "not", "between", "in", "is", "null", "true", "false",
-];
+const KEYWORDS: &[&str] = &["and", "or", "not", "between", "in", "is", "null", "true", "false"];
 
 /// Parses a whole token stream (ending in [`Tok::End`]) into one expression.
 pub(crate) fn parse_tokens(text: &str, tokens: &[Token]) -> Result<Expr, ParseError> {
-    let mut parser = Parser {
-        text,
-        tokens,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { text, tokens, pos: 0, depth: 0 };
     let expr = parser.or_expr()?;
     match parser.peek() {
         Tok::End => Ok(expr),
@@ -83,9 +76,8 @@ impl Parser<'_> {
     fn enter(&mut self) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            let message = format!(
-                "expression is nested too deeply (more than {MAX_DEPTH} levels of parentheses or `not`)"
-            );
+            let message =
+                format!("expression is nested too deeply (more than {MAX_DEPTH} levels of parentheses or `not`)");
             return Err(self.error_here(message));
         }
         Ok(())
@@ -143,9 +135,7 @@ impl Parser<'_> {
     fn field(&mut self) -> Result<(Field, usize), ParseError> {
         let field = match self.peek() {
             Tok::Attribute(name) => Field::Attribute(name.clone()),
-            Tok::Word(w) if !KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) => {
-                Field::Named(w.clone())
-            }
+            Tok::Word(w) if !KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) => Field::Named(w.clone()),
             _ => return Err(self.expected("a field name or `(`")),
         };
         Ok((field, self.advance().span.start))
@@ -157,17 +147,9 @@ impl Parser<'_> {
         match self.peek().clone() {
             Tok::Op(op) => {
                 let op_token = self.advance();
-                let op_text = self
-                    .text
-                    .get(op_token.span.start..op_token.span.end)
-                    .unwrap_or("");
+                let op_text = self.text.get(op_token.span.start..op_token.span.end).unwrap_or("");
                 let value = self.value(&format!("after `{op_text}`"))?;
-                Ok(Expr::Compare {
-                    field,
-                    op,
-                    value,
-                    span: self.span_from(start),
-                })
+                Ok(Expr::Compare { field, op, value, span: self.span_from(start) })
             }
             Tok::Word(w) if keyword(&w, "between") => self.between(field, start),
             Tok::Word(w) if keyword(&w, "in") => self.in_list(field, start, false),
@@ -179,19 +161,15 @@ impl Parser<'_> {
                 self.in_list(field, start, true)
             }
             Tok::Word(w) if keyword(&w, "is") => self.is_null(field, start),
-            _ => Err(self.expected(&format!(
-                "a comparison (`=`, `<`, `between`, `in`, `is null`, ...) after `{field}`"
-            ))),
+            _ => {
+                Err(self.expected(&format!("a comparison (`=`, `<`, `between`, `in`, `is null`, ...) after `{field}`")))
+            }
         }
     }
 
     /// Span from `start` to the end of the last consumed token.
     fn span_from(&self, start: usize) -> Span {
-        let end = self
-            .pos
-            .checked_sub(1)
-            .and_then(|i| self.tokens.get(i))
-            .map_or(start, |t| t.span.end);
+        let end = self.pos.checked_sub(1).and_then(|i| self.tokens.get(i)).map_or(start, |t| t.span.end);
         Span { start, end }
     }
 
@@ -202,12 +180,7 @@ impl Parser<'_> {
             return Err(self.expected("`and` between the two bounds of `between`"));
         }
         let high = self.value("after `and`")?;
-        Ok(Expr::Between {
-            field,
-            low,
-            high,
-            span: self.span_from(start),
-        })
+        Ok(Expr::Between { field, low, high, span: self.span_from(start) })
     }
 
     fn in_list(&mut self, field: Field, start: usize, negated: bool) -> Result<Expr, ParseError> {
@@ -228,12 +201,7 @@ impl Parser<'_> {
             }
         }
         self.advance();
-        Ok(Expr::In {
-            field,
-            values,
-            negated,
-            span: self.span_from(start),
-        })
+        Ok(Expr::In { field, values, negated, span: self.span_from(start) })
     }
 
     fn is_null(&mut self, field: Field, start: usize) -> Result<Expr, ParseError> {
@@ -243,11 +211,7 @@ impl Parser<'_> {
             let after = if negated { "`is not`" } else { "`is`" };
             return Err(self.expected(&format!("`null` after {after}")));
         }
-        Ok(Expr::IsNull {
-            field,
-            negated,
-            span: self.span_from(start),
-        })
+        Ok(Expr::IsNull { field, negated, span: self.span_from(start) })
     }
 
     fn value(&mut self, context: &str) -> Result<Value, ParseError> {
@@ -259,9 +223,7 @@ impl Parser<'_> {
             Tok::Word(w) if w.eq_ignore_ascii_case("true") => Value::Bool(true),
             Tok::Word(w) if w.eq_ignore_ascii_case("false") => Value::Bool(false),
             Tok::Word(w) if w.eq_ignore_ascii_case("null") => {
-                let message = format!(
-                    "expected a value {context}, found `null`; use `is null` or `is not null`"
-                );
+                let message = format!("expected a value {context}, found `null`; use `is null` or `is not null`");
                 return Err(self.error_here(message));
             }
             _ => return Err(self.expected(&format!("a value {context}"))),

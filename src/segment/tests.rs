@@ -62,12 +62,7 @@ fn span(start: usize, end: usize) -> Span {
 }
 
 fn cmp(name: &str, op: CompareOp, value: Value, start: usize, end: usize) -> Expr {
-    Expr::Compare {
-        field: named(name),
-        op,
-        value,
-        span: span(start, end),
-    }
+    Expr::Compare { field: named(name), op, value, span: span(start, end) }
 }
 
 fn and(l: Expr, r: Expr) -> Expr {
@@ -108,13 +103,7 @@ fn between_with_durations_parses_to_days() {
 #[test]
 fn not_and_in_list_parse_to_the_expected_tree() {
     let expected = or(
-        Expr::Not(Box::new(cmp(
-            "complaints_open",
-            CompareOp::Gt,
-            Value::Number(0.0),
-            5,
-            24,
-        ))),
+        Expr::Not(Box::new(cmp("complaints_open", CompareOp::Gt, Value::Number(0.0), 5, 24))),
         Expr::In {
             field: named("propensity_decile"),
             values: vec![Value::Number(1.0), Value::Number(2.0), Value::Number(3.0)],
@@ -134,37 +123,18 @@ fn attributes_and_is_not_null_parse() {
             value: Value::Text("north".to_string()),
             span: span(0, 27),
         },
-        Expr::IsNull {
-            field: named("first_name"),
-            negated: true,
-            span: span(32, 54),
-        },
+        Expr::IsNull { field: named("first_name"), negated: true, span: span(32, 54) },
     );
     assert_eq!(ok(EXAMPLES[3]), expected);
 }
 
 #[test]
 fn dates_and_string_lists_parse() {
-    let Expr::And(left, right) = ok(EXAMPLES[4]) else {
-        panic!("expected And")
-    };
+    let Expr::And(left, right) = ok(EXAMPLES[4]) else { panic!("expected And") };
     let date = NaiveDate::from_ymd_opt(2026, 1, 1).expect("valid date");
-    assert_eq!(
-        *left,
-        cmp("signed_up_at", CompareOp::Lt, Value::Date(date), 0, 25)
-    );
-    let Expr::In {
-        values,
-        negated: false,
-        ..
-    } = *right
-    else {
-        panic!("expected In")
-    };
-    assert_eq!(
-        values,
-        vec![Value::Text("gold".into()), Value::Text("silver".into())]
-    );
+    assert_eq!(*left, cmp("signed_up_at", CompareOp::Lt, Value::Date(date), 0, 25));
+    let Expr::In { values, negated: false, .. } = *right else { panic!("expected In") };
+    assert_eq!(values, vec![Value::Text("gold".into()), Value::Text("silver".into())]);
 }
 
 #[test]
@@ -173,13 +143,7 @@ fn not_binds_tighter_than_and_which_binds_tighter_than_or() {
         cmp("a", CompareOp::Eq, Value::Number(1.0), 0, 5),
         and(
             cmp("b", CompareOp::Eq, Value::Number(2.0), 9, 14),
-            Expr::Not(Box::new(cmp(
-                "c",
-                CompareOp::Eq,
-                Value::Number(3.0),
-                23,
-                28,
-            ))),
+            Expr::Not(Box::new(cmp("c", CompareOp::Eq, Value::Number(3.0), 23, 28))),
         ),
     );
     assert_eq!(ok("a = 1 or b = 2 and not c = 3"), expected);
@@ -200,8 +164,6 @@ fn keywords_are_case_insensitive_and_weeks_become_days() {
 #[test]
 fn string_escapes_are_decoded() {
     let expr = ok(r#"first_name = "say \"hi\" \\ bye""#);
-    let Expr::Compare { value, .. } = expr else {
-        panic!("expected Compare")
-    };
+    let Expr::Compare { value, .. } = expr else { panic!("expected Compare") };
     assert_eq!(value, Value::Text(r#"say "hi" \ bye"#.to_string()));
 }

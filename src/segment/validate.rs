@@ -17,10 +17,7 @@ impl Target {
         matches!(
             (self, value),
             (Target::Typed(FieldType::Number), Value::Number(_))
-                | (
-                    Target::Typed(FieldType::Days),
-                    Value::Number(_) | Value::Days(_)
-                )
+                | (Target::Typed(FieldType::Days), Value::Number(_) | Value::Days(_))
                 | (Target::Typed(FieldType::Text), Value::Text(_))
                 | (Target::Typed(FieldType::Date), Value::Date(_))
                 | (Target::Typed(FieldType::Bool), Value::Bool(_))
@@ -32,9 +29,7 @@ impl Target {
     fn describe(self) -> (&'static str, &'static str) {
         match self {
             Target::Typed(FieldType::Number) => ("is a number", "a number such as 3"),
-            Target::Typed(FieldType::Days) => {
-                ("is a number of days", "a number or a duration such as 30d")
-            }
+            Target::Typed(FieldType::Days) => ("is a number of days", "a number or a duration such as 30d"),
             Target::Typed(FieldType::Text) => ("is text", "a string such as \"north\""),
             Target::Typed(FieldType::Date) => ("is a date", "a date such as 2026-01-31"),
             Target::Typed(FieldType::Bool) => ("is true or false", "true or false"),
@@ -67,28 +62,15 @@ pub(crate) fn check(text: &str, expr: &Expr, fields: &Fields) -> Vec<ParseError>
                 pending.push(inner);
                 None
             }
-            Expr::Compare {
-                field,
-                op,
-                value,
-                span,
-            } => check_predicate(fields, field, *span, |t| {
-                check_compare(t, field, *op, value)
-            }),
-            Expr::Between {
-                field,
-                low,
-                high,
-                span,
-            } => check_predicate(fields, field, *span, |t| check_between(t, field, low, high)),
-            Expr::In {
-                field,
-                values,
-                negated,
-                span,
-            } => check_predicate(fields, field, *span, |t| {
-                check_in(t, field, values, *negated)
-            }),
+            Expr::Compare { field, op, value, span } => {
+                check_predicate(fields, field, *span, |t| check_compare(t, field, *op, value))
+            }
+            Expr::Between { field, low, high, span } => {
+                check_predicate(fields, field, *span, |t| check_between(t, field, low, high))
+            }
+            Expr::In { field, values, negated, span } => {
+                check_predicate(fields, field, *span, |t| check_in(t, field, values, *negated))
+            }
             Expr::IsNull { field, span, .. } => check_predicate(fields, field, *span, |_| None),
         };
         if let Some((offset, message)) = problem {
@@ -122,17 +104,9 @@ pub(crate) fn unknown_field(name: &str, fields: &Fields) -> String {
     if fields.known.is_empty() {
         return format!("unknown field `{name}`; no fields are available");
     }
-    let names: Vec<String> = fields
-        .known
-        .iter()
-        .take(8)
-        .map(|(k, _)| format!("`{k}`"))
-        .collect();
+    let names: Vec<String> = fields.known.iter().take(8).map(|(k, _)| format!("`{k}`")).collect();
     let more = if fields.known.len() > 8 { ", ..." } else { "" };
-    format!(
-        "unknown field `{name}`; the fields are {}{more}",
-        names.join(", ")
-    )
+    format!("unknown field `{name}`; the fields are {}{more}", names.join(", "))
 }
 
 /// The closest known name: within two edits, else the most similar if similar enough.
@@ -148,9 +122,7 @@ fn suggestion<'a>(name: &str, fields: &Fields<'a>) -> Option<&'a str> {
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .filter(|(_, similarity)| *similarity >= 0.8)
     };
-    by_edits
-        .map(|(known, _)| known)
-        .or_else(|| by_similarity().map(|(known, _)| known))
+    by_edits.map(|(known, _)| known).or_else(|| by_similarity().map(|(known, _)| known))
 }
 
 fn mismatch(target: Target, field: &Field, value: &Value) -> Option<String> {
@@ -158,9 +130,7 @@ fn mismatch(target: Target, field: &Field, value: &Value) -> Option<String> {
         return None;
     }
     let (is, expected) = target.describe();
-    Some(format!(
-        "{field} {is}; compare it with {expected}, not {value}"
-    ))
+    Some(format!("{field} {is}; compare it with {expected}, not {value}"))
 }
 
 fn not_orderable(target: Target, field: &Field, what: &str, value: &Value) -> Option<String> {
@@ -172,9 +142,7 @@ fn not_orderable(target: Target, field: &Field, what: &str, value: &Value) -> Op
         Target::Typed(FieldType::Bool) => "`=` or `!=`",
         _ => "`=`, `!=` or `in`",
     };
-    Some(format!(
-        "{what} cannot be used on {field}, which {is} (here compared with {value}); use {instead}"
-    ))
+    Some(format!("{what} cannot be used on {field}, which {is} (here compared with {value}); use {instead}"))
 }
 
 fn check_compare(target: Target, field: &Field, op: CompareOp, value: &Value) -> Option<String> {
@@ -201,21 +169,14 @@ fn check_in(target: Target, field: &Field, values: &[Value], negated: bool) -> O
     }
     if let Some(first) = values.first() {
         let first_kind = std::mem::discriminant(first);
-        if let Some(odd) = values
-            .iter()
-            .find(|v| std::mem::discriminant(*v) != first_kind)
-        {
-            return Some(format!(
-                "a list must hold one type of value, but it mixes {first} and {odd}"
-            ));
+        if let Some(odd) = values.iter().find(|v| std::mem::discriminant(*v) != first_kind) {
+            return Some(format!("a list must hold one type of value, but it mixes {first} and {odd}"));
         }
     }
     match target {
         Target::Typed(FieldType::Bool) => {
             let keyword = if negated { "not in" } else { "in" };
-            Some(format!(
-                "`{keyword}` cannot be used on {field}, which is true or false; use `=` or `!=`"
-            ))
+            Some(format!("`{keyword}` cannot be used on {field}, which is true or false; use `=` or `!=`"))
         }
         _ => None,
     }

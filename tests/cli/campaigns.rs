@@ -457,14 +457,19 @@ fn preview_and_run_say_to_train_and_score_when_a_segment_uses_scores_that_were_n
         let body = "\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello\"\n";
         env.write(
             "campaigns/scored.toml",
-            format!("[audience]\nwhere = 'frequency >= 1 and propensity_decile <= 3'\norder_by = 'propensity desc'{body}"),
+            format!(
+                "[audience]\nwhere = 'frequency >= 1 and propensity_decile <= 3'\norder_by = 'propensity desc'{body}"
+            ),
         );
         env.write("campaigns/plain.toml", format!("[audience]\nwhere = 'first_name is not null'{body}"));
         let advice = "warning: campaign scored uses `frequency`, `propensity_decile`, `propensity`, which come from \
                       scoring, and there is no active model yet, so no customer has these values: run `patron train`, \
                       then `patron score`";
-        let commands: [&[&str]; 3] =
-            [&["campaign", "preview", "scored"], &["campaign", "run", "scored", "--dry-run"], &["campaign", "run", "scored"]];
+        let commands: [&[&str]; 3] = [
+            &["campaign", "preview", "scored"],
+            &["campaign", "run", "scored", "--dry-run"],
+            &["campaign", "run", "scored"],
+        ];
         for args in commands {
             let run = env.ok(args);
             assert!(run.stderr.contains(advice), "{args:?}: {}", run.stderr);
@@ -514,8 +519,10 @@ fn shipped_campaigns_on_scores_pick_likelier_buyers_and_warn_when_scores_are_mis
         let unscored = preview("develop");
         assert_eq!(unscored.code, 0, "{}", unscored.stderr);
         assert!(
-            unscored.stderr.contains("and the active model has not scored anyone yet, so no customer has these values: \
-                                      run `patron score`"),
+            unscored.stderr.contains(
+                "and the active model has not scored anyone yet, so no customer has these values: \
+                                      run `patron score`"
+            ),
             "{}",
             unscored.stderr
         );
@@ -561,8 +568,10 @@ fn shipped_campaigns_on_scores_pick_likelier_buyers_and_warn_when_scores_are_mis
         env.execute("UPDATE scores SET scored_at = '2026-01-01T00:00:00+00:00'");
         let stale = preview("develop");
         assert!(
-            stale.stderr.contains("and the last scoring (2026-01-01 00:00 UTC) is older than daemon.max_score_age \
-                                   (26h): run `patron score`"),
+            stale.stderr.contains(
+                "and the last scoring (2026-01-01 00:00 UTC) is older than daemon.max_score_age \
+                                   (26h): run `patron score`"
+            ),
             "{}",
             stale.stderr
         );

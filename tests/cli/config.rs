@@ -16,7 +16,12 @@ fn an_environment_override_changes_the_setting() {
 #[test]
 fn the_default_database_is_an_sqlite_file_in_data_dir() {
     let env = TestEnv::new(Backend::Sqlite);
-    let run = env.command(&["migrate"]).env_remove("PATRON__DATABASE__URL").env("PATRON__DATA_DIR", "state").output().unwrap();
+    let run = env
+        .command(&["migrate"])
+        .env_remove("PATRON__DATABASE__URL")
+        .env("PATRON__DATA_DIR", "state")
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(env.dir.path().join("state/patron.db").is_file());
 }
@@ -28,12 +33,21 @@ fn a_bad_value_is_reported_by_its_key_and_origin_with_exit_code_2() {
         ("PATRON__IMPORT__BATCH_SIZE", "abc", "for key `import.batch_size` in the environment"),
         ("PATRON__IMPORT__BATCH_SIZE", "0", "`import.batch_size` (from the environment): must be between 1 and 3000"),
         ("PATRON__LOG__FORMAT", "xml", "`log.format` (from the environment): expected `text` or `json`"),
-        ("PATRON__DATABASE__URL", "mysql://x", "`database.url` (from the environment): expected an sqlite:// or postgres:// URL"),
+        (
+            "PATRON__DATABASE__URL",
+            "mysql://x",
+            "`database.url` (from the environment): expected an sqlite:// or postgres:// URL",
+        ),
     ];
     for (key, value, expected) in cases {
         let run = crate::support::Run::from(env.command(&["status"]).env(key, value).output().unwrap());
         assert_eq!(run.code, 2, "{key}={value}: {}", run.stderr);
-        assert_eq!(run.stderr.matches(expected).count(), 1, "{key}={value}: expected {expected:?} once in {}", run.stderr);
+        assert_eq!(
+            run.stderr.matches(expected).count(),
+            1,
+            "{key}={value}: expected {expected:?} once in {}",
+            run.stderr
+        );
     }
 }
 
@@ -43,7 +57,11 @@ fn a_bad_value_in_a_config_file_names_the_file() {
     let file = env.write("patron.toml", "[import]\nmax_reported_errors = \"many\"\n");
     let run = env.patron(&["--config", &file, "status"]);
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("`import.max_reported_errors`") && run.stderr.contains("patron.toml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`import.max_reported_errors`") && run.stderr.contains("patron.toml"),
+        "{}",
+        run.stderr
+    );
 
     let unknown = env.write("typo.toml", "[databse]\nurl = \"sqlite://x.db\"\n");
     let run = env.patron(&["--config", &unknown, "status"]);
@@ -55,12 +73,7 @@ fn a_bad_value_in_a_config_file_names_the_file() {
 fn secrets_come_from_the_environment_or_a_file_and_never_print() {
     let env = TestEnv::new(Backend::Sqlite);
     let secret = "hunter2-very-secret";
-    let run = env
-        .command(&["config"])
-        .env("PATRON__SMTP__PASSWORD", secret)
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
+    let run = env.command(&["config"]).env("PATRON__SMTP__PASSWORD", secret).env("RUST_LOG", "trace").output().unwrap();
     let (out, err) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "{err}");
     assert!(out.contains("# smtp password: set"), "{out}");
@@ -75,7 +88,11 @@ fn secrets_come_from_the_environment_or_a_file_and_never_print() {
     let in_file = env.write("leaky.toml", format!("[smtp]\npassword = \"{secret}\"\n"));
     let run = crate::support::Run::from(env.command(&["--config", &in_file, "config"]).output().unwrap());
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("secrets are not read from config files; set PATRON__SMTP__PASSWORD"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("secrets are not read from config files; set PATRON__SMTP__PASSWORD"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains(secret));
     // Also when the environment sets the same secret, whose value would win.
     let in_file = env.write("leaky.toml", format!("[unsubscribe]\nsecret = \"{key}\"\n"));
@@ -90,17 +107,31 @@ fn secrets_come_from_the_environment_or_a_file_and_never_print() {
 fn a_short_unsubscribe_secret_is_refused_and_a_readable_secret_file_is_warned_about() {
     use std::os::unix::fs::PermissionsExt;
     let env = TestEnv::new(Backend::Sqlite);
-    let run = crate::support::Run::from(env.command(&["config"]).env("PATRON__UNSUBSCRIBE__SECRET", "x").output().unwrap());
+    let run =
+        crate::support::Run::from(env.command(&["config"]).env("PATRON__UNSUBSCRIBE__SECRET", "x").output().unwrap());
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("`unsubscribe.secret` (from the environment): the unsubscribe secret must be at least 32 bytes"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("`unsubscribe.secret` (from the environment): the unsubscribe secret must be at least 32 bytes"),
+        "{}",
+        run.stderr
+    );
 
     let key_file = env.write("signing.key", "k".repeat(32));
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = crate::support::Run::from(env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap());
+    let run = crate::support::Run::from(
+        env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap(),
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("unsubscribe.secret_file") && run.stderr.contains("can be read by other users (mode 644)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unsubscribe.secret_file") && run.stderr.contains("can be read by other users (mode 644)"),
+        "{}",
+        run.stderr
+    );
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let run = crate::support::Run::from(env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap());
+    let run = crate::support::Run::from(
+        env.command(&["status"]).env("PATRON__UNSUBSCRIBE__SECRET_FILE", &key_file).output().unwrap(),
+    );
     assert!(!run.stderr.contains("can be read by other users"), "{}", run.stderr);
 }
 
@@ -108,9 +139,21 @@ fn a_short_unsubscribe_secret_is_refused_and_a_readable_secret_file_is_warned_ab
 fn bad_delivery_and_schedule_settings_are_refused_with_their_key() {
     let env = TestEnv::new(Backend::Sqlite);
     let cases = [
-        ("PATRON__DAEMON__LOYALTY_SCHEDULE", "61 2 * * *", "`daemon.loyalty_schedule` (from the environment): `61 2 * * *` is not a valid cron schedule: Minutes must be at most 59"),
-        ("PATRON__DELIVERY__RETRY_AFTER", "0s", "`delivery.retry_after` (from the environment): must be longer than 0s"),
-        ("PATRON__DELIVERY__RETRY_MAX", "30s", "`delivery.retry_max` (from the environment): must be at least delivery.retry_after (1m)"),
+        (
+            "PATRON__DAEMON__LOYALTY_SCHEDULE",
+            "61 2 * * *",
+            "`daemon.loyalty_schedule` (from the environment): `61 2 * * *` is not a valid cron schedule: Minutes must be at most 59",
+        ),
+        (
+            "PATRON__DELIVERY__RETRY_AFTER",
+            "0s",
+            "`delivery.retry_after` (from the environment): must be longer than 0s",
+        ),
+        (
+            "PATRON__DELIVERY__RETRY_MAX",
+            "30s",
+            "`delivery.retry_max` (from the environment): must be at least delivery.retry_after (1m)",
+        ),
         ("PATRON__SMTP__PORT", "0", "`smtp.port` (from the environment): must be a port number from 1 to 65535"),
     ];
     for (key, value, expected) in cases {

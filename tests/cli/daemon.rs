@@ -460,7 +460,8 @@ fn a_refused_login_pauses_sending_without_spending_attempts_until_sighup_brings_
         env.write("smtp-password", "right\n");
         daemon.signal(libc::SIGHUP);
         assert!(server.wait_for(20, Duration::from_secs(30)), "{}", daemon.stderr());
-        assert!(wait_until(Duration::from_secs(10), || count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'") == 20));
+        assert!(wait_until(Duration::from_secs(10), || count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+            == 20));
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE attempts = 1"), 20, "one attempt each");
         assert_eq!(samples(&http(daemon.port, "/metrics").1)["patron_sending_paused"], 0.0);
         assert_eq!(daemon.stop(), 0);
@@ -509,7 +510,8 @@ fn the_leader_reads_the_feedback_mailbox_every_poll_interval() {
         daemon.wait_ready();
         let bounce = crate::feedback::report("postfix-hard-bounce.eml", &c3.verp, "<a@b>", "c3@example.com");
         imap.deliver("INBOX", &[bounce]);
-        let read = wait_until(Duration::from_secs(30), || crate::feedback::suppressions(env) == ["c3@example.com bounced"]);
+        let read =
+            wait_until(Duration::from_secs(30), || crate::feedback::suppressions(env) == ["c3@example.com bounced"]);
         assert!(read, "the bounce was not read:\n{}\n{}", daemon.stderr(), imap.log());
         assert!(wait_until(Duration::from_secs(10), || imap.flags("INBOX") == [["Seen"]]), "{:?}", imap.flags("INBOX"));
         assert!(daemon.stderr().contains("feedback mailbox read"), "{}", daemon.stderr());
@@ -528,10 +530,13 @@ fn link_signed_with(key: &str) -> String {
 fn sighup_brings_a_new_unsubscribe_key_to_the_running_server_and_a_changed_schedule_fires() {
     each_backend(|env| {
         customers(env, 1);
-        let (old_key, new_key) = ("the-old-unsubscribe-key-of-32-bytes-or-more", "the-new-unsubscribe-key-of-32-bytes-or-more");
+        let (old_key, new_key) =
+            ("the-old-unsubscribe-key-of-32-bytes-or-more", "the-new-unsubscribe-key-of-32-bytes-or-more");
         let key_file = env.write("unsubscribe-key", old_key);
         let settings = |loyalty_schedule: &str| {
-            format!("[unsubscribe]\nsecret_file = \"{key_file}\"\n\n[daemon]\nloyalty_schedule = \"{loyalty_schedule}\"\n")
+            format!(
+                "[unsubscribe]\nsecret_file = \"{key_file}\"\n\n[daemon]\nloyalty_schedule = \"{loyalty_schedule}\"\n"
+            )
         };
         let config = env.write("patron.toml", settings("0 0 1 1 *"));
         let port = free_port();

@@ -158,7 +158,8 @@ fn refused_for_now_is_retried_and_refused_for_good_is_failed_and_suppressed() {
         // The refusal is a hard bounce in the feedback records and the report: 1 of the 20 messages handed over.
         let events = env.strings("SELECT kind || ' ' || status || ' ' || source || ' ' || email FROM feedback_events");
         assert_eq!(events, ["hard_bounce 5.1.1 smtp c7@example.com"]);
-        let report: serde_json::Value = serde_json::from_str(&env.ok(&["report", "campaign", "hello", "--json"]).stdout).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&env.ok(&["report", "campaign", "hello", "--json"]).stdout).unwrap();
         let feedback = &report["runs"][0]["feedback"];
         assert_eq!((feedback["hard_bounces"].as_u64(), feedback["hard_bounce_rate"].as_f64()), (Some(1), Some(0.05)));
 
@@ -206,8 +207,11 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         // it must cover the concurrency times the SMTP timeout, which must
         // leave the test server time to answer on a loaded machine (a
         // timeout is a temporary failure, retried only minutes later).
-        let settings =
-            [("PATRON__DELIVERY__LEASE", "24s"), ("PATRON__DELIVERY__CONCURRENCY", "8"), ("PATRON__SMTP__TIMEOUT", "3s")];
+        let settings = [
+            ("PATRON__DELIVERY__LEASE", "24s"),
+            ("PATRON__DELIVERY__CONCURRENCY", "8"),
+            ("PATRON__SMTP__TIMEOUT", "3s"),
+        ];
         let mut child = spawn_send(env, server.port(), &settings);
         assert!(server.wait_for(3000, Duration::from_secs(120)), "only {} arrived", server.count());
         child.kill().expect("kill -9");
@@ -355,7 +359,11 @@ fn mail_of_any_kind_is_refused_without_an_unsubscribe_secret() {
         plan(env);
         let run = env.patron(&["send"]);
         assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(run.stderr.contains("2 message(s) wait to be sent, and every message carries an unsubscribe link"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("2 message(s) wait to be sent, and every message carries an unsubscribe link"),
+            "{}",
+            run.stderr
+        );
         assert!(run.stderr.contains("PATRON__UNSUBSCRIBE__SECRET"), "{}", run.stderr);
         assert_eq!(env.status()["outbox"]["planned"], 2);
     });

@@ -11,7 +11,8 @@ use patron::delivery::unsubscribe::Token;
 use secrecy::SecretString;
 
 use crate::delivery::{
-    SECRET, count, customers, free_port, http, per_recipient, plan, send, serve, smtp_env, spawn_send, wait_with_timeout,
+    SECRET, count, customers, free_port, http, per_recipient, plan, send, serve, smtp_env, spawn_send,
+    wait_with_timeout,
 };
 use crate::smtp_server::{Reply, Script, SmtpServer};
 use crate::support::{Run, TestEnv, backends, each_backend};
@@ -67,7 +68,8 @@ fn a_reply_lost_after_the_message_is_recorded_unknown_and_sent_again_only_on_req
         customers(env, 10);
         plan(env);
         // The first copy to c5 arrives, but the server hangs up instead of answering.
-        let after_data = Arc::new(|to: &str, n: usize| if to == "c5@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
+        let after_data =
+            Arc::new(|to: &str, n: usize| if to == "c5@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
         let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
         let run = send(env, server.port(), &["--until-empty"]);
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -82,11 +84,20 @@ fn a_reply_lost_after_the_message_is_recorded_unknown_and_sent_again_only_on_req
         assert_eq!(report["runs"][0]["delivery"]["unknown"], 1, "{report}");
 
         // Nothing re-queues it by itself; `outbox retry` does, on request.
-        assert_eq!(send(env, server.port(), &["--until-empty"]).stdout, "0 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(
+            send(env, server.port(), &["--until-empty"]).stdout,
+            "0 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n"
+        );
         assert_eq!(env.patron(&["outbox", "retry", "--run", "999"]).code, 2);
         assert_eq!(env.patron(&["outbox", "retry", "--since", "yesterday"]).code, 2);
-        assert_eq!(env.ok(&["outbox", "retry", "--state", "unknown", "--since", "2026-01-01"]).stdout, "1 unknown message(s) re-queued\n");
-        assert_eq!(send(env, server.port(), &[]).stdout, "1 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(
+            env.ok(&["outbox", "retry", "--state", "unknown", "--since", "2026-01-01"]).stdout,
+            "1 unknown message(s) re-queued\n"
+        );
+        assert_eq!(
+            send(env, server.port(), &[]).stdout,
+            "1 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n"
+        );
         assert_eq!(per_recipient(&server.received())["c5@example.com"], 2);
         assert_eq!(env.strings(&format!("SELECT o.state {row}")), ["sent"]);
     });
@@ -97,7 +108,8 @@ fn with_resend_unknown_a_lost_reply_costs_at_most_one_extra_copy() {
     each_backend(|env| {
         customers(env, 3);
         plan(env);
-        let after_data = Arc::new(|to: &str, n: usize| if to == "c2@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
+        let after_data =
+            Arc::new(|to: &str, n: usize| if to == "c2@example.com" && n == 1 { Reply::HangUp } else { Reply::Accept });
         let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
         let run = send_with(env, server.port(), &["--until-empty"], &[("PATRON__DELIVERY__RESEND_UNKNOWN", "true")]);
         assert_eq!(run.code, 0, "{}", run.stderr);
@@ -114,7 +126,11 @@ fn a_lease_shorter_than_the_queue_never_makes_one_sender_send_twice() {
         let after_data = Arc::new(|_: &str, _: usize| Reply::AcceptAfter(Duration::from_millis(200)));
         let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
         // 30 rows claimed at once take 6 s to send, three times the lease.
-        let short = [("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "1"), ("PATRON__SMTP__TIMEOUT", "1s")];
+        let short = [
+            ("PATRON__DELIVERY__LEASE", "2s"),
+            ("PATRON__DELIVERY__CONCURRENCY", "1"),
+            ("PATRON__SMTP__TIMEOUT", "1s"),
+        ];
         let run = send_with(env, server.port(), &["--until-empty"], &short);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert_eq!(run.stdout, "30 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
@@ -123,7 +139,12 @@ fn a_lease_shorter_than_the_queue_never_makes_one_sender_send_twice() {
         assert!(counts.values().all(|&n| n == 1), "{counts:?}");
 
         // A lease that cannot cover the sessions' timeouts is refused at start.
-        let refused = send_with(env, server.port(), &[], &[("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "8")]);
+        let refused = send_with(
+            env,
+            server.port(),
+            &[],
+            &[("PATRON__DELIVERY__LEASE", "2s"), ("PATRON__DELIVERY__CONCURRENCY", "8")],
+        );
         assert_eq!(refused.code, 2, "{}", refused.stderr);
         assert!(refused.stderr.contains("delivery.lease"), "{}", refused.stderr);
     });
@@ -208,4 +229,3 @@ fn sigterm_to_send_finishes_the_messages_in_flight_and_gives_back_the_rest_at_on
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 40 - arrived);
     });
 }
-

@@ -136,15 +136,41 @@ fn bounces_and_complaints_land_on_their_outbox_rows_suppress_once_and_leave_the_
         }
         let run = maildir(env, &dir);
         assert_eq!(run.code, 0, "{}", run.stderr);
-        assert!(run.stdout.ends_with(": 5 message(s), 4 event(s) recorded, 0 already recorded, 1 kept aside in failed/\n"), "{}", run.stdout);
+        assert!(
+            run.stdout.ends_with(": 5 message(s), 4 event(s) recorded, 0 already recorded, 1 kept aside in failed/\n"),
+            "{}",
+            run.stdout
+        );
         assert_eq!(
             suppressions(env),
-            ["c3@example.com bounced", "c4@example.com bounced", "c5@example.com complained", "c7@example.com unsubscribed", "c8@example.com bounced"]
+            [
+                "c3@example.com bounced",
+                "c4@example.com bounced",
+                "c5@example.com complained",
+                "c7@example.com unsubscribed",
+                "c8@example.com bounced"
+            ]
         );
         let matched = env.strings("SELECT kind || ' ' || COALESCE(matched_by, '-') FROM feedback_events ORDER BY id");
-        assert_eq!(matched, ["hard_bounce verp", "hard_bounce message-id", "complaint verp", "unsubscribe -", "hard_bounce recipient", "aside -"]);
-        assert_eq!(env.strings("SELECT CAST(marketing_consent AS TEXT) FROM customers WHERE email = 'c7@example.com'"), [consent_false(env)]);
-        let mut used: Vec<String> = std::fs::read_dir(format!("{dir}/cur")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(
+            matched,
+            [
+                "hard_bounce verp",
+                "hard_bounce message-id",
+                "complaint verp",
+                "unsubscribe -",
+                "hard_bounce recipient",
+                "aside -"
+            ]
+        );
+        assert_eq!(
+            env.strings("SELECT CAST(marketing_consent AS TEXT) FROM customers WHERE email = 'c7@example.com'"),
+            [consent_false(env)]
+        );
+        let mut used: Vec<String> = std::fs::read_dir(format!("{dir}/cur"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         used.sort();
         assert_eq!(used, ["1.exim:2,S", "2.arf:2,S", "3.unsubscribe:2,S", "4.recipient:2,S"]);
         let reason = std::fs::read_to_string(format!("{dir}/failed/5.ooo.reason")).unwrap();
@@ -195,7 +221,8 @@ fn soft_bounces_suppress_at_the_limit_and_forged_reports_change_nothing() {
         let delayed = report("postfix-delayed.eml", &c6.verp, &c6.message_id, "c6@example.com");
         for attempt in 1..=3 {
             // Each notice of the mail server is a report of its own.
-            let notice = delayed.replace("<20261201140002.4B1F52A0C41@", &format!("<2026120114000{attempt}.4B1F52A0C41@"));
+            let notice =
+                delayed.replace("<20261201140002.4B1F52A0C41@", &format!("<2026120114000{attempt}.4B1F52A0C41@"));
             assert_eq!(pipe(env, &notice).code, 0);
             let expected: &[&str] = if attempt < 3 { &[] } else { &["c6@example.com bounced"] };
             assert_eq!(suppressions(env), expected, "after {attempt} soft bounce(s)");
@@ -307,9 +334,14 @@ fn bounces_in_an_imap_mailbox_are_read_once_marked_and_moved_and_the_rest_flagge
         let run = from_imap(env, &imap);
         assert_eq!(run.code, 0, "{}\n{}", run.stderr, imap.log());
         let mailbox = format!("imap://127.0.0.1:{}/INBOX", imap.port());
-        assert_eq!(run.stdout, format!("{mailbox}: 3 message(s), 2 event(s) recorded, 0 already recorded, 1 kept aside (flagged)\n"));
+        assert_eq!(
+            run.stdout,
+            format!("{mailbox}: 3 message(s), 2 event(s) recorded, 0 already recorded, 1 kept aside (flagged)\n")
+        );
         assert_eq!(suppressions(env), ["c3@example.com bounced", "c5@example.com complained"]);
-        let events = env.strings("SELECT kind || ' ' || source || ' ' || COALESCE(matched_by, '-') FROM feedback_events ORDER BY id");
+        let events = env.strings(
+            "SELECT kind || ' ' || source || ' ' || COALESCE(matched_by, '-') FROM feedback_events ORDER BY id",
+        );
         assert_eq!(events, ["hard_bounce imap verp", "complaint imap verp", "aside imap -"]);
         // The reports moved to Processed, read; the other message stays, read and flagged.
         assert_eq!(imap.flags("Processed"), [["Seen"], ["Seen"]]);
@@ -318,10 +350,16 @@ fn bounces_in_an_imap_mailbox_are_read_once_marked_and_moved_and_the_rest_flagge
         // A poll with nothing unread reads nothing; the same bounce delivered
         // again is read and counts once.
         let run = from_imap(env, &imap);
-        assert_eq!(run.stdout, format!("{mailbox}: 0 message(s), 0 event(s) recorded, 0 already recorded, 0 kept aside (flagged)\n"));
+        assert_eq!(
+            run.stdout,
+            format!("{mailbox}: 0 message(s), 0 event(s) recorded, 0 already recorded, 0 kept aside (flagged)\n")
+        );
         imap.deliver("INBOX", &[bounce]);
         let run = from_imap(env, &imap);
-        assert_eq!(run.stdout, format!("{mailbox}: 1 message(s), 0 event(s) recorded, 1 already recorded, 0 kept aside (flagged)\n"));
+        assert_eq!(
+            run.stdout,
+            format!("{mailbox}: 1 message(s), 0 event(s) recorded, 1 already recorded, 0 kept aside (flagged)\n")
+        );
         assert_eq!(count(env, "SELECT COUNT(*) FROM feedback_events"), 3);
 
         // A wrong password: a clear error naming the mailbox, and nothing read.
@@ -344,7 +382,7 @@ fn a_campaign_whose_recipients_are_refused_over_the_limit_is_paused_by_the_sende
         // Every fifth address does not exist: 20% hard bounces at RCPT, over the 5% limit.
         let policy = std::sync::Arc::new(|address: &str, _: usize| {
             let number: u32 = address.trim_start_matches('c').split('@').next().unwrap().parse().unwrap();
-            if number % 5 == 0 { "550 5.1.1 no such user" } else { "250 2.1.5 OK" }
+            if number.is_multiple_of(5) { "550 5.1.1 no such user" } else { "250 2.1.5 OK" }
         });
         let server = SmtpServer::start_with("127.0.0.1:0", policy);
         let mut command = env.command(&["send", "--until-empty"]);

@@ -28,16 +28,15 @@ fn generated_data_is_realistic_and_imports_cleanly() {
         assert!(summary.starts_with(&format!("wrote 2000 customers, {orders} orders")), "{summary}");
         // About three orders per customer, most buying once or twice (as in CDNOW).
         assert!((4_000..=8_000).contains(&orders), "{orders} orders for 2000 customers");
-        let categories: std::collections::BTreeSet<String> = read(env, "gen", "orders.csv")
-            .lines()
-            .skip(1)
-            .map(|l| l.rsplit(',').next().unwrap().to_owned())
-            .collect();
+        let categories: std::collections::BTreeSet<String> =
+            read(env, "gen", "orders.csv").lines().skip(1).map(|l| l.rsplit(',').next().unwrap().to_owned()).collect();
         assert_eq!(categories.len(), 6, "{categories:?}");
         let interactions = read(env, "gen", "interactions.csv");
         assert!(interactions.lines().filter(|l| l.contains(",complaint,")).count() > 20);
 
-        for (what, file) in [("customers", "customers.csv"), ("orders", "orders.csv"), ("interactions", "interactions.csv")] {
+        for (what, file) in
+            [("customers", "customers.csv"), ("orders", "orders.csv"), ("interactions", "interactions.csv")]
+        {
             let path = env.dir.path().join("gen").join(file).display().to_string();
             env.ok(&["import", what, &path]);
         }

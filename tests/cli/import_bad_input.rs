@@ -29,7 +29,14 @@ fn refused(env: &TestEnv, what: &str, contents: &[u8], expected: &[&str]) {
     let (before, rows_before) = (env.status(), all_rows(env));
     let run = env.command(&["import", what, &file]).env("PATRON__IMPORT__BATCH_SIZE", "1").output().unwrap();
     let run = crate::support::Run::from(run);
-    assert_eq!(run.code, 2, "{what} import of {:?} on {:?}: {}", String::from_utf8_lossy(contents), env.backend, run.stderr);
+    assert_eq!(
+        run.code,
+        2,
+        "{what} import of {:?} on {:?}: {}",
+        String::from_utf8_lossy(contents),
+        env.backend,
+        run.stderr
+    );
     for text in expected {
         assert!(run.stderr.contains(text), "expected {text:?} in:\n{}", run.stderr);
     }
@@ -47,16 +54,36 @@ fn each_bad_input_has_its_own_message_exit_code_2_and_changes_nothing() {
         let mut not_utf8 = orders("").to_vec();
         not_utf8.extend_from_slice(b"O2,C\xff1,2026-01-02,1\n");
         refused(env, "orders", &not_utf8, &["line 3, column `customer_id`: not valid UTF-8"]);
-        refused(env, "orders", b"order_id,customer_id,amount\nO2,C1,1\n", &["line 1: missing required column(s) `ordered_at`"]);
-        refused(env, "orders", &orders("O2,C1,2026-01-02,1,extra\n"), &["line 3: expected 4 fields as in the header, found 5"]);
+        refused(
+            env,
+            "orders",
+            b"order_id,customer_id,amount\nO2,C1,1\n",
+            &["line 1: missing required column(s) `ordered_at`"],
+        );
+        refused(
+            env,
+            "orders",
+            &orders("O2,C1,2026-01-02,1,extra\n"),
+            &["line 3: expected 4 fields as in the header, found 5"],
+        );
         refused(
             env,
             "orders",
             &orders("O2,C1,02/01/2026,1\n"),
             &["line 3, column `ordered_at`, value `02/01/2026`: expected a date YYYY-MM-DD or an RFC 3339 timestamp"],
         );
-        refused(env, "orders", &orders("O2,C1,2026-01-02,1.2.3\n"), &["line 3, column `amount`, value `1.2.3`: expected a decimal amount"]);
-        refused(env, "orders", &orders("O2,C1,2026-01-02,-5\n"), &["line 3, column `amount`, value `-5`: amount must not be negative"]);
+        refused(
+            env,
+            "orders",
+            &orders("O2,C1,2026-01-02,1.2.3\n"),
+            &["line 3, column `amount`, value `1.2.3`: expected a decimal amount"],
+        );
+        refused(
+            env,
+            "orders",
+            &orders("O2,C1,2026-01-02,-5\n"),
+            &["line 3, column `amount`, value `-5`: amount must not be negative"],
+        );
         refused(
             env,
             "orders",
@@ -87,7 +114,12 @@ fn each_bad_input_has_its_own_message_exit_code_2_and_changes_nothing() {
             b"interaction_id,customer_id,kind,opened_at,resolved_at\nI1,C1,complaint,2026-01-05,2026-01-02\nI2,C1,praise,2026-01-05,\n",
             &["line 2, column `resolved_at`: is before opened_at", "line 3, column `kind`, value `praise`: expected one of: complaint, inquiry, suggestion"],
         );
-        refused(env, "orders", b"order_id,customer_id,ordered_at,amount,colour\n", &["line 1: unknown column `colour`"]);
+        refused(
+            env,
+            "orders",
+            b"order_id,customer_id,ordered_at,amount,colour\n",
+            &["line 1: unknown column `colour`"],
+        );
         assert_eq!(env.status(), start);
         assert_eq!(all_rows(env), rows);
     });

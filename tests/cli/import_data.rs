@@ -49,7 +49,10 @@ fn a_changed_row_updates_its_record_and_columns_left_out_keep_their_values() {
         };
         assert_eq!(
             rows,
-            vec![format!("A1|ann.new@example.com|Ann|{}", consent(true)), format!("B2|bob@example.com|Bob|{}", consent(false))]
+            vec![
+                format!("A1|ann.new@example.com|Ann|{}", consent(true)),
+                format!("B2|bob@example.com|Bob|{}", consent(false))
+            ]
         );
         let attributes = env.strings("SELECT CAST(attributes AS TEXT) FROM customers WHERE external_id = 'A1'");
         assert_eq!(attributes[0].replace(' ', ""), r#"{"tier_hint":"gold"}"#);
@@ -101,7 +104,8 @@ fn interactions_keep_kind_status_and_times() {
              I3,C1,suggestion,2026-01-04,,closed\n",
         );
         env.ok(&["import", "interactions", &interactions]);
-        let rows = env.strings("SELECT external_id || ':' || kind || ':' || status FROM interactions ORDER BY external_id");
+        let rows =
+            env.strings("SELECT external_id || ':' || kind || ':' || status FROM interactions ORDER BY external_id");
         assert_eq!(rows, vec!["I1:complaint:resolved", "I2:inquiry:open", "I3:suggestion:closed"]);
         assert_eq!(env.status()["open_complaints"], 0);
     });

@@ -68,8 +68,10 @@ fn the_reject_file_replaces_an_old_one_whole_and_leaves_no_temporary_file() {
         assert!(run.stdout.contains("2 rows read, 1 new or changed, 0 unchanged, 1 rejected"), "{}", run.stdout);
         let written = std::fs::read_to_string(&rejects).unwrap();
         assert!(written.starts_with("line,problem,order_id,customer_id,ordered_at,amount\n3,"), "{written}");
-        let names: Vec<String> =
-            std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(env.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     });
 }
@@ -79,7 +81,12 @@ fn an_order_dated_in_year_0_or_after_2200_is_refused_with_its_line_and_nothing_c
     each_backend(|env| {
         with_customers(env);
         let contents = format!("{HEADER}O2,C1,2026-01-02,1\nO3,C1,0000-01-01,1\nO4,C2,2201-01-01T00:00:00Z,2\n");
-        let run = refused(env, "orders", contents.as_bytes(), &["line 3, column `ordered_at`", "line 4, column `ordered_at`"]);
+        let run = refused(
+            env,
+            "orders",
+            contents.as_bytes(),
+            &["line 3, column `ordered_at`", "line 4, column `ordered_at`"],
+        );
         assert!(run.stderr.contains("the year must be between 1900 and 2200"), "{}", run.stderr);
     });
 }
@@ -103,7 +110,12 @@ fn a_header_of_a_million_columns_is_refused_and_a_repeated_column_named() {
         for i in 0..100_000 {
             wide.push_str(&format!(",c{i}"));
         }
-        refused(env, "customers", format!("{wide}\n").as_bytes(), &["line 1: the header has 100002 columns, more than the 1000 allowed"]);
+        refused(
+            env,
+            "customers",
+            format!("{wide}\n").as_bytes(),
+            &["line 1: the header has 100002 columns, more than the 1000 allowed"],
+        );
         let repeated = "customer_id,email,first_name,email\nC9,c9@example.com,A,c9@example.com\n";
         refused(env, "customers", repeated.as_bytes(), &["line 1: column `email` appears twice in the header"]);
     });
@@ -164,10 +176,19 @@ fn an_endless_file_or_an_oversized_record_is_refused_without_filling_memory() {
         refused(env, "orders", b"", &["the file is empty"]);
         let run = env.patron(&["import", "orders", "/dev/zero"]);
         assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
-        assert!(run.stderr.contains("/dev/zero: cannot read the header line: line 1: the record is longer than 1 MiB"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("/dev/zero: cannot read the header line: line 1: the record is longer than 1 MiB"),
+            "{}",
+            run.stderr
+        );
         let mut open_quote = format!("{HEADER_WITH_CATEGORY}O2,C1,2026-01-02,1,\"books\n").into_bytes();
         open_quote.extend(std::iter::repeat_n(b"O3,C1,2026-01-02,1,books\n".as_slice(), 50_000).flatten());
-        refused(env, "orders", &open_quote, &["line 2: the record is longer than 1 MiB; the quote opened on line 2 is still open there"]);
+        refused(
+            env,
+            "orders",
+            &open_quote,
+            &["line 2: the record is longer than 1 MiB; the quote opened on line 2 is still open there"],
+        );
     });
 }
 
@@ -175,7 +196,10 @@ fn an_endless_file_or_an_oversized_record_is_refused_without_filling_memory() {
 fn a_name_of_a_million_letters_is_refused_with_its_line_and_column() {
     each_backend(|env| {
         env.ok(&["migrate"]);
-        let customers = format!("customer_id,email,first_name\nC1,c1@example.com,Ann\nC2,c2@example.com,{}\n", "a".repeat(1_000_000));
+        let customers = format!(
+            "customer_id,email,first_name\nC1,c1@example.com,Ann\nC2,c2@example.com,{}\n",
+            "a".repeat(1_000_000)
+        );
         let file = env.write("names.csv", &customers);
         let run = env.patron(&["import", "customers", &file]);
         assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);

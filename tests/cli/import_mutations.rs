@@ -37,8 +37,23 @@ fn valid_orders() -> String {
 /// Bytes and cells that import code is most likely to mishandle.
 const HOSTILE_BYTES: &[u8] = b"\",\r\n\0\xff\xc3 -9;\t";
 const HOSTILE_CELLS: &[&str] = &[
-    "", "-1", "1e400", "99999999999999999999999", "2026-02-30", "0000-01-01", "9999-12-31", "C404", "NaN",
-    "=HYPERLINK(\"x\")", "'; DROP TABLE orders; --", "\"", "\"\"", "é", "\u{feff}", "1.001", "O1",
+    "",
+    "-1",
+    "1e400",
+    "99999999999999999999999",
+    "2026-02-30",
+    "0000-01-01",
+    "9999-12-31",
+    "C404",
+    "NaN",
+    "=HYPERLINK(\"x\")",
+    "'; DROP TABLE orders; --",
+    "\"",
+    "\"\"",
+    "é",
+    "\u{feff}",
+    "1.001",
+    "O1",
 ];
 
 /// Applies one to three random mutations to `bytes`.
@@ -64,7 +79,8 @@ fn mutate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
 
 /// Replaces one cell (the text between two delimiters) with a hostile value.
 fn replace_cell(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
-    let bounds: Vec<usize> = bytes.iter().enumerate().filter(|(_, b)| matches!(b, b',' | b'\n')).map(|(i, _)| i).collect();
+    let bounds: Vec<usize> =
+        bytes.iter().enumerate().filter(|(_, b)| matches!(b, b',' | b'\n')).map(|(i, _)| i).collect();
     if bounds.len() < 2 {
         return;
     }

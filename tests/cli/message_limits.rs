@@ -12,7 +12,6 @@ use crate::delivery::smtp_env;
 use crate::smtp_server::{Received, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
 
-
 /// A campaign `hello` to everyone with a first name, with this HTML template.
 fn campaign(html: &str) -> String {
     format!(

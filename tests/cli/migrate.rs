@@ -4,7 +4,11 @@ use crate::support::each_backend;
 fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do() {
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
-        assert!(first.stdout.starts_with("applied 8 migration(s): m20261123_000001_create_customers"), "{}", first.stdout);
+        assert!(
+            first.stdout.starts_with("applied 8 migration(s): m20261123_000001_create_customers"),
+            "{}",
+            first.stdout
+        );
         let second = env.ok(&["migrate"]);
         assert_eq!(second.stdout.trim(), "database is up to date");
         let status = env.status();

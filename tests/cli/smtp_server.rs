@@ -196,7 +196,11 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
                 let data = read_data(&mut reader)?;
                 let first = recipients.first().cloned().unwrap_or_default();
                 let attempt = count_attempt(&shared.data_attempts, &first);
-                shared.received.lock().unwrap().push(Received { sender: sender.clone(), recipients: std::mem::take(&mut recipients), data });
+                shared.received.lock().unwrap().push(Received {
+                    sender: sender.clone(),
+                    recipients: std::mem::take(&mut recipients),
+                    data,
+                });
                 match (script.after_data)(&first, attempt) {
                     Reply::Accept => {}
                     Reply::AcceptAfter(pause) => std::thread::sleep(pause),

@@ -93,7 +93,12 @@ fn sns(key: &rsa::RsaPrivateKey, version: u8, kind: &str, topic: &str, message: 
     use rsa::signature::{SignatureEncoding, Signer};
     let mut fields = vec![("Message", message.to_owned()), ("MessageId", id.to_owned())];
     if kind == "SubscriptionConfirmation" {
-        fields.push(("SubscribeURL", format!("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=2336412f37")));
+        fields.push((
+            "SubscribeURL",
+            format!(
+                "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=2336412f37"
+            ),
+        ));
     }
     fields.push(("Timestamp", "2026-12-01T12:00:00.000Z".to_owned()));
     if kind == "SubscriptionConfirmation" {
@@ -112,7 +117,10 @@ fn sns(key: &rsa::RsaPrivateKey, version: u8, kind: &str, topic: &str, message: 
     }
     body.insert("SignatureVersion".into(), json!(version.to_string()));
     body.insert("Signature".into(), json!(STANDARD.encode(signature)));
-    body.insert("SigningCertURL".into(), json!("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem"));
+    body.insert(
+        "SigningCertURL".into(),
+        json!("https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem"),
+    );
     body.insert("UnsubscribeURL".into(), json!("https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe"));
     serde_json::Value::Object(body).to_string()
 }
@@ -289,7 +297,10 @@ fn postmark_bounces_complaints_and_unsubscribes_with_its_basic_credentials_suppr
         assert_eq!(post(port, "/webhooks/postmark", &good, &change), 200);
         assert_eq!(post(port, "/webhooks/postmark", &good, &change), 200);
         // A bounce of an address patron never mailed is kept aside, and still 200.
-        assert_eq!(post(port, "/webhooks/postmark", &good, &postmark_bounce(1, "HardBounce", "nobody@example.org")), 200);
+        assert_eq!(
+            post(port, "/webhooks/postmark", &good, &postmark_bounce(1, "HardBounce", "nobody@example.org")),
+            200
+        );
         assert_eq!(post(port, "/webhooks/postmark", &good, "[not json"), 400);
         assert_eq!(
             suppressions(env),

@@ -51,12 +51,7 @@ impl MigrationTrait for Migration {
             .col(text_null("note"))
             .col(record_time("created_at"))
             .col(record_time("updated_at"))
-            .foreign_key(&mut foreign_key(
-                "interactions",
-                "customer_id",
-                "customers",
-                ForeignKeyAction::Cascade,
-            ))
+            .foreign_key(&mut foreign_key("interactions", "customer_id", "customers", ForeignKeyAction::Cascade))
             .to_owned();
         create_all(
             manager,

@@ -18,12 +18,7 @@ impl MigrationTrait for Migration {
             .col(timestamp_with_time_zone("tier_since"))
             .col(timestamp_with_time_zone("joined_at"))
             .col(timestamp_with_time_zone("updated_at"))
-            .foreign_key(&mut foreign_key(
-                "loyalty_accounts",
-                "customer_id",
-                "customers",
-                ForeignKeyAction::Cascade,
-            ))
+            .foreign_key(&mut foreign_key("loyalty_accounts", "customer_id", "customers", ForeignKeyAction::Cascade))
             .to_owned();
         // `source_key` makes every entry idempotent ("order:42", "redemption:R-7"):
         // replaying an import can never add the same points twice.
@@ -39,12 +34,7 @@ impl MigrationTrait for Migration {
             .col(timestamp_with_time_zone("occurred_at"))
             .col(timestamp_with_time_zone_null("expires_at"))
             .col(timestamp_with_time_zone("created_at"))
-            .foreign_key(&mut foreign_key(
-                "loyalty_ledger",
-                "customer_id",
-                "customers",
-                ForeignKeyAction::Cascade,
-            ))
+            .foreign_key(&mut foreign_key("loyalty_ledger", "customer_id", "customers", ForeignKeyAction::Cascade))
             .foreign_key(&mut foreign_key("loyalty_ledger", "order_id", "orders", ForeignKeyAction::SetNull))
             .to_owned();
         let tier_changes = Table::create()

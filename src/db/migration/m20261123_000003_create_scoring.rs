@@ -34,12 +34,8 @@ impl MigrationTrait for Migration {
             .foreign_key(&mut foreign_key("scores", "model_id", "models", ForeignKeyAction::Cascade))
             .foreign_key(&mut foreign_key("scores", "customer_id", "customers", ForeignKeyAction::Cascade))
             .to_owned();
-        create_all(
-            manager,
-            vec![models, snapshots, scores],
-            vec![index("scores", &["model_id", "decile"], false)],
-        )
-        .await
+        create_all(manager, vec![models, snapshots, scores], vec![index("scores", &["model_id", "decile"], false)])
+            .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -85,11 +81,6 @@ fn feature_snapshots() -> TableCreateStatement {
     }
     table
         .col(string_null("loyalty_tier"))
-        .foreign_key(&mut foreign_key(
-            "feature_snapshots",
-            "customer_id",
-            "customers",
-            ForeignKeyAction::Cascade,
-        ))
+        .foreign_key(&mut foreign_key("feature_snapshots", "customer_id", "customers", ForeignKeyAction::Cascade))
         .to_owned()
 }

@@ -51,12 +51,7 @@ impl MigrationTrait for Migration {
             .col(string("reason"))
             .col(string_null("source"))
             .col(timestamp_with_time_zone("created_at"))
-            .foreign_key(&mut foreign_key(
-                "suppressions",
-                "customer_id",
-                "customers",
-                ForeignKeyAction::SetNull,
-            ))
+            .foreign_key(&mut foreign_key("suppressions", "customer_id", "customers", ForeignKeyAction::SetNull))
             .to_owned();
         create_all(
             manager,

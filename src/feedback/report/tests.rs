@@ -26,7 +26,10 @@ fn a_postfix_bounce_is_a_permanent_failure_with_its_status_and_the_original_mess
     assert_eq!(bounces[0].status, "5.1.1");
     assert!(bounces[0].permanent);
     let diagnostic = bounces[0].diagnostic.as_deref().unwrap();
-    assert!(diagnostic.starts_with("550 5.1.1 <ana@example.net>: Recipient address rejected: User unknown"), "{diagnostic}");
+    assert!(
+        diagnostic.starts_with("550 5.1.1 <ana@example.net>: Recipient address rejected: User unknown"),
+        "{diagnostic}"
+    );
     assert_eq!(report.original_message_id.as_deref(), Some("17.3.abc.patron@mail.shop.example"));
     assert_eq!(report.return_addresses.first().map(String::as_str), Some(RETURN_PATH));
     assert_eq!(report.report_id.as_deref(), Some("20261201100002.4B1F52A0C41@mx1.shop.example"));
@@ -60,7 +63,10 @@ fn an_arf_report_is_a_complaint_tied_by_the_quoted_return_path_and_message_id() 
 #[test]
 fn a_message_to_the_unsubscribe_address_is_a_request_and_anything_else_is_not_a_report() {
     let request = sample!("unsubscribe-request.eml");
-    assert_eq!(parse(&request, Some("Unsubscribe@shop.example")).kind, Kind::UnsubscribeRequest { from: "ana@example.net".into() });
+    assert_eq!(
+        parse(&request, Some("Unsubscribe@shop.example")).kind,
+        Kind::UnsubscribeRequest { from: "ana@example.net".into() }
+    );
     assert!(matches!(parse(&request, None).kind, Kind::NotAReport(_)));
     let Kind::NotAReport(reason) = parse(&sample!("not-a-report.eml"), Some("unsubscribe@shop.example")).kind else {
         panic!("an out-of-office reply is not a report")
@@ -72,14 +78,17 @@ fn a_message_to_the_unsubscribe_address_is_a_request_and_anything_else_is_not_a_
 
 #[test]
 fn a_report_that_reports_no_failure_is_not_used() {
-    let delivered = String::from_utf8(sample!("postfix-hard-bounce.eml")).unwrap().replace("Action: failed", "Action: delivered");
+    let delivered =
+        String::from_utf8(sample!("postfix-hard-bounce.eml")).unwrap().replace("Action: failed", "Action: delivered");
     let Kind::NotAReport(reason) = parse(delivered.as_bytes(), None).kind else { panic!("a success is no bounce") };
     assert_eq!(reason, "a delivery report with no failed or delayed recipient");
 }
 
 #[test]
 fn fields_unfold_and_status_codes_are_checked() {
-    let groups = field_groups(b"Reporting-MTA: dns; a\r\n\r\nAction: failed\r\nDiagnostic-Code: smtp; 550\r\n  user unknown\r\n");
+    let groups = field_groups(
+        b"Reporting-MTA: dns; a\r\n\r\nAction: failed\r\nDiagnostic-Code: smtp; 550\r\n  user unknown\r\n",
+    );
     assert_eq!(groups.len(), 2);
     assert_eq!(field(&groups[1], "diagnostic-code"), Some("smtp; 550 user unknown"));
     assert_eq!(status_code("5.1.1 (bad mailbox)"), Some("5.1.1".into()));

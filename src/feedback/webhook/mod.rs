@@ -90,8 +90,12 @@ impl Providers {
     pub fn read(&self, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<(&'static str, Batch), Refused> {
         match provider {
             "ses" => self.ses.as_ref().ok_or(Refused::NotConfigured)?.read(body).map(|b| ("ses", b)),
-            "postmark" => self.postmark.as_ref().ok_or(Refused::NotConfigured)?.read(headers, body).map(|b| ("postmark", b)),
-            "sendgrid" => self.sendgrid.as_ref().ok_or(Refused::NotConfigured)?.read(headers, body).map(|b| ("sendgrid", b)),
+            "postmark" => {
+                self.postmark.as_ref().ok_or(Refused::NotConfigured)?.read(headers, body).map(|b| ("postmark", b))
+            }
+            "sendgrid" => {
+                self.sendgrid.as_ref().ok_or(Refused::NotConfigured)?.read(headers, body).map(|b| ("sendgrid", b))
+            }
             _ => Err(Refused::NotConfigured),
         }
     }
@@ -125,7 +129,12 @@ impl Webhooks {
     }
 
     /// Handles one request: refused as a whole, or each event recorded.
-    pub async fn receive(&self, provider: &str, headers: &HeaderMap, body: &[u8]) -> Result<Result<Received, Refused>, DbErr> {
+    pub async fn receive(
+        &self,
+        provider: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Result<Received, Refused>, DbErr> {
         let (source, batch) = match self.providers.read(provider, headers, body) {
             Ok(read) => read,
             Err(refused) => return Ok(Err(refused)),

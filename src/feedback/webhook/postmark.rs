@@ -109,8 +109,9 @@ fn event(record: &Record) -> Result<Option<ProviderEvent>, Refused> {
         }
         _ => return Ok(None),
     };
-    let recipient =
-        recipient.filter(|r| !r.is_empty()).ok_or_else(|| Refused::malformed(format!("a {} record without its address", record.record_type)))?;
+    let recipient = recipient
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| Refused::malformed(format!("a {} record without its address", record.record_type)))?;
     Ok(Some(ProviderEvent {
         kind,
         recipient: recipient.to_owned(),
@@ -174,7 +175,8 @@ mod tests {
         );
         assert_eq!(read(&BOUNCE.replace("\"HardBounce\"", "\"SoftBounce\"")).events[0].kind, EventKind::SoftBounce);
         assert_eq!(read(&BOUNCE.replace("\"HardBounce\"", "\"AutoResponder\"")), Batch { events: vec![], ignored: 1 });
-        let complaint = BOUNCE.replace("\"Bounce\"", "\"SpamComplaint\"").replace("\"HardBounce\"", "\"SpamComplaint\"");
+        let complaint =
+            BOUNCE.replace("\"Bounce\"", "\"SpamComplaint\"").replace("\"HardBounce\"", "\"SpamComplaint\"");
         assert_eq!(read(&complaint).events[0].kind, EventKind::Complaint);
 
         let change = r#"{"RecordType":"SubscriptionChange","MessageID":"883953f4-6105-42a2-a16a-77a8eac79483","ServerID":123456,
@@ -182,12 +184,18 @@ mod tests {
             "Origin":"Recipient","SuppressSending":true,"SuppressionReason":"ManualSuppression","Tag":"my-tag"}"#;
         let event = &read(change).events[0];
         assert_eq!((event.kind, event.recipient.as_str()), (EventKind::Unsubscribe, "bounced-address@wildbit.com"));
-        assert_eq!(event.event_id, "subscription:883953f4-6105-42a2-a16a-77a8eac79483:bounced-address@wildbit.com:2020-02-01T10:53:34.416071Z");
+        assert_eq!(
+            event.event_id,
+            "subscription:883953f4-6105-42a2-a16a-77a8eac79483:bounced-address@wildbit.com:2020-02-01T10:53:34.416071Z"
+        );
         assert_eq!(read(&change.replace("ManualSuppression", "SpamComplaint")).events[0].kind, EventKind::Complaint);
         assert_eq!(read(&change.replace("\"SuppressSending\":true", "\"SuppressSending\":false")).ignored, 1);
         assert_eq!(read(r#"{"RecordType":"Delivery","Recipient":"a@example.com"}"#).ignored, 1);
 
         let anonymous = BOUNCE.replace("\"Email\":\"john@example.com\",", "");
-        assert!(matches!(postmark().read(&basic("patron:correct horse"), anonymous.as_bytes()), Err(Refused::Malformed(_))));
+        assert!(matches!(
+            postmark().read(&basic("patron:correct horse"), anonymous.as_bytes()),
+            Err(Refused::Malformed(_))
+        ));
     }
 }

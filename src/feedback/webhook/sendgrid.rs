@@ -20,8 +20,12 @@ pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
 /// The verification key, base64 DER (SubjectPublicKeyInfo) as SendGrid shows
 /// it; a PEM `PUBLIC KEY` block is accepted too.
 pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
-    let base64: String =
-        text.lines().filter(|l| !l.starts_with("-----")).flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
+    let base64: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .flat_map(|l| l.chars())
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let der = STANDARD.decode(base64).map_err(|e| format!("not base64 ({e})"))?;
     VerifyingKey::from_public_key_der(&der).map_err(|e| format!("not an ECDSA P-256 public key ({e})"))
 }
@@ -165,7 +169,8 @@ mod tests {
     #[test]
     fn events_map_by_kind_type_and_drop_reason() {
         let key = SigningKey::random(&mut rand_core::OsRng);
-        let batch = SendGrid::new(*key.verifying_key()).read(&signed(&key, "1", EVENTS.as_bytes()), EVENTS.as_bytes()).unwrap();
+        let batch =
+            SendGrid::new(*key.verifying_key()).read(&signed(&key, "1", EVENTS.as_bytes()), EVENTS.as_bytes()).unwrap();
         let kinds: Vec<(&str, EventKind)> = batch.events.iter().map(|e| (e.recipient.as_str(), e.kind)).collect();
         assert_eq!(
             kinds,
@@ -180,7 +185,10 @@ mod tests {
         assert_eq!(batch.ignored, 3);
         let first = &batch.events[0];
         assert_eq!(first.message_id.as_deref(), Some("<14c5d75ce93.dfd.64b469@ismtpd-555>"));
-        assert_eq!((first.status.as_deref(), first.diagnostic.as_deref()), (Some("5.0.0"), Some("500 unknown recipient")));
+        assert_eq!(
+            (first.status.as_deref(), first.diagnostic.as_deref()),
+            (Some("5.0.0"), Some("500 unknown recipient"))
+        );
         assert_eq!(first.event_id, "6g4ZI7SA-xmRDv57GoPIPw==");
     }
 }

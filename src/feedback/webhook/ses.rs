@@ -70,7 +70,9 @@ impl Ses {
         let envelope: Envelope = json(body)?;
         let signed = string_to_sign(&envelope)?;
         if !verify(&self.key, &envelope.signature_version, signed.as_bytes(), &envelope.signature) {
-            return Err(Refused::Unauthenticated("the SNS signature does not verify with feedback.ses_certificate_file"));
+            return Err(Refused::Unauthenticated(
+                "the SNS signature does not verify with feedback.ses_certificate_file",
+            ));
         }
         if envelope.topic_arn != self.topic_arn {
             return Err(Refused::Unauthenticated("the TopicArn is not feedback.ses_topic_arn"));
@@ -225,7 +227,10 @@ fn events(message: &str, sns_message_id: &str) -> Batch {
                     recipient: recipient.email_address.clone(),
                     message_id: message_id.clone(),
                     status: recipient.status.clone(),
-                    diagnostic: recipient.diagnostic_code.clone().or_else(|| Some(format!("SES {} bounce", bounce.bounce_type))),
+                    diagnostic: recipient
+                        .diagnostic_code
+                        .clone()
+                        .or_else(|| Some(format!("SES {} bounce", bounce.bounce_type))),
                     event_id: event_id.to_owned(),
                 });
             }
@@ -300,7 +305,10 @@ mod tests {
         confirmation.subscribe_url = Some("https://sns.example/confirm".into());
         confirmation.token = Some("tok".into());
         let text = string_to_sign(&confirmation).unwrap();
-        assert!(text.contains("SubscribeURL\nhttps://sns.example/confirm\nTimestamp\n") && text.contains("Token\ntok\nTopicArn\n"));
+        assert!(
+            text.contains("SubscribeURL\nhttps://sns.example/confirm\nTimestamp\n")
+                && text.contains("Token\ntok\nTopicArn\n")
+        );
     }
 
     #[test]
@@ -346,7 +354,10 @@ mod tests {
         let batch = events(complaint, "sns-2");
         assert_eq!(batch.events.len(), 1);
         let event = &batch.events[0];
-        assert_eq!((event.kind, event.recipient.as_str(), event.event_id.as_str()), (EventKind::Complaint, "b@example.com", "sns-2"));
+        assert_eq!(
+            (event.kind, event.recipient.as_str(), event.event_id.as_str()),
+            (EventKind::Complaint, "b@example.com", "sns-2")
+        );
         assert_eq!(event.message_id, None);
 
         assert_eq!(events(r#"{"eventType":"Delivery","mail":{}}"#, "x"), Batch { events: vec![], ignored: 1 });

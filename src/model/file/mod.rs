@@ -115,7 +115,9 @@ fn check_shapes(model: &ModelFile) -> Result<(), String> {
         let bad = tree.nodes.is_empty()
             || tree.nodes.iter().enumerate().any(|(i, node)| match *node {
                 // Children come after their parent, so walking always ends.
-                Node::Split { feature, left, right, .. } => feature >= inputs || left <= i || right <= i || left >= nodes || right >= nodes,
+                Node::Split { feature, left, right, .. } => {
+                    feature >= inputs || left <= i || right <= i || left >= nodes || right >= nodes
+                }
                 Node::Leaf { probability } => !(0.0..=1.0).contains(&probability),
             });
         if bad {

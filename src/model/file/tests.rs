@@ -68,8 +68,7 @@ fn model(parameters: Parameters) -> ModelFile {
         schema_version: SCHEMA_VERSION,
         name: format!("{}-19971001T000000", algorithm.name()),
         algorithm,
-        trained_at: Utc.with_ymd_and_hms(2026, 3, 1, 9, 30, 15).unwrap()
-            + chrono::TimeDelta::nanoseconds(123_456_789),
+        trained_at: Utc.with_ymd_and_hms(2026, 3, 1, 9, 30, 15).unwrap() + chrono::TimeDelta::nanoseconds(123_456_789),
         patron_version: env!("CARGO_PKG_VERSION").to_owned(),
         features: MODEL_INPUTS.iter().map(|s| s.to_string()).collect(),
         scaling: scaling(),

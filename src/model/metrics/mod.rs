@@ -76,11 +76,7 @@ const LOG_LOSS_EPS: f64 = 1e-15;
 /// then [`MetricsError::OneClass`] when there are no buyers or no non-buyers.
 pub fn evaluate(scores: &[f64], labels: &[bool]) -> Result<Metrics, MetricsError> {
     check_shape(scores, labels)?;
-    if let Some((index, &value)) = scores
-        .iter()
-        .enumerate()
-        .find(|(_, s)| !(0.0..=1.0).contains(*s))
-    {
+    if let Some((index, &value)) = scores.iter().enumerate().find(|(_, s)| !(0.0..=1.0).contains(*s)) {
         return Err(MetricsError::NotAProbability { index, value });
     }
     let roc_auc = roc_auc(scores, labels)?;
@@ -154,11 +150,7 @@ pub fn log_loss(scores: &[f64], labels: &[bool]) -> f64 {
 /// equal, non-empty lengths; NaN for empty input.
 pub fn brier(scores: &[f64], labels: &[bool]) -> f64 {
     debug_assert_eq!(scores.len(), labels.len());
-    let total: f64 = scores
-        .iter()
-        .zip(labels)
-        .map(|(&s, &y)| (s - f64::from(u8::from(y))).powi(2))
-        .sum();
+    let total: f64 = scores.iter().zip(labels).map(|(&s, &y)| (s - f64::from(u8::from(y))).powi(2)).sum();
     total / scores.len() as f64
 }
 
@@ -247,15 +239,12 @@ fn tie_groups(scores: &[f64], labels: &[bool]) -> Vec<(usize, usize)> {
 fn roc_curve(groups: &[(usize, usize)]) -> Vec<[f64; 2]> {
     let &(rows, positives) = groups.last().unwrap_or(&(0, 0));
     let negatives = (rows - positives) as f64;
-    let vertex =
-        |&(c, p): &(usize, usize)| [(c - p) as f64 / negatives, p as f64 / positives as f64];
+    let vertex = |&(c, p): &(usize, usize)| [(c - p) as f64 / negatives, p as f64 / positives as f64];
     if groups.len() <= CURVE_POINTS {
         return groups.iter().map(vertex).collect();
     }
     let last = groups.len() - 1;
-    (0..CURVE_POINTS)
-        .map(|k| vertex(&groups[k * last / (CURVE_POINTS - 1)]))
-        .collect()
+    (0..CURVE_POINTS).map(|k| vertex(&groups[k * last / (CURVE_POINTS - 1)])).collect()
 }
 
 /// Share of buyers captured when contacting the top 0%, 1%, …, 100%. A cut
@@ -308,11 +297,7 @@ fn descending_order(scores: &[f64]) -> Vec<usize> {
 /// Uses `==` so that -0.0 and 0.0, adjacent after a `total_cmp` sort, tie.
 fn group_end(order: &[usize], start: usize, scores: &[f64]) -> usize {
     let first = scores[order[start]];
-    start
-        + order[start..]
-            .iter()
-            .take_while(|&&i| scores[i] == first)
-            .count()
+    start + order[start..].iter().take_while(|&&i| scores[i] == first).count()
 }
 
 #[cfg(test)]

@@ -6,10 +6,7 @@ const T: bool = true;
 const F: bool = false;
 
 fn assert_close(actual: f64, expected: f64) {
-    assert!(
-        (actual - expected).abs() < 1e-12,
-        "expected {expected}, got {actual}"
-    );
+    assert!((actual - expected).abs() < 1e-12, "expected {expected}, got {actual}");
 }
 
 /// Scores k/20 for k = 20, 19, …, 1: twenty distinct scores, highest first.
@@ -48,20 +45,8 @@ fn auc_counts_tied_scores_as_half() {
 
 #[test]
 fn auc_refuses_a_single_class() {
-    assert_eq!(
-        roc_auc(&[0.1, 0.2], &[F, F]),
-        Err(MetricsError::OneClass {
-            positives: 0,
-            rows: 2
-        })
-    );
-    assert_eq!(
-        roc_auc(&[0.1, 0.2, 0.3], &[T, T, T]),
-        Err(MetricsError::OneClass {
-            positives: 3,
-            rows: 3
-        })
-    );
+    assert_eq!(roc_auc(&[0.1, 0.2], &[F, F]), Err(MetricsError::OneClass { positives: 0, rows: 2 }));
+    assert_eq!(roc_auc(&[0.1, 0.2, 0.3], &[T, T, T]), Err(MetricsError::OneClass { positives: 3, rows: 3 }));
 }
 
 #[test]
@@ -196,23 +181,13 @@ fn roc_curve_has_the_hand_computed_vertices_and_its_area_is_the_auc() {
     // 3 buyers, 2 non-buyers.
     let m = evaluate(&[0.1, 0.4, 0.35, 0.8, 0.4], &[F, F, T, T, T]).unwrap();
     let third = 1.0 / 3.0;
-    let expected = [
-        [0.0, 0.0],
-        [0.0, third],
-        [0.5, 2.0 * third],
-        [0.5, 1.0],
-        [1.0, 1.0],
-    ];
+    let expected = [[0.0, 0.0], [0.0, third], [0.5, 2.0 * third], [0.5, 1.0], [1.0, 1.0]];
     assert_eq!(m.roc_curve.len(), expected.len());
     for (got, want) in m.roc_curve.iter().zip(expected) {
         assert_close(got[0], want[0]);
         assert_close(got[1], want[1]);
     }
-    let area: f64 = m
-        .roc_curve
-        .windows(2)
-        .map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0)
-        .sum();
+    let area: f64 = m.roc_curve.windows(2).map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0).sum();
     assert_close(area, m.roc_auc);
 }
 
@@ -223,10 +198,7 @@ fn roc_curve_is_thinned_monotone_and_runs_from_origin_to_one_one() {
     assert!(roc.len() <= CURVE_POINTS, "{} points", roc.len());
     assert_eq!(roc.first(), Some(&[0.0, 0.0]));
     assert_eq!(roc.last(), Some(&[1.0, 1.0]));
-    assert!(
-        roc.windows(2)
-            .all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1])
-    );
+    assert!(roc.windows(2).all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1]));
 }
 
 #[test]
@@ -256,9 +228,7 @@ fn gains_curve_of_a_perfect_model_reaches_all_buyers_at_their_share() {
 
 #[test]
 fn gains_curve_is_the_diagonal_when_all_scores_tie() {
-    let gains = evaluate(&[0.5; 7], &[T, F, F, T, F, F, F])
-        .unwrap()
-        .gains_curve;
+    let gains = evaluate(&[0.5; 7], &[T, F, F, T, F, F, F]).unwrap().gains_curve;
     for (k, point) in gains.iter().enumerate() {
         assert_close(point[1], k as f64 / 100.0);
     }
@@ -297,22 +267,14 @@ fn evaluate_rejects_scores_that_are_not_probabilities() {
 fn evaluate_rejects_empty_mismatched_and_one_class_input() {
     assert_eq!(evaluate(&[], &[]), Err(MetricsError::Empty));
     assert_eq!(evaluate(&[0.5], &[]), Err(MetricsError::LengthMismatch));
-    assert_eq!(
-        evaluate(&[0.5, 0.6], &[T, T]),
-        Err(MetricsError::OneClass {
-            positives: 2,
-            rows: 2
-        })
-    );
+    assert_eq!(evaluate(&[0.5, 0.6], &[T, T]), Err(MetricsError::OneClass { positives: 2, rows: 2 }));
 }
 
 /// Deterministic scores in [0, 1] with labels that loosely follow them.
 fn pseudo_random_sample(n: usize) -> (Vec<f64>, Vec<bool>) {
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
     (0..n)
