@@ -171,6 +171,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# unsubscribe secret: {}", secret_state(&loaded.secrets.unsubscribe_secret));
             println!("# dkim private key: {}", if loaded.secrets.dkim.is_some() { "set" } else { "not set" });
             println!("# postmark webhook password: {}", secret_state(&loaded.secrets.postmark_password));
+            println!("# feedback mailbox password: {}", secret_state(&loaded.secrets.imap_password));
             Ok(())
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,

@@ -85,6 +85,21 @@ fn secrets_come_from_the_environment_or_a_file_and_never_print() {
     let out = String::from_utf8_lossy(&run.stdout);
     assert!(out.contains("# unsubscribe secret: set") && !out.contains(key), "{out}");
 
+    let run = env
+        .command(&["config"])
+        .env("PATRON__FEEDBACK__IMAP_URL", "imaps://bounces%40shop.example@imap.example.com/INBOX")
+        .env("PATRON__FEEDBACK__IMAP_PASSWORD", secret)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("# feedback mailbox password: set") && !out.contains(secret), "{out}");
+    // A mailbox with no password is refused with its key named.
+    let run =
+        env.command(&["config"]).env("PATRON__FEEDBACK__IMAP_URL", "imaps://u@imap.example.com/").output().unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("feedback.imap_url") && err.contains("needs a password"), "{err}");
+
     let in_file = env.write("leaky.toml", format!("[smtp]\npassword = \"{secret}\"\n"));
     let run = crate::support::Run::from(env.command(&["--config", &in_file, "config"]).output().unwrap());
     assert_eq!(run.code, 2);
