@@ -625,20 +625,9 @@ fn invalid(raw: &Config, key: &str, problem: impl Into<String>) -> ConfigError {
 }
 
 fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, ConfigError> {
-    let smtp_password = secret_from(
-        raw,
-        "smtp.password",
-        settings.smtp.password.take(),
-        "smtp.password_file",
-        &settings.smtp.password_file,
-    )?;
-    let unsubscribe_secret = secret_from(
-        raw,
-        "unsubscribe.secret",
-        settings.unsubscribe.secret.take(),
-        "unsubscribe.secret_file",
-        &settings.unsubscribe.secret_file,
-    )?;
+    let smtp_password = secret_from(raw, "smtp.password", settings.smtp.password.take(), &settings.smtp.password_file)?;
+    let unsubscribe_secret =
+        secret_from(raw, "unsubscribe.secret", settings.unsubscribe.secret.take(), &settings.unsubscribe.secret_file)?;
     if let Some(secret) = &unsubscribe_secret
         && secret.expose_secret().len() < MIN_UNSUBSCRIBE_SECRET_BYTES
     {
@@ -660,14 +649,12 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
         raw,
         "feedback.postmark_password",
         settings.feedback.postmark_password.take(),
-        "feedback.postmark_password_file",
         &settings.feedback.postmark_password_file,
     )?;
     let imap_password = secret_from(
         raw,
         "feedback.imap_password",
         settings.feedback.imap_password.take(),
-        "feedback.imap_password_file",
         &settings.feedback.imap_password_file,
     )?;
     let dkim = dkim_signer(raw, &mut settings.dkim)?;
@@ -690,7 +677,7 @@ fn dkim_signer(raw: &Config, settings: &mut DkimSettings) -> Result<Option<Arc<D
         return Err(invalid(raw, "dkim.domain", "expected the signing domain, such as shop.example.com"));
     }
     let file = &settings.private_key_file;
-    let key = secret_from(raw, "dkim.private_key", inline, "dkim.private_key_file", file)?.ok_or_else(|| {
+    let key = secret_from(raw, "dkim.private_key", inline, file)?.ok_or_else(|| {
         invalid(
             raw,
             "dkim.private_key_file",
@@ -708,13 +695,15 @@ fn dkim_signer(raw: &Config, settings: &mut DkimSettings) -> Result<Option<Arc<D
 }
 
 /// A secret from the environment (`key`) or from the file named by `file_key`, never both.
+/// The secret `key` (`section.leaf`), given in the environment or in the
+/// file named by `key_file`, not both.
 fn secret_from(
     raw: &Config,
     key: &str,
     inline: Option<SecretString>,
-    file_key: &str,
     file: &Path,
 ) -> Result<Option<SecretString>, ConfigError> {
+    let file_key = &format!("{key}_file");
     let env_name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
     if inline.is_some() && origin_of(raw, key) != "the environment" {
         return Err(invalid(
