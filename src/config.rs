@@ -4,6 +4,7 @@
 //! Secrets live apart from the other settings in [`Secrets`]: they can only come
 //! from the environment or a file, and they never print (not even with `{:?}`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +48,102 @@ pub struct Settings {
     pub report: ReportSettings,
     pub feedback: FeedbackSettings,
     pub dkim: DkimSettings,
+    pub subscriptions: SubscriptionSettings,
+    pub privacy: PrivacySettings,
+}
+
+/// The subscription topics and what the preference page says of them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    pub topics: Vec<String>,
+    pub record_ip: bool,
+    /// language → topic → description.
+    pub descriptions: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl SubscriptionSettings {
+    /// What the page says of `topic` in `language`, else in English, else its name.
+    pub fn describe<'a>(&'a self, topic: &'a str, language: &str) -> &'a str {
+        [language, "en"]
+            .iter()
+            .find_map(|l| self.descriptions.get(*l).and_then(|d| d.get(topic)))
+            .map_or(topic, String::as_str)
+    }
+}
+
+/// Erasure and retention; see `config/patron.toml` for each key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySettings {
+    pub keep_anonymous_orders: bool,
+    pub message_retention: String,
+    pub feedback_retention: String,
+    pub address_key_file: PathBuf,
+    /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
+    #[serde(default, skip_serializing)]
+    address_key: Option<SecretString>,
+}
+
+impl PrivacySettings {
+    /// How long sent-message rows keep their details; `None`: for ever.
+    pub fn message_retention(&self) -> Option<chrono::Duration> {
+        optional_duration(&self.message_retention)
+    }
+
+    /// How long feedback events keep their address and diagnostic; `None`: for ever.
+    pub fn feedback_retention(&self) -> Option<chrono::Duration> {
+        optional_duration(&self.feedback_retention)
+    }
+}
+
+fn optional_duration(text: &str) -> Option<chrono::Duration> {
+    (!text.is_empty()).then(|| crate::duration::parse(text).expect("checked when the settings were loaded"))
+}
+
+/// A topic name: what campaign files, segments and the page's form use.
+pub fn is_topic_name(name: &str) -> bool {
+    (1..=40).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn validate_subscriptions(raw: &Config, subscriptions: &SubscriptionSettings) -> Result<(), ConfigError> {
+    let topics = &subscriptions.topics;
+    if topics.is_empty() {
+        return Err(invalid(raw, "subscriptions.topics", "name at least one topic"));
+    }
+    if let Some(bad) = topics.iter().find(|t| !is_topic_name(t)) {
+        return Err(invalid(
+            raw,
+            "subscriptions.topics",
+            format!("`{bad}`: a topic is 1 to 40 lower-case letters, digits, `_` or `-`"),
+        ));
+    }
+    if let Some((i, twice)) = topics.iter().enumerate().find(|(i, t)| topics[..*i].contains(t)) {
+        return Err(invalid(raw, "subscriptions.topics", format!("`{twice}` is named twice (position {})", i + 1)));
+    }
+    for (language, descriptions) in &subscriptions.descriptions {
+        if let Some(unknown) = descriptions.keys().find(|t| !topics.contains(t)) {
+            return Err(invalid(
+                raw,
+                &format!("subscriptions.descriptions.{language}"),
+                format!("`{unknown}` is not one of subscriptions.topics"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_privacy(raw: &Config, privacy: &PrivacySettings) -> Result<(), ConfigError> {
+    for (key, text) in [
+        ("privacy.message_retention", &privacy.message_retention),
+        ("privacy.feedback_retention", &privacy.feedback_retention),
+    ] {
+        if !text.is_empty() {
+            crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +453,7 @@ pub struct DaemonSettings {
     pub score_schedule: String,
     pub train_schedule: String,
     pub loyalty_schedule: String,
+    pub retention_schedule: String,
     pub max_score_age: String,
     pub send_interval: String,
     pub stop_timeout: String,
@@ -504,6 +602,8 @@ pub struct Secrets {
     pub postmark_password: Option<SecretString>,
     /// The password of the `feedback.imap_url` mailbox.
     pub imap_password: Option<SecretString>,
+    /// The key of the hash that stands for an erased person's address.
+    pub address_key: Option<SecretString>,
 }
 
 impl From<config::ConfigError> for ConfigError {
@@ -539,7 +639,8 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
 }
 
 /// The keys a secret must never be given under in a settings file.
-const SECRET_KEYS: [(&str, &str); 5] = [
+const SECRET_KEYS: [(&str, &str); 6] = [
+    ("privacy", "address_key"),
     ("smtp", "password"),
     ("unsubscribe", "secret"),
     ("dkim", "private_key"),
@@ -576,6 +677,7 @@ fn readable_secret_files(settings: &Settings) -> Vec<String> {
         ("dkim.private_key_file", &settings.dkim.private_key_file),
         ("feedback.postmark_password_file", &settings.feedback.postmark_password_file),
         ("feedback.imap_password_file", &settings.feedback.imap_password_file),
+        ("privacy.address_key_file", &settings.privacy.address_key_file),
     ];
     files
         .into_iter()
@@ -657,8 +759,14 @@ fn take_secrets(raw: &Config, settings: &mut Settings) -> Result<Secrets, Config
         settings.feedback.imap_password.take(),
         &settings.feedback.imap_password_file,
     )?;
+    let address_key = secret_from(
+        raw,
+        "privacy.address_key",
+        settings.privacy.address_key.take(),
+        &settings.privacy.address_key_file,
+    )?;
     let dkim = dkim_signer(raw, &mut settings.dkim)?;
-    Ok(Secrets { smtp_password, unsubscribe_secret, dkim, postmark_password, imap_password })
+    Ok(Secrets { smtp_password, unsubscribe_secret, dkim, postmark_password, imap_password, address_key })
 }
 
 /// The DKIM signer when `dkim.selector` is set. The key is read and checked
@@ -759,6 +867,8 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
     validate_loyalty(raw, &settings.loyalty)?;
     validate_report(raw, &settings.report)?;
     validate_feedback(raw, &settings.feedback)?;
+    validate_subscriptions(raw, &settings.subscriptions)?;
+    validate_privacy(raw, &settings.privacy)?;
     if settings.import.max_reported_errors == 0 {
         return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
     }
@@ -828,6 +938,7 @@ fn validate_daemon(raw: &Config, daemon: &DaemonSettings) -> Result<(), ConfigEr
         ("daemon.score_schedule", &daemon.score_schedule),
         ("daemon.train_schedule", &daemon.train_schedule),
         ("daemon.loyalty_schedule", &daemon.loyalty_schedule),
+        ("daemon.retention_schedule", &daemon.retention_schedule),
     ] {
         if !text.is_empty() {
             crate::campaign::schedule::Schedule::parse(text, chrono_tz::UTC)

@@ -1,10 +1,11 @@
 //! patron's HTTP server: the unsubscribe links in mail lead here, and the
 //! daemon adds `/healthz`, `/readyz` and `/metrics`.
 //!
-//! `GET /unsubscribe?token=...` shows a page with a button (link scanners
-//! fetch every link in a message, so a GET must not unsubscribe);
-//! `POST /unsubscribe?token=...` unsubscribes at once: that is the button,
-//! and the one-click request mail clients send (RFC 8058).
+//! `GET /unsubscribe?token=...` shows the preference page (link scanners
+//! fetch every link in a message, so a GET must change nothing): a button to
+//! leave the message's topic, one to leave everything, and a checkbox per
+//! topic. `POST /unsubscribe?token=...` takes those forms, and the one-click
+//! request mail clients send (RFC 8058), which leaves the message's topic.
 //!
 //! `POST /webhooks/{provider}` takes the bounces, complaints and unsubscribes
 //! mail providers report ([`crate::feedback::webhook`]).
@@ -33,34 +34,46 @@ use serde::Deserialize;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 
-use crate::config::HttpSettings;
+use crate::config::{HttpSettings, SubscriptionSettings};
+use crate::consent::{self, Origin, Source, page};
 use crate::daemon::{self, Daemon};
-
-use crate::delivery::unsubscribe::{self, Signer, Token, TokenError};
+use crate::delivery::unsubscribe::{Signer, Token, TokenError};
 use crate::feedback::webhook::{self, Refused, Webhooks};
 
 #[derive(Clone)]
 struct AppState {
     db: DatabaseConnection,
     keys: Keys,
+    subscriptions: Subscriptions,
 }
 
 /// The key that checks unsubscribe links, read at each request: the daemon's
 /// current one, which a reload (SIGHUP) may have changed.
 pub type Keys = Arc<dyn Fn() -> Option<Signer> + Send + Sync>;
 
+/// The subscription topics, read at each request like [`Keys`].
+pub type Subscriptions = Arc<dyn Fn() -> SubscriptionSettings + Send + Sync>;
+
+/// The address of the client that sent a request.
+#[derive(Debug, Clone, Copy)]
+struct ClientAddr(std::net::SocketAddr);
+
 #[derive(Deserialize)]
 struct TokenQuery {
     token: Option<String>,
 }
 
-/// The unsubscribe routes, with one key for as long as they serve.
-pub fn router(db: DatabaseConnection, signer: Signer) -> Router {
-    router_with_keys(db, Arc::new(move || Some(signer.clone())))
+/// The unsubscribe routes, with one key and one set of topics for as long as they serve.
+pub fn router(db: DatabaseConnection, signer: Signer, subscriptions: SubscriptionSettings) -> Router {
+    router_with_keys(db, Arc::new(move || Some(signer.clone())), Arc::new(move || subscriptions.clone()))
 }
 
-fn router_with_keys(db: DatabaseConnection, keys: Keys) -> Router {
-    Router::new().route("/unsubscribe", get(confirm_page).post(unsubscribe)).with_state(AppState { db, keys })
+fn router_with_keys(db: DatabaseConnection, keys: Keys, subscriptions: Subscriptions) -> Router {
+    Router::new().route("/unsubscribe", get(preference_page).post(unsubscribe)).with_state(AppState {
+        db,
+        keys,
+        subscriptions,
+    })
 }
 
 /// The daemon's routes: health, readiness, metrics and (with a secret) unsubscribe.
@@ -71,7 +84,9 @@ pub fn daemon_router(daemon: Arc<Daemon>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(daemon.clone());
     let db = daemon::database(&daemon).clone();
-    routes.merge(router_with_keys(db, Arc::new(move || daemon::signer(&daemon))))
+    let topics_of = daemon.clone();
+    let subscriptions: Subscriptions = Arc::new(move || daemon::subscriptions(&topics_of));
+    routes.merge(router_with_keys(db, Arc::new(move || daemon::signer(&daemon)), subscriptions))
 }
 
 /// `POST /webhooks/{provider}`, for the providers configured in `[feedback]`.
@@ -235,14 +250,20 @@ pub async fn serve_on(
         let stream = tokio::select! {
             () = &mut shutdown => break,
             accepted = tcp.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     accept_failed(error).await;
                     continue;
                 }
             },
         };
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        let (stream, peer) = stream;
+        let service = service.clone();
+        let tagged = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            hyper::service::Service::call(&service, request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), tagged));
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!("HTTP connection closed: {error}");
@@ -323,38 +344,137 @@ fn refused(error: TokenError) -> Response {
     )
 }
 
-async fn confirm_page(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
-    if let Err(error) = verified(&state, &query) {
-        return refused(error);
-    }
-    let token = html_escape(query.token.as_deref().unwrap_or_default());
-    let body = format!(
-        "<p>Click the button to stop receiving these emails.</p>\
-         <form method=\"post\" action=\"/unsubscribe?token={token}\">\
-         <button type=\"submit\">Unsubscribe</button></form>"
-    );
-    page(StatusCode::OK, "Unsubscribe", &body)
-}
-
-async fn unsubscribe(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
+/// The preference page; it changes nothing.
+async fn preference_page(State(state): State<AppState>, Query(query): Query<TokenQuery>) -> Response {
     let token = match verified(&state, &query) {
         Ok(token) => token,
         Err(error) => return refused(error),
     };
-    match unsubscribe::record(&state.db, &token).await {
-        Ok(_) => {
-            tracing::info!(customer_id = token.customer_id, campaign = %token.campaign, "unsubscribed");
-            page(StatusCode::OK, "You are unsubscribed", "<p>You will not receive these emails any more.</p>")
-        }
-        Err(error) => {
-            tracing::error!(%error, "recording an unsubscribe failed");
-            page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "<p>We could not record your request just now.</p>",
-            )
+    let subscriptions = (state.subscriptions)();
+    let action = format!("/unsubscribe?token={}", page::escape(query.token.as_deref().unwrap_or_default()));
+    let shown = async {
+        let Some(standing) = consent::standing(&state.db, token.customer_id).await? else { return Ok(None) };
+        let words = page::words(customer_locale(&state.db, token.customer_id).await?.as_deref());
+        let topic = token.topic.as_deref().filter(|t| subscriptions.topics.iter().any(|known| known == t));
+        Ok::<_, sea_orm::DbErr>(Some(page::preferences(words, &subscriptions, &standing, topic, &action)))
+    };
+    match shown.await {
+        Ok(Some(html)) => (StatusCode::OK, Html(html)).into_response(),
+        // An erased customer: nothing is sent to them any more.
+        Ok(None) => (StatusCode::OK, Html(page::unsubscribed(page::words(None), &subscriptions, None))).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// What a POST to the link asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// RFC 8058's `List-Unsubscribe=One-Click`, or the page's "from this" button.
+    LeaveTopic {
+        one_click: bool,
+    },
+    LeaveAll,
+    /// The checkboxes: the topics wanted.
+    Save(Vec<String>),
+}
+
+impl Request {
+    /// From the form body; an empty body (the button of pages before topics) leaves the topic.
+    fn parse(body: &[u8]) -> Request {
+        let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+        let value = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        match value("action") {
+            Some("all") => Request::LeaveAll,
+            Some("save") => {
+                Request::Save(fields.iter().filter(|(k, _)| k == "topic").map(|(_, v)| v.clone()).collect())
+            }
+            _ => Request::LeaveTopic { one_click: value("List-Unsubscribe") == Some("One-Click") },
         }
     }
+}
+
+async fn unsubscribe(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+    client: Option<axum::Extension<ClientAddr>>,
+    body: Bytes,
+) -> Response {
+    let token = match verified(&state, &query) {
+        Ok(token) => token,
+        Err(error) => return refused(error),
+    };
+    let subscriptions = (state.subscriptions)();
+    let request = Request::parse(&body);
+    let client = client.filter(|_| subscriptions.record_ip).map(|axum::Extension(ClientAddr(addr))| addr.ip());
+    match record(&state.db, &token, &request, &subscriptions, client).await {
+        Ok(html) => {
+            tracing::info!(customer_id = token.customer_id, campaign = %token.campaign, ?request, "consent changed");
+            (StatusCode::OK, Html(html)).into_response()
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+/// Applies `request` in one transaction and returns the page that says so.
+async fn record(
+    db: &DatabaseConnection,
+    token: &Token,
+    request: &Request,
+    subscriptions: &SubscriptionSettings,
+    client: Option<std::net::IpAddr>,
+) -> Result<String, sea_orm::DbErr> {
+    let source = match request {
+        Request::LeaveTopic { one_click: true } => Source::OneClick,
+        _ => Source::PreferencePage,
+    };
+    let basis = match client {
+        Some(ip) => format!("campaign {}, from {ip}", token.campaign),
+        None => format!("campaign {}", token.campaign),
+    };
+    let origin = Origin::new(source, basis);
+    let via = format!("campaign:{}", token.campaign);
+    let words = page::words(customer_locale(db, token.customer_id).await?.as_deref());
+    let topic = token.topic.as_deref().filter(|t| subscriptions.topics.iter().any(|known| known == t));
+    let txn = crate::db::begin_write(db).await?;
+    let Some((email, _)) = consent::customer_consent(&txn, token.customer_id).await? else {
+        return Ok(page::unsubscribed(words, subscriptions, None));
+    };
+    let html = match (request, topic) {
+        (Request::LeaveTopic { .. }, Some(topic)) => {
+            consent::leave_topic(&txn, token.customer_id, topic, &origin).await?;
+            page::unsubscribed(words, subscriptions, Some(topic))
+        }
+        (Request::LeaveTopic { .. } | Request::LeaveAll, _) => {
+            consent::leave_all(&txn, &email, Some(token.customer_id), &via, &origin).await?;
+            page::unsubscribed(words, subscriptions, None)
+        }
+        (Request::Save(wanted), _) => {
+            let wanted: std::collections::BTreeSet<String> =
+                wanted.iter().filter(|t| subscriptions.topics.contains(t)).cloned().collect();
+            consent::set_preferences(&txn, token.customer_id, &wanted, &subscriptions.topics, &via, &origin).await?;
+            if wanted.is_empty() {
+                page::unsubscribed(words, subscriptions, None)
+            } else {
+                let wanted: Vec<&str> =
+                    subscriptions.topics.iter().filter(|t| wanted.contains(*t)).map(String::as_str).collect();
+                page::saved(words, subscriptions, &wanted)
+            }
+        }
+    };
+    txn.commit().await?;
+    Ok(html)
+}
+
+/// The customer's `locale` attribute, if any.
+async fn customer_locale(db: &DatabaseConnection, customer_id: i64) -> Result<Option<String>, sea_orm::DbErr> {
+    use sea_orm::EntityTrait;
+    let customer = crate::db::entities::customer::Entity::find_by_id(customer_id).one(db).await?;
+    Ok(customer.and_then(|c| c.attributes.get("locale").and_then(|l| l.as_str()).map(str::to_owned)))
+}
+
+fn unavailable(error: sea_orm::DbErr) -> Response {
+    tracing::error!(%error, "recording an unsubscribe failed");
+    page(StatusCode::SERVICE_UNAVAILABLE, "Please try again", "<p>We could not record your request just now.</p>")
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -365,15 +485,22 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     (status, Html(html)).into_response()
 }
 
-/// Escapes text for an HTML attribute (the token is base64url and a dot,
-/// but the page should never trust that).
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_post_body_says_what_the_person_asked_for() {
+        assert_eq!(Request::parse(b"List-Unsubscribe=One-Click"), Request::LeaveTopic { one_click: true });
+        assert_eq!(Request::parse(b""), Request::LeaveTopic { one_click: false });
+        assert_eq!(Request::parse(b"action=topic"), Request::LeaveTopic { one_click: false });
+        assert_eq!(Request::parse(b"action=all"), Request::LeaveAll);
+        assert_eq!(
+            Request::parse(b"topic=news&topic=off%65rs&action=save"),
+            Request::Save(vec!["news".into(), "offers".into()])
+        );
+        assert_eq!(Request::parse(b"action=save"), Request::Save(vec![]));
+    }
 
     #[test]
     fn the_connection_cap_leaves_half_the_open_files() {

@@ -4,6 +4,7 @@
 pub mod campaign;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod daemon;
 pub mod db;
 pub mod delivery;
@@ -17,6 +18,7 @@ pub mod logging;
 pub mod loyalty;
 pub mod message;
 pub mod model;
+pub mod privacy;
 pub mod report;
 pub mod scoring;
 pub mod segment;

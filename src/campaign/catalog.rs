@@ -23,15 +23,15 @@ pub struct LoadReport {
 
 impl Catalog {
     /// Loads every `*.toml` file directly in `folder`.
-    pub fn load(folder: &Path) -> (Catalog, LoadReport) {
+    pub fn load(folder: &Path, topics: &[String]) -> (Catalog, LoadReport) {
         let mut catalog = Catalog::default();
-        let report = catalog.reload(folder);
+        let report = catalog.reload(folder, topics);
         (catalog, report)
     }
 
     /// Re-reads `folder`: new and changed files that validate replace what was
     /// there, removed files drop out, failing files keep their last good version.
-    pub fn reload(&mut self, folder: &Path) -> LoadReport {
+    pub fn reload(&mut self, folder: &Path, topics: &[String]) -> LoadReport {
         let mut report = LoadReport::default();
         let files = match campaign_files(folder) {
             Ok(files) => files,
@@ -43,7 +43,7 @@ impl Catalog {
         };
         let mut next = BTreeMap::new();
         for file in files {
-            match spec::load_file(&file) {
+            match spec::load_file(&file, topics) {
                 Ok(campaign) => {
                     next.insert(file, campaign);
                 }
@@ -120,6 +120,10 @@ fn drop_duplicate_names(campaigns: &mut BTreeMap<PathBuf, Campaign>) -> Vec<Diag
 mod tests {
     use super::*;
 
+    fn topics() -> Vec<String> {
+        vec!["offers".into(), "loyalty".into()]
+    }
+
     fn file(subject: &str) -> String {
         format!(
             "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello\"\n"
@@ -138,7 +142,7 @@ mod tests {
         write("b.toml", &file("B1"));
         write("c.toml", &file("C1"));
         write("notes.txt", "not a campaign");
-        let (mut catalog, report) = Catalog::load(folder.path());
+        let (mut catalog, report) = Catalog::load(folder.path(), &topics());
         assert!(report.diagnostics.is_empty(), "{:?}", report.diagnostics);
         assert_eq!(catalog.len(), 3);
 
@@ -146,7 +150,7 @@ mod tests {
         write("b.toml", "[audience]\nwhere = \"frequncy >= 2\"\n");
         std::fs::remove_file(folder.path().join("c.toml")).unwrap();
         write("d.toml", "name = \"d\"\nbroken = true\n");
-        let report = catalog.reload(folder.path());
+        let report = catalog.reload(folder.path(), &topics());
 
         assert_eq!(subject(&catalog, "a"), "A2");
         assert_eq!(subject(&catalog, "b"), "B1");
@@ -156,11 +160,11 @@ mod tests {
         let problems: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].ends_with("b.toml:1:1: missing field `message`"), "{problems:?}");
-        assert!(problems[1].ends_with("d.toml:2:1: unknown field `broken`, expected one of `name`, `description`, `enabled`, `kind`, `priority`, `schedule`, `timezone`, `audience`, `message`, `variant`"), "{problems:?}");
+        assert!(problems[1].ends_with("d.toml:2:1: unknown field `broken`, expected one of `name`, `description`, `enabled`, `kind`, `topic`, `priority`, `schedule`, `timezone`, `audience`, `message`, `variant`"), "{problems:?}");
 
         write("b.toml", &file("B2"));
         std::fs::remove_file(folder.path().join("d.toml")).unwrap();
-        let report = catalog.reload(folder.path());
+        let report = catalog.reload(folder.path(), &topics());
         assert!(report.diagnostics.is_empty() && report.kept.is_empty());
         assert_eq!(subject(&catalog, "b"), "B2");
     }
@@ -170,7 +174,7 @@ mod tests {
         let folder = tempfile::tempdir().unwrap();
         std::fs::write(folder.path().join("a.toml"), format!("name = \"same\"\n{}", file("A"))).unwrap();
         std::fs::write(folder.path().join("b.toml"), format!("name = \"same\"\n{}", file("B"))).unwrap();
-        let (catalog, report) = Catalog::load(folder.path());
+        let (catalog, report) = Catalog::load(folder.path(), &topics());
         assert_eq!(catalog.len(), 1);
         assert_eq!(subject(&catalog, "same"), "A");
         assert!(report.diagnostics[0].message.contains("is already used by"));

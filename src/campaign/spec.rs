@@ -45,6 +45,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The subscription topic of a campaign file that names none.
+    pub fn default_topic(self) -> &'static str {
+        match self {
+            Kind::Marketing => "offers",
+            Kind::Loyalty => "loyalty",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Marketing => "marketing",
@@ -61,6 +69,8 @@ pub struct Campaign {
     pub description: String,
     pub enabled: bool,
     pub kind: Kind,
+    /// The subscription topic: who left it is not in the audience.
+    pub topic: String,
     /// Higher goes first when campaigns compete for the frequency cap.
     pub priority: i64,
     /// `None`: the campaign only runs when asked (`patron campaign run`).
@@ -128,6 +138,7 @@ struct RawCampaign {
     enabled: bool,
     #[serde(default = "marketing")]
     kind: Kind,
+    topic: Option<Spanned<String>>,
     #[serde(default)]
     priority: i64,
     schedule: Option<Spanned<String>>,
@@ -180,17 +191,17 @@ struct RawVariant {
 }
 
 /// Reads and checks one campaign file.
-pub fn load_file(path: &Path) -> Result<Campaign, Vec<Diagnostic>> {
+pub fn load_file(path: &Path, topics: &[String]) -> Result<Campaign, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![Diagnostic { file: path.to_owned(), line: 1, column: 1, message: format!("cannot read the file: {e}") }]
     })?;
-    parse(path, &text)
+    parse(path, &text, topics)
 }
 
 /// Checks campaign text as if read from `path`; templates are read relative
-/// to the file's folder.
-pub fn parse(path: &Path, text: &str) -> Result<Campaign, Vec<Diagnostic>> {
-    let mut checker = Checker { file: path, text, diagnostics: Vec::new() };
+/// to the file's folder. `topics` are the configured subscription topics.
+pub fn parse(path: &Path, text: &str, topics: &[String]) -> Result<Campaign, Vec<Diagnostic>> {
+    let mut checker = Checker { file: path, text, topics, diagnostics: Vec::new() };
     let raw: RawCampaign = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(error) => {
@@ -206,6 +217,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Campaign, Vec<Diagnostic>> {
 struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
+    topics: &'a [String],
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -223,6 +235,7 @@ impl Checker<'_> {
             (None, _) => Some(None),
             (Some(_), None) => None,
         };
+        let topic = self.topic(raw.topic.as_ref(), raw.kind);
         let audience = self.audience(&raw.audience);
         let message = self.message(&raw.message);
         let variants = self.variants(&raw.variant, message.as_ref());
@@ -232,6 +245,7 @@ impl Checker<'_> {
             description: raw.description,
             enabled: raw.enabled,
             kind: raw.kind,
+            topic: topic?,
             priority: raw.priority,
             schedule: schedule?,
             timezone: timezone?,
@@ -260,9 +274,26 @@ impl Checker<'_> {
         None
     }
 
+    /// The file's `topic`, else the kind's; one of the configured topics.
+    fn topic(&mut self, topic: Option<&Spanned<String>>, kind: Kind) -> Option<String> {
+        let name = topic.map_or(kind.default_topic(), |t| t.get_ref().as_str());
+        if self.topics.iter().any(|known| known == name) {
+            return Some(name.to_owned());
+        }
+        let known: Vec<String> = self.topics.iter().map(|t| format!("`{t}`")).collect();
+        let message = format!("topic `{name}` is not one of the topics in [subscriptions]: {}", known.join(", "));
+        match topic {
+            Some(topic) => self.at(topic.span(), message),
+            None => {
+                self.at_offset(0, format!("{message} (it is the default of kind `{}`; set `topic`)", kind.as_str()))
+            }
+        }
+        None
+    }
+
     fn audience(&mut self, raw: &RawAudience) -> Option<Audience> {
         let known = compile::known_fields();
-        let fields = Fields { known: &known };
+        let fields = Fields { known: &known, topics: self.topics };
         let expr = match segment::parse(raw.segment.get_ref(), &fields) {
             Ok(expr) => Some(expr),
             Err(errors) => {

@@ -69,7 +69,7 @@ pub fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<()> {
     let mut problems: Vec<Diagnostic> = Vec::new();
     let mut valid = 0;
     for file in &files {
-        match spec::load_file(file) {
+        match spec::load_file(file, &settings.subscriptions.topics) {
             Ok(_) => valid += 1,
             Err(diagnostics) => problems.extend(diagnostics),
         }
@@ -143,6 +143,7 @@ fn scored_fields(campaign: &Campaign) -> Vec<&'static str> {
                     names.push(name);
                 }
             }
+            Expr::Subscribed { .. } => {}
         }
     }
     let mut names = Vec::new();
@@ -204,7 +205,7 @@ async fn warn_if_scores_missing(
 
 /// The campaigns that load; problems in the others are printed to stderr.
 fn load_catalog(settings: &Settings) -> Catalog {
-    let (catalog, report) = Catalog::load(&settings.campaigns_dir);
+    let (catalog, report) = Catalog::load(&settings.campaigns_dir, &settings.subscriptions.topics);
     for problem in &report.diagnostics {
         eprintln!("warning: {problem}");
     }

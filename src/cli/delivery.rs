@@ -38,7 +38,7 @@ pub async fn send(loaded: &Loaded, args: &SendArgs) -> anyhow::Result<()> {
     let settings = &loaded.settings;
     db::open(settings).await?;
     let conn = db::connect_for_delivery(settings).await?;
-    let (campaigns, report) = Catalog::load(&settings.campaigns_dir);
+    let (campaigns, report) = Catalog::load(&settings.campaigns_dir, &settings.subscriptions.topics);
     for diagnostic in &report.diagnostics {
         tracing::warn!("{diagnostic}");
     }
@@ -83,7 +83,7 @@ pub async fn serve(loaded: &Loaded) -> anyhow::Result<()> {
         )
     })?;
     let conn = db::open(settings).await?;
-    let mut router = http::router(conn.clone(), signer);
+    let mut router = http::router(conn.clone(), signer, settings.subscriptions.clone());
     if let Some(webhooks) = Webhooks::new(conn, loaded).await? {
         router = router.merge(http::webhook_router(Arc::new(webhooks)));
     }

@@ -7,6 +7,7 @@ mod dkim;
 mod feedback;
 mod loyalty;
 mod models;
+mod privacy;
 mod reports;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +93,18 @@ pub enum Command {
     /// Read what comes back from the mail world: bounces, spam complaints, unsubscribe requests.
     #[command(subcommand)]
     Feedback(feedback::FeedbackCommand),
+    /// The suppression list: addresses that get no mail at all (unsubscribed, bounced, complained).
+    #[command(subcommand)]
+    Suppressions(privacy::SuppressionsCommand),
+    /// One customer: consent and its history, everything held about them (export), erasure.
+    #[command(subcommand)]
+    Customer(privacy::CustomerCommand),
+    /// Clear message and feedback details older than privacy.message_retention and
+    /// privacy.feedback_retention now (the daemon does it nightly).
+    Retention {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the HTTP server that answers the unsubscribe links in mail.
     Serve,
     /// DKIM: make a signing key and the DNS record that publishes it (see [dkim] in the settings).
@@ -172,6 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# dkim private key: {}", if loaded.secrets.dkim.is_some() { "set" } else { "not set" });
             println!("# postmark webhook password: {}", secret_state(&loaded.secrets.postmark_password));
             println!("# feedback mailbox password: {}", secret_state(&loaded.secrets.imap_password));
+            println!("# erased-address key: {}", secret_state(&loaded.secrets.address_key));
             Ok(())
         }
         Command::Send(args) => delivery::send(&load(cli.config.as_deref())?, &args).await,
@@ -221,6 +235,9 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Loyalty(command) => loyalty::run(conn, settings, &command).await,
         Command::Report(command) => reports::run(conn, settings, &command).await,
         Command::Outbox(command) => delivery::outbox(conn, &command).await,
+        Command::Suppressions(command) => privacy::suppressions(conn, &command).await,
+        Command::Customer(command) => privacy::customer(conn, loaded, &command).await,
+        Command::Retention { json } => privacy::retention(conn, loaded, json).await,
         Command::Status { json } => {
             let status = status::collect(conn).await?;
             if json {
@@ -277,6 +294,7 @@ async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArg
         rejects_path: args.rejects.clone(),
         batch_size: loaded.settings.import.batch_size,
         max_reported_errors: loaded.settings.import.max_reported_errors,
+        address_key: loaded.secrets.address_key.clone(),
     };
     let started = std::time::Instant::now();
     let report = import::import(conn, kind, &args.file, &options).await?;
@@ -289,6 +307,13 @@ async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArg
         report.unchanged,
         report.rejected
     );
+    if report.consent_kept_off > 0 {
+        println!(
+            "{} row(s) asked for marketing consent and were kept off: the person unsubscribed or was suppressed \
+             after the file's consent_at (or the file gives none)",
+            report.consent_kept_off
+        );
+    }
     if let Some(path) = report.rejects_file {
         println!("rejected rows and their reasons: {}", path.display());
     }

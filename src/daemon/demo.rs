@@ -54,6 +54,7 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
             rejects_path: None,
             batch_size: settings.import.batch_size,
             max_reported_errors: settings.import.max_reported_errors,
+            address_key: None,
         };
         let report = import::import(db, kind, &folder.join(file), &options).await?;
         tracing::info!(rows = report.rows, file, "demo: synthetic data imported");

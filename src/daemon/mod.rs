@@ -98,9 +98,9 @@ impl Daemon {
 
     /// Re-reads the campaigns; a broken file keeps its last good version.
     fn reload_campaigns(&self) {
-        let folder = self.loaded().settings.campaigns_dir;
+        let settings = self.loaded().settings;
         let mut next = self.catalog();
-        let report = next.reload(&folder);
+        let report = next.reload(&settings.campaigns_dir, &settings.subscriptions.topics);
         for diagnostic in &report.diagnostics {
             tracing::error!("{diagnostic}");
         }
@@ -362,6 +362,7 @@ async fn schedule_loop(
     let mut score_timer = Timer::new(&settings.daemon.score_schedule, now);
     let mut train_timer = Timer::new(&settings.daemon.train_schedule, now);
     let mut loyalty_timer = Timer::new(&settings.daemon.loyalty_schedule, now);
+    let mut retention_timer = Timer::new(&settings.daemon.retention_schedule, now);
     let mut feedback_mailbox = mailbox::MailboxPoll::default();
     let mut was_leader = false;
     loop {
@@ -386,6 +387,10 @@ async fn schedule_loop(
         loyalty_timer.follow(&schedules.loyalty_schedule, now);
         train_timer.follow(&schedules.train_schedule, now);
         score_timer.follow(&schedules.score_schedule, now);
+        retention_timer.follow(&schedules.retention_schedule, now);
+        if retention_timer.due(now) {
+            apply_retention(&daemon.db, &loaded, now).await;
+        }
         if loyalty_timer.due(now) {
             recompute_loyalty(&daemon.db, &loaded, now).await;
         }
@@ -436,6 +441,17 @@ async fn score(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
     match scoring::score(db, &loaded.settings.models_dir, now, None, now).await {
         Ok(report) => tracing::info!(customers = report.customers, model = %report.model, "customers scored"),
         Err(error) => tracing::error!("scoring: {error}"),
+    }
+}
+
+async fn apply_retention(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
+    match crate::privacy::retention::apply(db, &loaded.settings.privacy, now).await {
+        Ok(retained) => tracing::info!(
+            messages = retained.messages,
+            feedback_events = retained.feedback_events,
+            "details past their retention cleared"
+        ),
+        Err(error) => tracing::error!("retention: {error}"),
     }
 }
 
@@ -491,6 +507,11 @@ pub fn database(daemon: &Daemon) -> &DatabaseConnection {
 
 pub fn metrics(daemon: &Daemon) -> &Metrics {
     &daemon.metrics
+}
+
+/// The subscription topics in effect, which a reload may have changed.
+pub fn subscriptions(daemon: &Daemon) -> crate::config::SubscriptionSettings {
+    daemon.loaded().settings.subscriptions
 }
 
 pub fn signer(daemon: &Daemon) -> Option<delivery::Signer> {

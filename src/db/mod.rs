@@ -13,6 +13,7 @@ use anyhow::Context;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -71,6 +72,17 @@ async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> an
                 .pragma("journal_size_limit", "67108864")
         });
     Database::connect(options).await.with_context(|| format!("connecting to database {}", mask_url_password(&url)))
+}
+
+/// A write transaction from its start: on SQLite, a transaction that reads
+/// and then writes fails at once (`SQLITE_BUSY`) when another connection,
+/// the sender say, wrote in between, where one that starts as a writer waits.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let immediate = sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    db.begin_with_options(immediate).await
 }
 
 /// Gives the connection behind `txn` 64 MB of SQLite page cache (nothing on

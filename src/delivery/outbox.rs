@@ -14,7 +14,7 @@ use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Q
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
 use super::feedback_log::{self, EventKind, NewEvent};
-use super::unsubscribe;
+use crate::consent::suppressions::{self, Reason};
 
 /// One claimed row and what the sender needs to know about its run.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
             Fate::Failed { error, bounced } => {
                 update.value("state", "failed").value("last_error", error.clone());
                 if let Some(email) = bounced {
-                    unsubscribe::suppress(&txn, email, Some(row.customer_id), "bounced", "smtp").await?;
+                    suppressions::suppress(&txn, email, Some(row.customer_id), Reason::Bounced, "smtp").await?;
                     record_refusal(&txn, row, email, error, now).await?;
                 }
             }

@@ -148,7 +148,7 @@ pub struct Sender {
 
 /// A message ready for a worker, or a row settled without sending.
 enum Work {
-    Send { row: Claimed, message: lettre::Message, message_id: String, email: String, marketing: bool },
+    Send { row: Claimed, message: lettre::Message, message_id: String, email: String, marketing: bool, topic: String },
     Settled { row: Claimed, fate: Fate },
 }
 
@@ -355,6 +355,10 @@ impl Sender {
                 work.push(settle(Fate::Suppressed { reason: "the address is suppressed".into() }));
                 continue;
             }
+            if recipient.customer.erased_at.is_some() {
+                work.push(settle(Fate::Suppressed { reason: "the customer was erased".into() }));
+                continue;
+            }
             if campaign.kind == Kind::Marketing && !recipient.customer.marketing_consent {
                 work.push(settle(Fate::Suppressed { reason: "no marketing consent".into() }));
                 continue;
@@ -364,7 +368,8 @@ impl Sender {
             match self.message_for(&row, &message_id, campaign, recipient, cache) {
                 Ok(message) => {
                     let email = recipient.customer.email.clone();
-                    work.push(Work::Send { row, message, message_id, email, marketing })
+                    let topic = campaign.topic.clone();
+                    work.push(Work::Send { row, message, message_id, email, marketing, topic })
                 }
                 Err(error) => work.push(settle(Fate::Failed { error, bounced: None })),
             }
@@ -386,7 +391,11 @@ impl Sender {
         // Rendering (bounded in work and size) and composing fail this message
         // alone, even by a panic.
         compose::guarded(|| {
-            let token = Token { customer_id: row.customer_id, campaign: campaign.name.clone() };
+            let token = Token {
+                customer_id: row.customer_id,
+                campaign: campaign.name.clone(),
+                topic: Some(campaign.topic.clone()),
+            };
             let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
             let variables = recipient.variables(campaign, variant, &link);
             let rendered = render(&templates, &variables)?;
@@ -515,7 +524,19 @@ async fn suppressed_customers<'a>(
 /// Why the customer may not get a message now, if they may not: checked by
 /// primary key and unique address just before the SMTP transaction, so that
 /// an unsubscribe that arrived after the claim is honoured.
-async fn refusal(db: &DatabaseConnection, row: &Claimed, email: &str, marketing: bool) -> Result<Refusal, DbErr> {
+async fn refusal(
+    db: &DatabaseConnection,
+    row: &Claimed,
+    email: &str,
+    marketing: bool,
+    topic: &str,
+) -> Result<Refusal, DbErr> {
+    let left_topic = Query::select()
+        .expr(Expr::col("customer_id").count())
+        .from("topic_opt_outs")
+        .and_where(Expr::col("customer_id").eq(row.customer_id))
+        .and_where(Expr::col("topic").eq(topic))
+        .to_owned();
     let suppressions = Query::select()
         .expr(Expr::col("id").count())
         .from("suppressions")
@@ -530,12 +551,17 @@ async fn refusal(db: &DatabaseConnection, row: &Claimed, email: &str, marketing:
         .column("marketing_consent")
         .expr_as(Expr::SubQuery(None, Box::new(suppressions.into())), Alias::new("suppressed"))
         .expr_as(Expr::SubQuery(None, Box::new(paused.into())), Alias::new("paused"))
+        .expr_as(Expr::SubQuery(None, Box::new(left_topic.into())), Alias::new("left_topic"))
         .from("customers")
         .and_where(Expr::col("id").eq(row.customer_id))
+        .and_where(Expr::col("erased_at").is_null())
         .to_owned();
     let Some(found) = db.query_one(&select).await? else {
         return Ok(Refusal::Never("the customer no longer exists"));
     };
+    if found.try_get::<i64>("", "left_topic")? > 0 {
+        return Ok(Refusal::Never("the customer left the campaign's topic"));
+    }
     if found.try_get::<i64>("", "suppressed")? > 0 {
         return Ok(Refusal::Never("the address is suppressed"));
     }
@@ -572,7 +598,7 @@ impl Worker {
         let mut session = Session::default();
         loop {
             let work = work_rx.lock().await.recv().await;
-            let Some(Work::Send { row, message, message_id, email, marketing }) = work else { return };
+            let Some(Work::Send { row, message, message_id, email, marketing, topic }) = work else { return };
             if !self.held.is_queued(row.id) {
                 continue; // given back on a halt
             }
@@ -582,7 +608,7 @@ impl Worker {
                     _ = self.halt.wait() => continue,
                 }
             }
-            let refused = refusal(&self.db, &row, &email, marketing).await;
+            let refused = refusal(&self.db, &row, &email, marketing, &topic).await;
             // From here on the row is this worker's: a halt no longer gives it back.
             if self.halt.is_halted() || !self.held.start(row.id) {
                 continue;

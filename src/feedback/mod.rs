@@ -18,17 +18,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func, JoinType, Order, Query};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
 use sha2::{Digest, Sha256};
 
 use crate::config::Loaded;
+use crate::consent::{self, Origin, Source, suppressions, suppressions::Reason};
 use crate::delivery::breaker;
 pub use crate::delivery::feedback_log::EventKind;
 use crate::delivery::feedback_log::{self, NewEvent};
-use crate::delivery::unsubscribe;
 use crate::delivery::verp::ReturnPath;
 use report::{Kind, Report};
 
@@ -277,15 +274,8 @@ impl Intake {
         self.record_readings(txn, readings, source).await
     }
 
-    /// A write transaction from its start: on SQLite, a transaction that reads
-    /// and then writes fails at once (`SQLITE_BUSY`) when another connection,
-    /// the sender say, wrote in between, where one that starts as a writer waits.
     async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        let immediate = TransactionOptions {
-            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-            ..Default::default()
-        };
-        self.db.begin_with_options(immediate).await
+        crate::db::begin_write(&self.db).await
     }
 
     /// Records the readings (each with its report's key), commits, and checks
@@ -437,7 +427,7 @@ impl Intake {
             })
             .collect();
         let mut fresh = feedback_log::insert_all(db, &rows).await?;
-        let mut suppressions = Vec::new();
+        let mut to_suppress = Vec::new();
         let mut new = Vec::with_capacity(events.len());
         let effect_source = format!("feedback:{source}");
         for (event, fingerprint) in events {
@@ -448,7 +438,7 @@ impl Intake {
                 continue;
             }
             if let Some(reason) = self.suppression_for(db, event).await? {
-                suppressions.push((
+                to_suppress.push((
                     event.email.clone().unwrap_or_default(),
                     event.target.as_ref().map(|t| t.customer_id),
                     reason,
@@ -456,25 +446,26 @@ impl Intake {
             }
             if let (EventKind::Unsubscribe, Some(email)) = (event.kind, event.email.as_deref()) {
                 // In order: what came before it in the batch is suppressed first.
-                unsubscribe::suppress_all(db, &std::mem::take(&mut suppressions), &effect_source).await?;
-                unsubscribe::opt_out(db, email, event.target.as_ref().map(|t| t.customer_id), &effect_source).await?;
+                suppressions::suppress_all(db, &std::mem::take(&mut to_suppress), &effect_source).await?;
+                let customer_id = event.target.as_ref().map(|t| t.customer_id);
+                consent::leave_all(db, email, customer_id, &effect_source, &unsubscribe_origin(source)).await?;
             }
             if let (EventKind::Complaint | EventKind::HardBounce, Some(target)) = (event.kind, &event.target) {
                 tripped.insert(target.run_id);
             }
         }
-        unsubscribe::suppress_all(db, &suppressions, &effect_source).await?;
+        suppressions::suppress_all(db, &to_suppress, &effect_source).await?;
         Ok(new)
     }
 
     /// The suppression a new event calls for, if any (an unsubscribe opts out instead).
-    async fn suppression_for<C: ConnectionTrait>(&self, db: &C, event: &Event) -> Result<Option<&'static str>, DbErr> {
+    async fn suppression_for<C: ConnectionTrait>(&self, db: &C, event: &Event) -> Result<Option<Reason>, DbErr> {
         let Some(email) = event.email.as_deref() else { return Ok(None) };
         Ok(match event.kind {
-            EventKind::HardBounce => Some("bounced"),
-            EventKind::Complaint => Some("complained"),
+            EventKind::HardBounce => Some(Reason::Bounced),
+            EventKind::Complaint => Some(Reason::Complained),
             EventKind::SoftBounce if self.soft_bounces(db, email).await? >= i64::from(self.rules.soft_bounce_limit) => {
-                Some("bounced")
+                Some(Reason::Bounced)
             }
             EventKind::SoftBounce | EventKind::Unsubscribe | EventKind::Aside => None,
         })
@@ -493,6 +484,13 @@ impl Intake {
         let row = db.query_one(&count).await?.ok_or_else(|| DbErr::RecordNotFound("a count".into()))?;
         row.try_get_by_index(0)
     }
+}
+
+/// Where an unsubscribe request came from: a mailed request (the
+/// List-Unsubscribe mailto, read from a pipe, Maildir or IMAP) or a provider's webhook.
+fn unsubscribe_origin(source: &str) -> Origin {
+    let kind = if matches!(source, "pipe" | "maildir" | "imap") { Source::Mailto } else { Source::Webhook };
+    Origin::new(kind, format!("feedback:{source}"))
 }
 
 impl Known {

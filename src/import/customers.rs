@@ -1,5 +1,6 @@
-//! Customers: `customer_id,email` and optional names, birthday, sign-up time
-//! and consent; any other column is kept as a custom attribute.
+//! Customers: `customer_id,email` and optional names, birthday, sign-up time,
+//! consent and the date consent was given (`consent_at`); any other column
+//! is kept as a custom attribute. Consent goes through [`super::consent`].
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Value;
@@ -12,23 +13,31 @@ use super::{Pending, RowError, Table, fields};
 pub struct Customers;
 
 pub struct CustomerRow {
-    external_id: String,
-    email: String,
+    pub(super) external_id: String,
+    pub(super) email: String,
     first_name: Option<String>,
     last_name: Option<String>,
     birthday: Option<NaiveDate>,
     signed_up_at: Option<DateTime<Utc>>,
-    marketing_consent: Option<bool>,
+    pub(super) marketing_consent: Option<bool>,
+    /// When the consent in the file was given; not stored, it is the
+    /// import's evidence against a later unsubscribe.
+    pub(super) consent_at: Option<DateTime<Utc>>,
     attributes: Map<String, serde_json::Value>,
 }
 
+/// The optional columns stored in `customers`.
 const OPTIONAL: &[&str] = &["first_name", "last_name", "birthday", "signed_up_at", "marketing_consent"];
+/// Every optional column of the file.
+const OPTIONAL_IN_FILE: &[&str] =
+    &["first_name", "last_name", "birthday", "signed_up_at", "marketing_consent", "consent_at"];
 const COLUMNS: &[&str] =
     &["external_id", "email", "first_name", "last_name", "birthday", "signed_up_at", "marketing_consent", "attributes"];
 
 impl Table for Customers {
     type Row = CustomerRow;
-    const SPEC: ColumnSpec = ColumnSpec { required: &["customer_id", "email"], optional: OPTIONAL, keeps_extra: true };
+    const SPEC: ColumnSpec =
+        ColumnSpec { required: &["customer_id", "email"], optional: OPTIONAL_IN_FILE, keeps_extra: true };
     const ID_COLUMN: &'static str = "customer_id";
 
     fn parse(cells: &mut Cells<'_>, columns: &Columns) -> Option<CustomerRow> {
@@ -39,6 +48,7 @@ impl Table for Customers {
         let birthday = cells.optional("birthday", fields::date);
         let signed_up_at = cells.optional("signed_up_at", fields::timestamp);
         let marketing_consent = cells.optional("marketing_consent", fields::flag);
+        let consent_at = cells.optional("consent_at", fields::timestamp);
         let mut attributes = Map::new();
         for name in columns.extras(&Self::SPEC) {
             if let Some(value) = cells.optional(name, |t| fields::text(t, fields::MAX_ATTRIBUTE_CHARS)) {
@@ -53,6 +63,7 @@ impl Table for Customers {
             birthday,
             signed_up_at,
             marketing_consent,
+            consent_at,
             attributes,
         })
     }
@@ -63,6 +74,16 @@ impl Table for Customers {
 
     async fn resolve(_: &DatabaseTransaction, _: &mut [Pending<CustomerRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
         Ok(Vec::new())
+    }
+
+    const HAS_CONSENT: bool = true;
+
+    async fn check_consent(
+        txn: &DatabaseTransaction,
+        batch: &mut [Pending<CustomerRow>],
+        guard: &super::consent::Guard,
+    ) -> Result<super::consent::Checked, DbErr> {
+        guard.check(txn, batch).await
     }
 
     const TABLE: &'static str = "customers";

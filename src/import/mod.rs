@@ -7,6 +7,7 @@
 //! reject file with their reasons. Rows are upserted on their external id, so
 //! importing a file twice changes nothing.
 
+mod consent;
 mod csv_file;
 mod customer_refs;
 mod customers;
@@ -47,6 +48,9 @@ pub struct Options {
     pub rejects_path: Option<PathBuf>,
     pub batch_size: usize,
     pub max_reported_errors: usize,
+    /// The key of erased addresses' hashes (`privacy.address_key`), to
+    /// recognise an erased address imported again.
+    pub address_key: Option<secrecy::SecretString>,
 }
 
 /// What an import did.
@@ -58,6 +62,9 @@ pub struct Report {
     pub unchanged: u64,
     pub rejected: u64,
     pub rejects_file: Option<PathBuf>,
+    /// Rows asking for marketing consent that were kept off: the person
+    /// unsubscribed or was suppressed after the file's consent date.
+    pub consent_kept_off: u64,
 }
 
 /// A problem with one row: where it is, which cell, and why.
@@ -152,6 +159,18 @@ trait Table: 'static {
         batch: &mut [Pending<Self::Row>],
     ) -> Result<Vec<(usize, RowError)>, DbErr>;
 
+    /// Whether rows carry marketing consent, for [`Table::check_consent`].
+    const HAS_CONSENT: bool = false;
+
+    /// Checks the consent of a batch before it is written (customers only).
+    async fn check_consent(
+        _txn: &DatabaseTransaction,
+        _batch: &mut [Pending<Self::Row>],
+        _guard: &consent::Guard,
+    ) -> Result<consent::Checked, DbErr> {
+        Ok(consent::Checked::default())
+    }
+
     /// The table written, its columns in the order of [`Table::values`].
     const TABLE: &'static str;
     const COLUMNS: &'static [&'static str];
@@ -188,6 +207,9 @@ struct Run {
     upsert: BulkInsert,
     /// The last batch's statement and row count, run while the next batch is built.
     queued: Option<(Statement, u64)>,
+    /// The consent checks, and the changes of consent of the queued batch.
+    guard: Option<consent::Guard>,
+    queued_changes: Vec<consent::PendingChange>,
 }
 
 /// Runs a batch's statement; returns its row count and how many rows were new or changed.
@@ -215,9 +237,11 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
         errors: Vec::new(),
         error_total: 0,
         rejects: Rejects::new(rejects_path, columns.names()),
-        report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None },
+        report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None, consent_kept_off: 0 },
         upsert: BulkInsert::upsert(db.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
         queued: None,
+        guard: None,
+        queued_changes: Vec::new(),
     };
     let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
     let reader_columns = Arc::clone(&columns);
@@ -226,6 +250,10 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
         tokio::task::spawn_blocking(move || reading::read_all::<T>(reader, reader_columns, file, batch_size, sender));
     let txn = db.begin().await?;
     crate::db::use_large_cache(&txn).await?;
+    if T::HAS_CONSENT {
+        let has_column = columns.has("marketing_consent");
+        run.guard = Some(consent::Guard::new(&txn, run.file.clone(), has_column, options.address_key.clone()).await?);
+    }
     while let Some(chunk) = chunks.recv().await {
         run.write_chunk::<T>(&txn, chunk).await?;
     }
@@ -286,8 +314,14 @@ impl Run {
             self.queued = None;
             return Ok(());
         }
+        let checked = match &self.guard {
+            Some(guard) => T::check_consent(txn, &mut batch, guard).await?,
+            None => consent::Checked::default(),
+        };
+        self.report.consent_kept_off += checked.kept_off;
         // The previous batch runs on the database while this one is built.
         let previous = self.queued.take();
+        let previous_changes = std::mem::replace(&mut self.queued_changes, checked.changes);
         let upsert = &mut self.upsert;
         let build = async move {
             let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
@@ -302,6 +336,7 @@ impl Run {
         };
         let (executed, next) = tokio::join!(execute(txn, previous), build);
         self.count_written(executed?);
+        consent::record(txn, previous_changes).await?;
         self.queued = next;
         Ok(())
     }
@@ -310,6 +345,7 @@ impl Run {
         if self.writing() {
             let written = execute(txn, self.queued.take()).await?;
             self.count_written(written);
+            consent::record(txn, std::mem::take(&mut self.queued_changes)).await?;
         }
         Ok(())
     }

@@ -85,6 +85,7 @@ pub fn select_customers(expr: &Expr, context: &Context, model_id: Option<i64>) -
         .column((customers.clone(), Alias::new("id")))
         .column((customers.clone(), Alias::new("external_id")))
         .cond_where(condition(expr, context))
+        .and_where(Sql::col((customers.clone(), Alias::new("erased_at"))).is_null())
         .order_by((customers, Alias::new("id")), sea_orm::sea_query::Order::Asc);
     select
 }
@@ -139,7 +140,24 @@ pub fn condition(expr: &Expr, context: &Context) -> Condition {
             let column = column(field, &Value::Text(String::new()), context);
             Condition::all().add(if *negated { column.is_not_null() } else { column.is_null() })
         }
+        Expr::Subscribed { topic, .. } => subscribed(topic),
     }
+}
+
+/// Consents to marketing and has not left `topic`.
+fn subscribed(topic: &str) -> Condition {
+    let (customers, opt_outs) = (Alias::new("customers"), Alias::new("topic_opt_outs"));
+    let left_topic = Query::select()
+        .expr(Sql::val(1))
+        .from(opt_outs.clone())
+        .and_where(
+            Sql::col((opt_outs.clone(), Alias::new("customer_id"))).equals((customers.clone(), Alias::new("id"))),
+        )
+        .and_where(Sql::col((opt_outs, Alias::new("topic"))).eq(topic))
+        .to_owned();
+    Condition::all()
+        .add(Sql::col((customers, Alias::new("marketing_consent"))).eq(true))
+        .add(Sql::exists(left_topic).not())
 }
 
 /// The column of a field; an attribute is read from the JSON document, as a

@@ -38,6 +38,8 @@ pub enum FieldType {
 #[derive(Debug, Clone, Copy)]
 pub struct Fields<'a> {
     pub known: &'a [(&'a str, FieldType)],
+    /// The subscription topics `subscribed("...")` may name.
+    pub topics: &'a [String],
 }
 
 /// Byte offsets into the expression text.
@@ -70,10 +72,34 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Compare { field: Field, op: CompareOp, value: Value, span: Span },
-    Between { field: Field, low: Value, high: Value, span: Span },
-    In { field: Field, values: Vec<Value>, negated: bool, span: Span },
-    IsNull { field: Field, negated: bool, span: Span },
+    Compare {
+        field: Field,
+        op: CompareOp,
+        value: Value,
+        span: Span,
+    },
+    Between {
+        field: Field,
+        low: Value,
+        high: Value,
+        span: Span,
+    },
+    In {
+        field: Field,
+        values: Vec<Value>,
+        negated: bool,
+        span: Span,
+    },
+    IsNull {
+        field: Field,
+        negated: bool,
+        span: Span,
+    },
+    /// `subscribed("offers")`: marketing consent, and the topic not left.
+    Subscribed {
+        topic: String,
+        span: Span,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

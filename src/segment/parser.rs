@@ -111,6 +111,9 @@ impl Parser<'_> {
     }
 
     fn primary(&mut self) -> Result<Expr, ParseError> {
+        if self.at_keyword("subscribed") && self.tokens.get(self.pos + 1).is_some_and(|t| t.tok == Tok::LParen) {
+            return self.subscribed();
+        }
         if *self.peek() != Tok::LParen {
             return self.predicate();
         }
@@ -130,6 +133,21 @@ impl Parser<'_> {
             }
             _ => Err(self.expected("`)`, `and` or `or`")),
         }
+    }
+
+    /// `subscribed("topic")`.
+    fn subscribed(&mut self) -> Result<Expr, ParseError> {
+        let start = self.advance().span.start;
+        self.advance();
+        let Tok::Str(topic) = self.peek().clone() else {
+            return Err(self.expected("a topic name in quotes, as in `subscribed(\"offers\")`"));
+        };
+        self.advance();
+        if *self.peek() != Tok::RParen {
+            return Err(self.expected("`)` after the topic"));
+        }
+        self.advance();
+        Ok(Expr::Subscribed { topic, span: self.span_from(start) })
     }
 
     fn field(&mut self) -> Result<(Field, usize), ParseError> {

@@ -28,8 +28,10 @@ pub(super) const EXAMPLES: &[&str] = &[
     "propensity >= 0.3",
 ];
 
+static TOPICS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["news".into(), "offers".into()]);
+
 pub(super) fn fields() -> Fields<'static> {
-    Fields { known: KNOWN }
+    Fields { known: KNOWN, topics: &TOPICS }
 }
 
 pub(super) fn ok(text: &str) -> Expr {
@@ -166,4 +168,25 @@ fn string_escapes_are_decoded() {
     let expr = ok(r#"first_name = "say \"hi\" \\ bye""#);
     let Expr::Compare { value, .. } = expr else { panic!("expected Compare") };
     assert_eq!(value, Value::Text(r#"say "hi" \ bye"#.to_string()));
+}
+
+#[test]
+fn subscribed_names_a_configured_topic() {
+    let text = "subscribed(\"offers\") and not subscribed(\"news\")";
+    let expected = Expr::And(
+        Box::new(Expr::Subscribed { topic: "offers".into(), span: span(0, 20) }),
+        Box::new(Expr::Not(Box::new(Expr::Subscribed { topic: "news".into(), span: span(29, 47) }))),
+    );
+    assert_eq!(ok(text), expected);
+
+    let errors = parse("frequency > 1 and subscribed(\"ofers\")", &fields()).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].column, 19);
+    assert!(
+        errors[0].message.contains("unknown topic `ofers`") && errors[0].message.contains("`offers`"),
+        "{errors:?}"
+    );
+
+    let errors = parse("subscribed(offers)", &fields()).unwrap_err();
+    assert!(errors[0].message.contains("a topic name in quotes"), "{errors:?}");
 }

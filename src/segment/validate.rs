@@ -72,12 +72,21 @@ pub(crate) fn check(text: &str, expr: &Expr, fields: &Fields) -> Vec<ParseError>
                 check_predicate(fields, field, *span, |t| check_in(t, field, values, *negated))
             }
             Expr::IsNull { field, span, .. } => check_predicate(fields, field, *span, |_| None),
+            Expr::Subscribed { topic, span } => check_topic(fields, topic, *span),
         };
         if let Some((offset, message)) = problem {
             errors.push(ParseError::at(text, offset, message));
         }
     }
     errors
+}
+
+fn check_topic(fields: &Fields, topic: &str, span: Span) -> Option<(usize, String)> {
+    if fields.topics.iter().any(|known| known == topic) {
+        return None;
+    }
+    let known: Vec<String> = fields.topics.iter().map(|t| format!("`{t}`")).collect();
+    Some((span.start, format!("unknown topic `{topic}`; the topics ([subscriptions] topics) are {}", known.join(", "))))
 }
 
 /// Resolves the field, then runs `check` on its type; returns an offset and message.

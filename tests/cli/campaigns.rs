@@ -25,13 +25,19 @@ fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
 }
 
+/// The topics of `config/patron.toml`.
+fn default_topics() -> Vec<String> {
+    ["news", "offers", "loyalty"].map(String::from).to_vec()
+}
+
 /// A campaign from TOML text; its templates are inline.
 fn campaign(name: &str, kind: &str, extra_top: &str, audience: &str) -> Campaign {
     let text = format!(
         "kind = \"{kind}\"\n{extra_top}\n[audience]\n{audience}\n\n[message]\nfrom = \"shop@example.com\"\n\
          subject = \"Hi {{{{ customer.first_name }}}}\"\ntext = \"Hello\"\n"
     );
-    spec::parse(Path::new(&format!("campaigns/{name}.toml")), &text).unwrap_or_else(|e| panic!("{e:?}"))
+    spec::parse(Path::new(&format!("campaigns/{name}.toml")), &text, &default_topics())
+        .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 const RULES: Rules = Rules { default_holdout: 0.0, frequency_cap: 3, frequency_window: Duration::days(7) };
@@ -497,6 +503,7 @@ fn score_predicates(campaign: &Campaign) -> Vec<String> {
                     found.push(text[span.start..span.end].to_owned());
                 }
             }
+            Expr::Subscribed { .. } => {}
         }
     }
     let mut found = Vec::new();
@@ -537,7 +544,7 @@ fn shipped_campaigns_on_scores_pick_likelier_buyers_and_warn_when_scores_are_mis
             env.strings(&format!("SELECT CAST(AVG(score) AS TEXT) FROM scores {filter}"))[0].parse().unwrap()
         };
         let base = mean("");
-        let (catalog, _) = patron::campaign::Catalog::load(&shipped);
+        let (catalog, _) = patron::campaign::Catalog::load(&shipped, &default_topics());
         let mut checked = Vec::new();
         for shipped_campaign in catalog.campaigns() {
             for predicate in score_predicates(shipped_campaign) {

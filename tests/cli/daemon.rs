@@ -522,7 +522,11 @@ fn the_leader_reads_the_feedback_mailbox_every_poll_interval() {
 /// An unsubscribe link for customer 1 signed with `key`.
 fn link_signed_with(key: &str) -> String {
     use patron::delivery::unsubscribe::{Signer, Token};
-    let token = Signer::new(secrecy::SecretString::from(key)).sign(&Token { customer_id: 1, campaign: "hello".into() });
+    let token = Signer::new(secrecy::SecretString::from(key)).sign(&Token {
+        customer_id: 1,
+        campaign: "hello".into(),
+        topic: None,
+    });
     format!("/unsubscribe?token={token}")
 }
 

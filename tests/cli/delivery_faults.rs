@@ -45,7 +45,7 @@ fn an_unsubscribe_that_arrives_while_its_message_is_claimed_stops_that_message()
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 0, "every row is claimed");
         let signer = Signer::new(SecretString::from(SECRET));
         for customer_id in ids(env, "SELECT CAST(id AS TEXT) FROM customers ORDER BY id") {
-            let token = signer.sign(&Token { customer_id, campaign: "hello".into() });
+            let token = signer.sign(&Token { customer_id, campaign: "hello".into(), topic: None });
             let target = format!("/unsubscribe?token={token}");
             assert_eq!(http(port, "POST", &target, "List-Unsubscribe=One-Click").0, 200);
         }

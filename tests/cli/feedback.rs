@@ -151,6 +151,17 @@ fn bounces_and_complaints_land_on_their_outbox_rows_suppress_once_and_leave_the_
                 "c8@example.com bounced"
             ]
         );
+        // Each is a change of consent on record, with where it came from.
+        let consent = env.strings(
+            "SELECT CAST(customer_id AS TEXT) || ' ' || new_state || ' ' || source || ' ' || basis FROM consent_events",
+        );
+        for expected in [
+            "3 suppressed bounce bounced (feedback:pipe)",
+            "5 suppressed complaint complained (feedback:maildir)",
+            "7 unsubscribed mailto feedback:maildir",
+        ] {
+            assert!(consent.iter().any(|e| e == expected), "{expected} not in {consent:?}");
+        }
         let matched = env.strings("SELECT kind || ' ' || COALESCE(matched_by, '-') FROM feedback_events ORDER BY id");
         assert_eq!(
             matched,

@@ -108,7 +108,7 @@ fn customers_and_link(env: &TestEnv) -> String {
     let customer_id =
         env.strings("SELECT CAST(id AS TEXT) FROM customers WHERE email = 'c2@example.com'")[0].parse().unwrap();
     let signer = Signer::new(SecretString::from(SECRET));
-    signer.link("", &Token { customer_id, campaign: "hello".into() })
+    signer.link("", &Token { customer_id, campaign: "hello".into(), topic: None })
 }
 
 /// Sends a request on a new connection and reads the whole answer; an error

@@ -5,8 +5,10 @@ mod imap_server;
 mod smtp_server;
 mod support;
 
+mod browser;
 mod campaigns;
 mod config;
+mod consent;
 mod daemon;
 mod delivery;
 mod delivery_faults;

@@ -47,7 +47,7 @@ fn load_fixture(env: &TestEnv) {
 
 fn segment(env: &TestEnv, text: &str) -> Vec<String> {
     let known = compile::known_fields();
-    let expr = segment::parse(text, &Fields { known: &known }).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+    let expr = segment::parse(text, &Fields { known: &known, topics: &[] }).unwrap_or_else(|e| panic!("{text}: {e:?}"));
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
         let db = Database::connect(&env.database_url).await.expect("connect");
         let backend = db.get_database_backend();

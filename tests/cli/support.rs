@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database, FromQueryResult, Statement};
 
 /// The engines a test runs against: SQLite always, PostgreSQL when configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +170,28 @@ impl TestEnv {
              INSERT INTO customers (external_id, email, first_name, marketing_consent, attributes) \
              SELECT CAST(i AS TEXT), 'c' || CAST(i AS TEXT) || '@example.com', {first_name}, TRUE, '{{}}' FROM n"
         ));
+    }
+
+    /// Every row of every table as JSON text, one line per table: what a
+    /// database dump holds.
+    pub fn dump(&self) -> String {
+        block_on(async {
+            let db = Database::connect(&self.database_url).await.expect("connect");
+            let backend = db.get_database_backend();
+            let tables = match self.backend {
+                Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table'",
+                Backend::Postgres => "SELECT CAST(tablename AS TEXT) FROM pg_tables WHERE schemaname = 'public'",
+            };
+            let names = db.query_all_raw(Statement::from_string(backend, tables)).await.expect("tables");
+            let mut dump = String::new();
+            for name in names {
+                let name: String = name.try_get_by_index(0).expect("table name");
+                let select = Statement::from_string(backend, format!("SELECT * FROM \"{name}\""));
+                let rows = sea_orm::JsonValue::find_by_statement(select).all(&db).await.expect("rows");
+                dump.push_str(&format!("{name}: {}\n", serde_json::Value::from(rows)));
+            }
+            dump
+        })
     }
 
     /// Runs test-only SQL (fixtures the commands cannot make yet).

@@ -324,6 +324,8 @@ struct Candidate {
 /// The customers each exclusion removes, whether in the segment or not.
 #[derive(Debug, Default)]
 struct Exclusions {
+    /// Left the campaign's subscription topic.
+    left_topic: HashSet<i64>,
     suppressed: HashSet<i64>,
     open_complaint: HashSet<i64>,
     cooled_down: HashSet<i64>,
@@ -338,7 +340,7 @@ impl Exclusions {
         rules: &Rules,
         at: DateTime<Utc>,
     ) -> Result<Self, DbErr> {
-        let mut results = Vec::with_capacity(4);
+        let mut results = Vec::with_capacity(5);
         for query in exclusion_queries(campaign, rules, at) {
             let rows = db.query_all(&query).await?;
             results.push(
@@ -351,9 +353,12 @@ impl Exclusions {
     }
 
     /// From the rows of [`exclusion_queries`], in its order.
-    fn from_results([suppressed, open_complaint, cooled_down, recent_messages]: [Vec<(i64, i64)>; 4]) -> Self {
+    fn from_results(
+        [left_topic, suppressed, open_complaint, cooled_down, recent_messages]: [Vec<(i64, i64)>; 5],
+    ) -> Self {
         let ids = |rows: Vec<(i64, i64)>| rows.into_iter().map(|(id, _)| id).collect();
         Exclusions {
+            left_topic: ids(left_topic),
             suppressed: ids(suppressed),
             open_complaint: ids(open_complaint),
             cooled_down: ids(cooled_down),
@@ -363,12 +368,13 @@ impl Exclusions {
 }
 
 /// The query behind each exclusion, each returning (customer id, count):
-/// suppressed, open complaint, reached within the cooldown (nothing without
-/// one), marketing messages within the frequency window.
-fn exclusion_queries(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> [SelectStatement; 4] {
+/// left the campaign's topic, suppressed, open complaint, reached within the
+/// cooldown (nothing without one), marketing messages within the frequency window.
+fn exclusion_queries(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> [SelectStatement; 5] {
     let with_one = |mut select: SelectStatement| select.expr(Expr::val(1i64)).to_owned();
     let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
     [
+        with_one(left_topic(&campaign.topic)),
         with_one(suppressed_customers()),
         with_one(open_complainants()),
         with_one(reached_by(&campaign.name, at - cooldown, at)),
@@ -383,7 +389,8 @@ fn apply_steps(campaign: &Campaign, rules: &Rules, excluded: &Exclusions, mut au
     let mut steps = Vec::with_capacity(STEPS.len());
     let mut record = |step: &'static str, remaining: usize| steps.push(StepCount { step, remaining: remaining as u64 });
     record("segment", audience.len());
-    audience.retain(|c| !marketing || c.consent);
+    // Marketing needs consent; no mail of a topic the customer left.
+    audience.retain(|c| (!marketing || c.consent) && !excluded.left_topic.contains(&c.customer_id));
     record("consent", audience.len());
     audience.retain(|c| !excluded.suppressed.contains(&c.customer_id));
     record("suppression", audience.len());
@@ -462,8 +469,14 @@ fn segment(campaign: &Campaign, at: DateTime<Utc>, backend: DbBackend, model_id:
         .column((Alias::new("customers"), Alias::new("id")))
         .expr(sort_value(campaign, &context))
         .column((Alias::new("customers"), Alias::new("marketing_consent")))
-        .cond_where(compile::condition(&campaign.audience.expr, &context));
+        .cond_where(compile::condition(&campaign.audience.expr, &context))
+        .and_where(Expr::col((Alias::new("customers"), Alias::new("erased_at"))).is_null());
     select
+}
+
+/// The customers who left `topic`.
+fn left_topic(topic: &str) -> SelectStatement {
+    Query::select().column("customer_id").from("topic_opt_outs").and_where(Expr::col("topic").eq(topic)).to_owned()
 }
 
 /// The order field as a floating-point number, or NULL without an order.

@@ -80,8 +80,8 @@ fn load_exclusions(
 ) -> rusqlite::Result<Exclusions> {
     let results = exclusion_queries(campaign, rules, at)
         .map(|select| raw::query(connection, &build(&select), |row| Ok((row.get(0)?, row.get(1)?))));
-    let [a, b, c, d] = results;
-    Ok(Exclusions::from_results([a?, b?, c?, d?]))
+    let [a, b, c, d, e] = results;
+    Ok(Exclusions::from_results([a?, b?, c?, d?, e?]))
 }
 
 /// One prepared INSERT run per row: SQLite's fastest way in.

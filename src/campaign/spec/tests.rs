@@ -2,6 +2,15 @@ use std::path::Path;
 
 use super::*;
 
+/// The default topics of `config/patron.toml`.
+fn default_topics() -> Vec<String> {
+    ["news", "offers", "loyalty"].map(String::from).to_vec()
+}
+
+fn parse(path: &Path, text: &str) -> Result<Campaign, Vec<Diagnostic>> {
+    super::parse(path, text, &default_topics())
+}
+
 const GOOD: &str = r#"description = "Win back lapsed repeat buyers"
 schedule = "0 9 * * MON"
 timezone = "Europe/Berlin"

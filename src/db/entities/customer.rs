@@ -20,6 +20,8 @@ pub struct Model {
     pub attributes: Json,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Set when the person was erased: the row is an anonymous shell since.
+    pub erased_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ mod m20261123_000005_planning_indexes;
 mod m20261130_000006_loyalty_standing;
 mod m20261201_000007_delivery_guarantees;
 mod m20261201_000008_feedback_events;
+mod m20261202_000009_consent;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_loyalty_standing::Migration),
             Box::new(m20261201_000007_delivery_guarantees::Migration),
             Box::new(m20261201_000008_feedback_events::Migration),
+            Box::new(m20261202_000009_consent::Migration),
         ]
     }
 }

@@ -1,0 +1,199 @@
+//! Consent in a customer import: a file never turns marketing back on for
+//! someone who unsubscribed, complained or was suppressed after the consent
+//! date the file gives (or at all, when it gives none); an address erased
+//! earlier is recognised by its keyed hash and stays suppressed; and every
+//! change of consent the file makes is a consent event naming file and line.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use secrecy::SecretString;
+
+use super::Pending;
+use super::customers::CustomerRow;
+use crate::consent::suppressions::{self, Reason};
+use crate::consent::{self, Change, Origin, Source, State};
+
+/// What the checks of one import need.
+pub struct Guard {
+    pub file: String,
+    /// Whether the file has a `marketing_consent` column (without it, consent is not touched).
+    pub consent_column: bool,
+    /// The key of erased addresses' hashes, when configured and some exist.
+    pub erased_key: Option<SecretString>,
+}
+
+/// A change of consent made by a row, recorded once the row is written
+/// (a new customer has no id before).
+pub struct PendingChange {
+    external_id: String,
+    old: Option<bool>,
+    new: bool,
+    basis: String,
+}
+
+/// What the checks of one batch found.
+#[derive(Default)]
+pub struct Checked {
+    /// Rows whose consent was kept off.
+    pub kept_off: u64,
+    pub changes: Vec<PendingChange>,
+}
+
+impl Guard {
+    /// Whether erased addresses exist to look for.
+    pub async fn new(
+        txn: &DatabaseTransaction,
+        file: String,
+        consent_column: bool,
+        key: Option<SecretString>,
+    ) -> Result<Guard, DbErr> {
+        let any_erased = Query::select()
+            .expr(Expr::val(1))
+            .from("suppressions")
+            .and_where(Expr::col("email").like("erased:%"))
+            .limit(1)
+            .to_owned();
+        let erased_exist = txn.query_one(&any_erased).await?.is_some();
+        if erased_exist && key.is_none() {
+            tracing::warn!(
+                "erased addresses are on the suppression list but privacy.address_key is not set: \
+                 an erased address imported again is not recognised"
+            );
+        }
+        Ok(Guard { file, consent_column, erased_key: key.filter(|_| erased_exist) })
+    }
+
+    /// Restores erased addresses found in the batch to the suppression list,
+    /// keeps consent off where a suppression is newer than the file's
+    /// consent, and lists the changes of consent.
+    pub async fn check(&self, txn: &DatabaseTransaction, batch: &mut [Pending<CustomerRow>]) -> Result<Checked, DbErr> {
+        if let Some(key) = &self.erased_key {
+            suppressions::restore_erased(txn, key, batch.iter().map(|p| p.row.email.as_str())).await?;
+        }
+        let existing = existing_consent(txn, batch).await?;
+        let suppressed = suppression_times(txn, batch, &existing).await?;
+        let mut checked = Checked::default();
+        for pending in batch.iter_mut() {
+            let row = &mut pending.row;
+            let known = existing.get(&row.external_id).copied();
+            if row.marketing_consent == Some(true) && known.is_none_or(|(_, consent)| !consent) {
+                let id = known.map(|(id, _)| id);
+                let since = suppressed
+                    .get(&row.email.to_lowercase())
+                    .into_iter()
+                    .chain(id.and_then(|id| suppressed.get(&id.to_string())));
+                if since.copied().any(|at| row.consent_at.is_none_or(|given| at > given)) {
+                    row.marketing_consent = Some(false);
+                    checked.kept_off += 1;
+                }
+            }
+            if !self.consent_column {
+                continue;
+            }
+            let new = row.marketing_consent.unwrap_or(false);
+            let old = known.map(|(_, consent)| consent);
+            if old != Some(new) {
+                let basis = match row.consent_at {
+                    Some(given) => format!("{} line {}, consent given {}", self.file, pending.line, given.to_rfc3339()),
+                    None => format!("{} line {}", self.file, pending.line),
+                };
+                checked.changes.push(PendingChange { external_id: row.external_id.clone(), old, new, basis });
+            }
+        }
+        Ok(checked)
+    }
+}
+
+/// Appends the consent events of written rows.
+pub async fn record(txn: &DatabaseTransaction, changes: Vec<PendingChange>) -> Result<(), DbErr> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let select = Query::select()
+        .columns(["id", "external_id"])
+        .from("customers")
+        .and_where(Expr::col("external_id").is_in(changes.iter().map(|c| c.external_id.clone())))
+        .to_owned();
+    let mut ids = HashMap::new();
+    for row in txn.query_all(&select).await? {
+        ids.insert(row.try_get_by_index::<String>(1)?, row.try_get_by_index::<i64>(0)?);
+    }
+    let events: Vec<(Change, Origin)> = changes
+        .into_iter()
+        .filter_map(|c| {
+            let change = Change {
+                customer_id: Some(*ids.get(&c.external_id)?),
+                topic: None,
+                old: c.old.map(state),
+                new: state(c.new),
+            };
+            Some((change, Origin::new(Source::Import, c.basis)))
+        })
+        .collect();
+    consent::append_each(txn, &events, Utc::now()).await
+}
+
+fn state(consent: bool) -> State {
+    if consent { State::Subscribed } else { State::Unsubscribed }
+}
+
+/// Existing customers of the batch: external id → (id, consent).
+async fn existing_consent(
+    txn: &DatabaseTransaction,
+    batch: &[Pending<CustomerRow>],
+) -> Result<HashMap<String, (i64, bool)>, DbErr> {
+    let select = Query::select()
+        .columns(["id", "external_id", "marketing_consent"])
+        .from("customers")
+        .and_where(Expr::col("external_id").is_in(batch.iter().map(|p| p.row.external_id.clone())))
+        .to_owned();
+    let mut existing = HashMap::new();
+    for row in txn.query_all(&select).await? {
+        existing.insert(row.try_get_by_index(1)?, (row.try_get_by_index(0)?, row.try_get_by_index(2)?));
+    }
+    Ok(existing)
+}
+
+/// When the addresses (by lower-cased address) and the people (by customer
+/// id as text; their unsubscribes and complaints, not bounces) of rows that
+/// ask for consent were suppressed.
+async fn suppression_times(
+    txn: &DatabaseTransaction,
+    batch: &[Pending<CustomerRow>],
+    existing: &HashMap<String, (i64, bool)>,
+) -> Result<HashMap<String, DateTime<Utc>>, DbErr> {
+    let asking: Vec<&CustomerRow> =
+        batch.iter().map(|p| &p.row).filter(|r| r.marketing_consent == Some(true)).collect();
+    if asking.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let emails: HashSet<String> = asking.iter().map(|r| r.email.to_lowercase()).collect();
+    let ids: Vec<i64> = asking.iter().filter_map(|r| existing.get(&r.external_id).map(|(id, _)| *id)).collect();
+    let by_person = Expr::col("customer_id").is_in(ids).and(Expr::col("reason").ne(Reason::Bounced.as_str()));
+    let select = Query::select()
+        .columns(["email", "customer_id", "reason", "created_at"])
+        .from("suppressions")
+        .cond_where(Expr::col("email").is_in(emails.iter().cloned()).or(by_person))
+        .to_owned();
+    let mut times = HashMap::new();
+    for row in txn.query_all(&select).await? {
+        let email: String = row.try_get_by_index(0)?;
+        let customer_id: Option<i64> = row.try_get_by_index(1)?;
+        let reason: String = row.try_get_by_index(2)?;
+        let at: DateTime<Utc> = row.try_get_by_index(3)?;
+        let mut latest = |key: String| {
+            let time = times.entry(key).or_insert(at);
+            *time = Ord::max(*time, at);
+        };
+        if emails.contains(&email) {
+            latest(email);
+        }
+        if let Some(id) = customer_id.filter(|_| reason != Reason::Bounced.as_str()) {
+            latest(id.to_string());
+        }
+    }
+    Ok(times)
+}
