@@ -250,3 +250,24 @@ fn suppressions_are_listed_added_removed_imported_and_exported_and_bad_input_cha
         );
     });
 }
+
+#[test]
+fn with_record_ip_the_basis_of_a_web_change_keeps_the_clients_address() {
+    each_backend(|env| {
+        two_topics(env, 1);
+        let port = crate::delivery::free_port();
+        let child = env
+            .command(&["serve"])
+            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("PATRON__SUBSCRIPTIONS__RECORD_IP", "true")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _serving = crate::delivery::Serving(child);
+        crate::delivery::wait_for_port(port);
+        assert_eq!(http(port, "POST", &link(1, "hello", "offers"), "List-Unsubscribe=One-Click").0, 200);
+        assert_eq!(env.strings("SELECT basis FROM consent_events"), ["campaign hello, from 127.0.0.1"]);
+    });
+}
