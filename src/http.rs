@@ -1,5 +1,5 @@
 //! patron's HTTP server: the unsubscribe links in mail lead here, and the
-//! daemon adds `/healthz`, `/readyz` and `/metrics`.
+//! daemon adds `/healthz`, `/readyz` and `/metrics` (`daemon::routes`).
 //!
 //! `GET /unsubscribe?token=...` shows the preference page (link scanners
 //! fetch every link in a message, so a GET must change nothing): a button to
@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper::server::conn::http1;
@@ -36,7 +36,6 @@ use tokio::sync::Semaphore;
 
 use crate::config::{HttpSettings, SubscriptionSettings};
 use crate::consent::{self, Origin, Source, page};
-use crate::daemon::{self, Daemon};
 use crate::delivery::unsubscribe::{Signer, Token, TokenError};
 use crate::feedback::webhook::{self, Refused, Webhooks};
 
@@ -65,28 +64,16 @@ struct TokenQuery {
 
 /// The unsubscribe routes, with one key and one set of topics for as long as they serve.
 pub fn router(db: DatabaseConnection, signer: Signer, subscriptions: SubscriptionSettings) -> Router {
-    router_with_keys(db, Arc::new(move || Some(signer.clone())), Arc::new(move || subscriptions.clone()))
+    unsubscribe_routes(db, Arc::new(move || Some(signer.clone())), Arc::new(move || subscriptions.clone()))
 }
 
-fn router_with_keys(db: DatabaseConnection, keys: Keys, subscriptions: Subscriptions) -> Router {
+/// The unsubscribe routes, reading the key and the topics at each request.
+pub fn unsubscribe_routes(db: DatabaseConnection, keys: Keys, subscriptions: Subscriptions) -> Router {
     Router::new().route("/unsubscribe", get(preference_page).post(unsubscribe)).with_state(AppState {
         db,
         keys,
         subscriptions,
     })
-}
-
-/// The daemon's routes: health, readiness, metrics and (with a secret) unsubscribe.
-pub fn daemon_router(daemon: Arc<Daemon>) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(daemon.clone());
-    let db = daemon::database(&daemon).clone();
-    let topics_of = daemon.clone();
-    let subscriptions: Subscriptions = Arc::new(move || daemon::subscriptions(&topics_of));
-    routes.merge(router_with_keys(db, Arc::new(move || daemon::signer(&daemon)), subscriptions))
 }
 
 /// `POST /webhooks/{provider}`, for the providers configured in `[feedback]`.
@@ -133,25 +120,6 @@ async fn receive_webhook(
         Err(error) => {
             tracing::error!(provider = %provider, "recording webhook events failed: {error}");
             (StatusCode::SERVICE_UNAVAILABLE, "please retry\n").into_response()
-        }
-    }
-}
-
-async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
-    let reachable = daemon::database(&daemon).ping().await.is_ok();
-    if daemon::is_ready(&daemon) && reachable {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
-}
-
-async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
-    match daemon::metrics(&daemon).render(daemon::database(&daemon)).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
-        Err(error) => {
-            tracing::error!("metrics: {error:#}");
-            (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
         }
     }
 }

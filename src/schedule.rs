@@ -1,5 +1,5 @@
-//! When a campaign fires: a cron expression read as wall-clock time in the
-//! campaign's time zone.
+//! When something fires (a campaign, the daemon's timed jobs): a cron
+//! expression read as wall-clock time in a time zone.
 //!
 //! The `cron` crate counts days of the week from Sunday = 1 (Quartz style);
 //! marketers write standard cron, where 1 is Monday and 0 or 7 is Sunday, so

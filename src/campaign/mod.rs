@@ -1,10 +1,9 @@
 //! Campaigns: the files marketers write ([`spec`]), the set of them
-//! ([`catalog`]), when they fire ([`schedule`], [`scheduler`]) and who each
+//! ([`catalog`]), when they fire ([`crate::schedule`], [`scheduler`]) and who each
 //! run reaches ([`plan`]).
 
 pub mod catalog;
 pub mod plan;
-pub mod schedule;
 pub mod scheduler;
 pub mod spec;
 

@@ -8,8 +8,8 @@ use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use super::plan::{self, Outcome, Rules};
-use super::schedule::{Due, due};
 use super::spec::Campaign;
+use crate::schedule::{Due, due};
 
 /// What a tick did for one campaign.
 #[derive(Debug)]

@@ -15,8 +15,8 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::schedule::{Schedule, parse_timezone};
 use crate::message::{Part, Templates};
+use crate::schedule::{Schedule, parse_timezone};
 use crate::segment::{self, Expr, FieldType, Fields, compile};
 
 /// A problem at a place in a file; `line` and `column` are 1-based.
@@ -82,6 +82,11 @@ pub struct Campaign {
 }
 
 impl Campaign {
+    /// What templates know of the campaign.
+    pub fn info(&self) -> crate::message::context::CampaignInfo<'_> {
+        crate::message::context::CampaignInfo { name: &self.name, description: &self.description }
+    }
+
     /// The message of `variant` (its overrides applied), or the campaign's own.
     pub fn message_for(&self, variant: Option<&str>) -> &Message {
         variant.and_then(|name| self.variants.iter().find(|v| v.name == name)).map_or(&self.message, |v| &v.message)

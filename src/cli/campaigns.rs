@@ -286,7 +286,8 @@ async fn print_sample(conn: &DatabaseConnection, campaign: &Campaign, sample: &p
     // The real link, with a signed token, is made when the message is sent.
     let link = "https://unsubscribe-link-made-when-sent.invalid/";
     let variant = sample.variant.as_deref();
-    let Some(variables) = context::for_customer(conn, sample.customer_id, campaign, variant, model_id, link).await?
+    let Some(variables) =
+        context::for_customer(conn, sample.customer_id, campaign.info(), variant, model_id, link).await?
     else {
         return Ok(());
     };

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::UsageError;
-use crate::delivery::dkim::{self, Algorithm};
+use crate::dkim::{self, Algorithm};
 
 #[derive(Debug, Subcommand)]
 pub enum DkimCommand {

@@ -4,6 +4,9 @@
 //! Secrets live apart from the other settings in [`Secrets`]: they can only come
 //! from the environment or a file, and they never print (not even with `{:?}`).
 
+pub mod keys;
+pub mod mailbox;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +15,11 @@ use config::{Config, Environment, File, FileFormat, Source};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::delivery::dkim::{self, Dkim};
+use crate::dkim::{self, Dkim};
+use mailbox::Mailbox;
 
 /// The defaults, compiled in so that the binary is complete on its own.
-pub const DEFAULTS_TOML: &str = include_str!("../config/patron.toml");
+pub const DEFAULTS_TOML: &str = include_str!("../../config/patron.toml");
 const DEFAULTS_ORIGIN: &str = "the built-in defaults (config/patron.toml)";
 const ENV_PREFIX: &str = "PATRON";
 
@@ -306,7 +310,6 @@ fn validate_return_path(raw: &Config, settings: &Settings, secrets: &Secrets) ->
 
 /// The webhook settings: each provider wholly configured or not at all, its key readable.
 fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
-    use crate::feedback::webhook::{sendgrid, ses};
     let topic = !feedback.ses_topic_arn.trim().is_empty();
     let certificate = !feedback.ses_certificate_file.as_os_str().is_empty();
     if topic && !certificate {
@@ -316,7 +319,7 @@ fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secret
         return Err(invalid(raw, "feedback.ses_topic_arn", "must be set with feedback.ses_certificate_file"));
     }
     if certificate {
-        ses::certificate_key(&feedback.ses_certificate_file)
+        keys::certificate_key(&feedback.ses_certificate_file)
             .map_err(|problem| invalid(raw, "feedback.ses_certificate_file", problem))?;
     }
     let user = !feedback.postmark_user.is_empty();
@@ -334,7 +337,7 @@ fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secret
         return Err(invalid(raw, "feedback.postmark_user", "must not contain `:`"));
     }
     if !feedback.sendgrid_public_key.trim().is_empty() {
-        sendgrid::public_key(&feedback.sendgrid_public_key)
+        keys::sendgrid_key(&feedback.sendgrid_public_key)
             .map_err(|problem| invalid(raw, "feedback.sendgrid_public_key", problem))?;
     }
     Ok(())
@@ -346,8 +349,7 @@ fn validate_imap(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -
     if feedback.imap_url.trim().is_empty() {
         return Ok(());
     }
-    crate::feedback::imap::Mailbox::parse(&feedback.imap_url)
-        .map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
+    Mailbox::parse(&feedback.imap_url).map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
     if secrets.imap_password.is_none() {
         return Err(invalid(
             raw,
@@ -941,8 +943,7 @@ fn validate_daemon(raw: &Config, daemon: &DaemonSettings) -> Result<(), ConfigEr
         ("daemon.retention_schedule", &daemon.retention_schedule),
     ] {
         if !text.is_empty() {
-            crate::campaign::schedule::Schedule::parse(text, chrono_tz::UTC)
-                .map_err(|problem| invalid(raw, key, problem))?;
+            crate::schedule::Schedule::parse(text, chrono_tz::UTC).map_err(|problem| invalid(raw, key, problem))?;
         }
     }
     for (key, text) in [

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod leader;
 mod mailbox;
 pub mod metrics;
+mod routes;
 pub mod systemd;
 mod watch;
 
@@ -35,7 +36,6 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, watch as tokio_watch};
 
 use crate::campaign::plan::Rules;
-use crate::campaign::schedule::{self, Schedule};
 use crate::campaign::scheduler::Scheduler;
 use crate::campaign::{Campaign, Catalog};
 use crate::config::Loaded;
@@ -43,6 +43,7 @@ use crate::delivery::pause::{self as delivery_pause, Backoff};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::feedback::webhook::Webhooks;
 use crate::model::train::TrainRequest;
+use crate::schedule::{self, Schedule};
 use crate::{db, http, model, scoring};
 use leader::Leadership;
 use metrics::Metrics;
@@ -145,7 +146,7 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(4);
     let listener = http::bind(&settings.http).await?;
     let mut tasks = tokio::task::JoinSet::new();
-    let mut router = http::daemon_router(daemon.clone());
+    let mut router = routes::router(daemon.clone());
     // The webhooks keep the [feedback] settings the daemon started with.
     if let Some(webhooks) = Webhooks::new(daemon.db.clone(), &daemon.loaded()).await? {
         router = router.merge(http::webhook_router(Arc::new(webhooks)));
@@ -496,25 +497,8 @@ async fn watchdog_loop(interval: StdDuration, mut stop: tokio_watch::Receiver<bo
     }
 }
 
-/// Whether the daemon has started, not begun to stop, and its sender runs (for `/readyz`).
-pub fn is_ready(daemon: &Daemon) -> bool {
-    daemon.ready.load(Ordering::SeqCst) && daemon.sender_up.load(Ordering::SeqCst)
-}
-
-pub fn database(daemon: &Daemon) -> &DatabaseConnection {
-    &daemon.db
-}
-
-pub fn metrics(daemon: &Daemon) -> &Metrics {
-    &daemon.metrics
-}
-
-/// The subscription topics in effect, which a reload may have changed.
-pub fn subscriptions(daemon: &Daemon) -> crate::config::SubscriptionSettings {
-    daemon.loaded().settings.subscriptions
-}
-
-pub fn signer(daemon: &Daemon) -> Option<delivery::Signer> {
+/// The key that checks unsubscribe links now (a reload may have changed it).
+fn signer(daemon: &Daemon) -> Option<delivery::Signer> {
     delivery::signer(daemon.loaded().secrets.unsubscribe_secret.as_ref())
 }
 

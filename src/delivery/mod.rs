@@ -5,7 +5,7 @@
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`campaign_pause`] holds the campaigns whose sending is paused, and
 //! [`breaker`] pauses those that draw too many complaints or bounces;
-//! [`compose`] builds the MIME message and its headers; [`dkim`] signs it;
+//! [`compose`] builds the MIME message and its headers; [`crate::dkim`] signs it;
 //! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
@@ -14,7 +14,6 @@
 pub mod breaker;
 pub mod campaign_pause;
 pub mod compose;
-pub mod dkim;
 pub mod feedback_log;
 pub mod outbox;
 pub mod pause;

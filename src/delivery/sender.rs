@@ -32,7 +32,6 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 use super::breaker;
 use super::campaign_pause;
 use super::compose::{self, Envelope, Rendered};
-use super::dkim::Dkim;
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
 use super::transport::{Outcome, Session, Transport};
@@ -40,6 +39,7 @@ use super::unsubscribe::{Signer, Token};
 use super::verp::ReturnPath;
 use crate::campaign::{Campaign, Catalog, Kind};
 use crate::config::Loaded;
+use crate::dkim::Dkim;
 use crate::message::context::{self, Recipient};
 use crate::message::{Part, Templates};
 
@@ -397,7 +397,7 @@ impl Sender {
                 topic: Some(campaign.topic.clone()),
             };
             let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
-            let variables = recipient.variables(campaign, variant, &link);
+            let variables = recipient.variables(campaign.info(), variant, &link);
             let rendered = render(&templates, &variables)?;
             let customer = &recipient.customer;
             let envelope = Envelope {

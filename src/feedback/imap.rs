@@ -11,7 +11,7 @@
 //! for a person to look at.
 
 use std::collections::HashMap;
-use std::fmt::{self, Debug, Display};
+use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,7 @@ use tokio_rustls::rustls;
 use super::maildir::MAX_MESSAGE_BYTES;
 use super::{Ingested, Intake, Summary};
 use crate::config::Loaded;
+pub use crate::config::mailbox::Mailbox;
 
 /// How long one exchange with the server may take before the poll gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,69 +36,6 @@ const UIDS_PER_COMMAND: usize = 200;
 
 /// The most message bytes fetched and read in one transaction.
 const BATCH_BYTES: usize = 32 << 20;
-
-/// Where the mailbox is: `imaps://USER@HOST[:PORT][/FOLDER]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mailbox {
-    pub host: String,
-    pub port: u16,
-    /// `imaps://`: TLS from the first byte; `imap://`: none (this machine only).
-    pub tls: bool,
-    pub user: String,
-    pub folder: String,
-}
-
-impl Mailbox {
-    /// Reads `feedback.imap_url`; the problem, when it is not a usable mailbox.
-    pub fn parse(text: &str) -> Result<Mailbox, String> {
-        let url = url::Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
-        let tls = match url.scheme() {
-            "imaps" => true,
-            "imap" => false,
-            other => return Err(format!("expected imaps://USER@HOST/FOLDER, not {other}://")),
-        };
-        let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
-        if host.is_empty() {
-            return Err("names no server: expected imaps://USER@HOST/FOLDER".into());
-        }
-        let user = decode(url.username());
-        if user.is_empty() {
-            return Err(
-                "names no user: expected imaps://USER@HOST/FOLDER (an @ in the user name is written %40)".into()
-            );
-        }
-        if url.password().is_some() {
-            return Err(
-                "must not hold the password: set PATRON__FEEDBACK__IMAP_PASSWORD or feedback.imap_password_file".into(),
-            );
-        }
-        if !tls && !is_this_machine(&host) {
-            return Err(format!(
-                "imap:// sends the password unencrypted, so it is accepted only for a server on this machine, \
-                 not {host}: use imaps://"
-            ));
-        }
-        let folder = decode(url.path().trim_matches('/'));
-        let folder = if folder.is_empty() { "INBOX".to_owned() } else { folder };
-        Ok(Mailbox { port: url.port().unwrap_or(if tls { 993 } else { 143 }), host, tls, user, folder })
-    }
-}
-
-/// The mailbox without its user name, for messages.
-impl Display for Mailbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "imaps" } else { "imap" };
-        write!(f, "{scheme}://{}:{}/{}", self.host, self.port, self.folder)
-    }
-}
-
-fn decode(text: &str) -> String {
-    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
-}
-
-fn is_this_machine(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
 
 /// Everything a poll needs: the mailbox, its password and where read mail goes.
 #[derive(Clone)]

@@ -9,7 +9,6 @@ use minijinja::Value;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Map, Value as Json, json};
 
-use crate::campaign::Campaign;
 use crate::db::entities::{customer, feature_snapshot, loyalty_account, score};
 use crate::segment::compile::FIELDS;
 
@@ -80,9 +79,16 @@ pub async fn load<C: ConnectionTrait>(
     Ok(recipients)
 }
 
+/// What a template knows of the campaign it renders for.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignInfo<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+}
+
 impl Recipient {
     /// Everything a template may use, for this recipient in `campaign`.
-    pub fn variables(&self, campaign: &Campaign, variant: Option<&str>, unsubscribe_url: &str) -> Value {
+    pub fn variables(&self, campaign: CampaignInfo<'_>, variant: Option<&str>, unsubscribe_url: &str) -> Value {
         let customer = &self.customer;
         let features = &self.features;
         let context = json!({
@@ -140,7 +146,7 @@ fn patron_url(url: &str) -> Value {
 pub async fn for_customer<C: ConnectionTrait>(
     db: &C,
     customer_id: i64,
-    campaign: &Campaign,
+    campaign: CampaignInfo<'_>,
     variant: Option<&str>,
     model_id: Option<i64>,
     unsubscribe_url: &str,

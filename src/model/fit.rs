@@ -15,8 +15,9 @@ use ndarray::{Array1, Array2};
 use ndarray_rand::rand::SeedableRng;
 use ndarray_rand::rand::rngs::StdRng;
 
+use super::error::TrainError;
+use super::examples::Examples;
 use super::preprocess::Preprocessor;
-use super::train::{Examples, TrainError};
 use super::{Algorithm, Node, Parameters, Tree};
 
 /// Buyers never count more than this many times.

@@ -6,6 +6,8 @@
 //! parameters), so a model scores the same before and after a round-trip
 //! through its file.
 
+mod error;
+mod examples;
 pub mod file;
 mod fit;
 pub mod metrics;

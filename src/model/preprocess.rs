@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::train::Examples;
+use super::examples::Examples;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

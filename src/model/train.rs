@@ -6,13 +6,13 @@
 
 use chrono::{DateTime, Utc};
 
+pub use super::error::{MIN_CLASS_SIZE, TrainError};
+pub use super::examples::Examples;
 use super::fit::{self, Fitted};
 use super::preprocess::Preprocessor;
 use super::{Algorithm, ModelFile, Parameters, SCHEMA_VERSION, TrainingWindow, ValidationWindow, metrics};
 use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
 
-/// Fewest buyers (and non-buyers) a window needs for a model to mean anything.
-pub const MIN_CLASS_SIZE: usize = 50;
 /// Windows a model is fitted on, at most.
 const MAX_TRAINING_WINDOWS: i64 = 4;
 /// Rows sampled per window, at most, to bound memory and time on big bases.
@@ -24,62 +24,6 @@ pub struct TrainRequest {
     pub as_of: DateTime<Utc>,
     pub horizon_days: i64,
     pub algorithm: Algorithm,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error(
-        "not enough history to train: a {horizon}-day training window and a {horizon}-day validation window must fit \
-         before {as_of}, but the first order is on {first}"
-    )]
-    NoWindow { as_of: String, horizon: i64, first: String },
-    #[error("there are no orders to learn from; import orders first")]
-    NoOrders,
-    #[error(
-        "too little data to train: the {window} window ({from} to {to}) has {buyers} buyers and {others} non-buyers; \
-         at least {MIN_CLASS_SIZE} of each are needed (try a longer --horizon or an earlier --as-of)"
-    )]
-    TooLittle { window: &'static str, from: String, to: String, buyers: usize, others: usize },
-    #[error("the {0} model could not be fitted: {1}")]
-    Fit(&'static str, String),
-    #[error("the {0} model gives non-finite scores on the validation window; it was not saved")]
-    NotFinite(&'static str),
-}
-
-impl TrainError {
-    /// The data or the request is at fault, not the machine.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(self, TrainError::NoWindow { .. } | TrainError::NoOrders | TrainError::TooLittle { .. })
-    }
-}
-
-/// Inputs and labels of the customers known at some cutoffs: row `i` is
-/// `inputs[i * width..(i + 1) * width]`, NaN where a value is missing
-/// (flat, to keep hundreds of thousands of rows small).
-#[derive(Debug)]
-pub struct Examples {
-    pub width: usize,
-    pub inputs: Vec<f64>,
-    pub labels: Vec<bool>,
-}
-
-impl Examples {
-    pub fn new(width: usize) -> Self {
-        Examples { width, inputs: Vec::new(), labels: Vec::new() }
-    }
-
-    pub fn rows(&self) -> impl Iterator<Item = &[f64]> {
-        self.inputs.chunks_exact(self.width)
-    }
-
-    fn push(&mut self, inputs: &[Option<f64>], label: bool) {
-        self.inputs.extend(inputs.iter().map(|v| v.unwrap_or(f64::NAN)));
-        self.labels.push(label);
-    }
-
-    fn buyers(&self) -> usize {
-        self.labels.iter().filter(|&&b| b).count()
-    }
 }
 
 /// The customers known at each cutoff (bought or signed up before it),

@@ -63,7 +63,7 @@ impl Providers {
         let ses = if feedback.ses_topic_arn.trim().is_empty() {
             None
         } else {
-            let key = ses::certificate_key(&feedback.ses_certificate_file)
+            let key = crate::config::keys::certificate_key(&feedback.ses_certificate_file)
                 .map_err(|e| anyhow::anyhow!("feedback.ses_certificate_file: {e}"))?;
             Some(ses::Ses::new(feedback.ses_topic_arn.trim(), key))
         };
@@ -74,7 +74,7 @@ impl Providers {
         let sendgrid = if feedback.sendgrid_public_key.trim().is_empty() {
             None
         } else {
-            let key = sendgrid::public_key(&feedback.sendgrid_public_key)
+            let key = crate::config::keys::sendgrid_key(&feedback.sendgrid_public_key)
                 .map_err(|e| anyhow::anyhow!("feedback.sendgrid_public_key: {e}"))?;
             Some(sendgrid::SendGrid::new(key))
         };

@@ -8,7 +8,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-use p256::pkcs8::DecodePublicKey;
 use serde::Deserialize;
 
 use super::{Batch, Refused, header, json};
@@ -16,19 +15,6 @@ use crate::feedback::{EventKind, ProviderEvent};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
-
-/// The verification key, base64 DER (SubjectPublicKeyInfo) as SendGrid shows
-/// it; a PEM `PUBLIC KEY` block is accepted too.
-pub fn public_key(text: &str) -> Result<VerifyingKey, String> {
-    let base64: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .flat_map(|l| l.chars())
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    let der = STANDARD.decode(base64).map_err(|e| format!("not base64 ({e})"))?;
-    VerifyingKey::from_public_key_der(&der).map_err(|e| format!("not an ECDSA P-256 public key ({e})"))
-}
 
 pub struct SendGrid {
     key: VerifyingKey,
@@ -157,13 +143,13 @@ mod tests {
 
         // The key as SendGrid shows it: base64 DER.
         let shown = STANDARD.encode(verifying.to_public_key_der().unwrap().as_bytes());
-        let sendgrid = SendGrid::new(public_key(&shown).unwrap());
+        let sendgrid = SendGrid::new(crate::config::keys::sendgrid_key(&shown).unwrap());
         assert_eq!(sendgrid.read(&headers, body).unwrap().ignored, 1);
         assert!(matches!(sendgrid.read(&headers, b"[]"), Err(Refused::Unauthenticated(_))));
         assert!(matches!(sendgrid.read(&HeaderMap::new(), body), Err(Refused::Unauthenticated(_))));
         let not_json = signed(&key, "1", b"{");
         assert!(matches!(sendgrid.read(&not_json, b"{"), Err(Refused::Malformed(_))));
-        assert!(public_key("bm90IGEga2V5").is_err());
+        assert!(crate::config::keys::sendgrid_key("bm90IGEga2V5").is_err());
     }
 
     #[test]

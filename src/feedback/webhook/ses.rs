@@ -9,33 +9,15 @@
 //! configured one. A `SubscriptionConfirmation` is logged with its
 //! `SubscribeURL`, for the operator to confirm by hand.
 
-use std::path::Path;
-
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rsa::RsaPublicKey;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
 use serde::Deserialize;
-use x509_cert::Certificate;
-use x509_cert::der::{DecodePem, Encode};
 
 use super::{Batch, Refused, json};
 use crate::feedback::{EventKind, ProviderEvent};
-
-/// The public key of the certificate in the PEM file at `path`.
-pub fn certificate_key(path: &Path) -> Result<RsaPublicKey, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    key_of_certificate(&pem).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The RSA key of a PEM certificate.
-pub fn key_of_certificate(pem: &[u8]) -> Result<RsaPublicKey, String> {
-    let certificate = Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate ({e})"))?;
-    let spki = certificate.tbs_certificate.subject_public_key_info.to_der().map_err(|e| e.to_string())?;
-    RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("its key is not an RSA key ({e})"))
-}
 
 /// The SNS topic accepted and the key its messages are signed with.
 pub struct Ses {
