@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use super::UsageError;
 use crate::campaign::Catalog;
 use crate::config::Loaded;
+use crate::db::entities::outbox::State as OutboxState;
 use crate::delivery::outbox::{self, Requeue};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::feedback::webhook::Webhooks;
@@ -132,8 +133,8 @@ pub async fn outbox(conn: &DatabaseConnection, command: &OutboxCommand) -> anyho
         }
     }
     let state = match args.state {
-        RetryState::Failed => "failed",
-        RetryState::Unknown => "unknown",
+        RetryState::Failed => OutboxState::Failed.as_str(),
+        RetryState::Unknown => OutboxState::Unknown.as_str(),
     };
     let requeued = outbox::requeue(conn, &Requeue { state: state.into(), run_id: args.run, since }).await?;
     tracing::info!(requeued, state, "outbox rows re-queued");

@@ -10,6 +10,7 @@ use sea_orm::{ConnectionTrait, DbErr};
 use super::campaign_pause;
 use super::feedback_log::EventKind;
 use crate::config::FeedbackSettings;
+use crate::db::entities::outbox::State;
 
 /// When a campaign is paused; see `[feedback]` in `config/patron.toml`.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +97,7 @@ async fn counts<C: ConnectionTrait>(db: &C, campaign: &str, since: chrono::DateT
         .expr(Expr::col("id").count())
         .from("outbox")
         .and_where(Expr::col("run_id").in_subquery(runs.clone()))
-        .and_where(Expr::col("state").is_in(["sent", "unknown", "failed"]))
+        .and_where(Expr::col("state").is_in([State::Sent, State::Unknown, State::Failed]))
         .and_where(Expr::col("updated_at").gte(since))
         .to_owned();
     let events = |kind: EventKind| {

@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Transaction
 
 use super::feedback_log::{self, EventKind, NewEvent};
 use crate::consent::suppressions::{self, Reason};
+use crate::db::entities::outbox::State;
 
 /// One claimed row and what the sender needs to know about its run.
 #[derive(Debug, Clone)]
@@ -28,7 +29,7 @@ pub struct Claimed {
 }
 
 /// The states a message is still on its way in.
-pub const PENDING_STATES: [&str; 3] = ["planned", "retrying", "sending"];
+pub const PENDING_STATES: [State; 3] = State::PENDING;
 
 /// Claims up to `limit` rows that are due, for `lease`. On PostgreSQL rows
 /// another sender is claiming are skipped (`FOR UPDATE SKIP LOCKED`); SQLite
@@ -36,9 +37,9 @@ pub const PENDING_STATES: [&str; 3] = ["planned", "retrying", "sending"];
 pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
     let now = Utc::now();
     let due = Cond::any()
-        .add(Expr::col("state").eq("planned"))
-        .add(Expr::col("state").eq("retrying").and(Expr::col("next_attempt_at").lte(now)))
-        .add(Expr::col("state").eq("sending").and(Expr::col("lease_until").lt(now)));
+        .add(Expr::col("state").eq(State::Planned))
+        .add(Expr::col("state").eq(State::Retrying).and(Expr::col("next_attempt_at").lte(now)))
+        .add(Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)));
     let mut select = Query::select();
     // No ORDER BY: it would make SQLite walk the table past every sent row
     // instead of looking the due rows up in the (state, next_attempt_at) index.
@@ -48,7 +49,7 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Resu
     }
     let update = Query::update()
         .table("outbox")
-        .value("state", "sending")
+        .value("state", State::Sending)
         .value("lease_until", now + lease)
         .value("attempts", Expr::col("attempts").add(1))
         .value("updated_at", now)
@@ -117,28 +118,28 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
         match result {
             Fate::Sent { message_id, reply } => {
                 update
-                    .value("state", "sent")
+                    .value("state", State::Sent)
                     .value("sent_at", now)
                     .value("message_id", message_id.clone())
                     .value("server_reply", reply.clone())
                     .value("last_error", Option::<String>::None);
             }
             Fate::Retry { at, error } => {
-                update.value("state", "retrying").value("next_attempt_at", *at).value("last_error", error.clone());
+                update.value("state", State::Retrying).value("next_attempt_at", *at).value("last_error", error.clone());
             }
             Fate::Failed { error, bounced } => {
-                update.value("state", "failed").value("last_error", error.clone());
+                update.value("state", State::Failed).value("last_error", error.clone());
                 if let Some(email) = bounced {
                     suppressions::suppress(&txn, email, Some(row.customer_id), Reason::Bounced, "smtp").await?;
                     record_refusal(&txn, row, email, error, now).await?;
                 }
             }
             Fate::Suppressed { reason } => {
-                update.value("state", "suppressed").value("last_error", reason.clone());
+                update.value("state", State::Suppressed).value("last_error", reason.clone());
             }
             Fate::Unknown { message_id, error } => {
                 update
-                    .value("state", "unknown")
+                    .value("state", State::Unknown)
                     .value("sent_at", now)
                     .value("message_id", message_id.clone())
                     .value("last_error", error.clone());
@@ -148,7 +149,7 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Res
         // claimed by another sender, whose result counts instead.
         update
             .and_where(Expr::col("id").eq(row.id))
-            .and_where(Expr::col("state").eq("sending"))
+            .and_where(Expr::col("state").eq(State::Sending))
             .and_where(Expr::col("attempts").eq(row.attempts));
         txn.execute(&update).await?;
     }
@@ -201,7 +202,7 @@ pub async fn release(db: &DatabaseConnection, rows: &[Claimed]) -> Result<(), Db
             .value("attempts", Expr::col("attempts").sub(1))
             .value("lease_until", Option::<DateTime<Utc>>::None)
             .value("updated_at", Utc::now())
-            .and_where(Expr::col("state").eq("sending"))
+            .and_where(Expr::col("state").eq(State::Sending))
             .cond_where(held_by_us(chunk))
             .to_owned();
         db.execute(&update).await?;
@@ -221,7 +222,7 @@ pub async fn renew(db: &DatabaseConnection, rows: &[(i64, i32)], lease: Duration
         let update = Query::update()
             .table("outbox")
             .value("lease_until", until)
-            .and_where(Expr::col("state").eq("sending"))
+            .and_where(Expr::col("state").eq(State::Sending))
             .cond_where(held)
             .to_owned();
         db.execute(&update).await?;
@@ -252,7 +253,7 @@ pub async fn requeue(db: &DatabaseConnection, which: &Requeue) -> Result<u64, Db
     let mut update = Query::update();
     update
         .table("outbox")
-        .value("state", "planned")
+        .value("state", State::Planned)
         .value("attempts", 0)
         .value("next_attempt_at", Option::<DateTime<Utc>>::None)
         .value("lease_until", Option::<DateTime<Utc>>::None)
@@ -273,7 +274,7 @@ pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, 
     let planned = Query::select()
         .expr(Expr::col("id").count())
         .from("outbox")
-        .and_where(Expr::col("state").eq("planned"))
+        .and_where(Expr::col("state").eq(State::Planned))
         .and_where(not_paused())
         .to_owned();
     let planned: i64 = db.query_one(&planned).await?.map_or(Ok(0), |row| row.try_get_by_index(0))?;
@@ -281,7 +282,7 @@ pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, 
         return Ok(Some(Utc::now()));
     }
     let mut earliest = None;
-    for (state, column) in [("retrying", "next_attempt_at"), ("sending", "lease_until")] {
+    for (state, column) in [(State::Retrying, "next_attempt_at"), (State::Sending, "lease_until")] {
         let select = Query::select()
             .expr_as(Expr::col(column).min(), Alias::new("at"))
             .from("outbox")

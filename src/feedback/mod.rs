@@ -549,7 +549,7 @@ async fn latest_sent_to<C: ConnectionTrait>(db: &C, recipient: &str) -> Result<O
         .from_as("outbox", Alias::new("o"))
         .join_as(JoinType::InnerJoin, "customers", Alias::new("c"), Expr::col(("c", "id")).equals(("o", "customer_id")))
         .and_where(Expr::expr(Func::lower(Expr::col(("c", "email")))).eq(recipient.to_lowercase()))
-        .and_where(Expr::col(("o", "state")).eq("sent"))
+        .and_where(Expr::col(("o", "state")).eq(crate::db::entities::outbox::State::Sent))
         .order_by(("o", "id"), Order::Desc)
         .limit(1)
         .to_owned();

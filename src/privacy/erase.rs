@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::consent::suppressions::{self, Reason, erased_marker};
 use crate::consent::{self, Change, Origin, Source, State};
 use crate::db::entities::customer;
+use crate::db::entities::outbox::State as OutboxState;
 use crate::delivery::outbox::PENDING_STATES;
 
 /// What an erasure changed, in counts (nothing personal).
@@ -73,7 +74,7 @@ pub async fn erase(
 
     let cancel = Query::update()
         .table("outbox")
-        .value("state", "suppressed")
+        .value("state", OutboxState::Suppressed)
         .value("last_error", "the customer was erased")
         .and_where(of_customer())
         .and_where(Expr::col("state").is_in(PENDING_STATES))
@@ -84,7 +85,7 @@ pub async fn erase(
         .value("server_reply", Option::<String>::None)
         .value("last_error", Option::<String>::None)
         .and_where(of_customer())
-        .and_where(Expr::col("state").is_not_in(["suppressed"]))
+        .and_where(Expr::col("state").ne(OutboxState::Suppressed))
         .to_owned();
     erased.messages_cleared = txn.execute(&clear).await?.rows_affected();
     let feedback = Query::update()

@@ -15,6 +15,8 @@ use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order as SortOrder, Query, SelectStatement};
 use sea_orm::{DatabaseConnection, DbErr, StreamTrait};
 
+use crate::db::entities::outbox::State as OutboxState;
+
 /// One outbox row of the campaign: a customer in one run, and when their window starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exposure {
@@ -28,7 +30,7 @@ pub struct Exposure {
 
 impl Exposure {
     pub fn is_control(&self) -> bool {
-        self.state == "control"
+        self.state == OutboxState::Control.as_str()
     }
 }
 
@@ -75,7 +77,7 @@ pub async fn load_exposures(db: &DatabaseConnection, campaign: &str, run: Option
         let state: String = row.try_get_by_index(2)?;
         let sent_at: Option<DateTime<Utc>> = row.try_get_by_index(4)?;
         let scheduled_at: DateTime<Utc> = row.try_get_by_index(5)?;
-        let start = if state == "control" { scheduled_at } else { sent_at.unwrap_or(scheduled_at) };
+        let start = if state == OutboxState::Control.as_str() { scheduled_at } else { sent_at.unwrap_or(scheduled_at) };
         exposures.push(Exposure {
             run_id: row.try_get_by_index(0)?,
             customer_id: row.try_get_by_index(1)?,

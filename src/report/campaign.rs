@@ -61,14 +61,15 @@ pub struct DeliveryCounts {
 
 impl DeliveryCounts {
     fn add(&mut self, state: &str) {
+        use crate::db::entities::outbox::State;
         self.planned += 1;
-        match state {
-            "sent" => self.sent += 1,
-            "failed" => self.failed += 1,
-            "suppressed" => self.suppressed += 1,
-            "unknown" => self.unknown += 1,
-            "control" => self.control += 1,
-            _ => self.waiting += 1,
+        match State::parse(state) {
+            Some(State::Sent) => self.sent += 1,
+            Some(State::Failed) => self.failed += 1,
+            Some(State::Suppressed) => self.suppressed += 1,
+            Some(State::Unknown) => self.unknown += 1,
+            Some(State::Control) => self.control += 1,
+            Some(State::Planned | State::Sending | State::Retrying) | None => self.waiting += 1,
         }
     }
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::spec::{Campaign, Kind};
 use crate::config::CampaignSettings;
 use crate::db::bulk::{BulkInsert, repeated_time};
+use crate::db::entities::outbox::State as OutboxState;
 use crate::db::raw;
 use crate::model::registry;
 use crate::segment::compile::{self, Context};
@@ -103,7 +104,8 @@ impl From<&CampaignSettings> for Rules {
 }
 
 /// Outbox states that count as a message for the frequency cap.
-const MESSAGE_STATES: [&str; 4] = ["planned", "retrying", "sending", "sent"];
+const MESSAGE_STATES: [OutboxState; 4] =
+    [OutboxState::Planned, OutboxState::Retrying, OutboxState::Sending, OutboxState::Sent];
 
 /// Works out the plan without writing anything (preview, dry run).
 pub async fn evaluate(
@@ -305,7 +307,7 @@ fn outbox_row(run_id: i64, row: &Chosen, now: &DbValue) -> [DbValue; 7] {
     [
         run_id.into(),
         row.customer_id.into(),
-        if row.control { "control" } else { "planned" }.into(),
+        if row.control { OutboxState::Control } else { OutboxState::Planned }.into(),
         row.variant.clone().into(),
         0i32.into(),
         now.clone(),

@@ -28,3 +28,75 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Where an outbox row stands; `outbox.state` holds [`State::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting to be sent.
+    Planned,
+    /// In the control group: never sent.
+    Control,
+    /// Claimed by a sender until its lease runs out.
+    Sending,
+    /// Refused for now; sent again at `next_attempt_at`.
+    Retrying,
+    Sent,
+    /// Refused for good, or out of attempts.
+    Failed,
+    /// Not sent: the address is suppressed, consent withdrawn, the customer gone.
+    Suppressed,
+    /// Handed over, but the server's reply was lost: perhaps delivered.
+    Unknown,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Planned,
+        State::Control,
+        State::Sending,
+        State::Retrying,
+        State::Sent,
+        State::Failed,
+        State::Suppressed,
+        State::Unknown,
+    ];
+
+    /// The states a message is still on its way in.
+    pub const PENDING: [State; 3] = [State::Planned, State::Retrying, State::Sending];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Planned => "planned",
+            State::Control => "control",
+            State::Sending => "sending",
+            State::Retrying => "retrying",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Suppressed => "suppressed",
+            State::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl From<State> for sea_orm::Value {
+    fn from(state: State) -> Self {
+        state.as_str().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State;
+
+    #[test]
+    fn every_state_reads_back_from_its_name() {
+        for state in State::ALL {
+            assert_eq!(State::parse(state.as_str()), Some(state));
+        }
+        assert_eq!(State::parse("delivered"), None);
+    }
+}
