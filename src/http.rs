@@ -319,7 +319,8 @@ async fn preference_page(State(state): State<AppState>, Query(query): Query<Toke
         Err(error) => return refused(error),
     };
     let subscriptions = (state.subscriptions)();
-    let action = format!("/unsubscribe?token={}", page::escape(query.token.as_deref().unwrap_or_default()));
+    // Relative to the page itself, so that the forms work behind a proxy that serves it under a path prefix.
+    let action = format!("?token={}", page::escape(query.token.as_deref().unwrap_or_default()));
     let shown = async {
         let Some(standing) = consent::standing(&state.db, token.customer_id).await? else { return Ok(None) };
         let words = page::words(customer_locale(&state.db, token.customer_id).await?.as_deref());

@@ -126,15 +126,8 @@ fn validate_subscriptions(raw: &Config, subscriptions: &SubscriptionSettings) ->
     if let Some((i, twice)) = topics.iter().enumerate().find(|(i, t)| topics[..*i].contains(t)) {
         return Err(invalid(raw, "subscriptions.topics", format!("`{twice}` is named twice (position {})", i + 1)));
     }
-    for (language, descriptions) in &subscriptions.descriptions {
-        if let Some(unknown) = descriptions.keys().find(|t| !topics.contains(t)) {
-            return Err(invalid(
-                raw,
-                &format!("subscriptions.descriptions.{language}"),
-                format!("`{unknown}` is not one of subscriptions.topics"),
-            ));
-        }
-    }
+    // Descriptions of other topics are ignored: the defaults describe the
+    // default topics, and a file that names its own cannot remove them.
     Ok(())
 }
 

@@ -189,3 +189,35 @@ fn usage_errors_exit_with_2_and_every_command_has_help() {
         assert!(run.stdout.contains("Usage: patron"), "{command}: {}", run.stdout);
     }
 }
+
+#[test]
+fn own_topics_replace_the_defaults_and_a_bad_topic_name_is_refused_with_its_key() {
+    let env = TestEnv::new(Backend::Sqlite);
+    let own = env.write("own.toml", "[subscriptions]\ntopics = [\"deals\", \"events\"]\n");
+    std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+    env.write(
+        "campaigns/sale.toml",
+        "topic = \"deals\"\n[audience]\nwhere = 'subscribed(\"events\")'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T\"\n",
+    );
+    let run = env.command(&["--config", &own, "campaign", "validate"]).output().unwrap();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success() && printed.contains("1 of 1 campaign file(s) valid"), "{printed}");
+    let shown = env.command(&["--config", &own, "config"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("topics = [\"deals\", \"events\"]"));
+
+    // The default topics are gone: a campaign of kind marketing must name one.
+    env.write("campaigns/sale.toml", "[audience]\nwhere = 'frequency > 1'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T\"\n");
+    let run = env.command(&["--config", &own, "campaign", "validate"]).output().unwrap();
+    let printed = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains("topic `offers` is not one of the topics in [subscriptions]: `deals`, `events`"),
+        "{printed}"
+    );
+
+    let bad = env.write("bad.toml", "[subscriptions]\ntopics = [\"Big Deals\"]\n");
+    let run = env.command(&["--config", &bad, "config"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`subscriptions.topics`") && stderr.contains("`Big Deals`"), "{stderr}");
+}
