@@ -170,11 +170,10 @@ pub async fn suppressions(db: &DatabaseConnection, command: &SuppressionsCommand
         }
         SuppressionsCommand::Remove { who, force, json } => {
             let (email, _) = address_of(db, who).await?;
-            let current = suppressions::list(db, None, None).await?.into_iter().find(|e| e.email == email);
-            let Some(current) = current else {
+            let Some(current) = suppressions::reason_of(db, &email).await? else {
                 return Err(UsageError(format!("`{who}` is not suppressed")).into());
             };
-            if current.reason == Reason::Complained.as_str() && !force {
+            if current == Reason::Complained.as_str() && !force {
                 return Err(UsageError(format!(
                     "`{who}` complained (marked our mail as spam); lifting that needs --force"
                 ))
@@ -184,7 +183,7 @@ pub async fn suppressions(db: &DatabaseConnection, command: &SuppressionsCommand
             let removed = suppressions::remove(&txn, &email, "patron suppressions remove").await?;
             txn.commit().await?;
             let reason = removed.map(Reason::as_str);
-            print(*json, json!({"removed": reason}), || format!("suppression ({}) lifted", current.reason))
+            print(*json, json!({"removed": reason}), || format!("suppression ({current}) lifted"))
         }
         SuppressionsCommand::Import { file, json } => {
             let rows = read_suppressions(file)?;

@@ -216,17 +216,21 @@ pub async fn add<C: ConnectionTrait>(
     Ok(!insert(db, &rows, Some(source.to_owned()), Events::From(Source::Command)).await?.is_empty())
 }
 
+/// The reason `email` is suppressed under, as stored; `None` if it is not.
+pub async fn reason_of<C: ConnectionTrait>(db: &C, email: &str) -> Result<Option<String>, DbErr> {
+    let select = Query::select()
+        .column("reason")
+        .from("suppressions")
+        .and_where(Expr::col("email").eq(email.to_lowercase()))
+        .to_owned();
+    db.query_one(&select).await?.map(|row| row.try_get_by_index(0)).transpose()
+}
+
 /// Removes the suppression of `email` and returns its reason, `None` if there
 /// was none; each customer with the address gets a consent event.
 pub async fn remove<C: ConnectionTrait>(db: &C, email: &str, basis: &str) -> Result<Option<Reason>, DbErr> {
     let email = email.to_lowercase();
-    let select = Query::select()
-        .column("reason")
-        .from("suppressions")
-        .and_where(Expr::col("email").eq(email.clone()))
-        .to_owned();
-    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
-    let reason: String = row.try_get_by_index(0)?;
+    let Some(reason) = reason_of(db, &email).await? else { return Ok(None) };
     let delete = Query::delete().from_table("suppressions").and_where(Expr::col("email").eq(email.clone())).to_owned();
     db.execute(&delete).await?;
     let customers = Query::select()
