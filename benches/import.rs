@@ -2,16 +2,19 @@
 //! about 3 million orders) imported into a fresh SQLite file by the real
 //! binary. Prints rows per second and the peak resident memory of each import.
 //!
-//! `cargo bench --bench import`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run.
+//! `cargo bench --bench import`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run;
+//! `PATRON_BENCH_DATABASE_URL=postgres://...` to run on PostgreSQL (that
+//! database is emptied first).
 
 mod support;
 
-use support::{customers, generate, lines, measure};
+use support::{customers, empty_database, generate, lines, measure};
 
 fn main() {
     let customers = customers();
     let dir = tempfile::tempdir().expect("temp dir");
     let work = dir.path();
+    empty_database();
     generate(work, customers);
     let counts = [
         ("customers", lines(&work.join("gen/customers.csv"))),

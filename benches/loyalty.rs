@@ -4,7 +4,9 @@
 //! tier; the second, as of the same moment, finds nothing new; the third is
 //! the next night's run (birthdays, points expiring, tiers moving).
 //!
-//! `cargo bench --bench loyalty`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run.
+//! `cargo bench --bench loyalty`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run;
+//! `PATRON_BENCH_DATABASE_URL=postgres://...` to run on PostgreSQL (that
+//! database is emptied first).
 
 mod support;
 

@@ -4,7 +4,9 @@
 //! insert. `campaign run` reports its own planning time; the whole command
 //! (start-up, loading the campaign files) and its peak memory are measured too.
 //!
-//! `cargo bench --bench planning`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run.
+//! `cargo bench --bench planning`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run;
+//! `PATRON_BENCH_DATABASE_URL=postgres://...` to run on PostgreSQL (that
+//! database is emptied first).
 
 mod support;
 

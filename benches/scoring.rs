@@ -4,7 +4,9 @@
 //! reports, the whole run, and peak resident memory. `sync` runs before
 //! each scoring (see `settle_disk`).
 //!
-//! `cargo bench --bench scoring`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run.
+//! `cargo bench --bench scoring`; `PATRON_BENCH_CUSTOMERS=100000` for a smaller run;
+//! `PATRON_BENCH_DATABASE_URL=postgres://...` to run on PostgreSQL (that
+//! database is emptied first).
 
 mod support;
 

@@ -10,6 +10,7 @@ pub mod db;
 pub mod delivery;
 pub mod dkim;
 pub mod duration;
+pub mod failure;
 pub mod features;
 pub mod feedback;
 pub mod generate;

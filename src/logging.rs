@@ -18,7 +18,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::config::{LogFormat, LogLevel, LogSettings};
 
 pub fn init(settings: &LogSettings) {
-    let level = match settings.level().unwrap_or(LogLevel::Info) {
+    let level = match settings.level() {
         LogLevel::Trace => "trace",
         LogLevel::Debug => "debug",
         LogLevel::Info => "info",
@@ -32,7 +32,7 @@ pub fn init(settings: &LogSettings) {
         .with_ansi(std::io::stderr().is_terminal() && !under_journal);
     let registry = tracing_subscriber::registry().with(filter).with(own_or_warnings());
     // A second init (tests calling the library twice) keeps the first subscriber.
-    let _ = match settings.format().unwrap_or(LogFormat::Text) {
+    let _ = match settings.format() {
         LogFormat::Text if under_journal => registry.with(layer.without_time()).try_init(),
         LogFormat::Text => registry.with(layer).try_init(),
         LogFormat::Json => registry.with(layer.json()).try_init(),

@@ -5,17 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use rusqlite::{Transaction, TransactionBehavior};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryOrder, QuerySelect};
 
 use crate::db::bulk::{BulkInsert, repeated_time};
-use crate::db::entities::{customer, score};
-use crate::db::raw;
+use crate::db::engine::{Options, Txn};
+use crate::db::entities::customer;
+use crate::failure::{Failure, Fault};
 use crate::features::snapshot::SnapshotWriter;
 use crate::features::{Features, History, compute, model_inputs};
 use crate::model::ModelFile;
@@ -23,9 +23,11 @@ use crate::model::file::{self, ModelFileError};
 use crate::model::{metrics, registry};
 
 const SCORE_COLUMNS: &[&str] = &["model_id", "customer_id", "score", "decile", "scored_at"];
-/// Rows per INSERT, within SQLite's limit of 32,766 bound values.
-const SCORES_PER_STATEMENT: usize = 5000;
-const SNAPSHOTS_PER_STATEMENT: usize = 1000;
+/// Customers per chunk of features computed and snapshots written: on
+/// SQLite each chunk's write is a call of its own (a hand-over of the
+/// connection, a prepared statement), which cost half a second a million
+/// customers in chunks of 1,000.
+const CUSTOMERS_PER_CHUNK: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScoreError {
@@ -41,13 +43,14 @@ pub enum ScoreError {
     Database(#[from] DbErr),
 }
 
-impl ScoreError {
-    /// Something must be done first (train, import) or the model file is refused.
-    pub fn is_invalid_input(&self) -> bool {
+impl Failure for ScoreError {
+    /// Something must be done first (train, import) or the model file is
+    /// refused; or a file or the database failed.
+    fn fault(&self) -> Fault {
         match self {
-            ScoreError::NoActiveModel | ScoreError::NoCustomers => true,
-            ScoreError::ModelFile(e) => !e.is_io(),
-            ScoreError::Export { .. } | ScoreError::Database(_) => false,
+            ScoreError::NoActiveModel | ScoreError::NoCustomers => Fault::Input,
+            ScoreError::ModelFile(e) => e.fault(),
+            ScoreError::Export { .. } | ScoreError::Database(_) => Fault::Runtime,
         }
     }
 }
@@ -76,9 +79,9 @@ pub async fn score(
     now: DateTime<Utc>,
 ) -> Result<ScoreReport, ScoreError> {
     let active = registry::active(db).await?.ok_or(ScoreError::NoActiveModel)?;
-    let model = file::load(&models_dir.join(&active.file_name))?;
+    let model = Arc::new(file::load(&models_dir.join(&active.file_name))?);
     let started = Instant::now();
-    let history = History::load(db).await?;
+    let history = Arc::new(History::load(db).await?);
     if history.is_empty() {
         return Err(ScoreError::NoCustomers);
     }
@@ -92,12 +95,7 @@ pub async fn score(
         write_scores: Duration::ZERO,
         export: export.map(Path::to_owned),
     };
-    let scores = if db.get_database_backend() == DbBackend::Sqlite {
-        let scoring = |connection: &_| score_sqlite(connection, &history, &model, active.id, as_of, now, &mut report);
-        raw::with_connection(db, scoring).await?
-    } else {
-        score_orm(db, &history, &model, active.id, as_of, now, &mut report).await?
-    };
+    let scores = score_and_write(db, &history, &model, active.id, as_of, now, &mut report).await?;
     if let Some(path) = export {
         export_csv(db, path, &history.customer_ids, &scores).await?;
     }
@@ -134,108 +132,65 @@ impl Scored {
     }
 }
 
-/// The chunks of customers written per snapshot statement.
+/// The chunks of customers.
 fn chunks(customers: usize) -> impl Iterator<Item = (usize, usize)> {
-    (0..customers)
-        .step_by(SNAPSHOTS_PER_STATEMENT)
-        .map(move |start| (start, (start + SNAPSHOTS_PER_STATEMENT).min(customers)))
+    (0..customers).step_by(CUSTOMERS_PER_CHUNK).map(move |start| (start, (start + CUSTOMERS_PER_CHUNK).min(customers)))
 }
 
-/// Scores and writes through sea-orm, in one transaction; the scores.
-async fn score_orm(
+/// Scores every customer and writes the snapshots and scores in one
+/// transaction; the scores. The features and scores of the next chunk are
+/// computed on a second thread while this one writes the previous chunk.
+async fn score_and_write(
     db: &DatabaseConnection,
-    history: &History,
-    model: &ModelFile,
+    history: &Arc<History>,
+    model: &Arc<ModelFile>,
     model_id: i64,
     as_of: DateTime<Utc>,
     now: DateTime<Utc>,
     report: &mut ScoreReport,
 ) -> Result<Vec<f64>, DbErr> {
-    let txn = db.begin().await?;
-    crate::db::use_large_cache(&txn).await?;
-    let mut snapshots = SnapshotWriter::new(txn.get_database_backend(), as_of, now);
-    snapshots.clear(&txn).await?;
+    // 32 MB of SQLite page cache: rows are written in key order, so half of
+    // what random upserts need is enough; with the default 8 MB the writes
+    // took twice as long.
+    let mut txn = Txn::begin(db, Options { write_lock_first: true, cache_mb: Some(32), memory_map: false }).await?;
+    let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, now);
+    snapshots.clear(&mut txn).await?;
     let mut scores = Vec::with_capacity(history.len());
-    for range in chunks(history.len()) {
-        let features = Scored::compute(history, range, model, as_of).collect(&mut scores, report);
+    let (mut chunks, computing) = compute_in_background(Arc::clone(history), Arc::clone(model), as_of);
+    while let Some(chunk) = chunks.recv().await {
+        let (start, end) = chunk.range;
+        let features = chunk.collect(&mut scores, report);
         let clock = Instant::now();
-        snapshots.write(&txn, &history.customer_ids[range.0..range.1], &features).await?;
+        snapshots.write(&mut txn, &history.customer_ids[start..end], &features).await?;
         report.write_snapshots += clock.elapsed();
+    }
+    if computing.join().is_err() || scores.len() != history.len() {
+        return Err(DbErr::Custom("computing the features stopped before every customer was scored".into()));
     }
     let deciles = timed_deciles(&scores, report);
     let clock = Instant::now();
-    write_scores(&txn, model_id, &history.customer_ids, &scores, &deciles, now).await?;
+    write_scores(&mut txn, model_id, &history.customer_ids, &scores, &deciles, now).await?;
     txn.commit().await?;
     report.write_scores = clock.elapsed();
     Ok(scores)
 }
 
-/// [`score_orm`] on SQLite, through its own statement loop ([`raw`]).
-fn score_sqlite(
-    connection: &rusqlite::Connection,
-    history: &History,
-    model: &ModelFile,
-    model_id: i64,
+/// Computes the chunks on a thread of their own, two at most waiting; the
+/// thread stops early when the receiver is dropped (the writer failed).
+fn compute_in_background(
+    history: Arc<History>,
+    model: Arc<ModelFile>,
     as_of: DateTime<Utc>,
-    now: DateTime<Utc>,
-    report: &mut ScoreReport,
-) -> rusqlite::Result<Vec<f64>> {
-    // 32 MB of page cache, set outside the transaction or SQLite ignores
-    // it. Rows are written in key order, so half of `use_large_cache` is
-    // enough; with the default 8 MB the writes took twice as long.
-    connection.execute_batch("PRAGMA cache_size = -32768")?;
-    let txn = Transaction::new_unchecked(connection, TransactionBehavior::Immediate)?;
-    let mut snapshots = SnapshotWriter::new(DbBackend::Sqlite, as_of, now);
-    let mut scores = Vec::with_capacity(history.len());
-    // Features and scores are computed on a second thread while this one
-    // writes the previous chunk's snapshots.
-    std::thread::scope(|scope| {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            for range in chunks(history.len()) {
-                if sender.send(Scored::compute(history, range, model, as_of)).is_err() {
-                    break; // the writer failed
-                }
+) -> (tokio::sync::mpsc::Receiver<Scored>, std::thread::JoinHandle<()>) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(2);
+    let computing = std::thread::spawn(move || {
+        for range in chunks(history.len()) {
+            if sender.blocking_send(Scored::compute(&history, range, &model, as_of)).is_err() {
+                break;
             }
-        });
-        for chunk in receiver {
-            let (start, end) = chunk.range;
-            let features = chunk.collect(&mut scores, report);
-            let clock = Instant::now();
-            snapshots.replace_sqlite(&txn, &history.customer_ids[start..end], &features)?;
-            report.write_snapshots += clock.elapsed();
         }
-        Ok::<_, rusqlite::Error>(())
-    })?;
-    let deciles = timed_deciles(&scores, report);
-    let clock = Instant::now();
-    replace_scores_sqlite(&txn, model_id, &history.customer_ids, &scores, &deciles, now)?;
-    txn.commit()?;
-    report.write_scores = clock.elapsed();
-    Ok(scores)
-}
-
-/// [`write_scores`] on SQLite: each row replaced in place, as snapshots are
-/// (see `SnapshotWriter::replace_sqlite`); deleting a million rows first
-/// cost half a second more.
-fn replace_scores_sqlite(
-    connection: &rusqlite::Connection,
-    model_id: i64,
-    customer_ids: &[i64],
-    scores: &[f64],
-    deciles: &[u8],
-    now: DateTime<Utc>,
-) -> rusqlite::Result<()> {
-    let scored_at = now.to_rfc3339_opts(SecondsFormat::AutoSi, false);
-    let mut upsert = connection.prepare(
-        "INSERT INTO scores (model_id, customer_id, score, decile, scored_at) VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (model_id, customer_id) DO UPDATE \
-         SET score = excluded.score, decile = excluded.decile, scored_at = excluded.scored_at",
-    )?;
-    for ((customer_id, score), decile) in customer_ids.iter().zip(scores).zip(deciles) {
-        upsert.execute(rusqlite::params![model_id, customer_id, score, decile, scored_at])?;
-    }
-    Ok(())
+    });
+    (receiver, computing)
 }
 
 fn timed_deciles(scores: &[f64], report: &mut ScoreReport) -> Vec<u8> {
@@ -247,31 +202,27 @@ fn timed_deciles(scores: &[f64], report: &mut ScoreReport) -> Vec<u8> {
 
 /// Replaces the scores of `model_id`.
 async fn write_scores(
-    txn: &DatabaseTransaction,
+    txn: &mut Txn,
     model_id: i64,
     customer_ids: &[i64],
     scores: &[f64],
     deciles: &[u8],
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    score::Entity::delete_many().filter(score::Column::ModelId.eq(model_id)).exec(txn).await?;
-    let mut insert = BulkInsert::new(txn.get_database_backend(), "scores", SCORE_COLUMNS);
-    let scored_at = repeated_time(txn.get_database_backend(), now);
-    for start in (0..customer_ids.len()).step_by(SCORES_PER_STATEMENT) {
-        let end = (start + SCORES_PER_STATEMENT).min(customer_ids.len());
-        let mut values = Vec::with_capacity((end - start) * SCORE_COLUMNS.len());
-        for i in start..end {
-            values.extend([
-                model_id.into(),
-                customer_ids[i].into(),
-                scores[i].into(),
-                i16::from(deciles[i]).into(),
-                scored_at.clone(),
-            ]);
-        }
-        txn.execute_raw(insert.statement(values)).await?;
-    }
-    Ok(())
+    let old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
+    txn.delete_before_rewrite(&old).await?;
+    let mut insert = BulkInsert::replace(txn.backend(), "scores", SCORE_COLUMNS, &["model_id", "customer_id"]);
+    let scored_at = repeated_time(txn.backend(), now);
+    txn.insert_rows(&mut insert, customer_ids.len(), |i, values| {
+        values.extend([
+            model_id.into(),
+            customer_ids[i].into(),
+            scores[i].into(),
+            i16::from(deciles[i]).into(),
+            scored_at.clone(),
+        ])
+    })
+    .await
 }
 
 /// `customer_id,score` (the external id) for every customer, written whole

@@ -33,6 +33,7 @@ pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured
         .args(args)
         .current_dir(dir)
         .env("PATRON__LOG__LEVEL", "warn")
+        .envs(postgres().map(|url| ("PATRON__DATABASE__URL", url)))
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
@@ -70,6 +71,21 @@ pub fn customers() -> u64 {
     std::env::var("PATRON_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000)
 }
 
+/// `PATRON_BENCH_DATABASE_URL`, a PostgreSQL database to run on (emptied
+/// by [`empty_database`]); SQLite in the run's folder without it.
+pub fn postgres() -> Option<String> {
+    std::env::var("PATRON_BENCH_DATABASE_URL").ok().filter(|url| url.starts_with("postgres"))
+}
+
+/// Empties the PostgreSQL database of [`postgres`], if any.
+pub fn empty_database() {
+    if let Some(url) = postgres() {
+        let sql = "DROP SCHEMA public CASCADE; CREATE SCHEMA public";
+        let status = Command::new("psql").args([url.as_str(), "-q", "-c", sql]).status().expect("run psql");
+        assert!(status.success(), "psql failed: {sql}");
+    }
+}
+
 /// Generates synthetic data into `dir/gen` (seed 42).
 pub fn generate(dir: &Path, customers: u64) {
     let run = measure(dir, &["generate", "--customers", &customers.to_string(), "--seed", "42", "--out", "gen"]);
@@ -88,6 +104,7 @@ pub fn write_customers(dir: &Path, n: u64) {
 
 /// Generates synthetic data (see [`generate`]) and imports all three files into `dir`'s database.
 pub fn generate_and_import(dir: &Path, customers: u64) {
+    empty_database();
     generate(dir, customers);
     for what in ["customers", "orders", "interactions"] {
         measure(dir, &["import", what, &format!("gen/{what}.csv")]);

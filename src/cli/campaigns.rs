@@ -309,3 +309,10 @@ async fn print_sample(conn: &DatabaseConnection, campaign: &Campaign, sample: &p
     }
     Ok(())
 }
+
+impl crate::failure::Failure for InvalidCampaigns {
+    /// The campaign files have problems.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

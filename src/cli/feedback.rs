@@ -45,6 +45,12 @@ pub struct IngestArgs {
 #[error("{0:#}; the message was not read (exit code 75: the mail server will try again)")]
 pub struct TryAgainLater(pub anyhow::Error);
 
+impl crate::failure::Failure for TryAgainLater {
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::TryAgainLater
+    }
+}
+
 pub async fn run(loaded: anyhow::Result<Loaded>, command: &FeedbackCommand) -> anyhow::Result<()> {
     let FeedbackCommand::Ingest(args) = command;
     if args.imap {

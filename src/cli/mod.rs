@@ -19,6 +19,7 @@ use sea_orm::DatabaseConnection;
 use secrecy::SecretString;
 
 use crate::config::{self, ConfigError, Loaded};
+use crate::failure::{Failure, Fault};
 use crate::import::{self, ImportError, Kind};
 use crate::{db, generate, logging, status};
 
@@ -341,26 +342,36 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<()> {
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The exit code for an error: 2 when the input or usage is at fault, 1 otherwise.
-/// sysexits' "temporary failure": a mail server keeps the piped message and tries again.
-const EX_TEMPFAIL: u8 = 75;
-
+/// The exit code for an error: what its [`Failure`] says, 1 for any other error.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<feedback::TryAgainLater>().is_some() {
-        return EX_TEMPFAIL;
+    FAILURES.iter().find_map(|fault_of| fault_of(error)).unwrap_or(Fault::Runtime).exit_code()
+}
+
+/// The error types that end commands, each deciding its own fault.
+const FAILURES: &[fn(&anyhow::Error) -> Option<Fault>] = &[
+    fault_of::<feedback::TryAgainLater>,
+    fault_of::<ConfigError>,
+    fault_of::<UsageError>,
+    fault_of::<campaigns::InvalidCampaigns>,
+    fault_of::<crate::delivery::sender::MissingUnsubscribeSecret>,
+    fault_of::<crate::daemon::leader::AlreadyRunning>,
+    fault_of::<crate::loyalty::redemptions::Refused>,
+    fault_of::<crate::loyalty::adjustments::Refused>,
+    fault_of::<crate::model::workflow::LookupError>,
+    fault_of::<crate::model::file::ModelFileError>,
+    fault_of::<crate::model::train::TrainError>,
+    fault_of::<crate::scoring::ScoreError>,
+    fault_of::<ImportError>,
+    fault_of::<crate::report::ReportError>,
+];
+
+fn fault_of<E: Failure>(error: &anyhow::Error) -> Option<Fault> {
+    error.downcast_ref::<E>().map(Failure::fault)
+}
+
+impl crate::failure::Failure for UsageError {
+    /// A command used wrongly.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
     }
-    let invalid_input = error.downcast_ref::<ConfigError>().is_some()
-        || error.downcast_ref::<UsageError>().is_some()
-        || error.downcast_ref::<campaigns::InvalidCampaigns>().is_some()
-        || error.downcast_ref::<crate::delivery::sender::MissingUnsubscribeSecret>().is_some()
-        || error.downcast_ref::<crate::daemon::leader::AlreadyRunning>().is_some()
-        || error.downcast_ref::<crate::loyalty::redemptions::Refused>().is_some()
-        || error.downcast_ref::<crate::loyalty::adjustments::Refused>().is_some()
-        || error.downcast_ref::<crate::model::workflow::LookupError>().is_some()
-        || error.downcast_ref::<crate::model::file::ModelFileError>().is_some_and(|e| !e.is_io())
-        || error.downcast_ref::<crate::model::train::TrainError>().is_some_and(|e| e.is_invalid_input())
-        || error.downcast_ref::<crate::scoring::ScoreError>().is_some_and(|e| e.is_invalid_input())
-        || error.downcast_ref::<ImportError>().is_some_and(ImportError::is_invalid_input)
-        || error.downcast_ref::<crate::report::ReportError>().is_some_and(crate::report::ReportError::is_invalid_input);
-    if invalid_input { 2 } else { 1 }
 }

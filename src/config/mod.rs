@@ -6,6 +6,7 @@
 
 pub mod keys;
 pub mod mailbox;
+pub mod typed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::dkim::{self, Dkim};
+use crate::schedule::Schedule;
 use mailbox::Mailbox;
+pub use typed::{FromSetting, Typed};
 
 /// The defaults, compiled in so that the binary is complete on its own.
 pub const DEFAULTS_TOML: &str = include_str!("../../config/patron.toml");
@@ -31,6 +34,51 @@ pub enum ConfigError {
     Load(config::ConfigError),
     #[error("configuration: `{key}` (from {origin}): {problem}")]
     Invalid { key: String, origin: String, problem: String },
+    /// Every problem found, each an `Invalid`.
+    #[error("configuration: {} problems:{}", .0.len(), one_per_line(.0))]
+    Several(Vec<ConfigError>),
+}
+
+/// Each problem on a line of its own, indented.
+fn one_per_line(problems: &[ConfigError]) -> String {
+    let line = |problem: &ConfigError| format!("\n  {}", problem.to_string().trim_start_matches("configuration: "));
+    problems.iter().map(line).collect()
+}
+
+/// The problems found in the settings, each with its key and origin.
+struct Problems<'a> {
+    raw: &'a Config,
+    found: Vec<ConfigError>,
+}
+
+impl<'a> Problems<'a> {
+    fn new(raw: &'a Config) -> Self {
+        Problems { raw, found: Vec::new() }
+    }
+
+    fn add(&mut self, key: &str, problem: impl Into<String>) {
+        self.found.push(invalid(self.raw, key, problem));
+    }
+
+    /// The value of a typed setting, or its problem noted.
+    fn value<'t, T>(&mut self, key: &str, setting: &'t Typed<T>) -> Option<&'t T> {
+        setting.parsed().map_err(|problem| self.add(key, problem)).ok()
+    }
+
+    /// A duration that must be longer than zero.
+    fn positive(&mut self, key: &str, setting: &Typed<chrono::Duration>) {
+        if self.value(key, setting).is_some_and(|d| d.is_zero()) {
+            self.add(key, "must be longer than 0s");
+        }
+    }
+
+    fn finish(mut self) -> Result<(), ConfigError> {
+        match self.found.len() {
+            0 => Ok(()),
+            1 => Err(self.found.remove(0)),
+            _ => Err(ConfigError::Several(self.found)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,8 +129,8 @@ impl SubscriptionSettings {
 #[serde(deny_unknown_fields)]
 pub struct PrivacySettings {
     pub keep_anonymous_orders: bool,
-    pub message_retention: String,
-    pub feedback_retention: String,
+    pub message_retention: Typed<Option<chrono::Duration>>,
+    pub feedback_retention: Typed<Option<chrono::Duration>>,
     pub address_key_file: PathBuf,
     /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
     #[serde(default, skip_serializing)]
@@ -92,17 +140,13 @@ pub struct PrivacySettings {
 impl PrivacySettings {
     /// How long sent-message rows keep their details; `None`: for ever.
     pub fn message_retention(&self) -> Option<chrono::Duration> {
-        optional_duration(&self.message_retention)
+        *self.message_retention.get()
     }
 
     /// How long feedback events keep their address and diagnostic; `None`: for ever.
     pub fn feedback_retention(&self) -> Option<chrono::Duration> {
-        optional_duration(&self.feedback_retention)
+        *self.feedback_retention.get()
     }
-}
-
-fn optional_duration(text: &str) -> Option<chrono::Duration> {
-    (!text.is_empty()).then(|| crate::duration::parse(text).expect("checked when the settings were loaded"))
 }
 
 /// A topic name: what campaign files, segments and the page's form use.
@@ -111,36 +155,25 @@ pub fn is_topic_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn validate_subscriptions(raw: &Config, subscriptions: &SubscriptionSettings) -> Result<(), ConfigError> {
+fn validate_subscriptions(problems: &mut Problems, subscriptions: &SubscriptionSettings) {
     let topics = &subscriptions.topics;
     if topics.is_empty() {
-        return Err(invalid(raw, "subscriptions.topics", "name at least one topic"));
+        problems.add("subscriptions.topics", "name at least one topic");
     }
     if let Some(bad) = topics.iter().find(|t| !is_topic_name(t)) {
-        return Err(invalid(
-            raw,
-            "subscriptions.topics",
-            format!("`{bad}`: a topic is 1 to 40 lower-case letters, digits, `_` or `-`"),
-        ));
+        let problem = format!("`{bad}`: a topic is 1 to 40 lower-case letters, digits, `_` or `-`");
+        problems.add("subscriptions.topics", problem);
     }
     if let Some((i, twice)) = topics.iter().enumerate().find(|(i, t)| topics[..*i].contains(t)) {
-        return Err(invalid(raw, "subscriptions.topics", format!("`{twice}` is named twice (position {})", i + 1)));
+        problems.add("subscriptions.topics", format!("`{twice}` is named twice (position {})", i + 1));
     }
     // Descriptions of other topics are ignored: the defaults describe the
     // default topics, and a file that names its own cannot remove them.
-    Ok(())
 }
 
-fn validate_privacy(raw: &Config, privacy: &PrivacySettings) -> Result<(), ConfigError> {
-    for (key, text) in [
-        ("privacy.message_retention", &privacy.message_retention),
-        ("privacy.feedback_retention", &privacy.feedback_retention),
-    ] {
-        if !text.is_empty() {
-            crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
-        }
-    }
-    Ok(())
+fn validate_privacy(problems: &mut Problems, privacy: &PrivacySettings) {
+    problems.value("privacy.message_retention", &privacy.message_retention);
+    problems.value("privacy.feedback_retention", &privacy.feedback_retention);
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,24 +193,23 @@ pub struct ImportSettings {
 }
 
 /// Rules shared by every campaign: the default control group, the frequency
-/// cap and how late a missed fire may still run. Durations stay text so that
-/// [`validate`] can name the value's origin; read them through the methods.
+/// cap and how late a missed fire may still run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignSettings {
     pub default_holdout: f64,
     pub frequency_cap: u32,
-    pub frequency_window: String,
-    pub grace_period: String,
+    pub frequency_window: Typed<chrono::Duration>,
+    pub grace_period: Typed<chrono::Duration>,
 }
 
 impl CampaignSettings {
     pub fn frequency_window(&self) -> chrono::Duration {
-        crate::duration::parse(&self.frequency_window).expect("checked when the settings were loaded")
+        *self.frequency_window.get()
     }
 
     pub fn grace_period(&self) -> chrono::Duration {
-        crate::duration::parse(&self.grace_period).expect("checked when the settings were loaded")
+        *self.grace_period.get()
     }
 }
 
@@ -185,14 +217,14 @@ impl CampaignSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
-    pub transport: String,
+    pub transport: Typed<TransportKind>,
     pub file_dir: PathBuf,
     pub concurrency: usize,
     pub rate_per_second: u32,
     pub max_attempts: u32,
-    pub retry_after: String,
-    pub retry_max: String,
-    pub lease: String,
+    pub retry_after: Typed<chrono::Duration>,
+    pub retry_max: Typed<chrono::Duration>,
+    pub lease: Typed<chrono::Duration>,
     pub resend_unknown: bool,
     pub message_id_domain: String,
     pub return_path: String,
@@ -204,24 +236,31 @@ pub enum TransportKind {
     Smtp,
 }
 
+impl FromSetting for TransportKind {
+    fn from_setting(text: &str) -> Result<Self, String> {
+        match text {
+            "file" => Ok(TransportKind::File),
+            "smtp" => Ok(TransportKind::Smtp),
+            _ => Err("expected `file` or `smtp`".into()),
+        }
+    }
+}
+
 impl DeliverySettings {
     pub fn transport(&self) -> TransportKind {
-        match self.transport.as_str() {
-            "smtp" => TransportKind::Smtp,
-            _ => TransportKind::File,
-        }
+        *self.transport.get()
     }
 
     pub fn retry_after(&self) -> chrono::Duration {
-        crate::duration::parse(&self.retry_after).expect("checked when the settings were loaded")
+        *self.retry_after.get()
     }
 
     pub fn retry_max(&self) -> chrono::Duration {
-        crate::duration::parse(&self.retry_max).expect("checked when the settings were loaded")
+        *self.retry_max.get()
     }
 
     pub fn lease(&self) -> chrono::Duration {
-        crate::duration::parse(&self.lease).expect("checked when the settings were loaded")
+        *self.lease.get()
     }
 }
 
@@ -230,12 +269,12 @@ impl DeliverySettings {
 #[serde(deny_unknown_fields)]
 pub struct FeedbackSettings {
     pub soft_bounce_limit: u32,
-    pub soft_bounce_window: String,
+    pub soft_bounce_window: Typed<chrono::Duration>,
     pub aside_dir: PathBuf,
     pub max_complaint_rate: f64,
     pub max_bounce_rate: f64,
     pub min_sample: u64,
-    pub rate_window: String,
+    pub rate_window: Typed<chrono::Duration>,
     /// `POST /webhooks/ses`: the SNS topic it accepts, and the certificate that signs its messages.
     pub ses_topic_arn: String,
     pub ses_certificate_file: PathBuf,
@@ -253,22 +292,22 @@ pub struct FeedbackSettings {
     /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
     #[serde(default, skip_serializing)]
     imap_password: Option<SecretString>,
-    pub imap_poll_interval: String,
+    pub imap_poll_interval: Typed<chrono::Duration>,
     /// The folder read messages move to; empty: they stay, marked as read.
     pub imap_move_to: String,
 }
 
 impl FeedbackSettings {
     pub fn rate_window(&self) -> chrono::Duration {
-        crate::duration::parse(&self.rate_window).expect("checked when the settings were loaded")
+        *self.rate_window.get()
     }
 
     pub fn soft_bounce_window(&self) -> chrono::Duration {
-        crate::duration::parse(&self.soft_bounce_window).expect("checked when the settings were loaded")
+        *self.soft_bounce_window.get()
     }
 
     pub fn imap_poll_interval(&self) -> chrono::Duration {
-        crate::duration::parse(&self.imap_poll_interval).expect("checked when the settings were loaded")
+        *self.imap_poll_interval.get()
     }
 }
 
@@ -277,106 +316,94 @@ pub const RETURN_PATH_TOKEN: &str = "{token}";
 
 /// `delivery.return_path`: `{token}` once, in what makes an address, and the
 /// unsubscribe secret that signs the token.
-fn validate_return_path(raw: &Config, settings: &Settings, secrets: &Secrets) -> Result<(), ConfigError> {
+fn validate_return_path(problems: &mut Problems, settings: &Settings, secrets: &Secrets) {
     let pattern = settings.delivery.return_path.as_str();
     if pattern.is_empty() {
-        return Ok(());
+        return;
     }
     let key = "delivery.return_path";
     if pattern.matches(RETURN_PATH_TOKEN).count() != 1 || !pattern.contains('@') {
-        return Err(invalid(raw, key, "must hold `{token}` once, in an address such as bounces+{token}@example.com"));
+        problems.add(key, "must hold `{token}` once, in an address such as bounces+{token}@example.com");
+        return;
     }
     // The longest token: an outbox id of 19 digits, a dash, 20 hex digits.
     let longest = pattern.replace(RETURN_PATH_TOKEN, &format!("{}-{}", i64::MAX, "f".repeat(20)));
     if longest.parse::<lettre::Address>().is_err() || longest.split('@').next().is_some_and(|l| l.len() > 64) {
-        return Err(invalid(raw, key, format!("`{pattern}` does not make a valid address with a token in it")));
+        problems.add(key, format!("`{pattern}` does not make a valid address with a token in it"));
     }
     if secrets.unsubscribe_secret.is_none() {
-        return Err(invalid(
-            raw,
+        problems.add(
             key,
             "its token is signed with the unsubscribe secret: set unsubscribe.secret_file or PATRON__UNSUBSCRIBE__SECRET",
-        ));
+        );
     }
-    Ok(())
 }
 
 /// The webhook settings: each provider wholly configured or not at all, its key readable.
-fn validate_webhooks(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
+fn validate_webhooks(problems: &mut Problems, feedback: &FeedbackSettings, secrets: &Secrets) {
     let topic = !feedback.ses_topic_arn.trim().is_empty();
     let certificate = !feedback.ses_certificate_file.as_os_str().is_empty();
     if topic && !certificate {
-        return Err(invalid(raw, "feedback.ses_certificate_file", "must be set with feedback.ses_topic_arn"));
+        problems.add("feedback.ses_certificate_file", "must be set with feedback.ses_topic_arn");
     }
     if certificate && !topic {
-        return Err(invalid(raw, "feedback.ses_topic_arn", "must be set with feedback.ses_certificate_file"));
+        problems.add("feedback.ses_topic_arn", "must be set with feedback.ses_certificate_file");
     }
-    if certificate {
-        keys::certificate_key(&feedback.ses_certificate_file)
-            .map_err(|problem| invalid(raw, "feedback.ses_certificate_file", problem))?;
+    if certificate && let Err(problem) = keys::certificate_key(&feedback.ses_certificate_file) {
+        problems.add("feedback.ses_certificate_file", problem);
     }
     let user = !feedback.postmark_user.is_empty();
     if user && secrets.postmark_password.is_none() {
-        return Err(invalid(
-            raw,
+        problems.add(
             "feedback.postmark_user",
             "needs a password: set PATRON__FEEDBACK__POSTMARK_PASSWORD or feedback.postmark_password_file",
-        ));
+        );
     }
     if !user && secrets.postmark_password.is_some() {
-        return Err(invalid(raw, "feedback.postmark_user", "must be set with the Postmark webhook password"));
+        problems.add("feedback.postmark_user", "must be set with the Postmark webhook password");
     }
     if feedback.postmark_user.contains(':') {
-        return Err(invalid(raw, "feedback.postmark_user", "must not contain `:`"));
+        problems.add("feedback.postmark_user", "must not contain `:`");
     }
-    if !feedback.sendgrid_public_key.trim().is_empty() {
-        keys::sendgrid_key(&feedback.sendgrid_public_key)
-            .map_err(|problem| invalid(raw, "feedback.sendgrid_public_key", problem))?;
+    if !feedback.sendgrid_public_key.trim().is_empty()
+        && let Err(problem) = keys::sendgrid_key(&feedback.sendgrid_public_key)
+    {
+        problems.add("feedback.sendgrid_public_key", problem);
     }
-    Ok(())
 }
 
 /// `feedback.imap_url`: a mailbox patron can log in to without sending its
 /// password in the clear over a network.
-fn validate_imap(raw: &Config, feedback: &FeedbackSettings, secrets: &Secrets) -> Result<(), ConfigError> {
+fn validate_imap(problems: &mut Problems, feedback: &FeedbackSettings, secrets: &Secrets) {
     if feedback.imap_url.trim().is_empty() {
-        return Ok(());
+        return;
     }
-    Mailbox::parse(&feedback.imap_url).map_err(|problem| invalid(raw, "feedback.imap_url", problem))?;
+    if let Err(problem) = Mailbox::parse(&feedback.imap_url) {
+        problems.add("feedback.imap_url", problem);
+    }
     if secrets.imap_password.is_none() {
-        return Err(invalid(
-            raw,
+        problems.add(
             "feedback.imap_url",
             "needs a password: set PATRON__FEEDBACK__IMAP_PASSWORD or feedback.imap_password_file",
-        ));
+        );
     }
-    Ok(())
 }
 
-fn validate_feedback(raw: &Config, feedback: &FeedbackSettings) -> Result<(), ConfigError> {
+fn validate_feedback(problems: &mut Problems, feedback: &FeedbackSettings) {
     if feedback.soft_bounce_limit == 0 {
-        return Err(invalid(raw, "feedback.soft_bounce_limit", "must be at least 1"));
+        problems.add("feedback.soft_bounce_limit", "must be at least 1");
     }
-    let windows = [
-        ("feedback.soft_bounce_window", &feedback.soft_bounce_window),
-        ("feedback.rate_window", &feedback.rate_window),
-        ("feedback.imap_poll_interval", &feedback.imap_poll_interval),
-    ];
-    for (key, text) in windows {
-        let window = crate::duration::parse(text).map_err(|p| invalid(raw, key, p))?;
-        if window.is_zero() {
-            return Err(invalid(raw, key, "must be longer than 0s"));
-        }
-    }
+    problems.positive("feedback.soft_bounce_window", &feedback.soft_bounce_window);
+    problems.positive("feedback.rate_window", &feedback.rate_window);
+    problems.positive("feedback.imap_poll_interval", &feedback.imap_poll_interval);
     for (key, rate) in [
         ("feedback.max_complaint_rate", feedback.max_complaint_rate),
         ("feedback.max_bounce_rate", feedback.max_bounce_rate),
     ] {
         if !(rate.is_finite() && (0.0..=1.0).contains(&rate)) {
-            return Err(invalid(raw, key, "must be a share between 0 and 1, such as 0.001 for 0.1%"));
+            problems.add(key, "must be a share between 0 and 1, such as 0.001 for 0.1%");
         }
     }
-    Ok(())
 }
 
 /// The loyalty programme's rules; see `config/patron.toml` for each key.
@@ -390,7 +417,7 @@ pub struct LoyaltySettings {
     pub birthday_bonus: i64,
     pub tier_basis: String,
     pub tiers: Vec<String>,
-    pub downgrade_grace: String,
+    pub downgrade_grace: Typed<chrono::Duration>,
 }
 
 impl LoyaltySettings {
@@ -400,7 +427,7 @@ impl LoyaltySettings {
     }
 
     pub fn downgrade_grace(&self) -> chrono::Duration {
-        crate::duration::parse(&self.downgrade_grace).expect("checked when the settings were loaded")
+        *self.downgrade_grace.get()
     }
 }
 
@@ -419,52 +446,47 @@ fn parse_tier(text: &str) -> Result<(String, f64), String> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSettings {
-    pub attribution_window: String,
+    pub attribution_window: Typed<chrono::Duration>,
     pub expected_years: f64,
 }
 
 impl ReportSettings {
     pub fn attribution_window(&self) -> chrono::Duration {
-        crate::duration::parse(&self.attribution_window).expect("checked when the settings were loaded")
+        *self.attribution_window.get()
     }
 }
 
-fn validate_report(raw: &Config, report: &ReportSettings) -> Result<(), ConfigError> {
-    let window =
-        crate::duration::parse(&report.attribution_window).map_err(|p| invalid(raw, "report.attribution_window", p))?;
-    if window.is_zero() {
-        return Err(invalid(raw, "report.attribution_window", "must be longer than 0s"));
-    }
+fn validate_report(problems: &mut Problems, report: &ReportSettings) {
+    problems.positive("report.attribution_window", &report.attribution_window);
     if !(report.expected_years.is_finite() && report.expected_years > 0.0 && report.expected_years <= 50.0) {
-        return Err(invalid(raw, "report.expected_years", "must be a number of years above 0 and at most 50"));
+        problems.add("report.expected_years", "must be a number of years above 0 and at most 50");
     }
-    Ok(())
 }
 
 /// `patron run`; see `config/patron.toml` for each key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSettings {
-    pub score_schedule: String,
-    pub train_schedule: String,
-    pub loyalty_schedule: String,
-    pub retention_schedule: String,
-    pub max_score_age: String,
-    pub send_interval: String,
-    pub stop_timeout: String,
+    pub score_schedule: Typed<Option<Schedule>>,
+    pub train_schedule: Typed<Option<Schedule>>,
+    pub loyalty_schedule: Typed<Option<Schedule>>,
+    pub retention_schedule: Typed<Option<Schedule>>,
+    pub max_score_age: Typed<chrono::Duration>,
+    pub send_interval: Typed<chrono::Duration>,
+    pub stop_timeout: Typed<chrono::Duration>,
 }
 
 impl DaemonSettings {
     pub fn max_score_age(&self) -> chrono::Duration {
-        crate::duration::parse(&self.max_score_age).expect("checked when the settings were loaded")
+        *self.max_score_age.get()
     }
 
     pub fn send_interval(&self) -> chrono::Duration {
-        crate::duration::parse(&self.send_interval).expect("checked when the settings were loaded")
+        *self.send_interval.get()
     }
 
     pub fn stop_timeout(&self) -> chrono::Duration {
-        crate::duration::parse(&self.stop_timeout).expect("checked when the settings were loaded")
+        *self.stop_timeout.get()
     }
 }
 
@@ -474,12 +496,12 @@ pub struct HttpSettings {
     pub listen: String,
     pub public_url: String,
     pub max_connections: usize,
-    pub header_timeout: String,
+    pub header_timeout: Typed<chrono::Duration>,
 }
 
 impl HttpSettings {
     pub fn header_timeout(&self) -> chrono::Duration {
-        crate::duration::parse(&self.header_timeout).expect("checked when the settings were loaded")
+        *self.header_timeout.get()
     }
 }
 
@@ -505,32 +527,43 @@ pub enum LogFormat {
     Json,
 }
 
-/// Kept as text and checked in [`validate`], which can name the value's origin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
-    pub level: String,
-    pub format: String,
+    pub level: Typed<LogLevel>,
+    pub format: Typed<LogFormat>,
+}
+
+impl FromSetting for LogLevel {
+    fn from_setting(text: &str) -> Result<Self, String> {
+        match text {
+            "trace" => Ok(LogLevel::Trace),
+            "debug" => Ok(LogLevel::Debug),
+            "info" => Ok(LogLevel::Info),
+            "warn" => Ok(LogLevel::Warn),
+            "error" => Ok(LogLevel::Error),
+            _ => Err("expected one of trace, debug, info, warn, error".into()),
+        }
+    }
+}
+
+impl FromSetting for LogFormat {
+    fn from_setting(text: &str) -> Result<Self, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected `text` or `json`".into()),
+        }
+    }
 }
 
 impl LogSettings {
-    pub fn level(&self) -> Option<LogLevel> {
-        match self.level.as_str() {
-            "trace" => Some(LogLevel::Trace),
-            "debug" => Some(LogLevel::Debug),
-            "info" => Some(LogLevel::Info),
-            "warn" => Some(LogLevel::Warn),
-            "error" => Some(LogLevel::Error),
-            _ => None,
-        }
+    pub fn level(&self) -> LogLevel {
+        *self.level.get()
     }
 
-    pub fn format(&self) -> Option<LogFormat> {
-        match self.format.as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
+    pub fn format(&self) -> LogFormat {
+        *self.format.get()
     }
 }
 
@@ -539,9 +572,9 @@ impl LogSettings {
 pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
-    pub tls: String,
+    pub tls: Typed<SmtpTls>,
     pub username: String,
-    pub timeout: String,
+    pub timeout: Typed<chrono::Duration>,
     pub password_file: PathBuf,
     /// Only accepted from the environment; moved into [`Secrets`] and never serialized.
     #[serde(default, skip_serializing)]
@@ -572,17 +605,24 @@ pub struct DkimSettings {
     private_key: Option<SecretString>,
 }
 
+impl FromSetting for SmtpTls {
+    fn from_setting(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(SmtpTls::None),
+            "starttls" => Ok(SmtpTls::StartTls),
+            "tls" => Ok(SmtpTls::Tls),
+            _ => Err("expected `none`, `starttls` or `tls`".into()),
+        }
+    }
+}
+
 impl SmtpSettings {
     pub fn tls(&self) -> SmtpTls {
-        match self.tls.as_str() {
-            "starttls" => SmtpTls::StartTls,
-            "tls" => SmtpTls::Tls,
-            _ => SmtpTls::None,
-        }
+        *self.tls.get()
     }
 
     pub fn timeout(&self) -> chrono::Duration {
-        crate::duration::parse(&self.timeout).expect("checked when the settings were loaded")
+        *self.timeout.get()
     }
 }
 
@@ -624,11 +664,18 @@ pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
         refuse_secrets_in_file(file)?;
     }
     let mut settings: Settings = raw.clone().try_deserialize()?;
-    let secrets = take_secrets(&raw, &mut settings)?;
-    validate(&raw, &settings)?;
-    validate_return_path(&raw, &settings, &secrets)?;
-    validate_webhooks(&raw, &settings.feedback, &secrets)?;
-    validate_imap(&raw, &settings.feedback, &secrets)?;
+    // Every problem at once: the settings', then those of the secrets and
+    // of the settings that need them.
+    let mut problems = Problems::new(&raw);
+    let secrets = take_secrets(&raw, &mut settings).map_err(|error| problems.found.push(error)).ok();
+    validate(&mut problems, &settings);
+    if let Some(secrets) = &secrets {
+        validate_return_path(&mut problems, &settings, secrets);
+        validate_webhooks(&mut problems, &settings.feedback, secrets);
+        validate_imap(&mut problems, &settings.feedback, secrets);
+    }
+    problems.finish()?;
+    let secrets = secrets.expect("secrets that cannot be read are one of the problems");
     let warnings = readable_secret_files(&settings);
     Ok(Loaded { settings, secrets, warnings })
 }
@@ -834,38 +881,31 @@ fn read_secret_file(raw: &Config, file_key: &str, file: &Path) -> Result<SecretS
     Ok(SecretString::from(trimmed.to_owned()))
 }
 
-fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
+fn validate(problems: &mut Problems, settings: &Settings) {
     let url = settings.database.url.as_str();
     let known_scheme = ["sqlite:", "postgres://", "postgresql://"].iter().any(|s| url.starts_with(s));
     if !url.is_empty() && !known_scheme {
-        return Err(invalid(
-            raw,
-            "database.url",
-            "expected an sqlite:// or postgres:// URL, or empty for the SQLite file in data_dir",
-        ));
+        problems
+            .add("database.url", "expected an sqlite:// or postgres:// URL, or empty for the SQLite file in data_dir");
     }
     if settings.database.max_connections == 0 {
-        return Err(invalid(raw, "database.max_connections", "must be at least 1"));
+        problems.add("database.max_connections", "must be at least 1");
     }
     if !(1..=3000).contains(&settings.import.batch_size) {
-        return Err(invalid(raw, "import.batch_size", "must be between 1 and 3000"));
+        problems.add("import.batch_size", "must be between 1 and 3000");
     }
-    if settings.log.level().is_none() {
-        return Err(invalid(raw, "log.level", "expected one of trace, debug, info, warn, error"));
-    }
-    if settings.log.format().is_none() {
-        return Err(invalid(raw, "log.format", "expected `text` or `json`"));
-    }
-    validate_campaigns(raw, &settings.campaigns)?;
-    validate_delivery(raw, settings)?;
-    validate_daemon(raw, &settings.daemon)?;
-    validate_loyalty(raw, &settings.loyalty)?;
-    validate_report(raw, &settings.report)?;
-    validate_feedback(raw, &settings.feedback)?;
-    validate_subscriptions(raw, &settings.subscriptions)?;
-    validate_privacy(raw, &settings.privacy)?;
+    problems.value("log.level", &settings.log.level);
+    problems.value("log.format", &settings.log.format);
+    validate_campaigns(problems, &settings.campaigns);
+    validate_delivery(problems, settings);
+    validate_daemon(problems, &settings.daemon);
+    validate_loyalty(problems, &settings.loyalty);
+    validate_report(problems, &settings.report);
+    validate_feedback(problems, &settings.feedback);
+    validate_subscriptions(problems, &settings.subscriptions);
+    validate_privacy(problems, &settings.privacy);
     if settings.import.max_reported_errors == 0 {
-        return Err(invalid(raw, "import.max_reported_errors", "must be at least 1"));
+        problems.add("import.max_reported_errors", "must be at least 1");
     }
     for (key, path) in [
         ("data_dir", &settings.data_dir),
@@ -873,174 +913,164 @@ fn validate(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
         ("models_dir", &settings.models_dir),
     ] {
         if path.as_os_str().is_empty() {
-            return Err(invalid(raw, key, "must not be empty"));
+            problems.add(key, "must not be empty");
         }
     }
-    Ok(())
 }
 
-fn validate_campaigns(raw: &Config, campaigns: &CampaignSettings) -> Result<(), ConfigError> {
+fn validate_campaigns(problems: &mut Problems, campaigns: &CampaignSettings) {
     if !(0.0..=0.5).contains(&campaigns.default_holdout) {
-        return Err(invalid(raw, "campaigns.default_holdout", "must be between 0 and 0.5"));
+        problems.add("campaigns.default_holdout", "must be between 0 and 0.5");
     }
-    for (key, text) in [
-        ("campaigns.frequency_window", &campaigns.frequency_window),
-        ("campaigns.grace_period", &campaigns.grace_period),
-    ] {
-        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
-    }
-    Ok(())
+    problems.value("campaigns.frequency_window", &campaigns.frequency_window);
+    problems.value("campaigns.grace_period", &campaigns.grace_period);
 }
 
-fn validate_loyalty(raw: &Config, loyalty: &LoyaltySettings) -> Result<(), ConfigError> {
+fn validate_loyalty(problems: &mut Problems, loyalty: &LoyaltySettings) {
     if !(loyalty.points_per_unit.is_finite() && loyalty.points_per_unit >= 0.0) {
-        return Err(invalid(raw, "loyalty.points_per_unit", "must be a number of 0 or more"));
+        problems.add("loyalty.points_per_unit", "must be a number of 0 or more");
     }
     if let Some((category, _)) = loyalty.category_multipliers.iter().find(|(_, m)| !(m.is_finite() && **m >= 0.0)) {
-        return Err(invalid(
-            raw,
-            "loyalty.category_multipliers",
-            format!("`{category}` needs a multiplier of 0 or more"),
-        ));
+        problems.add("loyalty.category_multipliers", format!("`{category}` needs a multiplier of 0 or more"));
     }
     for (key, bonus) in
         [("loyalty.welcome_bonus", loyalty.welcome_bonus), ("loyalty.birthday_bonus", loyalty.birthday_bonus)]
     {
         if bonus < 0 {
-            return Err(invalid(raw, key, "must be 0 or more points"));
+            problems.add(key, "must be 0 or more points");
         }
     }
     if !["spend", "points"].contains(&loyalty.tier_basis.as_str()) {
-        return Err(invalid(raw, "loyalty.tier_basis", "expected `spend` or `points`"));
+        problems.add("loyalty.tier_basis", "expected `spend` or `points`");
     }
+    validate_tiers(problems, &loyalty.tiers);
+    problems.value("loyalty.downgrade_grace", &loyalty.downgrade_grace);
+}
+
+fn validate_tiers(problems: &mut Problems, texts: &[String]) {
     let mut tiers = Vec::new();
-    for text in &loyalty.tiers {
-        tiers.push(parse_tier(text).map_err(|problem| invalid(raw, "loyalty.tiers", problem))?);
+    for text in texts {
+        match parse_tier(text) {
+            Ok(tier) => tiers.push(tier),
+            Err(problem) => return problems.add("loyalty.tiers", problem),
+        }
     }
     if tiers.first().is_none_or(|t| t.1 != 0.0) {
-        return Err(invalid(raw, "loyalty.tiers", "the first tier must have threshold 0, such as \"member:0\""));
+        problems.add("loyalty.tiers", "the first tier must have threshold 0, such as \"member:0\"");
     }
     if tiers.windows(2).any(|pair| pair[1].1 <= pair[0].1) {
-        return Err(invalid(raw, "loyalty.tiers", "thresholds must rise from one tier to the next"));
+        problems.add("loyalty.tiers", "thresholds must rise from one tier to the next");
     }
-    crate::duration::parse(&loyalty.downgrade_grace)
-        .map_err(|problem| invalid(raw, "loyalty.downgrade_grace", problem))?;
-    Ok(())
 }
 
-fn validate_daemon(raw: &Config, daemon: &DaemonSettings) -> Result<(), ConfigError> {
-    for (key, text) in [
-        ("daemon.score_schedule", &daemon.score_schedule),
-        ("daemon.train_schedule", &daemon.train_schedule),
-        ("daemon.loyalty_schedule", &daemon.loyalty_schedule),
-        ("daemon.retention_schedule", &daemon.retention_schedule),
-    ] {
-        if !text.is_empty() {
-            crate::schedule::Schedule::parse(text, chrono_tz::UTC).map_err(|problem| invalid(raw, key, problem))?;
-        }
-    }
-    for (key, text) in [
-        ("daemon.max_score_age", &daemon.max_score_age),
-        ("daemon.send_interval", &daemon.send_interval),
-        ("daemon.stop_timeout", &daemon.stop_timeout),
-    ] {
-        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
-    }
-    if daemon.send_interval().is_zero() {
-        return Err(invalid(raw, "daemon.send_interval", "must be longer than 0s"));
-    }
-    Ok(())
+fn validate_daemon(problems: &mut Problems, daemon: &DaemonSettings) {
+    problems.value("daemon.score_schedule", &daemon.score_schedule);
+    problems.value("daemon.train_schedule", &daemon.train_schedule);
+    problems.value("daemon.loyalty_schedule", &daemon.loyalty_schedule);
+    problems.value("daemon.retention_schedule", &daemon.retention_schedule);
+    problems.value("daemon.max_score_age", &daemon.max_score_age);
+    problems.positive("daemon.send_interval", &daemon.send_interval);
+    problems.value("daemon.stop_timeout", &daemon.stop_timeout);
 }
 
-fn validate_delivery(raw: &Config, settings: &Settings) -> Result<(), ConfigError> {
+fn validate_delivery(problems: &mut Problems, settings: &Settings) {
     let delivery = &settings.delivery;
-    if !["file", "smtp"].contains(&delivery.transport.as_str()) {
-        return Err(invalid(raw, "delivery.transport", "expected `file` or `smtp`"));
-    }
+    let transport = problems.value("delivery.transport", &delivery.transport).copied();
     if !(1..=256).contains(&delivery.concurrency) {
-        return Err(invalid(raw, "delivery.concurrency", "must be between 1 and 256"));
+        problems.add("delivery.concurrency", "must be between 1 and 256");
     }
     if delivery.max_attempts == 0 {
-        return Err(invalid(raw, "delivery.max_attempts", "must be at least 1"));
+        problems.add("delivery.max_attempts", "must be at least 1");
     }
     if settings.smtp.port == 0 {
-        return Err(invalid(raw, "smtp.port", "must be a port number from 1 to 65535"));
+        problems.add("smtp.port", "must be a port number from 1 to 65535");
     }
-    for (key, text) in [
-        ("delivery.retry_after", &delivery.retry_after),
-        ("delivery.retry_max", &delivery.retry_max),
-        ("delivery.lease", &delivery.lease),
-        ("smtp.timeout", &settings.smtp.timeout),
-    ] {
-        crate::duration::parse(text).map_err(|problem| invalid(raw, key, problem))?;
+    problems.positive("delivery.retry_after", &delivery.retry_after);
+    problems.positive("delivery.retry_max", &delivery.retry_max);
+    problems.positive("delivery.lease", &delivery.lease);
+    problems.positive("smtp.timeout", &settings.smtp.timeout);
+    if let (Ok(after), Ok(max)) = (delivery.retry_after.parsed(), delivery.retry_max.parsed())
+        && max < after
+    {
+        problems.add("delivery.retry_max", format!("must be at least delivery.retry_after ({})", delivery.retry_after));
     }
-    for (key, duration) in [
-        ("delivery.retry_after", delivery.retry_after()),
-        ("delivery.retry_max", delivery.retry_max()),
-        ("delivery.lease", delivery.lease()),
-    ] {
-        if duration.is_zero() {
-            return Err(invalid(raw, key, "must be longer than 0s"));
-        }
-    }
-    if delivery.retry_max() < delivery.retry_after() {
-        return Err(invalid(
-            raw,
-            "delivery.retry_max",
-            format!("must be at least delivery.retry_after ({})", delivery.retry_after),
-        ));
-    }
-    if settings.smtp.timeout().is_zero() {
-        return Err(invalid(raw, "smtp.timeout", "must be longer than 0s"));
-    }
-    let needed = settings.smtp.timeout() * delivery.concurrency as i32;
-    if delivery.transport() == TransportKind::Smtp && delivery.lease() < needed {
-        return Err(invalid(
-            raw,
-            "delivery.lease",
-            format!(
+    if let (Some(TransportKind::Smtp), Ok(timeout), Ok(lease)) =
+        (transport, settings.smtp.timeout.parsed(), delivery.lease.parsed())
+    {
+        let needed = *timeout * delivery.concurrency as i32;
+        if *lease < needed {
+            let problem = format!(
                 "must be at least delivery.concurrency x smtp.timeout ({} x {} = {}s), so that no message \
                  waits in a sender longer than its lease",
                 delivery.concurrency,
                 settings.smtp.timeout,
                 needed.num_seconds()
-            ),
-        ));
+            );
+            problems.add("delivery.lease", problem);
+        }
     }
     if delivery.message_id_domain.is_empty() || delivery.message_id_domain.contains(['<', '>', '@', ' ']) {
-        return Err(invalid(raw, "delivery.message_id_domain", "must be a domain name such as mail.example.com"));
+        problems.add("delivery.message_id_domain", "must be a domain name such as mail.example.com");
     }
-    if !["none", "starttls", "tls"].contains(&settings.smtp.tls.as_str()) {
-        return Err(invalid(raw, "smtp.tls", "expected `none`, `starttls` or `tls`"));
+    problems.value("smtp.tls", &settings.smtp.tls);
+    if transport == Some(TransportKind::Smtp) && settings.smtp.host.is_empty() {
+        problems.add("smtp.host", "must be set when delivery.transport is `smtp`");
     }
-    if delivery.transport() == TransportKind::Smtp && settings.smtp.host.is_empty() {
-        return Err(invalid(raw, "smtp.host", "must be set when delivery.transport is `smtp`"));
-    }
-    settings
-        .http
-        .listen
-        .parse::<std::net::SocketAddr>()
-        .map_err(|_| invalid(raw, "http.listen", "expected an address and port such as 127.0.0.1:8025"))?;
-    match url::Url::parse(&settings.http.public_url) {
-        Ok(url) if ["http", "https"].contains(&url.scheme()) && url.query().is_none() => {}
-        _ => return Err(invalid(raw, "http.public_url", "expected an http(s) URL such as https://mail.example.com")),
-    }
-    if settings.http.max_connections == 0 {
-        return Err(invalid(raw, "http.max_connections", "must be at least 1"));
-    }
-    let header_timeout = crate::duration::parse(&settings.http.header_timeout)
-        .map_err(|problem| invalid(raw, "http.header_timeout", problem))?;
-    if header_timeout.is_zero() {
-        return Err(invalid(raw, "http.header_timeout", "must be longer than 0s"));
-    }
+    validate_http(problems, &settings.http);
     let mailto = &settings.unsubscribe.mailto;
     if !mailto.is_empty() && mailto.parse::<email_address::EmailAddress>().is_err() {
-        return Err(invalid(raw, "unsubscribe.mailto", "expected an email address"));
+        problems.add("unsubscribe.mailto", "expected an email address");
     }
-    Ok(())
 }
 
+fn validate_http(problems: &mut Problems, http: &HttpSettings) {
+    if http.listen.parse::<std::net::SocketAddr>().is_err() {
+        problems.add("http.listen", "expected an address and port such as 127.0.0.1:8025");
+    }
+    match url::Url::parse(&http.public_url) {
+        Ok(url) if ["http", "https"].contains(&url.scheme()) && url.query().is_none() => {}
+        _ => problems.add("http.public_url", "expected an http(s) URL such as https://mail.example.com"),
+    }
+    if http.max_connections == 0 {
+        problems.add("http.max_connections", "must be at least 1");
+    }
+    problems.positive("http.header_timeout", &http.header_timeout);
+}
+
+/// The settings read once, when the daemon starts: a reload that changes one
+/// of them cannot apply it, and says so.
+const READ_AT_START: [&str; 12] = [
+    "database.max_connections",
+    "database.busy_timeout_ms",
+    "http.listen",
+    "http.max_connections",
+    "http.header_timeout",
+    "log.level",
+    "log.format",
+    "feedback.ses_topic_arn",
+    "feedback.ses_certificate_file",
+    "feedback.postmark_user",
+    "feedback.postmark_password_file",
+    "feedback.sendgrid_public_key",
+];
+
 impl Settings {
+    /// The keys whose new value in `new` takes effect only after a restart
+    /// of the daemon (`database.url` stands for the database in effect).
+    pub fn changed_keys_needing_restart(&self, new: &Settings) -> Vec<&'static str> {
+        let (old_values, new_values) = (toml::Value::try_from(self).ok(), toml::Value::try_from(new).ok());
+        let value = |all: &Option<toml::Value>, key: &str| {
+            let (section, leaf) = key.split_once('.').expect("section.key");
+            all.as_ref().and_then(|v| v.get(section)).and_then(|v| v.get(leaf)).cloned()
+        };
+        let mut changed: Vec<&'static str> =
+            READ_AT_START.into_iter().filter(|key| value(&old_values, key) != value(&new_values, key)).collect();
+        if self.database_url() != new.database_url() {
+            changed.insert(0, "database.url");
+        }
+        changed
+    }
+
     /// The database URL in effect: the configured one, or the SQLite file in `data_dir`.
     pub fn database_url(&self) -> String {
         if self.database.url.is_empty() {
@@ -1067,5 +1097,12 @@ pub fn mask_url_password(raw: &str) -> String {
             parsed.to_string()
         }
         _ => raw.to_owned(),
+    }
+}
+
+impl crate::failure::Failure for ConfigError {
+    /// A setting that cannot be used.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
     }
 }

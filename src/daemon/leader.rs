@@ -94,3 +94,10 @@ fn sqlite_path(url: &str) -> Option<&Path> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     Some(Path::new(rest.split('?').next().unwrap_or(rest)))
 }
+
+impl crate::failure::Failure for AlreadyRunning {
+    /// The operator started a second daemon.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

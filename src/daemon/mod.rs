@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch as tokio_watch};
 use crate::campaign::plan::Rules;
 use crate::campaign::scheduler::Scheduler;
 use crate::campaign::{Campaign, Catalog};
-use crate::config::Loaded;
+use crate::config::{Loaded, Typed};
 use crate::delivery::pause::{self as delivery_pause, Backoff};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::feedback::webhook::Webhooks;
@@ -80,11 +80,9 @@ impl Daemon {
     fn reload_settings(&self, config_file: Option<&Path>) {
         match crate::config::load(config_file) {
             Ok(new) => {
-                let old = self.loaded();
-                if new.settings.database_url() != old.settings.database_url()
-                    || new.settings.http.listen != old.settings.http.listen
-                {
-                    tracing::warn!("database.url and http.listen take effect only after a restart");
+                let needing_restart = self.loaded().settings.changed_keys_needing_restart(&new.settings);
+                if !needing_restart.is_empty() {
+                    tracing::warn!("{} take(s) effect only after a restart", needing_restart.join(", "));
                 }
                 for warning in &new.warnings {
                     tracing::warn!("{warning}");
@@ -325,17 +323,16 @@ struct Timer {
 }
 
 impl Timer {
-    /// The expression was checked when the settings were loaded.
-    fn new(expression: &str, now: DateTime<Utc>) -> Timer {
-        let schedule = (!expression.is_empty()).then(|| Schedule::parse(expression, chrono_tz::UTC).ok()).flatten();
+    fn new(setting: &Typed<Option<Schedule>>, now: DateTime<Utc>) -> Timer {
+        let schedule = setting.get().clone();
         let next = schedule.as_ref().and_then(|s| s.fires_after(now).next());
-        Timer { expression: expression.to_owned(), schedule, next }
+        Timer { expression: setting.text().to_owned(), schedule, next }
     }
 
-    /// Takes the expression of reloaded settings, when it changed.
-    fn follow(&mut self, expression: &str, now: DateTime<Utc>) {
-        if expression != self.expression {
-            *self = Timer::new(expression, now);
+    /// Takes the schedule of reloaded settings, when it changed.
+    fn follow(&mut self, setting: &Typed<Option<Schedule>>, now: DateTime<Utc>) {
+        if setting.text() != self.expression {
+            *self = Timer::new(setting, now);
         }
     }
 
@@ -554,23 +551,23 @@ mod tests {
 
     #[test]
     fn a_timer_fires_once_per_scheduled_time_and_an_empty_one_never() {
-        let mut nightly = Timer::new("0 3 * * *", utc("2026-11-23T12:00:00Z"));
+        let mut nightly = Timer::new(&Typed::new("0 3 * * *"), utc("2026-11-23T12:00:00Z"));
         assert!(!nightly.due(utc("2026-11-24T02:59:59Z")));
         assert!(nightly.due(utc("2026-11-24T03:00:00Z")));
         assert!(!nightly.due(utc("2026-11-24T03:00:01Z")), "once per fire");
         assert_eq!(nightly.next, Some(utc("2026-11-25T03:00:00Z")));
-        let mut never = Timer::new("", utc("2026-11-23T12:00:00Z"));
+        let mut never = Timer::new(&Typed::new(""), utc("2026-11-23T12:00:00Z"));
         assert!(!never.due(utc("2030-01-01T00:00:00Z")));
     }
 
     #[test]
     fn a_timer_takes_a_changed_expression_and_keeps_its_next_time_for_the_same_one() {
-        let mut timer = Timer::new("0 3 * * *", utc("2026-11-23T12:00:00Z"));
-        timer.follow("0 3 * * *", utc("2026-11-24T01:00:00Z"));
+        let mut timer = Timer::new(&Typed::new("0 3 * * *"), utc("2026-11-23T12:00:00Z"));
+        timer.follow(&Typed::new("0 3 * * *"), utc("2026-11-24T01:00:00Z"));
         assert_eq!(timer.next, Some(utc("2026-11-24T03:00:00Z")));
-        timer.follow("30 1 * * *", utc("2026-11-24T01:00:00Z"));
+        timer.follow(&Typed::new("30 1 * * *"), utc("2026-11-24T01:00:00Z"));
         assert_eq!(timer.next, Some(utc("2026-11-24T01:30:00Z")));
-        timer.follow("", utc("2026-11-24T01:00:00Z"));
+        timer.follow(&Typed::new(""), utc("2026-11-24T01:00:00Z"));
         assert_eq!(timer.next, None);
     }
 }

@@ -8,13 +8,22 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query, Value};
 use sea_orm::{DbBackend, Statement};
 
+/// What a row whose key exists does.
+enum Conflict {
+    /// Fails the statement.
+    Fail,
+    /// Updates these columns where a value differs (the others are only set
+    /// on insert), keyed on `external_id`.
+    UpdateWhenChanged(Vec<&'static str>),
+    /// Replaces every other column, keyed on these columns.
+    Replace(&'static [&'static str]),
+}
+
 pub struct BulkInsert {
     backend: DbBackend,
     table: &'static str,
     columns: &'static [&'static str],
-    /// With `Some`, a row whose external id exists updates these columns,
-    /// only where a value differs; the others are only set on insert.
-    updatable: Option<Vec<&'static str>>,
+    conflict: Conflict,
     /// The SQL for the last row count used: every full batch shares it.
     cached: Option<(usize, String)>,
 }
@@ -22,7 +31,7 @@ pub struct BulkInsert {
 impl BulkInsert {
     /// Plain inserts.
     pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
-        BulkInsert { backend, table, columns, updatable: None, cached: None }
+        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: None }
     }
 
     /// Upserts on `external_id` that rewrite nothing when nothing changed, so
@@ -33,7 +42,18 @@ impl BulkInsert {
         columns: &'static [&'static str],
         updatable: Vec<&'static str>,
     ) -> Self {
-        BulkInsert { updatable: Some(updatable), ..Self::new(backend, table, columns) }
+        BulkInsert { conflict: Conflict::UpdateWhenChanged(updatable), ..Self::new(backend, table, columns) }
+    }
+
+    /// Inserts that replace the row with the same `key`: a rewrite of a
+    /// whole set, in place (see `db::engine::Txn::delete_before_rewrite`).
+    pub fn replace(
+        backend: DbBackend,
+        table: &'static str,
+        columns: &'static [&'static str],
+        key: &'static [&'static str],
+    ) -> Self {
+        BulkInsert { conflict: Conflict::Replace(key), ..Self::new(backend, table, columns) }
     }
 
     pub fn columns(&self) -> usize {
@@ -58,8 +78,15 @@ impl BulkInsert {
         for _ in 0..rows {
             insert.values_panic(self.columns.iter().map(|_| Expr::val(Value::BigInt(Some(0)))));
         }
-        if let Some(updatable) = &self.updatable {
-            insert.on_conflict(self.update_when_changed(updatable));
+        match &self.conflict {
+            Conflict::Fail => {}
+            Conflict::UpdateWhenChanged(updatable) => {
+                insert.on_conflict(self.update_when_changed(updatable));
+            }
+            Conflict::Replace(key) => {
+                let others = self.columns.iter().copied().filter(|c| !key.contains(c));
+                insert.on_conflict(OnConflict::columns(key.iter().copied()).update_columns(others).to_owned());
+            }
         }
         insert
     }

@@ -3,9 +3,10 @@
 //! pending migration, so no command ever sees an old schema.
 
 pub mod bulk;
+pub mod engine;
 pub mod entities;
 pub mod migration;
-pub mod raw;
+pub mod record;
 
 use std::time::Duration;
 
@@ -92,17 +93,6 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 pub async fn use_large_cache(txn: &DatabaseTransaction) -> Result<(), DbErr> {
     if txn.get_database_backend() == DatabaseBackend::Sqlite {
         txn.execute_unprepared("PRAGMA cache_size = -65536").await?;
-    }
-    Ok(())
-}
-
-/// Lets SQLite read the database file through a memory map for the rest of
-/// this connection's life (nothing on PostgreSQL). A segment scan touches
-/// most pages of three large tables; read one `pread` at a time, a third of
-/// its time went to the kernel.
-pub async fn use_memory_map(txn: &DatabaseTransaction) -> Result<(), DbErr> {
-    if txn.get_database_backend() == DatabaseBackend::Sqlite {
-        txn.execute_unprepared("PRAGMA mmap_size = 4294967296").await?;
     }
     Ok(())
 }

@@ -901,3 +901,10 @@ fn count(report: &mut Report, fate: &Fate) {
         Fate::Unknown { .. } => report.unknown += 1,
     }
 }
+
+impl crate::failure::Failure for MissingUnsubscribeSecret {
+    /// The secret is a setting to provide.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

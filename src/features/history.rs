@@ -4,15 +4,13 @@
 
 use std::collections::HashMap;
 
-use futures_util::TryStreamExt;
-use sea_orm::sea_query::{Expr, SimpleExpr};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
-    QueryTrait, Select,
-};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 
+use crate::db::engine::{Options, Txn, epoch_seconds};
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
-use crate::db::raw;
+use crate::db::record::record;
 
 /// An order as features see it: when, how much, which category (interned).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,27 +92,24 @@ pub struct History {
 
 impl History {
     /// Reads every customer and their events. Customers and orders (the
-    /// big tables) are read at the same time, on two connections.
+    /// big tables) are read at the same time on PostgreSQL, on two
+    /// connections; on SQLite, whose reads block, one after the other.
     pub async fn load(db: &DatabaseConnection) -> Result<History, DbErr> {
-        let (customers, orders) = if db.get_database_backend() == DbBackend::Sqlite {
-            raw::with_connection(db, |connection| Ok((sqlite_customers(connection)?, sqlite_orders(connection)?)))
-                .await?
-        } else {
-            let (customers, orders) = tokio::join!(load_customers(db), load_orders(db));
-            (customers?, orders?)
-        };
-        let mut customers = customers;
-        customers.sort_unstable_by_key(|c| c.0);
-        let customer_ids: Vec<i64> = customers.iter().map(|c| c.0).collect();
+        let (customers, orders) = tokio::join!(load_customers(db), load_orders(db));
+        let mut customers = customers?;
+        customers.sort_unstable_by_key(|c| c.id);
+        let customer_ids: Vec<i64> = customers.iter().map(|c| c.id).collect();
         let index = |id: i64| customer_ids.binary_search(&id).ok();
         let n = customer_ids.len();
-        let orders = orders.into_iter().filter_map(|(customer, order)| Some((index(customer)?, order))).collect();
+        let orders = orders?.into_iter().filter_map(|(customer, order)| Some((index(customer)?, order))).collect();
         let orders = Grouped::new(n, orders, |o| o.at);
-        let complaints = Grouped::new(n, load_complaints(db, &index).await?, |c| c.opened_at);
-        let ledger = Grouped::new(n, load_ledger(db, &index).await?, |e| e.at);
-        let tier_changes = Grouped::new(n, load_tier_changes(db, &index).await?, |c| c.at);
-        let messages = Grouped::new(n, load_messages(db, &index).await?, |&at| at);
-        let signed_up_at = customers.into_iter().map(|(_, s)| s).collect();
+        let mut txn = Txn::begin(db, Options::default()).await?;
+        let complaints = Grouped::new(n, load_complaints(&mut txn, &index).await?, |c| c.opened_at);
+        let ledger = Grouped::new(n, load_ledger(&mut txn, &index).await?, |e| e.at);
+        let tier_changes = Grouped::new(n, load_tier_changes(&mut txn, &index).await?, |c| c.at);
+        let messages = Grouped::new(n, load_messages(&mut txn, &index).await?, |&at| at);
+        txn.rollback().await?;
+        let signed_up_at = customers.into_iter().map(|c| c.signed_up_at).collect();
         Ok(History { customer_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
     }
 
@@ -160,60 +155,61 @@ impl History {
 
 type Indexer<'a> = &'a (dyn Fn(i64) -> Option<usize> + Sync);
 
-/// Customers: database id and sign-up time.
-async fn load_customers(db: &DatabaseConnection) -> Result<Vec<(i64, Option<i64>)>, DbErr> {
-    select_customers(db.get_database_backend()).into_tuple::<(i64, Option<i64>)>().stream(db).await?.try_collect().await
+record! {
+    /// A customer: database id, sign-up time in seconds.
+    struct CustomerRow {
+        id: i64,
+        signed_up_at: Option<i64>,
+    }
 }
 
-/// Orders by customer database id, categories interned as numbers.
+record! {
+    /// An order: customer id, time in seconds, amount in cents, category.
+    struct OrderRow {
+        customer_id: i64,
+        ordered_at: i64,
+        amount_cents: i64,
+        category: Option<String>,
+    }
+}
+
+/// Customers, in a read transaction of their own.
+async fn load_customers(db: &DatabaseConnection) -> Result<Vec<CustomerRow>, DbErr> {
+    let mut txn = Txn::begin(db, Options::default()).await?;
+    let select = customer::Entity::find()
+        .select_only()
+        .column(customer::Column::Id)
+        .expr_as(epoch_seconds(txn.backend(), "signed_up_at"), "signed_up_at")
+        .into_query();
+    let customers = txn.query(&select).await?;
+    txn.rollback().await?;
+    Ok(customers)
+}
+
+/// Orders by customer database id, categories interned as numbers, in a
+/// read transaction of their own.
 async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr> {
-    let expected = order::Entity::find().count(db).await?;
-    let mut categories = Categories::default();
-    let mut rows =
-        select_orders(db.get_database_backend()).into_tuple::<(i64, i64, i64, Option<String>)>().stream(db).await?;
+    let mut txn = Txn::begin(db, Options::default()).await?;
+    let count = Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned();
+    let expected = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0);
+    let select = order::Entity::find()
+        .select_only()
+        .column(order::Column::CustomerId)
+        .expr_as(epoch_seconds(txn.backend(), "ordered_at"), "ordered_at")
+        .columns([order::Column::AmountCents, order::Column::Category])
+        .into_query();
     // Sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps.
     let mut orders = Vec::with_capacity(expected as usize);
-    while let Some((customer, at, cents, category)) = rows.try_next().await? {
-        let category = category.map(|c| categories.intern(&c));
-        orders.push((customer, Order { at, cents, category }));
-    }
-    Ok(orders)
-}
-
-/// [`load_customers`] on SQLite, in one read transaction with [`sqlite_orders`].
-fn sqlite_customers(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Option<i64>)>> {
-    let select = select_customers(DbBackend::Sqlite).build(DbBackend::Sqlite);
-    raw::query(connection, &select, |row| Ok((row.get(0)?, row.get(1)?)))
-}
-
-/// [`load_orders`] on SQLite.
-fn sqlite_orders(connection: &rusqlite::Connection) -> rusqlite::Result<Vec<(i64, Order)>> {
-    let select = select_orders(DbBackend::Sqlite).build(DbBackend::Sqlite);
-    let count: i64 = connection.query_row("SELECT count(*) FROM orders", [], |row| row.get(0))?;
-    // Sized up front, as in `load_orders`.
-    let mut orders = Vec::with_capacity(count as usize);
     let mut categories = Categories::default();
-    raw::for_each(connection, &select, |row| {
-        let category = row.get_ref(3)?.as_str_or_null()?.map(|c| categories.intern(c));
-        orders.push((row.get(0)?, Order { at: row.get(1)?, cents: row.get(2)?, category }));
+    txn.for_each(&select, |row: OrderRow| {
+        let category = row.category.map(|c| categories.intern(c));
+        orders.push((row.customer_id, Order { at: row.ordered_at, cents: row.amount_cents, category }));
         Ok(())
-    })?;
+    })
+    .await?;
+    txn.rollback().await?;
     Ok(orders)
-}
-
-/// Customers: database id, sign-up time in seconds.
-fn select_customers(backend: DbBackend) -> Select<customer::Entity> {
-    customer::Entity::find().select_only().column(customer::Column::Id).expr(epoch_seconds(backend, "signed_up_at"))
-}
-
-/// Orders: customer id, time in seconds, amount in cents, category.
-fn select_orders(backend: DbBackend) -> Select<order::Entity> {
-    order::Entity::find()
-        .select_only()
-        .column(order::Column::CustomerId)
-        .expr(epoch_seconds(backend, "ordered_at"))
-        .columns([order::Column::AmountCents, order::Column::Category])
 }
 
 /// Category names as small numbers.
@@ -221,87 +217,105 @@ fn select_orders(backend: DbBackend) -> Select<order::Entity> {
 struct Categories(HashMap<String, u32>);
 
 impl Categories {
-    fn intern(&mut self, name: &str) -> u32 {
+    fn intern(&mut self, name: String) -> u32 {
         let next = self.0.len() as u32;
-        match self.0.get(name) {
-            Some(&number) => number,
-            None => *self.0.entry(name.to_owned()).or_insert(next),
-        }
+        *self.0.entry(name).or_insert(next)
     }
 }
 
-/// A timestamp column as whole seconds since the epoch, computed by the
-/// database: far cheaper than parsing millions of timestamps in Rust.
-fn epoch_seconds(backend: DbBackend, column: &'static str) -> SimpleExpr {
-    // Static SQL around a column name of this crate, never input.
-    match backend {
-        DbBackend::Sqlite => Expr::cust(format!("unixepoch({column})")),
-        _ => Expr::cust(format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)")),
+record! {
+    struct ComplaintRow {
+        customer_id: i64,
+        opened_at: DateTime<Utc>,
+        resolved_at: Option<DateTime<Utc>>,
     }
 }
 
-async fn load_complaints(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
-        interaction::Entity::find()
-            .select_only()
-            .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
-            .filter(interaction::Column::Kind.eq("complaint"))
-            .into_tuple()
-            .all(db)
-            .await?;
+async fn load_complaints(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
+    let select = interaction::Entity::find()
+        .select_only()
+        .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
+        .filter(interaction::Column::Kind.eq("complaint"))
+        .into_query();
+    let rows: Vec<ComplaintRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(customer, opened, resolved)| {
-            let complaint = Complaint { opened_at: opened.timestamp(), resolved_at: resolved.map(|r| r.timestamp()) };
-            Some((index(customer)?, complaint))
+        .filter_map(|row| {
+            let complaint =
+                Complaint { opened_at: row.opened_at.timestamp(), resolved_at: row.resolved_at.map(|r| r.timestamp()) };
+            Some((index(row.customer_id)?, complaint))
         })
         .collect())
 }
 
-async fn load_ledger(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, i64)> = loyalty_ledger::Entity::find()
+record! {
+    struct LedgerRow {
+        customer_id: i64,
+        occurred_at: DateTime<Utc>,
+        points: i64,
+    }
+}
+
+async fn load_ledger(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
+    let select = loyalty_ledger::Entity::find()
         .select_only()
         .columns([
             loyalty_ledger::Column::CustomerId,
             loyalty_ledger::Column::OccurredAt,
             loyalty_ledger::Column::Points,
         ])
-        .into_tuple()
-        .all(db)
-        .await?;
+        .into_query();
+    let rows: Vec<LedgerRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(customer, at, points)| Some((index(customer)?, LedgerEntry { at: at.timestamp(), points })))
+        .filter_map(|row| {
+            Some((index(row.customer_id)?, LedgerEntry { at: row.occurred_at.timestamp(), points: row.points }))
+        })
         .collect())
 }
 
-async fn load_tier_changes(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, TierChange)>, DbErr> {
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>, String)> = loyalty_tier_change::Entity::find()
+record! {
+    struct TierChangeRow {
+        customer_id: i64,
+        changed_at: DateTime<Utc>,
+        to_tier: String,
+    }
+}
+
+async fn load_tier_changes(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, TierChange)>, DbErr> {
+    let select = loyalty_tier_change::Entity::find()
         .select_only()
         .columns([
             loyalty_tier_change::Column::CustomerId,
             loyalty_tier_change::Column::ChangedAt,
             loyalty_tier_change::Column::ToTier,
         ])
-        .into_tuple()
-        .all(db)
-        .await?;
+        .into_query();
+    let rows: Vec<TierChangeRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(customer, at, tier)| Some((index(customer)?, TierChange { at: at.timestamp(), tier })))
+        .filter_map(|row| {
+            Some((index(row.customer_id)?, TierChange { at: row.changed_at.timestamp(), tier: row.to_tier }))
+        })
         .collect())
 }
 
+record! {
+    struct SentRow {
+        customer_id: i64,
+        sent_at: DateTime<Utc>,
+    }
+}
+
 /// Times of the messages actually sent to each customer.
-async fn load_messages(db: &DatabaseConnection, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = outbox::Entity::find()
+async fn load_messages(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
+    let select = outbox::Entity::find()
         .select_only()
         .columns([outbox::Column::CustomerId, outbox::Column::SentAt])
         .filter(outbox::Column::SentAt.is_not_null())
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().filter_map(|(customer, at)| Some((index(customer)?, at.timestamp()))).collect())
+        .into_query();
+    let rows: Vec<SentRow> = txn.query(&select).await?;
+    Ok(rows.into_iter().filter_map(|row| Some((index(row.customer_id)?, row.sent_at.timestamp()))).collect())
 }
 
 #[cfg(test)]

@@ -115,10 +115,12 @@ impl ImportError {
     fn file(file: &str, problem: impl Into<String>) -> Self {
         ImportError::File { file: file.to_owned(), problem: problem.into() }
     }
+}
 
-    /// True when the input is at fault (exit code 2), false for a runtime failure.
-    pub fn is_invalid_input(&self) -> bool {
-        !matches!(self, ImportError::Database(_))
+impl crate::failure::Failure for ImportError {
+    /// The input is at fault, unless the database failed.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::input_if(!matches!(self, ImportError::Database(_)))
     }
 }
 

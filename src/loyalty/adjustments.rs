@@ -79,3 +79,10 @@ pub async fn adjust(
     txn.commit().await?;
     Ok(balance + points)
 }
+
+impl crate::failure::Failure for Refused {
+    /// The adjustment asked for is refused.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

@@ -148,3 +148,10 @@ fn read(path: &Path) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
     }
     Ok((rows, problems))
 }
+
+impl crate::failure::Failure for Refused {
+    /// The file is refused whole.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

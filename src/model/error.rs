@@ -23,9 +23,10 @@ pub enum TrainError {
     NotFinite(&'static str),
 }
 
-impl TrainError {
-    /// The data or the request is at fault, not the machine.
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(self, TrainError::NoWindow { .. } | TrainError::NoOrders | TrainError::TooLittle { .. })
+impl crate::failure::Failure for TrainError {
+    /// The data or the request is at fault, or the machine.
+    fn fault(&self) -> crate::failure::Fault {
+        let input = matches!(self, TrainError::NoWindow { .. } | TrainError::NoOrders | TrainError::TooLittle { .. });
+        crate::failure::Fault::input_if(input)
     }
 }

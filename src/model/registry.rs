@@ -99,7 +99,7 @@ pub async fn active<C: ConnectionTrait>(db: &C) -> Result<Option<model::Model>, 
     find_active().one(db).await
 }
 
-/// The active model, as a query (also run through `db::raw`).
+/// The active model, as a query (also run through `db::engine`).
 pub fn find_active() -> Select<model::Entity> {
     model::Entity::find().filter(model::Column::Active.eq(true))
 }

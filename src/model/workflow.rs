@@ -131,3 +131,10 @@ fn unknown_model(name: &str) -> anyhow::Error {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct LookupError(pub String);
+
+impl crate::failure::Failure for LookupError {
+    /// A model asked for by a name that does not exist.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}

@@ -31,10 +31,13 @@ pub enum ReportError {
     Io(#[from] std::io::Error),
 }
 
-impl ReportError {
-    /// Whether the user asked for something that does not exist (exit code 2).
-    pub fn is_invalid_input(&self) -> bool {
-        matches!(self, ReportError::UnknownCampaign(_) | ReportError::UnknownRun { .. })
+impl crate::failure::Failure for ReportError {
+    /// The user asked for something that does not exist, or the database failed.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::input_if(matches!(
+            self,
+            ReportError::UnknownCampaign(_) | ReportError::UnknownRun { .. }
+        ))
     }
 }
 

@@ -221,3 +221,27 @@ fn own_topics_replace_the_defaults_and_a_bad_topic_name_is_refused_with_its_key(
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`subscriptions.topics`") && stderr.contains("`Big Deals`"), "{stderr}");
 }
+
+#[test]
+fn every_bad_setting_is_reported_at_once_each_with_its_key_and_origin() {
+    let env = TestEnv::new(Backend::Sqlite);
+    let file = env.write("patron.toml", "[daemon]\nscore_schedule = \"0 25 * * *\"\n");
+    let run = crate::support::Run::from(
+        env.command(&["--config", &file, "status"])
+            .env("PATRON__LOG__LEVEL", "loud")
+            .env("PATRON__DELIVERY__LEASE", "0s")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("configuration: 3 problems:"), "{}", run.stderr);
+    for expected in [
+        "`log.level` (from the environment): expected one of trace, debug, info, warn, error",
+        "`delivery.lease` (from the environment): must be longer than 0s",
+        "): `0 25 * * *` is not a valid cron schedule",
+    ] {
+        assert_eq!(run.stderr.matches(expected).count(), 1, "expected {expected:?} once in {}", run.stderr);
+    }
+    let schedule = run.stderr.lines().find(|l| l.contains("`daemon.score_schedule` (from ")).unwrap_or_default();
+    assert!(schedule.contains("patron.toml"), "the schedule's problem names its file: {}", run.stderr);
+}

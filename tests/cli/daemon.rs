@@ -537,12 +537,13 @@ fn sighup_brings_a_new_unsubscribe_key_to_the_running_server_and_a_changed_sched
         let (old_key, new_key) =
             ("the-old-unsubscribe-key-of-32-bytes-or-more", "the-new-unsubscribe-key-of-32-bytes-or-more");
         let key_file = env.write("unsubscribe-key", old_key);
-        let settings = |loyalty_schedule: &str| {
+        let settings = |loyalty_schedule: &str, http_connections: u32| {
             format!(
-                "[unsubscribe]\nsecret_file = \"{key_file}\"\n\n[daemon]\nloyalty_schedule = \"{loyalty_schedule}\"\n"
+                "[unsubscribe]\nsecret_file = \"{key_file}\"\n\n[daemon]\nloyalty_schedule = \"{loyalty_schedule}\"\n\n\
+                 [http]\nmax_connections = {http_connections}\n"
             )
         };
-        let config = env.write("patron.toml", settings("0 0 1 1 *"));
+        let config = env.write("patron.toml", settings("0 0 1 1 *", 500));
         let port = free_port();
         let mut command = env.command(&["--config", &config, "run"]);
         command.env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::piped());
@@ -552,12 +553,17 @@ fn sighup_brings_a_new_unsubscribe_key_to_the_running_server_and_a_changed_sched
         assert_eq!(http(port, &link_signed_with(new_key)).0, 400);
 
         env.write("unsubscribe-key", new_key);
-        env.write("patron.toml", settings("* * * * * *"));
+        env.write("patron.toml", settings("* * * * * *", 400));
         daemon.signal(libc::SIGHUP);
         let reloaded = wait_until(Duration::from_secs(20), || daemon.stderr().contains("settings reloaded"));
         assert!(reloaded, "{}", daemon.stderr());
         assert_eq!(http(port, &link_signed_with(new_key)).0, 200, "links signed with the new key work");
         assert_eq!(http(port, &link_signed_with(old_key)).0, 400, "and those with the old key no longer");
+        assert!(
+            daemon.stderr().contains("http.max_connections take(s) effect only after a restart"),
+            "the one setting read at start that changed is named:\n{}",
+            daemon.stderr()
+        );
         // The yearly recompute became one every second.
         let fired = wait_until(Duration::from_secs(20), || daemon.stderr().contains("loyalty recomputed"));
         assert!(fired, "the new schedule did not fire:\n{}", daemon.stderr());

@@ -14,26 +14,22 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::TryStreamExt;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr, UpdateStatement,
 };
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, StreamTrait, TransactionTrait,
-    Value as DbValue,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QuerySelect, QueryTrait, Value as DbValue};
 use serde::Serialize;
 
 use super::spec::{Campaign, Kind};
 use crate::config::CampaignSettings;
 use crate::db::bulk::{BulkInsert, repeated_time};
+use crate::db::engine::{Options, Txn, as_double};
+use crate::db::entities::model;
 use crate::db::entities::outbox::State as OutboxState;
-use crate::db::raw;
+use crate::db::record::record;
 use crate::model::registry;
 use crate::segment::compile::{self, Context};
 use crate::segment::{Field, Value};
-
-mod sqlite;
 
 /// The steps, in the order they apply.
 pub const STEPS: [&str; 8] =
@@ -114,37 +110,22 @@ pub async fn evaluate(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Plan, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        return raw::with_connection(db, |connection| sqlite::evaluate(connection, campaign, rules, at)).await;
-    }
-    // A transaction, so that every query sees the same data.
-    let txn = db.begin().await?;
-    crate::db::use_memory_map(&txn).await?;
-    let plan = evaluate_in(&txn, campaign, rules, at).await?;
+    // A transaction, so that every query sees the same data. No memory map:
+    // for one read its page faults cost more than the reads it saves.
+    let mut txn = Txn::begin(db, Options::default()).await?;
+    let plan = evaluate_in(&mut txn, campaign, rules, at).await?;
     txn.rollback().await?;
     Ok(plan)
 }
 
-async fn evaluate_in(
-    txn: &DatabaseTransaction,
-    campaign: &Campaign,
-    rules: &Rules,
-    at: DateTime<Utc>,
-) -> Result<Plan, DbErr> {
-    let model_id = registry::active(txn).await?.map(|m| m.id);
-    let backend = ConnectionTrait::get_database_backend(txn);
+async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Result<Plan, DbErr> {
+    let active_model = registry::find_active().select_only().column(model::Column::Id).into_query();
+    let model_id = txn.values::<i64>(&active_model).await?.first().copied();
     let started = Instant::now();
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
     let exclusions_loaded = started.elapsed();
-    let mut rows = std::pin::pin!(txn.stream(&segment(campaign, at, backend, model_id)).await?);
-    let mut audience = Vec::new();
-    while let Some(row) = rows.try_next().await? {
-        audience.push(Candidate {
-            customer_id: row.try_get_by_index(0)?,
-            sort: row.try_get_by_index(1)?,
-            consent: row.try_get_by_index(2)?,
-        });
-    }
+    let segment = segment(campaign, at, txn.backend(), model_id);
+    let audience = txn.query::<Candidate>(&segment).await?;
     let segment_read = started.elapsed();
     Ok(finish_evaluation(campaign, rules, &exclusions, audience, started, exclusions_loaded, segment_read))
 }
@@ -178,26 +159,18 @@ pub async fn plan_run(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Outcome, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        let planned = raw::with_connection(db, |connection| sqlite::plan_run(connection, campaign, rules, at)).await?;
-        return Ok(match planned {
-            Some((run_id, plan)) => Outcome::Planned { run_id, plan },
-            None => Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? },
-        });
-    }
-    let txn = db.begin().await?;
-    // Before any statement: SQLite takes a new memory-map size only
-    // outside a read or write. 100,000 outbox rows touch pages all over
-    // four indexes, hence the large cache.
-    crate::db::use_memory_map(&txn).await?;
-    crate::db::use_large_cache(&txn).await?;
-    let Some(run_id) = insert_run(&txn, campaign, at, "planned", None).await? else {
+    // 100,000 outbox rows touch pages all over four indexes, hence the large cache.
+    let options = Options { write_lock_first: true, cache_mb: Some(64), memory_map: true };
+    let mut txn = Txn::begin(db, options).await?;
+    if txn.execute(&run_insert(campaign, at, "planned", None)).await? == 0 {
+        let run_id = run_id_in(&mut txn, campaign, at).await?;
         txn.rollback().await?;
-        return Ok(Outcome::AlreadyPlanned { run_id: run_id_of(db, campaign, at).await? });
-    };
-    let plan = evaluate_in(&txn, campaign, rules, at).await?;
+        return Ok(Outcome::AlreadyPlanned { run_id });
+    }
+    let run_id = run_id_in(&mut txn, campaign, at).await?;
+    let plan = evaluate_in(&mut txn, campaign, rules, at).await?;
     let started = Instant::now();
-    insert_outbox(&txn, run_id, &plan.chosen, at).await?;
+    insert_outbox(&mut txn, run_id, &plan.chosen, at).await?;
     let inserted = started.elapsed();
     txn.execute(&record_step_counts(run_id, &plan)).await?;
     txn.commit().await?;
@@ -269,6 +242,11 @@ async fn run_id_of<C: ConnectionTrait>(db: &C, campaign: &Campaign, at: DateTime
     row.try_get_by_index(0)
 }
 
+async fn run_id_in(txn: &mut Txn, campaign: &Campaign, at: DateTime<Utc>) -> Result<i64, DbErr> {
+    let ids = txn.values::<i64>(&run_id_query(campaign, at)).await?;
+    ids.first().copied().ok_or_else(|| DbErr::RecordNotFound("campaign run".into()))
+}
+
 fn run_id_query(campaign: &Campaign, at: DateTime<Utc>) -> SelectStatement {
     Query::select()
         .column("id")
@@ -279,26 +257,11 @@ fn run_id_query(campaign: &Campaign, at: DateTime<Utc>) -> SelectStatement {
 }
 
 const OUTBOX_COLUMNS: &[&str] = &["run_id", "customer_id", "state", "variant", "attempts", "created_at", "updated_at"];
-/// Rows per INSERT: well under SQLite's 32,766 bound values.
-const OUTBOX_BATCH: usize = 4000;
 
-async fn insert_outbox<C: ConnectionTrait>(
-    db: &C,
-    run_id: i64,
-    chosen: &[Chosen],
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    let mut insert = BulkInsert::new(backend, "outbox", OUTBOX_COLUMNS);
-    let now = repeated_time(backend, Ord::max(Utc::now(), at));
-    for batch in chosen.chunks(OUTBOX_BATCH) {
-        let mut values = Vec::with_capacity(batch.len() * OUTBOX_COLUMNS.len());
-        for row in batch {
-            values.extend(outbox_row(run_id, row, &now));
-        }
-        db.execute_raw(insert.statement(values)).await?;
-    }
-    Ok(())
+async fn insert_outbox(txn: &mut Txn, run_id: i64, chosen: &[Chosen], at: DateTime<Utc>) -> Result<(), DbErr> {
+    let mut insert = BulkInsert::new(txn.backend(), "outbox", OUTBOX_COLUMNS);
+    let now = repeated_time(txn.backend(), Ord::max(Utc::now(), at));
+    txn.insert_rows(&mut insert, chosen.len(), |i, values| values.extend(outbox_row(run_id, &chosen[i], &now))).await
 }
 
 /// One outbox row's values, in the order of `OUTBOX_COLUMNS`; `now` as
@@ -315,12 +278,22 @@ fn outbox_row(run_id: i64, row: &Chosen, now: &DbValue) -> [DbValue; 7] {
     ]
 }
 
-/// One customer in the segment.
-#[derive(Debug, Clone)]
-struct Candidate {
-    customer_id: i64,
-    sort: Option<f64>,
-    consent: bool,
+record! {
+    /// One customer in the segment ([`segment`]'s columns).
+    #[derive(Debug, Clone)]
+    struct Candidate {
+        customer_id: i64,
+        sort: Option<f64>,
+        consent: bool,
+    }
+}
+
+record! {
+    /// A customer an exclusion removes, with a count ([`exclusion_queries`]).
+    struct Excluded {
+        customer_id: i64,
+        count: i64,
+    }
 }
 
 /// The customers each exclusion removes, whether in the segment or not.
@@ -336,20 +309,11 @@ struct Exclusions {
 }
 
 impl Exclusions {
-    async fn load<C: ConnectionTrait>(
-        db: &C,
-        campaign: &Campaign,
-        rules: &Rules,
-        at: DateTime<Utc>,
-    ) -> Result<Self, DbErr> {
+    async fn load(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Result<Self, DbErr> {
         let mut results = Vec::with_capacity(5);
         for query in exclusion_queries(campaign, rules, at) {
-            let rows = db.query_all(&query).await?;
-            results.push(
-                rows.iter()
-                    .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
-                    .collect::<Result<_, DbErr>>()?,
-            );
+            let rows: Vec<Excluded> = txn.query(&query).await?;
+            results.push(rows.into_iter().map(|row| (row.customer_id, row.count)).collect());
         }
         Ok(Exclusions::from_results(results.try_into().expect("one result per query")))
     }
@@ -373,7 +337,7 @@ impl Exclusions {
 /// left the campaign's topic, suppressed, open complaint, reached within the
 /// cooldown (nothing without one), marketing messages within the frequency window.
 fn exclusion_queries(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> [SelectStatement; 5] {
-    let with_one = |mut select: SelectStatement| select.expr(Expr::val(1i64)).to_owned();
+    let with_one = |mut select: SelectStatement| select.expr_as(Expr::val(1i64), "count").to_owned();
     let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
     [
         with_one(left_topic(&campaign.topic)),
@@ -468,9 +432,9 @@ fn segment(campaign: &Campaign, at: DateTime<Utc>, backend: DbBackend, model_id:
     let context = Context { backend, now: at, today: at.with_timezone(&campaign.timezone).date_naive() };
     let mut select = compile::from_customers(model_id);
     select
-        .column((Alias::new("customers"), Alias::new("id")))
-        .expr(sort_value(campaign, &context))
-        .column((Alias::new("customers"), Alias::new("marketing_consent")))
+        .expr_as(Expr::col((Alias::new("customers"), Alias::new("id"))), "customer_id")
+        .expr_as(sort_value(campaign, &context), "sort")
+        .expr_as(Expr::col((Alias::new("customers"), Alias::new("marketing_consent"))), "consent")
         .cond_where(compile::condition(&campaign.audience.expr, &context))
         .and_where(Expr::col((Alias::new("customers"), Alias::new("erased_at"))).is_null());
     select
@@ -485,8 +449,7 @@ fn left_topic(topic: &str) -> SelectStatement {
 fn sort_value(campaign: &Campaign, context: &Context) -> SimpleExpr {
     let Some(order) = &campaign.audience.order else { return Expr::val(DbValue::Double(None)) };
     let column = compile::column(&Field::Named(order.field.clone()), &Value::Number(0.0), context);
-    let real = if context.backend == DbBackend::Sqlite { "REAL" } else { "DOUBLE PRECISION" };
-    Expr::expr(column).cast_as(Alias::new(real))
+    as_double(context.backend, column)
 }
 
 /// The customers whose address is suppressed, or who themselves
@@ -502,7 +465,7 @@ fn suppressed_customers() -> SelectStatement {
         .and(Expr::col((suppressions.clone(), Alias::new("reason"))).ne("bounced"));
     Query::select()
         .distinct()
-        .column((customers.clone(), Alias::new("id")))
+        .expr_as(Expr::col((customers.clone(), Alias::new("id"))), "customer_id")
         .from(suppressions)
         .inner_join(customers, by_address.or(by_person))
         .to_owned()
@@ -528,7 +491,7 @@ fn reached_by(campaign: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> SelectS
 /// fired in (from, to].
 fn marketing_messages(from: DateTime<Utc>, to: DateTime<Utc>) -> SelectStatement {
     outbox_of_runs(from, to)
-        .expr(Expr::col((Alias::new("outbox"), Alias::new("id"))).count())
+        .expr_as(Expr::col((Alias::new("outbox"), Alias::new("id"))).count(), "count")
         .and_where(run_col("kind").eq(Kind::Marketing.as_str()))
         .and_where(Expr::col((Alias::new("outbox"), Alias::new("state"))).is_in(MESSAGE_STATES))
         .group_by_col((Alias::new("outbox"), Alias::new("customer_id")))

@@ -1,30 +1,28 @@
 //! `patron loyalty recompute`: brings every member up to date as of a moment.
 //!
-//! This module holds the statements and the steps, and runs them through
-//! sea-orm (PostgreSQL); [`sqlite`] runs the same statements through SQLite's
-//! own statement loop, where a first run writes millions of entries and a
-//! nightly run reads tens of thousands of members.
-
-mod sqlite;
+//! A first run writes millions of entries and a nightly run reads tens of
+//! thousands of members; both engines run the same statements and steps
+//! through [`crate::db::engine`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration as Elapsed, Instant};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sea_orm::sea_query::{
-    CaseStatement, Condition, Expr, ExprTrait, Func, InsertStatement, JoinType, OnConflict, Query, SelectStatement,
-    UpdateStatement,
+    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, InsertStatement, JoinType, OnConflict, Query,
+    SelectStatement, UpdateStatement,
 };
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, TransactionTrait,
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Select,
 };
 use serde::Serialize;
 
 use super::CHUNK;
 use super::engine::{self, Account, Basis, Entry, Member, Order, Outcome, Rules, Standing};
+use crate::db::engine::{Options, Txn, birthday_month_and_day};
 use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
-use crate::db::raw;
+use crate::db::record::record;
 
 /// What a recompute changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -49,45 +47,52 @@ pub struct Report {
 /// is off. Their balance needs no check: every ledger write (recompute,
 /// redemption, adjustment) updates the stored balance with it.
 pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
-        return raw::with_connection(db, |connection| sqlite::recompute(connection, rules, as_of)).await;
-    }
-    let txn = db.begin().await?;
+    // Reads first: the write lock is taken at the first write.
+    let mut txn = Txn::begin(db, Options { write_lock_first: false, cache_mb: Some(64), memory_map: true }).await?;
     let mut log = PhaseLog::new();
     let mut changed = HashSet::new();
-    for (name, query) in change_queries(DbBackend::Postgres, rules, as_of) {
-        for row in txn.query_all(&query).await? {
-            changed.insert(row.try_get_by_index::<i64>(0)?);
-        }
+    for (name, query) in change_queries(txn.backend(), rules, as_of) {
+        changed.extend(txn.values::<i64>(&query).await?);
         log.found(name, changed.len());
     }
-    let moved = txn.query_all(&moved_query(rules, as_of)).await?;
-    let moved =
-        moved.iter().map(|row| Ok(Moved::new(row.try_get_many_by_index()?, rules))).collect::<Result<_, DbErr>>()?;
+    let moved = txn.query::<MovedRow>(&moved_query(rules, as_of)).await?;
+    let moved = moved.into_iter().map(|row| Moved::new(row, rules)).collect();
     let (changed, distances) = sort_out(rules, changed, moved);
     log.phase("changed members found");
     let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
+    // On a first run every ledger is empty until this run writes it, and
+    // each member is written once: nothing to read back.
+    let first_run = txn.values::<i64>(&any_ledger_entry()).await?.is_empty();
+    let set_aside = if first_run { Some(txn.set_aside_indexes("loyalty_ledger").await?) } else { None };
     for ids in changed.chunks(CHUNK) {
         let clock = Instant::now();
-        let accounts = load_accounts(&txn, ids).await?;
-        let outcomes = recompute_members(&txn, rules, &accounts, ids, as_of).await?;
+        let accounts = load_accounts(&mut txn, ids).await?;
+        let loaded = load_members(&mut txn, ids, as_of, !first_run).await?;
+        let outcomes = run_rules(rules, &accounts, ids, loaded, as_of);
         log.reading += clock.elapsed();
         count_all(&mut report, &outcomes, rules);
         let clock = Instant::now();
-        for insert in outcome_writes(&accounts, &outcomes, as_of) {
-            txn.execute(&insert).await?;
-        }
+        txn.execute_all(outcome_writes(&accounts, &outcomes, as_of)).await?;
         log.writing += clock.elapsed();
     }
-    log.members_done();
-    for (customer_id, next_tier) in distances {
-        txn.execute(&distance_update(customer_id, next_tier, as_of)).await?;
+    if let Some(set_aside) = set_aside {
+        txn.restore_indexes(set_aside).await?;
     }
+    log.members_done();
+    let distances =
+        distances.into_iter().map(|(customer_id, next_tier)| distance_update(customer_id, next_tier, as_of));
+    txn.execute_all(distances.collect()).await?;
     log.phase("distances to the next tier written");
-    report.members = PaginatorTrait::count(loyalty_account::Entity::find(), &txn).await?;
+    let count = Query::select().expr(Expr::col(Asterisk).count()).from("loyalty_accounts").to_owned();
+    report.members = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0) as u64;
     txn.commit().await?;
     log.phase("committed");
     Ok(report)
+}
+
+/// A row if the ledger has any entry.
+fn any_ledger_entry() -> SelectStatement {
+    Query::select().expr(Expr::val(1i64)).from("loyalty_ledger").limit(1).to_owned()
 }
 
 /// The time of each step, logged at debug.
@@ -194,23 +199,16 @@ struct Loaded {
     birthdays: HashMap<i64, NaiveDate>,
 }
 
-/// Loads the members `ids` (orders up to `as_of`, ledger, birthday) and runs the rules for each.
-async fn recompute_members(
-    txn: &DatabaseTransaction,
-    rules: &Rules,
-    accounts: &HashMap<i64, loyalty_account::Model>,
-    ids: &[i64],
-    as_of: DateTime<Utc>,
-) -> Result<Vec<(i64, Outcome)>, DbErr> {
-    let orders = orders_query(ids, as_of).into_tuple::<OrderRow>().all(txn).await?;
-    let ledger = ledger_query(ids).into_tuple::<LedgerRow>().all(txn).await?;
-    let birthdays = birthdays_query(ids).into_tuple::<(i64, NaiveDate)>().all(txn).await?;
-    let loaded = Loaded {
-        orders: orders.into_iter().map(order_from_row).collect(),
-        ledger: ledger.into_iter().map(entry_from_row).collect(),
-        birthdays: birthdays.into_iter().collect(),
-    };
-    Ok(run_rules(rules, accounts, ids, loaded, as_of))
+/// Orders up to `as_of`, ledgers (unless `with_ledger` is false) and birthdays of `ids`.
+async fn load_members(txn: &mut Txn, ids: &[i64], as_of: DateTime<Utc>, with_ledger: bool) -> Result<Loaded, DbErr> {
+    let orders = txn.query::<OrderRow>(&orders_query(ids, as_of).into_query()).await?;
+    let ledger = if with_ledger { txn.query::<LedgerRow>(&ledger_query(ids).into_query()).await? } else { Vec::new() };
+    let birthdays = txn.query::<BirthdayRow>(&birthdays_query(ids).into_query()).await?;
+    Ok(Loaded {
+        orders: orders.into_iter().map(OrderRow::into_order).collect(),
+        ledger: ledger.into_iter().map(LedgerRow::into_entry).collect(),
+        birthdays: birthdays.into_iter().map(|b| (b.id, b.birthday)).collect(),
+    })
 }
 
 /// Runs the rules for each of `ids`.
@@ -359,13 +357,25 @@ fn upsert_accounts(rows: &[(i64, Account, Standing)], now: DateTime<Utc>) -> Ins
     insert
 }
 
-async fn load_accounts(txn: &DatabaseTransaction, ids: &[i64]) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
-    let accounts = accounts_query(ids).all(txn).await?;
+async fn load_accounts(txn: &mut Txn, ids: &[i64]) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {
+    let accounts = txn.query::<loyalty_account::Model>(&accounts_query(ids).into_query()).await?;
     Ok(accounts.into_iter().map(|a| (a.customer_id, a)).collect())
 }
 
-/// The accounts of `ids`, every column named in this order, in which the
-/// SQLite path reads them (sea-orm reads them by name).
+record!(impl loyalty_account::Model {
+    customer_id,
+    tier,
+    tier_since,
+    joined_at,
+    updated_at,
+    points,
+    points_expiring_30d,
+    next_tier,
+    points_to_next_tier,
+    tier_direction,
+});
+
+/// The accounts of `ids`.
 fn accounts_query(ids: &[i64]) -> Select<loyalty_account::Entity> {
     use loyalty_account::Column;
     loyalty_account::Entity::find()
@@ -394,13 +404,26 @@ struct Moved {
     value: f64,
 }
 
-/// The columns of [`moved_query`]: customer, tier, next tier, distance, 12-month value.
-type MovedRow = (i64, String, Option<String>, Option<f64>, i64);
+record! {
+    /// The columns of [`moved_query`]: the stored tier, next tier and distance, the 12-month value.
+    struct MovedRow {
+        customer_id: i64,
+        tier: String,
+        next_tier: Option<String>,
+        points_to_next_tier: Option<f64>,
+        total: i64,
+    }
+}
 
 impl Moved {
-    fn new((customer_id, tier, next_tier, missing, total): MovedRow, rules: &Rules) -> Self {
+    fn new(row: MovedRow, rules: &Rules) -> Self {
         let divisor = if rules.basis == Basis::Spend { 100.0 } else { 1.0 };
-        Moved { customer_id, tier, next_tier: next_tier.zip(missing), value: total as f64 / divisor }
+        Moved {
+            customer_id: row.customer_id,
+            tier: row.tier,
+            next_tier: row.next_tier.zip(row.points_to_next_tier),
+            value: row.total as f64 / divisor,
+        }
     }
 }
 
@@ -449,7 +472,7 @@ fn moved_query(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
         );
     Query::select()
         .columns([("a", "customer_id"), ("a", "tier"), ("a", "next_tier"), ("a", "points_to_next_tier")])
-        .expr(Expr::cust(r#"COALESCE("v"."total", 0)"#))
+        .expr_as(Expr::cust(r#"COALESCE("v"."total", 0)"#), "total")
         .from_as("loyalty_accounts", "a")
         .join_subquery(
             JoinType::LeftJoin,
@@ -554,24 +577,61 @@ fn birthdays_in_last_week(backend: DbBackend, as_of: DateTime<Utc>) -> SelectSta
             days.push("02-29".into());
         }
     }
-    let month_day = match backend {
-        DbBackend::Sqlite => r#"strftime('%m-%d', "customers"."birthday")"#,
-        _ => r#"to_char("customers"."birthday", 'MM-DD')"#,
-    };
     Query::select()
         .column(("loyalty_accounts", "customer_id"))
         .from("loyalty_accounts")
         .inner_join("customers", Expr::col(("customers", "id")).equals(("loyalty_accounts", "customer_id")))
-        .and_where(Expr::cust(month_day).is_in(days))
+        .and_where(birthday_month_and_day(backend).is_in(days))
         .to_owned()
 }
 
-/// id, customer, time, amount in cents, category.
-type OrderRow = (i64, i64, DateTime<Utc>, i64, Option<String>);
-/// customer, kind, points, source key, time, expiry, order.
-type LedgerRow = (i64, String, i64, String, DateTime<Utc>, Option<DateTime<Utc>>, Option<i64>);
+record! {
+    /// An order of [`orders_query`].
+    struct OrderRow {
+        id: i64,
+        customer_id: i64,
+        ordered_at: DateTime<Utc>,
+        amount_cents: i64,
+        category: Option<String>,
+    }
+}
 
-/// The orders of `ids` up to `as_of` ([`OrderRow`]).
+impl OrderRow {
+    fn into_order(self) -> (i64, Order) {
+        let OrderRow { id, customer_id, ordered_at, amount_cents, category } = self;
+        (customer_id, Order { id, at: ordered_at, amount_cents, category })
+    }
+}
+
+record! {
+    /// A ledger entry of [`ledger_query`].
+    struct LedgerRow {
+        customer_id: i64,
+        entry_kind: String,
+        points: i64,
+        source_key: String,
+        occurred_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
+        order_id: Option<i64>,
+    }
+}
+
+impl LedgerRow {
+    fn into_entry(self) -> (i64, Entry) {
+        let LedgerRow { customer_id, entry_kind, points, source_key, occurred_at, expires_at, order_id } = self;
+        (customer_id, Entry { kind: entry_kind, points, source_key, at: occurred_at, expires_at, order_id })
+    }
+}
+
+record! {
+    /// A birthday of [`birthdays_query`].
+    struct BirthdayRow {
+        id: i64,
+        birthday: NaiveDate,
+    }
+}
+
+/// The orders of `ids` up to `as_of`.
 fn orders_query(ids: &[i64], as_of: DateTime<Utc>) -> Select<order::Entity> {
     order::Entity::find()
         .select_only()
@@ -586,11 +646,7 @@ fn orders_query(ids: &[i64], as_of: DateTime<Utc>) -> Select<order::Entity> {
         .filter(order::Column::OrderedAt.lte(as_of))
 }
 
-fn order_from_row((id, customer, at, amount_cents, category): OrderRow) -> (i64, Order) {
-    (customer, Order { id, at, amount_cents, category })
-}
-
-/// The ledgers of `ids`, oldest entry first ([`LedgerRow`]).
+/// The ledgers of `ids`, oldest entry first.
 fn ledger_query(ids: &[i64]) -> Select<loyalty_ledger::Entity> {
     loyalty_ledger::Entity::find()
         .select_only()
@@ -605,10 +661,6 @@ fn ledger_query(ids: &[i64]) -> Select<loyalty_ledger::Entity> {
         ])
         .filter(loyalty_ledger::Column::CustomerId.is_in(ids.iter().copied()))
         .order_by_asc(loyalty_ledger::Column::Id)
-}
-
-fn entry_from_row((customer, kind, points, source_key, at, expires_at, order_id): LedgerRow) -> (i64, Entry) {
-    (customer, Entry { kind, points, source_key, at, expires_at, order_id })
 }
 
 /// The birthdays of those of `ids` who gave one.

@@ -35,6 +35,12 @@ impl ModelFileError {
     }
 }
 
+impl crate::failure::Failure for ModelFileError {
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::input_if(!self.is_io())
+    }
+}
+
 /// Where the model called `name` lives.
 pub fn path(models_dir: &Path, name: &str) -> PathBuf {
     models_dir.join(format!("{name}.json"))

@@ -1,0 +1,482 @@
+//! The engine seam of the paths that move millions of rows: planning,
+//! scoring (with its history load and feature snapshots) and the loyalty
+//! recompute are each written once, against [`Txn`]. What differs between
+//! the engines lives here and nowhere else.
+//!
+//! On PostgreSQL a [`Txn`] is a sea-orm transaction. On SQLite it is a
+//! pooled sqlx connection driven with rusqlite on the caller's thread: through
+//! sqlx every row crosses a channel from the connection's worker thread and
+//! costs about 1.7 µs, which was most of the time of these paths. Same file,
+//! same pragmas, same pool. Statements are built by sea-query on both
+//! engines and rows are decoded by column name ([`super::record`]).
+
+use std::time::Instant;
+
+use chrono::SecondsFormat;
+use futures_util::TryStreamExt;
+use rusqlite::ToSql;
+use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
+use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, SelectStatement, SimpleExpr, Value};
+use sea_orm::sqlx::Sqlite;
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, StatementBuilder,
+    StreamTrait, TransactionTrait,
+};
+
+use super::bulk::BulkInsert;
+use super::record::{self, Column, Fields, Positions, Record};
+
+/// How a transaction starts. Only SQLite acts on these; PostgreSQL's
+/// defaults (row locks taken by each write, shared buffers) serve every path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Takes SQLite's write lock at the start. A transaction that reads and
+    /// then writes otherwise fails at once (`SQLITE_BUSY`) if another
+    /// connection wrote in between; one that only writes where nobody else
+    /// does can leave it false and let readers run longer.
+    pub write_lock_first: bool,
+    /// SQLite page cache for this connection, MB (default 8). Upserts touch
+    /// index pages all over the file and run much slower with less.
+    pub cache_mb: Option<u32>,
+    /// Reads the database file through a memory map: a segment scan touches
+    /// most pages of three large tables, and read one `pread` at a time a
+    /// third of its time went to the kernel.
+    pub memory_map: bool,
+}
+
+/// A transaction on either engine. Dropped without [`Txn::commit`], it is
+/// rolled back.
+pub enum Txn {
+    Sqlite(SqliteTxn),
+    Postgres(DatabaseTransaction),
+}
+
+/// Values bound per multi-row statement on PostgreSQL (its limit is 65,535).
+const VALUES_PER_STATEMENT: usize = 28_000;
+
+impl Txn {
+    pub async fn begin(db: &DatabaseConnection, options: Options) -> Result<Txn, DbErr> {
+        match db.get_database_backend() {
+            DbBackend::Sqlite => SqliteTxn::begin(db, options).await.map(Txn::Sqlite),
+            _ => db.begin().await.map(Txn::Postgres),
+        }
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        match self {
+            Txn::Sqlite(_) => DbBackend::Sqlite,
+            Txn::Postgres(_) => DbBackend::Postgres,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(mut txn) => txn.finish("COMMIT").await,
+            Txn::Postgres(txn) => txn.commit().await,
+        }
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(mut txn) => txn.finish("ROLLBACK").await,
+            Txn::Postgres(txn) => txn.rollback().await,
+        }
+    }
+
+    /// Runs a statement that returns no rows; how many rows it changed.
+    pub async fn execute(&mut self, statement: &impl StatementBuilder) -> Result<u64, DbErr> {
+        match self {
+            Txn::Sqlite(txn) => {
+                let statement = DbBackend::Sqlite.build(statement);
+                txn.run(|c| Ok(c.execute(&statement.sql, rusqlite::params_from_iter(bound(&statement)))? as u64)).await
+            }
+            Txn::Postgres(txn) => Ok(txn.execute(statement).await?.rows_affected()),
+        }
+    }
+
+    /// Runs statements in turn (on SQLite each distinct text prepared once).
+    pub async fn execute_all<S: StatementBuilder + Send>(&mut self, statements: Vec<S>) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(txn) => {
+                let statements: Vec<Statement> = statements.iter().map(|s| DbBackend::Sqlite.build(s)).collect();
+                txn.run(|c| {
+                    for statement in &statements {
+                        c.prepare_cached(&statement.sql)?.execute(rusqlite::params_from_iter(bound(statement)))?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Txn::Postgres(txn) => {
+                for statement in &statements {
+                    txn.execute(statement).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every row of `select` as an `R`.
+    pub async fn query<R: Record + Send>(&mut self, select: &SelectStatement) -> Result<Vec<R>, DbErr> {
+        let mut all = Vec::new();
+        self.for_each(select, |row: R| {
+            all.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// Calls `visit` with every row of `select`, read as an `R`, without
+    /// holding the whole result.
+    pub async fn for_each<R: Record>(
+        &mut self,
+        select: &SelectStatement,
+        mut visit: impl FnMut(R) -> Result<(), DbErr> + Send,
+    ) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(txn) => {
+                let statement = DbBackend::Sqlite.build(select);
+                txn.run(|c| {
+                    let mut prepared = c.prepare(&statement.sql)?;
+                    let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
+                    let mut rows = prepared.query(rusqlite::params_from_iter(bound(&statement)))?;
+                    while let Some(row) = rows.next()? {
+                        record::read(Fields::sqlite::<R>(row, &positions)).and_then(&mut visit).map_err(visit_error)?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Txn::Postgres(txn) => {
+                let mut rows = std::pin::pin!(txn.stream(select).await?);
+                let mut positions = None;
+                while let Some(row) = rows.try_next().await? {
+                    if positions.is_none() {
+                        positions = Some(Positions::find(R::COLUMNS, &row.column_names())?);
+                    }
+                    let positions = positions.as_ref().expect("found above");
+                    visit(record::read(Fields::postgres::<R>(&row, positions))?)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The values of a select of one column.
+    pub async fn values<T: Column + Send>(&mut self, select: &SelectStatement) -> Result<Vec<T>, DbErr> {
+        match self {
+            Txn::Sqlite(txn) => {
+                let statement = DbBackend::Sqlite.build(select);
+                txn.run(|c| {
+                    let mut prepared = c.prepare(&statement.sql)?;
+                    let mut rows = prepared.query(rusqlite::params_from_iter(bound(&statement)))?;
+                    let mut all = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        all.push(T::from_sqlite(row.get_ref(0)?).map_err(|e| visit_error(DbErr::Custom(e)))?);
+                    }
+                    Ok(all)
+                })
+                .await
+            }
+            Txn::Postgres(txn) => {
+                let mut rows = std::pin::pin!(txn.stream(select).await?);
+                let mut all = Vec::new();
+                while let Some(row) = rows.try_next().await? {
+                    all.push(row.try_get_by_index(0)?);
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    /// Writes `rows` rows through `insert`, the values of row `i` put into
+    /// the buffer by `row(i, buffer)` in the order of the insert's columns.
+    /// SQLite runs one prepared single-row statement per row (its fastest
+    /// way in); PostgreSQL takes multi-row statements.
+    pub async fn insert_rows(
+        &mut self,
+        insert: &mut BulkInsert,
+        rows: usize,
+        mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<(), DbErr> {
+        let columns = insert.columns();
+        match self {
+            Txn::Sqlite(txn) => {
+                let sql = insert.statement(vec![Value::BigInt(None); columns]).sql;
+                txn.run(|c| {
+                    let mut prepared = c.prepare(&sql)?;
+                    let mut values = Vec::with_capacity(columns);
+                    for i in 0..rows {
+                        values.clear();
+                        row(i, &mut values);
+                        prepared.execute(rusqlite::params_from_iter(values.iter().map(Bound)))?;
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Txn::Postgres(txn) => {
+                let per_statement = (VALUES_PER_STATEMENT / columns).max(1);
+                for start in (0..rows).step_by(per_statement) {
+                    let end = (start + per_statement).min(rows);
+                    let mut values = Vec::with_capacity((end - start) * columns);
+                    (start..end).for_each(|i| row(i, &mut values));
+                    txn.execute_raw(insert.statement(values)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the rows a rewrite is about to replace, on PostgreSQL only.
+    /// SQLite replaces each row in place through an upsert (see
+    /// [`BulkInsert::replace`]): deleting a million rows first cost more
+    /// than the writes there, and no stale row can remain as long as the
+    /// rewrite covers every row `delete` would remove.
+    pub async fn delete_before_rewrite(&mut self, delete: &DeleteStatement) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(_) => Ok(()),
+            Txn::Postgres(txn) => txn.execute(delete).await.map(drop),
+        }
+    }
+
+    /// Drops the secondary indexes of `table` on SQLite, for a write of
+    /// millions of rows, and returns what builds them again
+    /// ([`Txn::restore_indexes`]): keeping them in step row by row cost most
+    /// of such a write. Unique indexes stay (inserts rely on them). Within the
+    /// transaction, so a failure leaves them as they were. PostgreSQL keeps
+    /// its indexes: dropping one would lock the table against every reader
+    /// until the commit.
+    pub async fn set_aside_indexes(&mut self, table: &str) -> Result<SetAside, DbErr> {
+        let Txn::Sqlite(txn) = self else { return Ok(SetAside(Vec::new())) };
+        let table = table.to_owned();
+        let indexes: Vec<(String, String)> = txn
+            .run(|c| {
+                let mut listed = c.prepare(
+                    "SELECT name, sql FROM sqlite_schema \
+                     WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL AND sql NOT LIKE 'CREATE UNIQUE%'",
+                )?;
+                let rows = listed.query_map([&table], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        txn.run(|c| {
+            for (name, _) in &indexes {
+                c.execute_batch(&format!(r#"DROP INDEX "{}""#, name.replace('"', r#""""#)))?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(SetAside(indexes.into_iter().map(|(_, create)| create).collect()))
+    }
+
+    /// Builds again the indexes [`Txn::set_aside_indexes`] dropped.
+    pub async fn restore_indexes(&mut self, set_aside: SetAside) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(txn) if !set_aside.0.is_empty() => {
+                txn.run(|c| Ok(c.execute_batch(&set_aside.0.join(";"))?)).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+// The SQL the paths write differently for each engine.
+
+/// A timestamp column as whole seconds since the epoch, computed by the
+/// database: far cheaper than parsing millions of timestamps in Rust.
+pub fn epoch_seconds(backend: DbBackend, column: &'static str) -> SimpleExpr {
+    // Static SQL around a column name of this crate, never input.
+    match backend {
+        DbBackend::Sqlite => Expr::cust(format!("unixepoch({column})")),
+        _ => Expr::cust(format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)")),
+    }
+}
+
+/// The month and day (`MM-DD`) of `customers.birthday`.
+pub fn birthday_month_and_day(backend: DbBackend) -> SimpleExpr {
+    match backend {
+        DbBackend::Sqlite => Expr::cust(r#"strftime('%m-%d', "customers"."birthday")"#),
+        _ => Expr::cust(r#"to_char("customers"."birthday", 'MM-DD')"#),
+    }
+}
+
+/// `value` as a floating-point number.
+pub fn as_double(backend: DbBackend, value: SimpleExpr) -> SimpleExpr {
+    let real = if backend == DbBackend::Sqlite { "REAL" } else { "DOUBLE PRECISION" };
+    Expr::expr(value).cast_as(Alias::new(real))
+}
+
+/// The statements that build set-aside indexes again.
+#[must_use = "the indexes must be built again before the commit"]
+pub struct SetAside(Vec<String>);
+
+/// A pooled SQLite connection in a transaction begun by rusqlite.
+pub struct SqliteTxn {
+    pooled: PoolConnection<Sqlite>,
+    /// A transaction is open: dropping the connection must not return it to
+    /// the pool as it is.
+    open: bool,
+}
+
+impl SqliteTxn {
+    async fn begin(db: &DatabaseConnection, options: Options) -> Result<SqliteTxn, DbErr> {
+        let pooled = db.get_sqlite_connection_pool().acquire().await.map_err(sqlx_error)?;
+        let mut txn = SqliteTxn { pooled, open: false };
+        // Pragmas first: SQLite ignores a new cache or map size inside a transaction.
+        let mut pragmas = String::new();
+        if options.memory_map {
+            pragmas.push_str("PRAGMA mmap_size = 4294967296;");
+        }
+        if let Some(mb) = options.cache_mb {
+            pragmas.push_str(&format!("PRAGMA cache_size = -{};", u64::from(mb) * 1024));
+        }
+        txn.run(|c| Ok(c.execute_batch(&pragmas)?)).await?;
+        let begin = if options.write_lock_first { "BEGIN IMMEDIATE" } else { "BEGIN DEFERRED" };
+        // Waiting for the write lock inside SQLite would block this thread,
+        // and with it any task on it that holds the lock (two planners in one
+        // task, say): the wait is a sleep of this task instead, as long as
+        // the connection's busy timeout.
+        let started = Instant::now();
+        loop {
+            let (began, timeout) = txn.run(|c| begin_without_waiting(c, begin)).await?;
+            if began {
+                break;
+            }
+            if started.elapsed() >= timeout {
+                return Err(DbErr::Custom("SQLite: database is locked".into()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        txn.open = true;
+        Ok(txn)
+    }
+
+    async fn finish(&mut self, sql: &str) -> Result<(), DbErr> {
+        self.run(|c| Ok(c.execute_batch(sql)?)).await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Runs `work` on the connection, blocking this thread (a worker of its
+    /// own when the runtime has several).
+    async fn run<T>(&mut self, work: impl FnOnce(&rusqlite::Connection) -> Result<T, Failed>) -> Result<T, DbErr> {
+        let mut handle = self.pooled.lock_handle().await.map_err(sqlx_error)?;
+        // SAFETY: the handle is locked for this scope, so sqlx's worker does
+        // not touch the connection meanwhile; rusqlite does not close a
+        // connection made from a handle, and is dropped before the lock is.
+        let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+            .map_err(|e| sqlite_error(e.into()))?;
+        let result = blocking(|| work(&connection)).map_err(sqlite_error);
+        drop(connection);
+        result
+    }
+}
+
+impl Drop for SqliteTxn {
+    fn drop(&mut self) {
+        // Closing the connection rolls the transaction back; returned to the
+        // pool it would stay open under the next user.
+        if self.open {
+            self.pooled.close_on_drop();
+        }
+    }
+}
+
+/// Runs `begin` unless another connection holds the write lock; whether it
+/// began, and the connection's busy timeout.
+fn begin_without_waiting(c: &rusqlite::Connection, begin: &str) -> Result<(bool, std::time::Duration), Failed> {
+    let timeout: i64 = c.query_row("PRAGMA busy_timeout", [], |row| row.get(0))?;
+    let timeout = std::time::Duration::from_millis(u64::try_from(timeout).unwrap_or(0));
+    c.busy_timeout(std::time::Duration::ZERO)?;
+    let began = c.execute_batch(begin);
+    c.busy_timeout(timeout)?;
+    match began {
+        Ok(()) => Ok((true, timeout)),
+        Err(error) if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok((false, timeout)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Runs blocking work, telling a multi-threaded runtime to move its other
+/// tasks off this thread meanwhile.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+/// A sea-query value bound by rusqlite, encoded the way sqlx-sqlite
+/// encodes it (times as RFC 3339 text), so that comparisons with stored
+/// values behave the same on both paths. Text is bound without a copy.
+struct Bound<'a>(&'a Value);
+
+impl ToSql for Bound<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let integer = |v: Option<i64>| ToSqlOutput::Owned(v.map_or(SqliteValue::Null, SqliteValue::Integer));
+        let text = |v: Option<String>| ToSqlOutput::Owned(v.map_or(SqliteValue::Null, SqliteValue::Text));
+        Ok(match self.0 {
+            Value::Bool(v) => integer(v.map(i64::from)),
+            Value::TinyInt(v) => integer(v.map(i64::from)),
+            Value::SmallInt(v) => integer(v.map(i64::from)),
+            Value::Int(v) => integer(v.map(i64::from)),
+            Value::BigInt(v) => integer(*v),
+            Value::TinyUnsigned(v) => integer(v.map(i64::from)),
+            Value::SmallUnsigned(v) => integer(v.map(i64::from)),
+            Value::Unsigned(v) => integer(v.map(i64::from)),
+            // A LIMIT or OFFSET; no count of rows comes near i64::MAX.
+            Value::BigUnsigned(v) => integer(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX))),
+            Value::Float(v) => ToSqlOutput::Owned(v.map_or(SqliteValue::Null, |v| SqliteValue::Real(v.into()))),
+            Value::Double(v) => ToSqlOutput::Owned(v.map_or(SqliteValue::Null, SqliteValue::Real)),
+            Value::String(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
+            Value::Bytes(Some(v)) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
+            Value::String(None) | Value::Bytes(None) => ToSqlOutput::Owned(SqliteValue::Null),
+            Value::Char(v) => text(v.map(String::from)),
+            Value::Json(v) => text(v.as_ref().map(|v| v.to_string())),
+            Value::ChronoDateTimeUtc(v) => text(v.map(|v| v.to_rfc3339_opts(SecondsFormat::AutoSi, false))),
+            Value::ChronoDateTime(v) => text(v.map(|v| v.format("%F %T%.f").to_string())),
+            Value::ChronoDate(v) => text(v.map(|v| v.format("%F").to_string())),
+            other => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    format!("no SQLite encoding for the bound value {other:?}").into(),
+                ));
+            }
+        })
+    }
+}
+
+/// The values of a statement, to bind.
+fn bound(statement: &Statement) -> impl Iterator<Item = Bound<'_>> {
+    statement.values.iter().flat_map(|values| values.0.iter().map(Bound))
+}
+
+/// What stops work on a SQLite connection: SQLite itself, or a row that
+/// does not decode or that its visitor refuses.
+enum Failed {
+    Sqlite(rusqlite::Error),
+    Row(DbErr),
+}
+
+impl From<rusqlite::Error> for Failed {
+    fn from(error: rusqlite::Error) -> Self {
+        Failed::Sqlite(error)
+    }
+}
+
+fn visit_error(error: DbErr) -> Failed {
+    Failed::Row(error)
+}
+
+fn sqlite_error(error: Failed) -> DbErr {
+    match error {
+        Failed::Sqlite(error) => DbErr::Custom(format!("SQLite: {error}")),
+        Failed::Row(error) => error,
+    }
+}
+
+fn sqlx_error(error: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
+}
