@@ -23,10 +23,9 @@ use crate::model::file::{self, ModelFileError};
 use crate::model::{metrics, registry};
 
 const SCORE_COLUMNS: &[&str] = &["model_id", "customer_id", "score", "decile", "scored_at"];
-/// Customers per chunk of features computed and snapshots written: on
-/// SQLite each chunk's write is a call of its own (a hand-over of the
-/// connection, a prepared statement), which cost half a second a million
-/// customers in chunks of 1,000.
+/// Customers per chunk of features computed and snapshots written. On
+/// SQLite each chunk's write hands the connection over and prepares its
+/// statement again, so chunks are kept large.
 const CUSTOMERS_PER_CHUNK: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]

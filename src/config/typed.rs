@@ -90,11 +90,3 @@ impl FromSetting for Option<crate::schedule::Schedule> {
         if text.is_empty() { Ok(None) } else { crate::schedule::Schedule::parse(text, chrono_tz::UTC).map(Some) }
     }
 }
-
-/// One of a fixed set of words.
-pub fn choice<T: Copy>(text: &str, choices: &[(&str, T)]) -> Result<T, String> {
-    choices.iter().find(|(word, _)| *word == text).map(|(_, value)| *value).ok_or_else(|| {
-        let words: Vec<String> = choices.iter().map(|(word, _)| format!("`{word}`")).collect();
-        format!("expected one of {}", words.join(", "))
-    })
-}

@@ -202,21 +202,8 @@ pub async fn record_skipped(
     at: DateTime<Utc>,
     detail: &str,
 ) -> Result<bool, DbErr> {
-    Ok(insert_run(db, campaign, at, "skipped", Some(detail)).await?.is_some())
-}
-
-/// Inserts the run unless (campaign, at) exists; its id, or `None`.
-async fn insert_run<C: ConnectionTrait>(
-    db: &C,
-    campaign: &Campaign,
-    at: DateTime<Utc>,
-    state: &str,
-    detail: Option<&str>,
-) -> Result<Option<i64>, DbErr> {
-    if db.execute(&run_insert(campaign, at, state, detail)).await?.rows_affected() == 0 {
-        return Ok(None);
-    }
-    run_id_of(db, campaign, at).await.map(Some)
+    let inserted = db.execute(&run_insert(campaign, at, "skipped", Some(detail))).await?.rows_affected();
+    Ok(inserted > 0)
 }
 
 /// Inserts the run; nothing if (campaign, at) exists.
@@ -234,12 +221,6 @@ fn run_insert(campaign: &Campaign, at: DateTime<Utc>, state: &str, detail: Optio
         ])
         .on_conflict(OnConflict::columns(["campaign", "scheduled_at"]).do_nothing().to_owned())
         .to_owned()
-}
-
-async fn run_id_of<C: ConnectionTrait>(db: &C, campaign: &Campaign, at: DateTime<Utc>) -> Result<i64, DbErr> {
-    let row =
-        db.query_one(&run_id_query(campaign, at)).await?.ok_or_else(|| DbErr::RecordNotFound("campaign run".into()))?;
-    row.try_get_by_index(0)
 }
 
 async fn run_id_in(txn: &mut Txn, campaign: &Campaign, at: DateTime<Utc>) -> Result<i64, DbErr> {
