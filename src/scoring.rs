@@ -210,9 +210,9 @@ async fn write_scores(
 ) -> Result<(), DbErr> {
     let old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
     txn.delete_before_rewrite(&old).await?;
-    let mut insert = BulkInsert::replace(txn.backend(), "scores", SCORE_COLUMNS, &["model_id", "customer_id"]);
+    let insert = BulkInsert::rewrite(txn.backend(), "scores", SCORE_COLUMNS, &["model_id", "customer_id"]);
     let scored_at = repeated_time(txn.backend(), now);
-    txn.insert_rows(&mut insert, customer_ids.len(), |i, values| {
+    txn.insert_rows(&insert, customer_ids.len(), |i, values| {
         values.extend([
             model_id.into(),
             customer_ids[i].into(),

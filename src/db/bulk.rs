@@ -1,12 +1,23 @@
-//! Multi-row INSERTs for bulk writes (imports, feature snapshots, scores).
+//! Bulk writes (imports, feature snapshots, scores, the outbox of a run, the
+//! loyalty ledger): one description of the rows, written each engine's
+//! fastest way.
 //!
-//! The SQL text depends only on the table, the columns, the conflict rule and
-//! the number of rows, so it is built once (by sea-query) and reused with
-//! fresh bound values.
+//! On SQLite, prepared INSERT statements (multi-row through sqlx for
+//! imports, one row each through rusqlite on the `engine::Txn` paths). On
+//! PostgreSQL, `COPY ... FROM STDIN` in text format: straight into the table
+//! when no row can meet an existing one (plain inserts, and rewrites after
+//! `engine::Txn::delete_before_rewrite`), else into a temporary table of the
+//! same columns, then one `INSERT ... SELECT ... ON CONFLICT` into the real
+//! table, so that upserts keep their rules and their counts of written rows.
+
+use std::io::Write;
+use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query, Value};
-use sea_orm::{DbBackend, Statement};
+use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, PostgresQueryBuilder, Query, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionSession};
+
+use super::postgres::{COPY_CHUNK, PgTxn};
 
 /// What a row whose key exists does.
 enum Conflict {
@@ -15,8 +26,13 @@ enum Conflict {
     /// Updates these columns where a value differs (the others are only set
     /// on insert), keyed on `external_id`.
     UpdateWhenChanged(Vec<&'static str>),
-    /// Replaces every other column, keyed on these columns.
-    Replace(&'static [&'static str]),
+    /// Replaces these columns, keyed on `key`.
+    Update { key: &'static [&'static str], columns: Vec<&'static str> },
+    /// Keeps the existing row, keyed on `key`.
+    Ignore(&'static [&'static str]),
+    /// Replaces every other column, keyed on `key`: a rewrite of a whole set
+    /// (see [`BulkInsert::rewrite`]).
+    Rewrite(&'static [&'static str]),
 }
 
 pub struct BulkInsert {
@@ -25,13 +41,20 @@ pub struct BulkInsert {
     columns: &'static [&'static str],
     conflict: Conflict,
     /// The SQL for the last row count used: every full batch shares it.
-    cached: Option<(usize, String)>,
+    cached: Mutex<Option<(usize, String)>>,
+}
+
+/// The rows of one batch, ready for [`BulkInsert::write`]: a statement, or
+/// `COPY` text.
+pub enum Batch {
+    Statement { statement: Statement, rows: u64 },
+    Copy { data: Vec<u8>, rows: u64 },
 }
 
 impl BulkInsert {
     /// Plain inserts.
     pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
-        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: None }
+        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: Mutex::new(None) }
     }
 
     /// Upserts on `external_id` that rewrite nothing when nothing changed, so
@@ -45,15 +68,39 @@ impl BulkInsert {
         BulkInsert { conflict: Conflict::UpdateWhenChanged(updatable), ..Self::new(backend, table, columns) }
     }
 
-    /// Inserts that replace the row with the same `key`: a rewrite of a
-    /// whole set, in place (see `db::engine::Txn::delete_before_rewrite`).
-    pub fn replace(
+    /// Upserts on `key` that replace `update` (the other columns are only
+    /// set on insert).
+    pub fn update(
+        backend: DbBackend,
+        table: &'static str,
+        columns: &'static [&'static str],
+        key: &'static [&'static str],
+        update: Vec<&'static str>,
+    ) -> Self {
+        BulkInsert { conflict: Conflict::Update { key, columns: update }, ..Self::new(backend, table, columns) }
+    }
+
+    /// Inserts that leave a row with the same `key` as it is.
+    pub fn ignore_existing(
         backend: DbBackend,
         table: &'static str,
         columns: &'static [&'static str],
         key: &'static [&'static str],
     ) -> Self {
-        BulkInsert { conflict: Conflict::Replace(key), ..Self::new(backend, table, columns) }
+        BulkInsert { conflict: Conflict::Ignore(key), ..Self::new(backend, table, columns) }
+    }
+
+    /// Inserts that replace the row with the same `key`: a rewrite of a
+    /// whole set. On PostgreSQL the old rows are deleted first (see
+    /// `db::engine::Txn::delete_before_rewrite`) and the new ones copied in,
+    /// so a row the delete missed fails the write; SQLite replaces in place.
+    pub fn rewrite(
+        backend: DbBackend,
+        table: &'static str,
+        columns: &'static [&'static str],
+        key: &'static [&'static str],
+    ) -> Self {
+        BulkInsert { conflict: Conflict::Rewrite(key), ..Self::new(backend, table, columns) }
     }
 
     pub fn columns(&self) -> usize {
@@ -61,29 +108,102 @@ impl BulkInsert {
     }
 
     /// The statement writing `values`: whole rows, `columns` values each, in order.
-    pub fn statement(&mut self, values: Vec<Value>) -> Statement {
+    pub fn statement(&self, values: Vec<Value>) -> Statement {
         let rows = values.len() / self.columns.len();
-        if self.cached.as_ref().is_none_or(|(cached_rows, _)| *cached_rows != rows) {
-            let sql = self.backend.build(&self.insert(rows)).sql;
-            self.cached = Some((rows, sql));
+        let mut cached = self.cached.lock().expect("never poisoned: nothing panics holding it");
+        if cached.as_ref().is_none_or(|(cached_rows, _)| *cached_rows != rows) {
+            let mut insert = self.insert();
+            for _ in 0..rows {
+                insert.values_panic(self.columns.iter().map(|_| Expr::val(Value::BigInt(Some(0)))));
+            }
+            *cached = Some((rows, self.backend.build(&insert).sql));
         }
-        let (_, sql) = self.cached.as_ref().expect("built above");
+        let (_, sql) = cached.as_ref().expect("built above");
         Statement::from_sql_and_values(self.backend, sql.clone(), values)
     }
 
-    /// The INSERT for `rows` rows; the values are placeholders, bound later.
-    fn insert(&self, rows: usize) -> InsertStatement {
+    /// A batch of `values` (whole rows, in column order) in the form its
+    /// engine takes.
+    pub fn batch(&self, values: Vec<Value>) -> Batch {
+        let rows = (values.len() / self.columns.len()) as u64;
+        match self.backend {
+            DbBackend::Postgres => {
+                let mut data = Vec::with_capacity(values.len() * 12);
+                for row in values.chunks(self.columns.len()) {
+                    copy_row(row, &mut data);
+                }
+                Batch::Copy { data, rows }
+            }
+            _ => Batch::Statement { statement: self.statement(values), rows },
+        }
+    }
+
+    /// Writes a batch; returns its row count and how many rows were written
+    /// (new, or changed by an upsert).
+    pub async fn write(&self, txn: &impl BulkTarget, batch: Batch) -> Result<(u64, u64), DbErr> {
+        match batch {
+            Batch::Statement { statement, rows } => Ok((rows, txn.execute_raw(statement).await?.rows_affected())),
+            Batch::Copy { data, rows } => {
+                let postgres = txn.postgres().ok_or_else(|| DbErr::Custom("COPY needs PostgreSQL".into()))?;
+                let mut data = Some(data);
+                let written = self
+                    .copy(postgres, |buffer| {
+                        buffer.extend(data.take().unwrap_or_default());
+                        false
+                    })
+                    .await?;
+                Ok((rows, written))
+            }
+        }
+    }
+
+    /// Copies `rows` rows into the table on PostgreSQL, the values of row
+    /// `i` put into the buffer by `row(i, buffer)`; how many were written.
+    pub async fn copy_rows(
+        &self,
+        txn: &PgTxn,
+        rows: usize,
+        row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<u64, DbErr> {
+        self.copy(txn, fill_rows(rows, self.columns.len(), row)).await
+    }
+
+    /// `COPY` text from `fill` (see [`PgTxn::copy_in`]) into the table:
+    /// directly, or through the temporary table and one `INSERT ... SELECT`
+    /// when rows may meet existing ones.
+    async fn copy(&self, txn: &PgTxn, fill: impl FnMut(&mut Vec<u8>) -> bool + Send) -> Result<u64, DbErr> {
+        let columns = quoted_list(self.columns);
+        if matches!(self.conflict, Conflict::Fail | Conflict::Rewrite(_)) {
+            return txn.copy_in(&format!(r#"COPY "{}" ({columns}) FROM STDIN"#, self.table), fill).await;
+        }
+        let temporary = format!("bulk_{}", self.table);
+        if copy_into_temporary(txn, &temporary, self.table, self.columns, fill).await? == 0 {
+            return Ok(0);
+        }
+        let mut insert = self.insert();
+        let select = Query::select().columns(self.columns.iter().copied()).from(Alias::new(&temporary)).to_owned();
+        insert.select_from(select).map_err(|e| DbErr::Custom(format!("bulk insert into {}: {e}", self.table)))?;
+        Ok(txn.execute_unprepared(&insert.to_string(PostgresQueryBuilder)).await?.rows_affected())
+    }
+
+    /// The INSERT with its conflict rule, without rows.
+    fn insert(&self) -> InsertStatement {
         let mut insert = Query::insert();
         insert.into_table(self.table).columns(self.columns.iter().copied());
-        for _ in 0..rows {
-            insert.values_panic(self.columns.iter().map(|_| Expr::val(Value::BigInt(Some(0)))));
-        }
         match &self.conflict {
             Conflict::Fail => {}
             Conflict::UpdateWhenChanged(updatable) => {
                 insert.on_conflict(self.update_when_changed(updatable));
             }
-            Conflict::Replace(key) => {
+            Conflict::Update { key, columns } => {
+                insert.on_conflict(
+                    OnConflict::columns(key.iter().copied()).update_columns(columns.iter().copied()).to_owned(),
+                );
+            }
+            Conflict::Ignore(key) => {
+                insert.on_conflict(OnConflict::columns(key.iter().copied()).do_nothing().to_owned());
+            }
+            Conflict::Rewrite(key) => {
                 let others = self.columns.iter().copied().filter(|c| !key.contains(c));
                 insert.on_conflict(OnConflict::columns(key.iter().copied()).update_columns(others).to_owned());
             }
@@ -104,6 +224,188 @@ impl BulkInsert {
     }
 }
 
+/// Updates of many rows, each found by its key: on SQLite one prepared
+/// UPDATE per row, on PostgreSQL the new values copied into a temporary
+/// table and one `UPDATE ... FROM` it.
+pub struct BulkUpdate {
+    table: &'static str,
+    key: &'static str,
+    /// The columns set, in the order of the values after the key.
+    columns: &'static [&'static str],
+}
+
+impl BulkUpdate {
+    pub fn new(table: &'static str, key: &'static str, columns: &'static [&'static str]) -> Self {
+        BulkUpdate { table, key, columns }
+    }
+
+    /// Values per row: the key, then the columns.
+    pub fn width(&self) -> usize {
+        self.columns.len() + 1
+    }
+
+    /// The statement updating one row, its values bound as `?` in the
+    /// order of [`BulkUpdate::width`]'s row (SQLite).
+    pub fn sqlite_statement(&self) -> String {
+        let set = self.columns.iter().map(|c| format!(r#""{c}" = ?"#)).collect::<Vec<_>>().join(", ");
+        format!(r#"UPDATE "{}" SET {set} WHERE "{}" = ?"#, self.table, self.key)
+    }
+
+    /// Copies `rows` rows of new values into a temporary table and updates
+    /// the table from it (PostgreSQL); the row's values are the key, then
+    /// the columns.
+    pub async fn copy_rows(
+        &self,
+        txn: &PgTxn,
+        rows: usize,
+        row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<u64, DbErr> {
+        if rows == 0 {
+            return Ok(0);
+        }
+        let mut all = vec![self.key];
+        all.extend_from_slice(self.columns);
+        let temporary = format!("bulk_update_{}", self.table);
+        copy_into_temporary(txn, &temporary, self.table, &all, fill_rows(rows, all.len(), row)).await?;
+        let set = self.columns.iter().map(|c| format!(r#""{c}" = new."{c}""#)).collect::<Vec<_>>().join(", ");
+        let update = format!(
+            r#"UPDATE "{table}" SET {set} FROM "{temporary}" AS new WHERE "{table}"."{key}" = new."{key}""#,
+            table = self.table,
+            key = self.key
+        );
+        Ok(txn.execute_unprepared(&update).await?.rows_affected())
+    }
+}
+
+/// A transaction a [`Batch`] can be written in.
+pub trait BulkTarget: ConnectionTrait + TransactionSession + Send {
+    /// The PostgreSQL transaction that takes `COPY`, if this is one.
+    fn postgres(&self) -> Option<&PgTxn>;
+}
+
+impl BulkTarget for DatabaseTransaction {
+    fn postgres(&self) -> Option<&PgTxn> {
+        None
+    }
+}
+
+impl BulkTarget for PgTxn {
+    fn postgres(&self) -> Option<&PgTxn> {
+        Some(self)
+    }
+}
+
+/// Copies the rows `fill` makes into `temporary`, a table of `columns` of
+/// `table` made on its first use in the transaction and emptied on the next
+/// ones; how many rows it now holds.
+async fn copy_into_temporary(
+    txn: &PgTxn,
+    temporary: &str,
+    table: &str,
+    columns: &[&str],
+    fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
+) -> Result<u64, DbErr> {
+    let columns = quoted_list(columns);
+    let prepare = if txn.first_use_of(temporary) {
+        format!(
+            r#"CREATE TEMPORARY TABLE "{temporary}" ON COMMIT DROP AS SELECT {columns} FROM "{table}" WITH NO DATA"#
+        )
+    } else {
+        format!(r#"TRUNCATE "{temporary}""#)
+    };
+    txn.execute_unprepared(&prepare).await?;
+    txn.copy_in(&format!(r#"COPY "{temporary}" ({columns}) FROM STDIN"#), fill).await
+}
+
+/// A [`PgTxn::copy_in`] source of `rows` rows of `width` values each, row
+/// `i` made by `row(i, buffer)`.
+fn fill_rows(
+    rows: usize,
+    width: usize,
+    mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
+) -> impl FnMut(&mut Vec<u8>) -> bool + Send {
+    let mut values = Vec::with_capacity(width);
+    let mut next = 0;
+    move |data| {
+        while next < rows && data.len() < COPY_CHUNK {
+            values.clear();
+            row(next, &mut values);
+            copy_row(&values, data);
+            next += 1;
+        }
+        next < rows
+    }
+}
+
+/// Column names for SQL, quoted (names of this crate, never input).
+fn quoted_list(columns: &[&str]) -> String {
+    columns.iter().map(|c| format!(r#""{c}""#)).collect::<Vec<_>>().join(", ")
+}
+
+/// Appends one row in `COPY`'s text format: values separated by tabs, `\N`
+/// for NULL, backslash escapes for the separators.
+fn copy_row(values: &[Value], out: &mut Vec<u8>) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        copy_value(value, out);
+    }
+    out.push(b'\n');
+}
+
+fn copy_value(value: &Value, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let number = |out: &mut Vec<u8>, n: &dyn std::fmt::Display| drop(write!(out, "{n}"));
+    match value {
+        Value::Bool(Some(v)) => out.push(if *v { b't' } else { b'f' }),
+        Value::TinyInt(Some(v)) => number(out, v),
+        Value::SmallInt(Some(v)) => number(out, v),
+        Value::Int(Some(v)) => number(out, v),
+        Value::BigInt(Some(v)) => number(out, v),
+        Value::TinyUnsigned(Some(v)) => number(out, v),
+        Value::SmallUnsigned(Some(v)) => number(out, v),
+        Value::Unsigned(Some(v)) => number(out, v),
+        Value::BigUnsigned(Some(v)) => number(out, v),
+        Value::Float(Some(v)) => copy_float(f64::from(*v), out),
+        Value::Double(Some(v)) => copy_float(*v, out),
+        Value::String(Some(v)) => copy_text(v, out),
+        Value::Char(Some(v)) => copy_text(&v.to_string(), out),
+        Value::Json(Some(v)) => copy_text(&v.to_string(), out),
+        Value::ChronoDateTimeUtc(Some(v)) => {
+            out.extend_from_slice(v.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes())
+        }
+        Value::ChronoDateTime(Some(v)) => drop(write!(out, "{}", v.format("%F %T%.f"))),
+        Value::ChronoDate(Some(v)) => drop(write!(out, "{}", v.format("%F"))),
+        Value::Bytes(Some(v)) => {
+            out.extend_from_slice(br"\\x");
+            v.iter().for_each(|b| drop(write!(out, "{b:02x}")));
+        }
+        _ => out.extend_from_slice(br"\N"),
+    }
+}
+
+fn copy_float(v: f64, out: &mut Vec<u8>) {
+    match v {
+        v if v.is_nan() => out.extend_from_slice(b"NaN"),
+        v if v.is_infinite() => out.extend_from_slice(if v > 0.0 { b"Infinity" } else { b"-Infinity" }),
+        // Rust's shortest text that reads back to the same number.
+        v => drop(write!(out, "{v:?}")),
+    }
+}
+
+fn copy_text(text: &str, out: &mut Vec<u8>) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(br"\\"),
+            b'\t' => out.extend_from_slice(br"\t"),
+            b'\n' => out.extend_from_slice(br"\n"),
+            b'\r' => out.extend_from_slice(br"\r"),
+            other => out.push(other),
+        }
+    }
+}
+
 /// A time bound into many rows of a bulk write. SQLite stores times as text,
 /// and formatting the same time for every row cost more than the rest of the
 /// row: the text is made once here, exactly as sqlx would make it.
@@ -111,5 +413,25 @@ pub fn repeated_time(backend: DbBackend, time: DateTime<Utc>) -> Value {
     match backend {
         DbBackend::Sqlite => time.to_rfc3339_opts(SecondsFormat::AutoSi, false).into(),
         _ => time.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_its_separators_and_writes_null_as_backslash_n() {
+        let mut out = Vec::new();
+        let values = [
+            Value::String(Some("a\tb\nc\\d\re".into())),
+            Value::BigInt(None),
+            Value::Bool(Some(true)),
+            Value::Double(Some(0.1)),
+            Value::Double(Some(f64::NAN)),
+            Value::ChronoDateTimeUtc(Some(DateTime::from_timestamp(86_400, 5_000_000).unwrap())),
+        ];
+        copy_row(&values, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "a\\tb\\nc\\\\d\\re\t\\N\tt\t0.1\tNaN\t1970-01-02T00:00:00.005Z\n");
     }
 }

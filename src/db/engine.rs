@@ -13,18 +13,15 @@
 use std::time::Instant;
 
 use chrono::SecondsFormat;
-use futures_util::TryStreamExt;
 use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, SelectStatement, SimpleExpr, Value};
 use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, Statement, StatementBuilder,
-    StreamTrait, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
-use super::bulk::BulkInsert;
+use super::bulk::{BulkInsert, BulkUpdate};
+use super::postgres::PgTxn;
 use super::record::{self, Column, Fields, Positions, Record};
 
 /// How a transaction starts. Only SQLite acts on these; PostgreSQL's
@@ -49,17 +46,14 @@ pub struct Options {
 /// rolled back.
 pub enum Txn {
     Sqlite(SqliteTxn),
-    Postgres(DatabaseTransaction),
+    Postgres(PgTxn),
 }
-
-/// Values bound per multi-row statement on PostgreSQL (its limit is 65,535).
-const VALUES_PER_STATEMENT: usize = 28_000;
 
 impl Txn {
     pub async fn begin(db: &DatabaseConnection, options: Options) -> Result<Txn, DbErr> {
         match db.get_database_backend() {
             DbBackend::Sqlite => SqliteTxn::begin(db, options).await.map(Txn::Sqlite),
-            _ => db.begin().await.map(Txn::Postgres),
+            _ => PgTxn::begin(db).await.map(Txn::Postgres),
         }
     }
 
@@ -150,16 +144,15 @@ impl Txn {
                 .await
             }
             Txn::Postgres(txn) => {
-                let mut rows = std::pin::pin!(txn.stream(select).await?);
                 let mut positions = None;
-                while let Some(row) = rows.try_next().await? {
+                txn.for_each(DbBackend::Postgres.build(select), |row| {
                     if positions.is_none() {
                         positions = Some(Positions::find(R::COLUMNS, &row.column_names())?);
                     }
                     let positions = positions.as_ref().expect("found above");
-                    visit(record::read(Fields::postgres::<R>(&row, positions))?)?;
-                }
-                Ok(())
+                    visit(record::read(Fields::postgres::<R>(&row, positions))?)
+                })
+                .await
             }
         }
     }
@@ -181,11 +174,12 @@ impl Txn {
                 .await
             }
             Txn::Postgres(txn) => {
-                let mut rows = std::pin::pin!(txn.stream(select).await?);
                 let mut all = Vec::new();
-                while let Some(row) = rows.try_next().await? {
+                txn.for_each(DbBackend::Postgres.build(select), |row| {
                     all.push(row.try_get_by_index(0)?);
-                }
+                    Ok(())
+                })
+                .await?;
                 Ok(all)
             }
         }
@@ -194,10 +188,10 @@ impl Txn {
     /// Writes `rows` rows through `insert`, the values of row `i` put into
     /// the buffer by `row(i, buffer)` in the order of the insert's columns.
     /// SQLite runs one prepared single-row statement per row (its fastest
-    /// way in); PostgreSQL takes multi-row statements.
+    /// way in); PostgreSQL takes `COPY` (see [`BulkInsert`]).
     pub async fn insert_rows(
         &mut self,
-        insert: &mut BulkInsert,
+        insert: &BulkInsert,
         rows: usize,
         mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
     ) -> Result<(), DbErr> {
@@ -217,22 +211,43 @@ impl Txn {
                 })
                 .await
             }
-            Txn::Postgres(txn) => {
-                let per_statement = (VALUES_PER_STATEMENT / columns).max(1);
-                for start in (0..rows).step_by(per_statement) {
-                    let end = (start + per_statement).min(rows);
-                    let mut values = Vec::with_capacity((end - start) * columns);
-                    (start..end).for_each(|i| row(i, &mut values));
-                    txn.execute_raw(insert.statement(values)).await?;
-                }
-                Ok(())
+            Txn::Postgres(txn) => insert.copy_rows(txn, rows, row).await.map(drop),
+        }
+    }
+
+    /// Updates `rows` rows through `update`, the values of row `i` (its
+    /// key, then the columns) put into the buffer by `row(i, buffer)`.
+    pub async fn update_rows(
+        &mut self,
+        update: &BulkUpdate,
+        rows: usize,
+        mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(txn) => {
+                let sql = update.sqlite_statement();
+                let width = update.width();
+                txn.run(|c| {
+                    let mut prepared = c.prepare(&sql)?;
+                    let mut values = Vec::with_capacity(width);
+                    for i in 0..rows {
+                        values.clear();
+                        row(i, &mut values);
+                        // The key comes first in the row and last in the statement.
+                        values.rotate_left(1);
+                        prepared.execute(rusqlite::params_from_iter(values.iter().map(Bound)))?;
+                    }
+                    Ok(())
+                })
+                .await
             }
+            Txn::Postgres(txn) => update.copy_rows(txn, rows, row).await.map(drop),
         }
     }
 
     /// Deletes the rows a rewrite is about to replace, on PostgreSQL only.
     /// SQLite replaces each row in place through an upsert (see
-    /// [`BulkInsert::replace`]): deleting a million rows first cost more
+    /// [`BulkInsert::rewrite`]): deleting a million rows first cost more
     /// than the writes there, and no stale row can remain as long as the
     /// rewrite covers every row `delete` would remove.
     pub async fn delete_before_rewrite(&mut self, delete: &DeleteStatement) -> Result<(), DbErr> {

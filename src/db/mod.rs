@@ -6,6 +6,7 @@ pub mod bulk;
 pub mod engine;
 pub mod entities;
 pub mod migration;
+pub mod postgres;
 pub mod record;
 
 use std::time::Duration;
@@ -90,7 +91,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 /// PostgreSQL). Bulk upserts touch index pages all over the file and ran much
 /// slower with less; scans do not need it, and scoring's two concurrent
 /// readers would otherwise hold 128 MB of cache between them.
-pub async fn use_large_cache(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+pub async fn use_large_cache(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
     if txn.get_database_backend() == DatabaseBackend::Sqlite {
         txn.execute_unprepared("PRAGMA cache_size = -65536").await?;
     }

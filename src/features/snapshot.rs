@@ -29,7 +29,7 @@ impl SnapshotWriter {
     pub fn new(backend: DbBackend, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
         debug_assert_eq!(COLUMNS[0], "customer_id", "the key comes first, as in `row_values`");
         SnapshotWriter {
-            insert: BulkInsert::replace(backend, "feature_snapshots", &COLUMNS, &["customer_id"]),
+            insert: BulkInsert::rewrite(backend, "feature_snapshots", &COLUMNS, &["customer_id"]),
             as_of: repeated_time(backend, as_of),
             computed_at: repeated_time(backend, computed_at),
         }
@@ -44,7 +44,7 @@ impl SnapshotWriter {
     /// Writes the snapshots of `customer_ids`, replacing their rows.
     pub async fn write(&mut self, txn: &mut Txn, customer_ids: &[i64], features: &[Features]) -> Result<(), DbErr> {
         let (as_of, computed_at) = (&self.as_of, &self.computed_at);
-        txn.insert_rows(&mut self.insert, customer_ids.len(), |i, values| {
+        txn.insert_rows(&self.insert, customer_ids.len(), |i, values| {
             row_values(values, customer_ids[i], &features[i], as_of, computed_at)
         })
         .await

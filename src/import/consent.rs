@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use secrecy::SecretString;
 
 use super::Pending;
@@ -45,7 +45,7 @@ pub struct Checked {
 impl Guard {
     /// Whether erased addresses exist to look for.
     pub async fn new(
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         file: String,
         consent_column: bool,
         key: Option<SecretString>,
@@ -69,7 +69,11 @@ impl Guard {
     /// Restores erased addresses found in the batch to the suppression list,
     /// keeps consent off where a suppression is newer than the file's
     /// consent, and lists the changes of consent.
-    pub async fn check(&self, txn: &DatabaseTransaction, batch: &mut [Pending<CustomerRow>]) -> Result<Checked, DbErr> {
+    pub async fn check(
+        &self,
+        txn: &impl ConnectionTrait,
+        batch: &mut [Pending<CustomerRow>],
+    ) -> Result<Checked, DbErr> {
         if let Some(key) = &self.erased_key {
             suppressions::restore_erased(txn, key, batch.iter().map(|p| p.row.email.as_str())).await?;
         }
@@ -108,7 +112,7 @@ impl Guard {
 }
 
 /// Appends the consent events of written rows.
-pub async fn record(txn: &DatabaseTransaction, changes: Vec<PendingChange>) -> Result<(), DbErr> {
+pub async fn record(txn: &impl ConnectionTrait, changes: Vec<PendingChange>) -> Result<(), DbErr> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -142,7 +146,7 @@ fn state(consent: bool) -> State {
 
 /// Existing customers of the batch: external id → (id, consent).
 async fn existing_consent(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     batch: &[Pending<CustomerRow>],
 ) -> Result<HashMap<String, (i64, bool)>, DbErr> {
     let select = Query::select()
@@ -161,7 +165,7 @@ async fn existing_consent(
 /// id as text; their unsubscribes and complaints, not bounces) of rows that
 /// ask for consent were suppressed.
 async fn suppression_times(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     batch: &[Pending<CustomerRow>],
     existing: &HashMap<String, (i64, bool)>,
 ) -> Result<HashMap<String, DateTime<Utc>>, DbErr> {

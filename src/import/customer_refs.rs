@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{Pending, RowError};
 use crate::db::entities::customer;
@@ -26,7 +26,7 @@ impl CustomerRef {
 
 /// Looks up the customers of a batch; returns the rows whose customer is unknown.
 pub async fn resolve_customers<R>(
-    txn: &DatabaseTransaction,
+    txn: &impl ConnectionTrait,
     batch: &mut [Pending<R>],
     customer_of: impl Fn(&mut R) -> &mut CustomerRef,
 ) -> Result<Vec<(usize, RowError)>, DbErr> {

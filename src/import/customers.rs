@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Value;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::Map;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
@@ -72,14 +72,17 @@ impl Table for Customers {
         &row.external_id
     }
 
-    async fn resolve(_: &DatabaseTransaction, _: &mut [Pending<CustomerRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
+    async fn resolve(
+        _: &impl ConnectionTrait,
+        _: &mut [Pending<CustomerRow>],
+    ) -> Result<Vec<(usize, RowError)>, DbErr> {
         Ok(Vec::new())
     }
 
     const HAS_CONSENT: bool = true;
 
     async fn check_consent(
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         batch: &mut [Pending<CustomerRow>],
         guard: &super::consent::Guard,
     ) -> Result<super::consent::Checked, DbErr> {

@@ -24,9 +24,10 @@ use std::sync::Arc;
 
 use csv::ByteRecord;
 use sea_orm::sea_query::Value;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
-use crate::db::bulk::BulkInsert;
+use crate::db::bulk::{Batch, BulkInsert, BulkTarget};
+use crate::db::postgres::PgTxn;
 use csv_file::{Cells, ColumnSpec, Columns};
 use reading::Parsed;
 use rejects::Rejects;
@@ -157,7 +158,7 @@ trait Table: 'static {
 
     /// Fills in references to other tables; returns the rows that refer to nothing.
     async fn resolve(
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         batch: &mut [Pending<Self::Row>],
     ) -> Result<Vec<(usize, RowError)>, DbErr>;
 
@@ -166,7 +167,7 @@ trait Table: 'static {
 
     /// Checks the consent of a batch before it is written (customers only).
     async fn check_consent(
-        _txn: &DatabaseTransaction,
+        _txn: &impl ConnectionTrait,
         _batch: &mut [Pending<Self::Row>],
         _guard: &consent::Guard,
     ) -> Result<consent::Checked, DbErr> {
@@ -207,17 +208,17 @@ struct Run {
     rejects: Rejects,
     report: Report,
     upsert: BulkInsert,
-    /// The last batch's statement and row count, run while the next batch is built.
-    queued: Option<(Statement, u64)>,
+    /// The last batch, written while the next one is built.
+    queued: Option<Batch>,
     /// The consent checks, and the changes of consent of the queued batch.
     guard: Option<consent::Guard>,
     queued_changes: Vec<consent::PendingChange>,
 }
 
-/// Runs a batch's statement; returns its row count and how many rows were new or changed.
-async fn execute(txn: &DatabaseTransaction, statement: Option<(Statement, u64)>) -> Result<(u64, u64), DbErr> {
-    match statement {
-        Some((statement, rows)) => Ok((rows, txn.execute_raw(statement).await?.rows_affected())),
+/// Writes a batch; returns its row count and how many rows were new or changed.
+async fn execute(txn: &impl BulkTarget, upsert: &BulkInsert, batch: Option<Batch>) -> Result<(u64, u64), DbErr> {
+    match batch {
+        Some(batch) => upsert.write(txn, batch).await,
         None => Ok((0, 0)),
     }
 }
@@ -233,7 +234,7 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
     }
     let mut reader = csv_file::open(path, &file)?;
     let columns = Arc::new(Columns::read(&mut reader, &T::SPEC, &file)?);
-    let mut run = Run {
+    let run = Run {
         file: file.clone(),
         options: options.clone(),
         errors: Vec::new(),
@@ -245,23 +246,44 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
         guard: None,
         queued_changes: Vec::new(),
     };
-    let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
+    let (sender, chunks) = tokio::sync::mpsc::channel(2);
     let reader_columns = Arc::clone(&columns);
     let batch_size = options.batch_size;
     let reading =
         tokio::task::spawn_blocking(move || reading::read_all::<T>(reader, reader_columns, file, batch_size, sender));
-    let txn = db.begin().await?;
-    crate::db::use_large_cache(&txn).await?;
-    if T::HAS_CONSENT {
-        let has_column = columns.has("marketing_consent");
-        run.guard = Some(consent::Guard::new(&txn, run.file.clone(), has_column, options.address_key.clone()).await?);
+    // On PostgreSQL a transaction of our own, which can take COPY.
+    match db.get_database_backend() {
+        DbBackend::Postgres => run.write_all::<T>(PgTxn::begin(db).await?, &columns, chunks, reading).await,
+        _ => run.write_all::<T>(db.begin().await?, &columns, chunks, reading).await,
     }
-    while let Some(chunk) = chunks.recv().await {
-        run.write_chunk::<T>(&txn, chunk).await?;
+}
+
+type Reading = tokio::task::JoinHandle<Result<u64, ImportError>>;
+
+impl Run {
+    /// Writes the chunks the reader sends in `txn`, then commits unless the
+    /// file is refused.
+    async fn write_all<T: Table>(
+        mut self,
+        txn: impl BulkTarget,
+        columns: &Columns,
+        mut chunks: tokio::sync::mpsc::Receiver<Vec<Parsed<T::Row>>>,
+        reading: Reading,
+    ) -> Result<Report, ImportError> {
+        crate::db::use_large_cache(&txn).await?;
+        if T::HAS_CONSENT {
+            let has_column = columns.has("marketing_consent");
+            self.guard =
+                Some(consent::Guard::new(&txn, self.file.clone(), has_column, self.options.address_key.clone()).await?);
+        }
+        while let Some(chunk) = chunks.recv().await {
+            self.write_chunk::<T>(&txn, chunk).await?;
+        }
+        self.execute_queued(&txn).await?;
+        self.report.rows =
+            reading.await.map_err(|e| ImportError::file(&self.file, format!("reader failed: {e}")))??;
+        self.finish(txn).await
     }
-    run.execute_queued(&txn).await?;
-    run.report.rows = reading.await.map_err(|e| ImportError::file(&run.file, format!("reader failed: {e}")))??;
-    run.finish(txn).await
 }
 
 fn default_rejects_path(path: &Path) -> PathBuf {
@@ -296,7 +318,7 @@ impl Run {
     /// Records the refused rows of a chunk, resolves the rest and writes them.
     async fn write_chunk<T: Table>(
         &mut self,
-        txn: &DatabaseTransaction,
+        txn: &impl BulkTarget,
         chunk: Vec<Parsed<T::Row>>,
     ) -> Result<(), ImportError> {
         let mut batch = Vec::with_capacity(chunk.len());
@@ -324,7 +346,7 @@ impl Run {
         // The previous batch runs on the database while this one is built.
         let previous = self.queued.take();
         let previous_changes = std::mem::replace(&mut self.queued_changes, checked.changes);
-        let upsert = &mut self.upsert;
+        let upsert = &self.upsert;
         let build = async move {
             let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
             let mut count = 0;
@@ -334,18 +356,18 @@ impl Run {
                     count += 1;
                 }
             }
-            (count > 0).then(|| (upsert.statement(values), count))
+            (count > 0).then(|| upsert.batch(values))
         };
-        let (executed, next) = tokio::join!(execute(txn, previous), build);
+        let (executed, next) = tokio::join!(execute(txn, upsert, previous), build);
         self.count_written(executed?);
         consent::record(txn, previous_changes).await?;
         self.queued = next;
         Ok(())
     }
 
-    async fn execute_queued(&mut self, txn: &DatabaseTransaction) -> Result<(), ImportError> {
+    async fn execute_queued(&mut self, txn: &impl BulkTarget) -> Result<(), ImportError> {
         if self.writing() {
-            let written = execute(txn, self.queued.take()).await?;
+            let written = execute(txn, &self.upsert, self.queued.take()).await?;
             self.count_written(written);
             consent::record(txn, std::mem::take(&mut self.queued_changes)).await?;
         }
@@ -357,7 +379,7 @@ impl Run {
         self.report.unchanged += rows - written;
     }
 
-    async fn finish(mut self, txn: DatabaseTransaction) -> Result<Report, ImportError> {
+    async fn finish(mut self, txn: impl BulkTarget) -> Result<Report, ImportError> {
         if !self.writing() {
             txn.rollback().await?;
             return Err(ImportError::InvalidRows { file: self.file, errors: self.errors, total: self.error_total });

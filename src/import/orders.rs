@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Value;
-use sea_orm::{DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DbErr};
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::customer_refs::{CustomerRef, resolve_customers};
@@ -57,7 +57,7 @@ impl Table for Orders {
     }
 
     async fn resolve(
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         batch: &mut [Pending<OrderRow>],
     ) -> Result<Vec<(usize, RowError)>, DbErr> {
         resolve_customers(txn, batch, |row| &mut row.customer).await

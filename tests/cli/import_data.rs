@@ -110,3 +110,54 @@ fn interactions_keep_kind_status_and_times() {
         assert_eq!(env.status()["open_complaints"], 0);
     });
 }
+
+/// Imports in batches of two rows, so that on PostgreSQL several `COPY`
+/// batches are written before the bad row is read.
+fn import_in_small_batches(env: &TestEnv, args: &[&str]) -> crate::support::Run {
+    crate::support::Run::from(
+        env.command(args).env("PATRON__IMPORT__BATCH_SIZE", "2").output().expect("run patron import"),
+    )
+}
+
+#[test]
+fn a_bad_row_after_written_batches_rejects_the_whole_file_and_escapes_land_exactly() {
+    each_backend(|env| {
+        let first = env.write("first.csv", "customer_id,email,first_name\nK1,k1@example.com,Kept\n");
+        env.ok(&["import", "customers", &first]);
+        let before = env.dump();
+        // Backslashes, a literal \N, a tab and a line break (in an attribute)
+        // and non-ASCII text: everything COPY's text format must escape.
+        let file = env.write(
+            "tricky.csv",
+            "customer_id,email,first_name,note\n\
+             K1,k1@example.com,Changed,\n\
+             T1,t1@example.com,back\\slash \\N,\"tab\there\"\n\
+             T2,t2@example.com,Zoë 😀,\"two\nlines\"\n\
+             T3,t3@example.com,Third,\n\
+             T4,t4@example.com,Fourth,\n\
+             T5,not-an-address,Bad,\n\
+             T6,t6@example.com,After,\n",
+        );
+        let refused = import_in_small_batches(env, &["import", "customers", &file]);
+        assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+        assert!(refused.stderr.contains("line 8, column `email`"), "{}", refused.stderr);
+        assert_eq!(env.dump(), before, "a refused file leaves the database as it was");
+
+        let landed = import_in_small_batches(env, &["import", "customers", &file, "--skip-invalid"]);
+        assert_eq!(landed.code, 0, "{}\n{}", landed.stdout, landed.stderr);
+        assert!(landed.stdout.contains("7 rows read, 6 new or changed, 0 unchanged, 1 rejected"), "{}", landed.stdout);
+        let names = env.strings("SELECT external_id || '|' || first_name FROM customers ORDER BY external_id");
+        assert_eq!(
+            names,
+            ["K1|Changed", "T1|back\\slash \\N", "T2|Zoë 😀", "T3|Third", "T4|Fourth", "T6|After"].map(String::from)
+        );
+        let note = match env.backend {
+            crate::support::Backend::Sqlite => "json_extract(attributes, '$.note')",
+            _ => "CAST(attributes AS jsonb)->>'note'",
+        };
+        let notes = env.strings(&format!(
+            "SELECT external_id || '=' || ({note}) FROM customers WHERE external_id IN ('T1', 'T2') ORDER BY external_id"
+        ));
+        assert_eq!(notes, ["T1=tab\there", "T2=two\nlines"].map(String::from));
+    });
+}

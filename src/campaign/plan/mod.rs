@@ -240,9 +240,9 @@ fn run_id_query(campaign: &Campaign, at: DateTime<Utc>) -> SelectStatement {
 const OUTBOX_COLUMNS: &[&str] = &["run_id", "customer_id", "state", "variant", "attempts", "created_at", "updated_at"];
 
 async fn insert_outbox(txn: &mut Txn, run_id: i64, chosen: &[Chosen], at: DateTime<Utc>) -> Result<(), DbErr> {
-    let mut insert = BulkInsert::new(txn.backend(), "outbox", OUTBOX_COLUMNS);
+    let insert = BulkInsert::new(txn.backend(), "outbox", OUTBOX_COLUMNS);
     let now = repeated_time(txn.backend(), Ord::max(Utc::now(), at));
-    txn.insert_rows(&mut insert, chosen.len(), |i, values| values.extend(outbox_row(run_id, &chosen[i], &now))).await
+    txn.insert_rows(&insert, chosen.len(), |i, values| values.extend(outbox_row(run_id, &chosen[i], &now))).await
 }
 
 /// One outbox row's values, in the order of `OUTBOX_COLUMNS`; `now` as

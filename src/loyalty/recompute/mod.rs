@@ -9,8 +9,7 @@ use std::time::{Duration as Elapsed, Instant};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sea_orm::sea_query::{
-    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, InsertStatement, JoinType, OnConflict, Query,
-    SelectStatement, UpdateStatement,
+    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, Value,
 };
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -20,6 +19,7 @@ use serde::Serialize;
 
 use super::CHUNK;
 use super::engine::{self, Account, Basis, Entry, Member, Order, Outcome, Rules, Standing};
+use crate::db::bulk::{BulkInsert, BulkUpdate};
 use crate::db::engine::{Options, Txn, birthday_month_and_day};
 use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
 use crate::db::record::record;
@@ -72,16 +72,21 @@ pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<U
         log.reading += clock.elapsed();
         count_all(&mut report, &outcomes, rules);
         let clock = Instant::now();
-        txn.execute_all(outcome_writes(&accounts, &outcomes, as_of)).await?;
+        write_outcomes(&mut txn, &accounts, &outcomes, as_of).await?;
         log.writing += clock.elapsed();
     }
     if let Some(set_aside) = set_aside {
         txn.restore_indexes(set_aside).await?;
     }
     log.members_done();
-    let distances =
-        distances.into_iter().map(|(customer_id, next_tier)| distance_update(customer_id, next_tier, as_of));
-    txn.execute_all(distances.collect()).await?;
+    let update =
+        BulkUpdate::new("loyalty_accounts", "customer_id", &["next_tier", "points_to_next_tier", "updated_at"]);
+    txn.update_rows(&update, distances.len(), |i, values| {
+        let (customer_id, next_tier) = &distances[i];
+        let (name, missing) = next_tier.clone().unzip();
+        values.extend([(*customer_id).into(), name.into(), missing.into(), as_of.into()]);
+    })
+    .await?;
     log.phase("distances to the next tier written");
     let count = Query::select().expr(Expr::col(Asterisk).count()).from("loyalty_accounts").to_owned();
     report.members = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0) as u64;
@@ -148,15 +153,6 @@ fn sort_out(rules: &Rules, mut changed: HashSet<i64>, moved: Vec<Moved>) -> (Vec
 
 /// A member and their next tier with the distance to it (`None` at the top).
 type NewDistance = (i64, Option<(String, f64)>);
-
-fn distance_update(customer_id: i64, next_tier: Option<(String, f64)>, as_of: DateTime<Utc>) -> UpdateStatement {
-    let (name, missing) = next_tier.unzip();
-    Query::update()
-        .table("loyalty_accounts")
-        .values([("next_tier", name.into()), ("points_to_next_tier", missing.into()), ("updated_at", as_of.into())])
-        .and_where(Expr::col("customer_id").eq(customer_id))
-        .to_owned()
-}
 
 fn count_all(report: &mut Report, outcomes: &[(i64, Outcome)], rules: &Rules) {
     for (_, outcome) in outcomes {
@@ -243,18 +239,21 @@ fn group<T>(rows: Vec<(i64, T)>) -> HashMap<i64, Vec<T>> {
     grouped
 }
 
-/// The statements that write the new entries, the accounts (new, changed
-/// tier or moved standing) and the tier changes.
-fn outcome_writes(
+/// Writes the new entries, the accounts (new, changed tier or moved
+/// standing) and the tier changes of a chunk, in bulk (`db::bulk`).
+async fn write_outcomes(
+    txn: &mut Txn,
     accounts: &HashMap<i64, loyalty_account::Model>,
     outcomes: &[(i64, Outcome)],
     as_of: DateTime<Utc>,
-) -> Vec<InsertStatement> {
+) -> Result<(), DbErr> {
+    let backend = txn.backend();
     let entries: Vec<(i64, &Entry)> = outcomes
         .iter()
         .flat_map(|(customer, outcome)| outcome.new_entries.iter().map(move |e| (*customer, e)))
         .collect();
-    let mut writes: Vec<InsertStatement> = entries.chunks(CHUNK).map(|chunk| insert_entries(chunk, as_of)).collect();
+    let ledger = BulkInsert::ignore_existing(backend, "loyalty_ledger", LEDGER_COLUMNS, &["source_key"]);
+    txn.insert_rows(&ledger, entries.len(), |i, values| values.extend(ledger_row(entries[i], as_of))).await?;
     let rows: Vec<(i64, Account, Standing)> = outcomes
         .iter()
         .filter_map(|(customer, outcome)| {
@@ -264,97 +263,67 @@ fn outcome_writes(
             (!unchanged).then(|| (*customer, account, outcome.standing.clone()))
         })
         .collect();
-    if !rows.is_empty() {
-        writes.push(upsert_accounts(&rows, as_of));
-    }
+    let rewritten = ACCOUNT_COLUMNS.iter().copied().filter(|c| !["customer_id", "joined_at"].contains(c)).collect();
+    let upsert = BulkInsert::update(backend, "loyalty_accounts", ACCOUNT_COLUMNS, &["customer_id"], rewritten);
+    txn.insert_rows(&upsert, rows.len(), |i, values| values.extend(account_row(&rows[i], as_of))).await?;
     let changes: Vec<(i64, &Option<String>, &String)> = outcomes
         .iter()
         .filter_map(|(customer, outcome)| outcome.tier_change.as_ref().map(|(from, to)| (*customer, from, to)))
         .collect();
-    if !changes.is_empty() {
-        let mut insert = Query::insert();
-        insert.into_table("loyalty_tier_changes").columns(["customer_id", "from_tier", "to_tier", "changed_at"]);
-        for (customer, from, to) in changes {
-            insert.values_panic([customer.into(), from.clone().into(), to.clone().into(), as_of.into()]);
-        }
-        writes.push(insert);
-    }
-    writes
+    let insert =
+        BulkInsert::new(backend, "loyalty_tier_changes", &["customer_id", "from_tier", "to_tier", "changed_at"]);
+    txn.insert_rows(&insert, changes.len(), |i, values| {
+        let (customer, from, to) = changes[i];
+        values.extend([customer.into(), from.clone().into(), to.clone().into(), as_of.into()]);
+    })
+    .await
 }
 
-fn insert_entries(entries: &[(i64, &Entry)], now: DateTime<Utc>) -> InsertStatement {
-    let mut insert = Query::insert();
-    insert.into_table("loyalty_ledger").columns([
-        "customer_id",
-        "entry_kind",
-        "points",
-        "source_key",
-        "order_id",
-        "occurred_at",
-        "expires_at",
-        "created_at",
-    ]);
-    for (customer, entry) in entries {
-        insert.values_panic([
-            (*customer).into(),
-            entry.kind.clone().into(),
-            entry.points.into(),
-            entry.source_key.clone().into(),
-            entry.order_id.into(),
-            entry.at.into(),
-            entry.expires_at.into(),
-            now.into(),
-        ]);
-    }
-    insert.on_conflict(OnConflict::column("source_key").do_nothing().to_owned());
-    insert
+const LEDGER_COLUMNS: &[&str] =
+    &["customer_id", "entry_kind", "points", "source_key", "order_id", "occurred_at", "expires_at", "created_at"];
+
+fn ledger_row((customer, entry): (i64, &Entry), now: DateTime<Utc>) -> [Value; 8] {
+    [
+        customer.into(),
+        entry.kind.clone().into(),
+        entry.points.into(),
+        entry.source_key.clone().into(),
+        entry.order_id.into(),
+        entry.at.into(),
+        entry.expires_at.into(),
+        now.into(),
+    ]
 }
 
-/// Inserts or rewrites the accounts (all but `joined_at`, which never changes).
-fn upsert_accounts(rows: &[(i64, Account, Standing)], now: DateTime<Utc>) -> InsertStatement {
-    let mut insert = Query::insert();
-    insert.into_table("loyalty_accounts").columns([
-        "customer_id",
-        "tier",
-        "tier_since",
-        "joined_at",
-        "updated_at",
-        "points",
-        "points_expiring_30d",
-        "next_tier",
-        "points_to_next_tier",
-        "tier_direction",
-    ]);
-    for (customer, account, standing) in rows {
-        let (next_tier, missing) = standing.next_tier.clone().unzip();
-        insert.values_panic([
-            (*customer).into(),
-            account.tier.clone().into(),
-            account.tier_since.into(),
-            account.joined_at.into(),
-            now.into(),
-            standing.points.into(),
-            standing.points_expiring_30d.into(),
-            next_tier.into(),
-            missing.into(),
-            account.direction.clone().into(),
-        ]);
-    }
-    insert.on_conflict(
-        OnConflict::column("customer_id")
-            .update_columns([
-                "tier",
-                "tier_since",
-                "updated_at",
-                "points",
-                "points_expiring_30d",
-                "next_tier",
-                "points_to_next_tier",
-                "tier_direction",
-            ])
-            .to_owned(),
-    );
-    insert
+/// The account columns written; all but the key and `joined_at` (which
+/// never changes) are rewritten on an existing account.
+const ACCOUNT_COLUMNS: &[&str] = &[
+    "customer_id",
+    "tier",
+    "tier_since",
+    "joined_at",
+    "updated_at",
+    "points",
+    "points_expiring_30d",
+    "next_tier",
+    "points_to_next_tier",
+    "tier_direction",
+];
+
+fn account_row((customer, account, standing): &(i64, Account, Standing), now: DateTime<Utc>) -> [Value; 10] {
+    let (next_tier, missing) = standing.next_tier.clone().unzip();
+    [
+        (*customer).into(),
+        account.tier.clone().into(),
+        account.tier_since.into(),
+        account.joined_at.into(),
+        now.into(),
+        standing.points.into(),
+        standing.points_expiring_30d.into(),
+        next_tier.into(),
+        missing.into(),
+        account.direction.clone().into(),
+    ]
 }
 
 async fn load_accounts(txn: &mut Txn, ids: &[i64]) -> Result<HashMap<i64, loyalty_account::Model>, DbErr> {

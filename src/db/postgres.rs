@@ -1,0 +1,165 @@
+//! A PostgreSQL transaction on a pooled sqlx connection of its own.
+//!
+//! sea-orm's transaction hides its connection, and PostgreSQL's bulk
+//! interface, `COPY`, needs it: this one runs its statements through sqlx
+//! (sea-orm's own binding of sea-query values) and lends the connection to
+//! [`PgTxn::copy_in`]. It implements sea-orm's [`ConnectionTrait`], so code
+//! written for a `DatabaseTransaction` runs on it unchanged.
+
+use std::collections::HashSet;
+
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use sea_orm::sqlx::postgres::PgRow;
+use sea_orm::sqlx::{self, Postgres, pool::PoolConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
+use sea_query_sqlx::SqlxValues;
+use tokio::sync::Mutex;
+
+/// Bytes of `COPY` data sent per message: large enough that the messages
+/// cost nothing, small enough that a batch is never held twice.
+pub const COPY_CHUNK: usize = 1 << 20;
+
+pub struct PgTxn {
+    connection: Mutex<PoolConnection<Postgres>>,
+    /// A transaction is open: dropping the connection must not return it to
+    /// the pool as it is.
+    open: bool,
+    /// The temporary tables made in this transaction (see `db::bulk`).
+    temporary: std::sync::Mutex<HashSet<String>>,
+}
+
+impl PgTxn {
+    pub async fn begin(db: &DatabaseConnection) -> Result<PgTxn, DbErr> {
+        let connection = db.get_postgres_connection_pool().acquire().await.map_err(connection_error)?;
+        let mut txn = PgTxn { connection: Mutex::new(connection), open: false, temporary: Default::default() };
+        txn.execute_unprepared("BEGIN").await?;
+        txn.open = true;
+        Ok(txn)
+    }
+
+    pub async fn commit(mut self) -> Result<(), DbErr> {
+        self.execute_unprepared("COMMIT").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    pub async fn rollback(mut self) -> Result<(), DbErr> {
+        self.execute_unprepared("ROLLBACK").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Runs `copy` (a `COPY ... FROM STDIN`) with the data `fill` appends
+    /// to its buffer, whole rows in the copy's format, about [`COPY_CHUNK`]
+    /// bytes a call, until it returns false; how many rows were written.
+    /// The rows are never all in memory at once.
+    pub async fn copy_in(&self, copy: &str, mut fill: impl FnMut(&mut Vec<u8>) -> bool + Send) -> Result<u64, DbErr> {
+        let mut connection = self.connection.lock().await;
+        let mut writer = connection.copy_in_raw(copy).await.map_err(exec_error)?;
+        let mut buffer = Vec::with_capacity(COPY_CHUNK + COPY_CHUNK / 4);
+        loop {
+            buffer.clear();
+            let more = fill(&mut buffer);
+            if !buffer.is_empty() {
+                writer.send(buffer.as_slice()).await.map_err(exec_error)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        writer.finish().await.map_err(exec_error)
+    }
+
+    /// Calls `visit` with every row of `statement`, without holding the result.
+    pub async fn for_each(
+        &self,
+        statement: Statement,
+        mut visit: impl FnMut(QueryResult) -> Result<(), DbErr> + Send,
+    ) -> Result<(), DbErr> {
+        let mut connection = self.connection.lock().await;
+        let mut rows = fetch(&mut connection, &statement);
+        while let Some(row) = rows.next().await {
+            visit(QueryResult::from(row.map_err(query_error)?))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a temporary table of this name was made in this transaction;
+    /// notes that it now is.
+    pub fn first_use_of(&self, temporary: &str) -> bool {
+        self.temporary.lock().expect("never poisoned: no code panics holding it").insert(temporary.to_owned())
+    }
+}
+
+impl Drop for PgTxn {
+    fn drop(&mut self) {
+        // Closing the connection rolls the transaction back; returned to the
+        // pool it would stay open under the next user.
+        if self.open {
+            self.connection.get_mut().close_on_drop();
+        }
+    }
+}
+
+fn fetch<'c>(
+    connection: &'c mut PoolConnection<Postgres>,
+    statement: &'c Statement,
+) -> impl Stream<Item = Result<PgRow, sqlx::Error>> + Send + 'c {
+    let values = statement.values.clone().unwrap_or(sea_orm::Values(Vec::new()));
+    sqlx::query_with(sqlx::AssertSqlSafe(statement.sql.as_str()), SqlxValues(values)).fetch(&mut **connection)
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for PgTxn {
+    fn get_database_backend(&self) -> DbBackend {
+        DbBackend::Postgres
+    }
+
+    async fn execute_raw(&self, statement: Statement) -> Result<ExecResult, DbErr> {
+        let mut connection = self.connection.lock().await;
+        let values = statement.values.unwrap_or(sea_orm::Values(Vec::new()));
+        let query = sqlx::query_with(sqlx::AssertSqlSafe(statement.sql), SqlxValues(values));
+        query.execute(&mut **connection).await.map(ExecResult::from).map_err(exec_error)
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        let mut connection = self.connection.lock().await;
+        let query = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()));
+        query.execute(&mut **connection).await.map(ExecResult::from).map_err(exec_error)
+    }
+
+    async fn query_one_raw(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        let mut connection = self.connection.lock().await;
+        let row = fetch(&mut connection, &statement).try_next().await.map_err(query_error)?;
+        Ok(row.map(QueryResult::from))
+    }
+
+    async fn query_all_raw(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let mut connection = self.connection.lock().await;
+        let rows: Vec<PgRow> = fetch(&mut connection, &statement).try_collect().await.map_err(query_error)?;
+        Ok(rows.into_iter().map(QueryResult::from).collect())
+    }
+}
+
+fn connection_error(error: sqlx::Error) -> DbErr {
+    DbErr::Conn(RuntimeErr::SqlxError(error.into()))
+}
+
+fn exec_error(error: sqlx::Error) -> DbErr {
+    DbErr::Exec(RuntimeErr::SqlxError(error.into()))
+}
+
+fn query_error(error: sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(error.into()))
+}
+
+#[async_trait::async_trait]
+impl sea_orm::TransactionSession for PgTxn {
+    async fn commit(self) -> Result<(), DbErr> {
+        PgTxn::commit(self).await
+    }
+
+    async fn rollback(self) -> Result<(), DbErr> {
+        PgTxn::rollback(self).await
+    }
+}
