@@ -169,6 +169,9 @@ async fn score_and_write(
     let deciles = timed_deciles(&scores, report);
     let clock = Instant::now();
     write_scores(&mut txn, model_id, &history.customer_ids, &scores, &deciles, now).await?;
+    // Campaign segments join both tables next.
+    txn.analyze("scores").await?;
+    txn.analyze("feature_snapshots").await?;
     txn.commit().await?;
     report.write_scores = clock.elapsed();
     Ok(scores)

@@ -13,7 +13,7 @@ pub mod suppressions;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Query, Value};
 use sea_orm::{ConnectionTrait, DbErr};
 
 pub use suppressions::Reason;
@@ -123,29 +123,30 @@ pub async fn append_each<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     for chunk in changes.chunks(EVENTS_PER_STATEMENT) {
         let mut insert = Query::insert();
-        insert.into_table("consent_events").columns([
-            "occurred_at",
-            "customer_id",
-            "topic",
-            "old_state",
-            "new_state",
-            "source",
-            "basis",
-        ]);
+        insert.into_table("consent_events").columns(EVENT_COLUMNS.iter().copied());
         for (change, origin) in chunk {
-            insert.values_panic([
-                at.into(),
-                change.customer_id.into(),
-                change.topic.clone().into(),
-                change.old.map(State::as_str).into(),
-                change.new.as_str().into(),
-                origin.source.as_str().into(),
-                origin.basis.clone().into(),
-            ]);
+            insert.values_panic(event_values(change, origin, at).map(Expr::val));
         }
         db.execute(&insert).await?;
     }
     Ok(())
+}
+
+/// The columns of `consent_events` an event fills, in the order of [`event_values`].
+pub const EVENT_COLUMNS: &[&str] =
+    &["occurred_at", "customer_id", "topic", "old_state", "new_state", "source", "basis"];
+
+/// The values of one event, in the order of [`EVENT_COLUMNS`].
+pub fn event_values(change: &Change, origin: &Origin, at: DateTime<Utc>) -> [Value; 7] {
+    [
+        at.into(),
+        change.customer_id.into(),
+        change.topic.clone().into(),
+        change.old.map(State::as_str).into(),
+        change.new.as_str().into(),
+        origin.source.as_str().into(),
+        origin.basis.clone().into(),
+    ]
 }
 
 /// The customer leaves `topic`; false when they had already left it.

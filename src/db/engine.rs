@@ -245,6 +245,16 @@ impl Txn {
         }
     }
 
+    /// Updates the planner's statistics of a table this transaction
+    /// rewrote, on PostgreSQL (see [`PgTxn::analyze`]); SQLite's planner
+    /// does without.
+    pub async fn analyze(&mut self, table: &str) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(_) => Ok(()),
+            Txn::Postgres(txn) => txn.analyze(table).await,
+        }
+    }
+
     /// Deletes the rows a rewrite is about to replace, on PostgreSQL only.
     /// SQLite replaces each row in place through an upsert (see
     /// [`BulkInsert::rewrite`]): deleting a million rows first cost more

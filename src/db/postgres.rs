@@ -84,6 +84,23 @@ impl PgTxn {
         Ok(())
     }
 
+    /// Brings the planner's statistics of `table` up to date, rows written
+    /// in this transaction included. Without them a table filled by a bulk
+    /// write looks empty or small, and a lookup of a few thousand keys in it
+    /// becomes a scan of the whole table (8 times slower at 200,000 rows,
+    /// and growing with the table).
+    pub async fn analyze(&self, table: &str) -> Result<(), DbErr> {
+        self.execute_unprepared(&format!(r#"ANALYZE "{table}""#)).await.map(drop)
+    }
+
+    /// [`PgTxn::analyze`] of the columns looked up while a bulk write
+    /// grows the table: the row count and their distribution are all a
+    /// lookup's plan needs, at a fraction of the cost.
+    pub async fn analyze_columns(&self, table: &str, columns: &[&str]) -> Result<(), DbErr> {
+        let columns = columns.iter().map(|c| format!(r#""{c}""#)).collect::<Vec<_>>().join(", ");
+        self.execute_unprepared(&format!(r#"ANALYZE "{table}" ({columns})"#)).await.map(drop)
+    }
+
     /// Whether a temporary table of this name was made in this transaction;
     /// notes that it now is.
     pub fn first_use_of(&self, temporary: &str) -> bool {

@@ -15,6 +15,7 @@ use super::Pending;
 use super::customers::CustomerRow;
 use crate::consent::suppressions::{self, Reason};
 use crate::consent::{self, Change, Origin, Source, State};
+use crate::db::bulk::{BulkInsert, BulkTarget};
 
 /// What the checks of one import need.
 pub struct Guard {
@@ -111,8 +112,8 @@ impl Guard {
     }
 }
 
-/// Appends the consent events of written rows.
-pub async fn record(txn: &impl ConnectionTrait, changes: Vec<PendingChange>) -> Result<(), DbErr> {
+/// Appends the consent events of written rows, in bulk.
+pub async fn record(txn: &impl BulkTarget, changes: Vec<PendingChange>) -> Result<(), DbErr> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -137,7 +138,10 @@ pub async fn record(txn: &impl ConnectionTrait, changes: Vec<PendingChange>) -> 
             Some((change, Origin::new(Source::Import, c.basis)))
         })
         .collect();
-    consent::append_each(txn, &events, Utc::now()).await
+    let now = Utc::now();
+    let insert = BulkInsert::new(txn.get_database_backend(), "consent_events", consent::EVENT_COLUMNS);
+    let values = events.iter().flat_map(|(change, origin)| consent::event_values(change, origin, now)).collect();
+    insert.write(txn, insert.batch(values)).await.map(drop)
 }
 
 fn state(consent: bool) -> State {

@@ -276,13 +276,59 @@ impl Run {
             self.guard =
                 Some(consent::Guard::new(&txn, self.file.clone(), has_column, self.options.address_key.clone()).await?);
         }
+        let mut statistics = Statistics::default();
+        statistics.refresh(&txn, "customers", LOOKED_UP, 0).await?;
         while let Some(chunk) = chunks.recv().await {
             self.write_chunk::<T>(&txn, chunk).await?;
+            if T::TABLE == "customers" && statistics.stale(self.report.written) {
+                statistics.refresh(&txn, "customers", LOOKED_UP, self.report.written).await?;
+            }
         }
         self.execute_queued(&txn).await?;
+        statistics.refresh(&txn, T::TABLE, &[], self.report.written).await?;
         self.report.rows =
             reading.await.map_err(|e| ImportError::file(&self.file, format!("reader failed: {e}")))??;
         self.finish(txn).await
+    }
+}
+
+/// The columns of `customers` each batch of an import looks up.
+const LOOKED_UP: &[&str] = &["external_id", "email"];
+
+/// The planner's statistics on PostgreSQL (see `PgTxn::analyze`): of the
+/// customers, which every import looks up, at the start and, while a
+/// customers import writes, whenever the rows written double (a first
+/// import grows the table from nothing); of the table written at the end,
+/// for the commands that read it next.
+#[derive(Default)]
+struct Statistics {
+    /// Rows written at the last refresh.
+    written: u64,
+}
+
+impl Statistics {
+    /// Rows written before the first refresh during the import.
+    const FIRST: u64 = 10_000;
+
+    fn stale(&self, written: u64) -> bool {
+        written >= (2 * self.written).max(Self::FIRST)
+    }
+
+    /// Refreshes `columns` of `table`, or all of them when empty.
+    async fn refresh(
+        &mut self,
+        txn: &impl BulkTarget,
+        table: &str,
+        columns: &[&str],
+        written: u64,
+    ) -> Result<(), DbErr> {
+        match txn.postgres() {
+            Some(postgres) if columns.is_empty() => postgres.analyze(table).await?,
+            Some(postgres) => postgres.analyze_columns(table, columns).await?,
+            None => {}
+        }
+        self.written = written;
+        Ok(())
     }
 }
 

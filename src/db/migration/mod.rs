@@ -12,6 +12,7 @@ mod m20261130_000006_loyalty_standing;
 mod m20261201_000007_delivery_guarantees;
 mod m20261201_000008_feedback_events;
 mod m20261202_000009_consent;
+mod m20261202_000010_derived_tables_without_foreign_keys;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000007_delivery_guarantees::Migration),
             Box::new(m20261201_000008_feedback_events::Migration),
             Box::new(m20261202_000009_consent::Migration),
+            Box::new(m20261202_000010_derived_tables_without_foreign_keys::Migration),
         ]
     }
 }
