@@ -16,7 +16,8 @@ use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
 /// Bytes of `COPY` data sent per message: large enough that the messages
-/// cost nothing, small enough that a batch is never held twice.
+/// cost nothing, small enough that a bulk write holds one message's rows
+/// in memory, not all of them.
 pub const COPY_CHUNK: usize = 1 << 20;
 
 pub struct PgTxn {
