@@ -88,8 +88,7 @@ impl PgTxn {
     /// Brings the planner's statistics of `table` up to date, rows written
     /// in this transaction included. Without them a table filled by a bulk
     /// write looks empty or small, and a lookup of a few thousand keys in it
-    /// becomes a scan of the whole table (8 times slower at 200,000 rows,
-    /// and growing with the table).
+    /// becomes a scan of the whole table, slower as the table grows.
     pub async fn analyze(&self, table: &str) -> Result<(), DbErr> {
         self.execute_unprepared(&format!(r#"ANALYZE "{table}""#)).await.map(drop)
     }
