@@ -26,3 +26,4 @@ pub mod schedule;
 pub mod scoring;
 pub mod segment;
 pub mod status;
+pub mod work;

@@ -474,6 +474,8 @@ pub struct DaemonSettings {
     pub max_score_age: Typed<chrono::Duration>,
     pub send_interval: Typed<chrono::Duration>,
     pub stop_timeout: Typed<chrono::Duration>,
+    pub range_size: u64,
+    pub work_lease: Typed<chrono::Duration>,
 }
 
 impl DaemonSettings {
@@ -487,6 +489,10 @@ impl DaemonSettings {
 
     pub fn stop_timeout(&self) -> chrono::Duration {
         *self.stop_timeout.get()
+    }
+
+    pub fn work_lease(&self) -> chrono::Duration {
+        *self.work_lease.get()
     }
 }
 
@@ -971,6 +977,7 @@ fn validate_daemon(problems: &mut Problems, daemon: &DaemonSettings) {
     problems.value("daemon.max_score_age", &daemon.max_score_age);
     problems.positive("daemon.send_interval", &daemon.send_interval);
     problems.value("daemon.stop_timeout", &daemon.stop_timeout);
+    problems.positive("daemon.work_lease", &daemon.work_lease);
 }
 
 fn validate_delivery(problems: &mut Problems, settings: &Settings) {

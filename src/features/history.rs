@@ -3,9 +3,10 @@
 //! number of cutoffs cost no further queries.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 
 use crate::db::engine::{Options, Txn, epoch_seconds};
@@ -95,19 +96,33 @@ impl History {
     /// big tables) are read at the same time on PostgreSQL, on two
     /// connections; on SQLite, whose reads block, one after the other.
     pub async fn load(db: &DatabaseConnection) -> Result<History, DbErr> {
-        let (customers, orders) = tokio::join!(load_customers(db), load_orders(db));
+        History::load_customers(db, None).await
+    }
+
+    /// Reads the customers whose ids are in `customers` (every customer
+    /// with None) and their events.
+    pub async fn load_customers(
+        db: &DatabaseConnection,
+        customers: Option<&RangeInclusive<i64>>,
+    ) -> Result<History, DbErr> {
+        let within = Within(customers.cloned());
+        let (customers, orders) = tokio::join!(load_customers(db, &within), load_orders(db, &within));
         let mut customers = customers?;
         customers.sort_unstable_by_key(|c| c.id);
         let customer_ids: Vec<i64> = customers.iter().map(|c| c.id).collect();
         let index = |id: i64| customer_ids.binary_search(&id).ok();
         let n = customer_ids.len();
         let orders = orders?.into_iter().filter_map(|(customer, order)| Some((index(customer)?, order))).collect();
-        let orders = Grouped::new(n, orders, |o| o.at);
+        // Orders at the same time are ordered by amount, so that which comes
+        // first (the first order's value) does not depend on the order the
+        // database returned them in, which differs between a whole-table
+        // read and a read of a range of customers.
+        let orders = Grouped::new(n, orders, |o| (o.at, o.cents));
         let mut txn = Txn::begin(db, Options::default()).await?;
-        let complaints = Grouped::new(n, load_complaints(&mut txn, &index).await?, |c| c.opened_at);
-        let ledger = Grouped::new(n, load_ledger(&mut txn, &index).await?, |e| e.at);
-        let tier_changes = Grouped::new(n, load_tier_changes(&mut txn, &index).await?, |c| c.at);
-        let messages = Grouped::new(n, load_messages(&mut txn, &index).await?, |&at| at);
+        let complaints = Grouped::new(n, load_complaints(&mut txn, &within, &index).await?, |c| c.opened_at);
+        let ledger = Grouped::new(n, load_ledger(&mut txn, &within, &index).await?, |e| e.at);
+        let tier_changes = Grouped::new(n, load_tier_changes(&mut txn, &within, &index).await?, |c| c.at);
+        let messages = Grouped::new(n, load_messages(&mut txn, &within, &index).await?, |&at| at);
         txn.rollback().await?;
         let signed_up_at = customers.into_iter().map(|c| c.signed_up_at).collect();
         Ok(History { customer_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
@@ -155,6 +170,19 @@ impl History {
 
 type Indexer<'a> = &'a (dyn Fn(i64) -> Option<usize> + Sync);
 
+/// The customers a history is loaded for: all, or a range of ids.
+struct Within(Option<RangeInclusive<i64>>);
+
+impl Within {
+    /// `select` limited to rows whose `column` (a customer id) is in range.
+    fn apply(&self, mut select: SelectStatement, column: &'static str) -> SelectStatement {
+        if let Some(range) = &self.0 {
+            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
+        }
+        select
+    }
+}
+
 record! {
     /// A customer: database id, sign-up time in seconds.
     struct CustomerRow {
@@ -174,13 +202,14 @@ record! {
 }
 
 /// Customers, in a read transaction of their own.
-async fn load_customers(db: &DatabaseConnection) -> Result<Vec<CustomerRow>, DbErr> {
+async fn load_customers(db: &DatabaseConnection, within: &Within) -> Result<Vec<CustomerRow>, DbErr> {
     let mut txn = Txn::begin(db, Options::default()).await?;
     let select = customer::Entity::find()
         .select_only()
         .column(customer::Column::Id)
         .expr_as(epoch_seconds(txn.backend(), "signed_up_at"), "signed_up_at")
         .into_query();
+    let select = within.apply(select, "id");
     let customers = txn.query(&select).await?;
     txn.rollback().await?;
     Ok(customers)
@@ -188,9 +217,10 @@ async fn load_customers(db: &DatabaseConnection) -> Result<Vec<CustomerRow>, DbE
 
 /// Orders by customer database id, categories interned as numbers, in a
 /// read transaction of their own.
-async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr> {
+async fn load_orders(db: &DatabaseConnection, within: &Within) -> Result<Vec<(i64, Order)>, DbErr> {
     let mut txn = Txn::begin(db, Options::default()).await?;
-    let count = Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned();
+    let count =
+        within.apply(Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned(), "customer_id");
     let expected = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0);
     let select = order::Entity::find()
         .select_only()
@@ -198,6 +228,7 @@ async fn load_orders(db: &DatabaseConnection) -> Result<Vec<(i64, Order)>, DbErr
         .expr_as(epoch_seconds(txn.backend(), "ordered_at"), "ordered_at")
         .columns([order::Column::AmountCents, order::Column::Category])
         .into_query();
+    let select = within.apply(select, "customer_id");
     // Sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps.
     let mut orders = Vec::with_capacity(expected as usize);
@@ -231,12 +262,13 @@ record! {
     }
 }
 
-async fn load_complaints(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
+async fn load_complaints(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
     let select = interaction::Entity::find()
         .select_only()
         .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
         .filter(interaction::Column::Kind.eq("complaint"))
         .into_query();
+    let select = within.apply(select, "customer_id");
     let rows: Vec<ComplaintRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -256,7 +288,7 @@ record! {
     }
 }
 
-async fn load_ledger(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
+async fn load_ledger(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
     let select = loyalty_ledger::Entity::find()
         .select_only()
         .columns([
@@ -265,6 +297,7 @@ async fn load_ledger(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, Le
             loyalty_ledger::Column::Points,
         ])
         .into_query();
+    let select = within.apply(select, "customer_id");
     let rows: Vec<LedgerRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -282,7 +315,11 @@ record! {
     }
 }
 
-async fn load_tier_changes(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, TierChange)>, DbErr> {
+async fn load_tier_changes(
+    txn: &mut Txn,
+    within: &Within,
+    index: Indexer<'_>,
+) -> Result<Vec<(usize, TierChange)>, DbErr> {
     let select = loyalty_tier_change::Entity::find()
         .select_only()
         .columns([
@@ -291,6 +328,7 @@ async fn load_tier_changes(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usi
             loyalty_tier_change::Column::ToTier,
         ])
         .into_query();
+    let select = within.apply(select, "customer_id");
     let rows: Vec<TierChangeRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -308,12 +346,13 @@ record! {
 }
 
 /// Times of the messages actually sent to each customer.
-async fn load_messages(txn: &mut Txn, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
+async fn load_messages(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
     let select = outbox::Entity::find()
         .select_only()
         .columns([outbox::Column::CustomerId, outbox::Column::SentAt])
         .filter(outbox::Column::SentAt.is_not_null())
         .into_query();
+    let select = within.apply(select, "customer_id");
     let rows: Vec<SentRow> = txn.query(&select).await?;
     Ok(rows.into_iter().filter_map(|row| Some((index(row.customer_id)?, row.sent_at.timestamp()))).collect())
 }

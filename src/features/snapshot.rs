@@ -1,11 +1,13 @@
 //! The `feature_snapshots` table: every customer's latest features, so that
 //! segments and reports can filter on them. Replaced whole at each scoring,
-//! in the scoring's transaction.
+//! in the scoring's transaction, or a range of customers at a time when
+//! daemons share the scoring.
 
+use std::ops::RangeInclusive;
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Query, Value};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, Value};
 use sea_orm::{DbBackend, DbErr, IdenStatic, Iterable};
 
 use super::Features;
@@ -39,6 +41,16 @@ impl SnapshotWriter {
     /// rewrites them all, and a deleted customer's row goes with them).
     pub async fn clear(&self, txn: &mut Txn) -> Result<(), DbErr> {
         txn.delete_before_rewrite(&Query::delete().from_table("feature_snapshots").to_owned()).await
+    }
+
+    /// Removes the snapshots of the customers in `range`, which a shared
+    /// scoring run rewrites one range at a time.
+    pub async fn clear_range(&self, txn: &mut Txn, range: &RangeInclusive<i64>) -> Result<(), DbErr> {
+        let delete = Query::delete()
+            .from_table("feature_snapshots")
+            .and_where(Expr::col("customer_id").between(*range.start(), *range.end()))
+            .to_owned();
+        txn.delete_before_rewrite(&delete).await
     }
 
     /// Writes the snapshots of `customer_ids`, replacing their rows.

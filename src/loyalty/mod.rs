@@ -12,7 +12,7 @@ pub mod engine;
 mod recompute;
 pub mod redemptions;
 
-pub use recompute::{Report, recompute};
+pub use recompute::{Report, recompute, recompute_range};
 
 use std::collections::HashMap;
 

@@ -570,3 +570,98 @@ fn sighup_brings_a_new_unsubscribe_key_to_the_running_server_and_a_changed_sched
         assert_eq!(daemon.stop(), 0);
     });
 }
+
+/// The pid in `owner` (`host:pid:random`).
+fn owner_pid(owner: &str) -> u32 {
+    owner.split(':').nth(1).and_then(|pid| pid.parse().ok()).expect("host:pid:random")
+}
+
+#[test]
+fn two_daemons_on_postgresql_share_the_scoring_and_the_range_of_a_killed_one_is_taken_over() {
+    let Some(env) = crate::support::backends().contains(&Backend::Postgres).then(|| TestEnv::new(Backend::Postgres))
+    else {
+        return;
+    };
+    for what in ["customers", "orders"] {
+        env.ok(&["import", what, &crate::support::example(&format!("{what}.csv")).display().to_string()]);
+    }
+    env.ok(&["train", "--as-of", "1997-09-30", "--horizon", "91d"]);
+    std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+    // One fire, 15 s from now: both daemons are up by then.
+    let fire = chrono::Utc::now() + chrono::Duration::seconds(15);
+    let settings = [
+        ("PATRON__DAEMON__SCORE_SCHEDULE", fire.format("%S %M %H * * *").to_string()),
+        ("PATRON__DAEMON__RANGE_SIZE", "10".to_owned()),
+        ("PATRON__DAEMON__WORK_LEASE", "3s".to_owned()),
+    ];
+    let mut daemons = vec![Daemon::start(&env, &settings), Daemon::start(&env, &settings)];
+    for daemon in &daemons {
+        daemon.wait_ready();
+    }
+    let held = |pid: u32| {
+        env.strings("SELECT owner FROM work_ranges WHERE done_at IS NULL AND owner IS NOT NULL")
+            .iter()
+            .filter(|owner| owner_pid(owner) == pid)
+            .count()
+    };
+    let takers = || {
+        let owners = env.strings("SELECT DISTINCT owner FROM work_ranges WHERE done_at IS NOT NULL");
+        owners.iter().map(|o| owner_pid(o)).collect::<HashSet<u32>>()
+    };
+    let pids: Vec<u32> = daemons.iter().map(|d| d.child.id()).collect();
+    assert!(
+        wait_until(Duration::from_secs(60), || takers().len() == 2),
+        "both daemons score ranges:\n{}\n{}",
+        daemons[0].stderr(),
+        daemons[1].stderr()
+    );
+    // Stopped while it holds a range, so that the kill lands mid-range.
+    let victim = (0..100)
+        .find_map(|_| {
+            let index = pids.iter().position(|&pid| held(pid) > 0)?;
+            daemons[index].signal(libc::SIGSTOP);
+            if held(pids[index]) > 0 {
+                return Some(index);
+            }
+            daemons[index].signal(libc::SIGCONT);
+            std::thread::sleep(Duration::from_millis(20));
+            None
+        })
+        .expect("a daemon caught holding a range");
+    let victim_pid = pids[victim];
+    let held_ranges = env.strings(&format!(
+        "SELECT CAST(id AS TEXT) FROM work_ranges WHERE done_at IS NULL AND owner LIKE '%:{victim_pid}:%'"
+    ));
+    assert!(!held_ranges.is_empty());
+    let mut killed = daemons.remove(victim);
+    killed.child.kill().unwrap();
+    killed.child.wait().unwrap();
+    let finished = || count(&env, "SELECT COUNT(*) FROM work_runs WHERE outcome = 'done'") == 1;
+    assert!(wait_until(Duration::from_secs(120), finished), "the survivor finishes the run:\n{}", daemons[0].stderr());
+    for range in &held_ranges {
+        let taken_over = env.strings(&format!(
+            "SELECT CAST(attempts AS TEXT) || ' ' || owner FROM work_ranges WHERE id = {range} AND done_at IS NOT NULL"
+        ));
+        assert_eq!(taken_over.len(), 1, "range {range} is done");
+        let (attempts, owner) = taken_over[0].split_once(' ').unwrap();
+        assert_eq!((attempts, owner_pid(owner)), ("2", pids[1 - victim]), "range {range} taken over");
+    }
+    let per_daemon = env.strings("SELECT owner || ' ' || CAST(COUNT(*) AS TEXT) FROM work_ranges GROUP BY owner");
+    eprintln!("ranges done per daemon: {per_daemon:?}; taken over: {held_ranges:?}");
+    assert_eq!(per_daemon.len(), 2, "the killed daemon's finished ranges stay done");
+    let customers = count(&env, "SELECT COUNT(*) FROM customers");
+    assert_eq!(customers, 2357);
+    assert_eq!(count(&env, "SELECT COUNT(*) FROM scores"), customers, "one score per customer");
+    assert_eq!(count(&env, "SELECT COUNT(DISTINCT customer_id) FROM scores"), customers);
+    assert_eq!(count(&env, "SELECT COUNT(*) FROM feature_snapshots"), customers);
+    // The same scores and deciles as one scoring of everyone at the run's moment.
+    let rows = || {
+        env.strings("SELECT CAST(customer_id AS TEXT) || ' ' || CAST(score AS TEXT) || ' ' || CAST(decile AS TEXT) FROM scores ORDER BY customer_id")
+    };
+    let shared = rows();
+    let as_of =
+        env.strings("SELECT to_char(as_of AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM work_runs");
+    assert_eq!(daemons.remove(0).stop(), 0);
+    env.ok(&["score", "--as-of", &as_of[0]]);
+    assert_eq!(shared, rows());
+}

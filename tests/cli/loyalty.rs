@@ -202,3 +202,67 @@ fn a_member_upgraded_yesterday_is_congratulated_once_and_never_again_for_that_up
         assert_eq!(env.strings(recipients), ["A"]);
     });
 }
+
+/// Every account and ledger entry, by customer and source, without row ids.
+fn loyalty_state(env: &TestEnv) -> Vec<String> {
+    let mut state = ledger(env);
+    state.extend(env.strings(
+        "SELECT c.external_id || ' ' || a.tier || ' ' || CAST(a.points AS TEXT) || ' ' || \
+         CAST(a.points_expiring_30d AS TEXT) || ' ' || COALESCE(a.next_tier, '-') \
+         FROM loyalty_accounts a JOIN customers c ON c.id = a.customer_id ORDER BY c.external_id",
+    ));
+    state.extend(env.strings(
+        "SELECT c.external_id || ' ' || COALESCE(t.from_tier, '-') || ' ' || t.to_tier FROM loyalty_tier_changes t \
+         JOIN customers c ON c.id = t.customer_id ORDER BY c.external_id, t.changed_at, t.to_tier",
+    ));
+    state
+}
+
+#[test]
+fn a_recompute_shared_in_ranges_by_two_daemons_writes_what_one_recompute_writes() {
+    use patron::work::{self, Owner};
+
+    each_backend(|env| {
+        for what in ["customers", "orders"] {
+            let file = crate::support::example(&format!("{what}.csv")).display().to_string();
+            assert_eq!(env.patron(&["import", what, &file]).code, 0);
+        }
+        let as_of: chrono::DateTime<Utc> = "1997-12-31T00:00:00Z".parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let reports = runtime.block_on(async {
+            let loaded = patron::config::load(None).expect("default settings");
+            let mut settings = loaded.settings;
+            settings.database.url = env.database_url.clone();
+            let db = patron::db::open(&settings).await.expect("open database");
+            let rules = patron::loyalty::engine::Rules::from(&settings.loyalty);
+            work::start(&db, work::LOYALTY, None, as_of, 300, as_of).await.unwrap().expect("a new run");
+            let worker = |owner: Owner| {
+                let (db, rules) = (db.clone(), rules.clone());
+                async move {
+                    let mut reports = Vec::new();
+                    while let Some(range) = work::take(&db, &owner, Duration::minutes(1), Utc::now()).await.unwrap() {
+                        reports.push(patron::loyalty::recompute_range(&db, &rules, &range, &owner).await.unwrap());
+                    }
+                    reports
+                }
+            };
+            let (first, second) = tokio::join!(
+                tokio::spawn(worker(Owner::of_this_process())),
+                tokio::spawn(worker(Owner::of_this_process()))
+            );
+            let progress = work::progress(&db, work::LOYALTY, Utc::now()).await.unwrap().expect("unfinished");
+            assert_eq!((progress.ranges, progress.done), (8, 8), "2,357 customers in ranges of 300");
+            assert!(work::finish_alone(&db, &progress.run, "done", Utc::now()).await.unwrap());
+            first.unwrap().into_iter().chain(second.unwrap()).map(|report| report.expect("held")).collect::<Vec<_>>()
+        });
+        let members: u64 = reports.iter().map(|r| r.members).sum();
+        assert_eq!(members, 2357, "every customer with orders is a member, in one range");
+        let shared = loyalty_state(env);
+        for table in ["loyalty_tier_changes", "loyalty_ledger", "loyalty_accounts"] {
+            env.execute(&format!("DELETE FROM {table}"));
+        }
+        let one = env.patron(&["loyalty", "recompute", "--as-of", "1997-12-31T00:00:00Z"]);
+        assert_eq!(one.code, 0, "{}", one.stderr);
+        assert_eq!(shared, loyalty_state(env));
+    });
+}

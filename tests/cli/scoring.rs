@@ -185,3 +185,80 @@ fn the_model_report_has_the_metrics_and_the_three_charts() {
         assert!(shown.contains("algorithm:   forest") && shown.contains("calibration:"), "{shown}");
     });
 }
+
+/// (customer id, score, decile) of every score row, in customer order.
+fn score_rows(env: &TestEnv) -> Vec<String> {
+    env.strings("SELECT CAST(customer_id AS TEXT) || ' ' || CAST(score AS TEXT) || ' ' || CAST(decile AS TEXT) FROM scores ORDER BY customer_id")
+}
+
+/// The rows are equal; else the first few that differ.
+pub fn assert_same_rows(shared: &[String], alone: &[String]) {
+    let differing: Vec<(&String, &String)> = shared.iter().zip(alone).filter(|(a, b)| a != b).take(5).collect();
+    assert!(
+        differing.is_empty() && shared.len() == alone.len(),
+        "shared scoring (left) and one scoring (right) differ: {} and {} rows; {differing:?}",
+        shared.len(),
+        alone.len()
+    );
+}
+
+#[test]
+fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_one_scoring_does() {
+    use chrono::{DateTime, Duration, Utc};
+    use patron::scoring::shared::{self, RangeOutcome};
+    use patron::work::{self, Owner};
+
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        let as_of: DateTime<Utc> = "1997-12-31T00:00:00Z".parse().unwrap();
+        let models = env.dir.path().join("models");
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let (finished, stale_outcome) = runtime.block_on(async {
+            let mut settings = patron::config::load(None).expect("default settings").settings;
+            settings.database.url = env.database_url.clone();
+            let db = patron::db::open(&settings).await.expect("open database");
+            let run = shared::start(&db, 100, as_of).await.unwrap().expect("a new run");
+            assert!(shared::start(&db, 100, as_of).await.unwrap().is_none(), "one run at a time");
+            // A daemon that took the first range and died: its lease has run out.
+            let dead = Owner::of_this_process();
+            let stale = work::take(&db, &dead, Duration::minutes(1), Utc::now() - Duration::minutes(2)).await.unwrap();
+            let stale = stale.expect("a range to take");
+            let worker = |owner: Owner| {
+                let (db, models) = (db.clone(), models.clone());
+                async move {
+                    let mut taken = Vec::new();
+                    while let Some(range) = work::take(&db, &owner, Duration::minutes(1), Utc::now()).await.unwrap() {
+                        let outcome = shared::score_range(&db, &models, &range, &owner).await.unwrap();
+                        assert!(matches!(outcome, RangeOutcome::Scored { .. }), "{outcome:?}");
+                        taken.push(range.id);
+                    }
+                    taken
+                }
+            };
+            let (first, second) = tokio::join!(
+                tokio::spawn(worker(Owner::of_this_process())),
+                tokio::spawn(worker(Owner::of_this_process()))
+            );
+            let (first, second) = (first.unwrap(), second.unwrap());
+            assert!(first.contains(&stale.id) || second.contains(&stale.id), "the dead daemon's range is taken over");
+            assert_eq!(first.len() + second.len(), 24, "2,357 customers in ranges of 100, each taken once");
+            // The dead daemon wakes up: the range is no longer its own.
+            let stale_outcome = shared::score_range(&db, &models, &stale, &dead).await.unwrap();
+            let progress = work::progress(&db, work::SCORING, Utc::now()).await.unwrap().expect("unfinished");
+            assert_eq!((progress.run.id, progress.ranges, progress.done, progress.given_up), (run.id, 24, 24, 0));
+            let finished = shared::finish(&db, &progress, Utc::now()).await.unwrap();
+            assert!(work::progress(&db, work::SCORING, Utc::now()).await.unwrap().is_none());
+            (finished, stale_outcome)
+        });
+        assert_eq!(stale_outcome, RangeOutcome::Lost);
+        assert_eq!(finished, Some(shared::Finished { customers: 2357, given_up: 0 }));
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM scores"), 2357);
+        assert_eq!(count(env, "SELECT CAST(COUNT(DISTINCT customer_id) AS TEXT) FROM scores"), 2357);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), 2357);
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM work_ranges WHERE attempts = 2"), 1);
+        let shared_rows = score_rows(env);
+        env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
+        assert_same_rows(&shared_rows, &score_rows(env));
+    });
+}

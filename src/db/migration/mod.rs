@@ -13,6 +13,7 @@ mod m20261201_000007_delivery_guarantees;
 mod m20261201_000008_feedback_events;
 mod m20261202_000009_consent;
 mod m20261202_000010_derived_tables_without_foreign_keys;
+mod m20261202_000011_shared_work;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_feedback_events::Migration),
             Box::new(m20261202_000009_consent::Migration),
             Box::new(m20261202_000010_derived_tables_without_foreign_keys::Migration),
+            Box::new(m20261202_000011_shared_work::Migration),
         ]
     }
 }

@@ -5,11 +5,12 @@
 //! through [`crate::db::engine`].
 
 use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::time::{Duration as Elapsed, Instant};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sea_orm::sea_query::{
-    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, Value,
+    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, IntoColumnRef, JoinType, Query, SelectStatement, Value,
 };
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -23,6 +24,7 @@ use crate::db::bulk::{BulkInsert, BulkUpdate};
 use crate::db::engine::{Options, Txn, birthday_month_and_day};
 use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
 use crate::db::record::record;
+use crate::work;
 
 /// What a recompute changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -48,31 +50,83 @@ pub struct Report {
 /// redemption, adjustment) updates the stored balance with it.
 pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
     // Reads first: the write lock is taken at the first write.
-    let mut txn = Txn::begin(db, Options { write_lock_first: false, cache_mb: Some(64), memory_map: true }).await?;
+    let mut txn = begin(db, false).await?;
+    let report = recompute_in(&mut txn, rules, as_of, &Members::All).await?;
+    txn.commit().await?;
+    Ok(report)
+}
+
+/// Brings the members whose customer ids are in the range taken up to
+/// date, as [`recompute`] does for all, in one transaction that also marks
+/// the range done; None (and nothing written) if this daemon no longer
+/// holds it.
+pub async fn recompute_range(
+    db: &DatabaseConnection,
+    rules: &Rules,
+    range: &work::Range,
+    owner: &work::Owner,
+) -> Result<Option<Report>, DbErr> {
+    // Other daemons' ranges may be written at the same time: on SQLite a
+    // transaction that read first could not take the write lock then.
+    let mut txn = begin(db, true).await?;
+    let report = recompute_in(&mut txn, rules, range.run.as_of, &Members::Range(range.customers.clone())).await?;
+    if !work::complete(&mut txn, range, owner, Utc::now()).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    txn.commit().await?;
+    Ok(Some(report))
+}
+
+async fn begin(db: &DatabaseConnection, write_lock_first: bool) -> Result<Txn, DbErr> {
+    Txn::begin(db, Options { write_lock_first, cache_mb: Some(64), memory_map: true }).await
+}
+
+/// The members a recompute covers.
+enum Members {
+    All,
+    Range(RangeInclusive<i64>),
+}
+
+impl Members {
+    /// `select` limited to rows whose `column` (a customer id) is covered.
+    fn limit(&self, mut select: SelectStatement, column: impl IntoColumnRef) -> SelectStatement {
+        if let Members::Range(range) = self {
+            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
+        }
+        select
+    }
+}
+
+async fn recompute_in(txn: &mut Txn, rules: &Rules, as_of: DateTime<Utc>, members: &Members) -> Result<Report, DbErr> {
     let mut log = PhaseLog::new();
     let mut changed = HashSet::new();
-    for (name, query) in change_queries(txn.backend(), rules, as_of) {
+    for (name, query) in change_queries(txn.backend(), rules, as_of, members) {
         changed.extend(txn.values::<i64>(&query).await?);
         log.found(name, changed.len());
     }
-    let moved = txn.query::<MovedRow>(&moved_query(rules, as_of)).await?;
+    let moved = txn.query::<MovedRow>(&moved_query(rules, as_of, members)).await?;
     let moved = moved.into_iter().map(|row| Moved::new(row, rules)).collect();
     let (changed, distances) = sort_out(rules, changed, moved);
     log.phase("changed members found");
     let mut report = Report { recomputed: changed.len() as u64, ..Report::default() };
     // On a first run every ledger is empty until this run writes it, and
-    // each member is written once: nothing to read back.
-    let first_run = txn.values::<i64>(&any_ledger_entry()).await?.is_empty();
-    let set_aside = if first_run { Some(txn.set_aside_indexes("loyalty_ledger").await?) } else { None };
+    // each member is written once: nothing to read back. The indexes are
+    // set aside only when the whole base is written.
+    let first_run = txn.values::<i64>(&members.limit(any_ledger_entry(), "customer_id")).await?.is_empty();
+    let set_aside = match members {
+        Members::All if first_run => Some(txn.set_aside_indexes("loyalty_ledger").await?),
+        _ => None,
+    };
     for ids in changed.chunks(CHUNK) {
         let clock = Instant::now();
-        let accounts = load_accounts(&mut txn, ids).await?;
-        let loaded = load_members(&mut txn, ids, as_of, !first_run).await?;
+        let accounts = load_accounts(txn, ids).await?;
+        let loaded = load_members(txn, ids, as_of, !first_run).await?;
         let outcomes = run_rules(rules, &accounts, ids, loaded, as_of);
         log.reading += clock.elapsed();
         count_all(&mut report, &outcomes, rules);
         let clock = Instant::now();
-        write_outcomes(&mut txn, &accounts, &outcomes, as_of).await?;
+        write_outcomes(txn, &accounts, &outcomes, as_of).await?;
         log.writing += clock.elapsed();
     }
     if let Some(set_aside) = set_aside {
@@ -89,9 +143,9 @@ pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<U
     .await?;
     log.phase("distances to the next tier written");
     let count = Query::select().expr(Expr::col(Asterisk).count()).from("loyalty_accounts").to_owned();
+    let count = members.limit(count, "customer_id");
     report.members = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0) as u64;
-    txn.commit().await?;
-    log.phase("committed");
+    log.phase("members counted");
     Ok(report)
 }
 
@@ -401,7 +455,7 @@ impl Moved {
 /// the value gives; worked out in the database, so that only those rows
 /// come back ([`MovedRow`]). The tiers are bound values; the caller checks
 /// each row again with [`Rules`].
-fn moved_query(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
+fn moved_query(rules: &Rules, as_of: DateTime<Utc>, members: &Members) -> SelectStatement {
     let divisor = if rules.basis == Basis::Spend { "100.0" } else { "1.0" };
     // Fixed text: a number literal chosen above, never input.
     let value = || Expr::cust(format!(r#"(COALESCE("v"."total", 0) / {divisor})"#));
@@ -439,18 +493,19 @@ fn moved_query(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
                     .add(Expr::expr(Func::abs(stored_missing.sub(missing))).gt(0.000001)),
             ),
         );
-    Query::select()
+    let query = Query::select()
         .columns([("a", "customer_id"), ("a", "tier"), ("a", "next_tier"), ("a", "points_to_next_tier")])
         .expr_as(Expr::cust(r#"COALESCE("v"."total", 0)"#), "total")
         .from_as("loyalty_accounts", "a")
         .join_subquery(
             JoinType::LeftJoin,
-            basis_totals(rules, as_of),
+            members.limit(basis_totals(rules, as_of), "customer_id"),
             "v",
             Expr::col(("v", "customer_id")).equals(("a", "customer_id")),
         )
         .cond_where(moved)
-        .to_owned()
+        .to_owned();
+    members.limit(query, ("a", "customer_id"))
 }
 
 /// `a IS DISTINCT FROM b`, spelled out in operators both engines share.
@@ -490,7 +545,12 @@ fn basis_totals(rules: &Rules, as_of: DateTime<Utc>) -> SelectStatement {
 /// an order without points yet or no account; points expiring by 30 days
 /// from now that are not settled; a birthday in the last week. Each
 /// query's name is for the debug log.
-fn change_queries(backend: DbBackend, rules: &Rules, as_of: DateTime<Utc>) -> Vec<(&'static str, SelectStatement)> {
+fn change_queries(
+    backend: DbBackend,
+    rules: &Rules,
+    as_of: DateTime<Utc>,
+    members: &Members,
+) -> Vec<(&'static str, SelectStatement)> {
     let not_exists = |query: SelectStatement| Expr::exists(query).not();
     let unearned = Query::select()
         .distinct()
@@ -529,9 +589,13 @@ fn change_queries(backend: DbBackend, rules: &Rules, as_of: DateTime<Utc>) -> Ve
                 .to_owned(),
         ))
         .to_owned();
-    let mut queries = vec![("unearned orders or no account", unearned), ("unsettled lots", unsettled)];
+    let mut queries = vec![
+        ("unearned orders or no account", members.limit(unearned, ("o", "customer_id"))),
+        ("unsettled lots", members.limit(unsettled, ("l", "customer_id"))),
+    ];
     if rules.birthday_bonus > 0 {
-        queries.push(("birthdays", birthdays_in_last_week(backend, as_of)));
+        let birthdays = birthdays_in_last_week(backend, as_of);
+        queries.push(("birthdays", members.limit(birthdays, ("loyalty_accounts", "customer_id"))));
     }
     queries
 }

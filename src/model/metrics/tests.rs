@@ -284,3 +284,19 @@ fn pseudo_random_sample(n: usize) -> (Vec<f64>, Vec<bool>) {
         })
         .unzip()
 }
+
+#[test]
+fn decile_floors_give_every_score_the_decile_that_deciles_gives() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for n in (1..60).chain([997, 1000, 1003]) {
+        // Few distinct values, so that tied groups straddle decile edges.
+        let scores: Vec<f64> = (0..n).map(|_| f64::from(rng.random_range(0..12u8)) / 11.0).collect();
+        let expected = deciles(&scores);
+        let floors = decile_floors(&mut scores.clone());
+        let from_floors: Vec<u8> = scores.iter().map(|&s| decile_from_floors(s, &floors)).collect();
+        assert_eq!(from_floors, expected, "n = {n}");
+    }
+    assert_eq!(decile_floors(&mut [0.2, 0.9, 0.5]), [0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.2, 0.2, 0.2]);
+    assert!(decile_floors(&mut []).is_empty());
+}

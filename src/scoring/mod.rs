@@ -1,7 +1,11 @@
 //! `patron score`: every customer's features as of a moment, scored by the
 //! active model. Writes the feature snapshots, replaces the model's scores
 //! (with deciles, 1 = most likely to buy) and optionally exports a CSV.
+//! `shared` splits the same work into ranges for several daemons.
 
+pub mod shared;
+
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -168,7 +172,8 @@ async fn score_and_write(
     }
     let deciles = timed_deciles(&scores, report);
     let clock = Instant::now();
-    write_scores(&mut txn, model_id, &history.customer_ids, &scores, &deciles, now).await?;
+    let written = Written { model_id, customer_ids: &history.customer_ids, scores: &scores, deciles: &deciles };
+    write_scores(&mut txn, &written, None, now).await?;
     // Campaign segments join both tables next.
     txn.analyze("scores").await?;
     txn.analyze("feature_snapshots").await?;
@@ -202,16 +207,27 @@ fn timed_deciles(scores: &[f64], report: &mut ScoreReport) -> Vec<u8> {
     deciles
 }
 
-/// Replaces the scores of `model_id`.
+/// Scores to write: customer `customer_ids[i]` scored `scores[i]`, in decile `deciles[i]`.
+struct Written<'a> {
+    model_id: i64,
+    customer_ids: &'a [i64],
+    scores: &'a [f64],
+    deciles: &'a [u8],
+}
+
+/// Replaces the scores of `written.model_id`: all of them, or those of the
+/// customers in `range`.
 async fn write_scores(
     txn: &mut Txn,
-    model_id: i64,
-    customer_ids: &[i64],
-    scores: &[f64],
-    deciles: &[u8],
+    written: &Written<'_>,
+    range: Option<&RangeInclusive<i64>>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
+    let Written { model_id, customer_ids, scores, deciles } = *written;
+    let mut old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
+    if let Some(range) = range {
+        old.and_where(Expr::col("customer_id").between(*range.start(), *range.end()));
+    }
     txn.delete_before_rewrite(&old).await?;
     let insert = BulkInsert::rewrite(txn.backend(), "scores", SCORE_COLUMNS, &["model_id", "customer_id"]);
     let scored_at = repeated_time(txn.backend(), now);
