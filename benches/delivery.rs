@@ -4,7 +4,8 @@
 //!
 //! Needs Debian's `postfix` package (`smtp-sink`, `smtp-source` in
 //! /usr/sbin). `cargo bench --bench delivery`; `PATRON_BENCH_MESSAGES=10000`
-//! for one size only.
+//! for one size only; `PATRON_BENCH_DATABASE_URL=postgres://...` to run on
+//! PostgreSQL (that database is emptied first).
 
 mod support;
 
@@ -13,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{measure, measure_with, write_customers};
+use support::{empty_database, measure, measure_with, write_customers};
 
 const CONCURRENCY: usize = 8;
 
@@ -47,6 +48,7 @@ fn main() {
 }
 
 fn bench(messages: u64) {
+    empty_database();
     let dir = tempfile::tempdir().expect("temp dir");
     let work = dir.path();
     write_customers(work, messages);
@@ -80,9 +82,12 @@ fn bench(messages: u64) {
     let source_rate = messages as f64 / started.elapsed().as_secs_f64();
     println!(
         "{messages:>7} messages of ~{size} bytes, {CONCURRENCY} sessions: patron send {patron_rate:>7.0}/s \
-         (peak {:.1} MB, {:.2} s), smtp-source {source_rate:>7.0}/s, ratio {:.2}",
+         (peak {:.1} MB, {:.2} s, processor {:.2} s user {:.2} s system), smtp-source {source_rate:>7.0}/s, \
+         ratio {:.2}",
         run.peak_mb,
         run.seconds,
+        run.cpu_user,
+        run.cpu_system,
         patron_rate / source_rate
     );
 }

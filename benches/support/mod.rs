@@ -15,6 +15,9 @@ pub struct Measured {
     pub seconds: f64,
     /// Peak resident memory, MB.
     pub peak_mb: f64,
+    /// Processor time, user and system, seconds.
+    pub cpu_user: f64,
+    pub cpu_system: f64,
     pub stdout: String,
 }
 
@@ -47,7 +50,14 @@ pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured
     let waited = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
     assert!(waited > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "patron {args:?} failed");
-    Measured { seconds, peak_mb: usage.ru_maxrss as f64 / 1024.0, stdout }
+    let time = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Measured {
+        seconds,
+        peak_mb: usage.ru_maxrss as f64 / 1024.0,
+        cpu_user: time(usage.ru_utime),
+        cpu_system: time(usage.ru_stime),
+        stdout,
+    }
 }
 
 /// Lets the kernel write the previous run's pages to disk first. Scoring and
