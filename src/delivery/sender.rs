@@ -596,16 +596,9 @@ struct Worker {
 impl Worker {
     async fn run(self, work_rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
         let mut session = Session::default();
-        // The last message's result until it is committed. The next message
-        // is prepared meanwhile but handed over only after: this is what
-        // bounds the duplicates after a crash by the concurrency.
-        let mut unrecorded: Option<oneshot::Receiver<()>> = None;
         loop {
             let work = work_rx.lock().await.recv().await;
-            let Some(Work::Send { row, message, message_id, email, marketing, topic }) = work else {
-                let _ = recorded(&mut unrecorded).await;
-                return;
-            };
+            let Some(Work::Send { row, message, message_id, email, marketing, topic }) = work else { return };
             if !self.held.is_queued(row.id) {
                 continue; // given back on a halt
             }
@@ -621,42 +614,43 @@ impl Worker {
                 continue;
             }
             let fate = match refused {
-                Ok(Refusal::Never(reason)) => Some(Fate::Suppressed { reason: reason.into() }),
-                Ok(Refusal::NotNow) => None,
-                Ok(Refusal::None) => {
-                    let ready = self.transport.prepare(&mut session, &message, &row.id.to_string()).await;
-                    if !recorded(&mut unrecorded).await {
-                        return; // the recorder stopped: nothing more is handed over
-                    }
-                    let outcome = match ready {
-                        Ok(ready) => self.transport.hand_over(&mut session, ready).await,
-                        Err(outcome) => outcome,
-                    };
-                    self.fate(outcome, &row, message_id, email)
+                Ok(Refusal::Never(reason)) => Fate::Suppressed { reason: reason.into() },
+                Ok(Refusal::NotNow) => {
+                    let _ = self.record_tx.send(Record::Release { row }).await;
+                    continue;
                 }
-                Err(error) => Some(retry_or_fail(&self.options, &row, format!("checking suppressions: {error}"))),
+                Ok(Refusal::None) => match self.send(&mut session, &row, message, message_id, email).await {
+                    Some(fate) => fate,
+                    None => {
+                        let _ = self.record_tx.send(Record::Release { row }).await;
+                        continue;
+                    }
+                },
+                Err(error) => retry_or_fail(&self.options, &row, format!("checking suppressions: {error}")),
             };
-            // Not now (a paused campaign, a server that cannot be used): the row goes back.
-            let Some(fate) = fate else {
-                let _ = self.record_tx.send(Record::Release { row }).await;
-                continue;
-            };
-            if !recorded(&mut unrecorded).await {
-                return;
-            }
             let (ack, acked) = oneshot::channel();
             if self.record_tx.send(Record::Done { row, fate, ack: Some(ack) }).await.is_err() {
                 return;
             }
-            unrecorded = Some(acked);
+            // The next message only once this result is committed: this is
+            // what bounds the duplicates after a crash by the concurrency.
+            if acked.await.is_err() {
+                return;
+            }
         }
     }
 
-    /// The message's fate from the transport's outcome; `None` when the
-    /// server cannot be used at all (the pass is halted and the row goes
-    /// back without spending the attempt).
-    fn fate(&self, outcome: Outcome, row: &Claimed, message_id: String, email: String) -> Option<Fate> {
-        let fate = match outcome {
+    /// The message's fate; `None` when the server cannot be used at all (the
+    /// pass is halted and the row goes back without spending the attempt).
+    async fn send(
+        &self,
+        session: &mut Session,
+        row: &Claimed,
+        message: lettre::Message,
+        message_id: String,
+        email: String,
+    ) -> Option<Fate> {
+        let fate = match self.transport.send(session, message, &row.id.to_string()).await {
             Outcome::Accepted(reply) => Fate::Sent { message_id, reply },
             Outcome::Temporary(error) => {
                 tracing::debug!(outbox_id = row.id, attempt = row.attempts, %error, "temporary delivery failure");
@@ -680,15 +674,6 @@ impl Worker {
             }
         };
         Some(fate)
-    }
-}
-
-/// Waits until the last result handed to the recorder is committed; false
-/// if the recorder stopped first.
-async fn recorded(unrecorded: &mut Option<oneshot::Receiver<()>>) -> bool {
-    match unrecorded.take() {
-        Some(acked) => acked.await.is_ok(),
-        None => true,
     }
 }
 

@@ -62,15 +62,6 @@ pub struct Smtp {
 #[derive(Default)]
 pub struct Session(Option<AsyncSmtpConnection>);
 
-/// A message the server is ready to take: its envelope was accepted (MAIL,
-/// RCPT, DATA) and nothing of it can have been delivered yet. Only
-/// [`Transport::hand_over`], which writes it, can deliver it, so a sender
-/// may prepare the next message while the last one's result is recorded.
-pub struct Ready {
-    name: String,
-    bytes: Vec<u8>,
-}
-
 impl Transport {
     /// The configured transport. SMTP connections are opened on first use, so
     /// a server that is down now is only a reason to retry later.
@@ -88,38 +79,9 @@ impl Transport {
 
     /// Hands `message` over; `name` identifies it (the file name for the file transport).
     pub async fn send(&self, session: &mut Session, message: Message, name: &str) -> Outcome {
-        match self.prepare(session, &message, name).await {
-            Ok(ready) => self.hand_over(session, ready).await,
-            Err(outcome) => outcome,
-        }
-    }
-
-    /// Everything before the message itself: on SMTP, connecting if needed
-    /// and the envelope. The outcome instead when the server refused or
-    /// could not be reached (nothing was delivered).
-    pub async fn prepare(&self, session: &mut Session, message: &Message, name: &str) -> Result<Ready, Outcome> {
-        let ready = Ready { name: name.to_owned(), bytes: message.formatted() };
         match self {
-            Transport::Smtp(smtp) => match smtp.prepare(session, message.envelope(), &ready.bytes).await {
-                Ok(()) => Ok(ready),
-                Err(failure) => Err(failure.outcome()),
-            },
-            Transport::File(_) => Ok(ready),
-        }
-    }
-
-    /// Writes a prepared message: the step after which it may be delivered.
-    pub async fn hand_over(&self, session: &mut Session, ready: Ready) -> Outcome {
-        match self {
-            Transport::Smtp(smtp) => match smtp.write_message(session, &ready.bytes).await {
-                Ok(response) => Outcome::Accepted(format!(
-                    "{} {}",
-                    response.code(),
-                    response.message().collect::<Vec<_>>().join(" ")
-                )),
-                Err(failure) => failure.outcome(),
-            },
-            Transport::File(dir) => match write_file(dir, &ready.name, &ready.bytes).await {
+            Transport::Smtp(smtp) => smtp.send(session, &message).await,
+            Transport::File(dir) => match write_file(dir, name, &message.formatted()).await {
                 Ok(path) => Outcome::Accepted(format!("written to {}", path.display())),
                 Err(error) => Outcome::Temporary(format!("writing the message file: {error}")),
             },
@@ -157,50 +119,36 @@ impl Smtp {
         })
     }
 
-    /// Connects if needed and sends the envelope, within the timeout.
-    async fn prepare(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<(), Failure> {
+    async fn send(&self, session: &mut Session, message: &Message) -> Outcome {
+        let bytes = message.formatted();
         let reused = session.0.as_ref().is_some_and(|c| !c.has_broken());
-        let mut result = self.try_envelope(session, envelope, bytes).await;
+        let mut outcome = self.attempt(session, message.envelope(), &bytes).await;
         // A kept connection the server has since closed: try once on a new one.
-        if reused && matches!(result, Err(Failure::Network(_))) {
-            result = self.try_envelope(session, envelope, bytes).await;
+        if reused && matches!(outcome, Err(Failure::Network(_))) {
+            outcome = self.attempt(session, message.envelope(), &bytes).await;
         }
-        result
+        match outcome {
+            Ok(response) => {
+                Outcome::Accepted(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
+            }
+            Err(Failure::Smtp(error)) => classify(&error),
+            Err(Failure::Network(text)) => Outcome::Temporary(text),
+            Err(Failure::NoReply(text)) => Outcome::Unknown(text),
+            Err(Failure::Unusable(text)) => Outcome::Unusable(text),
+        }
     }
 
-    async fn try_envelope(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<(), Failure> {
+    /// One try, within the timeout; the session is dropped when it breaks.
+    async fn attempt(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<Response, Failure> {
         let mut phase = Phase::Connecting;
         let result = tokio::time::timeout(self.timeout, async {
             if session.0.as_ref().is_none_or(AsyncSmtpConnection::has_broken) {
                 session.0 = Some(self.connect().await?);
             }
             let connection = session.0.as_mut().expect("connected above");
-            send_envelope(connection, envelope, bytes, &mut phase).await
+            transaction(connection, envelope, bytes, &mut phase).await
         })
         .await;
-        self.settle(session, result, phase).await
-    }
-
-    /// Writes the message of a prepared transaction and reads the reply,
-    /// within the timeout.
-    async fn write_message(&self, session: &mut Session, bytes: &[u8]) -> Result<Response, Failure> {
-        let phase = Phase::AwaitingReply;
-        let Some(connection) = session.0.as_mut() else {
-            return Err(Failure::Network("the connection was lost before the message was written".into()));
-        };
-        let written =
-            tokio::time::timeout(self.timeout, async { connection.message(bytes).await.map_err(step(phase)) }).await;
-        self.settle(session, written, phase).await
-    }
-
-    /// The result of a step that had `self.timeout`; a connection that
-    /// broke or timed out is dropped.
-    async fn settle<T>(
-        &self,
-        session: &mut Session,
-        result: Result<Result<T, Failure>, tokio::time::error::Elapsed>,
-        phase: Phase,
-    ) -> Result<T, Failure> {
         let result = result.unwrap_or_else(|_| {
             let text = format!("no answer from the SMTP server within {:?}", self.timeout);
             Err(phase.failure(text))
@@ -279,15 +227,16 @@ impl Phase {
     }
 }
 
-/// MAIL, RCPT and DATA, step by step (as lettre's own `send` does before
-/// the message), so that a reply lost after the message can be told apart.
-async fn send_envelope(
+/// MAIL, RCPT, DATA and the message, step by step (as lettre's own `send`
+/// does), so that a reply lost after the message can be told apart.
+async fn transaction(
     connection: &mut AsyncSmtpConnection,
     envelope: &Envelope,
     bytes: &[u8],
     phase: &mut Phase,
-) -> Result<(), Failure> {
+) -> Result<Response, Failure> {
     *phase = Phase::Envelope;
+    let step = |phase: Phase| move |error: lettre::transport::smtp::Error| step_failure(phase, error);
     let mut options = Vec::new();
     let non_ascii_address =
         envelope.from().into_iter().chain(envelope.to()).any(|a| !AsRef::<str>::as_ref(a).is_ascii());
@@ -308,12 +257,8 @@ async fn send_envelope(
         connection.command(Rcpt::new(recipient.clone(), vec![])).await.map_err(step(Phase::Envelope))?;
     }
     connection.command(Data).await.map_err(step(Phase::Envelope))?;
-    Ok(())
-}
-
-/// What a lettre error in `phase` means ([`step_failure`]), for `map_err`.
-fn step(phase: Phase) -> impl Fn(lettre::transport::smtp::Error) -> Failure {
-    move |error| step_failure(phase, error)
+    *phase = Phase::AwaitingReply;
+    connection.message(bytes).await.map_err(step(Phase::AwaitingReply))
 }
 
 /// A 4xx or 5xx reply is the server's answer; anything else (a broken
@@ -323,7 +268,7 @@ fn step_failure(phase: Phase, error: lettre::transport::smtp::Error) -> Failure 
     if error.is_permanent() || error.is_transient() { Failure::Smtp(error) } else { phase.failure(error.to_string()) }
 }
 
-/// Why a step failed.
+/// Why an attempt failed.
 enum Failure {
     /// The server answered with a refusal.
     Smtp(lettre::transport::smtp::Error),
@@ -333,17 +278,6 @@ enum Failure {
     NoReply(String),
     /// No usable connection at all.
     Unusable(String),
-}
-
-impl Failure {
-    fn outcome(self) -> Outcome {
-        match self {
-            Failure::Smtp(error) => classify(&error),
-            Failure::Network(text) => Outcome::Temporary(text),
-            Failure::NoReply(text) => Outcome::Unknown(text),
-            Failure::Unusable(text) => Outcome::Unusable(text),
-        }
-    }
 }
 
 /// Reply codes that refuse the recipient's address itself (RFC 5321 4.2.3).

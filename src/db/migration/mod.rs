@@ -14,6 +14,7 @@ mod m20261201_000008_feedback_events;
 mod m20261202_000009_consent;
 mod m20261202_000010_derived_tables_without_foreign_keys;
 mod m20261202_000011_shared_work;
+mod m20261202_000012_bulk_tables_without_foreign_keys;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_consent::Migration),
             Box::new(m20261202_000010_derived_tables_without_foreign_keys::Migration),
             Box::new(m20261202_000011_shared_work::Migration),
+            Box::new(m20261202_000012_bulk_tables_without_foreign_keys::Migration),
         ]
     }
 }
