@@ -21,6 +21,7 @@ pub mod leader;
 mod mailbox;
 pub mod metrics;
 mod routes;
+mod shared;
 pub mod systemd;
 mod watch;
 
@@ -380,8 +381,8 @@ async fn schedule_loop(
             was_leader = leader;
         }
         let loaded = daemon.loaded();
-        if shares_work(&daemon.db, &loaded) {
-            take_shared_work(&daemon, &loaded, &stop).await;
+        if shared::shares_work(&daemon.db, &loaded) {
+            shared::take_work(&daemon, &loaded, &stop).await;
         }
         if !leader {
             continue;
@@ -396,8 +397,8 @@ async fn schedule_loop(
             apply_retention(&daemon.db, &loaded, now).await;
         }
         if loyalty_timer.due(now) {
-            if shares_work(&daemon.db, &loaded) {
-                start_shared_run(&daemon.db, &loaded, work::LOYALTY, now).await;
+            if shared::shares_work(&daemon.db, &loaded) {
+                shared::start_run(&daemon.db, &loaded, work::LOYALTY, now).await;
             } else {
                 recompute_loyalty(&daemon.db, &loaded, now).await;
             }
@@ -411,18 +412,18 @@ async fn schedule_loop(
         feedback_mailbox.tick(&daemon.db, &loaded, now);
         let catalog = daemon.catalog();
         let campaigns: Vec<&Campaign> = catalog.campaigns().collect();
-        if !unfinished(&daemon.db, work::SCORING).await
+        if !shared::unfinished(&daemon.db, work::SCORING).await
             && scores_are_stale(&daemon.db, &loaded, now).await
             && any_due(&daemon.db, &scheduler, &campaigns, now).await
         {
             tracing::info!("a campaign is due and the scores are older than daemon.max_score_age: scoring first");
             score(&daemon.db, &loaded, now).await;
         }
-        if shares_work(&daemon.db, &loaded) {
+        if shared::shares_work(&daemon.db, &loaded) {
             // The leader takes ranges too, then ends each run whose ranges
             // are all done; campaigns wait for unfinished ones.
-            take_shared_work(&daemon, &loaded, &stop).await;
-            if !finish_shared_runs(&daemon.db, Utc::now()).await {
+            shared::take_work(&daemon, &loaded, &stop).await;
+            if !shared::finish_runs(&daemon.db, Utc::now()).await {
                 continue;
             }
         }
@@ -432,129 +433,6 @@ async fn schedule_loop(
             Err(error) => tracing::error!("planning: {error}"),
         }
     }
-}
-
-/// Whether the timed scoring and loyalty recompute are split among the
-/// daemons: on PostgreSQL (several daemons share one only there), unless
-/// `daemon.range_size` is 0.
-fn shares_work(db: &DatabaseConnection, loaded: &Loaded) -> bool {
-    db.get_database_backend() == sea_orm::DbBackend::Postgres && loaded.settings.daemon.range_size > 0
-}
-
-async fn start_shared_run(db: &DatabaseConnection, loaded: &Loaded, job: &str, now: DateTime<Utc>) {
-    let size = loaded.settings.daemon.range_size;
-    let started = match job {
-        work::SCORING => scoring::shared::start(db, size, now).await.map_err(anyhow::Error::from),
-        _ => work::start(db, job, None, now, size, now).await.map_err(anyhow::Error::from),
-    };
-    match started {
-        Ok(Some(run)) => tracing::info!(job, run = run.id, "work split into ranges for the running daemons"),
-        Ok(None) => tracing::info!(job, "the last shared run is still going; no new one started"),
-        Err(error) => tracing::error!(job, "starting shared work: {error:#}"),
-    }
-}
-
-/// Takes ranges of shared work one after the other until none is left or
-/// the daemon stops, renewing the lease of the range in hand as it goes.
-async fn take_shared_work(daemon: &Daemon, loaded: &Loaded, stop: &tokio_watch::Receiver<bool>) {
-    let lease = loaded.settings.daemon.work_lease();
-    while !*stop.borrow() {
-        let range = match work::take(&daemon.db, &daemon.owner, lease, Utc::now()).await {
-            Ok(Some(range)) => range,
-            Ok(None) => return,
-            Err(error) => return tracing::error!("taking shared work: {error}"),
-        };
-        let (run, id, job) = (range.run.id, range.id, range.run.job.as_str());
-        let outcome = tokio::select! {
-            outcome = do_range(daemon, loaded, &range) => outcome,
-            never = keep_lease(daemon, &range, lease) => match never {},
-        };
-        match outcome {
-            Ok(true) => tracing::debug!(job, run, range = id, "range of shared work done"),
-            Ok(false) => tracing::warn!(job, run, range = id, "a range's lease ran out; another daemon does it"),
-            Err(error) => tracing::error!(job, run, range = id, "shared work: {error:#}"),
-        }
-    }
-}
-
-/// Does a range of its run's job; false if another daemon took it over.
-async fn do_range(daemon: &Daemon, loaded: &Loaded, range: &work::Range) -> anyhow::Result<bool> {
-    let (db, owner) = (&daemon.db, &daemon.owner);
-    match range.run.job.as_str() {
-        work::SCORING => {
-            let outcome = scoring::shared::score_range(db, &loaded.settings.models_dir, range, owner).await?;
-            Ok(outcome != scoring::shared::RangeOutcome::Lost)
-        }
-        work::LOYALTY => {
-            let rules = crate::loyalty::engine::Rules::from(&loaded.settings.loyalty);
-            Ok(crate::loyalty::recompute_range(db, &rules, range, owner).await?.is_some())
-        }
-        other => anyhow::bail!("unknown job `{other}`"),
-    }
-}
-
-/// Renews the lease on `range` every third of it, for as long as it is polled.
-async fn keep_lease(daemon: &Daemon, range: &work::Range, lease: chrono::Duration) -> std::convert::Infallible {
-    let every = (lease / 3).to_std().unwrap_or(StdDuration::from_secs(1));
-    loop {
-        tokio::time::sleep(every).await;
-        match work::renew(&daemon.db, range, &daemon.owner, lease, Utc::now()).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(range = range.id, "lost the lease on a range of shared work"),
-            Err(error) => tracing::warn!(range = range.id, "renewing the lease on a range: {error}"),
-        }
-    }
-}
-
-async fn unfinished(db: &DatabaseConnection, job: &str) -> bool {
-    matches!(work::progress(db, job, Utc::now()).await, Ok(Some(_)))
-}
-
-/// Ends each shared run whose ranges are all done (or given up); true when
-/// no run is left unfinished, so that planning may go on.
-async fn finish_shared_runs(db: &DatabaseConnection, now: DateTime<Utc>) -> bool {
-    let mut all_finished = true;
-    for job in work::JOBS {
-        all_finished &= finish_shared_run(db, job, now).await;
-    }
-    all_finished
-}
-
-async fn finish_shared_run(db: &DatabaseConnection, job: &str, now: DateTime<Utc>) -> bool {
-    let progress = match work::progress(db, job, now).await {
-        Ok(Some(progress)) => progress,
-        Ok(None) => return true,
-        Err(error) => {
-            tracing::error!(job, "reading the shared run: {error}");
-            return false;
-        }
-    };
-    if progress.done + progress.given_up < progress.ranges {
-        return false;
-    }
-    let outcome = if progress.given_up > 0 { "abandoned" } else { "done" };
-    let finished = match job {
-        work::SCORING => scoring::shared::finish(db, &progress, now).await.map(|f| f.map(|f| f.customers as u64)),
-        _ => work::finish_alone(db, &progress.run, outcome, now).await.map(|f| f.then_some(0)).map_err(Into::into),
-    };
-    let run = progress.run.id;
-    match finished {
-        Ok(Some(_)) if progress.given_up > 0 => tracing::error!(
-            job,
-            run,
-            given_up = progress.given_up,
-            "shared run finished without some ranges, each failed {} times; their customers were left as they were",
-            work::MAX_ATTEMPTS
-        ),
-        Ok(Some(customers)) if job == work::SCORING => tracing::info!(customers, run, "customers scored"),
-        Ok(Some(_)) => tracing::info!(run, ranges = progress.ranges, "loyalty recomputed"),
-        Ok(None) => {}
-        Err(error) => {
-            tracing::error!(job, "finishing the shared run: {error}");
-            return false;
-        }
-    }
-    true
 }
 
 async fn scores_are_stale(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) -> bool {
@@ -579,8 +457,8 @@ async fn any_due(db: &DatabaseConnection, scheduler: &Scheduler, campaigns: &[&C
 }
 
 async fn score(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
-    if shares_work(db, loaded) {
-        return start_shared_run(db, loaded, work::SCORING, now).await;
+    if shared::shares_work(db, loaded) {
+        return shared::start_run(db, loaded, work::SCORING, now).await;
     }
     systemd::status("running: scoring customers");
     match scoring::score(db, &loaded.settings.models_dir, now, None, now).await {
