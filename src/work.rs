@@ -62,8 +62,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn is_complete(&self) -> bool {
-        self.done == self.ranges
+    /// Every range done or given up: the run can end.
+    pub fn is_over(&self) -> bool {
+        self.done + self.given_up >= self.ranges
     }
 }
 

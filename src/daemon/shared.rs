@@ -107,7 +107,7 @@ async fn finish_run(db: &DatabaseConnection, job: &str, now: DateTime<Utc>) -> b
             return false;
         }
     };
-    if progress.done + progress.given_up < progress.ranges {
+    if !progress.is_over() {
         return false;
     }
     let outcome = if progress.given_up > 0 { "abandoned" } else { "done" };
