@@ -11,7 +11,9 @@
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Asterisk, BinOper, Expr, ExprTrait, LockBehavior, LockType, Order, Query};
+use sea_orm::sea_query::{
+    Asterisk, BinOper, Expr, ExprTrait, IntoColumnRef, LockBehavior, LockType, Order, Query, SelectStatement,
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, SqlErr, TransactionTrait};
 
 use crate::db::engine::Txn;
@@ -48,6 +50,23 @@ pub struct Range {
     pub customers: RangeInclusive<i64>,
     /// This take included.
     pub attempts: i32,
+}
+
+/// The customers a piece of work covers: all, or one range of ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Customers {
+    All,
+    Range(RangeInclusive<i64>),
+}
+
+impl Customers {
+    /// `select` limited to rows whose `column` (a customer id) is covered.
+    pub fn limit(&self, mut select: SelectStatement, column: impl IntoColumnRef) -> SelectStatement {
+        if let Customers::Range(range) = self {
+            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
+        }
+        select
+    }
 }
 
 /// How far a run has come.

@@ -31,18 +31,32 @@ pub async fn open(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
 
 /// Connects without migrating (for `patron migrate`, which reports what it applied).
 pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    connect_with(settings, SqliteSynchronous::Full).await
+    connect_with(settings, Durability::PowerLoss).await
 }
 
-/// A connection for the sender's records of what it sent. On SQLite its
-/// commits do not wait for the disk (`synchronous = NORMAL`, still safe when
-/// patron itself dies): a result lost to a power cut only sends that message
-/// again. See `delivery::outbox::record`.
+/// A connection for the sender's records of what it sent. Its commits do
+/// not wait for the disk (SQLite: `synchronous = NORMAL`; PostgreSQL:
+/// `synchronous_commit = off`), still safe when patron itself dies: a result
+/// lost to a power cut only sends that message again. See
+/// `delivery::outbox::record`.
 pub async fn connect_for_delivery(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    connect_with(settings, SqliteSynchronous::Normal).await
+    connect_with(settings, Durability::Process).await
 }
 
-async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> anyhow::Result<DatabaseConnection> {
+/// What a commit survives.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// A power cut: a commit waits for the disk.
+    PowerLoss,
+    /// patron dying, not a power cut.
+    Process,
+}
+
+async fn connect_with(settings: &Settings, durability: Durability) -> anyhow::Result<DatabaseConnection> {
+    let (synchronous, synchronous_commit) = match durability {
+        Durability::PowerLoss => (SqliteSynchronous::Full, "on"),
+        Durability::Process => (SqliteSynchronous::Normal, "off"),
+    };
     let url = settings.database_url();
     if url.starts_with("sqlite:") && settings.database.url.is_empty() {
         std::fs::create_dir_all(&settings.data_dir)
@@ -52,6 +66,10 @@ async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> an
     let mut options = ConnectOptions::new(url.clone());
     options
         .max_connections(settings.database.max_connections)
+        // A connection taken from the pool is pinged only after it sat idle
+        // (one a server or firewall may have dropped): a ping on every take
+        // was a second round trip for every statement.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         .sqlx_logging(false)
         // SQLite: WAL lets readers run beside the writer; FULL makes a commit
         // survive power loss (plans rely on it); foreign keys are off
@@ -72,7 +90,8 @@ async fn connect_with(settings: &Settings, synchronous: SqliteSynchronous) -> an
                 // SQLite copies it back; afterwards it is cut to 64 MB
                 // instead of keeping the size of the largest transaction.
                 .pragma("journal_size_limit", "67108864")
-        });
+        })
+        .map_sqlx_postgres_opts(move |opts| opts.options([("synchronous_commit", synchronous_commit)]));
     Database::connect(options).await.with_context(|| format!("connecting to database {}", mask_url_password(&url)))
 }
 

@@ -1,7 +1,8 @@
 //! Delivery: messages out of the outbox and into mailboxes, and the way back
 //! out of the list (unsubscribe).
 //!
-//! [`sender`] claims, renders and sends; [`outbox`] holds the row states;
+//! [`sender`] claims, renders and sends; [`refusal`] is its last check
+//! before a message goes; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`campaign_pause`] holds the campaigns whose sending is paused, and
 //! [`breaker`] pauses those that draw too many complaints or bounces;
@@ -17,6 +18,7 @@ pub mod compose;
 pub mod feedback_log;
 pub mod outbox;
 pub mod pause;
+pub mod refusal;
 pub mod sender;
 pub mod transport;
 pub mod unsubscribe;

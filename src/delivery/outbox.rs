@@ -10,7 +10,11 @@
 //! `requeue` puts `failed` or `unknown` rows back to `planned` on request.
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, LockBehavior, LockType, Query, SimpleExpr};
+use sea_orm::Value;
+use sea_orm::sea_query::{
+    Alias, Cond, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, Query, SimpleExpr, TableRef, UpdateStatement,
+    ValueTuple,
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
 use super::feedback_log::{self, EventKind, NewEvent};
@@ -101,59 +105,99 @@ pub enum Fate {
     },
 }
 
-/// Writes the results of several rows in one transaction. The transaction is
-/// committed without waiting for the disk (SQLite: the sender's connection
-/// runs with `synchronous = NORMAL`; PostgreSQL: `synchronous_commit = off`):
-/// that is safe when patron dies, and after a power loss the last few results
-/// can be lost, which sends those messages again (a duplicate, never a loss).
+/// Writes the results of several rows: one statement when none of them is
+/// a refused recipient (whose suppression and feedback event go with its
+/// result, in one transaction). Commits do not wait for the disk (the
+/// sender's connection, `db::connect_for_delivery`): that is safe when patron
+/// dies, and after a power loss the last few results can be lost, which
+/// sends those messages again (a duplicate, never a loss).
 pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_unprepared("SET LOCAL synchronous_commit TO OFF").await?;
-    }
     let now = Utc::now();
-    for (row, result) in results {
-        let mut update = Query::update();
-        update.table("outbox").value("updated_at", now).value("lease_until", Option::<DateTime<Utc>>::None);
-        match result {
-            Fate::Sent { message_id, reply } => {
-                update
-                    .value("state", State::Sent)
-                    .value("sent_at", now)
-                    .value("message_id", message_id.clone())
-                    .value("server_reply", reply.clone())
-                    .value("last_error", Option::<String>::None);
-            }
-            Fate::Retry { at, error } => {
-                update.value("state", State::Retrying).value("next_attempt_at", *at).value("last_error", error.clone());
-            }
-            Fate::Failed { error, bounced } => {
-                update.value("state", State::Failed).value("last_error", error.clone());
-                if let Some(email) = bounced {
-                    suppressions::suppress(&txn, email, Some(row.customer_id), Reason::Bounced, "smtp").await?;
-                    record_refusal(&txn, row, email, error, now).await?;
-                }
-            }
-            Fate::Suppressed { reason } => {
-                update.value("state", State::Suppressed).value("last_error", reason.clone());
-            }
-            Fate::Unknown { message_id, error } => {
-                update
-                    .value("state", State::Unknown)
-                    .value("sent_at", now)
-                    .value("message_id", message_id.clone())
-                    .value("last_error", error.clone());
-            }
+    let bounced = |fate: &Fate| matches!(fate, Fate::Failed { bounced: Some(_), .. });
+    if results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate)) {
+        return db.execute(&results_update(results, now)).await.map(drop);
+    }
+    let txn = db.begin().await?;
+    for (row, fate) in results {
+        if let Fate::Failed { error, bounced: Some(email) } = fate {
+            suppressions::suppress(&txn, email, Some(row.customer_id), Reason::Bounced, "smtp").await?;
+            record_refusal(&txn, row, email, error, now).await?;
         }
-        // Only while we still hold it: a row whose lease ran out may have been
-        // claimed by another sender, whose result counts instead.
-        update
-            .and_where(Expr::col("id").eq(row.id))
-            .and_where(Expr::col("state").eq(State::Sending))
-            .and_where(Expr::col("attempts").eq(row.attempts));
-        txn.execute(&update).await?;
+    }
+    for chunk in results.chunks(RESULTS_PER_STATEMENT) {
+        txn.execute(&results_update(chunk, now)).await?;
     }
     txn.commit().await
+}
+
+/// Results per statement: eight values each.
+const RESULTS_PER_STATEMENT: usize = 500;
+
+/// One UPDATE for many results, each row's new values from a `VALUES` list
+/// (named `column1`, `column2`, ... on both engines): a statement per batch,
+/// not per message. A value a result does not set is NULL in the list and
+/// keeps the row's own (`COALESCE`). Only rows still held are written: a row
+/// whose lease ran out may have been claimed by another sender, whose result
+/// counts instead.
+fn results_update(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> UpdateStatement {
+    let tuples = results.iter().map(|(row, fate)| ValueTuple::Many(result_values(row, fate, now))).collect();
+    let new = |n: usize| Expr::col(("results", format!("column{n}")));
+    let kept = |n: usize, column: &str| Func::coalesce([new(n), Expr::col(("outbox", column.to_owned()))]);
+    Query::update()
+        .table("outbox")
+        .value("state", new(3))
+        .value("sent_at", kept(4, "sent_at"))
+        .value("message_id", kept(5, "message_id"))
+        .value("server_reply", kept(6, "server_reply"))
+        .value("last_error", new(7))
+        .value("next_attempt_at", kept(8, "next_attempt_at"))
+        .value("updated_at", now)
+        .value("lease_until", Option::<DateTime<Utc>>::None)
+        .from(TableRef::ValuesList(tuples, Alias::new("results").into_iden()))
+        .and_where(Expr::col(("outbox", "id")).equals(("results", "column1")))
+        .and_where(Expr::col(("outbox", "attempts")).equals(("results", "column2")))
+        .and_where(Expr::col(("outbox", "state")).eq(State::Sending))
+        .to_owned()
+}
+
+/// id, attempts, state, sent_at, message_id, server_reply, last_error, next_attempt_at.
+fn result_values(row: &Claimed, fate: &Fate, now: DateTime<Utc>) -> Vec<Value> {
+    let none_text = || Value::String(None);
+    let none_time = || Option::<DateTime<Utc>>::None.into();
+    let (state, sent_at, message_id, server_reply, last_error, next_attempt_at): (
+        State,
+        Value,
+        Value,
+        Value,
+        Value,
+        Value,
+    ) = match fate {
+        Fate::Sent { message_id, reply } => {
+            (State::Sent, now.into(), message_id.as_str().into(), reply.as_str().into(), none_text(), none_time())
+        }
+        Fate::Retry { at, error } => {
+            (State::Retrying, none_time(), none_text(), none_text(), error.as_str().into(), (*at).into())
+        }
+        Fate::Failed { error, .. } => {
+            (State::Failed, none_time(), none_text(), none_text(), error.as_str().into(), none_time())
+        }
+        Fate::Suppressed { reason } => {
+            (State::Suppressed, none_time(), none_text(), none_text(), reason.as_str().into(), none_time())
+        }
+        Fate::Unknown { message_id, error } => {
+            (State::Unknown, now.into(), message_id.as_str().into(), none_text(), error.as_str().into(), none_time())
+        }
+    };
+    vec![
+        row.id.into(),
+        row.attempts.into(),
+        state.into(),
+        sent_at,
+        message_id,
+        server_reply,
+        last_error,
+        next_attempt_at,
+    ]
 }
 
 /// A recipient the mail server refused outright is a hard bounce like one

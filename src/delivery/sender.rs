@@ -6,7 +6,11 @@
 //!   re-checks suppressions and consent, renders, and queues the messages;
 //! - `concurrency` workers each send one message at a time, after checking
 //!   suppressions and consent once more just before its SMTP transaction;
-//! - the recorder writes results in small transactions (group commit).
+//! - the recorder writes results in group commits and, beside each commit,
+//!   makes those last checks for the workers' next messages, all in one
+//!   statement ([`refusal`]): a worker hands in its result together with
+//!   its next message, and gets back, once the result is committed, whether
+//!   that message may go.
 //!
 //! A worker takes its next message only once the result of its last one is
 //! committed, so when patron dies at most `concurrency` messages have been
@@ -25,15 +29,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Cond, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::breaker;
-use super::campaign_pause;
 use super::compose::{self, Envelope, Rendered};
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
+use super::refusal::{self, Check, Refusal};
 use super::transport::{Outcome, Session, Transport};
 use super::unsubscribe::{Signer, Token};
 use super::verp::ReturnPath;
@@ -148,22 +152,52 @@ pub struct Sender {
 
 /// A message ready for a worker, or a row settled without sending.
 enum Work {
-    Send { row: Claimed, message: lettre::Message, message_id: String, email: String, marketing: bool, topic: String },
+    Send(Job),
     Settled { row: Claimed, fate: Fate },
+}
+
+/// A rendered message and what its last check needs.
+struct Job {
+    row: Claimed,
+    message: lettre::Message,
+    message_id: String,
+    email: String,
+    marketing: bool,
+    topic: String,
+}
+
+impl Job {
+    fn check(&self) -> Check {
+        Check {
+            outbox_id: self.row.id,
+            run_id: self.row.run_id,
+            customer_id: self.row.customer_id,
+            email: self.email.clone(),
+            marketing: self.marketing,
+            topic: self.topic.clone(),
+        }
+    }
 }
 
 /// What the recorder is asked to do.
 enum Record {
-    Done {
-        row: Claimed,
-        fate: Fate,
-        ack: Option<oneshot::Sender<()>>,
-    },
+    /// Write a result; then answer `ask`.
+    Done { row: Claimed, fate: Fate, ask: Option<Ask> },
+    /// Only a check: for a worker's message that follows no result of its own.
+    Ask(Ask),
     /// Not sent (the server could not be used): give the row back.
-    Release {
-        row: Claimed,
-    },
+    Release { row: Claimed },
 }
+
+/// A worker waiting for the results before it to be committed, and for the
+/// check of its next message (`next`) when it has one.
+struct Ask {
+    next: Option<Check>,
+    answer: oneshot::Sender<Option<Checked>>,
+}
+
+/// The last check's verdict, or why it could not be made.
+type Checked = Result<Refusal, String>;
 
 impl Sender {
     pub fn new(
@@ -213,7 +247,10 @@ impl Sender {
         let held = Arc::new(Held::default());
         let halt = Arc::new(Halt::default());
         let stop_watch = tokio::spawn(halt.clone().follow(stop));
-        let (work_tx, work_rx) = mpsc::channel::<Work>(self.options.concurrency * 4);
+        // Room for a whole claim: the claimer prepares the next one while
+        // the workers send this one, instead of leaving them waiting.
+        let queue = Ord::max(self.options.claim_size() as usize, self.options.concurrency * 4);
+        let (work_tx, work_rx) = mpsc::channel::<Work>(queue);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
         let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone(), self.options.breaker));
         let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease));
@@ -223,7 +260,6 @@ impl Sender {
         let workers: Vec<_> = (0..self.options.concurrency)
             .map(|_| {
                 let worker = Worker {
-                    db: self.db.clone(),
                     transport: self.transport.clone(),
                     options: self.options.clone(),
                     limiter: limiter.clone(),
@@ -295,7 +331,7 @@ impl Sender {
                 match work {
                     Work::Settled { row, fate } => {
                         held.start(row.id);
-                        let _ = record_tx.send(Record::Done { row, fate, ack: None }).await;
+                        let _ = record_tx.send(Record::Done { row, fate, ask: None }).await;
                     }
                     send => {
                         tokio::select! {
@@ -369,7 +405,7 @@ impl Sender {
                 Ok(message) => {
                     let email = recipient.customer.email.clone();
                     let topic = campaign.topic.clone();
-                    work.push(Work::Send { row, message, message_id, email, marketing, topic })
+                    work.push(Work::Send(Job { row, message, message_id, email, marketing, topic }))
                 }
                 Err(error) => work.push(settle(Fate::Failed { error, bounced: None })),
             }
@@ -480,15 +516,6 @@ async fn run_campaigns(db: &DatabaseConnection, rows: &[Claimed]) -> Result<Hash
     db.query_all(&select).await?.iter().map(|row| Ok((row.try_get("", "id")?, row.try_get("", "campaign")?))).collect()
 }
 
-/// A suppression of this customer: of their address, or of the person
-/// (an unsubscribe or complaint under an address they no longer have; a
-/// bounce belongs to the address only).
-fn suppression_of(customer_id: i64, email: &str) -> Cond {
-    Cond::any()
-        .add(Expr::col("email").eq(email.to_lowercase()))
-        .add(Expr::col("customer_id").eq(customer_id).and(Expr::col("reason").ne("bounced")))
-}
-
 /// The suppressed customers among the recipients.
 async fn suppressed_customers<'a>(
     db: &DatabaseConnection,
@@ -521,70 +548,7 @@ async fn suppressed_customers<'a>(
     Ok(suppressed)
 }
 
-/// Why the customer may not get a message now, if they may not: checked by
-/// primary key and unique address just before the SMTP transaction, so that
-/// an unsubscribe that arrived after the claim is honoured.
-async fn refusal(
-    db: &DatabaseConnection,
-    row: &Claimed,
-    email: &str,
-    marketing: bool,
-    topic: &str,
-) -> Result<Refusal, DbErr> {
-    let left_topic = Query::select()
-        .expr(Expr::col("customer_id").count())
-        .from("topic_opt_outs")
-        .and_where(Expr::col("customer_id").eq(row.customer_id))
-        .and_where(Expr::col("topic").eq(topic))
-        .to_owned();
-    let suppressions = Query::select()
-        .expr(Expr::col("id").count())
-        .from("suppressions")
-        .cond_where(suppression_of(row.customer_id, email))
-        .to_owned();
-    let paused = Query::select()
-        .expr(Expr::col("id").count())
-        .from_subquery(campaign_pause::paused_runs(), Alias::new("paused"))
-        .and_where(Expr::col("id").eq(row.run_id))
-        .to_owned();
-    let select = Query::select()
-        .column("marketing_consent")
-        .expr_as(Expr::SubQuery(None, Box::new(suppressions.into())), Alias::new("suppressed"))
-        .expr_as(Expr::SubQuery(None, Box::new(paused.into())), Alias::new("paused"))
-        .expr_as(Expr::SubQuery(None, Box::new(left_topic.into())), Alias::new("left_topic"))
-        .from("customers")
-        .and_where(Expr::col("id").eq(row.customer_id))
-        .and_where(Expr::col("erased_at").is_null())
-        .to_owned();
-    let Some(found) = db.query_one(&select).await? else {
-        return Ok(Refusal::Never("the customer no longer exists"));
-    };
-    if found.try_get::<i64>("", "left_topic")? > 0 {
-        return Ok(Refusal::Never("the customer left the campaign's topic"));
-    }
-    if found.try_get::<i64>("", "suppressed")? > 0 {
-        return Ok(Refusal::Never("the address is suppressed"));
-    }
-    if marketing && !found.try_get::<bool>("", "marketing_consent")? {
-        return Ok(Refusal::Never("no marketing consent"));
-    }
-    if found.try_get::<i64>("", "paused")? > 0 {
-        return Ok(Refusal::NotNow);
-    }
-    Ok(Refusal::None)
-}
-
-/// Whether a message may go now.
-enum Refusal {
-    None,
-    /// Never: the row is settled as suppressed, with the reason.
-    Never(&'static str),
-    /// Not now: its campaign is paused; the row goes back to wait.
-    NotNow,
-}
-
 struct Worker {
-    db: DatabaseConnection,
     transport: Arc<Transport>,
     options: Options,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
@@ -596,24 +560,30 @@ struct Worker {
 impl Worker {
     async fn run(self, work_rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
         let mut session = Session::default();
+        // The next message, taken while the last result was being written,
+        // and its check when that went along with the result.
+        let mut carried: Option<(Job, Option<Checked>)> = None;
         loop {
-            let work = work_rx.lock().await.recv().await;
-            let Some(Work::Send { row, message, message_id, email, marketing, topic }) = work else { return };
-            if !self.held.is_queued(row.id) {
-                continue; // given back on a halt
-            }
-            if let Some(limiter) = &self.limiter {
-                tokio::select! {
-                    _ = limiter.until_ready() => {}
-                    _ = self.halt.wait() => continue,
+            let (job, checked) = match carried.take() {
+                Some((job, Some(checked))) => (job, checked),
+                Some((job, None)) => match self.check_alone(&job).await {
+                    Some(checked) => (job, checked),
+                    None => continue,
+                },
+                None => {
+                    let Some(job) = self.take(&work_rx).await else { return };
+                    match self.check_alone(&job).await {
+                        Some(checked) => (job, checked),
+                        None => continue,
+                    }
                 }
-            }
-            let refused = refusal(&self.db, &row, &email, marketing, &topic).await;
+            };
             // From here on the row is this worker's: a halt no longer gives it back.
-            if self.halt.is_halted() || !self.held.start(row.id) {
+            if self.halt.is_halted() || !self.held.start(job.row.id) {
                 continue;
             }
-            let fate = match refused {
+            let Job { row, message, message_id, email, .. } = job;
+            let fate = match checked {
                 Ok(Refusal::Never(reason)) => Fate::Suppressed { reason: reason.into() },
                 Ok(Refusal::NotNow) => {
                     let _ = self.record_tx.send(Record::Release { row }).await;
@@ -626,18 +596,71 @@ impl Worker {
                         continue;
                     }
                 },
-                Err(error) => retry_or_fail(&self.options, &row, format!("checking suppressions: {error}")),
+                Err(error) => retry_or_fail(&self.options, &row, error),
             };
-            let (ack, acked) = oneshot::channel();
-            if self.record_tx.send(Record::Done { row, fate, ack: Some(ack) }).await.is_err() {
+            // The next message is checked in the same round trip as this result.
+            let next = self.take_ready(&work_rx);
+            let (ask_next, next) = match next {
+                Some(job) if self.may_send_now() => (Some(job.check()), Some(job)),
+                not_now => (None, not_now),
+            };
+            let (answer, answered) = oneshot::channel();
+            let ask = Ask { next: ask_next, answer };
+            if self.record_tx.send(Record::Done { row, fate, ask: Some(ask) }).await.is_err() {
                 return;
             }
             // The next message only once this result is committed: this is
             // what bounds the duplicates after a crash by the concurrency.
-            if acked.await.is_err() {
-                return;
+            let Ok(checked) = answered.await else { return };
+            carried = next.map(|job| (job, checked));
+        }
+    }
+
+    /// The next message in the queue, waiting for one; `None` when the queue is closed.
+    async fn take(&self, work_rx: &Mutex<mpsc::Receiver<Work>>) -> Option<Job> {
+        loop {
+            match work_rx.lock().await.recv().await? {
+                Work::Send(job) if self.held.is_queued(job.row.id) => return Some(job),
+                _ => continue, // given back on a halt
             }
         }
+    }
+
+    /// The next message if one is queued now. Never waits: a worker waiting
+    /// for the queue holds its lock, and the queue is empty then.
+    fn take_ready(&self, work_rx: &Mutex<mpsc::Receiver<Work>>) -> Option<Job> {
+        let mut work_rx = work_rx.try_lock().ok()?;
+        while let Ok(work) = work_rx.try_recv() {
+            if let Work::Send(job) = work
+                && self.held.is_queued(job.row.id)
+            {
+                return Some(job);
+            }
+        }
+        None
+    }
+
+    /// Whether the rate allows a message now (taking its place if it does).
+    fn may_send_now(&self) -> bool {
+        self.limiter.as_ref().is_none_or(|limiter| limiter.check().is_ok())
+    }
+
+    /// Waits for the rate, then has the message checked on its own; `None`
+    /// when the pass is halted meanwhile (the row is given back with the
+    /// other queued ones).
+    async fn check_alone(&self, job: &Job) -> Option<Checked> {
+        if let Some(limiter) = &self.limiter {
+            tokio::select! {
+                _ = limiter.until_ready() => {}
+                _ = self.halt.wait() => return None,
+            }
+        }
+        let (answer, answered) = oneshot::channel();
+        let stopped = || Err("the recorder stopped".to_owned());
+        if self.record_tx.send(Record::Ask(Ask { next: Some(job.check()), answer })).await.is_err() {
+            return Some(stopped());
+        }
+        Some(answered.await.ok().flatten().unwrap_or_else(stopped))
     }
 
     /// The message's fate; `None` when the server cannot be used at all (the
@@ -861,35 +884,69 @@ async fn record_all(
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     while record_rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
         let mut results = Vec::with_capacity(batch.len());
-        let mut acks = Vec::new();
         let mut released = Vec::new();
+        let mut asks = Vec::new();
         for record in batch.drain(..) {
             match record {
-                Record::Done { row, fate, ack } => {
+                Record::Done { row, fate, ask } => {
                     count(&mut report, &fate);
                     results.push((row, fate));
-                    acks.extend(ack);
+                    asks.extend(ask);
                 }
+                Record::Ask(ask) => asks.push(ask),
                 Record::Release { row } => released.push(row),
             }
         }
-        outbox::record(db, &results).await?;
-        outbox::release(db, &released).await?;
-        // A refused recipient is a hard bounce: its campaign may be over the limit now.
-        let refused: BTreeSet<i64> = results
-            .iter()
-            .filter(|(_, fate)| matches!(fate, Fate::Failed { bounced: Some(_), .. }))
-            .map(|(row, _)| row.run_id)
-            .collect();
-        for run_id in refused {
-            breaker::check(db, run_id, breaker).await?;
-        }
+        // The checks need not wait for the results: they run beside them, on
+        // a second connection; the answers go once both are done.
+        let checks: Vec<Check> = asks.iter().filter_map(|ask| ask.next.clone()).collect();
+        let (written, refused) = tokio::join!(write(db, &results, &released, breaker), check(db, &checks));
+        written?;
         held.remove(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
-        for ack in acks {
-            let _ = ack.send(());
-        }
+        answer(asks, refused);
     }
     Ok(report)
+}
+
+/// Writes a batch of results and given-back rows.
+async fn write(
+    db: &DatabaseConnection,
+    results: &[(Claimed, Fate)],
+    released: &[Claimed],
+    breaker: &breaker::Limits,
+) -> Result<(), DbErr> {
+    if !results.is_empty() {
+        outbox::record(db, results).await?;
+    }
+    outbox::release(db, released).await?;
+    // A refused recipient is a hard bounce: its campaign may be over the limit now.
+    let refused: BTreeSet<i64> = results
+        .iter()
+        .filter(|(_, fate)| matches!(fate, Fate::Failed { bounced: Some(_), .. }))
+        .map(|(row, _)| row.run_id)
+        .collect();
+    for run_id in refused {
+        breaker::check(db, run_id, breaker).await?;
+    }
+    Ok(())
+}
+
+/// The last checks of the workers' next messages, all in one round trip.
+async fn check(db: &DatabaseConnection, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+    if checks.is_empty() { Ok(HashMap::new()) } else { refusal::refusals(db, checks).await }
+}
+
+/// Tells each worker that its results are committed, and whether its next message may go.
+fn answer(asks: Vec<Ask>, refused: Result<HashMap<i64, Refusal>, DbErr>) {
+    for ask in asks {
+        let checked = ask.next.map(|check| match &refused {
+            Ok(refusals) => {
+                Ok(refusals.get(&check.outbox_id).copied().unwrap_or(Refusal::Never("the customer no longer exists")))
+            }
+            Err(error) => Err(format!("checking suppressions: {error}")),
+        });
+        let _ = ask.answer.send(checked);
+    }
 }
 
 fn count(report: &mut Report, fate: &Fate) {

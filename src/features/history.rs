@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 
 use crate::db::engine::{Options, Txn, epoch_seconds};
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
 use crate::db::record::record;
+use crate::work::Customers;
 
 /// An order as features see it: when, how much, which category (interned).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,7 +106,7 @@ impl History {
         db: &DatabaseConnection,
         customers: Option<&RangeInclusive<i64>>,
     ) -> Result<History, DbErr> {
-        let within = Within(customers.cloned());
+        let within = customers.map_or(Customers::All, |range| Customers::Range(range.clone()));
         let (customers, orders) = tokio::join!(load_customers(db, &within), load_orders(db, &within));
         let mut customers = customers?;
         customers.sort_unstable_by_key(|c| c.id);
@@ -170,19 +171,6 @@ impl History {
 
 type Indexer<'a> = &'a (dyn Fn(i64) -> Option<usize> + Sync);
 
-/// The customers a history is loaded for: all, or a range of ids.
-struct Within(Option<RangeInclusive<i64>>);
-
-impl Within {
-    /// `select` limited to rows whose `column` (a customer id) is in range.
-    fn apply(&self, mut select: SelectStatement, column: &'static str) -> SelectStatement {
-        if let Some(range) = &self.0 {
-            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
-        }
-        select
-    }
-}
-
 record! {
     /// A customer: database id, sign-up time in seconds.
     struct CustomerRow {
@@ -202,14 +190,14 @@ record! {
 }
 
 /// Customers, in a read transaction of their own.
-async fn load_customers(db: &DatabaseConnection, within: &Within) -> Result<Vec<CustomerRow>, DbErr> {
+async fn load_customers(db: &DatabaseConnection, within: &Customers) -> Result<Vec<CustomerRow>, DbErr> {
     let mut txn = Txn::begin(db, Options::default()).await?;
     let select = customer::Entity::find()
         .select_only()
         .column(customer::Column::Id)
         .expr_as(epoch_seconds(txn.backend(), "signed_up_at"), "signed_up_at")
         .into_query();
-    let select = within.apply(select, "id");
+    let select = within.limit(select, "id");
     let customers = txn.query(&select).await?;
     txn.rollback().await?;
     Ok(customers)
@@ -217,10 +205,10 @@ async fn load_customers(db: &DatabaseConnection, within: &Within) -> Result<Vec<
 
 /// Orders by customer database id, categories interned as numbers, in a
 /// read transaction of their own.
-async fn load_orders(db: &DatabaseConnection, within: &Within) -> Result<Vec<(i64, Order)>, DbErr> {
+async fn load_orders(db: &DatabaseConnection, within: &Customers) -> Result<Vec<(i64, Order)>, DbErr> {
     let mut txn = Txn::begin(db, Options::default()).await?;
     let count =
-        within.apply(Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned(), "customer_id");
+        within.limit(Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned(), "customer_id");
     let expected = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0);
     let select = order::Entity::find()
         .select_only()
@@ -228,7 +216,7 @@ async fn load_orders(db: &DatabaseConnection, within: &Within) -> Result<Vec<(i6
         .expr_as(epoch_seconds(txn.backend(), "ordered_at"), "ordered_at")
         .columns([order::Column::AmountCents, order::Column::Category])
         .into_query();
-    let select = within.apply(select, "customer_id");
+    let select = within.limit(select, "customer_id");
     // Sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps.
     let mut orders = Vec::with_capacity(expected as usize);
@@ -262,13 +250,17 @@ record! {
     }
 }
 
-async fn load_complaints(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, Complaint)>, DbErr> {
+async fn load_complaints(
+    txn: &mut Txn,
+    within: &Customers,
+    index: Indexer<'_>,
+) -> Result<Vec<(usize, Complaint)>, DbErr> {
     let select = interaction::Entity::find()
         .select_only()
         .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
         .filter(interaction::Column::Kind.eq("complaint"))
         .into_query();
-    let select = within.apply(select, "customer_id");
+    let select = within.limit(select, "customer_id");
     let rows: Vec<ComplaintRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -288,7 +280,11 @@ record! {
     }
 }
 
-async fn load_ledger(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
+async fn load_ledger(
+    txn: &mut Txn,
+    within: &Customers,
+    index: Indexer<'_>,
+) -> Result<Vec<(usize, LedgerEntry)>, DbErr> {
     let select = loyalty_ledger::Entity::find()
         .select_only()
         .columns([
@@ -297,7 +293,7 @@ async fn load_ledger(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Resu
             loyalty_ledger::Column::Points,
         ])
         .into_query();
-    let select = within.apply(select, "customer_id");
+    let select = within.limit(select, "customer_id");
     let rows: Vec<LedgerRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -317,7 +313,7 @@ record! {
 
 async fn load_tier_changes(
     txn: &mut Txn,
-    within: &Within,
+    within: &Customers,
     index: Indexer<'_>,
 ) -> Result<Vec<(usize, TierChange)>, DbErr> {
     let select = loyalty_tier_change::Entity::find()
@@ -328,7 +324,7 @@ async fn load_tier_changes(
             loyalty_tier_change::Column::ToTier,
         ])
         .into_query();
-    let select = within.apply(select, "customer_id");
+    let select = within.limit(select, "customer_id");
     let rows: Vec<TierChangeRow> = txn.query(&select).await?;
     Ok(rows
         .into_iter()
@@ -346,13 +342,13 @@ record! {
 }
 
 /// Times of the messages actually sent to each customer.
-async fn load_messages(txn: &mut Txn, within: &Within, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
+async fn load_messages(txn: &mut Txn, within: &Customers, index: Indexer<'_>) -> Result<Vec<(usize, i64)>, DbErr> {
     let select = outbox::Entity::find()
         .select_only()
         .columns([outbox::Column::CustomerId, outbox::Column::SentAt])
         .filter(outbox::Column::SentAt.is_not_null())
         .into_query();
-    let select = within.apply(select, "customer_id");
+    let select = within.limit(select, "customer_id");
     let rows: Vec<SentRow> = txn.query(&select).await?;
     Ok(rows.into_iter().filter_map(|row| Some((index(row.customer_id)?, row.sent_at.timestamp()))).collect())
 }

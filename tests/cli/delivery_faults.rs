@@ -1,5 +1,6 @@
 //! Delivery under faults, each scripted on the test SMTP server: an
-//! unsubscribe while a message is claimed, a reply lost after the message,
+//! unsubscribe, a topic left or consent withdrawn while a message is
+//! claimed, a reply lost after the message,
 //! a server slower than the lease, a server down for longer than the retry
 //! budget, two databases sending for one domain, and SIGTERM to `patron send`.
 
@@ -59,6 +60,47 @@ fn an_unsubscribe_that_arrives_while_its_message_is_claimed_stops_that_message()
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'suppressed'"), 40 - arrived as i64);
         let reasons = env.strings("SELECT DISTINCT last_error FROM outbox WHERE state = 'suppressed'");
         assert_eq!(reasons, ["the address is suppressed"]);
+    });
+}
+
+#[test]
+fn a_topic_left_or_consent_withdrawn_while_sending_holds_back_the_messages_not_yet_handed_over() {
+    each_backend(|env| {
+        customers(env, 5);
+        plan(env);
+        // c1's message is answered a second late; meanwhile c3 leaves the
+        // campaign's topic, c4 withdraws consent and c5 is suppressed, after
+        // their rows were claimed and their messages rendered.
+        let after_data =
+            Arc::new(
+                |to: &str, _: usize| {
+                    if to == "c1@example.com" { Reply::AcceptAfter(Duration::from_secs(1)) } else { Reply::Accept }
+                },
+            );
+        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+        let mut sender = spawn_send(env, server.port(), &[("PATRON__DELIVERY__CONCURRENCY", "1")]);
+        assert!(server.wait_for(1, Duration::from_secs(30)), "sending did not start");
+        env.execute(
+            "INSERT INTO topic_opt_outs (customer_id, topic, created_at) VALUES (3, 'offers', CURRENT_TIMESTAMP)",
+        );
+        env.execute("UPDATE customers SET marketing_consent = FALSE WHERE id = 4");
+        env.ok(&["suppressions", "add", "c5@example.com", "--reason", "complained"]);
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+
+        assert_eq!(per_recipient(&server.received()).len(), 2);
+        assert_eq!(
+            env.strings(
+                "SELECT c.email || ' ' || o.state || ' ' || COALESCE(o.last_error, '-') \
+                 FROM outbox o JOIN customers c ON c.id = o.customer_id ORDER BY c.id"
+            ),
+            [
+                "c1@example.com sent -",
+                "c2@example.com sent -",
+                "c3@example.com suppressed the customer left the campaign's topic",
+                "c4@example.com suppressed no marketing consent",
+                "c5@example.com suppressed the address is suppressed",
+            ]
+        );
     });
 }
 

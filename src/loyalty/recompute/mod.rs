@@ -5,12 +5,11 @@
 //! through [`crate::db::engine`].
 
 use std::collections::{HashMap, HashSet};
-use std::ops::RangeInclusive;
 use std::time::{Duration as Elapsed, Instant};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sea_orm::sea_query::{
-    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, IntoColumnRef, JoinType, Query, SelectStatement, Value,
+    Asterisk, CaseStatement, Condition, Expr, ExprTrait, Func, JoinType, Query, SelectStatement, Value,
 };
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -24,7 +23,7 @@ use crate::db::bulk::{BulkInsert, BulkUpdate};
 use crate::db::engine::{Options, Txn, birthday_month_and_day};
 use crate::db::entities::{customer, loyalty_account, loyalty_ledger, order};
 use crate::db::record::record;
-use crate::work;
+use crate::work::{self, Customers};
 
 /// What a recompute changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -51,7 +50,7 @@ pub struct Report {
 pub async fn recompute(db: &DatabaseConnection, rules: &Rules, as_of: DateTime<Utc>) -> Result<Report, DbErr> {
     // Reads first: the write lock is taken at the first write.
     let mut txn = begin(db, false).await?;
-    let report = recompute_in(&mut txn, rules, as_of, &Members::All).await?;
+    let report = recompute_in(&mut txn, rules, as_of, &Customers::All).await?;
     txn.commit().await?;
     Ok(report)
 }
@@ -69,7 +68,7 @@ pub async fn recompute_range(
     // Other daemons' ranges may be written at the same time: on SQLite a
     // transaction that read first could not take the write lock then.
     let mut txn = begin(db, true).await?;
-    let report = recompute_in(&mut txn, rules, range.run.as_of, &Members::Range(range.customers.clone())).await?;
+    let report = recompute_in(&mut txn, rules, range.run.as_of, &Customers::Range(range.customers.clone())).await?;
     if !work::complete(&mut txn, range, owner, Utc::now()).await? {
         txn.rollback().await?;
         return Ok(None);
@@ -82,23 +81,12 @@ async fn begin(db: &DatabaseConnection, write_lock_first: bool) -> Result<Txn, D
     Txn::begin(db, Options { write_lock_first, cache_mb: Some(64), memory_map: true }).await
 }
 
-/// The members a recompute covers.
-enum Members {
-    All,
-    Range(RangeInclusive<i64>),
-}
-
-impl Members {
-    /// `select` limited to rows whose `column` (a customer id) is covered.
-    fn limit(&self, mut select: SelectStatement, column: impl IntoColumnRef) -> SelectStatement {
-        if let Members::Range(range) = self {
-            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
-        }
-        select
-    }
-}
-
-async fn recompute_in(txn: &mut Txn, rules: &Rules, as_of: DateTime<Utc>, members: &Members) -> Result<Report, DbErr> {
+async fn recompute_in(
+    txn: &mut Txn,
+    rules: &Rules,
+    as_of: DateTime<Utc>,
+    members: &Customers,
+) -> Result<Report, DbErr> {
     let mut log = PhaseLog::new();
     let mut changed = HashSet::new();
     for (name, query) in change_queries(txn.backend(), rules, as_of, members) {
@@ -115,7 +103,7 @@ async fn recompute_in(txn: &mut Txn, rules: &Rules, as_of: DateTime<Utc>, member
     // set aside only when the whole base is written.
     let first_run = txn.values::<i64>(&members.limit(any_ledger_entry(), "customer_id")).await?.is_empty();
     let set_aside = match members {
-        Members::All if first_run => Some(txn.set_aside_indexes("loyalty_ledger").await?),
+        Customers::All if first_run => Some(txn.set_aside_indexes("loyalty_ledger").await?),
         _ => None,
     };
     for ids in changed.chunks(CHUNK) {
@@ -455,7 +443,7 @@ impl Moved {
 /// the value gives; worked out in the database, so that only those rows
 /// come back ([`MovedRow`]). The tiers are bound values; the caller checks
 /// each row again with [`Rules`].
-fn moved_query(rules: &Rules, as_of: DateTime<Utc>, members: &Members) -> SelectStatement {
+fn moved_query(rules: &Rules, as_of: DateTime<Utc>, members: &Customers) -> SelectStatement {
     let divisor = if rules.basis == Basis::Spend { "100.0" } else { "1.0" };
     // Fixed text: a number literal chosen above, never input.
     let value = || Expr::cust(format!(r#"(COALESCE("v"."total", 0) / {divisor})"#));
@@ -549,7 +537,7 @@ fn change_queries(
     backend: DbBackend,
     rules: &Rules,
     as_of: DateTime<Utc>,
-    members: &Members,
+    members: &Customers,
 ) -> Vec<(&'static str, SelectStatement)> {
     let not_exists = |query: SelectStatement| Expr::exists(query).not();
     let unearned = Query::select()
