@@ -115,7 +115,15 @@ fn print_trained(outcome: &TrainOutcome) {
 pub async fn score(db: &DatabaseConnection, settings: &Settings, args: &ScoreArgs) -> anyhow::Result<()> {
     let now = Utc::now();
     let as_of = args.as_of.unwrap_or(now);
-    let report = scoring::score(db, &settings.models_dir, as_of, args.export.as_deref(), now).await?;
+    let report = scoring::score(
+        db,
+        &settings.models_dir,
+        scoring::valuation(&settings.lifetime_value),
+        as_of,
+        args.export.as_deref(),
+        now,
+    )
+    .await?;
     println!(
         "scored {} customers with {} as of {}",
         report.customers,
@@ -232,6 +240,32 @@ fn describe(m: &ModelFile, active: bool) -> String {
             bin.decile, bin.customers, bin.mean_score, bin.buyer_rate
         );
     }
+    text + &customer_base_text(m)
+}
+
+/// The fitted BG/NBD and Gamma-Gamma parameters, or why there are none.
+fn customer_base_text(m: &ModelFile) -> String {
+    let Some(base) = &m.customer_base else {
+        let why = m.customer_base_note.as_deref().unwrap_or("the file is from before patron fitted them");
+        return format!("customer base: not fitted ({why})\n");
+    };
+    let g = &base.bgnbd;
+    let mut text = format!(
+        "customer base: fitted as of {} on {} customers ({} bought again)\n\
+         BG/NBD:      r {:.4}, alpha {:.4} days, a {:.4}, b {:.4} (log-likelihood {:.1})\n",
+        base.as_of.format("%Y-%m-%d %H:%M UTC"),
+        base.customers,
+        base.repeat_buyers,
+        g.r,
+        g.alpha,
+        g.a,
+        g.b,
+        base.bgnbd_log_likelihood
+    );
+    text += &match base.gamma_gamma {
+        Some(s) => format!("Gamma-Gamma: p {:.4}, q {:.4}, gamma {:.4}\n", s.p, s.q, s.gamma),
+        None => "Gamma-Gamma: not fitted (no repeat purchase with a value); clv is empty\n".to_owned(),
+    };
     text
 }
 

@@ -98,6 +98,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub unsubscribe: UnsubscribeSettings,
     pub report: ReportSettings,
+    pub lifetime_value: LifetimeValueSettings,
     pub feedback: FeedbackSettings,
     pub dkim: DkimSettings,
     pub subscriptions: SubscriptionSettings,
@@ -460,6 +461,27 @@ fn validate_report(problems: &mut Problems, report: &ReportSettings) {
     problems.positive("report.attribution_window", &report.attribution_window);
     if !(report.expected_years.is_finite() && report.expected_years > 0.0 && report.expected_years <= 50.0) {
         problems.add("report.expected_years", "must be a number of years above 0 and at most 50");
+    }
+}
+
+/// The `clv` field that scoring writes; see `config/patron.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeValueSettings {
+    pub horizon: Typed<chrono::Duration>,
+    pub annual_discount_rate: f64,
+}
+
+impl LifetimeValueSettings {
+    pub fn horizon_days(&self) -> f64 {
+        self.horizon.get().num_seconds() as f64 / 86_400.0
+    }
+}
+
+fn validate_lifetime_value(problems: &mut Problems, value: &LifetimeValueSettings) {
+    problems.positive("lifetime_value.horizon", &value.horizon);
+    if !(value.annual_discount_rate.is_finite() && (0.0..=1.0).contains(&value.annual_discount_rate)) {
+        problems.add("lifetime_value.annual_discount_rate", "must be a rate between 0 and 1, such as 0.1 for 10 %");
     }
 }
 
@@ -907,6 +929,7 @@ fn validate(problems: &mut Problems, settings: &Settings) {
     validate_daemon(problems, &settings.daemon);
     validate_loyalty(problems, &settings.loyalty);
     validate_report(problems, &settings.report);
+    validate_lifetime_value(problems, &settings.lifetime_value);
     validate_feedback(problems, &settings.feedback);
     validate_subscriptions(problems, &settings.subscriptions);
     validate_privacy(problems, &settings.privacy);

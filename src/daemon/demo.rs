@@ -63,7 +63,8 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
     let request = TrainRequest { as_of: now, horizon_days: 91, algorithm: model::Algorithm::Logistic };
     let trained = model::workflow::train_and_promote(db, &settings.models_dir, &request, false, now).await?;
     tracing::info!(model = %trained.model.name, auc = trained.new_auc, "demo: model trained");
-    let scored = scoring::score(db, &settings.models_dir, now, None, now).await?;
+    let scored =
+        scoring::score(db, &settings.models_dir, scoring::valuation(&settings.lifetime_value), now, None, now).await?;
     tracing::info!(customers = scored.customers, "demo: customers scored");
     // As of a month ago and then now, as the nightly recompute would have:
     // members who crossed a threshold since then are upgraded today.

@@ -461,7 +461,16 @@ async fn score(db: &DatabaseConnection, loaded: &Loaded, now: DateTime<Utc>) {
         return shared::start_run(db, loaded, work::SCORING, now).await;
     }
     systemd::status("running: scoring customers");
-    match scoring::score(db, &loaded.settings.models_dir, now, None, now).await {
+    match scoring::score(
+        db,
+        &loaded.settings.models_dir,
+        scoring::valuation(&loaded.settings.lifetime_value),
+        now,
+        None,
+        now,
+    )
+    .await
+    {
         Ok(report) => tracing::info!(customers = report.customers, model = %report.model, "customers scored"),
         Err(error) => tracing::error!("scoring: {error}"),
     }

@@ -60,7 +60,14 @@ async fn do_range(daemon: &Daemon, loaded: &Loaded, range: &work::Range) -> anyh
     let (db, owner) = (&daemon.db, &daemon.owner);
     match range.run.job.as_str() {
         work::SCORING => {
-            let outcome = scoring::shared::score_range(db, &loaded.settings.models_dir, range, owner).await?;
+            let outcome = scoring::shared::score_range(
+                db,
+                &loaded.settings.models_dir,
+                scoring::valuation(&loaded.settings.lifetime_value),
+                range,
+                owner,
+            )
+            .await?;
             Ok(outcome != scoring::shared::RangeOutcome::Lost)
         }
         work::LOYALTY => {

@@ -42,6 +42,40 @@ pub struct Features {
     pub loyalty_tier: Option<String>,
     pub loyalty_points: Option<f64>,
     pub days_since_last_message: Option<f64>,
+    /// The purchase days as the customer-base models read them.
+    pub repeats: Option<Repeats>,
+}
+
+/// A customer's purchase days as the customer-base models (BG/NBD,
+/// Gamma-Gamma) read them, counted from the first: how many came after it,
+/// how many days after it the last one was, and how many days the customer
+/// has been watched since (to the last day before the cutoff, so that a
+/// first purchase on that day is watched for 0 days).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Repeats {
+    pub purchases: u32,
+    pub last_days: f64,
+    pub observed_days: f64,
+    /// The mean value of the repeat purchase days; None without one.
+    pub mean_value: Option<f64>,
+}
+
+/// The [`Repeats`] of the orders (in time order) before `cutoff`; None
+/// without one.
+pub fn repeats(orders: &[history::Order], cutoff: i64) -> Option<Repeats> {
+    let orders = &orders[..orders.partition_point(|o| o.at < cutoff)];
+    let first_day = orders.first()?.at.div_euclid(DAY);
+    let last_day = orders.last()?.at.div_euclid(DAY);
+    let mut days: Vec<i64> = orders.iter().map(|o| o.at.div_euclid(DAY)).collect();
+    days.dedup();
+    let purchases = (days.len() - 1) as u32;
+    let repeat_cents: i64 = orders.iter().filter(|o| o.at.div_euclid(DAY) > first_day).map(|o| o.cents).sum();
+    Some(Repeats {
+        purchases,
+        last_days: (last_day - first_day) as f64,
+        observed_days: ((cutoff - 1).div_euclid(DAY) - first_day) as f64,
+        mean_value: (purchases > 0).then(|| money(repeat_cents) / f64::from(purchases)),
+    })
 }
 
 /// Computes a customer's features from the events strictly before `cutoff`
@@ -55,6 +89,7 @@ pub fn compute(events: &CustomerEvents<'_>, cutoff: i64) -> Features {
     loyalty(&mut features, events, cutoff);
     features.days_since_last_message =
         events.messages.iter().filter(|&&sent| sent < cutoff).max().map(|&sent| days(cutoff - sent));
+    features.repeats = repeats(orders, cutoff);
     features
 }
 

@@ -18,7 +18,8 @@ pub struct Recipient {
     pub customer: customer::Model,
     /// Every feature by its segment name; `null` where the customer has no value.
     features: Map<String, Json>,
-    score: Option<(f64, i16)>,
+    /// The active model's score row: propensity, decile and outlook.
+    score: Option<score::Model>,
     /// `None` for a customer who is not (yet) a loyalty member.
     loyalty: Option<loyalty_account::Model>,
 }
@@ -46,14 +47,14 @@ pub async fn load<C: ConnectionTrait>(
             .into_iter()
             .filter_map(|row| Some((row.get("customer_id")?.as_i64()?, row)))
             .collect();
-        let mut scores: HashMap<i64, (f64, i16)> = match model_id {
+        let mut scores: HashMap<i64, score::Model> = match model_id {
             Some(model_id) => score::Entity::find()
                 .filter(score::Column::ModelId.eq(model_id))
                 .filter(score::Column::CustomerId.is_in(ids.iter().copied()))
                 .all(db)
                 .await?
                 .into_iter()
-                .map(|s| (s.customer_id, (s.score, s.decile)))
+                .map(|s| (s.customer_id, s))
                 .collect(),
             None => HashMap::new(),
         };
@@ -102,8 +103,12 @@ impl Recipient {
             },
             "loyalty": self.loyalty_variables(),
             "features": features,
-            "propensity": self.score.map(|s| s.0),
-            "propensity_decile": self.score.map(|s| s.1),
+            "propensity": self.score.as_ref().map(|s| s.score),
+            "propensity_decile": self.score.as_ref().map(|s| s.decile),
+            "p_alive": self.score.as_ref().and_then(|s| s.p_alive),
+            "expected_orders_90d": self.score.as_ref().and_then(|s| s.expected_orders_90d),
+            "expected_orders_365d": self.score.as_ref().and_then(|s| s.expected_orders_365d),
+            "clv": self.score.as_ref().and_then(|s| s.clv),
             "campaign": {"name": campaign.name, "description": campaign.description},
             "variant": variant,
         });

@@ -65,7 +65,16 @@ const LOYALTY_FIELDS: &[&str] = &[
     "points_to_next_tier",
 ];
 const CAMPAIGN_FIELDS: &[&str] = &["name", "description"];
-const SCALARS: &[&str] = &["propensity", "propensity_decile", "variant", "unsubscribe_url"];
+const SCALARS: &[&str] = &[
+    "propensity",
+    "propensity_decile",
+    "p_alive",
+    "expected_orders_90d",
+    "expected_orders_365d",
+    "clv",
+    "variant",
+    "unsubscribe_url",
+];
 
 /// The compiled templates of one message (a campaign, or one of its variants).
 pub struct Templates {

@@ -10,6 +10,7 @@ mod error;
 mod examples;
 pub mod file;
 mod fit;
+pub mod lifetime;
 pub mod metrics;
 pub mod preprocess;
 pub mod registry;
@@ -65,6 +66,13 @@ pub struct ModelFile {
     pub data_fingerprint: String,
     /// Measured on the validation window, which training never saw.
     pub metrics: Metrics,
+    /// BG/NBD and Gamma-Gamma fitted as of `training.as_of`; None in files
+    /// from before they existed, or where the base had too few repeat
+    /// buyers (`customer_base_note` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_base: Option<lifetime::CustomerBase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_base_note: Option<String>,
 }
 
 /// Training examples: customers as of each cutoff, labelled by whether they

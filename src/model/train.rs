@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 pub use super::error::{MIN_CLASS_SIZE, TrainError};
 pub use super::examples::Examples;
 use super::fit::{self, Fitted};
+use super::lifetime::CustomerBase;
 use super::preprocess::Preprocessor;
 use super::{Algorithm, ModelFile, Parameters, SCHEMA_VERSION, TrainingWindow, ValidationWindow, metrics};
 use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
@@ -86,6 +87,10 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
     let latest = &cutoffs[..cutoffs.len().min(MAX_TRAINING_WINDOWS as usize)];
     let training = examples(history, latest, request.horizon_days);
     let (scaling, Fitted { parameters, buyer_weight }) = fitted_model(algorithm, &training)?;
+    let (customer_base, customer_base_note) = match CustomerBase::fit(history, request.as_of) {
+        Ok(base) => (Some(base), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let model = ModelFile {
         schema_version: SCHEMA_VERSION,
         name: format!("{}-{}", algorithm.name(), now.format("%Y%m%dT%H%M%S")),
@@ -112,6 +117,8 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
         },
         data_fingerprint: history.fingerprint(request.as_of.timestamp()),
         metrics,
+        customer_base,
+        customer_base_note,
     };
     finite_scores(&model.scaling, &model.parameters, &validation, algorithm)?;
     Ok(Trained { model, validation })

@@ -16,6 +16,7 @@ use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryOrder, QuerySelect};
 
+use crate::config::LifetimeValueSettings;
 use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::engine::{Options, Txn};
 use crate::db::entities::customer;
@@ -24,9 +25,20 @@ use crate::features::snapshot::SnapshotWriter;
 use crate::features::{Features, History, compute, model_inputs};
 use crate::model::ModelFile;
 use crate::model::file::{self, ModelFileError};
+use crate::model::lifetime::{Outlook, Outlooks, Valuation};
 use crate::model::{metrics, registry};
 
-const SCORE_COLUMNS: &[&str] = &["model_id", "customer_id", "score", "decile", "scored_at"];
+const SCORE_COLUMNS: &[&str] = &[
+    "model_id",
+    "customer_id",
+    "score",
+    "decile",
+    "scored_at",
+    "p_alive",
+    "expected_orders_90d",
+    "expected_orders_365d",
+    "clv",
+];
 /// Customers per chunk of features computed and snapshots written. On
 /// SQLite each chunk's write hands the connection over and prepares its
 /// statement again, so chunks are kept large.
@@ -77,6 +89,7 @@ pub struct ScoreReport {
 pub async fn score(
     db: &DatabaseConnection,
     models_dir: &Path,
+    valuation: Valuation,
     as_of: DateTime<Utc>,
     export: Option<&Path>,
     now: DateTime<Utc>,
@@ -98,37 +111,72 @@ pub async fn score(
         write_scores: Duration::ZERO,
         export: export.map(Path::to_owned),
     };
-    let scores = score_and_write(db, &history, &model, active.id, as_of, now, &mut report).await?;
+    let moment = Moment { as_of, valuation, now };
+    let scores = score_and_write(db, &history, &model, active.id, moment, &mut report).await?;
     if let Some(path) = export {
         export_csv(db, path, &history.customer_ids, &scores).await?;
     }
     Ok(report)
 }
 
-/// One chunk of customers with their features and scores.
+/// The lifetime value as `[lifetime_value]` configures it.
+pub fn valuation(settings: &LifetimeValueSettings) -> Valuation {
+    Valuation { horizon_days: settings.horizon_days(), annual_discount_rate: settings.annual_discount_rate }
+}
+
+/// The moment customers are scored as of, how their value is counted, and
+/// the time the scores are stamped with.
+#[derive(Debug, Clone, Copy)]
+struct Moment {
+    as_of: DateTime<Utc>,
+    valuation: Valuation,
+    now: DateTime<Utc>,
+}
+
+/// One chunk of customers with their features, scores and outlooks.
 struct Scored {
     range: (usize, usize),
     features: Vec<Features>,
     scores: Vec<f64>,
+    outlooks: Vec<Option<Outlook>>,
     features_time: Duration,
     scoring_time: Duration,
 }
 
 impl Scored {
-    /// Features and scores of the customers from `start` to `end`.
-    fn compute(history: &History, (start, end): (usize, usize), model: &ModelFile, as_of: DateTime<Utc>) -> Self {
+    /// Features, scores and outlooks of the customers from `start` to `end`.
+    fn compute(
+        history: &History,
+        (start, end): (usize, usize),
+        model: &ModelFile,
+        as_of: DateTime<Utc>,
+        valuation: &Valuation,
+    ) -> Self {
         let clock = Instant::now();
         let features: Vec<Features> = (start..end).map(|i| compute(&history.events(i), as_of.timestamp())).collect();
         let features_time = clock.elapsed();
         let clock = Instant::now();
         let mut scratch = Vec::new();
         let scores = features.iter().map(|f| model.score(&model_inputs(f), &mut scratch)).collect();
-        Scored { range: (start, end), features, scores, features_time, scoring_time: clock.elapsed() }
+        let outlooks = match &model.customer_base {
+            Some(base) => {
+                let mut outlooks = Outlooks::new(base, *valuation);
+                features.iter().map(|f| Some(outlooks.of(f.repeats.as_ref()?))).collect()
+            }
+            None => vec![None; features.len()],
+        };
+        Scored { range: (start, end), features, scores, outlooks, features_time, scoring_time: clock.elapsed() }
     }
 
-    /// Adds this chunk's scores and times; its features, to write.
-    fn collect(self, scores: &mut Vec<f64>, report: &mut ScoreReport) -> Vec<Features> {
+    /// Adds this chunk's scores, outlooks and times; its features, to write.
+    fn collect(
+        self,
+        scores: &mut Vec<f64>,
+        outlooks: &mut Vec<Option<Outlook>>,
+        report: &mut ScoreReport,
+    ) -> Vec<Features> {
         scores.extend(self.scores);
+        outlooks.extend(self.outlooks);
         report.features += self.features_time;
         report.scoring += self.scoring_time;
         self.features
@@ -148,10 +196,10 @@ async fn score_and_write(
     history: &Arc<History>,
     model: &Arc<ModelFile>,
     model_id: i64,
-    as_of: DateTime<Utc>,
-    now: DateTime<Utc>,
+    moment: Moment,
     report: &mut ScoreReport,
 ) -> Result<Vec<f64>, DbErr> {
+    let Moment { as_of, valuation, now } = moment;
     // 32 MB of SQLite page cache: rows are written in key order, so half of
     // what random upserts need is enough; with the default 8 MB the writes
     // took twice as long.
@@ -159,10 +207,11 @@ async fn score_and_write(
     let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, now);
     snapshots.clear(&mut txn).await?;
     let mut scores = Vec::with_capacity(history.len());
-    let (mut chunks, computing) = compute_in_background(Arc::clone(history), Arc::clone(model), as_of);
+    let mut outlooks = Vec::with_capacity(history.len());
+    let (mut chunks, computing) = compute_in_background(Arc::clone(history), Arc::clone(model), as_of, valuation);
     while let Some(chunk) = chunks.recv().await {
         let (start, end) = chunk.range;
-        let features = chunk.collect(&mut scores, report);
+        let features = chunk.collect(&mut scores, &mut outlooks, report);
         let clock = Instant::now();
         snapshots.write(&mut txn, &history.customer_ids[start..end], &features).await?;
         report.write_snapshots += clock.elapsed();
@@ -172,7 +221,13 @@ async fn score_and_write(
     }
     let deciles = timed_deciles(&scores, report);
     let clock = Instant::now();
-    let written = Written { model_id, customer_ids: &history.customer_ids, scores: &scores, deciles: &deciles };
+    let written = Written {
+        model_id,
+        customer_ids: &history.customer_ids,
+        scores: &scores,
+        deciles: &deciles,
+        outlooks: &outlooks,
+    };
     write_scores(&mut txn, &written, None, now).await?;
     // Campaign segments join both tables next.
     txn.analyze("scores").await?;
@@ -188,11 +243,12 @@ fn compute_in_background(
     history: Arc<History>,
     model: Arc<ModelFile>,
     as_of: DateTime<Utc>,
+    valuation: Valuation,
 ) -> (tokio::sync::mpsc::Receiver<Scored>, std::thread::JoinHandle<()>) {
     let (sender, receiver) = tokio::sync::mpsc::channel(2);
     let computing = std::thread::spawn(move || {
         for range in chunks(history.len()) {
-            if sender.blocking_send(Scored::compute(&history, range, &model, as_of)).is_err() {
+            if sender.blocking_send(Scored::compute(&history, range, &model, as_of, &valuation)).is_err() {
                 break;
             }
         }
@@ -207,12 +263,14 @@ fn timed_deciles(scores: &[f64], report: &mut ScoreReport) -> Vec<u8> {
     deciles
 }
 
-/// Scores to write: customer `customer_ids[i]` scored `scores[i]`, in decile `deciles[i]`.
+/// Scores to write: customer `customer_ids[i]` scored `scores[i]`, in
+/// decile `deciles[i]`, with the outlook `outlooks[i]`.
 struct Written<'a> {
     model_id: i64,
     customer_ids: &'a [i64],
     scores: &'a [f64],
     deciles: &'a [u8],
+    outlooks: &'a [Option<Outlook>],
 }
 
 /// Replaces the scores of `written.model_id`: all of them, or those of the
@@ -223,7 +281,7 @@ async fn write_scores(
     range: Option<&RangeInclusive<i64>>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let Written { model_id, customer_ids, scores, deciles } = *written;
+    let Written { model_id, customer_ids, scores, deciles, outlooks } = *written;
     let mut old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
     if let Some(range) = range {
         old.and_where(Expr::col("customer_id").between(*range.start(), *range.end()));
@@ -238,6 +296,10 @@ async fn write_scores(
             scores[i].into(),
             i16::from(deciles[i]).into(),
             scored_at.clone(),
+            outlooks[i].map(|o| o.p_alive).into(),
+            outlooks[i].map(|o| o.expected_orders_90d).into(),
+            outlooks[i].map(|o| o.expected_orders_365d).into(),
+            outlooks[i].and_then(|o| o.clv).into(),
         ])
     })
     .await

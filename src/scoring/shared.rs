@@ -21,6 +21,7 @@ use crate::db::entities::model as model_entity;
 use crate::features::History;
 use crate::features::snapshot::SnapshotWriter;
 use crate::model::file;
+use crate::model::lifetime::Valuation;
 use crate::model::{metrics, registry};
 use crate::work::{self, Owner, Progress, Range, Run};
 
@@ -54,6 +55,7 @@ pub async fn start(db: &DatabaseConnection, range_size: u64, now: DateTime<Utc>)
 pub async fn score_range(
     db: &DatabaseConnection,
     models_dir: &Path,
+    valuation: Valuation,
     range: &Range,
     owner: &Owner,
 ) -> Result<RangeOutcome, ScoreError> {
@@ -63,7 +65,7 @@ pub async fn score_range(
     let history = History::load_customers(db, Some(&range.customers)).await?;
     let as_of = range.run.as_of;
     let (history, scored) = tokio::task::spawn_blocking(move || {
-        let scored = Scored::compute(&history, (0, history.len()), &model, as_of);
+        let scored = Scored::compute(&history, (0, history.len()), &model, as_of, &valuation);
         (history, scored)
     })
     .await
@@ -73,7 +75,13 @@ pub async fn score_range(
     let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, range.run.started_at);
     snapshots.clear_range(&mut txn, &range.customers).await?;
     snapshots.write(&mut txn, &history.customer_ids, &scored.features).await?;
-    let written = Written { model_id, customer_ids: &history.customer_ids, scores: &scored.scores, deciles: &deciles };
+    let written = Written {
+        model_id,
+        customer_ids: &history.customer_ids,
+        scores: &scored.scores,
+        deciles: &deciles,
+        outlooks: &scored.outlooks,
+    };
     write_scores(&mut txn, &written, Some(&range.customers), range.run.started_at).await?;
     if !work::complete(&mut txn, range, owner, chrono::Utc::now()).await? {
         txn.rollback().await?;

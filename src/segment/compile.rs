@@ -40,6 +40,11 @@ pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
     ("marketing_consent", FieldType::Bool, "customers", "marketing_consent"),
     ("propensity", FieldType::Number, "scores", "score"),
     ("propensity_decile", FieldType::Number, "scores", "decile"),
+    // The customer-base models' outlook, written by scoring beside the propensity.
+    ("p_alive", FieldType::Number, "scores", "p_alive"),
+    ("expected_orders_90d", FieldType::Number, "scores", "expected_orders_90d"),
+    ("expected_orders_365d", FieldType::Number, "scores", "expected_orders_365d"),
+    ("clv", FieldType::Number, "scores", "clv"),
     // Computed when the segment is evaluated, from the base tables: triggers
     // such as "birthday today" must not wait for the next feature snapshot.
     ("birthday_today", FieldType::Bool, LIVE, "birthday_today"),

@@ -218,6 +218,7 @@ fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_o
             let mut settings = patron::config::load(None).expect("default settings").settings;
             settings.database.url = env.database_url.clone();
             let db = patron::db::open(&settings).await.expect("open database");
+            let valuation = patron::scoring::valuation(&settings.lifetime_value);
             let run = shared::start(&db, 100, as_of).await.unwrap().expect("a new run");
             assert!(shared::start(&db, 100, as_of).await.unwrap().is_none(), "one run at a time");
             // A daemon that took the first range and died: its lease has run out.
@@ -229,7 +230,7 @@ fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_o
                 async move {
                     let mut taken = Vec::new();
                     while let Some(range) = work::take(&db, &owner, Duration::minutes(1), Utc::now()).await.unwrap() {
-                        let outcome = shared::score_range(&db, &models, &range, &owner).await.unwrap();
+                        let outcome = shared::score_range(&db, &models, valuation, &range, &owner).await.unwrap();
                         assert!(matches!(outcome, RangeOutcome::Scored { .. }), "{outcome:?}");
                         taken.push(range.id);
                     }
@@ -244,7 +245,7 @@ fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_o
             assert!(first.contains(&stale.id) || second.contains(&stale.id), "the dead daemon's range is taken over");
             assert_eq!(first.len() + second.len(), 24, "2,357 customers in ranges of 100, each taken once");
             // The dead daemon wakes up: the range is no longer its own.
-            let stale_outcome = shared::score_range(&db, &models, &stale, &dead).await.unwrap();
+            let stale_outcome = shared::score_range(&db, &models, valuation, &stale, &dead).await.unwrap();
             let progress = work::progress(&db, work::SCORING, Utc::now()).await.unwrap().expect("unfinished");
             assert_eq!((progress.run.id, progress.ranges, progress.done, progress.given_up), (run.id, 24, 24, 0));
             let finished = shared::finish(&db, &progress, Utc::now()).await.unwrap();
@@ -260,5 +261,61 @@ fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_o
         let shared_rows = score_rows(env);
         env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
         assert_same_rows(&shared_rows, &score_rows(env));
+    });
+}
+
+#[test]
+fn scoring_writes_the_customer_base_outlook_and_a_segment_on_it_plans_exactly_the_customers_it_fits() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        let model = active_model(env);
+        let shown = env.ok(&["model", "show", &model]).stdout;
+        assert!(
+            shown.contains("customer base: fitted as of 1997-10-01 00:00 UTC on 2357 customers (946 bought again)")
+        );
+        assert!(shown.contains("BG/NBD:      r 0.24"), "{shown}");
+        assert!(shown.contains("Gamma-Gamma: p 6.2"), "{shown}");
+        // Five years of value, so that some slipping customers are worth over 100.
+        let score =
+            env.command(&["score", "--as-of", "1997-09-30"]).env("PATRON__LIFETIME_VALUE__HORIZON", "1825d").output();
+        assert!(score.expect("patron runs").status.success());
+        assert_eq!(
+            count(
+                env,
+                "SELECT CAST(COUNT(*) AS TEXT) FROM scores WHERE p_alive BETWEEN 0 AND 1 AND clv >= 0 \
+                        AND expected_orders_90d > 0 AND expected_orders_365d > expected_orders_90d"
+            ),
+            2357
+        );
+
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        env.write(
+            "campaigns/lapsing.toml",
+            "[audience]\nwhere = 'p_alive < 0.3 and clv > 100'\nholdout = 0\n\n[message]\nfrom = \"shop@example.com\"\n\
+             subject = \"We miss you\"\ntext = \"Worth {{ clv | round(2) }}, alive {{ p_alive | round(3) }}\"\n",
+        );
+        let fitting = "FROM customers c JOIN scores s ON s.customer_id = c.id \
+                       WHERE s.p_alive < 0.3 AND s.clv > 100";
+        let in_segment = count(env, &format!("SELECT CAST(COUNT(*) AS TEXT) {fitting}"));
+        assert!((10..2357 / 2).contains(&in_segment), "{in_segment} customers fit");
+        let preview = env.ok(&["campaign", "preview", "lapsing"]).stdout;
+        assert!(preview.contains(&format!("  segment{in_segment:>20}\n")), "{preview}");
+        env.ok(&["campaign", "run", "lapsing"]);
+        let planned = env.strings(
+            "SELECT c.external_id FROM outbox o JOIN customers c ON c.id = o.customer_id ORDER BY c.external_id",
+        );
+        // Marketing mail also needs consent and no open complaint.
+        let expected = env.strings(&format!(
+            "SELECT c.external_id {fitting} AND c.marketing_consent AND NOT EXISTS (SELECT 1 FROM interactions i \
+             WHERE i.customer_id = c.id AND i.kind = 'complaint' AND i.status = 'open') ORDER BY c.external_id"
+        ));
+        assert_eq!(planned, expected);
+        assert!(!planned.is_empty());
+        // The template sees the same values.
+        let sample = preview.split("--- text part ---\nWorth ").nth(1).expect("a text part");
+        let (worth, alive) = sample.split_once(", alive ").expect("both values");
+        assert!(worth.parse::<f64>().expect("a value") > 100.0, "{sample}");
+        assert!(alive.split_whitespace().next().unwrap().parse::<f64>().expect("a probability") < 0.3, "{sample}");
     });
 }

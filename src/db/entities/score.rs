@@ -1,4 +1,5 @@
-//! The propensity a model gave a customer, and its decile (1 = highest).
+//! The propensity a model gave a customer, and its decile (1 = highest),
+//! with the customer-base models' outlook.
 
 use sea_orm::entity::prelude::*;
 
@@ -12,6 +13,11 @@ pub struct Model {
     pub score: f64,
     pub decile: i16,
     pub scored_at: DateTimeUtc,
+    /// The customer-base models' outlook (migration 000013); NULL without one.
+    pub p_alive: Option<f64>,
+    pub expected_orders_90d: Option<f64>,
+    pub expected_orders_365d: Option<f64>,
+    pub clv: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

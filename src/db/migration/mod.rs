@@ -15,6 +15,7 @@ mod m20261202_000009_consent;
 mod m20261202_000010_derived_tables_without_foreign_keys;
 mod m20261202_000011_shared_work;
 mod m20261202_000012_bulk_tables_without_foreign_keys;
+mod m20261203_000013_customer_base_outlook;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_derived_tables_without_foreign_keys::Migration),
             Box::new(m20261202_000011_shared_work::Migration),
             Box::new(m20261202_000012_bulk_tables_without_foreign_keys::Migration),
+            Box::new(m20261203_000013_customer_base_outlook::Migration),
         ]
     }
 }

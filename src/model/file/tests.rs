@@ -3,6 +3,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::*;
+use crate::model::lifetime::{BgNbd, CustomerBase, GammaGamma};
 use crate::model::metrics::CalibrationBin;
 use crate::model::preprocess::{ColumnScaling, Preprocessor, Transform};
 use crate::model::{Algorithm, Metrics, TrainingWindow, Tree, ValidationWindow};
@@ -90,6 +91,15 @@ fn model(parameters: Parameters) -> ModelFile {
         },
         data_fingerprint: "xxh3:0123456789abcdef".to_owned(),
         metrics: metrics(),
+        customer_base: Some(CustomerBase {
+            as_of: day(1997, 10, 1),
+            customers: 2357,
+            repeat_buyers: 946,
+            bgnbd: BgNbd { r: 0.2425945, alpha: 30.895, a: 0.7929, b: 2.4259 },
+            bgnbd_log_likelihood: -14_169.1,
+            gamma_gamma: Some(GammaGamma { p: 6.2496, q: 3.7442, gamma: 15.4435 }),
+        }),
+        customer_base_note: None,
     }
 }
 
