@@ -78,9 +78,16 @@ impl CustomerBase {
     pub fn fit(history: &History, as_of: DateTime<Utc>) -> Result<CustomerBase, FitError> {
         let step = history.len().div_ceil(MAX_FIT_CUSTOMERS).max(1);
         let cutoff = as_of.timestamp();
+        let started = std::time::Instant::now();
         let sample: Vec<Repeats> =
             (0..history.len()).step_by(step).filter_map(|i| repeats(history.events(i).orders, cutoff)).collect();
-        CustomerBase::fit_repeats(&sample, as_of)
+        let fitted = CustomerBase::fit_repeats(&sample, as_of);
+        tracing::debug!(
+            customers = sample.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "customer-base models fitted"
+        );
+        fitted
     }
 
     /// Fits both models on these customers' repeat purchases.
