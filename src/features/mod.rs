@@ -60,15 +60,22 @@ pub struct Repeats {
     pub mean_value: Option<f64>,
 }
 
+impl Repeats {
+    /// The purchase days alone, as a key: customers with the same one share
+    /// their likelihood and their expected purchases.
+    pub fn days_key(&self) -> (u32, u64, u64) {
+        (self.purchases, self.last_days.to_bits(), self.observed_days.to_bits())
+    }
+}
+
 /// The [`Repeats`] of the orders (in time order) before `cutoff`; None
 /// without one.
 pub fn repeats(orders: &[history::Order], cutoff: i64) -> Option<Repeats> {
     let orders = &orders[..orders.partition_point(|o| o.at < cutoff)];
     let first_day = orders.first()?.at.div_euclid(DAY);
     let last_day = orders.last()?.at.div_euclid(DAY);
-    let mut days: Vec<i64> = orders.iter().map(|o| o.at.div_euclid(DAY)).collect();
-    days.dedup();
-    let purchases = (days.len() - 1) as u32;
+    // Orders are in time order: a new purchase day starts wherever the day changes.
+    let purchases = orders.windows(2).filter(|w| w[0].at.div_euclid(DAY) != w[1].at.div_euclid(DAY)).count() as u32;
     let repeat_cents: i64 = orders.iter().filter(|o| o.at.div_euclid(DAY) > first_day).map(|o| o.cents).sum();
     Some(Repeats {
         purchases,

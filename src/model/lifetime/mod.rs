@@ -113,13 +113,8 @@ impl CustomerBase {
         self.with_value(c, &timing)
     }
 
-    /// Expected revenue over the valuation's horizon, each month's expected
-    /// purchases discounted to today.
-    pub fn lifetime_value(&self, c: &Repeats, valuation: &Valuation) -> Option<f64> {
-        self.outlook(c, valuation).clv
-    }
-
-    /// What BG/NBD says of a purchase history, before any value is put on it.
+    /// What BG/NBD says of a purchase history, before any value is put on
+    /// it; the lifetime value's purchases are each month's, discounted to today.
     fn timing(&self, c: &Repeats, valuation: &Valuation) -> Timing {
         let steps = (valuation.horizon_days / VALUE_STEP_DAYS).ceil().max(1.0) as usize;
         let mut before = 0.0;
@@ -173,8 +168,7 @@ impl<'a> Outlooks<'a> {
     }
 
     pub fn of(&mut self, c: &Repeats) -> Outlook {
-        let key = (c.purchases, c.last_days.to_bits(), c.observed_days.to_bits());
-        let timing = *self.seen.entry(key).or_insert_with(|| self.base.timing(c, &self.valuation));
+        let timing = *self.seen.entry(c.days_key()).or_insert_with(|| self.base.timing(c, &self.valuation));
         self.base.with_value(c, &timing)
     }
 }
@@ -184,7 +178,7 @@ impl<'a> Outlooks<'a> {
 fn fit_bgnbd(customers: &[Repeats]) -> Result<(BgNbd, f64), FitError> {
     let mut counts: HashMap<(u32, u64, u64), f64> = HashMap::new();
     for c in customers {
-        *counts.entry((c.purchases, c.last_days.to_bits(), c.observed_days.to_bits())).or_default() += 1.0;
+        *counts.entry(c.days_key()).or_default() += 1.0;
     }
     let mut weighted: Vec<(Repeats, f64)> = counts
         .into_iter()

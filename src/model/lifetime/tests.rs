@@ -174,9 +174,9 @@ fn lifetime_value_is_the_expected_value_of_the_purchases_discounted_month_by_mon
     let c = Repeats { purchases: 4, last_days: 200.0, observed_days: 260.0, mean_value: Some(50.0) };
     let undiscounted = Valuation { horizon_days: 365.0, annual_discount_rate: 0.0 };
     let purchases = base.bgnbd.expected_purchases(&c, 365.0);
-    assert_close(base.lifetime_value(&c, &undiscounted).unwrap(), 48.540014419610664 * purchases, 1e-12);
+    assert_close(base.outlook(&c, &undiscounted).clv.unwrap(), 48.540014419610664 * purchases, 1e-12);
     // At 10 % a year, each month's purchases are worth less the later they come.
-    let discounted = base.lifetime_value(&c, &Valuation { annual_discount_rate: 0.10, ..undiscounted }).unwrap();
+    let discounted = base.outlook(&c, &Valuation { annual_discount_rate: 0.10, ..undiscounted }).clv.unwrap();
     assert!(discounted < 48.540014419610664 * purchases);
     assert!(discounted > 48.540014419610664 * purchases / 1.10);
     let outlook = base.outlook(&c, &undiscounted);
