@@ -7,11 +7,13 @@ use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use sea_orm::DatabaseConnection;
 
-use super::models::parse_as_of;
+use super::models::{parse_as_of, parse_horizon};
 use crate::config::Settings;
 use crate::report::campaign::{self, CampaignReport, Comparison};
-use crate::report::customers::{self, CustomerReport};
+use crate::report::customers::{self, Clv, CustomerReport, Valuing};
+use crate::report::outlook::BaseOutlook;
 use crate::report::{cents, html, money, p_value, percent, points, small_percent};
+use crate::scoring;
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
@@ -34,12 +36,17 @@ pub enum ReportCommand {
         json: bool,
     },
     /// Where the value of the customer base lies: RFM grid, 80/20 curve, deciles, lifetime
-    /// value, lifecycle stages and complaints.
+    /// values, expected purchases and P(alive) from the customer-base models (checked against
+    /// what happened), lifecycle stages and complaints.
     Customers {
         /// Look at the base as it was at this date (YYYY-MM-DD, the end of that day) or time
         /// [default: the latest order].
         #[arg(long, value_name = "DATE", value_parser = parse_as_of)]
         as_of: Option<DateTime<Utc>>,
+        /// Check the customer-base models: fit them this long before the as-of date and set
+        /// their expected purchases in the period up to it against the purchases made.
+        #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_horizon)]
+        check: i64,
         /// Also write customers.html with charts (SVG) into this folder.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -56,8 +63,13 @@ pub async fn run(db: &DatabaseConnection, settings: &Settings, command: &ReportC
             let report = campaign::report(db, name, *run, window, Utc::now()).await?;
             print_report(&report, *json, campaign_text, out.as_ref().map(|dir| html::write_campaign(dir, &report)))
         }
-        ReportCommand::Customers { as_of, out, json } => {
-            let report = customers::report(db, *as_of, settings.report.expected_years).await?;
+        ReportCommand::Customers { as_of, check, out, json } => {
+            let valuing = Valuing {
+                valuation: scoring::valuation(&settings.lifetime_value),
+                check_days: *check,
+                expected_years: settings.report.expected_years,
+            };
+            let report = customers::report(db, *as_of, &valuing).await?;
             print_report(&report, *json, customers_text, out.as_ref().map(|dir| html::write_customers(dir, &report)))
         }
     }
@@ -247,14 +259,7 @@ fn customers_text(r: &CustomerReport) -> String {
             percent(d.share)
         );
     }
-    let c = &r.clv;
-    text += &format!(
-        "\nlifetime value ({} years): active customer {}, average buyer {} (order value {})\n",
-        c.expected_years,
-        money(c.clv_active),
-        money(c.clv_all),
-        money(c.average_order_value)
-    );
+    text += &outlook_text(r);
     text += "\nlifecycle stages:\n";
     for s in &r.lifecycle {
         text += &format!("  {:<14}{:>8}\n", s.stage, s.customers);
@@ -265,6 +270,96 @@ fn customers_text(r: &CustomerReport) -> String {
         text += &format!("  {:<20}{:>5} orders{:>14}\n", t.customer, t.orders, cents(t.value_cents));
     }
     text
+}
+
+fn outlook_text(r: &CustomerReport) -> String {
+    let mut text = String::new();
+    match (&r.outlook, &r.outlook_note) {
+        (Some(o), _) => text += &base_outlook_text(o),
+        (None, Some(why)) => text += &format!("\ncustomer-base models not fitted: {why}\n"),
+        (None, None) => {}
+    }
+    if let Some(c) = &r.clv {
+        text += &heuristic_clv_text(c);
+    }
+    text
+}
+
+fn base_outlook_text(o: &BaseOutlook) -> String {
+    let m = &o.models.bgnbd;
+    let mut text = format!(
+        "\ncustomer-base models (BG/NBD r {:.4}, alpha {:.4} days, a {:.4}, b {:.4}; {} buyers, {} repeat buyers):\n",
+        m.r, m.alpha, m.a, m.b, o.models.customers, o.models.repeat_buyers
+    );
+    text += &format!(
+        "expected purchases of the whole base: {:.0} in the next 90 days, {:.0} in the next 365 days\n",
+        o.expected_orders_90d, o.expected_orders_365d
+    );
+    for band in &o.alive {
+        text += &format!(
+            "  {:<32}{:>8} customers, {:>10.0} purchases expected in 365 days\n",
+            band.band, band.customers, band.expected_orders_365d
+        );
+    }
+    match (&o.clv, &o.clv_note) {
+        (Some(c), _) => {
+            text += &format!(
+                "lifetime value over {:.0} days at {:.1}% a year: {} in all, mean {}, median {}, 90% below {}, \
+                 99% below {} ({} customers)\n",
+                c.horizon_days,
+                c.annual_discount_rate * 100.0,
+                money(Some(c.total)),
+                money(Some(c.mean)),
+                money(Some(c.median)),
+                money(Some(c.p90)),
+                money(Some(c.p99)),
+                c.customers
+            );
+            for d in &c.deciles {
+                text += &format!(
+                    "  {:>2}  {:>7} customers  mean {:>12}  {:>6}\n",
+                    d.decile,
+                    d.customers,
+                    money(Some(d.mean)),
+                    percent(d.share)
+                );
+            }
+        }
+        (None, Some(why)) => text += &format!("no lifetime value from the models: {why}\n"),
+        (None, None) => {}
+    }
+    match (&o.check, &o.check_note) {
+        (Some(c), _) => {
+            text += &format!(
+                "check: fitted as of {}, {} buyers expected {:.0} purchase days in the {} days after, made {} ({})\n",
+                c.fitted_as_of.format("%Y-%m-%d %H:%M UTC"),
+                c.customers,
+                c.expected,
+                c.days,
+                c.actual,
+                c.error().map_or("n/a".to_owned(), |e| format!("{:+.1}%", e * 100.0))
+            );
+            for g in &c.groups {
+                text += &format!(
+                    "  {:>3} repeat purchases: {:>7} customers, expected {:>9.1}, made {:>7}\n",
+                    g.repeat_purchases, g.customers, g.expected, g.actual
+                );
+            }
+        }
+        (None, Some(why)) => text += &format!("check not made: {why}\n"),
+        (None, None) => {}
+    }
+    text
+}
+
+fn heuristic_clv_text(c: &Clv) -> String {
+    format!(
+        "\nlifetime value, base-wide estimate ({} years): active customer {}, average buyer {} (order value {})\n",
+        c.expected_years,
+        money(c.clv_active),
+        money(c.clv_all),
+        money(c.average_order_value)
+    )
 }
 
 fn complaints_text(r: &CustomerReport) -> String {

@@ -35,7 +35,13 @@ pub async fn train_and_promote(
     now: DateTime<Utc>,
 ) -> anyhow::Result<TrainOutcome> {
     let history = History::load(db).await.context("reading the purchase history")?;
-    let train::Trained { mut model, validation } = train::train(&history, request, now)?;
+    // Seconds of processor work on a big base: on a blocking thread, so that
+    // the daemon's runtime goes on serving and sending meanwhile.
+    let request_copy = *request;
+    let train::Trained { mut model, validation } =
+        tokio::task::spawn_blocking(move || train::train(&history, &request_copy, now))
+            .await
+            .context("the training thread")??;
     model.name = unused_name(db, &model.name).await?;
     let (mut new_auc, mut both_saved) = (model.metrics.roc_auc, false);
     let (active, active_unusable) = match registry::active(db).await? {

@@ -1,6 +1,8 @@
 //! `report customers`: where the value of the customer base lies, as of a
-//! moment: the RFM grid, the Pareto curve (the 80/20 rule), value deciles, a
-//! lifetime value estimate, lifecycle stages and what complaints cost.
+//! moment: the RFM grid, the Pareto curve (the 80/20 rule), value deciles,
+//! the customer-base models' outlook (lifetime values, expected purchases,
+//! P(alive), checked against what happened; see [`super::outlook`]),
+//! lifecycle stages and what complaints cost.
 //!
 //! The database is read in three set-wise queries (orders, interactions, the
 //! customer count) and one for the external ids of the top customers; the
@@ -15,6 +17,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, StreamTrait};
 use serde::Serialize;
 
 use super::ReportError;
+use super::outlook::{self, BaseOutlook};
+use crate::features::history::Order;
+use crate::model::lifetime::Valuation;
 
 /// Recency bands of the RFM grid: days since the last order, upper bounds included.
 pub const RECENCY_BANDS: [(&str, i64); 5] =
@@ -37,6 +42,11 @@ pub struct Buyer {
 impl Buyer {
     fn value(&self) -> i64 {
         self.orders.iter().map(|o| o.1).sum()
+    }
+
+    /// The orders as the customer-base models read them.
+    fn model_orders(&self) -> Vec<Order> {
+        self.orders.iter().map(|&(at, cents)| Order { at: at.timestamp(), cents, category: None }).collect()
     }
 }
 
@@ -62,7 +72,12 @@ pub struct CustomerReport {
     pub rfm: Vec<RfmCell>,
     pub pareto: Pareto,
     pub deciles: Vec<Decile>,
-    pub clv: Clv,
+    /// The customer-base models fitted as of `as_of`; None when they cannot
+    /// be fitted, with the reason in `outlook_note`.
+    pub outlook: Option<BaseOutlook>,
+    pub outlook_note: Option<String>,
+    /// The base-wide estimate, kept only where the models give no lifetime value.
+    pub clv: Option<Clv>,
     pub lifecycle: Vec<StageCount>,
     pub complaints: Complaints,
     /// The most valuable customers, by external id (filled in by [`report`]).
@@ -96,7 +111,19 @@ pub struct Decile {
     pub share: Option<f64>,
 }
 
-/// Lifetime value = average order value × orders a year × expected years.
+/// How the report puts a value on customers.
+#[derive(Debug, Clone, Copy)]
+pub struct Valuing {
+    /// The lifetime value's horizon and discount rate (`[lifetime_value]`).
+    pub valuation: Valuation,
+    /// Days before `as_of` the models are fitted again to check them against what came.
+    pub check_days: i64,
+    /// The heuristic's expected years (`[report] expected_years`).
+    pub expected_years: f64,
+}
+
+/// Lifetime value = average order value × orders a year × expected years:
+/// the estimate where the customer-base models cannot be fitted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Clv {
     pub expected_years: f64,
@@ -185,7 +212,7 @@ pub struct TopCustomer {
 pub async fn report(
     db: &DatabaseConnection,
     as_of: Option<DateTime<Utc>>,
-    expected_years: f64,
+    valuing: &Valuing,
 ) -> Result<CustomerReport, ReportError> {
     let as_of = match as_of {
         Some(at) => at,
@@ -194,7 +221,7 @@ pub async fn report(
     let buyers = load_buyers(db, as_of).await?;
     let interactions = load_interactions(db, as_of).await?;
     let customers = count_customers(db).await?;
-    let mut report = analyse(customers, &buyers, &interactions, as_of, expected_years);
+    let mut report = analyse(customers, &buyers, &interactions, as_of, valuing);
     report.top_customers = top_customers(db, &buyers).await?;
     Ok(report)
 }
@@ -205,10 +232,16 @@ pub fn analyse(
     buyers: &[Buyer],
     interactions: &[Interaction],
     as_of: DateTime<Utc>,
-    expected_years: f64,
+    valuing: &Valuing,
 ) -> CustomerReport {
     let mut values: Vec<i64> = buyers.iter().map(Buyer::value).collect();
     values.sort_unstable_by(|a, b| b.cmp(a));
+    let orders: Vec<Vec<Order>> = buyers.iter().map(Buyer::model_orders).collect();
+    let (outlook, outlook_note) = match outlook::outlook(&orders, as_of, valuing.valuation, valuing.check_days) {
+        Ok(outlook) => (Some(outlook), None),
+        Err(why) => (None, Some(why)),
+    };
+    let modelled_clv = outlook.as_ref().is_some_and(|o| o.clv.is_some());
     CustomerReport {
         as_of,
         customers,
@@ -218,7 +251,9 @@ pub fn analyse(
         rfm: rfm(buyers, as_of),
         pareto: pareto(&values),
         deciles: deciles(&values),
-        clv: clv(buyers, as_of, expected_years),
+        clv: (!modelled_clv).then(|| clv(buyers, as_of, valuing.expected_years)),
+        outlook,
+        outlook_note,
         lifecycle: lifecycle_counts(customers, buyers, as_of),
         complaints: complaints(buyers, interactions, as_of),
         top_customers: Vec::new(),
@@ -588,7 +623,16 @@ mod tests {
                 resolved_at: Some(day(21)),
             },
         ];
-        let r = analyse(4, &buyers, &interactions, as_of, 3.0);
+        let valuing = Valuing {
+            valuation: Valuation { horizon_days: 365.0, annual_discount_rate: 0.1 },
+            check_days: 90,
+            expected_years: 3.0,
+        };
+        let r = analyse(4, &buyers, &interactions, as_of, &valuing);
+        // Two repeat buyers are too few for the customer-base models: the heuristic stays, and says why.
+        assert!(r.outlook.is_none());
+        assert!(r.outlook_note.as_deref().is_some_and(|n| n.contains("2 customers bought on two days")), "{r:?}");
+        let clv = r.clv.as_ref().expect("the heuristic where the models cannot be fitted");
         let cell =
             |rec: &str, freq: &str| r.rfm.iter().find(|c| c.recency == rec && c.frequency == freq).unwrap().clone();
         assert_eq!((cell("0–30 days", "2 orders").customers, cell("0–30 days", "2 orders").value_cents), (1, 4000));
@@ -599,9 +643,9 @@ mod tests {
         // The year before day 400 is (35, 400]: orders 30.00, 2.00, 2.00, 2.00 by customers 1 and 3.
         // AOV 36/4 = 9.00; 4 orders by 2 active customers: 2 a year → 9 × 2 × 3 years = 54.
         // Over all 3 buyers: 4/3 a year → 9 × 4/3 × 3 = 36.
-        assert!((r.clv.average_order_value.unwrap() - 9.0).abs() < 1e-9);
-        assert!((r.clv.clv_active.unwrap() - 54.0).abs() < 1e-9);
-        assert!((r.clv.clv_all.unwrap() - 36.0).abs() < 1e-9);
+        assert!((clv.average_order_value.unwrap() - 9.0).abs() < 1e-9);
+        assert!((clv.clv_active.unwrap() - 54.0).abs() < 1e-9);
+        assert!((clv.clv_all.unwrap() - 36.0).abs() < 1e-9);
 
         let stages: Vec<(&str, u64)> = r.lifecycle.iter().map(|s| (s.stage, s.customers)).collect();
         assert_eq!(

@@ -9,6 +9,7 @@ pub mod campaign;
 mod charts;
 pub mod customers;
 pub mod html;
+pub mod outlook;
 pub mod stats;
 
 use chrono::{DateTime, Utc};

@@ -241,6 +241,41 @@ fn the_pareto_share_of_the_top_fifth_on_cdnow_matches_an_independent_sum() {
     });
 }
 
+#[test]
+fn the_customer_report_fits_the_customer_base_models_and_checks_them_against_the_cdnow_holdout() {
+    each_backend(|env| {
+        import_example(env);
+        // Fitted as of the end of 1997-09-30, checked on the 39 weeks to 1998-06-30 (tests/data/lifetime:
+        // 1,882 purchase days were made, SciPy's fit of BG/NBD expected 1,653.41).
+        let args = ["report", "customers", "--as-of", "1998-06-30T23:59:59Z", "--check", "273d"];
+        let report = json(env, &[&args[..], &["--json"]].concat());
+        let check = &report["outlook"]["check"];
+        assert_eq!(check["fitted_as_of"], "1997-09-30T23:59:59Z");
+        assert_eq!((check["days"].as_i64(), check["customers"].as_u64()), (Some(273), Some(2357)));
+        assert_eq!(check["actual"], 1882);
+        close(&check["expected"], 1653.41, 1653.41 * 0.005);
+        let groups = check["groups"].as_array().expect("groups");
+        assert_eq!(groups.iter().map(|g| g["customers"].as_u64().unwrap()).sum::<u64>(), 2357);
+        assert_eq!((groups[0]["repeat_purchases"].as_str(), groups[0]["customers"].as_u64()), (Some("0"), Some(1411)));
+        // Every buyer has a lifetime value, so the base-wide estimate is gone.
+        let outlook = &report["outlook"];
+        assert_eq!(outlook["clv"]["customers"], 2357);
+        assert!(report["clv"].is_null() && report["outlook_note"].is_null(), "{report}");
+        let alive: u64 = outlook["alive"].as_array().unwrap().iter().map(|b| b["customers"].as_u64().unwrap()).sum();
+        assert_eq!(alive, 2357);
+        let text = env.ok(&args).stdout;
+        assert!(text.contains("check: fitted as of 1997-09-30 23:59 UTC, 2357 buyers expected 165"), "{text}");
+        assert!(text.contains("in the 273 days after, made 1882 (-12."), "{text}");
+
+        // Before any repeat purchase the models cannot be fitted: the estimate stays and says why.
+        let report = json(env, &["report", "customers", "--as-of", "1997-01-02", "--json"]);
+        assert!(report["outlook"].is_null(), "{report}");
+        let note = report["outlook_note"].as_str().expect("a reason");
+        assert!(note.contains("customers bought on two days or more"), "{note}");
+        assert!(report["clv"]["expected_years"].is_number(), "{report}");
+    });
+}
+
 /// Checks that `html` is a whole page whose elements are balanced, and returns the images it links.
 fn check_html(html: &str) -> Vec<String> {
     assert!(html.starts_with("<!DOCTYPE html>\n<html"), "{}", &html[..40.min(html.len())]);
@@ -288,7 +323,14 @@ fn the_report_pages_are_whole_html_and_their_charts_well_formed_svg_with_titles_
         let images = check_html(&html);
         assert_eq!(
             images,
-            ["customers-pareto.svg", "customers-rfm.svg", "customers-deciles.svg", "customers-lifecycle.svg"]
+            [
+                "customers-pareto.svg",
+                "customers-rfm.svg",
+                "customers-deciles.svg",
+                "customers-clv.svg",
+                "customers-check.svg",
+                "customers-lifecycle.svg"
+            ]
         );
         assert!(!html.contains("@example.com") && !html.contains("Tara"), "personal data on the page");
         let dir = Path::new(&out);
@@ -313,7 +355,17 @@ fn the_report_pages_are_whole_html_and_their_charts_well_formed_svg_with_titles_
             &dir.join(&images[2]),
             &["Share of revenue by value decile", "Value decile (1 = most valuable 10%)", "Share of revenue (%)"],
         );
-        check_svg(&dir.join(&images[3]), &["Customers by lifecycle stage", "Lifecycle stage", "Customers", "won back"]);
+        check_svg(
+            &dir.join(&images[3]),
+            &["Lifetime value by decile", "Lifetime value decile (1 = most valuable 10%)", "Mean lifetime value"],
+        );
+        check_svg(
+            &dir.join(&images[4]),
+            &["Expected (grey) and actual (blue) purchases", "Repeat purchases before the check", "7+"],
+        );
+        check_svg(&dir.join(&images[5]), &["Customers by lifecycle stage", "Lifecycle stage", "Customers", "won back"]);
+        // The models replace the base-wide lifetime value estimate.
+        assert!(html.contains("<h2>Customer-base models</h2>") && !html.contains("base-wide estimate"), "{html}");
 
         // A campaign with A/B variants on the same customers.
         run(env, "cross_sell", "1998-01-01T00:00:00+00:00");

@@ -67,7 +67,11 @@ def fit(objective, n):
 
 
 print("customers", len(x), "repeat buyers", (x > 0).sum(), "repeat purchases", x.sum())
-print("BG/NBD fit (weeks)", *fit(lambda p: bgnbd_ll(p, x, t_x, T).sum(), 4))
+fitted, ll = fit(lambda p: bgnbd_ll(p, x, t_x, T).sum(), 4)
+print("BG/NBD fit (weeks)", fitted, ll)
+# The 39-week holdout, 1997-10-01 to 1998-06-30: purchase days made, and expected by the fitted BG/NBD.
+holdout = sum(1 for spend in days.values() for d in spend if dt.date(1997, 10, 1) <= d <= dt.date(1998, 6, 30))
+print("holdout purchase days", holdout, "expected", repr(float(sum(expected(fitted, 39, *c) for c in zip(x, t_x, T)))))
 print("Gamma-Gamma fit", *fit(lambda p: gg_ll(p, m[x > 0], x[x > 0]).sum(), 3))
 published = (0.243, 4.414, 0.793, 2.426)
 for case in [(0, 0, 0), (0, 0, 38.86), (2, 30.43, 38.86), (7, 35.0, 38.0), (1, 1.0, 38.86), (10, 10.0, 38.86)]:

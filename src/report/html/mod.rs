@@ -2,13 +2,15 @@
 //! external assets) beside its SVG charts, so that the folder can be zipped,
 //! mailed or served as static files. Customers appear by external id only.
 
+mod outlook;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::campaign::{CampaignReport, Comparison};
 use super::charts::{self, Axes, BLUE, Bar, GREY};
-use super::customers::{CustomerReport, FREQUENCY_BANDS, RECENCY_BANDS};
+use super::customers::{Clv, CustomerReport, FREQUENCY_BANDS, RECENCY_BANDS};
 use super::stats::Z95;
 use super::{cents, money, p_value, percent, points, small_percent};
 use crate::model::report::escape;
@@ -329,11 +331,12 @@ fn uplift_chart(report: &CampaignReport) -> io::Result<String> {
 
 // ------------------------------------------------------------ customers
 
-/// The chart files of the customers page, in the order they appear.
+/// The chart files of the customers page that are always there, in the order they appear.
 pub const CUSTOMER_CHARTS: [&str; 4] =
     ["customers-pareto.svg", "customers-rfm.svg", "customers-deciles.svg", "customers-lifecycle.svg"];
 
 /// Writes `customers.html` and its charts into `dir` (created if missing); returns the page's path.
+/// The customer-base models' charts come after the deciles when the models could be fitted.
 pub fn write_customers(dir: &Path, report: &CustomerReport) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
     let [pareto, rfm, deciles, lifecycle] = CUSTOMER_CHARTS;
@@ -357,7 +360,8 @@ pub fn write_customers(dir: &Path, report: &CustomerReport) -> io::Result<PathBu
             "Each tenth of the buyers, most valuable first, and its share of revenue.",
         ),
         deciles_table(report),
-        clv_section(report),
+        outlook::section(dir, report)?,
+        report.clv.as_ref().map(clv_section).unwrap_or_default(),
         figure(lifecycle, "Lifecycle stages", "Customers by lifecycle stage (definitions below)."),
         lifecycle_table(report),
         complaints_section(report),
@@ -417,8 +421,7 @@ fn deciles_table(r: &CustomerReport) -> String {
     table(&["Decile", "Customers", "Revenue", "Share of revenue"], &rows)
 }
 
-fn clv_section(r: &CustomerReport) -> String {
-    let c = &r.clv;
+fn clv_section(c: &Clv) -> String {
     let rows = vec![
         vec!["Average order value (last 365 days)".to_owned(), money(c.average_order_value)],
         vec![
@@ -434,9 +437,10 @@ fn clv_section(r: &CustomerReport) -> String {
         vec!["Lifetime value of an average buyer".to_owned(), money(c.clv_all)],
     ];
     format!(
-        "<h2>Customer lifetime value</h2>\n<p>Lifetime value = average order value × orders a year × expected \
-         years (the <code>[report] expected_years</code> setting), from the orders of the 365 days before the \
-         as-of date.</p>\n{}",
+        "<h2>Customer lifetime value, base-wide estimate</h2>\n<p>The customer-base models give no lifetime value \
+         here (see above), so this page estimates one for the whole base: average order value × orders a year × \
+         expected years (the <code>[report] expected_years</code> setting), from the orders of the 365 days before \
+         the as-of date.</p>\n{}",
         table(&["", "Value"], &rows)
     )
 }
