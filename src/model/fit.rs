@@ -2,14 +2,13 @@
 //! into the plain parameters a model file stores.
 //!
 //! Class imbalance: buyers are usually the minority, so each buyer counts
-//! `buyer_weight` times in fitting (replicated rows, or sample weights for a
-//! single tree). The probabilities are then brought back to the real buyer
+//! `buyer_weight` times in fitting (sample weights for the logistic
+//! regression and a single tree, replicated rows for the forest). The probabilities are then brought back to the real buyer
 //! rate: logistic regression by shifting the intercept by `ln(weight)`, trees
 //! by using the unweighted buyer rate of the training customers in each leaf.
 
 use linfa::prelude::*;
 use linfa_ensemble::EnsembleLearnerParams;
-use linfa_logistic::LogisticRegression;
 use linfa_trees::{DecisionTree, TreeNode};
 use ndarray::{Array1, Array2};
 use ndarray_rand::rand::SeedableRng;
@@ -17,6 +16,7 @@ use ndarray_rand::rand::rngs::StdRng;
 
 use super::error::TrainError;
 use super::examples::Examples;
+use super::logistic;
 use super::preprocess::Preprocessor;
 use super::{Algorithm, Node, Parameters, Tree};
 
@@ -71,15 +71,16 @@ fn balanced(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> (Array2<f64>, Arr
     (x.select(ndarray::Axis(0), &rows), rows.iter().map(|&i| y[i]).collect())
 }
 
-fn logistic(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> Result<Parameters, linfa_logistic::error::Error> {
-    let (bx, by) = balanced(x, y, weight);
-    let fitted = LogisticRegression::default().max_iterations(200).fit(&Dataset::new(bx, by))?;
-    // linfa calls the larger class "positive": orient the model towards buyers.
-    let sign = if fitted.labels().pos.class { 1.0 } else { -1.0 };
-    Ok(Parameters::Logistic {
-        intercept: sign * fitted.intercept() - weight.ln(),
-        coefficients: fitted.params().iter().map(|w| sign * w).collect(),
-    })
+/// The penalty linfa's logistic regression applies by default, kept so that
+/// models fit as before.
+const LOGISTIC_PENALTY: f64 = 1.0;
+
+fn logistic(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> Result<Parameters, logistic::LogisticError> {
+    let weights: Vec<f64> = y.iter().map(|&b| if b { weight } else { 1.0 }).collect();
+    let rows = x.as_slice().expect("standard layout");
+    let labels = y.as_slice().expect("standard layout");
+    let fitted = logistic::fit(rows, x.ncols(), labels, &weights, LOGISTIC_PENALTY)?;
+    Ok(Parameters::Logistic { intercept: fitted.intercept - weight.ln(), coefficients: fitted.coefficients })
 }
 
 fn single_tree(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> Result<Parameters, linfa::Error> {

@@ -11,6 +11,7 @@ mod examples;
 pub mod file;
 mod fit;
 pub mod lifetime;
+mod logistic;
 pub mod metrics;
 pub mod preprocess;
 pub mod registry;
@@ -30,7 +31,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Algorithm {
-    /// Logistic regression (linfa-logistic): the default.
+    /// Logistic regression (fitted by Newton's method, `model::logistic`): the default.
     Logistic,
     /// One decision tree (linfa-trees).
     Tree,

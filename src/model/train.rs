@@ -60,7 +60,31 @@ pub struct Trained {
 /// again with the validation window included, so that it knows the latest
 /// behaviour (customers' recency then spans the range it will meet when
 /// scoring).
+///
+/// The customer-base models need nothing of the propensity model's work, so
+/// they are fitted on a second thread meanwhile.
 pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> Result<Trained, TrainError> {
+    std::thread::scope(|scope| {
+        let base = scope.spawn(|| {
+            let step = Step::start();
+            let fitted = CustomerBase::fit(history, request.as_of);
+            step.done("customer-base models");
+            fitted
+        });
+        let mut trained = propensity(history, request, now);
+        let fitted = base.join().expect("the customer-base fit does not panic");
+        if let Ok(Trained { model, .. }) = &mut trained {
+            match fitted {
+                Ok(base) => model.customer_base = Some(base),
+                Err(e) => model.customer_base_note = Some(e.to_string()),
+            }
+        }
+        trained
+    })
+}
+
+/// The propensity model, its metrics and its validation examples.
+fn propensity(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> Result<Trained, TrainError> {
     let horizon = request.horizon_days * DAY;
     let validation_cutoff = request.as_of.timestamp() - horizon;
     let first_order = history.order_times().min().ok_or(TrainError::NoOrders)?;
@@ -72,10 +96,12 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
         return Err(TrainError::NoWindow { as_of, horizon: request.horizon_days, first });
     }
     let earlier = &cutoffs[1..];
+    let step = Step::start();
     let training = examples(history, earlier, request.horizon_days);
     check_size(&training, "training", *earlier.last().expect("not empty"), validation_cutoff)?;
     let validation = examples(history, &[validation_cutoff], request.horizon_days);
     check_size(&validation, "validation", validation_cutoff, validation_cutoff + horizon)?;
+    let step = step.done("held-out examples");
 
     let algorithm = request.algorithm;
     let (scaling, held_out) = fitted_model(algorithm, &training)?;
@@ -83,14 +109,13 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
     let metrics =
         metrics::evaluate(&scores, &validation.labels).map_err(|e| TrainError::Fit(algorithm.name(), e.to_string()))?;
     drop(training);
+    let step = step.done("held-out fit and metrics");
 
     let latest = &cutoffs[..cutoffs.len().min(MAX_TRAINING_WINDOWS as usize)];
     let training = examples(history, latest, request.horizon_days);
+    let step = step.done("final examples");
     let (scaling, Fitted { parameters, buyer_weight }) = fitted_model(algorithm, &training)?;
-    let (customer_base, customer_base_note) = match CustomerBase::fit(history, request.as_of) {
-        Ok(base) => (Some(base), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
+    step.done("final fit");
     let model = ModelFile {
         schema_version: SCHEMA_VERSION,
         name: format!("{}-{}", algorithm.name(), now.format("%Y%m%dT%H%M%S")),
@@ -117,11 +142,25 @@ pub fn train(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> R
         },
         data_fingerprint: history.fingerprint(request.as_of.timestamp()),
         metrics,
-        customer_base,
-        customer_base_note,
+        customer_base: None,
+        customer_base_note: None,
     };
     finite_scores(&model.scaling, &model.parameters, &validation, algorithm)?;
     Ok(Trained { model, validation })
+}
+
+/// Times the steps of a training, logged at debug level (where the time goes on big bases).
+struct Step(std::time::Instant);
+
+impl Step {
+    fn start() -> Step {
+        Step(std::time::Instant::now())
+    }
+
+    fn done(self, step: &str) -> Step {
+        tracing::debug!(step, seconds = self.0.elapsed().as_secs_f64(), "training step done");
+        Step::start()
+    }
 }
 
 fn fitted_model(algorithm: Algorithm, training: &Examples) -> Result<(Preprocessor, Fitted), TrainError> {

@@ -34,7 +34,9 @@ pub async fn train_and_promote(
     force: bool,
     now: DateTime<Utc>,
 ) -> anyhow::Result<TrainOutcome> {
+    let started = std::time::Instant::now();
     let history = History::load(db).await.context("reading the purchase history")?;
+    tracing::debug!(customers = history.len(), seconds = started.elapsed().as_secs_f64(), "history read for training");
     // Seconds of processor work on a big base: on a blocking thread, so that
     // the daemon's runtime goes on serving and sending meanwhile.
     let request_copy = *request;
