@@ -7,16 +7,37 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
-use super::plan::{self, Outcome, Rules};
+use super::plan::{self, Outcome, Refusal, Rules};
 use super::spec::Campaign;
 use crate::schedule::{Due, due};
 
 /// What a tick did for one campaign.
 #[derive(Debug)]
 pub enum Fired {
-    Planned { campaign: String, at: DateTime<Utc>, run_id: i64, messages: usize, control: usize, missed: usize },
-    AlreadyPlanned { campaign: String, at: DateTime<Utc> },
-    Skipped { campaign: String, at: DateTime<Utc>, missed: usize },
+    Planned {
+        campaign: String,
+        at: DateTime<Utc>,
+        run_id: i64,
+        messages: usize,
+        control: usize,
+        missed: usize,
+    },
+    AlreadyPlanned {
+        campaign: String,
+        at: DateTime<Utc>,
+    },
+    Skipped {
+        campaign: String,
+        at: DateTime<Utc>,
+        missed: usize,
+    },
+    /// Over the campaign's `max_audience`: recorded as refused, nothing planned.
+    Refused {
+        campaign: String,
+        at: DateTime<Utc>,
+        run_id: i64,
+        refusal: Refusal,
+    },
 }
 
 pub struct Scheduler {
@@ -91,6 +112,18 @@ impl Scheduler {
                 Fired::Planned { campaign: campaign.name.clone(), at, run_id, messages, control, missed }
             }
             Outcome::AlreadyPlanned { .. } => Fired::AlreadyPlanned { campaign: campaign.name.clone(), at },
+            Outcome::Refused { run_id, refusal, .. } => {
+                tracing::warn!(
+                    campaign = %campaign.name,
+                    %at,
+                    run_id,
+                    audience = refusal.audience,
+                    max_audience = refusal.max_audience,
+                    over_by = refusal.audience - refusal.max_audience,
+                    "campaign run refused: its audience is over max_audience"
+                );
+                Fired::Refused { campaign: campaign.name.clone(), at, run_id, refusal }
+            }
         })
     }
 }

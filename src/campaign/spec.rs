@@ -103,6 +103,9 @@ pub struct Audience {
     pub cooldown: Option<Duration>,
     /// `None`: the configured default.
     pub holdout: Option<f64>,
+    /// The fat-finger guard: a run that would reach more customers (its
+    /// control group included) is refused instead of planned.
+    pub max_audience: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +174,7 @@ struct RawAudience {
     limit: Option<Spanned<i64>>,
     cooldown: Option<Spanned<String>>,
     holdout: Option<Spanned<f64>>,
+    max_audience: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -312,12 +316,8 @@ impl Checker<'_> {
             let checked = parse_order(order.get_ref(), &fields);
             self.check(order.span(), checked)
         });
-        let limit = raw.limit.as_ref().and_then(|limit| {
-            let value = *limit.get_ref();
-            let checked =
-                u64::try_from(value).ok().filter(|&l| l > 0).ok_or(format!("limit must be at least 1, not {value}"));
-            self.check(limit.span(), checked)
-        });
+        let limit = raw.limit.as_ref().and_then(|limit| self.at_least_one(limit, "limit"));
+        let max_audience = raw.max_audience.as_ref().and_then(|max| self.at_least_one(max, "max_audience"));
         let cooldown = raw.cooldown.as_ref().and_then(|c| self.check(c.span(), crate::duration::parse(c.get_ref())));
         let holdout = raw.holdout.as_ref().and_then(|h| {
             let value = *h.get_ref();
@@ -331,11 +331,21 @@ impl Checker<'_> {
         let failed = (raw.order_by.is_some() && order.is_none())
             || (raw.limit.is_some() && limit.is_none())
             || (raw.cooldown.is_some() && cooldown.is_none())
-            || (raw.holdout.is_some() && holdout.is_none());
+            || (raw.holdout.is_some() && holdout.is_none())
+            || (raw.max_audience.is_some() && max_audience.is_none());
         if failed {
             return None;
         }
-        Some(Audience { segment: raw.segment.get_ref().clone(), expr: expr?, order, limit, cooldown, holdout })
+        let segment = raw.segment.get_ref().clone();
+        Some(Audience { segment, expr: expr?, order, limit, cooldown, holdout, max_audience })
+    }
+
+    /// A whole number of customers, at least one.
+    fn at_least_one(&mut self, raw: &Spanned<i64>, key: &str) -> Option<u64> {
+        let value = *raw.get_ref();
+        let checked =
+            u64::try_from(value).ok().filter(|&n| n > 0).ok_or(format!("{key} must be at least 1, not {value}"));
+        self.check(raw.span(), checked)
     }
 
     fn message(&mut self, raw: &RawMessage) -> Option<Message> {

@@ -48,6 +48,23 @@ pub enum CampaignCommand {
 #[error("{0} problem(s) found in the campaign files")]
 pub struct InvalidCampaigns(pub usize);
 
+/// Exit code 2: `campaign run` reached more customers than the campaign's
+/// `max_audience`; the run is recorded as refused.
+#[derive(Debug, thiserror::Error)]
+#[error("campaign `{campaign}`: {refusal}; run {run_id} recorded as refused, nothing was planned")]
+pub struct RefusedRun {
+    campaign: String,
+    run_id: i64,
+    refusal: plan::Refusal,
+}
+
+impl crate::failure::Failure for RefusedRun {
+    /// The campaign file's audience is not what its author allowed.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::Input
+    }
+}
+
 /// Releases a paused campaign (a name not paused, perhaps no longer in the folder, is no error).
 async fn resume(conn: &DatabaseConnection, name: &str) -> anyhow::Result<()> {
     if crate::delivery::campaign_pause::resume(conn, name).await? {
@@ -98,7 +115,7 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
             warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
             let plan = plan::evaluate(conn, campaign, &rules, now()).await?;
-            print_steps(&plan);
+            print_steps(campaign, &plan);
             println!("dry run in {:.2} s: nothing was written", started.elapsed().as_secs_f64());
             Ok(())
         }
@@ -108,7 +125,7 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
             let started = Instant::now();
             match plan::plan_run(conn, campaign, &rules, now()).await? {
                 Outcome::Planned { run_id, plan } => {
-                    print_steps(&plan);
+                    print_steps(campaign, &plan);
                     println!(
                         "run {run_id} planned in {:.2} s: {} message(s), {} in the control group",
                         started.elapsed().as_secs_f64(),
@@ -118,6 +135,10 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
                 }
                 Outcome::AlreadyPlanned { run_id } => {
                     println!("already planned as run {run_id}; nothing written")
+                }
+                Outcome::Refused { run_id, plan, refusal } => {
+                    print_steps(campaign, &plan);
+                    return Err(RefusedRun { campaign: campaign.name.clone(), run_id, refusal }.into());
                 }
             }
             Ok(())
@@ -254,7 +275,7 @@ async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) 
     let at = now();
     let plan = plan::evaluate(conn, campaign, rules, at).await?;
     println!("campaign {} ({}): {}", campaign.name, campaign.kind.as_str(), campaign.description);
-    print_steps(&plan);
+    print_steps(campaign, &plan);
     match &campaign.schedule {
         Some(schedule) => {
             println!("next fire times ({}):", campaign.timezone.name());
@@ -273,10 +294,15 @@ async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) 
     }
 }
 
-fn print_steps(plan: &Plan) {
+fn print_steps(campaign: &Campaign, plan: &Plan) {
     println!("audience after each step:");
     for step in &plan.steps {
         println!("  {:<16} {:>10}", step.step, step.remaining);
+    }
+    match (campaign.audience.max_audience, plan::Refusal::of(campaign, plan)) {
+        (_, Some(refusal)) => println!("max_audience: {refusal}; a run would be refused"),
+        (Some(max), None) => println!("max_audience: {} customers, within {max}", plan.chosen.len()),
+        (None, None) => {}
     }
 }
 

@@ -353,6 +353,7 @@ const FAILURES: &[fn(&anyhow::Error) -> Option<Fault>] = &[
     fault_of::<ConfigError>,
     fault_of::<UsageError>,
     fault_of::<campaigns::InvalidCampaigns>,
+    fault_of::<campaigns::RefusedRun>,
     fault_of::<crate::delivery::sender::MissingUnsubscribeSecret>,
     fault_of::<crate::daemon::leader::AlreadyRunning>,
     fault_of::<crate::loyalty::redemptions::Refused>,

@@ -20,6 +20,7 @@ pub struct Metrics {
     registry: Registry,
     pub runs_planned: Counter,
     pub runs_skipped: Counter,
+    pub runs_refused: Counter,
     pub messages_planned: Counter,
     pub messages_sent: Counter,
     pub messages_failed: Counter,
@@ -49,6 +50,7 @@ impl Metrics {
             registry: Registry::default(),
             runs_planned: Counter::default(),
             runs_skipped: Counter::default(),
+            runs_refused: Counter::default(),
             messages_planned: Counter::default(),
             messages_sent: Counter::default(),
             messages_failed: Counter::default(),
@@ -65,6 +67,11 @@ impl Metrics {
         };
         registry.register("runs_planned", "Campaign runs planned by this daemon", metrics.runs_planned.clone());
         registry.register("runs_skipped", "Missed fires recorded as skipped", metrics.runs_skipped.clone());
+        registry.register(
+            "runs_refused",
+            "Runs refused because their audience was over the campaign's max_audience",
+            metrics.runs_refused.clone(),
+        );
         registry.register(
             "messages_planned",
             "Messages planned (control group excluded)",
@@ -126,6 +133,9 @@ impl Metrics {
                 }
                 Fired::Skipped { .. } => {
                     self.runs_skipped.inc();
+                }
+                Fired::Refused { .. } => {
+                    self.runs_refused.inc();
                 }
                 Fired::AlreadyPlanned { .. } => {}
             }

@@ -418,6 +418,80 @@ fn birthdays_and_resolved_complaints_are_computed_when_the_campaign_runs() {
 }
 
 #[test]
+fn a_run_over_max_audience_is_refused_planning_nothing_and_a_run_within_it_is_planned() {
+    each_backend(|env| {
+        numbered_customers(env, 30);
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        let file = |max: u32| {
+            format!(
+                "[audience]\nwhere = 'first_name = \"T\"'\nholdout = 0.1\nmax_audience = {max}\n\n[message]\n\
+                 from = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello {{{{ unsubscribe_url }}}}\"\n"
+            )
+        };
+        env.write("campaigns/everyone.toml", file(25));
+        let dry = env.ok(&["campaign", "run", "everyone", "--dry-run"]).stdout;
+        assert!(dry.contains("max_audience: the audience of 30 customers is over max_audience 25 by 5"), "{dry}");
+        let run = env.patron(&["campaign", "run", "everyone"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "campaign `everyone`: the audience of 30 customers is over max_audience 25 by 5; run 1 recorded as \
+                 refused, nothing was planned"
+            ),
+            "{}",
+            run.stderr
+        );
+        let runs = env.strings("SELECT state || ': ' || detail FROM campaign_runs");
+        assert_eq!(runs, ["refused: the audience of 30 customers is over max_audience 25 by 5; nothing was planned"]);
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM outbox"), ["0"]);
+        // The step counts are kept, so the report shows what the run would have reached.
+        assert_eq!(
+            env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM campaign_runs WHERE step_counts IS NOT NULL"),
+            ["1"]
+        );
+
+        // The scheduler refuses the same way, and a guard the audience fits in lets the run through.
+        let guarded = campaign(
+            "guarded",
+            "marketing",
+            "schedule = \"0 9 * * *\"",
+            "where = 'first_name = \"T\"'\nmax_audience = 29",
+        );
+        let roomy = campaign(
+            "roomy",
+            "marketing",
+            "schedule = \"0 9 * * *\"",
+            "where = 'first_name = \"T\"'\nmax_audience = 30",
+        );
+        runtime().block_on(async {
+            let db = connect(env).await;
+            let mut scheduler = Scheduler::new(RULES, Duration::hours(2));
+            scheduler.tick(&db, [&guarded, &roomy], utc("2026-06-01T08:00:00Z")).await.unwrap();
+            let fired = scheduler.tick(&db, [&guarded, &roomy], utc("2026-06-01T09:00:01Z")).await.unwrap();
+            assert!(
+                matches!(&fired[..], [
+                    Fired::Refused { campaign, refusal, .. },
+                    Fired::Planned { messages: 30, .. }
+                ] if campaign == "guarded" && refusal.audience == 30 && refusal.max_audience == 29),
+                "{fired:?}"
+            );
+        });
+        let states = env.strings("SELECT campaign || ' ' || state FROM campaign_runs ORDER BY campaign");
+        assert_eq!(states, ["everyone refused", "guarded refused", "roomy planned"]);
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM outbox"), ["30"]);
+
+        env.write("campaigns/everyone.toml", file(0));
+        let invalid = env.patron(&["campaign", "validate"]);
+        assert_eq!(invalid.code, 2);
+        assert!(
+            invalid.stdout.contains("everyone.toml:4:16: max_audience must be at least 1, not 0"),
+            "{}",
+            invalid.stdout
+        );
+    });
+}
+
+#[test]
 fn preview_and_run_from_the_command_line() {
     each_backend(|env| {
         import(

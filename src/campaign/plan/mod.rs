@@ -79,6 +79,41 @@ pub enum Outcome {
     AlreadyPlanned {
         run_id: i64,
     },
+    /// The audience is larger than the campaign's `max_audience`: the run is
+    /// recorded as `refused` with its step counts, and nothing is planned.
+    Refused {
+        run_id: i64,
+        plan: Plan,
+        refusal: Refusal,
+    },
+}
+
+/// Why a run was refused: its audience against the campaign's `max_audience`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub audience: u64,
+    pub max_audience: u64,
+}
+
+impl Refusal {
+    /// The refusal of `plan`, if its audience is over the campaign's guard.
+    pub fn of(campaign: &Campaign, plan: &Plan) -> Option<Refusal> {
+        let audience = plan.chosen.len() as u64;
+        let max_audience = campaign.audience.max_audience?;
+        (audience > max_audience).then_some(Refusal { audience, max_audience })
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the audience of {} customers is over max_audience {} by {}",
+            self.audience,
+            self.max_audience,
+            self.audience - self.max_audience
+        )
+    }
 }
 
 /// The global rules a plan follows, from the `[campaigns]` settings.
@@ -169,6 +204,12 @@ pub async fn plan_run(
     }
     let run_id = run_id_in(&mut txn, campaign, at).await?;
     let plan = evaluate_in(&mut txn, campaign, rules, at).await?;
+    if let Some(refusal) = Refusal::of(campaign, &plan) {
+        txn.execute(&refuse(run_id, &refusal)).await?;
+        txn.execute(&record_step_counts(run_id, &plan)).await?;
+        txn.commit().await?;
+        return Ok(Outcome::Refused { run_id, plan, refusal });
+    }
     let started = Instant::now();
     insert_outbox(&mut txn, run_id, &plan.chosen, at).await?;
     let inserted = started.elapsed();
@@ -176,6 +217,15 @@ pub async fn plan_run(
     txn.commit().await?;
     log_written(campaign, run_id, &plan, started, inserted);
     Ok(Outcome::Planned { run_id, plan })
+}
+
+fn refuse(run_id: i64, refusal: &Refusal) -> UpdateStatement {
+    Query::update()
+        .table("campaign_runs")
+        .value("state", "refused")
+        .value("detail", format!("{refusal}; nothing was planned"))
+        .and_where(Expr::col("id").eq(run_id))
+        .to_owned()
 }
 
 fn record_step_counts(run_id: i64, plan: &Plan) -> UpdateStatement {
