@@ -29,7 +29,7 @@ holdout = 0.1
 [message]
 from = "shop@example.com"
 subject = "Hello {{ customer.first_name }}"
-text = "Hello"
+text = "Hello. Unsubscribe: {{ unsubscribe_url }}"
 "#;
 
 fn main() {

@@ -126,7 +126,7 @@ mod tests {
 
     fn file(subject: &str) -> String {
         format!(
-            "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello\"\n"
+            "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello {{{{ unsubscribe_url }}}}\"\n"
         )
     }
 

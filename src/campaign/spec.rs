@@ -15,9 +15,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::message::{Part, Templates};
+use crate::message::{Part, TemplateError, Templates, well_formed};
 use crate::schedule::{Schedule, parse_timezone};
-use crate::segment::{self, Expr, FieldType, Fields, compile};
+use crate::segment::{self, Expr, FieldType, Fields, compile, line_column};
 
 /// A problem at a place in a file; `line` and `column` are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -432,7 +432,9 @@ impl Checker<'_> {
             let part_source = [(part, source.clone())];
             // A template over the render limits with sample data, so for most customers, is refused now.
             let errors = match Templates::compile(&part_source) {
-                Ok(templates) => templates.check_limits(&part_source),
+                Ok(templates) => {
+                    [templates.check_limits(&part_source), bulk_mail_rules(part, &source, &templates)].concat()
+                }
                 Err(errors) => errors,
             };
             if !errors.is_empty() {
@@ -521,6 +523,26 @@ fn parse_order(text: &str, fields: &Fields) -> Result<Order, String> {
 }
 
 /// `addr@example.com` or `Display Name <addr@example.com>`, on one line.
+/// What bulk mail must be: every body part carries the unsubscribe link
+/// (every campaign is marketing or loyalty mail), and HTML is well-formed.
+fn bulk_mail_rules(part: Part, source: &str, templates: &Templates) -> Vec<TemplateError> {
+    let mut errors = Vec::new();
+    let mut found = |offset: usize, message: String| {
+        let (line, column) = line_column(source, offset);
+        errors.push(TemplateError { part, offset, line, column, message });
+    };
+    if part != Part::Subject && !templates.uses(part, "unsubscribe_url") {
+        found(0, "no unsubscribe link: bulk mail must carry one; add {{ unsubscribe_url }}, in the footer say".into());
+    }
+    if part == Part::Html
+        && let Some((line, message)) = well_formed::first_problem(source)
+    {
+        let offset = source.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+        found(offset, message);
+    }
+    errors
+}
+
 fn check_mailbox(text: &str) -> Result<(), String> {
     if text.chars().any(char::is_control) {
         return Err("an address must not contain line breaks or control characters".into());

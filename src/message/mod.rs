@@ -4,6 +4,7 @@
 pub mod context;
 pub mod limits;
 pub mod template;
+pub mod well_formed;
 
 pub use limits::RenderError;
 pub use template::{Part, TemplateError, Templates};

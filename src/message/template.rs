@@ -117,6 +117,13 @@ impl Templates {
         if errors.is_empty() { Ok(Templates { env }) } else { Err(errors) }
     }
 
+    /// Whether `part` uses the variable `name` anywhere (false without the part).
+    pub fn uses(&self, part: Part, name: &str) -> bool {
+        self.env
+            .get_template(part.template_name())
+            .is_ok_and(|template| template.undeclared_variables(false).contains(name))
+    }
+
     /// Renders one part, or `None` when the message has no such part. A
     /// render over [`FUEL`] or [`MAX_OUTPUT_BYTES`] fails with a
     /// [`RenderError`] that names the limit.

@@ -34,7 +34,7 @@ fn default_topics() -> Vec<String> {
 fn campaign(name: &str, kind: &str, extra_top: &str, audience: &str) -> Campaign {
     let text = format!(
         "kind = \"{kind}\"\n{extra_top}\n[audience]\n{audience}\n\n[message]\nfrom = \"shop@example.com\"\n\
-         subject = \"Hi {{{{ customer.first_name }}}}\"\ntext = \"Hello\"\n"
+         subject = \"Hi {{{{ customer.first_name }}}}\"\ntext = \"Hello {{{{ unsubscribe_url }}}}\"\n"
     );
     spec::parse(Path::new(&format!("campaigns/{name}.toml")), &text, &default_topics())
         .unwrap_or_else(|e| panic!("{e:?}"))
@@ -332,11 +332,11 @@ fn validate_prints_each_problem_with_its_place_and_exits_2() {
     env.write(
         "campaigns/broken.toml",
         "schedule = \"0 9 * * MON\"\ntimezone = \"Europe/Berln\"\n\n[audience]\nwhere = \"recncy_days > 180d\"\n\n\
-         [message]\nfrom = \"shop@example.com\"\nsubject = \"Hi {{ customer.nickname }}\"\ntext = \"Hello\"\n",
+         [message]\nfrom = \"shop@example.com\"\nsubject = \"Hi {{ customer.nickname }}\"\ntext = \"Hello {{ unsubscribe_url }}\"\n",
     );
     env.write(
         "campaigns/fine.toml",
-        "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello\"\n",
+        "[audience]\nwhere = \"frequency >= 2\"\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello {{ unsubscribe_url }}\"\n",
     );
     let run = env.patron(&["campaign", "validate"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
@@ -504,7 +504,7 @@ fn preview_and_run_from_the_command_line() {
             "campaigns/hello.toml",
             "schedule = \"0 9 * * MON\"\ntimezone = \"America/New_York\"\n\n[audience]\nwhere = 'first_name is not null'\n\
              holdout = 0\n\n[message]\nfrom = \"Shop <shop@example.com>\"\nsubject = \"Hi {{ customer.first_name }}\"\n\
-             html = \"<p>Hi {{ customer.first_name }}</p>\"\n",
+             html = \"<p>Hi {{ customer.first_name }}</p><a href='{{ unsubscribe_url }}'>Unsubscribe</a>\"\n",
         );
         let preview = env.ok(&["campaign", "preview", "hello"]).stdout;
         assert!(preview.contains("  segment                   2\n  consent                   1\n"), "{preview}");
@@ -534,7 +534,8 @@ fn preview_and_run_say_to_train_and_score_when_a_segment_uses_scores_that_were_n
     each_backend(|env| {
         import(env, "customers", "customer_id,email,first_name,marketing_consent\nS1,s1@example.com,Sam,true\n");
         std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
-        let body = "\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello\"\n";
+        let body =
+            "\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello {{ unsubscribe_url }}\"\n";
         env.write(
             "campaigns/scored.toml",
             format!(

@@ -197,7 +197,7 @@ fn own_topics_replace_the_defaults_and_a_bad_topic_name_is_refused_with_its_key(
     std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
     env.write(
         "campaigns/sale.toml",
-        "topic = \"deals\"\n[audience]\nwhere = 'subscribed(\"events\")'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T\"\n",
+        "topic = \"deals\"\n[audience]\nwhere = 'subscribed(\"events\")'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T {{ unsubscribe_url }}\"\n",
     );
     let run = env.command(&["--config", &own, "campaign", "validate"]).output().unwrap();
     let printed = String::from_utf8_lossy(&run.stdout);
@@ -206,7 +206,7 @@ fn own_topics_replace_the_defaults_and_a_bad_topic_name_is_refused_with_its_key(
     assert!(String::from_utf8_lossy(&shown.stdout).contains("topics = [\"deals\", \"events\"]"));
 
     // The default topics are gone: a campaign of kind marketing must name one.
-    env.write("campaigns/sale.toml", "[audience]\nwhere = 'frequency > 1'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T\"\n");
+    env.write("campaigns/sale.toml", "[audience]\nwhere = 'frequency > 1'\n\n[message]\nfrom = \"shop@example.com\"\nsubject = \"S\"\ntext = \"T {{ unsubscribe_url }}\"\n");
     let run = env.command(&["--config", &own, "campaign", "validate"]).output().unwrap();
     let printed = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(2), "{printed}");

@@ -138,7 +138,7 @@ fn campaign(schedule: &str, subject: &str) -> String {
     let schedule = if schedule.is_empty() { String::new() } else { format!("schedule = \"{schedule}\"\n") };
     format!(
         "kind = \"marketing\"\n{schedule}\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
-         [message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello\"\n"
+         [message]\nfrom = \"shop@example.com\"\nsubject = \"{subject}\"\ntext = \"Hello {{{{ unsubscribe_url }}}}\"\n"
     )
 }
 

@@ -15,7 +15,7 @@ use crate::support::{Backend, Run, TestEnv, each_backend};
 
 pub(crate) const LOYALTY: &str = "kind = \"loyalty\"\n\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
     [message]\nfrom = \"Club <club@shop.example>\"\nsubject = \"Your points, {{ customer.first_name }}\"\n\
-    text = \"Hi {{ customer.first_name }}, thanks for being a member.\"\n";
+    text = \"Hi {{ customer.first_name }}, thanks for being a member. {{ unsubscribe_url }}\"\n";
 
 /// One DNS TXT record, as a verifier's cache: nothing else resolves, and
 /// nothing is asked of a real DNS server.

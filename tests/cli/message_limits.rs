@@ -17,7 +17,7 @@ fn campaign(html: &str) -> String {
     format!(
         "kind = \"marketing\"\n\n[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n\
          [message]\nfrom = \"Shop <shop@example.com>\"\nsubject = \"Hi {{{{ customer.first_name }}}}\"\n\
-         html = '''<p>Hi {{{{ customer.first_name }}}}</p>{html}'''\n\
+         html = '''<p>Hi {{{{ customer.first_name }}}}</p>{html}<a href='{{{{ unsubscribe_url }}}}'>Unsubscribe</a>'''\n\
          text = \"Hi {{{{ customer.first_name }}}}, unsubscribe: {{{{ unsubscribe_url }}}}\"\n"
     )
 }

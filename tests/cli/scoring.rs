@@ -293,7 +293,7 @@ fn scoring_writes_the_customer_base_outlook_and_a_segment_on_it_plans_exactly_th
         env.write(
             "campaigns/lapsing.toml",
             "[audience]\nwhere = 'p_alive < 0.3 and clv > 100'\nholdout = 0\n\n[message]\nfrom = \"shop@example.com\"\n\
-             subject = \"We miss you\"\ntext = \"Worth {{ clv | round(2) }}, alive {{ p_alive | round(3) }}\"\n",
+             subject = \"We miss you\"\ntext = \"Worth {{ clv | round(2) }}, alive {{ p_alive | round(3) }} {{ unsubscribe_url }}\"\n",
         );
         let fitting = "FROM customers c JOIN scores s ON s.customer_id = c.id \
                        WHERE s.p_alive < 0.3 AND s.clv > 100";

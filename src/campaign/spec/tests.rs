@@ -27,7 +27,7 @@ holdout = 0.2
 from = "Patron Shop <shop@example.com>"
 subject = "We miss you, {{ customer.first_name }}"
 text = "Hello {{ customer.first_name }}, come back! {{ unsubscribe_url }}"
-html = "<p>Hello {{ customer.first_name }}</p>"
+html = "<p>Hello {{ customer.first_name }}</p><p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p>"
 
 [[variant]]
 name = "plain"
@@ -144,9 +144,35 @@ fn template_errors_are_located_inline_and_in_files() {
 }
 
 #[test]
+fn a_body_without_the_unsubscribe_link_and_html_that_is_not_well_formed_are_refused_where_they_are() {
+    assert_eq!(
+        errors(&with_line(16, "text = \"Hello {{ customer.first_name }}\"")),
+        ["campaigns/winback.toml:16:9: text template: no unsubscribe link: bulk mail must carry one; add \
+          {{ unsubscribe_url }}, in the footer say"]
+    );
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("winback.html"),
+        "<table>\n<tr><td>Hi</td>\n</table>\n<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>\n",
+    )
+    .unwrap();
+    let file = folder.path().join("winback.toml");
+    let found: Vec<String> =
+        parse(&file, &with_line(17, "html = \"winback.html\"")).unwrap_err().iter().map(ToString::to_string).collect();
+    let template = folder.path().join("winback.html");
+    assert_eq!(
+        found,
+        [format!(
+            "{}:3:1: html template: </table> comes before the end of <tr> (opened on line 2)",
+            template.display()
+        )]
+    );
+}
+
+#[test]
 fn an_unknown_template_variable_is_located() {
     assert_eq!(
-        errors(&with_line(16, "text = \"Hello {{ customer.frist_name }}\"")),
+        errors(&with_line(16, "text = \"Hello {{ customer.frist_name }} {{ unsubscribe_url }}\"")),
         ["campaigns/winback.toml:16:27: text template: unknown variable `customer.frist_name` \
           (`customer` has: first_name, last_name, email, external_id, birthday, attributes)"]
     );
