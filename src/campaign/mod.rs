@@ -1,8 +1,9 @@
 //! Campaigns: the files marketers write ([`spec`]), the set of them
 //! ([`catalog`]), when they fire ([`crate::schedule`], [`scheduler`]) and who each
-//! run reaches ([`plan`]).
+//! run reaches ([`plan`]), and how an edit changes that ([`diff`]).
 
 pub mod catalog;
+pub mod diff;
 pub mod plan;
 pub mod scheduler;
 pub mod spec;

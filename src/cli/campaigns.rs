@@ -11,7 +11,7 @@ use sea_orm::DatabaseConnection;
 use super::UsageError;
 use crate::campaign::plan::{self, Outcome, Plan, Rules};
 use crate::campaign::scheduler::last_fire;
-use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, spec};
+use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, diff, spec};
 use crate::config::Settings;
 use crate::message::{Part, context};
 use crate::model::registry;
@@ -37,6 +37,15 @@ pub enum CampaignCommand {
         /// Show the counts but write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Show whom the campaign would reach now, with its file as it is, against
+    /// its last planned run: how many are added and removed, with a sample of
+    /// customer ids. Writes nothing.
+    Diff {
+        name: String,
+        /// How many customer ids to show on each side.
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
     },
     /// Release a campaign paused by the circuit breaker (too many complaints or
     /// bounces): its waiting messages go out with the next send.
@@ -109,6 +118,12 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             preview(conn, campaign, &rules).await
+        }
+        CampaignCommand::Diff { name, sample } => {
+            let campaign = find(&catalog, name)?;
+            warn_if_scores_missing(conn, settings, campaign).await?;
+            print_diff(&diff::diff(conn, campaign, &rules, now(), *sample).await?);
+            Ok(())
         }
         CampaignCommand::Run { name, dry_run: true } => {
             let campaign = find(&catalog, name)?;
@@ -303,6 +318,27 @@ fn print_steps(campaign: &Campaign, plan: &Plan) {
         (_, Some(refusal)) => println!("max_audience: {refusal}; a run would be refused"),
         (Some(max), None) => println!("max_audience: {} customers, within {max}", plan.chosen.len()),
         (None, None) => {}
+    }
+}
+
+fn print_diff(d: &diff::AudienceDiff) {
+    match &d.last_run {
+        Some(run) => println!(
+            "last planned run {} ({}): {} customers",
+            run.id,
+            run.scheduled_at.format("%Y-%m-%d %H:%M UTC"),
+            run.customers
+        ),
+        None => println!("never planned before: every customer is new"),
+    }
+    println!(
+        "now: {} customers: {} in both, {} added, {} removed (the control group counts on both sides)",
+        d.now, d.kept, d.added.count, d.removed.count
+    );
+    for (label, side) in [("added", &d.added), ("removed", &d.removed)] {
+        if side.count > 0 {
+            println!("{label} (first {} by customer): {}", side.sample.len(), side.sample.join(", "));
+        }
     }
 }
 

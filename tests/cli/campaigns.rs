@@ -492,6 +492,37 @@ fn a_run_over_max_audience_is_refused_planning_nothing_and_a_run_within_it_is_pl
 }
 
 #[test]
+fn diff_shows_who_an_edit_adds_and_removes_against_the_last_planned_run() {
+    each_backend(|env| {
+        env.numbered_customers(12, "'T' || CAST(i AS TEXT)");
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        let file = |names: &str| {
+            format!(
+                "[audience]\nwhere = 'first_name in [{names}]'\nholdout = 0\n\n[message]\nfrom = \"shop@example.com\"\n\
+                 subject = \"Hi\"\ntext = \"Hello {{{{ unsubscribe_url }}}}\"\n"
+            )
+        };
+        env.write("campaigns/pick.toml", file("\"T1\", \"T2\", \"T3\""));
+        let first = env.ok(&["campaign", "diff", "pick"]).stdout;
+        assert!(first.starts_with("never planned before: every customer is new\n"), "{first}");
+        assert!(first.contains("now: 3 customers: 0 in both, 3 added, 0 removed"), "{first}");
+        env.ok(&["campaign", "run", "pick"]);
+
+        // The edit drops T1 and adds T4, T5 and T10.
+        env.write("campaigns/pick.toml", file("\"T2\", \"T3\", \"T4\", \"T5\", \"T10\""));
+        let diff = env.ok(&["campaign", "diff", "pick", "--sample", "2"]).stdout;
+        assert!(diff.starts_with("last planned run 1 ("), "{diff}");
+        assert!(diff.contains("): 3 customers\n"), "{diff}");
+        assert!(diff.contains("now: 5 customers: 2 in both, 3 added, 1 removed"), "{diff}");
+        assert!(diff.contains("added (first 2 by customer): 4, 5\n"), "{diff}");
+        assert!(diff.contains("removed (first 1 by customer): 1\n"), "{diff}");
+        // Nothing was written.
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM campaign_runs"), ["1"]);
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM outbox"), ["3"]);
+    });
+}
+
+#[test]
 fn preview_and_run_from_the_command_line() {
     each_backend(|env| {
         import(
