@@ -12,7 +12,8 @@ use super::UsageError;
 use crate::campaign::plan::{self, Outcome, Plan, Rules};
 use crate::campaign::scheduler::last_fire;
 use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, diff, spec};
-use crate::config::Settings;
+use crate::config::{Loaded, Settings};
+use crate::delivery::test_send::{self, TestSend};
 use crate::message::{Part, context};
 use crate::model::registry;
 use crate::segment::compile::FIELDS;
@@ -46,6 +47,22 @@ pub enum CampaignCommand {
         /// How many customer ids to show on each side.
         #[arg(long, default_value_t = 10)]
         sample: usize,
+    },
+    /// Send one campaign message, rendered for a real customer, to an address of
+    /// yours through the configured transport: the subject starts with [TEST], its
+    /// unsubscribe link is a placeholder, and nothing is recorded (outbox, reports).
+    Test {
+        name: String,
+        /// Where the test message goes.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        /// Render it for this customer (their customer id) [default: the first customer the
+        /// campaign would reach now].
+        #[arg(long, value_name = "ID")]
+        customer: Option<String>,
+        /// Use this A/B variant's message [default: the customer's own].
+        #[arg(long)]
+        variant: Option<String>,
     },
     /// Release a campaign paused by the circuit breaker (too many complaints or
     /// bounces): its waiting messages go out with the next send.
@@ -107,7 +124,8 @@ pub fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<()> {
     if problems.is_empty() { Ok(()) } else { Err(InvalidCampaigns(problems.len()).into()) }
 }
 
-pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &CampaignCommand) -> anyhow::Result<()> {
+pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignCommand) -> anyhow::Result<()> {
+    let settings = &loaded.settings;
     let catalog = load_catalog(settings);
     let rules = Rules::from(&settings.campaigns);
     match command {
@@ -118,6 +136,19 @@ pub async fn run(conn: &DatabaseConnection, settings: &Settings, command: &Campa
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             preview(conn, campaign, &rules).await
+        }
+        CampaignCommand::Test { name, to, customer, variant } => {
+            let campaign = find(&catalog, name)?;
+            let request = TestSend { to, customer: customer.as_deref(), variant: variant.as_deref() };
+            let sent = test_send::send(conn, loaded, campaign, &rules, &request).await?;
+            println!(
+                "test message \"{}\" for customer {}{} sent to {to}: {}",
+                sent.subject,
+                sent.customer,
+                sent.variant.map(|v| format!(" (variant {v})")).unwrap_or_default(),
+                sent.reply
+            );
+            Ok(())
         }
         CampaignCommand::Diff { name, sample } => {
             let campaign = find(&catalog, name)?;

@@ -4,6 +4,8 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, Message};
 
+use crate::message::{Part, Templates};
+
 /// The rendered parts of one message.
 #[derive(Debug, Clone)]
 pub struct Rendered {
@@ -25,6 +27,24 @@ pub struct Envelope<'a> {
     pub unsubscribe: Option<(&'a str, Option<&'a str>)>,
     /// The envelope sender (VERP), when configured; else the From address.
     pub return_path: Option<String>,
+}
+
+/// Subject, HTML and text of one message; the text part is made from the
+/// HTML when the campaign has no text template. A part over the render limits
+/// fails the message with a reason that names the limit.
+pub fn render(templates: &Templates, variables: &minijinja::Value) -> Result<Rendered, String> {
+    let part = |part: Part| -> Result<Option<String>, String> {
+        templates.render(part, variables).transpose().map_err(|e| e.reason())
+    };
+    // A header is one line: line breaks (and any whitespace run) become one
+    // space; compose refuses the other control characters.
+    let subject = part(Part::Subject)?.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+    let html = part(Part::Html)?;
+    let text = match part(Part::Text)? {
+        Some(text) => text,
+        None => html.as_deref().map(text_from_html).transpose()?.unwrap_or_default(),
+    };
+    Ok(Rendered { subject, html, text })
 }
 
 /// The Message-ID of outbox row `outbox_id`: the same on every attempt, so

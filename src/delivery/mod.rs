@@ -10,7 +10,8 @@
 //! [`transport`] speaks
 //! SMTP (lettre) or writes files; [`unsubscribe`] signs links and records
 //! suppressions; [`verp`] makes the envelope sender that brings a bounce
-//! back to its outbox row; [`feedback_log`] records what came back.
+//! back to its outbox row; [`feedback_log`] records what came back;
+//! [`test_send`] sends one campaign message to a tester, recorded nowhere.
 
 pub mod breaker;
 pub mod campaign_pause;
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod pause;
 pub mod refusal;
 pub mod sender;
+pub mod test_send;
 pub mod transport;
 pub mod unsubscribe;
 pub mod verp;

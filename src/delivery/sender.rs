@@ -34,7 +34,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::breaker;
-use super::compose::{self, Envelope, Rendered};
+use super::compose::{self, Envelope};
 use super::outbox::{self, Claimed, Fate};
 use super::pause::{self, Backoff};
 use super::refusal::{self, Check, Refusal};
@@ -44,8 +44,8 @@ use super::verp::ReturnPath;
 use crate::campaign::{Campaign, Catalog, Kind};
 use crate::config::Loaded;
 use crate::dkim::Dkim;
+use crate::message::Templates;
 use crate::message::context::{self, Recipient};
-use crate::message::{Part, Templates};
 
 /// How the sender behaves; from `[delivery]`, `[http]` and `[unsubscribe]`.
 #[derive(Debug, Clone)]
@@ -434,7 +434,7 @@ impl Sender {
             };
             let link = self.signer.as_ref().map(|s| s.link(&self.options.public_url, &token)).unwrap_or_default();
             let variables = recipient.variables(campaign.info(), variant, &link);
-            let rendered = render(&templates, &variables)?;
+            let rendered = compose::render(&templates, &variables)?;
             let customer = &recipient.customer;
             let envelope = Envelope {
                 from: &message.from,
@@ -465,24 +465,6 @@ fn retry_or_fail(options: &Options, row: &Claimed, error: String) -> Fate {
         let at = Utc::now() + outbox::backoff(row.attempts, options.retry_after, options.retry_max);
         Fate::Retry { at, error }
     }
-}
-
-/// Subject, HTML and text of one message; the text part is made from the
-/// HTML when the campaign has no text template. A part over the render limits
-/// fails the message with a reason that names the limit.
-fn render(templates: &Templates, variables: &minijinja::Value) -> Result<Rendered, String> {
-    let part = |part: Part| -> Result<Option<String>, String> {
-        templates.render(part, variables).transpose().map_err(|e| e.reason())
-    };
-    // A header is one line: line breaks (and any whitespace run) become one
-    // space; compose refuses the other control characters.
-    let subject = part(Part::Subject)?.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
-    let html = part(Part::Html)?;
-    let text = match part(Part::Text)? {
-        Some(text) => text,
-        None => html.as_deref().map(compose::text_from_html).transpose()?.unwrap_or_default(),
-    };
-    Ok(Rendered { subject, html, text })
 }
 
 /// Compiled templates per campaign and variant, for the life of a drain.

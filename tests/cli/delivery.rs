@@ -65,6 +65,56 @@ pub(crate) fn per_recipient(received: &[Received]) -> HashMap<String, usize> {
     counts
 }
 
+/// `patron campaign test` with the SMTP server on `port`.
+fn test_send(env: &TestEnv, port: u16, args: &[&str]) -> Run {
+    let mut command = env.command(&[&["campaign", "test", "hello"], args].concat());
+    Run::from(smtp_env(&mut command, port).output().expect("run patron campaign test"))
+}
+
+#[test]
+fn a_test_send_reaches_the_server_marked_test_and_changes_nothing_in_the_database() {
+    each_backend(|env| {
+        customers(env, 3);
+        plan(env);
+        let before = env.dump();
+        let server = SmtpServer::start();
+        let run = test_send(env, server.port(), &["--to", "marketer@shop.example", "--customer", "2"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stdout.starts_with("test message \"[TEST] Hi T2\" for customer 2 sent to marketer@shop.example: "),
+            "{}",
+            run.stdout
+        );
+        let received = server.received();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].recipients, ["marketer@shop.example"]);
+        let message = MessageParser::default().parse(&received[0].data).expect("a message");
+        assert_eq!(message.subject(), Some("[TEST] Hi T2"));
+        let text = message.body_text(0).expect("a text part");
+        assert!(text.contains("Hi T2, unsubscribe: https://unsubscribe-link-made-when-sent.invalid/"), "{text}");
+        assert!(message.header("List-Unsubscribe").is_none(), "a test message carries no working unsubscribe header");
+        // Without --customer: the first customer the campaign reaches (customer 1, whose name is escaped in HTML).
+        let run = test_send(env, server.port(), &["--to", "marketer@shop.example"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let html =
+            MessageParser::default().parse(&server.received()[1].data).unwrap().body_html(0).unwrap().into_owned();
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        // Nothing of either send is in the database: outbox, runs, feedback.
+        assert_eq!(env.dump(), before);
+
+        for (args, error) in [
+            (&["--to", "not an address"][..], "--to `not an address` is not an email address"),
+            (&["--to", "m@shop.example", "--customer", "99"], "no customer with id `99`"),
+            (&["--to", "m@shop.example", "--variant", "b"], "campaign `hello` has no variant `b` (its variants: [])"),
+        ] {
+            let run = test_send(env, server.port(), args);
+            assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+            assert!(run.stderr.contains(error), "{args:?}: {}", run.stderr);
+        }
+        assert_eq!(server.count(), 2);
+    });
+}
+
 #[test]
 fn a_run_of_1000_arrives_once_each_rendered_with_its_headers() {
     each_backend(|env| {
