@@ -90,8 +90,12 @@ impl CustomerBase {
         fitted
     }
 
-    /// Fits both models on these customers' repeat purchases.
+    /// Fits both models on these customers' repeat purchases (an even
+    /// sample of them above 200,000).
     pub fn fit_repeats(customers: &[Repeats], as_of: DateTime<Utc>) -> Result<CustomerBase, FitError> {
+        let step = customers.len().div_ceil(MAX_FIT_CUSTOMERS).max(1);
+        let sample: Vec<Repeats> = customers.iter().step_by(step).copied().collect();
+        let customers = &sample[..];
         let repeat_buyers = customers.iter().filter(|c| c.purchases > 0).count();
         if repeat_buyers < MIN_REPEAT_BUYERS {
             return Err(FitError::TooFewRepeatBuyers { found: repeat_buyers });
