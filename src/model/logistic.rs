@@ -5,7 +5,7 @@
 //! (the intercept unpenalised), but reads each row once per step instead of
 //! repeating buyers, and converges in a handful of steps where linfa's
 //! L-BFGS, whose gradient tolerance does not grow with the number of rows,
-//! spent its 200 iterations on a million-customer base (22 s a fit). With a
+//! runs to its iteration limit on a big base. With a
 //! few dozen inputs the Hessian is small, so each step is one pass over the
 //! rows and a Cholesky solve. Hand-written (about 100 lines) because no
 //! well-kept crate among patron's dependencies fits weighted logistic

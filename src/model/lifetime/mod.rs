@@ -76,7 +76,7 @@ pub enum FitError {
 impl CustomerBase {
     /// Fits both models on the customers' purchases before `as_of`.
     pub fn fit(history: &History, as_of: DateTime<Utc>) -> Result<CustomerBase, FitError> {
-        let step = history.len().div_ceil(MAX_FIT_CUSTOMERS).max(1);
+        let step = sample_step(history.len());
         let cutoff = as_of.timestamp();
         let started = std::time::Instant::now();
         let sample: Vec<Repeats> =
@@ -93,8 +93,7 @@ impl CustomerBase {
     /// Fits both models on these customers' repeat purchases (an even
     /// sample of them above 200,000).
     pub fn fit_repeats(customers: &[Repeats], as_of: DateTime<Utc>) -> Result<CustomerBase, FitError> {
-        let step = customers.len().div_ceil(MAX_FIT_CUSTOMERS).max(1);
-        let sample: Vec<Repeats> = customers.iter().step_by(step).copied().collect();
+        let sample: Vec<Repeats> = customers.iter().step_by(sample_step(customers.len())).copied().collect();
         let customers = &sample[..];
         let repeat_buyers = customers.iter().filter(|c| c.purchases > 0).count();
         if repeat_buyers < MIN_REPEAT_BUYERS {
@@ -175,6 +174,11 @@ impl<'a> Outlooks<'a> {
         let timing = *self.seen.entry(c.days_key()).or_insert_with(|| self.base.timing(c, &self.valuation));
         self.base.with_value(c, &timing)
     }
+}
+
+/// Every how many customers a fit reads one, so that it reads at most [`MAX_FIT_CUSTOMERS`].
+fn sample_step(customers: usize) -> usize {
+    customers.div_ceil(MAX_FIT_CUSTOMERS).max(1)
 }
 
 /// BG/NBD by maximum likelihood; customers with the same history in whole
