@@ -99,7 +99,8 @@ fn wall_clock(naive: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// Clocks jump on whole minutes; the first minute that exists is the jump.
-fn first_instant_after_gap(timezone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
+/// Campaign send windows (`campaign::window`) open at the jump the same way.
+pub(crate) fn first_instant_after_gap(timezone: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
     let minute = wall.with_second(0).unwrap_or(wall);
     (1..=24 * 60)
         .find_map(|m| timezone.from_local_datetime(&(minute + Duration::minutes(m))).earliest())

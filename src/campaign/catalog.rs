@@ -160,7 +160,7 @@ mod tests {
         let problems: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].ends_with("b.toml:1:1: missing field `message`"), "{problems:?}");
-        assert!(problems[1].ends_with("d.toml:2:1: unknown field `broken`, expected one of `name`, `description`, `enabled`, `kind`, `topic`, `priority`, `schedule`, `timezone`, `audience`, `message`, `variant`"), "{problems:?}");
+        assert!(problems[1].ends_with("d.toml:2:1: unknown field `broken`, expected one of `name`, `description`, `enabled`, `kind`, `topic`, `priority`, `schedule`, `timezone`, `send_window`, `send_window_zone`, `expires_after`, `audience`, `message`, `variant`, `winner`"), "{problems:?}");
 
         write("b.toml", &file("B2"));
         std::fs::remove_file(folder.path().join("d.toml")).unwrap();

@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use super::plan::{self, Outcome, Refusal, Rules};
 use super::spec::Campaign;
+use super::winner;
 use crate::schedule::{Due, due};
 
 /// What a tick did for one campaign.
@@ -64,16 +65,21 @@ impl Scheduler {
         self.first_seen.get(campaign).copied()
     }
 
-    /// Plans every enabled campaign that is due at `now`, highest priority
-    /// first, so that it wins the frequency cap over those planned after it.
+    /// Judges the A/B tests whose time is up (their held messages go out
+    /// without waiting for another run), then plans every enabled campaign
+    /// that is due at `now`, highest priority first, so that it wins the
+    /// frequency cap over those planned after it.
     pub async fn tick<'a>(
         &mut self,
         db: &DatabaseConnection,
         campaigns: impl IntoIterator<Item = &'a Campaign>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Fired>, DbErr> {
-        let mut due_campaigns: Vec<&Campaign> =
-            campaigns.into_iter().filter(|c| c.enabled && c.schedule.is_some()).collect();
+        let enabled: Vec<&Campaign> = campaigns.into_iter().filter(|c| c.enabled).collect();
+        for campaign in enabled.iter().filter(|c| c.winner.is_some()) {
+            winner::judge(db, campaign, self.rules.attribution_window, now).await?;
+        }
+        let mut due_campaigns: Vec<&Campaign> = enabled.into_iter().filter(|c| c.schedule.is_some()).collect();
         due_campaigns.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
         let mut fired = Vec::new();
         for campaign in due_campaigns {

@@ -3,8 +3,8 @@
 //!
 //! The file is first read into `Raw*` structs that keep each value's position
 //! (unknown keys are errors there); then every value is checked in meaning:
-//! the segment expression, the schedule and time zone, the addresses and the
-//! templates. All problems are collected, not just the first.
+//! the segment expression, the schedule and time zone, the send window and
+//! expiry, the addresses and the templates. All problems are collected, not just the first.
 
 use std::fmt;
 use std::ops::Range;
@@ -15,7 +15,9 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::message::{Part, TemplateError, Templates, well_formed};
+use super::window::{SendWindow, WindowZone};
+use crate::message::library::{self, Folder};
+use crate::message::{Library, Part, TemplateError, Templates, limits, well_formed};
 use crate::schedule::{Schedule, parse_timezone};
 use crate::segment::{self, Expr, FieldType, Fields, compile, line_column};
 
@@ -76,9 +78,49 @@ pub struct Campaign {
     /// `None`: the campaign only runs when asked (`patron campaign run`).
     pub schedule: Option<Schedule>,
     pub timezone: Tz,
+    /// The hours its messages may go out; `None`: at any hour.
+    pub send_window: Option<SendWindow>,
+    /// A message not sent this long after the run's fire time is never sent
+    /// (state `expired`): birthday and flash-sale mail must not arrive late.
+    pub expires_after: Option<Duration>,
     pub audience: Audience,
     pub message: Message,
     pub variants: Vec<Variant>,
+    /// The A/B test's rule: send a test share first, then the winner.
+    pub winner: Option<WinnerRule>,
+}
+
+/// `[winner]`: how the A/B test between the variants concludes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WinnerRule {
+    pub metric: Metric,
+    /// How long after the campaign's first run the test is judged.
+    pub after: Duration,
+    /// The confidence the best variant needs over each other one to win
+    /// (1 - the largest p-value allowed).
+    pub min_confidence: f64,
+    /// The share of each run's audience that gets the variants while the
+    /// test runs; the rest is held for the winner.
+    pub test_share: f64,
+}
+
+/// What an A/B test compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// The share of customers who ordered within the attribution window.
+    Conversion,
+    /// Revenue per customer within the attribution window.
+    Revenue,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Conversion => "conversion",
+            Metric::Revenue => "revenue",
+        }
+    }
 }
 
 impl Campaign {
@@ -120,12 +162,15 @@ pub struct Message {
     pub from: String,
     pub reply_to: Option<String>,
     pub parts: Vec<(Part, String)>,
+    /// The layouts and partials the parts extend, include or import, read
+    /// with the campaign file: nothing is read from disk at send time.
+    pub library: Library,
 }
 
 impl Message {
     /// Compiles the templates; they were checked when the file was loaded.
     pub fn templates(&self) -> Result<Templates, Vec<crate::message::TemplateError>> {
-        Templates::compile(&self.parts)
+        Templates::compile(&self.parts, &self.library)
     }
 }
 
@@ -151,10 +196,33 @@ struct RawCampaign {
     priority: i64,
     schedule: Option<Spanned<String>>,
     timezone: Option<Spanned<String>>,
+    send_window: Option<Spanned<String>>,
+    send_window_zone: Option<Spanned<String>>,
+    expires_after: Option<Spanned<String>>,
     audience: RawAudience,
     message: RawMessage,
     #[serde(default)]
     variant: Vec<RawVariant>,
+    winner: Option<Spanned<RawWinner>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWinner {
+    metric: Metric,
+    after: Spanned<String>,
+    #[serde(default = "default_confidence")]
+    min_confidence: Spanned<f64>,
+    #[serde(default = "default_test_share")]
+    test_share: Spanned<f64>,
+}
+
+fn default_confidence() -> Spanned<f64> {
+    Spanned::new(0..0, 0.95)
+}
+
+fn default_test_share() -> Spanned<f64> {
+    Spanned::new(0..0, 0.2)
 }
 
 fn enabled_by_default() -> bool {
@@ -210,7 +278,7 @@ pub fn load_file(path: &Path, topics: &[String]) -> Result<Campaign, Vec<Diagnos
 /// Checks campaign text as if read from `path`; templates are read relative
 /// to the file's folder. `topics` are the configured subscription topics.
 pub fn parse(path: &Path, text: &str, topics: &[String]) -> Result<Campaign, Vec<Diagnostic>> {
-    let mut checker = Checker { file: path, text, topics, diagnostics: Vec::new() };
+    let mut checker = Checker { file: path, text, topics, folder: Folder::of(path), diagnostics: Vec::new() };
     let raw: RawCampaign = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(error) => {
@@ -227,6 +295,8 @@ struct Checker<'a> {
     file: &'a Path,
     text: &'a str,
     topics: &'a [String],
+    /// The campaigns folder, where template files are read (each once).
+    folder: Folder,
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -245,9 +315,12 @@ impl Checker<'_> {
             (Some(_), None) => None,
         };
         let topic = self.topic(raw.topic.as_ref(), raw.kind);
-        let audience = self.audience(&raw.audience);
+        let send_window = self.send_window(raw.send_window.as_ref(), raw.send_window_zone.as_ref());
+        let expires_after = raw.expires_after.as_ref().map(|e| self.expires_after(e));
+        let audience = self.audience(&raw.audience, name.as_deref());
         let message = self.message(&raw.message);
         let variants = self.variants(&raw.variant, message.as_ref());
+        let winner = raw.winner.as_ref().map(|w| self.winner(w, raw.variant.len()));
         Some(Campaign {
             name: name?,
             file: self.file.to_owned(),
@@ -258,9 +331,12 @@ impl Checker<'_> {
             priority: raw.priority,
             schedule: schedule?,
             timezone: timezone?,
+            send_window: send_window?,
+            expires_after: expires_after.map_or(Some(None), |e| e.map(Some))?,
             audience: audience?,
             message: message?,
             variants: variants?,
+            winner: winner.map_or(Some(None), |w| w.map(Some))?,
         })
     }
 
@@ -283,6 +359,78 @@ impl Checker<'_> {
         None
     }
 
+    /// `send_window` read in `send_window_zone` (the campaign's by default);
+    /// `Some(None)` without a window, `None` when either key is wrong.
+    fn send_window(
+        &mut self,
+        window: Option<&Spanned<String>>,
+        zone: Option<&Spanned<String>>,
+    ) -> Option<Option<SendWindow>> {
+        let parsed_zone = match zone {
+            Some(zone) => self.check(zone.span(), WindowZone::parse(zone.get_ref())),
+            None => Some(WindowZone::Campaign),
+        };
+        let Some(window) = window else {
+            if let Some(zone) = zone {
+                self.at(zone.span(), "send_window_zone needs a send_window such as `09:00-20:00`".into());
+                return None;
+            }
+            return Some(None);
+        };
+        let parsed = SendWindow::parse(window.get_ref(), parsed_zone.unwrap_or(WindowZone::Campaign));
+        match (self.check(window.span(), parsed), parsed_zone) {
+            (Some(window), Some(_)) => Some(Some(window)),
+            _ => None,
+        }
+    }
+
+    /// A positive duration: zero would expire every message at once.
+    fn expires_after(&mut self, raw: &Spanned<String>) -> Option<Duration> {
+        let checked = crate::duration::parse(raw.get_ref()).and_then(|d| {
+            if d > Duration::zero() { Ok(d) } else { Err("expires_after must be longer than 0".to_owned()) }
+        });
+        self.check(raw.span(), checked)
+    }
+
+    /// `[winner]`: needs two variants or more; each value in its range.
+    fn winner(&mut self, raw: &Spanned<RawWinner>, variants: usize) -> Option<WinnerRule> {
+        let table = raw.get_ref();
+        if variants < 2 {
+            let message = format!("[winner] needs two [[variant]] tables or more to choose from; there are {variants}");
+            self.at(raw.span(), message);
+        }
+        let after = self.check(
+            table.after.span(),
+            crate::duration::parse(table.after.get_ref())
+                .and_then(|d| if d > Duration::zero() { Ok(d) } else { Err("after must be longer than 0".to_owned()) }),
+        );
+        let confidence = *table.min_confidence.get_ref();
+        let min_confidence = self.check(
+            table.min_confidence.span(),
+            if (0.5..1.0).contains(&confidence) {
+                Ok(confidence)
+            } else {
+                Err(format!("min_confidence must be at least 0.5 and below 1, such as 0.95; not {confidence}"))
+            },
+        );
+        let share = *table.test_share.get_ref();
+        let test_share = self.check(
+            table.test_share.span(),
+            if share > 0.0 && share <= 1.0 {
+                Ok(share)
+            } else {
+                Err(format!("test_share must be above 0 and at most 1, such as 0.2; not {share}"))
+            },
+        );
+        (variants >= 2).then_some(())?;
+        Some(WinnerRule {
+            metric: table.metric,
+            after: after?,
+            min_confidence: min_confidence?,
+            test_share: test_share?,
+        })
+    }
+
     /// The file's `topic`, else the kind's; one of the configured topics.
     fn topic(&mut self, topic: Option<&Spanned<String>>, kind: Kind) -> Option<String> {
         let name = topic.map_or(kind.default_topic(), |t| t.get_ref().as_str());
@@ -300,9 +448,11 @@ impl Checker<'_> {
         None
     }
 
-    fn audience(&mut self, raw: &RawAudience) -> Option<Audience> {
+    fn audience(&mut self, raw: &RawAudience, own_name: Option<&str>) -> Option<Audience> {
         let known = compile::known_fields();
-        let fields = Fields { known: &known, topics: self.topics };
+        let mut campaigns = campaign_names(self.file.parent().unwrap_or(Path::new(".")));
+        campaigns.extend(own_name.filter(|name| !campaigns.iter().any(|known| known == name)).map(str::to_owned));
+        let fields = Fields { known: &known, topics: self.topics, campaigns: &campaigns };
         let expr = match segment::parse(raw.segment.get_ref(), &fields) {
             Ok(expr) => Some(expr),
             Err(errors) => {
@@ -360,7 +510,9 @@ impl Checker<'_> {
             (Part::Html, raw.html.as_ref()),
             (Part::Text, raw.text.as_ref()),
         ]);
-        Some(Message { from: from?, reply_to: reply_to.map_or(Some(None), |r| r.map(Some))?, parts: parts? })
+        let (parts, library) = parts?;
+        let library = Library::new(library);
+        Some(Message { from: from?, reply_to: reply_to.map_or(Some(None), |r| r.map(Some))?, parts, library })
     }
 
     fn variants(&mut self, raw: &[RawVariant], base: Option<&Message>) -> Option<Vec<Variant>> {
@@ -384,7 +536,7 @@ impl Checker<'_> {
                 (Part::Html, variant.html.as_ref()),
                 (Part::Text, variant.text.as_ref()),
             ]);
-            let (Some(base), Some(overrides)) = (base, overrides) else {
+            let (Some(base), Some((overrides, library))) = (base, overrides) else {
                 ok = false;
                 continue;
             };
@@ -401,6 +553,12 @@ impl Checker<'_> {
                 message.parts.retain(|(p, _)| *p != part);
                 message.parts.push((part, source));
             }
+            // The base's files as well: the parts not overridden still use them.
+            if !library.is_empty() {
+                let mut merged = (*message.library).clone();
+                merged.extend(library);
+                message.library = Library::new(merged);
+            }
             variants.push(Variant { name: name.clone(), share, message });
         }
         let total: f64 = raw.iter().map(|v| *v.share.get_ref()).sum();
@@ -414,9 +572,15 @@ impl Checker<'_> {
     }
 
     /// Reads and compiles the given template parts; a value is a file name
-    /// (see [`is_file_name`]) or the template itself.
-    fn parts<const N: usize>(&mut self, parts: [(Part, Option<&Spanned<String>>); N]) -> Option<Vec<(Part, String)>> {
+    /// (see [`is_file_name`]) or the template itself. With the parts come the
+    /// layouts and partials they reach (see [`crate::message::library`]),
+    /// each checked where it is: in its own file.
+    fn parts<const N: usize>(
+        &mut self,
+        parts: [(Part, Option<&Spanned<String>>); N],
+    ) -> Option<(Vec<(Part, String)>, library::Files)> {
         let mut sources = Vec::new();
+        let mut library = library::Files::new();
         let mut ok = true;
         for (part, value) in parts {
             let Some(value) = value else { continue };
@@ -429,44 +593,46 @@ impl Checker<'_> {
                 ok = false;
                 continue;
             };
+            let mut errors = self.folder.gather(part, &source, file.as_deref(), &mut library);
             let part_source = [(part, source.clone())];
             // A template over the render limits with sample data, so for most customers, is refused now.
-            let errors = match Templates::compile(&part_source) {
-                Ok(templates) => {
-                    [templates.check_limits(&part_source), bulk_mail_rules(part, &source, &templates)].concat()
-                }
-                Err(errors) => errors,
-            };
+            if errors.is_empty() {
+                errors = match Templates::compile(&part_source, &Library::new(library.clone())) {
+                    Ok(templates) => {
+                        [templates.check_limits(&part_source), bulk_mail_rules(part, &source, &templates)].concat()
+                    }
+                    Err(errors) => errors,
+                };
+            }
             if !errors.is_empty() {
                 ok = false;
                 for error in errors {
                     let message = format!("{} template: {}", part.key(), error.message);
-                    match &file {
-                        Some(file) => self.diagnostics.push(Diagnostic {
-                            file: file.clone(),
-                            line: error.line,
-                            column: error.column,
-                            message,
-                        }),
-                        None => self.inside(value, error.offset, message),
+                    // A layout two parts or variants share is reported once.
+                    let place = error.file.as_ref().or(file.as_ref()).map(|name| self.folder.path(name));
+                    let diagnostic = match place {
+                        Some(path) => Diagnostic { file: path, line: error.line, column: error.column, message },
+                        None => {
+                            self.inside(value, error.offset, message);
+                            continue;
+                        }
+                    };
+                    if !self.diagnostics.contains(&diagnostic) {
+                        self.diagnostics.push(diagnostic);
                     }
                 }
             }
             sources.push((part, source));
         }
-        ok.then_some(sources)
+        ok.then_some((sources, library))
     }
 
-    fn template_file(&mut self, value: &Spanned<String>) -> Option<(String, Option<PathBuf>)> {
-        let folder = self.file.parent().unwrap_or(Path::new("."));
-        let path = folder.join(value.get_ref());
-        match std::fs::read_to_string(&path) {
-            Ok(source) => Some((source, Some(path))),
-            Err(e) => {
-                self.at(value.span(), format!("cannot read template file {}: {e}", path.display()));
-                None
-            }
-        }
+    /// The text of the template file a part names, and its name in the
+    /// campaigns folder: a path relative to that folder that does not leave it.
+    fn template_file(&mut self, value: &Spanned<String>) -> Option<(String, Option<String>)> {
+        let read = library::normalize(value.get_ref())
+            .and_then(|name| self.folder.read(&name).map(|source| (source, Some(name))));
+        self.check(value.span(), read)
     }
 
     fn address(&mut self, value: &Spanned<String>) -> Option<String> {
@@ -492,6 +658,29 @@ impl Checker<'_> {
         let (line, column) = crate::segment::line_column(self.text, offset);
         self.diagnostics.push(Diagnostic { file: self.file.to_owned(), line, column, message });
     }
+}
+
+/// The names of the campaign files in `folder` (their `name`, else the file
+/// name), which the message-history functions of a segment may name. A file
+/// that does not parse still lends its file name: its own problems are
+/// reported on it, not on every segment that names it.
+fn campaign_names(folder: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file() && path.extension().is_some_and(|e| e == "toml"))
+        .filter_map(|path| {
+            let named = std::fs::read_to_string(&path).ok().and_then(|text| {
+                let table: toml::Table = toml::from_str(&text).ok()?;
+                table.get("name")?.as_str().map(str::to_owned)
+            });
+            named.or_else(|| path.file_stem().map(|stem| stem.to_string_lossy().into_owned()))
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A single-line value ending in a template file extension names a file;
@@ -522,27 +711,45 @@ fn parse_order(text: &str, fields: &Fields) -> Result<Order, String> {
     }
 }
 
-/// `addr@example.com` or `Display Name <addr@example.com>`, on one line.
 /// What bulk mail must be: every body part carries the unsubscribe link
 /// (every campaign is marketing or loyalty mail), and HTML is well-formed.
+/// The link may be in a layout or partial the part uses; it must also be in
+/// the part rendered with sample data, so that a block replacing the
+/// layout's footer cannot drop it. Each HTML file (the part's own and each
+/// layout or partial of the HTML part) is checked on its own text, so that a
+/// problem is located in the file where it is.
 fn bulk_mail_rules(part: Part, source: &str, templates: &Templates) -> Vec<TemplateError> {
     let mut errors = Vec::new();
-    let mut found = |offset: usize, message: String| {
-        let (line, column) = line_column(source, offset);
-        errors.push(TemplateError { part, offset, line, column, message });
+    let mut found = |file: Option<&str>, text: &str, offset: usize, message: String| {
+        let (line, column) = line_column(text, offset);
+        errors.push(TemplateError { part, file: file.map(str::to_owned), offset, line, column, message });
     };
-    if part != Part::Subject && !templates.uses(part, "unsubscribe_url") {
-        found(0, "no unsubscribe link: bulk mail must carry one; add {{ unsubscribe_url }}, in the footer say".into());
+    if part != Part::Subject {
+        if !templates.uses(part, "unsubscribe_url") {
+            let message = "no unsubscribe link: bulk mail must carry one; add {{ unsubscribe_url }}, in the footer \
+                           say (of this template, or of a layout or partial it uses)";
+            found(None, source, 0, message.into());
+        } else if let Some(Ok(rendered)) = templates.render(part, &limits::sample_variables())
+            && !rendered.contains(limits::SAMPLE_UNSUBSCRIBE_URL)
+        {
+            let message = "no unsubscribe link in the message rendered with sample customer data: does a block \
+                           replace the layout's footer, or an `if` leave the link out?";
+            found(None, source, 0, message.into());
+        }
     }
-    if part == Part::Html
-        && let Some((line, message)) = well_formed::first_problem(source)
-    {
-        let offset = source.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
-        found(offset, message);
+    if part == Part::Html {
+        let files = std::iter::once((None, source)).chain(templates.files(part).map(|(name, text)| (Some(name), text)));
+        for (file, text) in files {
+            if let Some((line, message)) = well_formed::first_problem(text) {
+                let offset = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+                found(file, text, offset, message);
+            }
+        }
     }
     errors
 }
 
+/// `addr@example.com` or `Display Name <addr@example.com>`, on one line.
 fn check_mailbox(text: &str) -> Result<(), String> {
     if text.chars().any(char::is_control) {
         return Err("an address must not contain line breaks or control characters".into());

@@ -11,6 +11,8 @@ use sea_orm::DatabaseConnection;
 use super::UsageError;
 use crate::campaign::plan::{self, Outcome, Plan, Rules};
 use crate::campaign::scheduler::last_fire;
+use crate::campaign::window::{self, WindowZone};
+use crate::campaign::winner::{self, Standing};
 use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, diff, spec};
 use crate::config::{Loaded, Settings};
 use crate::delivery::test_send::{self, TestSend};
@@ -38,6 +40,10 @@ pub enum CampaignCommand {
         /// Show the counts but write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Plan the fire of this moment instead of now (RFC 3339, such as
+        /// 2026-12-01T09:00:00+01:00): a missed fire replayed, or a rehearsal.
+        #[arg(long, value_name = "TIME", value_parser = parse_moment)]
+        at: Option<DateTime<Utc>>,
     },
     /// Show whom the campaign would reach now, with its file as it is, against
     /// its last planned run: how many are added and removed, with a sample of
@@ -127,7 +133,7 @@ pub fn validate(settings: &Settings, files: &[PathBuf]) -> anyhow::Result<()> {
 pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignCommand) -> anyhow::Result<()> {
     let settings = &loaded.settings;
     let catalog = load_catalog(settings);
-    let rules = Rules::from(&settings.campaigns);
+    let rules = Rules::from(settings);
     match command {
         CampaignCommand::Validate { .. } => unreachable!("handled without a database"),
         CampaignCommand::List => list(conn, &catalog).await,
@@ -156,20 +162,20 @@ pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignC
             print_diff(&diff::diff(conn, campaign, &rules, now(), *sample).await?);
             Ok(())
         }
-        CampaignCommand::Run { name, dry_run: true } => {
+        CampaignCommand::Run { name, dry_run: true, at } => {
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
-            let plan = plan::evaluate(conn, campaign, &rules, now()).await?;
+            let plan = plan::evaluate(conn, campaign, &rules, at.unwrap_or_else(now)).await?;
             print_steps(campaign, &plan);
             println!("dry run in {:.2} s: nothing was written", started.elapsed().as_secs_f64());
             Ok(())
         }
-        CampaignCommand::Run { name, dry_run: false } => {
+        CampaignCommand::Run { name, dry_run: false, at } => {
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
-            match plan::plan_run(conn, campaign, &rules, now()).await? {
+            match plan::plan_run(conn, campaign, &rules, at.unwrap_or_else(now)).await? {
                 Outcome::Planned { run_id, plan } => {
                     print_steps(campaign, &plan);
                     println!(
@@ -210,7 +216,7 @@ fn scored_fields(campaign: &Campaign) -> Vec<&'static str> {
                     names.push(name);
                 }
             }
-            Expr::Subscribed { .. } => {}
+            Expr::Subscribed { .. } | Expr::History { .. } => {}
         }
     }
     let mut names = Vec::new();
@@ -286,6 +292,13 @@ fn find<'a>(catalog: &'a Catalog, name: &str) -> anyhow::Result<&'a Campaign> {
     })
 }
 
+/// A moment given on the command line (RFC 3339), to the second.
+pub(crate) fn parse_moment(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(0))
+        .map_err(|e| format!("`{text}` is not a moment such as 2026-12-01T09:00:00+01:00: {e}"))
+}
+
 /// Now, to the second: fire times and manual runs are whole seconds.
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
@@ -322,11 +335,14 @@ async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) 
     let plan = plan::evaluate(conn, campaign, rules, at).await?;
     println!("campaign {} ({}): {}", campaign.name, campaign.kind.as_str(), campaign.description);
     print_steps(campaign, &plan);
+    print_send_rules(campaign, &plan, at);
+    print_ab_test(conn, campaign).await?;
     match &campaign.schedule {
         Some(schedule) => {
             println!("next fire times ({}):", campaign.timezone.name());
             for fire in schedule.fires_after(at).take(5) {
-                println!("  {}", local_time(campaign, fire));
+                let sends = send_times(campaign, &plan, fire).map(|s| format!(": sent {s}")).unwrap_or_default();
+                println!("  {}{sends}", local_time(campaign, fire));
             }
         }
         None => println!("no schedule: runs only with `patron campaign run {}`", campaign.name),
@@ -340,6 +356,100 @@ async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) 
     }
 }
 
+/// Where the campaign's A/B test (`[winner]`) stands.
+async fn print_ab_test(conn: &DatabaseConnection, campaign: &Campaign) -> anyhow::Result<()> {
+    let (Some(rule), Some(standing)) = (&campaign.winner, winner::current(conn, campaign).await?) else {
+        return Ok(());
+    };
+    let share = format!("{:.0}%", rule.test_share * 100.0);
+    match standing {
+        Standing::Decided(decision) => println!("A/B test judged: {}", decision.reason),
+        Standing::Testing { until: Some(until) } => println!(
+            "A/B test on {}: {share} of each run gets the variants, the rest waits for the winner, judged {}",
+            rule.metric.as_str(),
+            local_time(campaign, until)
+        ),
+        Standing::Testing { until: None } => println!(
+            "A/B test on {}: {share} of each run gets the variants, the rest waits for the winner, judged {} after the first run",
+            rule.metric.as_str(),
+            duration_text(rule.after)
+        ),
+    }
+    Ok(())
+}
+
+/// The send window with its zone, the expiry, and when the messages of a
+/// run now would go out.
+fn print_send_rules(campaign: &Campaign, plan: &Plan, at: DateTime<Utc>) {
+    if let Some(window) = &campaign.send_window {
+        match window.zone {
+            WindowZone::Campaign => println!("send window: {} ({})", window.hours(), campaign.timezone.name()),
+            WindowZone::Customer => println!(
+                "send window: {} in each customer's time zone (their `{}` attribute; {} without a valid one)",
+                window.hours(),
+                window::TIMEZONE_ATTRIBUTE,
+                campaign.timezone.name()
+            ),
+        }
+    }
+    if let Some(after) = campaign.expires_after {
+        let after = duration_text(after);
+        println!("expires_after: {after} (a message not sent within {after} of its run's fire time is never sent)");
+    }
+    if let Some(sends) = send_times(campaign, plan, at) {
+        println!("a run now would be sent {sends}");
+    }
+}
+
+/// When the messages of a run fired at `at` would go out and when they
+/// would expire, for the customers of `plan` (whose time zones a window
+/// may follow); `None` for a campaign with neither a window nor an expiry.
+fn send_times(campaign: &Campaign, plan: &Plan, at: DateTime<Utc>) -> Option<String> {
+    if campaign.send_window.is_none() && campaign.expires_after.is_none() {
+        return None;
+    }
+    // The times depend on the customer's time zone only (the campaign's when nobody is reached).
+    let mut zones: Vec<Option<chrono_tz::Tz>> = Vec::new();
+    for chosen in plan.chosen.iter().filter(|c| !c.control) {
+        if !zones.contains(&chosen.timezone) {
+            zones.push(chosen.timezone);
+        }
+    }
+    if zones.is_empty() {
+        zones.push(None);
+    }
+    let times: Vec<_> = zones.iter().map(|&zone| plan::send_times(campaign, zone, at)).collect();
+    let first = times.iter().map(|(from, _)| from.unwrap_or(at)).min()?;
+    let last = times.iter().map(|(from, _)| from.unwrap_or(at)).max()?;
+    let mut text = if last == at {
+        "at once".to_owned()
+    } else if first == last {
+        format!("from {}", local_time(campaign, first))
+    } else {
+        format!("from {} to {}, by the customers' time zones", local_time(campaign, first), local_time(campaign, last))
+    };
+    if let Some(expires) = campaign.expires_after.map(|after| at + after) {
+        text += &format!(", expiring {}", local_time(campaign, expires));
+        if first >= expires {
+            text += " (before the window opens: nothing would be sent)";
+        } else if last >= expires {
+            text += " (before the window opens for some customers)";
+        }
+    }
+    Some(text)
+}
+
+/// A duration as a campaign file writes it: `2d`, `36h`, `90m`, `45s`.
+fn duration_text(duration: chrono::Duration) -> String {
+    let seconds = duration.num_seconds();
+    match seconds {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 fn print_steps(campaign: &Campaign, plan: &Plan) {
     println!("audience after each step:");
     for step in &plan.steps {
@@ -349,6 +459,9 @@ fn print_steps(campaign: &Campaign, plan: &Plan) {
         (_, Some(refusal)) => println!("max_audience: {refusal}; a run would be refused"),
         (Some(max), None) => println!("max_audience: {} customers, within {max}", plan.chosen.len()),
         (None, None) => {}
+    }
+    if plan.held() > 0 {
+        println!("held for the A/B test's winner ([winner]): {} message(s)", plan.held());
     }
 }
 

@@ -12,7 +12,7 @@ use super::UsageError;
 use crate::campaign::Catalog;
 use crate::config::Loaded;
 use crate::db::entities::outbox::State as OutboxState;
-use crate::delivery::outbox::{self, Requeue};
+use crate::delivery::outbox::{self, Clock, Requeue};
 use crate::delivery::{self, Options, Sender, Transport};
 use crate::feedback::webhook::Webhooks;
 use crate::{db, http};
@@ -23,6 +23,13 @@ pub struct SendArgs {
     /// due later, and for messages a stopped sender had claimed.
     #[arg(long)]
     pub until_empty: bool,
+    /// For rehearsals and tests: act as if it were this moment (RFC 3339):
+    /// the messages due then are sent, those expired by then expire, and
+    /// results are recorded at it. The clock stands still, so nothing waits
+    /// for later (`--until-empty` stops once nothing is due at that moment).
+    /// Without it, the system clock.
+    #[arg(long, hide = true, value_name = "TIME", value_parser = super::campaigns::parse_moment)]
+    pub now: Option<DateTime<Utc>>,
 }
 
 /// The SMTP server could not be used; the messages went back unsent.
@@ -45,7 +52,11 @@ pub async fn send(loaded: &Loaded, args: &SendArgs) -> anyhow::Result<()> {
     }
     let transport = Transport::from_settings(loaded)?;
     let signer = delivery::signer(loaded.secrets.unsubscribe_secret.as_ref());
-    let sender = Sender::new(conn, transport, campaigns, signer, Options::from_settings(loaded));
+    let mut options = Options::from_settings(loaded);
+    if let Some(now) = args.now {
+        options.clock = Clock::Fixed(now);
+    }
+    let sender = Sender::new(conn, transport, campaigns, signer, options);
     let (stop_tx, stop) = watch::channel(false);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::spawn(async move {
@@ -62,10 +73,13 @@ pub async fn send(loaded: &Loaded, args: &SendArgs) -> anyhow::Result<()> {
         retrying = report.retrying,
         failed = report.failed,
         unknown = report.unknown,
+        expired = report.expired,
         "send finished"
     );
+    // Expiry is a campaign's choice: the count shows only when something expired.
+    let expired = if report.expired > 0 { format!(", {} expired", report.expired) } else { String::new() };
     println!(
-        "{} sent, {} to retry later, {} failed, {} suppressed, {} unknown",
+        "{} sent, {} to retry later, {} failed, {} suppressed, {} unknown{expired}",
         report.sent, report.retrying, report.failed, report.suppressed, report.unknown
     );
     match report.paused {

@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::report::campaign::{self, CampaignReport, Comparison};
 use crate::report::customers::{self, Clv, CustomerReport, Valuing};
 use crate::report::outlook::BaseOutlook;
-use crate::report::{cents, html, money, p_value, percent, points, small_percent};
+use crate::report::{cents, html, money, p_phrase, p_value, percent, points, small_percent};
 use crate::scoring;
 
 #[derive(Debug, Subcommand)]
@@ -104,7 +104,7 @@ fn campaign_text(r: &CampaignReport) -> String {
         r.window_days
     );
     text += &format!(
-        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
+        "{:>6}  {:<16}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}\n",
         "run",
         "planned for",
         "planned",
@@ -112,6 +112,7 @@ fn campaign_text(r: &CampaignReport) -> String {
         "failed",
         "suppr.",
         "unknown",
+        "expired",
         "waiting",
         "control",
         "targeted",
@@ -129,7 +130,7 @@ fn campaign_text(r: &CampaignReport) -> String {
             None => ("n/a".to_owned(), "n/a".to_owned()),
         };
         text += &format!(
-            "{:>6}  {}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}{}\n",
+            "{:>6}  {}  {:>7}  {:>7}  {:>7}  {:>6}  {:>7}  {:>7}  {:>7}  {:>7}  {:>8}  {:>7}   {:<30}  {}{}\n",
             run.run_id,
             run.scheduled_at.format("%Y-%m-%d %H:%M"),
             d.planned,
@@ -137,6 +138,7 @@ fn campaign_text(r: &CampaignReport) -> String {
             d.failed,
             d.suppressed,
             d.unknown,
+            d.expired,
             d.waiting,
             d.control,
             percent(c.treatment.conversion_rate()),
@@ -151,6 +153,31 @@ fn campaign_text(r: &CampaignReport) -> String {
     text += &comparison_text(&r.overall);
     if !r.variants.is_empty() {
         text += &variants_text(r);
+    }
+    text += &variant_tests_text(r);
+    text
+}
+
+/// The variants against each other, and the A/B test's decision.
+fn variant_tests_text(r: &CampaignReport) -> String {
+    let mut text = String::new();
+    for t in &r.variant_tests {
+        let conversion = t.conversion.map_or("n/a".to_owned(), |u| {
+            format!("{} ({} to {}), {}", points(u.absolute), points(u.ci_low), points(u.ci_high), p_phrase(u.p_value))
+        });
+        let revenue = t.revenue.map_or("n/a".to_owned(), |u| {
+            let ci = u.ci.map_or("no interval".to_owned(), |(low, high)| format!("{low:+.2} to {high:+.2}"));
+            format!("{:+.2} ({ci}), {}", u.absolute, u.p_value.map_or("no p-value".to_owned(), p_phrase))
+        });
+        text +=
+            &format!("{} against {}: conversion {conversion}; revenue per customer {revenue}\n", t.variant, t.against);
+    }
+    if let Some(w) = &r.winner {
+        text +=
+            &format!("winner: {} (decided {}): {}\n", w.winner, w.decided_at.format("%Y-%m-%d %H:%M UTC"), w.reason);
+    }
+    if !text.is_empty() {
+        text.insert_str(0, "\nthe variants against each other (95% CI):\n");
     }
     text
 }

@@ -82,7 +82,7 @@ pub async fn plan_every_campaign(
     catalog: &Catalog,
     settings: &Settings,
 ) -> anyhow::Result<()> {
-    let rules = Rules::from(&settings.campaigns);
+    let rules = Rules::from(settings);
     let now = Utc::now().with_nanosecond(0).expect("0 is a valid nanosecond");
     for campaign in catalog.campaigns().filter(|c| c.enabled) {
         if let Outcome::Planned { plan, .. } = plan::plan_run(db, campaign, &rules, now).await? {

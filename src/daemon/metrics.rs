@@ -27,6 +27,7 @@ pub struct Metrics {
     pub messages_retried: Counter,
     pub messages_suppressed: Counter,
     pub messages_unknown: Counter,
+    pub messages_expired: Counter,
     pub campaign_file_errors: Gauge,
     /// 1 while this daemon's sender waits for an SMTP server it cannot use.
     pub sending_paused: Gauge,
@@ -57,6 +58,7 @@ impl Metrics {
             messages_retried: Counter::default(),
             messages_suppressed: Counter::default(),
             messages_unknown: Counter::default(),
+            messages_expired: Counter::default(),
             campaign_file_errors: Gauge::default(),
             sending_paused: Gauge::default(),
             outbox: Family::default(),
@@ -93,6 +95,11 @@ impl Metrics {
             "messages_unknown",
             "Messages sent whose reply from the server was lost (perhaps delivered)",
             metrics.messages_unknown.clone(),
+        );
+        registry.register(
+            "messages_expired",
+            "Messages not sent by their campaign's expiry (expires_after), never sent",
+            metrics.messages_expired.clone(),
         );
         registry.register(
             "sending_paused",
@@ -148,6 +155,7 @@ impl Metrics {
         self.messages_retried.inc_by(report.retrying);
         self.messages_suppressed.inc_by(report.suppressed);
         self.messages_unknown.inc_by(report.unknown);
+        self.messages_expired.inc_by(report.expired);
     }
 
     /// The text exposition, with the gauges read from the database now.

@@ -313,6 +313,7 @@ async fn drain_once(
             failed = report.failed,
             suppressed = report.suppressed,
             unknown = report.unknown,
+            expired = report.expired,
             "messages handed over"
         );
     }
@@ -359,7 +360,7 @@ async fn schedule_loop(
 ) -> anyhow::Result<()> {
     let loaded = daemon.loaded();
     let settings = &loaded.settings;
-    let mut scheduler = Scheduler::new(Rules::from(&settings.campaigns), settings.campaigns.grace_period());
+    let mut scheduler = Scheduler::new(Rules::from(settings), settings.campaigns.grace_period());
     let now = Utc::now();
     let mut score_timer = Timer::new(&settings.daemon.score_schedule, now);
     let mut train_timer = Timer::new(&settings.daemon.train_schedule, now);
@@ -427,7 +428,7 @@ async fn schedule_loop(
                 continue;
             }
         }
-        scheduler.set_rules(Rules::from(&loaded.settings.campaigns), loaded.settings.campaigns.grace_period());
+        scheduler.set_rules(Rules::from(&loaded.settings), loaded.settings.campaigns.grace_period());
         match scheduler.tick(&daemon.db, campaigns.iter().copied(), now).await {
             Ok(fired) => daemon.metrics.count_fired(&fired),
             Err(error) => tracing::error!("planning: {error}"),

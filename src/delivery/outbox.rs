@@ -4,10 +4,20 @@
 //! States: `planned` → `sending` (claimed, leased) → `sent` | `retrying`
 //! (back to `sending` when due) | `failed` | `suppressed` | `unknown` (the
 //! message went out but the server's reply was lost: perhaps delivered, so
-//! not sent again unless `delivery.resend_unknown`). `control` rows are never
-//! sent. A sender renews the lease of every row it holds; a `sending` row
-//! whose lease ran out belonged to a sender that died, and is claimed again.
+//! not sent again unless `delivery.resend_unknown`) | `expired` (not sent by
+//! its `expires_at`: never sent). `control` rows are never sent; `held`
+//! rows wait for their campaign's A/B winner (`campaign::winner` makes them
+//! `planned`) and are not claimed before. A sender
+//! renews the lease of every row it holds; a `sending` row whose lease ran
+//! out belonged to a sender that died, and is claimed again.
 //! `requeue` puts `failed` or `unknown` rows back to `planned` on request.
+//!
+//! A row is not claimed before its `not_before` (the campaign's send window
+//! was closed at the fire time, or the sender found it closed and `defer`red
+//! the row) nor from its `expires_at` on; `expire` marks the pending rows
+//! past it. Every function takes the moment it acts at from the sender's
+//! [`Clock`], so that a rehearsal (`patron send --now`) sees the outbox as
+//! it would be then.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::Value;
@@ -21,6 +31,28 @@ use super::feedback_log::{self, EventKind, NewEvent};
 use crate::consent::suppressions::{self, Reason};
 use crate::db::entities::outbox::State;
 
+/// The sender's time: the system clock, or one moment given for a
+/// rehearsal or a test (`patron send --now`), which does not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    Fixed(DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(at) => at,
+        }
+    }
+
+    /// A fixed clock never reaches a later moment: waiting for one would never end.
+    pub fn is_fixed(self) -> bool {
+        matches!(self, Clock::Fixed(_))
+    }
+}
+
 /// One claimed row and what the sender needs to know about its run.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -30,24 +62,45 @@ pub struct Claimed {
     pub variant: Option<String>,
     /// Including this one.
     pub attempts: i32,
+    /// Never sent from this moment on.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The states a message is still on its way in.
-pub const PENDING_STATES: [State; 3] = State::PENDING;
+pub const PENDING_STATES: [State; 4] = State::PENDING;
 
-/// Claims up to `limit` rows that are due, for `lease`. On PostgreSQL rows
-/// another sender is claiming are skipped (`FOR UPDATE SKIP LOCKED`); SQLite
-/// has a single writer, so the claim is atomic there by itself.
-pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Result<Vec<Claimed>, DbErr> {
-    let now = Utc::now();
-    let due = Cond::any()
-        .add(Expr::col("state").eq(State::Planned))
-        .add(Expr::col("state").eq(State::Retrying).and(Expr::col("next_attempt_at").lte(now)))
+/// The rows due at `now`: planned and past their `not_before`, retrying
+/// and past their next attempt (and `not_before`), or sending with a lease
+/// that ran out (a sender died); none past its `expires_at`.
+fn due(now: DateTime<Utc>) -> Cond {
+    let window_passed = || Expr::col("not_before").is_null().or(Expr::col("not_before").lte(now));
+    // Two terms for the planned rows, each a range of the (state, not_before)
+    // index, so that rows waiting for their window are not read.
+    let any = Cond::any()
+        .add(Expr::col("state").eq(State::Planned).and(Expr::col("not_before").is_null()))
+        .add(Expr::col("state").eq(State::Planned).and(Expr::col("not_before").lte(now)))
+        .add(Expr::col("state").eq(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()))
         .add(Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)));
+    Cond::all().add(any).add(not_expired(now))
+}
+
+fn not_expired(now: DateTime<Utc>) -> SimpleExpr {
+    Expr::col("expires_at").is_null().or(Expr::col("expires_at").gt(now))
+}
+
+/// Claims up to `limit` rows that are due at `now`, for `lease`. On
+/// PostgreSQL rows another sender is claiming are skipped (`FOR UPDATE SKIP
+/// LOCKED`); SQLite has a single writer, so the claim is atomic there by itself.
+pub async fn claim(
+    db: &DatabaseConnection,
+    limit: u64,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<Claimed>, DbErr> {
     let mut select = Query::select();
     // No ORDER BY: it would make SQLite walk the table past every sent row
-    // instead of looking the due rows up in the (state, next_attempt_at) index.
-    select.column("id").from("outbox").cond_where(due).and_where(not_paused()).limit(limit);
+    // instead of looking the due rows up in the (state, ...) indexes.
+    select.column("id").from("outbox").cond_where(due(now)).and_where(not_paused()).limit(limit);
     if db.get_database_backend() == DbBackend::Postgres {
         select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -58,7 +111,7 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Resu
         .value("attempts", Expr::col("attempts").add(1))
         .value("updated_at", now)
         .and_where(Expr::col("id").in_subquery(select.to_owned()))
-        .returning(Query::returning().columns(["id", "run_id", "customer_id", "variant", "attempts"]))
+        .returning(Query::returning().columns(["id", "run_id", "customer_id", "variant", "attempts", "expires_at"]))
         .to_owned();
     let rows = db.query_all(&update).await?;
     let mut claimed: Vec<Claimed> = rows
@@ -70,12 +123,36 @@ pub async fn claim(db: &DatabaseConnection, limit: u64, lease: Duration) -> Resu
                 customer_id: row.try_get("", "customer_id")?,
                 variant: row.try_get("", "variant")?,
                 attempts: row.try_get("", "attempts")?,
+                expires_at: row.try_get("", "expires_at")?,
             })
         })
         .collect::<Result<_, DbErr>>()?;
     claimed.sort_by_key(|c| c.id);
     Ok(claimed)
 }
+
+/// Marks `expired` every pending row whose `expires_at` is at or before
+/// `now`, one waiting for an A/B winner too (a `sending` row only once its
+/// lease ran out: until then it is a sender's, which checks the expiry
+/// itself before sending). Returns how many.
+pub async fn expire(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
+    let waiting = Cond::any()
+        .add(Expr::col("state").is_in([State::Planned, State::Retrying, State::Held]))
+        .add(Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)));
+    let update = Query::update()
+        .table("outbox")
+        .value("state", State::Expired)
+        .value("last_error", EXPIRED)
+        .value("lease_until", Option::<DateTime<Utc>>::None)
+        .value("updated_at", now)
+        .cond_where(waiting)
+        .and_where(Expr::col("expires_at").lte(now))
+        .to_owned();
+    Ok(db.execute(&update).await?.rows_affected())
+}
+
+/// Why a row is `expired`.
+const EXPIRED: &str = "not sent before it expired (the campaign's expires_after)";
 
 /// What happened to one claimed row.
 #[derive(Debug, Clone)]
@@ -103,6 +180,8 @@ pub enum Fate {
         message_id: String,
         error: String,
     },
+    /// Not sent: its expiry came while it waited for a worker.
+    Expired,
 }
 
 /// Writes the results of several rows: one statement when none of them is
@@ -111,8 +190,7 @@ pub enum Fate {
 /// sender's connection, `db::connect_for_delivery`): that is safe when patron
 /// dies, and after a power loss the last few results can be lost, which
 /// sends those messages again (a duplicate, never a loss).
-pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)]) -> Result<(), DbErr> {
-    let now = Utc::now();
+pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: DateTime<Utc>) -> Result<(), DbErr> {
     let bounced = |fate: &Fate| matches!(fate, Fate::Failed { bounced: Some(_), .. });
     if results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate)) {
         return db.execute(&results_update(results, now)).await.map(drop);
@@ -187,6 +265,7 @@ fn result_values(row: &Claimed, fate: &Fate, now: DateTime<Utc>) -> Vec<Value> {
         Fate::Unknown { message_id, error } => {
             (State::Unknown, now.into(), message_id.as_str().into(), none_text(), error.as_str().into(), none_time())
         }
+        Fate::Expired => (State::Expired, none_time(), none_text(), none_text(), EXPIRED.into(), none_time()),
     };
     vec![
         row.id.into(),
@@ -238,17 +317,41 @@ fn is_enhanced_status(code: &str) -> bool {
 
 /// Gives rows back unsent (on a stop, or when the server cannot be used),
 /// without counting the attempt: each only while this sender still holds it.
-pub async fn release(db: &DatabaseConnection, rows: &[Claimed]) -> Result<(), DbErr> {
+pub async fn release(db: &DatabaseConnection, rows: &[Claimed], now: DateTime<Utc>) -> Result<(), DbErr> {
+    give_back(db, rows, None, now).await
+}
+
+/// Gives rows back like `release`, not to be claimed before `until`: the
+/// campaign's send window was closed when the sender came to them (a
+/// retry, a row whose lease ran out, a backlog past the window's end).
+pub async fn defer(
+    db: &DatabaseConnection,
+    rows: &[Claimed],
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    give_back(db, rows, Some(until), now).await
+}
+
+async fn give_back(
+    db: &DatabaseConnection,
+    rows: &[Claimed],
+    not_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     for chunk in rows.chunks(100) {
-        let update = Query::update()
+        let mut update = Query::update();
+        update
             .table("outbox")
             .value("state", Expr::cust("CASE WHEN attempts > 1 THEN 'retrying' ELSE 'planned' END"))
             .value("attempts", Expr::col("attempts").sub(1))
             .value("lease_until", Option::<DateTime<Utc>>::None)
-            .value("updated_at", Utc::now())
+            .value("updated_at", now)
             .and_where(Expr::col("state").eq(State::Sending))
-            .cond_where(held_by_us(chunk))
-            .to_owned();
+            .cond_where(held_by_us(chunk));
+        if let Some(not_before) = not_before {
+            update.value("not_before", not_before);
+        }
         db.execute(&update).await?;
     }
     Ok(())
@@ -256,8 +359,13 @@ pub async fn release(db: &DatabaseConnection, rows: &[Claimed]) -> Result<(), Db
 
 /// Extends the lease of rows this sender holds, so that no sender (this
 /// one included) claims them again while they wait for a worker.
-pub async fn renew(db: &DatabaseConnection, rows: &[(i64, i32)], lease: Duration) -> Result<(), DbErr> {
-    let until = Utc::now() + lease;
+pub async fn renew(
+    db: &DatabaseConnection,
+    rows: &[(i64, i32)],
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let until = now + lease;
     for chunk in rows.chunks(100) {
         let mut held = Cond::any();
         for (id, attempts) in chunk {
@@ -312,25 +420,31 @@ pub async fn requeue(db: &DatabaseConnection, which: &Requeue) -> Result<u64, Db
     Ok(db.execute(&update).await?.rows_affected())
 }
 
-/// When the next row becomes due, if any is pending: now for planned rows,
-/// else the earliest retry or lease end. `None`: nothing left to send.
-pub async fn next_due(db: &DatabaseConnection) -> Result<Option<DateTime<Utc>>, DbErr> {
-    let planned = Query::select()
-        .expr(Expr::col("id").count())
-        .from("outbox")
-        .and_where(Expr::col("state").eq(State::Planned))
-        .and_where(not_paused())
-        .to_owned();
-    let planned: i64 = db.query_one(&planned).await?.map_or(Ok(0), |row| row.try_get_by_index(0))?;
-    if planned > 0 {
-        return Ok(Some(Utc::now()));
+/// When the next row becomes due at or after `now`, if any is pending:
+/// `now` when one is due, else the earliest window opening, retry, lease
+/// end or expiry (at which `expire` has work). `None`: nothing left to send.
+pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let due_now =
+        Query::select().column("id").from("outbox").cond_where(due(now)).and_where(not_paused()).limit(1).to_owned();
+    if db.query_one(&due_now).await?.is_some() {
+        return Ok(Some(now));
     }
+    // A retry waits for its window too: the later of the two.
+    let retry_at = Expr::case(Expr::col("not_before").gt(Expr::col("next_attempt_at")), Expr::col("not_before"))
+        .finally(Expr::col("next_attempt_at"));
+    let pending = || Expr::col("state").is_in(PENDING_STATES);
+    let moments: [(SimpleExpr, SimpleExpr); 4] = [
+        (Expr::col("state").eq(State::Planned), Expr::col("not_before")),
+        (Expr::col("state").eq(State::Retrying), retry_at.into()),
+        (Expr::col("state").eq(State::Sending), Expr::col("lease_until")),
+        (pending(), Expr::col("expires_at")),
+    ];
     let mut earliest = None;
-    for (state, column) in [(State::Retrying, "next_attempt_at"), (State::Sending, "lease_until")] {
+    for (rows, moment) in moments {
         let select = Query::select()
-            .expr_as(Expr::col(column).min(), Alias::new("at"))
+            .expr_as(Expr::expr(moment).min(), Alias::new("at"))
             .from("outbox")
-            .and_where(Expr::col("state").eq(state))
+            .and_where(rows)
             .and_where(not_paused())
             .to_owned();
         let at: Option<DateTime<Utc>> = db.query_one(&select).await?.map_or(Ok(None), |row| row.try_get("", "at"))?;

@@ -21,6 +21,16 @@
 //! A pass ends early on a stop (SIGTERM, Ctrl-C) or when the server cannot
 //! be used at all; every row not yet handed to an SMTP session then goes
 //! back to the outbox at once, with its attempt not counted.
+//!
+//! Time comes from the options' [`Clock`]. Each claim is preceded by the
+//! expiry of the rows past their `expires_at`, and the claim takes none of
+//! them; a worker reads the clock once more right before the SMTP
+//! transaction, so a message that waited in the queue past its expiry is
+//! recorded `expired`, never sent. A row whose campaign's send window is
+//! closed when the claimer comes to it (a retry, a dead sender's row, a
+//! backlog past the window's end) goes back with its next opening as
+//! `not_before`; a queued one whose window closed before a worker took it
+//! goes back unsent and is deferred when claimed again.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -35,7 +45,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::breaker;
 use super::compose::{self, Envelope};
-use super::outbox::{self, Claimed, Fate};
+use super::outbox::{self, Claimed, Clock, Fate};
 use super::pause::{self, Backoff};
 use super::refusal::{self, Check, Refusal};
 use super::transport::{Outcome, Session, Transport};
@@ -67,6 +77,9 @@ pub struct Options {
     pub dkim: Option<Arc<Dkim>>,
     /// When refusals at `RCPT` pause a campaign, as bounces reported later do.
     pub breaker: breaker::Limits,
+    /// The moment rows are due, expire and are recorded at: the system clock,
+    /// or a fixed moment for a rehearsal (`patron send --now`).
+    pub clock: Clock,
 }
 
 impl Options {
@@ -88,6 +101,7 @@ impl Options {
             return_path: ReturnPath::from_settings(loaded),
             dkim: loaded.secrets.dkim.clone(),
             breaker: breaker::Limits::from_settings(&settings.feedback),
+            clock: Clock::System,
         }
     }
 
@@ -114,6 +128,8 @@ pub struct Report {
     pub suppressed: u64,
     /// Sent, but the server's reply was lost (state `unknown`).
     pub unknown: u64,
+    /// Not sent by their expiry (state `expired`).
+    pub expired: u64,
     /// Why the last pass stopped early: the SMTP server could not be used.
     pub paused: Option<String>,
 }
@@ -125,12 +141,13 @@ impl Report {
         self.failed += pass.failed;
         self.suppressed += pass.suppressed;
         self.unknown += pass.unknown;
+        self.expired += pass.expired;
         self.paused = pass.paused;
     }
 
     /// Whether any row reached a result.
     pub fn any(&self) -> bool {
-        self.sent + self.retrying + self.failed + self.suppressed + self.unknown > 0
+        self.sent + self.retrying + self.failed + self.suppressed + self.unknown + self.expired > 0
     }
 }
 
@@ -150,10 +167,12 @@ pub struct Sender {
     options: Options,
 }
 
-/// A message ready for a worker, or a row settled without sending.
+/// A message ready for a worker, a row settled without sending, or one
+/// whose send window is closed now.
 enum Work {
     Send(Job),
     Settled { row: Claimed, fate: Fate },
+    Deferred { row: Claimed, until: DateTime<Utc> },
 }
 
 /// A rendered message and what its last check needs.
@@ -164,6 +183,9 @@ struct Job {
     email: String,
     marketing: bool,
     topic: String,
+    /// When the campaign's send window closes, if it has one: a message
+    /// still queued then goes back, to be deferred to the next opening.
+    window_closes: Option<DateTime<Utc>>,
 }
 
 impl Job {
@@ -252,8 +274,9 @@ impl Sender {
         let queue = Ord::max(self.options.claim_size() as usize, self.options.concurrency * 4);
         let (work_tx, work_rx) = mpsc::channel::<Work>(queue);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
-        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone(), self.options.breaker));
-        let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease));
+        let clock = self.options.clock;
+        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone(), self.options.breaker, clock));
+        let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease, clock));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
@@ -273,7 +296,7 @@ impl Sender {
         let claimed = self.claim_loop(until_empty, installation, &work_tx, &record_tx, &held, &halt).await;
         // Whatever no worker has started on goes back now, not when its lease runs out.
         let unsent = held.take_queued();
-        let released = outbox::release(&self.db, &unsent).await;
+        let released = outbox::release(&self.db, &unsent, clock.now()).await;
         if !unsent.is_empty() {
             tracing::info!(rows = unsent.len(), "gave back the messages not yet handed to the server");
         }
@@ -286,7 +309,7 @@ impl Sender {
         renewer.abort();
         stop_watch.abort();
         let mut report = recorded?;
-        claimed?;
+        report.expired += claimed?;
         released?;
         report.paused = halt.paused();
         Ok(report)
@@ -300,23 +323,32 @@ impl Sender {
         record_tx: &mpsc::Sender<Record>,
         held: &Held,
         halt: &Halt,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let mut cache = TemplateCache::default();
+        let clock = self.options.clock;
+        let mut expired = 0;
         while !halt.is_halted() {
-            let rows = outbox::claim(&self.db, self.options.claim_size(), self.options.lease).await?;
+            // Expired rows first: the claim skips them, and they are counted where the others are.
+            let gone = outbox::expire(&self.db, clock.now()).await?;
+            if gone > 0 {
+                tracing::info!(rows = gone, "messages expired unsent");
+            }
+            expired += gone;
+            let rows = outbox::claim(&self.db, self.options.claim_size(), self.options.lease, clock.now()).await?;
             if rows.is_empty() {
                 tokio::select! {
                     idle = held.idle() => idle?,
-                    _ = halt.wait() => return Ok(()),
+                    _ = halt.wait() => return Ok(expired),
                 }
-                if !until_empty {
-                    return Ok(());
+                // A fixed clock never comes to what is due later.
+                if !until_empty || clock.is_fixed() {
+                    return Ok(expired);
                 }
-                match outbox::next_due(&self.db).await? {
-                    None => return Ok(()),
+                match outbox::next_due(&self.db, clock.now()).await? {
+                    None => return Ok(expired),
                     Some(at) => {
                         let wait =
-                            (at - Utc::now()).to_std().unwrap_or_default().min(std::time::Duration::from_secs(1));
+                            (at - clock.now()).to_std().unwrap_or_default().min(std::time::Duration::from_secs(1));
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = halt.wait() => {}
@@ -327,12 +359,14 @@ impl Sender {
             }
             tracing::debug!(rows = rows.len(), "claimed outbox rows");
             held.add(&rows);
-            for work in self.prepare(rows, &mut cache, installation).await? {
+            let mut deferred: HashMap<DateTime<Utc>, Vec<Claimed>> = HashMap::new();
+            for work in self.prepare(rows, &mut cache, installation, clock.now()).await? {
                 match work {
                     Work::Settled { row, fate } => {
                         held.start(row.id);
                         let _ = record_tx.send(Record::Done { row, fate, ask: None }).await;
                     }
+                    Work::Deferred { row, until } => deferred.entry(until).or_default().push(row),
                     send => {
                         tokio::select! {
                             sent = work_tx.send(send) => {
@@ -340,13 +374,18 @@ impl Sender {
                                     anyhow::bail!("the senders stopped unexpectedly");
                                 }
                             }
-                            _ = halt.wait() => return Ok(()),
+                            _ = halt.wait() => return Ok(expired),
                         }
                     }
                 }
             }
+            for (until, rows) in deferred {
+                tracing::debug!(rows = rows.len(), %until, "send window closed: messages wait for it to open");
+                outbox::defer(&self.db, &rows, until, clock.now()).await?;
+                held.remove(rows.iter().map(|row| row.id));
+            }
         }
-        Ok(())
+        Ok(expired)
     }
 
     async fn check_unsubscribe_secret(&self) -> anyhow::Result<()> {
@@ -368,6 +407,7 @@ impl Sender {
         rows: Vec<Claimed>,
         cache: &mut TemplateCache,
         installation: &str,
+        now: DateTime<Utc>,
     ) -> anyhow::Result<Vec<Work>> {
         let runs = run_campaigns(&self.db, &rows).await?;
         let customer_ids: Vec<i64> = rows.iter().map(|r| r.customer_id).collect();
@@ -384,7 +424,7 @@ impl Sender {
             let campaign_name = runs.get(&row.run_id).map(String::as_str).unwrap_or_default();
             let Some(campaign) = self.campaigns.get(campaign_name) else {
                 let error = format!("campaign `{campaign_name}` is not among the valid campaign files");
-                work.push(settle(retry_or_fail(&self.options, &row, error)));
+                work.push(settle(retry_or_fail(&self.options, &row, error, now)));
                 continue;
             };
             if suppressed.contains(&recipient.customer.id) {
@@ -399,13 +439,25 @@ impl Sender {
                 work.push(settle(Fate::Suppressed { reason: "no marketing consent".into() }));
                 continue;
             }
+            // The campaign's window as the file says now: a retry or a backlog that
+            // reaches past its end waits for the next opening.
+            let mut window_closes = None;
+            if let Some(window) = &campaign.send_window {
+                let zone = window.zone_for(campaign.timezone, customer_zone(recipient));
+                let opening = window.opening(now, zone);
+                if opening > now {
+                    work.push(Work::Deferred { row, until: opening });
+                    continue;
+                }
+                window_closes = Some(window.closing(now, zone));
+            }
             let message_id = compose::message_id(row.id, row.run_id, installation, &self.options.message_id_domain);
             let marketing = campaign.kind == Kind::Marketing;
             match self.message_for(&row, &message_id, campaign, recipient, cache) {
                 Ok(message) => {
                     let email = recipient.customer.email.clone();
                     let topic = campaign.topic.clone();
-                    work.push(Work::Send(Job { row, message, message_id, email, marketing, topic }))
+                    work.push(Work::Send(Job { row, message, message_id, email, marketing, topic, window_closes }))
                 }
                 Err(error) => work.push(settle(Fate::Failed { error, bounced: None })),
             }
@@ -458,13 +510,18 @@ impl Sender {
     }
 }
 
-fn retry_or_fail(options: &Options, row: &Claimed, error: String) -> Fate {
+fn retry_or_fail(options: &Options, row: &Claimed, error: String, now: DateTime<Utc>) -> Fate {
     if row.attempts as u32 >= options.max_attempts {
         Fate::Failed { error: format!("gave up after {} attempts: {error}", row.attempts), bounced: None }
     } else {
-        let at = Utc::now() + outbox::backoff(row.attempts, options.retry_after, options.retry_max);
+        let at = now + outbox::backoff(row.attempts, options.retry_after, options.retry_max);
         Fate::Retry { at, error }
     }
+}
+
+/// The recipient's `timezone` attribute, when it is text.
+fn customer_zone(recipient: &Recipient) -> Option<&str> {
+    recipient.customer.attributes.get(crate::campaign::window::TIMEZONE_ATTRIBUTE)?.as_str()
 }
 
 /// Compiled templates per campaign and variant, for the life of a drain.
@@ -564,10 +621,19 @@ impl Worker {
             if self.halt.is_halted() || !self.held.start(job.row.id) {
                 continue;
             }
-            let Job { row, message, message_id, email, .. } = job;
+            let Job { row, message, message_id, email, window_closes, .. } = job;
+            // The last look at the clock before the SMTP transaction: a row
+            // claimed before its expiry may have waited past it in the queue.
+            let now = self.options.clock.now();
             let fate = match checked {
                 Ok(Refusal::Never(reason)) => Fate::Suppressed { reason: reason.into() },
                 Ok(Refusal::NotNow) => {
+                    let _ = self.record_tx.send(Record::Release { row }).await;
+                    continue;
+                }
+                Ok(Refusal::None) if row.expires_at.is_some_and(|expires_at| now >= expires_at) => Fate::Expired,
+                Ok(Refusal::None) if window_closes.is_some_and(|closes| now >= closes) => {
+                    // Given back; claimed again, it is deferred to the next opening.
                     let _ = self.record_tx.send(Record::Release { row }).await;
                     continue;
                 }
@@ -578,7 +644,7 @@ impl Worker {
                         continue;
                     }
                 },
-                Err(error) => retry_or_fail(&self.options, &row, error),
+                Err(error) => retry_or_fail(&self.options, &row, error, now),
             };
             // The next message is checked in the same round trip as this result.
             let next = self.take_ready(&work_rx);
@@ -659,7 +725,7 @@ impl Worker {
             Outcome::Accepted(reply) => Fate::Sent { message_id, reply },
             Outcome::Temporary(error) => {
                 tracing::debug!(outbox_id = row.id, attempt = row.attempts, %error, "temporary delivery failure");
-                retry_or_fail(&self.options, row, error)
+                retry_or_fail(&self.options, row, error, self.options.clock.now())
             }
             Outcome::Rejected { reply, bad_recipient } => {
                 tracing::debug!(outbox_id = row.id, %reply, "message rejected");
@@ -668,7 +734,7 @@ impl Worker {
             Outcome::Unknown(error) => {
                 tracing::warn!(outbox_id = row.id, %error, "the server's reply to a message was lost");
                 if self.options.resend_unknown {
-                    retry_or_fail(&self.options, row, error)
+                    retry_or_fail(&self.options, row, error, self.options.clock.now())
                 } else {
                     Fate::Unknown { message_id, error }
                 }
@@ -826,7 +892,7 @@ impl Held {
 }
 
 /// Renews the leases of the held rows four times per lease.
-async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration) {
+async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration, clock: Clock) {
     let every = (lease / 4).to_std().unwrap_or_default().max(std::time::Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
@@ -834,7 +900,7 @@ async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration) {
         if leases.is_empty() {
             continue;
         }
-        if let Err(error) = outbox::renew(&db, &leases, lease).await {
+        if let Err(error) = outbox::renew(&db, &leases, lease, clock.now()).await {
             tracing::warn!(%error, rows = leases.len(), "renewing the leases of held messages");
         }
     }
@@ -848,8 +914,9 @@ async fn record_loop(
     record_rx: mpsc::Receiver<Record>,
     held: Arc<Held>,
     breaker: breaker::Limits,
+    clock: Clock,
 ) -> anyhow::Result<Report> {
-    let recorded = record_all(&db, record_rx, &held, &breaker).await;
+    let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
     if recorded.is_err() {
         held.break_down();
     }
@@ -861,6 +928,7 @@ async fn record_all(
     mut record_rx: mpsc::Receiver<Record>,
     held: &Held,
     breaker: &breaker::Limits,
+    clock: Clock,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut batch = Vec::with_capacity(RECORD_BATCH);
@@ -882,7 +950,7 @@ async fn record_all(
         // The checks need not wait for the results: they run beside them, on
         // a second connection; the answers go once both are done.
         let checks: Vec<Check> = asks.iter().filter_map(|ask| ask.next.clone()).collect();
-        let (written, refused) = tokio::join!(write(db, &results, &released, breaker), check(db, &checks));
+        let (written, refused) = tokio::join!(write(db, &results, &released, breaker, clock.now()), check(db, &checks));
         written?;
         held.remove(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
         answer(asks, refused);
@@ -896,11 +964,12 @@ async fn write(
     results: &[(Claimed, Fate)],
     released: &[Claimed],
     breaker: &breaker::Limits,
+    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     if !results.is_empty() {
-        outbox::record(db, results).await?;
+        outbox::record(db, results, now).await?;
     }
-    outbox::release(db, released).await?;
+    outbox::release(db, released, now).await?;
     // A refused recipient is a hard bounce: its campaign may be over the limit now.
     let refused: BTreeSet<i64> = results
         .iter()
@@ -938,6 +1007,7 @@ fn count(report: &mut Report, fate: &Fate) {
         Fate::Failed { .. } => report.failed += 1,
         Fate::Suppressed { .. } => report.suppressed += 1,
         Fate::Unknown { .. } => report.unknown += 1,
+        Fate::Expired => report.expired += 1,
     }
 }
 

@@ -40,9 +40,14 @@ pub enum RenderError {
         "the {} template needs more work than one message may take (its fuel of {FUEL} ran out{}): \
          a loop too long or a string too big?",
         part.key(),
-        at_line(*line)
+        at_line(file.as_deref(), *line)
     )]
-    OutOfFuel { part: Part, line: Option<usize> },
+    OutOfFuel {
+        part: Part,
+        /// The layout or partial it ran out in; `None`: the part's own text.
+        file: Option<String>,
+        line: Option<usize>,
+    },
     #[error("the {} template's output exceeds {limit} bytes", part.key())]
     TooLarge { part: Part, limit: usize },
     /// Any other error, as minijinja words it (see [`RenderError::reason`]).
@@ -51,10 +56,16 @@ pub enum RenderError {
 }
 
 impl RenderError {
-    /// The error as one sentence that names the part.
+    /// The error as one sentence that names the part, and the layout or
+    /// partial when the error is in one.
     pub fn reason(&self) -> String {
         match self {
-            RenderError::Failed { part, error } => format!("rendering the {} template: {error}", part.key()),
+            RenderError::Failed { part, error } => {
+                let inner = innermost(error);
+                let what =
+                    inner.detail().map_or_else(|| inner.kind().to_string(), |d| format!("{}: {d}", inner.kind()));
+                format!("rendering the {} template: {what}{}", part.key(), at_line(self.file(), self.line()))
+            }
             limit => limit.to_string(),
         }
     }
@@ -64,18 +75,34 @@ impl RenderError {
         !matches!(self, RenderError::Failed { .. })
     }
 
-    /// The 1-based template line where the render stopped, when known.
+    /// The 1-based template line where the render stopped, when known (in
+    /// [`RenderError::file`] when that is given).
     pub fn line(&self) -> Option<usize> {
         match self {
             RenderError::OutOfFuel { line, .. } => *line,
             RenderError::TooLarge { .. } => None,
-            RenderError::Failed { error, .. } => error.line(),
+            RenderError::Failed { error, .. } => innermost(error).line(),
+        }
+    }
+
+    /// The library file (layout or partial) the render stopped in, by name;
+    /// `None` for the part's own text or when unknown.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            RenderError::OutOfFuel { file, .. } => file.as_deref(),
+            RenderError::TooLarge { .. } => None,
+            RenderError::Failed { part, error } => innermost(error).name().filter(|name| *name != part.template_name()),
         }
     }
 }
 
-fn at_line(line: Option<usize>) -> String {
-    line.map(|l| format!(" at line {l}")).unwrap_or_default()
+fn at_line(file: Option<&str>, line: Option<usize>) -> String {
+    match (file, line) {
+        (Some(file), Some(line)) => format!(" at line {line} of {file}"),
+        (Some(file), None) => format!(" in {file}"),
+        (None, Some(line)) => format!(" at line {line}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// An in-memory `io::Write` that refuses any write past `limit` bytes.
@@ -133,13 +160,32 @@ pub(super) fn render(
             Ok(String::from_utf8(out.into_inner())
                 .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
         }
-        Err(error) if error.kind() == ErrorKind::OutOfFuel => Err(RenderError::OutOfFuel { part, line: error.line() }),
+        Err(error) if innermost(&error).kind() == ErrorKind::OutOfFuel => {
+            let inner = innermost(&error);
+            let file = inner.name().filter(|name| *name != template.name()).map(str::to_owned);
+            Err(RenderError::OutOfFuel { part, file, line: inner.line() })
+        }
         Err(error) => Err(RenderError::Failed { part, error }),
     }
 }
 
+/// The unsubscribe link of [`sample_variables`], which a campaign check
+/// looks for in the rendered parts.
+pub const SAMPLE_UNSUBSCRIBE_URL: &str = "https://unsubscribe.invalid/unsubscribe?token=sample";
+
+/// The error where a render stopped: an error in an included template comes
+/// wrapped in one at the `{% include %}`, as its source.
+fn innermost(error: &minijinja::Error) -> &minijinja::Error {
+    let mut inner = error;
+    while let Some(source) = std::error::Error::source(inner).and_then(|e| e.downcast_ref::<minijinja::Error>()) {
+        inner = source;
+    }
+    inner
+}
+
 /// Plausible variables of one customer, for the trial render of a campaign
-/// check: every variable a template may use is present.
+/// check: every variable a template may use is present. The unsubscribe link
+/// is marked safe, as the sender's is, so it renders unescaped in HTML too.
 pub fn sample_variables() -> Value {
     let features: serde_json::Map<String, serde_json::Value> =
         super::template::feature_names().map(|name| (name.to_owned(), serde_json::Value::Null)).collect();
@@ -170,9 +216,12 @@ pub fn sample_variables() -> Value {
         "clv": 120.0,
         "campaign": {"name": "sample", "description": ""},
         "variant": null,
-        "unsubscribe_url": "https://unsubscribe.invalid/unsubscribe?token=sample",
     });
-    Value::from(minijinja::value::Serde(context))
+    let serde_json::Value::Object(context) = context else { unreachable!("json! of an object") };
+    let mut variables: Vec<(String, Value)> =
+        context.into_iter().map(|(k, v)| (k, Value::from(minijinja::value::Serde(v)))).collect();
+    variables.push(("unsubscribe_url".to_owned(), Value::from_safe_string(SAMPLE_UNSUBSCRIBE_URL.to_owned())));
+    Value::from_pairs(variables)
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub struct Exposure {
     /// The outbox state: planned, sending, sent, retrying, failed, suppressed or control.
     pub state: String,
     pub variant: Option<String>,
+    /// The variant is an A/B test's winner, not drawn by the shares.
+    pub by_winner: bool,
     pub start: DateTime<Utc>,
 }
 
@@ -83,6 +85,7 @@ pub async fn load_exposures(db: &DatabaseConnection, campaign: &str, run: Option
             customer_id: row.try_get_by_index(1)?,
             state,
             variant: row.try_get_by_index(3)?,
+            by_winner: row.try_get_by_index(6)?,
             start,
         });
     }
@@ -98,6 +101,7 @@ fn exposures_query(campaign: &str, run: Option<i64>) -> SelectStatement {
         .column((outbox.clone(), Alias::new("variant")))
         .column((outbox.clone(), Alias::new("sent_at")))
         .column((Alias::new("campaign_runs"), Alias::new("scheduled_at")))
+        .column((outbox.clone(), Alias::new("by_winner")))
         .order_by((outbox.clone(), Alias::new("run_id")), SortOrder::Asc)
         .order_by((outbox, Alias::new("customer_id")), SortOrder::Asc)
         .to_owned()
@@ -159,7 +163,7 @@ mod tests {
     }
 
     fn exposure(customer_id: i64, state: &str, start: &str) -> Exposure {
-        Exposure { run_id: 1, customer_id, state: state.into(), variant: None, start: at(start) }
+        Exposure { run_id: 1, customer_id, state: state.into(), variant: None, by_winner: false, start: at(start) }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use futures_util::TryStreamExt;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{DatabaseConnection, DbErr, StreamTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, StreamTrait};
 use serde::Serialize;
 
 use super::ReportError;
@@ -31,6 +31,31 @@ pub struct CampaignReport {
     /// (empty without variants). Control rows are assigned independently of
     /// the variant, so the whole control group is the fair comparison for each.
     pub variants: Vec<VariantReport>,
+    /// Each variant after the first against the first, on their targeted
+    /// customers: how the variants differ from each other, and how surely.
+    pub variant_tests: Vec<VariantTest>,
+    /// The A/B test's decision (a campaign with a `[winner]` table, judged).
+    pub winner: Option<WinnerRecord>,
+}
+
+/// One variant's targeted customers against another's.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantTest {
+    pub variant: String,
+    pub against: String,
+    pub conversion: Option<RateUplift>,
+    pub revenue: Option<MeanUplift>,
+}
+
+/// A decision of `crate::campaign::winner`, as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct WinnerRecord {
+    pub winner: String,
+    pub metric: String,
+    pub significant: bool,
+    pub p_value: Option<f64>,
+    pub reason: String,
+    pub decided_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,9 +79,11 @@ pub struct DeliveryCounts {
     pub suppressed: u64,
     /// Sent, but the server's reply was lost: perhaps delivered.
     pub unknown: u64,
-    /// Planned, sending or retrying: not sent yet.
+    /// Planned, sending, retrying or held for an A/B winner: not sent yet.
     pub waiting: u64,
     pub control: u64,
+    /// Not sent by its expiry (`expires_after`): never sent.
+    pub expired: u64,
 }
 
 impl DeliveryCounts {
@@ -69,7 +96,8 @@ impl DeliveryCounts {
             Some(State::Suppressed) => self.suppressed += 1,
             Some(State::Unknown) => self.unknown += 1,
             Some(State::Control) => self.control += 1,
-            Some(State::Planned | State::Sending | State::Retrying) | None => self.waiting += 1,
+            Some(State::Expired) => self.expired += 1,
+            Some(State::Planned | State::Sending | State::Retrying | State::Held) | None => self.waiting += 1,
         }
     }
 }
@@ -139,6 +167,39 @@ async fn feedback_of(
     Ok(counts)
 }
 
+/// The stored A/B decision of `campaign`, if its test was judged.
+pub async fn winner_of(db: &impl ConnectionTrait, campaign: &str) -> Result<Option<WinnerRecord>, DbErr> {
+    let select = Query::select()
+        .columns(["winner", "metric", "significant", "p_value", "reason", "decided_at"])
+        .from("variant_decisions")
+        .and_where(Expr::col("campaign").eq(campaign))
+        .to_owned();
+    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    Ok(Some(WinnerRecord {
+        winner: row.try_get("", "winner")?,
+        metric: row.try_get("", "metric")?,
+        significant: row.try_get("", "significant")?,
+        p_value: row.try_get("", "p_value")?,
+        reason: row.try_get("", "reason")?,
+        decided_at: row.try_get("", "decided_at")?,
+    }))
+}
+
+/// Each variant after the first (by name) against the first, on the
+/// customers whose variant was drawn: the winner's later sends are not a
+/// random draw, and would tilt the comparison.
+fn variant_tests(drawn: &BTreeMap<String, Arm>) -> Vec<VariantTest> {
+    let mut arms = drawn.iter();
+    let Some((first, base)) = arms.next() else { return Vec::new() };
+    arms.map(|(variant, arm)| VariantTest {
+        variant: variant.clone(),
+        against: first.clone(),
+        conversion: stats::compare_rates(arm.proportion(), base.proportion()),
+        revenue: stats::compare_means(arm.revenue, base.revenue),
+    })
+    .collect()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantReport {
     pub variant: String,
@@ -156,7 +217,7 @@ pub struct Arm {
 }
 
 impl Arm {
-    fn add(&mut self, outcome: Outcome) {
+    pub fn add(&mut self, outcome: Outcome) {
         self.customers += 1;
         self.conversions += u64::from(outcome.converted);
         self.revenue_cents += outcome.revenue_cents;
@@ -172,8 +233,13 @@ impl Arm {
         self.revenue.mean()
     }
 
-    fn proportion(&self) -> Proportion {
+    pub fn proportion(&self) -> Proportion {
         Proportion { successes: self.conversions, trials: self.customers }
+    }
+
+    /// Revenue per customer's running moments, in currency units.
+    pub fn revenue(&self) -> Moments {
+        self.revenue
     }
 }
 
@@ -229,6 +295,7 @@ pub async fn report(
     let outcomes = attribution::attribute(&exposures, &orders, window);
     let runs: Vec<(i64, DateTime<Utc>)> = runs.into_iter().filter(|r| run.is_none_or(|id| id == r.0)).collect();
     let mut report = summarise(campaign, &runs, &exposures, &outcomes, window, now);
+    report.winner = winner_of(db, campaign).await?;
     let feedback = feedback_of(db, campaign, run).await?;
     for run in &mut report.runs {
         run.feedback = FeedbackCounts::new(feedback.get(&run.run_id).copied().unwrap_or_default(), &run.delivery);
@@ -249,6 +316,8 @@ pub fn summarise(
         runs.iter().map(|r| (r.0, (DeliveryCounts::default(), Comparison::default(), r.1 + window <= now))).collect();
     let mut overall = Comparison::default();
     let mut variants: BTreeMap<String, Comparison> = BTreeMap::new();
+    // The variants as drawn by their shares, without the winner's later sends.
+    let mut drawn: BTreeMap<String, Arm> = BTreeMap::new();
     for (exposure, &outcome) in exposures.iter().zip(outcomes) {
         let entry = per_run.entry(exposure.run_id).or_default();
         entry.0.add(&exposure.state);
@@ -257,15 +326,19 @@ pub fn summarise(
         overall.add(exposure, outcome);
         if let (Some(variant), false) = (&exposure.variant, exposure.is_control()) {
             variants.entry(variant.clone()).or_default().add(exposure, outcome);
+            if !exposure.by_winner {
+                drawn.entry(variant.clone()).or_default().add(outcome);
+            }
         }
     }
-    let variants = variants
+    let variants: Vec<VariantReport> = variants
         .into_iter()
         .map(|(variant, mut comparison)| {
             comparison.control = overall.control;
             VariantReport { variant, comparison: comparison.finish() }
         })
         .collect();
+    let variant_tests = variant_tests(&drawn);
     let runs = runs
         .iter()
         .map(|&(run_id, scheduled_at)| {
@@ -280,6 +353,8 @@ pub fn summarise(
         runs,
         overall: overall.finish(),
         variants,
+        variant_tests,
+        winner: None,
     }
 }
 
@@ -292,7 +367,14 @@ mod tests {
     }
 
     fn row(run_id: i64, customer_id: i64, state: &str, variant: &str) -> Exposure {
-        Exposure { run_id, customer_id, state: state.into(), variant: Some(variant.into()), start: at(1) }
+        Exposure {
+            run_id,
+            customer_id,
+            state: state.into(),
+            variant: Some(variant.into()),
+            by_winner: false,
+            start: at(1),
+        }
     }
 
     #[test]

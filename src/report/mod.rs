@@ -91,3 +91,8 @@ pub fn cents(amount: i64) -> String {
 pub fn p_value(p: f64) -> String {
     if p < 0.001 { "< 0.001".to_owned() } else { format!("{p:.3}") }
 }
+
+/// A p-value in a sentence: `p = 0.012`, or `p < 0.001`.
+pub fn p_phrase(p: f64) -> String {
+    if p < 0.001 { "p < 0.001".to_owned() } else { format!("p = {p:.3}") }
+}

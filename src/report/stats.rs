@@ -131,17 +131,23 @@ pub struct MeanUplift {
     /// 95% interval with Welch's standard error (each arm's own variance); `None`
     /// when an arm has fewer than two customers.
     pub ci: Option<(f64, f64)>,
+    /// Two-sided p-value of the difference with the same standard error
+    /// (normal approximation, sound for the hundreds of customers an arm
+    /// has); 1 when neither arm varies, `None` below two customers an arm.
+    pub p_value: Option<f64>,
 }
 
 /// Compares two means; `None` when either arm is empty.
 pub fn compare_means(treatment: Moments, control: Moments) -> Option<MeanUplift> {
     let (mt, mc) = (treatment.mean()?, control.mean()?);
     let absolute = mt - mc;
-    let ci = treatment.variance().zip(control.variance()).map(|(vt, vc)| {
-        let se = (vt / treatment.n as f64 + vc / control.n as f64).sqrt();
-        (absolute - Z95 * se, absolute + Z95 * se)
-    });
-    Some(MeanUplift { treatment_mean: mt, control_mean: mc, absolute, ci })
+    let se = treatment
+        .variance()
+        .zip(control.variance())
+        .map(|(vt, vc)| (vt / treatment.n as f64 + vc / control.n as f64).sqrt());
+    let ci = se.map(|se| (absolute - Z95 * se, absolute + Z95 * se));
+    let p_value = se.map(|se| if se > 0.0 { two_sided_p(absolute / se) } else { 1.0 });
+    Some(MeanUplift { treatment_mean: mt, control_mean: mc, absolute, ci, p_value })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use sea_orm::sea_query::{Alias, Condition, Expr as Sql, ExprTrait, Query, SelectStatement, SimpleExpr};
 use sea_orm::{DbBackend, Value as DbValue};
 
-use super::{CompareOp, Expr, Field, FieldType, Value};
+use super::{CompareOp, Expr, Field, FieldType, History, Value};
 
 /// Every field a segment can use: its name, type, table and column.
 pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
@@ -67,12 +67,14 @@ const ACCOUNT_COLUMNS: &[&str] =
 const LIVE: &str = "live";
 
 /// When a segment is evaluated: `now` for the "days since" fields, `today`
-/// (in the campaign's time zone) for "birthday today".
+/// (in the campaign's time zone) for "birthday today", and the report's
+/// attribution window for `converted("...")`.
 #[derive(Debug, Clone, Copy)]
 pub struct Context {
     pub backend: DbBackend,
     pub now: DateTime<Utc>,
     pub today: NaiveDate,
+    pub attribution_window: chrono::Duration,
 }
 
 /// The names and types for [`super::parse`].
@@ -146,7 +148,111 @@ pub fn condition(expr: &Expr, context: &Context) -> Condition {
             Condition::all().add(if *negated { column.is_not_null() } else { column.is_null() })
         }
         Expr::Subscribed { topic, .. } => subscribed(topic),
+        Expr::History { test, campaign, .. } => history(*test, campaign, context),
     }
+}
+
+/// The outbox rows of one campaign's runs, `o` joined to its run `r`; the
+/// campaign is the first value bound.
+const CAMPAIGN_OUTBOX: &str = r#""outbox" AS "o" JOIN "campaign_runs" AS "r" ON "r"."id" = "o"."run_id"
+    WHERE "r"."campaign" = ?"#;
+
+/// A customer's history with one campaign, as of `context.now`: messages sent
+/// (state `sent`) and control-group entries count up to that moment, so a
+/// plan for an earlier moment sees the history it would have seen then.
+fn history(test: History, campaign: &str, context: &Context) -> Condition {
+    let (campaign, now) = (DbValue::from(campaign.to_owned()), DbValue::from(context.now));
+    let sent_by_now =
+        format!(r#"SELECT "o"."customer_id" FROM {CAMPAIGN_OUTBOX} AND "o"."state" = 'sent' AND "o"."sent_at" <= ?"#);
+    let expr = match test {
+        History::Received { within: None } => {
+            custom(context, format!(r#""customers"."id" IN ({sent_by_now})"#), vec![campaign, now])
+        }
+        History::Received { within: Some(days) } => {
+            let since = DbValue::from(context.now - days_duration(days));
+            let sql = format!(r#""customers"."id" IN ({sent_by_now} AND "o"."sent_at" >= ?)"#);
+            custom(context, sql, vec![campaign, now, since])
+        }
+        History::InControlGroup => {
+            let sql = format!(
+                r#""customers"."id" IN (SELECT "o"."customer_id" FROM {CAMPAIGN_OUTBOX}
+                    AND "o"."state" = 'control' AND "r"."scheduled_at" <= ?)"#
+            );
+            custom(context, sql, vec![campaign, now])
+        }
+        History::OrderedSinceReceived => {
+            let sql = format!(
+                r#"EXISTS (SELECT 1 FROM "orders" WHERE "orders"."customer_id" = "customers"."id"
+                    AND "orders"."ordered_at" > {LAST_RECEIVED} AND "orders"."ordered_at" <= ?)"#
+            );
+            custom(context, sql, vec![campaign, now.clone(), now])
+        }
+        History::Converted => converted(campaign, context),
+    };
+    Condition::all().add(expr)
+}
+
+/// When the campaign's last message to the customer was sent, as of the
+/// second value bound (the first is the campaign); NULL if none was.
+const LAST_RECEIVED: &str = r#"(SELECT MAX("o"."sent_at") FROM "outbox" AS "o" JOIN "campaign_runs" AS "r"
+    ON "r"."id" = "o"."run_id" WHERE "o"."customer_id" = "customers"."id" AND "r"."campaign" = ?
+    AND "o"."state" = 'sent' AND "o"."sent_at" <= ?)"#;
+
+/// An order within the attribution window after a sent message of the
+/// campaign, `(sent_at, sent_at + window]`, as `report campaign` counts a
+/// conversion, and no later than now.
+fn converted(campaign: DbValue, context: &Context) -> SimpleExpr {
+    let window_days = context.attribution_window.num_seconds() as f64 / 86_400.0;
+    let within_window = match context.backend {
+        DbBackend::Sqlite => r#"julianday("b"."ordered_at") <= julianday("o"."sent_at") + ?"#,
+        _ => r#""b"."ordered_at" <= "o"."sent_at" + make_interval(secs => ? * 86400.0)"#,
+    };
+    let sql = format!(
+        r#""customers"."id" IN (SELECT "o"."customer_id" FROM "outbox" AS "o"
+            JOIN "campaign_runs" AS "r" ON "r"."id" = "o"."run_id"
+            JOIN "orders" AS "b" ON "b"."customer_id" = "o"."customer_id" AND "b"."ordered_at" > "o"."sent_at"
+                AND {within_window}
+            WHERE "r"."campaign" = ? AND "o"."state" = 'sent' AND "b"."ordered_at" <= ?)"#
+    );
+    custom(context, sql, vec![window_days.into(), campaign, context.now.into()])
+}
+
+/// Days since the campaign's last message to the customer; NULL if never.
+fn days_since_received(campaign: &str, context: &Context) -> SimpleExpr {
+    let now = DbValue::from(context.now);
+    let values = vec![now.clone(), campaign.to_owned().into(), now];
+    match context.backend {
+        DbBackend::Sqlite => custom(context, format!("(julianday(?) - julianday({LAST_RECEIVED}))"), values),
+        _ => custom(
+            context,
+            format!("(EXTRACT(EPOCH FROM (CAST(? AS TIMESTAMPTZ) - {LAST_RECEIVED})) / 86400.0)"),
+            values,
+        ),
+    }
+}
+
+/// Custom SQL written with `?` for each bound value, in order; PostgreSQL's
+/// builder reads `$1`, `$2`, ... instead.
+fn custom(context: &Context, sql: String, values: Vec<DbValue>) -> SimpleExpr {
+    let sql = match context.backend {
+        DbBackend::Sqlite => sql,
+        _ => {
+            let mut numbered = String::with_capacity(sql.len() + 8);
+            for (i, piece) in sql.split('?').enumerate() {
+                if i > 0 {
+                    numbered.push_str(&format!("${i}"));
+                }
+                numbered.push_str(piece);
+            }
+            numbered
+        }
+    };
+    Sql::cust_with_values(sql, values)
+}
+
+/// A number of days as a duration, to the second.
+fn days_duration(days: f64) -> chrono::Duration {
+    chrono::Duration::seconds((days * 86_400.0).round() as i64)
 }
 
 /// Consents to marketing and has not left `topic`.
@@ -197,6 +303,7 @@ pub fn column(field: &Field, compared_with: &Value, context: &Context) -> Simple
             ),
             _ => Sql::cust_with_values(r#"("customers"."attributes" ->> $1)"#, [name.clone()]),
         },
+        Field::DaysSinceReceived(campaign) => days_since_received(campaign, context),
     }
 }
 

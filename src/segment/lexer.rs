@@ -82,7 +82,7 @@ impl<'t> Lexer<'t> {
         let start = self.pos;
         let tok = match self.peek() {
             None => Tok::End,
-            Some('"') => self.string()?,
+            Some(quote @ ('"' | '\'')) => self.string(quote)?,
             Some(c) if c.is_ascii_alphabetic() || c == '_' => self.word()?,
             Some(c) if c.is_ascii_digit() => self.numeric()?,
             Some('-') if self.peek_second().is_some_and(|c| c.is_ascii_digit()) => self.numeric()?,
@@ -131,21 +131,23 @@ impl<'t> Lexer<'t> {
         Ok(Tok::Attribute(name.to_string()))
     }
 
-    fn string(&mut self) -> Result<Tok, ParseError> {
+    /// A string in double quotes, or in single quotes (easier inside a TOML
+    /// string: `where = "received('welcome')"`).
+    fn string(&mut self, quote: char) -> Result<Tok, ParseError> {
         let start = self.pos;
         self.bump();
         let mut value = String::new();
         loop {
             match self.bump() {
                 None => return Err(self.error(start, "unterminated string".to_string())),
-                Some('"') => return Ok(Tok::Str(value)),
+                Some(c) if c == quote => return Ok(Tok::Str(value)),
                 Some('\\') => {
                     let escape_at = self.pos - 1;
                     match self.bump() {
-                        Some(c @ ('"' | '\\')) => value.push(c),
+                        Some(c @ ('"' | '\'' | '\\')) => value.push(c),
                         Some(c) => {
                             let message =
-                                format!("unknown escape `\\{c}` in string; only `\\\"` and `\\\\` are allowed");
+                                format!("unknown escape `\\{c}` in string; only `\\\"`, `\\'` and `\\\\` are allowed");
                             return Err(self.error(escape_at, message));
                         }
                         None => return Err(self.error(start, "unterminated string".to_string())),

@@ -40,6 +40,8 @@ pub struct Fields<'a> {
     pub known: &'a [(&'a str, FieldType)],
     /// The subscription topics `subscribed("...")` may name.
     pub topics: &'a [String],
+    /// The campaigns the message-history functions (`received("...")`) may name.
+    pub campaigns: &'a [String],
 }
 
 /// Byte offsets into the expression text.
@@ -65,6 +67,35 @@ pub enum Field {
     Named(String),
     /// `attributes.NAME`; holds `NAME`.
     Attribute(String),
+    /// `days_since_received("campaign")`: days since the campaign's last
+    /// message was sent to the customer (null if it never was).
+    DaysSinceReceived(String),
+}
+
+/// A test on a customer's history with one campaign, the steps of a sequence
+/// (`received("welcome")`, `not ordered_since_received("welcome")`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum History {
+    /// A message of the campaign was sent to them, ever or within the last `within` days.
+    Received { within: Option<f64> },
+    /// They ordered after the campaign's last message to them was sent.
+    OrderedSinceReceived,
+    /// They ordered within the report's attribution window after a message of the campaign.
+    Converted,
+    /// They were in a run's control group of the campaign (recorded, sent nothing).
+    InControlGroup,
+}
+
+impl History {
+    /// The function's name in an expression.
+    pub fn name(self) -> &'static str {
+        match self {
+            History::Received { .. } => "received",
+            History::OrderedSinceReceived => "ordered_since_received",
+            History::Converted => "converted",
+            History::InControlGroup => "in_control_group",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +129,12 @@ pub enum Expr {
     /// `subscribed("offers")`: marketing consent, and the topic not left.
     Subscribed {
         topic: String,
+        span: Span,
+    },
+    /// `received("welcome")` and the other tests on a campaign's history.
+    History {
+        test: History,
+        campaign: String,
         span: Span,
     },
 }
@@ -144,6 +181,7 @@ impl fmt::Display for Field {
         match self {
             Field::Named(name) => f.write_str(name),
             Field::Attribute(name) => write!(f, "attributes.{name}"),
+            Field::DaysSinceReceived(campaign) => write!(f, "days_since_received({})", Value::Text(campaign.clone())),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Recursive-descent parser: tokens to [`Expr`], with a nesting-depth limit.
 
 use super::lexer::{Tok, Token};
-use super::{Expr, Field, ParseError, Span, Value};
+use super::{Expr, Field, History, ParseError, Span, Value};
 
 /// Maximum nesting of parentheses and `not`s.
 pub const MAX_DEPTH: usize = 64;
@@ -110,9 +110,23 @@ impl Parser<'_> {
         Ok(Expr::Not(Box::new(inner)))
     }
 
+    /// Whether the current token is `name(`, a call of that function.
+    fn at_call(&self, name: &str) -> bool {
+        self.at_keyword(name) && self.tokens.get(self.pos + 1).is_some_and(|t| t.tok == Tok::LParen)
+    }
+
     fn primary(&mut self) -> Result<Expr, ParseError> {
-        if self.at_keyword("subscribed") && self.tokens.get(self.pos + 1).is_some_and(|t| t.tok == Tok::LParen) {
+        if self.at_call("subscribed") {
             return self.subscribed();
+        }
+        let tests = [
+            History::Received { within: None },
+            History::OrderedSinceReceived,
+            History::Converted,
+            History::InControlGroup,
+        ];
+        if let Some(test) = tests.into_iter().find(|test| self.at_call(test.name())) {
+            return self.history(test);
         }
         if *self.peek() != Tok::LParen {
             return self.predicate();
@@ -150,7 +164,68 @@ impl Parser<'_> {
         Ok(Expr::Subscribed { topic, span: self.span_from(start) })
     }
 
+    /// `received("campaign")`, `received("campaign", within = 7d)` and the
+    /// other history tests, which take the campaign alone.
+    fn history(&mut self, test: History) -> Result<Expr, ParseError> {
+        let start = self.advance().span.start;
+        let campaign = self.campaign_argument(test.name())?;
+        let test = match (test, self.peek()) {
+            (History::Received { .. }, Tok::Comma) => {
+                self.advance();
+                History::Received { within: Some(self.within()?) }
+            }
+            (_, Tok::Comma) => {
+                return Err(self.expected(&format!("`)`: `{}` takes the campaign only", test.name())));
+            }
+            _ => test,
+        };
+        self.close_call()?;
+        Ok(Expr::History { test, campaign, span: self.span_from(start) })
+    }
+
+    /// `(` and the campaign name in quotes.
+    fn campaign_argument(&mut self, function: &str) -> Result<String, ParseError> {
+        self.advance();
+        let Tok::Str(campaign) = self.peek().clone() else {
+            return Err(self.expected(&format!("a campaign name in quotes, as in `{function}(\"welcome\")`")));
+        };
+        self.advance();
+        Ok(campaign)
+    }
+
+    fn close_call(&mut self) -> Result<(), ParseError> {
+        if *self.peek() != Tok::RParen {
+            return Err(self.expected("`)`"));
+        }
+        self.advance();
+        Ok(())
+    }
+
+    /// `within = 7d`, in days.
+    fn within(&mut self) -> Result<f64, ParseError> {
+        if !self.eat_keyword("within") {
+            return Err(self.expected("`within = <duration>`, as in `received(\"welcome\", within = 7d)`"));
+        }
+        if *self.peek() != Tok::Op(super::CompareOp::Eq) {
+            return Err(self.expected("`=` after `within`"));
+        }
+        self.advance();
+        match *self.peek() {
+            Tok::Duration(days) if days > 0.0 => {
+                self.advance();
+                Ok(days)
+            }
+            _ => Err(self.expected("a duration above zero such as 7d or 2w after `within =`")),
+        }
+    }
+
     fn field(&mut self) -> Result<(Field, usize), ParseError> {
+        if self.at_call("days_since_received") {
+            let start = self.advance().span.start;
+            let campaign = self.campaign_argument("days_since_received")?;
+            self.close_call()?;
+            return Ok((Field::DaysSinceReceived(campaign), start));
+        }
         let field = match self.peek() {
             Tok::Attribute(name) => Field::Attribute(name.clone()),
             Tok::Word(w) if !KEYWORDS.iter().any(|k| w.eq_ignore_ascii_case(k)) => Field::Named(w.clone()),

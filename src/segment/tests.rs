@@ -29,9 +29,11 @@ pub(super) const EXAMPLES: &[&str] = &[
 ];
 
 static TOPICS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| vec!["news".into(), "offers".into()]);
+static CAMPAIGNS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| vec!["welcome".into(), "onboarding_2".into()]);
 
 pub(super) fn fields() -> Fields<'static> {
-    Fields { known: KNOWN, topics: &TOPICS }
+    Fields { known: KNOWN, topics: &TOPICS, campaigns: &CAMPAIGNS }
 }
 
 pub(super) fn ok(text: &str) -> Expr {
@@ -189,4 +191,53 @@ fn subscribed_names_a_configured_topic() {
 
     let errors = parse("subscribed(offers)", &fields()).unwrap_err();
     assert!(errors[0].message.contains("a topic name in quotes"), "{errors:?}");
+}
+
+#[test]
+fn history_functions_parse_with_single_or_double_quotes() {
+    let text = "days_since_received('welcome') >= 3d and not ordered_since_received(\"welcome\")";
+    let expected = and(
+        Expr::Compare {
+            field: Field::DaysSinceReceived("welcome".into()),
+            op: CompareOp::Ge,
+            value: Value::Days(3.0),
+            span: span(0, 36),
+        },
+        Expr::Not(Box::new(Expr::History {
+            test: History::OrderedSinceReceived,
+            campaign: "welcome".into(),
+            span: span(45, 78),
+        })),
+    );
+    assert_eq!(ok(text), expected);
+    let Expr::History { test, .. } = ok("received('welcome', within = 2w)") else { panic!("expected History") };
+    assert_eq!(test, History::Received { within: Some(14.0) });
+    assert!(matches!(ok("converted('welcome')"), Expr::History { test: History::Converted, .. }));
+    assert!(matches!(ok("in_control_group('onboarding_2')"), Expr::History { test: History::InControlGroup, .. }));
+    assert!(matches!(ok("first_name = 'it\\'s'"), Expr::Compare { value: Value::Text(t), .. } if t == "it's"));
+}
+
+#[test]
+fn history_functions_name_known_campaigns_and_take_their_arguments_only() {
+    assert_eq!(one_error("received('welcom')"), "1:1: unknown campaign `welcom`; did you mean `welcome`?");
+    assert_eq!(
+        one_error("frequency > 1 and converted('zzz')"),
+        "1:19: unknown campaign `zzz`; the campaigns are `welcome`, `onboarding_2`"
+    );
+    assert_eq!(
+        one_error("days_since_received('welcome') = 'x'"),
+        "1:1: days_since_received(\"welcome\") is a number of days; compare it with a number or a duration such as 30d, not \"x\""
+    );
+    assert_eq!(
+        one_error("converted('welcome', within = 2d)"),
+        "1:20: expected `)`: `converted` takes the campaign only, found `,`"
+    );
+    assert_eq!(
+        one_error("received('welcome', within = 0d)"),
+        "1:30: expected a duration above zero such as 7d or 2w after `within =`, found `0d`"
+    );
+    assert_eq!(
+        one_error("received(welcome)"),
+        "1:10: expected a campaign name in quotes, as in `received(\"welcome\")`, found `welcome`"
+    );
 }

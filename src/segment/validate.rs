@@ -73,6 +73,7 @@ pub(crate) fn check(text: &str, expr: &Expr, fields: &Fields) -> Vec<ParseError>
             }
             Expr::IsNull { field, span, .. } => check_predicate(fields, field, *span, |_| None),
             Expr::Subscribed { topic, span } => check_topic(fields, topic, *span),
+            Expr::History { campaign, span, .. } => check_campaign(fields, campaign, *span),
         };
         if let Some((offset, message)) = problem {
             errors.push(ParseError::at(text, offset, message));
@@ -89,6 +90,23 @@ fn check_topic(fields: &Fields, topic: &str, span: Span) -> Option<(usize, Strin
     Some((span.start, format!("unknown topic `{topic}`; the topics ([subscriptions] topics) are {}", known.join(", "))))
 }
 
+/// A campaign named by a history function must be one of the campaign files.
+fn check_campaign(fields: &Fields, campaign: &str, span: Span) -> Option<(usize, String)> {
+    if fields.campaigns.iter().any(|known| known == campaign) {
+        return None;
+    }
+    let names = fields.campaigns.iter().map(String::as_str);
+    let message = match closest(campaign, names.clone()) {
+        Some(known) => format!("unknown campaign `{campaign}`; did you mean `{known}`?"),
+        None if fields.campaigns.is_empty() => format!("unknown campaign `{campaign}`; there are no campaign files"),
+        None => {
+            let known: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+            format!("unknown campaign `{campaign}`; the campaigns are {}", known.join(", "))
+        }
+    };
+    Some((span.start, message))
+}
+
 /// Resolves the field, then runs `check` on its type; returns an offset and message.
 fn check_predicate(
     fields: &Fields,
@@ -98,6 +116,10 @@ fn check_predicate(
 ) -> Option<(usize, String)> {
     let target = match field {
         Field::Attribute(_) => Target::Attribute,
+        Field::DaysSinceReceived(campaign) => match check_campaign(fields, campaign, span) {
+            Some(problem) => return Some(problem),
+            None => Target::Typed(FieldType::Days),
+        },
         Field::Named(name) => match fields.known.iter().find(|(known, _)| known == name) {
             Some((_, field_type)) => Target::Typed(*field_type),
             None => return Some((span.start, unknown_field(name, fields))),
@@ -118,9 +140,13 @@ pub(crate) fn unknown_field(name: &str, fields: &Fields) -> String {
     format!("unknown field `{name}`; the fields are {}{more}", names.join(", "))
 }
 
-/// The closest known name: within two edits, else the most similar if similar enough.
 fn suggestion<'a>(name: &str, fields: &Fields<'a>) -> Option<&'a str> {
-    let names = || fields.known.iter().map(|(known, _)| *known);
+    closest(name, fields.known.iter().map(|(known, _)| *known))
+}
+
+/// The closest of `names`: within two edits, else the most similar if similar enough.
+fn closest<'a>(name: &str, names: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    let names = || names.clone();
     let by_edits = names()
         .map(|known| (known, strsim::damerau_levenshtein(name, known)))
         .min_by_key(|(_, distance)| *distance)

@@ -40,7 +40,12 @@ fn campaign(name: &str, kind: &str, extra_top: &str, audience: &str) -> Campaign
         .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
-const RULES: Rules = Rules { default_holdout: 0.0, frequency_cap: 3, frequency_window: Duration::days(7) };
+const RULES: Rules = Rules {
+    default_holdout: 0.0,
+    frequency_cap: 3,
+    frequency_window: Duration::days(7),
+    attribution_window: Duration::days(7),
+};
 const AT: &str = "2026-06-01T09:00:00Z";
 
 /// The external ids of the customers with an outbox row in `run_id`, in state `state`.
@@ -609,7 +614,7 @@ fn score_predicates(campaign: &Campaign) -> Vec<String> {
                     found.push(text[span.start..span.end].to_owned());
                 }
             }
-            Expr::Subscribed { .. } => {}
+            Expr::Subscribed { .. } | Expr::History { .. } => {}
         }
     }
     let mut found = Vec::new();
@@ -689,4 +694,121 @@ fn shipped_campaigns_on_scores_pick_likelier_buyers_and_warn_when_scores_are_mis
             stale.stderr
         );
     });
+}
+
+/// A campaign `news` to everyone with a first name, with these HTML and text templates.
+const NEWS: &str = "[audience]\nwhere = 'first_name is not null'\nholdout = 0\n\n[message]\n\
+    from = \"Shop <shop@example.com>\"\nsubject = \"News for {{ customer.first_name }}\"\n\
+    html = \"templates/news.html\"\ntext = \"templates/news.txt\"\n";
+
+const FOOTER_ADDRESS: &str = "Patron Records, 1 Example Street, 10115 Berlin";
+
+#[test]
+fn a_layout_carries_its_footer_and_unsubscribe_link_into_the_previewed_and_sent_message() {
+    each_backend(|env| {
+        env.numbered_customers(2, "'T' || CAST(i AS TEXT)");
+        std::fs::create_dir_all(env.dir.path().join("campaigns/templates/partials")).unwrap();
+        env.write(
+            "campaigns/templates/layout.html",
+            "<html><body>\n{% block content %}{% endblock %}\n{% include \"templates/partials/footer.html\" %}\n\
+             </body></html>\n",
+        );
+        env.write(
+            "campaigns/templates/partials/footer.html",
+            format!("<p>{FOOTER_ADDRESS}<br>\n<a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a></p>\n"),
+        );
+        env.write(
+            "campaigns/templates/layout.txt",
+            format!(
+                "{{% block content %}}{{% endblock %}}\n--\n{FOOTER_ADDRESS}\nUnsubscribe: {{{{ unsubscribe_url }}}}\n"
+            ),
+        );
+        env.write(
+            "campaigns/templates/news.html",
+            "{% extends \"templates/layout.html\" %}\n{% block content %}<p>Hello {{ customer.first_name }}</p>{% endblock %}\n",
+        );
+        env.write(
+            "campaigns/templates/news.txt",
+            "{% extends \"templates/layout.txt\" %}\n{% block content %}Hello {{ customer.first_name }}\n{% endblock %}\n",
+        );
+        env.write("campaigns/news.toml", NEWS);
+        assert_eq!(env.ok(&["campaign", "validate"]).stdout, "1 of 1 campaign file(s) valid\n");
+
+        let preview = env.ok(&["campaign", "preview", "news"]).stdout;
+        let html = preview.split("--- html part ---\n").nth(1).expect("an html part").split("--- text part ---").next();
+        assert_eq!(
+            html,
+            Some(
+                "<html><body>\n<p>Hello T1</p>\n<p>Patron Records, 1 Example Street, 10115 Berlin<br>\n\
+                 <a href=\"https://unsubscribe-link-made-when-sent.invalid/\">Unsubscribe</a></p>\n</body></html>\n\n"
+            ),
+            "{preview}"
+        );
+        assert!(
+            preview.contains(&format!(
+                "--- text part ---\nHello T1\n\n--\n{FOOTER_ADDRESS}\nUnsubscribe: https://unsubscribe-link-made-when-sent.invalid/\n"
+            )),
+            "{preview}"
+        );
+
+        env.ok(&["campaign", "run", "news"]);
+        let run = env.command(&["send"]).env("PATRON__UNSUBSCRIBE__SECRET", crate::delivery::SECRET).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            "2 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n"
+        );
+        let mail = std::fs::read_dir(env.dir.path().join("data/mail")).unwrap();
+        let mut bodies = 0;
+        for file in mail {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            let message = mail_parser::MessageParser::default().parse(&bytes).expect("a message");
+            let (html, text) = (message.body_html(0).unwrap(), message.body_text(0).unwrap());
+            for body in [&html, &text] {
+                assert!(body.contains(FOOTER_ADDRESS), "{body}");
+                assert!(body.contains("http://localhost:8025/unsubscribe?token="), "{body}");
+            }
+            assert!(html.contains("<p>Hello T") && text.starts_with("Hello T"), "{html}\n{text}");
+            bodies += 1;
+        }
+        assert_eq!(bodies, 2);
+
+        // The same layout without the link: refused, where the template that uses it is.
+        env.write("campaigns/templates/partials/footer.html", format!("<p>{FOOTER_ADDRESS}</p>\n"));
+        let refused = env.patron(&["campaign", "validate"]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert_eq!(
+            refused.stdout,
+            "./campaigns/templates/news.html:1:1: html template: no unsubscribe link: bulk mail must carry one; add \
+             {{ unsubscribe_url }}, in the footer say (of this template, or of a layout or partial it uses)\n\
+             0 of 1 campaign file(s) valid\n"
+        );
+    });
+}
+
+#[test]
+fn a_template_name_outside_the_campaigns_folder_or_missing_is_refused_with_its_place() {
+    let env = TestEnv::new(crate::support::Backend::Sqlite);
+    std::fs::create_dir_all(env.dir.path().join("campaigns/templates")).unwrap();
+    env.write(
+        "campaigns/templates/news.html",
+        "<p>Hi</p>\n<p>{% include \"../../etc/passwd\" %}</p>\n<a href=\"{{ unsubscribe_url }}\">Unsubscribe</a>\n",
+    );
+    env.write("campaigns/templates/news.txt", "{% extends 'templates/layout.txt' %}\n");
+    env.write("campaigns/news.toml", NEWS.replace("subject = \"News", "subject = \"{% include '/etc/passwd' %}News"));
+    let run = env.patron(&["campaign", "validate"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "./campaigns/news.toml:7:23: subject template: {% include %}: `/etc/passwd` is an absolute path, outside \
+             the campaigns folder: template paths are relative to that folder, such as \"templates/layout.html\"",
+            "./campaigns/templates/news.html:2:15: html template: {% include %}: `../../etc/passwd` escapes the \
+             campaigns folder: template paths are relative to that folder and may not leave it",
+            "./campaigns/templates/news.txt:1:12: text template: {% extends \"templates/layout.txt\" %}: cannot read \
+             template file ./campaigns/templates/layout.txt: No such file or directory (os error 2)",
+            "0 of 1 campaign file(s) valid",
+        ]
+    );
+    assert!(!run.stdout.contains("root:"), "{}", run.stdout);
 }

@@ -665,3 +665,28 @@ fn two_daemons_on_postgresql_share_the_scoring_and_the_range_of_a_killed_one_is_
     env.ok(&["score", "--as-of", &as_of[0]]);
     assert_eq!(shared, rows());
 }
+
+#[test]
+fn the_daemon_expires_the_messages_past_their_expiry_unsent_and_counts_them() {
+    each_backend(|env| {
+        customers(env, 3);
+        env.write("campaigns/hello.toml", format!("expires_after = \"1h\"\n{}", campaign("", "Hi")));
+        // Fired two hours ago: its messages expired an hour ago, before any sender came.
+        let fired =
+            (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        env.ok(&["campaign", "run", "hello", "--at", &fired]);
+        let daemon = Daemon::start(env, &[]);
+        daemon.wait_ready();
+        let scrape = || samples(&http(daemon.port, "/metrics").1);
+        assert!(
+            wait_until(Duration::from_secs(30), || scrape().get("patron_messages_expired_total") == Some(&3.0)),
+            "{}",
+            daemon.stderr()
+        );
+        let samples = scrape();
+        assert_eq!(samples["patron_outbox_messages{state=\"expired\"}"], 3.0);
+        assert_eq!(samples["patron_messages_sent_total"], 0.0);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'expired'"), 3);
+        assert_eq!(daemon.stop(), 0);
+    });
+}

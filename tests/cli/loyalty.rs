@@ -146,14 +146,17 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
     });
 }
 
-/// Copies a shipped campaign and its templates into the test's `campaigns/`.
+/// Copies a shipped campaign and its templates, with the layouts they extend,
+/// into the test's `campaigns/`.
 fn ship_campaign(env: &TestEnv, name: &str) {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("campaigns");
     std::fs::create_dir_all(env.dir.path().join("campaigns/templates")).unwrap();
     env.write(&format!("campaigns/{name}.toml"), std::fs::read(shipped.join(format!("{name}.toml"))).unwrap());
     for extension in ["html", "txt"] {
-        let template = format!("templates/{name}.{extension}");
-        env.write(&format!("campaigns/{template}"), std::fs::read(shipped.join(&template)).unwrap());
+        for file in [name, "layout"] {
+            let template = format!("templates/{file}.{extension}");
+            env.write(&format!("campaigns/{template}"), std::fs::read(shipped.join(&template)).unwrap());
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod imap_server;
 mod smtp_server;
 mod support;
 
+mod ab_winner;
 mod browser;
 mod campaigns;
 mod config;
@@ -27,4 +28,6 @@ mod privacy;
 mod reports;
 mod scoring;
 mod segments;
+mod send_windows;
+mod sequences;
 mod webhooks;

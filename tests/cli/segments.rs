@@ -47,7 +47,8 @@ fn load_fixture(env: &TestEnv) {
 
 fn segment(env: &TestEnv, text: &str) -> Vec<String> {
     let known = compile::known_fields();
-    let expr = segment::parse(text, &Fields { known: &known, topics: &[] }).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+    let expr = segment::parse(text, &Fields { known: &known, topics: &[], campaigns: &[] })
+        .unwrap_or_else(|e| panic!("{text}: {e:?}"));
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
         let db = Database::connect(&env.database_url).await.expect("connect");
         let backend = db.get_database_backend();
@@ -58,7 +59,12 @@ fn segment(env: &TestEnv, text: &str) -> Vec<String> {
             .unwrap()
             .try_get_by_index(0)
             .unwrap();
-        let context = compile::Context { backend, now: chrono::Utc::now(), today: chrono::Utc::now().date_naive() };
+        let context = compile::Context {
+            backend,
+            now: chrono::Utc::now(),
+            today: chrono::Utc::now().date_naive(),
+            attribution_window: chrono::Duration::days(7),
+        };
         let select = compile::select_customers(&expr, &context, Some(model));
         let rows = db.query_all_raw(backend.build(&select)).await.unwrap_or_else(|e| panic!("{text}: {e}"));
         rows.iter().map(|r| r.try_get_by_index::<String>(1).unwrap()).collect()

@@ -194,6 +194,24 @@ impl TestEnv {
         })
     }
 
+    /// Plans campaign `name` at the moment `at` (`campaign run --at`);
+    /// returns the run id and what the command printed.
+    pub fn run_campaign_at(&self, name: &str, at: &str) -> (String, String) {
+        let out = self.ok(&["campaign", "run", name, "--at", at]).stdout;
+        let id = out.lines().find_map(|line| line.strip_prefix("run ")?.split(' ').next()).map(str::to_owned);
+        (id.unwrap_or_else(|| panic!("no run id in:\n{out}")), out)
+    }
+
+    /// Sends every message that is due (`patron send`, with an unsubscribe
+    /// secret), then records that run `run_id`'s messages went out at
+    /// `sent_at`: time driven by the test.
+    pub fn send_as_of(&self, run_id: &str, sent_at: &str) {
+        let secret = "test-unsubscribe-secret-of-32-bytes-or-more";
+        let out = self.command(&["send"]).env("PATRON__UNSUBSCRIBE__SECRET", secret).output().expect("run patron send");
+        assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));
+        self.execute(&format!("UPDATE outbox SET sent_at = '{sent_at}' WHERE run_id = {run_id} AND state = 'sent'"));
+    }
+
     /// Runs test-only SQL (fixtures the commands cannot make yet).
     pub fn execute(&self, sql: &str) {
         block_on(async {

@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
 use sea_orm::sea_query::{
     Alias, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr, UpdateStatement,
 };
@@ -21,7 +22,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QuerySelect
 use serde::Serialize;
 
 use super::spec::{Campaign, Kind};
-use crate::config::CampaignSettings;
+use super::window::{self, WindowZone};
+use super::winner::{self, Assignment, Standing};
+use crate::config::Settings;
 use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::engine::{Options, Txn, as_double};
 use crate::db::entities::model;
@@ -49,6 +52,33 @@ pub struct Chosen {
     /// In the control group: recorded, sent nothing.
     pub control: bool,
     pub variant: Option<String>,
+    /// Outside the test share of a running A/B test: waits for the winner.
+    pub held: bool,
+    /// The variant is the A/B test's winner, not drawn by the shares.
+    pub by_winner: bool,
+    /// The customer's own time zone (their `timezone` attribute), when the
+    /// campaign's send window follows it and the attribute names a zone.
+    pub timezone: Option<Tz>,
+}
+
+impl Chosen {
+    /// [`send_times`] of this customer.
+    pub fn send_times(&self, campaign: &Campaign, at: DateTime<Utc>) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+        send_times(campaign, self.timezone, at)
+    }
+}
+
+/// When a message of a run fired at `at` may first go (`None`: at once, the
+/// window being open at `at` or there being none) and when it expires
+/// (`None`: never), for a customer in `customer_zone` ([`Chosen::timezone`]).
+pub fn send_times(
+    campaign: &Campaign,
+    customer_zone: Option<Tz>,
+    at: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let zone = customer_zone.unwrap_or(campaign.timezone);
+    let not_before = campaign.send_window.map(|w| w.opening(at, zone)).filter(|&opening| opening > at);
+    (not_before, campaign.expires_after.map(|after| at + after))
 }
 
 /// What a run reaches: the counts after each step and the chosen customers, in order.
@@ -66,6 +96,11 @@ impl Plan {
 
     pub fn control(&self) -> usize {
         self.chosen.iter().filter(|c| c.control).count()
+    }
+
+    /// Messages held for the winner of the campaign's A/B test.
+    pub fn held(&self) -> usize {
+        self.chosen.iter().filter(|c| c.held).count()
     }
 }
 
@@ -116,20 +151,24 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The global rules a plan follows, from the `[campaigns]` settings.
+/// The global rules a plan follows, from the `[campaigns]` settings, and
+/// the report's attribution window, which `converted("...")` reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     pub default_holdout: f64,
     pub frequency_cap: u32,
     pub frequency_window: Duration,
+    pub attribution_window: Duration,
 }
 
-impl From<&CampaignSettings> for Rules {
-    fn from(settings: &CampaignSettings) -> Self {
+impl From<&Settings> for Rules {
+    fn from(settings: &Settings) -> Self {
+        let campaigns = &settings.campaigns;
         Rules {
-            default_holdout: settings.default_holdout,
-            frequency_cap: settings.frequency_cap,
-            frequency_window: settings.frequency_window(),
+            default_holdout: campaigns.default_holdout,
+            frequency_cap: campaigns.frequency_cap,
+            frequency_window: campaigns.frequency_window(),
+            attribution_window: settings.report.attribution_window(),
         }
     }
 }
@@ -147,9 +186,11 @@ pub async fn evaluate(
 ) -> Result<Plan, DbErr> {
     // A transaction, so that every query sees the same data. No memory map:
     // for one read its page faults cost more than the reads it saves.
+    let standing = winner::current(db, campaign).await?;
     let mut txn = Txn::begin(db, Options::default()).await?;
-    let plan = evaluate_in(&mut txn, campaign, rules, at).await?;
+    let mut plan = evaluate_in(&mut txn, campaign, rules, at).await?;
     txn.rollback().await?;
+    assign_variants(campaign, &mut plan, standing.as_ref());
     Ok(plan)
 }
 
@@ -159,7 +200,7 @@ async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: Date
     let started = Instant::now();
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
     let exclusions_loaded = started.elapsed();
-    let segment = segment(campaign, at, txn.backend(), model_id);
+    let segment = segment(campaign, rules, at, txn.backend(), model_id);
     let audience = txn.query::<Candidate>(&segment).await?;
     let segment_read = started.elapsed();
     Ok(finish_evaluation(campaign, rules, &exclusions, audience, started, exclusions_loaded, segment_read))
@@ -194,6 +235,8 @@ pub async fn plan_run(
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Outcome, DbErr> {
+    // An A/B test whose time is up is judged first, so this run sends the winner.
+    let standing = winner::judge(db, campaign, rules.attribution_window, at).await?;
     // 100,000 outbox rows touch pages all over four indexes, hence the large cache.
     let options = Options { write_lock_first: true, cache_mb: Some(64), memory_map: true };
     let mut txn = Txn::begin(db, options).await?;
@@ -203,7 +246,8 @@ pub async fn plan_run(
         return Ok(Outcome::AlreadyPlanned { run_id });
     }
     let run_id = run_id_in(&mut txn, campaign, at).await?;
-    let plan = evaluate_in(&mut txn, campaign, rules, at).await?;
+    let mut plan = evaluate_in(&mut txn, campaign, rules, at).await?;
+    assign_variants(campaign, &mut plan, standing.as_ref());
     if let Some(refusal) = Refusal::of(campaign, &plan) {
         txn.execute(&refuse(run_id, &refusal)).await?;
         txn.execute(&record_step_counts(run_id, &plan)).await?;
@@ -211,7 +255,7 @@ pub async fn plan_run(
         return Ok(Outcome::Refused { run_id, plan, refusal });
     }
     let started = Instant::now();
-    insert_outbox(&mut txn, run_id, &plan.chosen, at).await?;
+    insert_outbox(&mut txn, campaign, run_id, &plan.chosen, at).await?;
     let inserted = started.elapsed();
     txn.execute(&record_step_counts(run_id, &plan)).await?;
     txn.commit().await?;
@@ -287,25 +331,62 @@ fn run_id_query(campaign: &Campaign, at: DateTime<Utc>) -> SelectStatement {
         .to_owned()
 }
 
-const OUTBOX_COLUMNS: &[&str] = &["run_id", "customer_id", "state", "variant", "attempts", "created_at", "updated_at"];
+const OUTBOX_COLUMNS: &[&str] = &[
+    "run_id",
+    "customer_id",
+    "state",
+    "variant",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "not_before",
+    "expires_at",
+    "by_winner",
+];
 
-async fn insert_outbox(txn: &mut Txn, run_id: i64, chosen: &[Chosen], at: DateTime<Utc>) -> Result<(), DbErr> {
+async fn insert_outbox(
+    txn: &mut Txn,
+    campaign: &Campaign,
+    run_id: i64,
+    chosen: &[Chosen],
+    at: DateTime<Utc>,
+) -> Result<(), DbErr> {
     let insert = BulkInsert::new(txn.backend(), "outbox", OUTBOX_COLUMNS);
     let now = repeated_time(txn.backend(), Ord::max(Utc::now(), at));
-    txn.insert_rows(&insert, chosen.len(), |i, values| values.extend(outbox_row(run_id, &chosen[i], &now))).await
+    // The send times depend on the customer's zone only: worked out once per zone.
+    let backend = txn.backend();
+    let time = |t: Option<DateTime<Utc>>| t.map_or(DbValue::ChronoDateTimeUtc(None), |t| repeated_time(backend, t));
+    let mut by_zone: HashMap<Option<Tz>, [DbValue; 2]> = HashMap::new();
+    txn.insert_rows(&insert, chosen.len(), |i, values| {
+        let row = &chosen[i];
+        let times = by_zone.entry(row.timezone).or_insert_with(|| {
+            let (not_before, expires_at) = row.send_times(campaign, at);
+            [time(not_before), time(expires_at)]
+        });
+        values.extend(outbox_row(run_id, row, &now, times))
+    })
+    .await
 }
 
 /// One outbox row's values, in the order of `OUTBOX_COLUMNS`; `now` as
-/// `repeated_time` makes it.
-fn outbox_row(run_id: i64, row: &Chosen, now: &DbValue) -> [DbValue; 7] {
+/// `repeated_time` makes it, `times` its `not_before` and `expires_at`.
+fn outbox_row(run_id: i64, row: &Chosen, now: &DbValue, times: &[DbValue; 2]) -> [DbValue; 10] {
     [
         run_id.into(),
         row.customer_id.into(),
-        if row.control { OutboxState::Control } else { OutboxState::Planned }.into(),
+        match (row.control, row.held) {
+            (true, _) => OutboxState::Control,
+            (false, true) => OutboxState::Held,
+            (false, false) => OutboxState::Planned,
+        }
+        .into(),
         row.variant.clone().into(),
         0i32.into(),
         now.clone(),
         now.clone(),
+        times[0].clone(),
+        times[1].clone(),
+        row.by_winner.into(),
     ]
 }
 
@@ -316,6 +397,8 @@ record! {
         customer_id: i64,
         sort: Option<f64>,
         consent: bool,
+        /// The `timezone` attribute, read only for a send window in the customer's zone.
+        timezone: Option<String>,
     }
 }
 
@@ -411,6 +494,9 @@ fn apply_steps(campaign: &Campaign, rules: &Rules, excluded: &Exclusions, mut au
             customer_id: c.customer_id,
             control: in_control_group(&campaign.name, c.customer_id, holdout),
             variant: variant_of(campaign, c.customer_id),
+            held: false,
+            by_winner: false,
+            timezone: c.timezone.as_deref().and_then(window::parse_zone),
         })
         .collect();
     record("holdout", chosen.iter().filter(|c| !c.control).count());
@@ -445,6 +531,35 @@ pub fn in_control_group(campaign: &str, customer_id: i64, holdout: f64) -> bool 
     unit_hash(&[campaign, "holdout", &customer_id.to_string()]) < holdout
 }
 
+/// The variants of a campaign with a `[winner]` table: while its test runs,
+/// the customers outside the test share are held (no variant yet); once it
+/// is judged, everyone gets the winner.
+fn assign_variants(campaign: &Campaign, plan: &mut Plan, standing: Option<&Standing>) {
+    let Some(rule) = &campaign.winner else { return };
+    let assignment = winner::assignment(standing);
+    for chosen in &mut plan.chosen {
+        match assignment {
+            Assignment::Split => {}
+            Assignment::Winner(name) => {
+                chosen.variant = Some(name.to_owned());
+                chosen.by_winner = true;
+            }
+            Assignment::Held
+                if chosen.control || in_test_share(&campaign.name, chosen.customer_id, rule.test_share) => {}
+            Assignment::Held => {
+                chosen.variant = None;
+                chosen.held = true;
+            }
+        }
+    }
+}
+
+/// Whether a customer is in the test share of the campaign's A/B test
+/// (drawn apart from the variant and the control group).
+fn in_test_share(campaign: &str, customer_id: i64, share: f64) -> bool {
+    unit_hash(&[campaign, "test", &customer_id.to_string()]) < share
+}
+
 /// The A/B variant of a customer, by share; `None` without variants.
 fn variant_of(campaign: &Campaign, customer_id: i64) -> Option<String> {
     let point = unit_hash(&[&campaign.name, "variant", &customer_id.to_string()]);
@@ -459,16 +574,37 @@ fn variant_of(campaign: &Campaign, customer_id: i64) -> Option<String> {
 }
 
 /// The customers in the segment: id, order value, marketing consent.
-fn segment(campaign: &Campaign, at: DateTime<Utc>, backend: DbBackend, model_id: Option<i64>) -> SelectStatement {
-    let context = Context { backend, now: at, today: at.with_timezone(&campaign.timezone).date_naive() };
+fn segment(
+    campaign: &Campaign,
+    rules: &Rules,
+    at: DateTime<Utc>,
+    backend: DbBackend,
+    model_id: Option<i64>,
+) -> SelectStatement {
+    let today = at.with_timezone(&campaign.timezone).date_naive();
+    let context = Context { backend, now: at, today, attribution_window: rules.attribution_window };
     let mut select = compile::from_customers(model_id);
     select
         .expr_as(Expr::col((Alias::new("customers"), Alias::new("id"))), "customer_id")
         .expr_as(sort_value(campaign, &context), "sort")
         .expr_as(Expr::col((Alias::new("customers"), Alias::new("marketing_consent"))), "consent")
+        .expr_as(customer_timezone(campaign, &context), "timezone")
         .cond_where(compile::condition(&campaign.audience.expr, &context))
         .and_where(Expr::col((Alias::new("customers"), Alias::new("erased_at"))).is_null());
     select
+}
+
+/// The customer's `timezone` attribute as text when the campaign's send
+/// window is read in the customer's zone, else NULL (nothing to read).
+fn customer_timezone(campaign: &Campaign, context: &Context) -> SimpleExpr {
+    match campaign.send_window {
+        Some(window) if window.zone == WindowZone::Customer => {
+            let attribute = Field::Attribute(window::TIMEZONE_ATTRIBUTE.to_owned());
+            // As text on both engines: SQLite's json_extract gives a number or a document as such.
+            compile::column(&attribute, &Value::Text(String::new()), context).cast_as(Alias::new("TEXT"))
+        }
+        _ => Expr::val(DbValue::String(None)),
+    }
 }
 
 /// The customers who left `topic`.

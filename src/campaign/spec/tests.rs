@@ -148,7 +148,7 @@ fn a_body_without_the_unsubscribe_link_and_html_that_is_not_well_formed_are_refu
     assert_eq!(
         errors(&with_line(16, "text = \"Hello {{ customer.first_name }}\"")),
         ["campaigns/winback.toml:16:9: text template: no unsubscribe link: bulk mail must carry one; add \
-          {{ unsubscribe_url }}, in the footer say"]
+          {{ unsubscribe_url }}, in the footer say (of this template, or of a layout or partial it uses)"]
     );
     let folder = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -242,4 +242,213 @@ fn arbitrary_input_never_panics() {
             }
         }
     }
+}
+
+/// `GOOD` with top-level lines added after `priority` (line 4), so the first is line 5.
+fn with_top_level(lines: &str) -> String {
+    GOOD.replace("priority = 5\n", &format!("priority = 5\n{lines}"))
+}
+
+#[test]
+fn a_send_window_and_an_expiry_load_with_their_zone() {
+    let path = Path::new("campaigns/winback.toml");
+    let campaign = parse(path, &with_top_level("send_window = \"20:00-08:00\"\nexpires_after = \"2d\"\n")).unwrap();
+    let window = campaign.send_window.unwrap();
+    assert_eq!((window.hours(), window.zone), ("20:00-08:00".to_owned(), WindowZone::Campaign));
+    assert_eq!(campaign.expires_after, Some(Duration::days(2)));
+    let campaign =
+        parse(path, &with_top_level("send_window = \"09:00-20:00\"\nsend_window_zone = \"customer\"\n")).unwrap();
+    assert_eq!(campaign.send_window.unwrap().zone, WindowZone::Customer);
+    assert_eq!(campaign.expires_after, None);
+    let campaign = parse(path, GOOD).unwrap();
+    assert!(campaign.send_window.is_none() && campaign.expires_after.is_none());
+}
+
+#[test]
+fn bad_send_windows_zones_and_expiries_are_each_located() {
+    let found =
+        errors(&with_top_level("send_window = \"9-20\"\nsend_window_zone = \"shop\"\nexpires_after = \"2 days\"\n"));
+    assert_eq!(
+        found,
+        [
+            "campaigns/winback.toml:6:20: send_window_zone must be `campaign` or `customer`, not `shop`",
+            "campaigns/winback.toml:5:15: send_window must be two times of day such as `09:00-20:00`, not `9-20`",
+            "campaigns/winback.toml:7:17: `2 days` is not a duration such as 30d, 13w, 6h, 90m or 30s",
+        ]
+    );
+    assert_eq!(
+        errors(&with_top_level("send_window = \"25:00-08:00\"\n")),
+        ["campaigns/winback.toml:5:15: `25:00` in send_window is not a time of day (00:00 to 23:59)"]
+    );
+    assert_eq!(
+        errors(&with_top_level("send_window = \"09:00-09:00\"\n")),
+        ["campaigns/winback.toml:5:15: send_window `09:00-09:00` opens and closes at the same time: \
+          leave send_window out to send at any hour"]
+    );
+    assert_eq!(
+        errors(&with_top_level("send_window_zone = \"customer\"\n")),
+        ["campaigns/winback.toml:5:20: send_window_zone needs a send_window such as `09:00-20:00`"]
+    );
+    assert_eq!(
+        errors(&with_top_level("expires_after = \"0h\"\n")),
+        ["campaigns/winback.toml:5:17: expires_after must be longer than 0"]
+    );
+}
+
+/// A campaigns folder with these files; returns it and the path of its campaign file.
+fn campaigns_folder(files: &[(&str, &str)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let folder = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = folder.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let file = folder.path().join("winback.toml");
+    (folder, file)
+}
+
+fn problems(file: &Path, text: &str) -> Vec<String> {
+    match parse(file, text) {
+        Ok(_) => Vec::new(),
+        Err(diagnostics) => diagnostics.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const LAYOUT: &str =
+    "<html><body>\n{% block content %}{% endblock %}\n{% include 'templates/footer.html' %}\n</body></html>\n";
+const FOOTER: &str = "<p>Patron Records, 1 Main Street</p>\n<p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>\n";
+const CHILD: &str =
+    "{% extends \"templates/layout.html\" %}\n{% block content %}<p>Hi {{ customer.first_name }}</p>{% endblock %}\n";
+
+#[test]
+fn layouts_and_partials_are_read_with_the_campaign_file_and_carry_the_unsubscribe_link() {
+    let (folder, file) = campaigns_folder(&[
+        ("templates/layout.html", LAYOUT),
+        ("templates/footer.html", FOOTER),
+        ("templates/winback.html", CHILD),
+        ("templates/other.html", "{% extends 'templates/layout.html' %}{% block content %}Other{% endblock %}"),
+    ]);
+    let text = with_line(17, "html = \"templates/winback.html\"") + "\nhtml = \"templates/other.html\"\n";
+    let campaign = parse(&file, &text).unwrap_or_else(|e| panic!("{e:?}"));
+    let library: Vec<&String> = campaign.message.library.keys().collect();
+    assert_eq!(library, ["templates/footer.html", "templates/layout.html"]);
+    assert!(campaign.message.parts.contains(&(Part::Html, CHILD.to_owned())));
+    // Nothing is read when the message is rendered: the files may be gone.
+    drop(folder);
+    let variables = crate::message::limits::sample_variables();
+    for (message, content) in [(&campaign.message, "<p>Hi Ana</p>"), (&campaign.variants[1].message, "Other")] {
+        let html = message.templates().unwrap().render(Part::Html, &variables).unwrap().unwrap();
+        assert!(html.contains(content) && html.contains("Patron Records, 1 Main Street"), "{html}");
+        assert!(html.contains("https://unsubscribe.invalid/unsubscribe?token=sample"), "{html}");
+    }
+}
+
+#[test]
+fn an_include_that_leaves_the_campaigns_folder_is_refused_where_it_is() {
+    let (folder, file) = campaigns_folder(&[(
+        "templates/winback.html",
+        "<p>Hi</p>\n<p>{% include \"../../etc/passwd\" %}</p>\n{% include '/etc/passwd' %}{{ unsubscribe_url }}\n",
+    )]);
+    let template = folder.path().join("templates/winback.html");
+    assert_eq!(
+        problems(&file, &with_line(17, "html = \"templates/winback.html\"")),
+        [
+            format!(
+                "{}:2:15: html template: {{% include %}}: `../../etc/passwd` escapes the campaigns folder: template \
+                 paths are relative to that folder and may not leave it",
+                template.display()
+            ),
+            format!(
+                "{}:3:12: html template: {{% include %}}: `/etc/passwd` is an absolute path, outside the campaigns \
+                 folder: template paths are relative to that folder, such as \"templates/layout.html\"",
+                template.display()
+            ),
+        ]
+    );
+    // Inline, the place is in the campaign file; a template file named by the campaign obeys the same rule.
+    let inline = with_line(16, "text = \"Hi {% include '../secrets.txt' %} {{ unsubscribe_url }}\"");
+    let found = problems(&file, &inline);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(&format!(
+            "{}:16:23: text template: {{% include %}}: `../secrets.txt` escapes",
+            file.display()
+        )),
+        "{found:?}"
+    );
+    let found = problems(&file, &with_line(17, "html = \"../winback.html\""));
+    assert_eq!(
+        found,
+        [format!(
+            "{}:17:8: `../winback.html` escapes the campaigns folder: template paths are relative to that folder and \
+             may not leave it",
+            file.display()
+        )]
+    );
+    // A missing partial is named where it is included.
+    let missing = with_line(16, "text = \"{% include 'templates/footer.txt' %}\"");
+    let found = problems(&file, &missing);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with(&format!(
+            "{}:16:20: text template: {{% include \"templates/footer.txt\" %}}: cannot read template file {}",
+            file.display(),
+            folder.path().join("templates/footer.txt").display()
+        )),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_layout_without_the_link_or_a_block_that_drops_it_is_refused() {
+    let (folder, file) = campaigns_folder(&[
+        ("templates/layout.html", LAYOUT),
+        ("templates/footer.html", "<p>Patron Records, 1 Main Street</p>\n"),
+        ("templates/winback.html", CHILD),
+        (
+            "templates/linked.html",
+            "{% block content %}{% endblock %}{% block footer %}{{ unsubscribe_url }}{% endblock %}",
+        ),
+        ("templates/dropped.html", "{% extends 'templates/linked.html' %}{% block footer %}Bye{% endblock %}"),
+    ]);
+    let template = folder.path().join("templates/winback.html");
+    assert_eq!(
+        problems(&file, &with_line(17, "html = \"templates/winback.html\"")),
+        [format!(
+            "{}:1:1: html template: no unsubscribe link: bulk mail must carry one; add {{{{ unsubscribe_url }}}}, in \
+             the footer say (of this template, or of a layout or partial it uses)",
+            template.display()
+        )]
+    );
+    let found = problems(&file, &with_line(17, "html = \"templates/dropped.html\""));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("html template: no unsubscribe link in the message rendered with sample"), "{found:?}");
+}
+
+#[test]
+fn each_file_of_a_layout_is_checked_on_its_own_text_and_reported_once() {
+    let (folder, file) = campaigns_folder(&[
+        (
+            "templates/layout.html",
+            "<div>\n{% block content %}{% endblock %}\n</span>\n{{ unsubscribe_url }}{{ discount }}",
+        ),
+        ("templates/winback.html", CHILD),
+        ("templates/plain.html", "{% extends 'templates/layout.html' %}"),
+    ]);
+    // The variant's HTML extends the same broken layout: its problems are reported once.
+    let text = with_line(17, "html = \"templates/winback.html\"") + "\nhtml = \"templates/plain.html\"\n";
+    let layout = folder.path().join("templates/layout.html");
+    assert_eq!(
+        problems(&file, &text),
+        [format!(
+            "{}:4:25: html template: unknown variable `discount`; the variables are customer, features, loyalty, \
+                 campaign, propensity, propensity_decile, variant and unsubscribe_url",
+            layout.display()
+        ),]
+    );
+    std::fs::write(&layout, "<div>\n{% block content %}{% endblock %}\n</span>\n{{ unsubscribe_url }}").unwrap();
+    assert_eq!(
+        problems(&file, &text),
+        [format!("{}:3:1: html template: </span> ends no open <span>", layout.display())]
+    );
 }

@@ -22,6 +22,11 @@ pub struct Model {
     pub server_reply: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Not sent before this moment: the campaign's send window was closed
+    /// at the fire time (migration 000014). NULL: at once.
+    pub not_before: Option<DateTimeUtc>,
+    /// Never sent from this moment on: the row turns `expired`. NULL: no expiry.
+    pub expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -47,10 +52,15 @@ pub enum State {
     Suppressed,
     /// Handed over, but the server's reply was lost: perhaps delivered.
     Unknown,
+    /// Not sent by its `expires_at`: never sent.
+    Expired,
+    /// Waits for its campaign's A/B winner (`[winner]`): not sent before the
+    /// test is judged, then `planned` with the winning variant.
+    Held,
 }
 
 impl State {
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 10] = [
         State::Planned,
         State::Control,
         State::Sending,
@@ -59,10 +69,13 @@ impl State {
         State::Failed,
         State::Suppressed,
         State::Unknown,
+        State::Expired,
+        State::Held,
     ];
 
-    /// The states a message is still on its way in.
-    pub const PENDING: [State; 3] = [State::Planned, State::Retrying, State::Sending];
+    /// The states a message is still on its way in (a held one too: it goes
+    /// out once its campaign's A/B test is judged).
+    pub const PENDING: [State; 4] = [State::Planned, State::Retrying, State::Sending, State::Held];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -74,6 +87,8 @@ impl State {
             State::Failed => "failed",
             State::Suppressed => "suppressed",
             State::Unknown => "unknown",
+            State::Expired => "expired",
+            State::Held => "held",
         }
     }
 

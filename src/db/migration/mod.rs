@@ -16,6 +16,8 @@ mod m20261202_000010_derived_tables_without_foreign_keys;
 mod m20261202_000011_shared_work;
 mod m20261202_000012_bulk_tables_without_foreign_keys;
 mod m20261203_000013_customer_base_outlook;
+mod m20261203_000014_outbox_send_window;
+mod m20261203_000015_variant_decisions;
 
 pub struct Migrator;
 
@@ -36,6 +38,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_shared_work::Migration),
             Box::new(m20261202_000012_bulk_tables_without_foreign_keys::Migration),
             Box::new(m20261203_000013_customer_base_outlook::Migration),
+            Box::new(m20261203_000014_outbox_send_window::Migration),
+            Box::new(m20261203_000015_variant_decisions::Migration),
         ]
     }
 }

@@ -73,7 +73,7 @@ pub fn write_campaign(dir: &Path, report: &CampaignReport) -> io::Result<PathBuf
     fs::write(dir.join(&uplift), uplift_chart(report)?)?;
     fs::write(dir.join(&revenue), revenue_chart(report)?)?;
     let body = format!(
-        "{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}",
         campaign_intro(report),
         overall_section(&report.overall),
         figure(
@@ -92,6 +92,7 @@ pub fn write_campaign(dir: &Path, report: &CampaignReport) -> io::Result<PathBuf
         runs_section(report),
         deliverability_section(report),
         variants_section(report),
+        variant_tests_section(report),
     );
     let path = dir.join(format!("{stem}.html"));
     fs::write(&path, page(&format!("Campaign report: {}", report.campaign), &body))?;
@@ -176,6 +177,7 @@ fn runs_section(report: &CampaignReport) -> String {
                 d.failed.to_string(),
                 d.suppressed.to_string(),
                 d.unknown.to_string(),
+                d.expired.to_string(),
                 d.waiting.to_string(),
                 d.control.to_string(),
                 percent(c.treatment.conversion_rate()),
@@ -195,6 +197,7 @@ fn runs_section(report: &CampaignReport) -> String {
         "Failed",
         "Suppressed",
         "Unknown",
+        "Expired",
         "Waiting",
         "Control",
         "Targeted rate",
@@ -206,7 +209,8 @@ fn runs_section(report: &CampaignReport) -> String {
     ];
     format!(
         "<h2>Runs</h2>\n<p>Planned counts every customer of the run, the control group included; waiting messages \
-         are not sent yet; unknown ones reached the server, whose reply was lost. While a run's window is still open, later orders can still count.</p>\n{}",
+         are not sent yet; unknown ones reached the server, whose reply was lost; expired ones were not sent before \
+         the campaign's expiry and never will be. While a run's window is still open, later orders can still count.</p>\n{}",
         table(&header, &rows)
     )
 }
@@ -259,6 +263,43 @@ fn variants_section(report: &CampaignReport) -> String {
     format!(
         "<h2>A/B variants</h2>\n<p>Each variant's targeted customers against the whole control group (the control \
          group is drawn independently of the variant).</p>\n{}",
+        table(&header, &rows)
+    )
+}
+
+/// The variants against each other, and the A/B test's decision.
+fn variant_tests_section(report: &CampaignReport) -> String {
+    if report.variant_tests.is_empty() && report.winner.is_none() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = report
+        .variant_tests
+        .iter()
+        .map(|t| {
+            let conversion = t.conversion.map_or(["n/a".to_owned(), "n/a".to_owned()], |u| {
+                [format!("{} ({} to {})", points(u.absolute), points(u.ci_low), points(u.ci_high)), p_value(u.p_value)]
+            });
+            let revenue = t.revenue.map_or(["n/a".to_owned(), "n/a".to_owned()], |u| {
+                let ci = u.ci.map_or(String::new(), |(low, high)| format!(" ({low:+.2} to {high:+.2})"));
+                [format!("{:+.2}{ci}", u.absolute), u.p_value.map_or("n/a".to_owned(), p_value)]
+            });
+            let mut row = vec![format!("{} against {}", escape(&t.variant), escape(&t.against))];
+            row.extend(conversion.into_iter().chain(revenue));
+            row
+        })
+        .collect();
+    let header =
+        ["Variants", "Conversion difference (95% CI)", "p-value", "Revenue per customer difference", "p-value"];
+    let decision = report.winner.as_ref().map_or(String::new(), |w| {
+        format!(
+            "<p><strong>Winner: {}</strong> (decided {}): {}</p>\n",
+            escape(&w.winner),
+            w.decided_at.format("%Y-%m-%d %H:%M UTC"),
+            escape(&w.reason)
+        )
+    });
+    format!(
+        "<h2>Variants against each other</h2>\n<p>Each variant's targeted customers against the first variant's.</p>\n{}{decision}",
         table(&header, &rows)
     )
 }
@@ -573,6 +614,7 @@ mod tests {
             customer_id,
             state: state.into(),
             variant: Some("<b>".into()),
+            by_winner: false,
             start: at,
         };
         let report = summarise(
