@@ -1,7 +1,7 @@
 //! The scheduler's work for one moment: which campaigns are due, planned in
 //! priority order. The daemon calls [`Scheduler::tick`] every few seconds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
@@ -47,11 +47,14 @@ pub struct Scheduler {
     /// When the scheduler first saw each campaign: a campaign never run
     /// fires only for times after that, not for times before it existed.
     first_seen: HashMap<String, DateTime<Utc>>,
+    /// Campaigns whose A/B test is judged: a decision is final, so a tick
+    /// need not ask the database again.
+    judged: HashSet<String>,
 }
 
 impl Scheduler {
     pub fn new(rules: Rules, grace: Duration) -> Self {
-        Scheduler { rules, grace, first_seen: HashMap::new() }
+        Scheduler { rules, grace, first_seen: HashMap::new(), judged: HashSet::new() }
     }
 
     /// New rules after the settings were reloaded; what was seen stays.
@@ -77,7 +80,14 @@ impl Scheduler {
     ) -> Result<Vec<Fired>, DbErr> {
         let enabled: Vec<&Campaign> = campaigns.into_iter().filter(|c| c.enabled).collect();
         for campaign in enabled.iter().filter(|c| c.winner.is_some()) {
-            winner::judge(db, campaign, self.rules.attribution_window, now).await?;
+            if self.judged.contains(&campaign.name) {
+                continue;
+            }
+            if let Some(winner::Standing::Decided(_)) =
+                winner::judge(db, campaign, self.rules.attribution_window, now).await?
+            {
+                self.judged.insert(campaign.name.clone());
+            }
         }
         let mut due_campaigns: Vec<&Campaign> = enabled.into_iter().filter(|c| c.schedule.is_some()).collect();
         due_campaigns.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
