@@ -9,12 +9,11 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
-use support::{empty_database, measure, measure_with, write_customers};
+use support::{Sink, empty_database, free_port, measure, measure_with, write_customers};
 
 const CONCURRENCY: usize = 8;
 
@@ -116,34 +115,4 @@ fn sample_size(dir: &Path) -> usize {
     );
     let mail = std::fs::read_dir(sample.path().join("data/mail")).unwrap().next().unwrap().unwrap().path();
     std::fs::metadata(mail).unwrap().len() as usize
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `smtp-sink` in the background, stopped on drop.
-struct Sink(Child);
-
-impl Sink {
-    fn start(port: u16) -> Sink {
-        let child = Command::new("/usr/sbin/smtp-sink")
-            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1000"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start smtp-sink (Debian package postfix)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "smtp-sink did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Sink(child)
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -10,27 +10,9 @@
 
 mod support;
 
-use support::{customers, generate_and_import, measure};
+use support::{PLANNING_CAMPAIGN, customers, generate_and_import, measure};
 
 const AS_OF: &str = "2026-06-30";
-
-const CAMPAIGN: &str = r#"description = "Benchmark: the most promising buyers of the last year"
-schedule = "0 9 * * MON"
-
-[audience]
-# Decile 1 holds the highest scores: deciles 1 to 5 are the more likely half,
-# about 47 % of the million together with the recency condition.
-where = "recency_days <= 365d and propensity_decile <= 5"
-order_by = "propensity desc"
-limit = 100000
-cooldown = "30d"
-holdout = 0.1
-
-[message]
-from = "shop@example.com"
-subject = "Hello {{ customer.first_name }}"
-text = "Hello. Unsubscribe: {{ unsubscribe_url }}"
-"#;
 
 fn main() {
     let customers = customers();
@@ -40,7 +22,7 @@ fn main() {
     measure(work, &["train", "--as-of", AS_OF]);
     measure(work, &["score", "--as-of", AS_OF]);
     std::fs::create_dir(work.join("campaigns")).expect("campaigns folder");
-    std::fs::write(work.join("campaigns/bench.toml"), CAMPAIGN).expect("campaign file");
+    std::fs::write(work.join("campaigns/bench.toml"), PLANNING_CAMPAIGN).expect("campaign file");
     for (pass, args) in [
         ("dry run", &["campaign", "run", "bench", "--dry-run"][..]),
         ("first run", &["campaign", "run", "bench"][..]),

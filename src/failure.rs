@@ -10,7 +10,8 @@ pub enum Fault {
     /// Anything else: the database, the disk, the network (exit code 1).
     Runtime,
     /// Worth trying again later: a mail server keeps the message it piped
-    /// to `feedback ingest` (exit code 75, sysexits' `EX_TEMPFAIL`).
+    /// to `feedback ingest`; a `campaign run` held back for stale data plans
+    /// once fresh data has arrived (exit code 75, sysexits' `EX_TEMPFAIL`).
     TryAgainLater,
 }
 

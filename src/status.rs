@@ -30,6 +30,10 @@ pub struct Status {
     pub campaigns_paused: Vec<crate::delivery::campaign_pause::CampaignPause>,
     /// Senders waiting for an SMTP server they cannot use.
     pub sending_paused: Vec<crate::delivery::pause::Pause>,
+    /// The newest successful import or feed landing.
+    pub data_loaded_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The configured feeds and their last runs.
+    pub feeds: Vec<crate::feed::Listed>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,8 +44,8 @@ pub struct ActiveModel {
     pub auc: Option<f64>,
 }
 
-pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
-    use entities::{campaign_run, customer, interaction, loyalty_account, model, order, outbox, suppression};
+pub async fn collect(db: &DatabaseConnection, feeds: &[crate::config::FeedSettings]) -> Result<Status, DbErr> {
+    use entities::{campaign_run, customer, interaction, loyalty_account, model, order, suppression};
     let open_complaints = interaction::Entity::find()
         .filter(interaction::Column::Kind.eq("complaint"))
         .filter(interaction::Column::Status.eq("open"));
@@ -63,22 +67,30 @@ pub async fn collect(db: &DatabaseConnection) -> Result<Status, DbErr> {
             auc: m.validation_auc,
         }),
         campaign_runs: campaign_run::Entity::find().count(db).await?,
-        outbox: outbox::Entity::find()
-            .select_only()
-            .column(outbox::Column::State)
-            .column_as(outbox::Column::Id.count(), "n")
-            .group_by(outbox::Column::State)
-            .into_tuple::<(String, i64)>()
-            .all(db)
-            .await?
-            .into_iter()
-            .map(|(state, n)| (state, n as u64))
-            .collect(),
+        outbox: outbox_by_state(db).await?,
         suppressions: suppression::Entity::find().count(db).await?,
         feedback: feedback_by_kind(db).await?,
         campaigns_paused: crate::delivery::campaign_pause::current(db).await?,
         sending_paused: crate::delivery::pause::current(db, chrono::Utc::now()).await?,
+        data_loaded_at: crate::feed::state::newest_load(db).await?,
+        feeds: crate::feed::list(db, feeds, chrono::Utc::now()).await?,
     })
+}
+
+/// Outbox rows by state (planned, sent, failed, ...).
+pub async fn outbox_by_state(db: &DatabaseConnection) -> Result<BTreeMap<String, u64>, DbErr> {
+    use entities::outbox;
+    Ok(outbox::Entity::find()
+        .select_only()
+        .column(outbox::Column::State)
+        .column_as(outbox::Column::Id.count(), "n")
+        .group_by(outbox::Column::State)
+        .into_tuple::<(String, i64)>()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(state, n)| (state, n as u64))
+        .collect())
 }
 
 async fn feedback_by_kind(db: &DatabaseConnection) -> Result<BTreeMap<String, u64>, DbErr> {
@@ -161,6 +173,29 @@ impl Status {
                 p.reason
             )
         });
-        campaigns.chain(senders).collect()
+        campaigns.chain(senders).chain(self.feeds_text()).collect()
+    }
+
+    /// The newest load, and a line per feed: its last run and any error.
+    fn feeds_text(&self) -> Vec<String> {
+        let at = |time: Option<chrono::DateTime<chrono::Utc>>| {
+            time.map_or("never".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        };
+        let mut lines = vec![format!("data loaded:     {}\n", at(self.data_loaded_at))];
+        for feed in &self.feeds {
+            let recorded = &feed.recorded;
+            let outcome = match &recorded.last_error {
+                Some(error) => format!("failed: {error}"),
+                None if recorded.last_run_at.is_some() => format!("{} rows", recorded.last_rows),
+                None => "never run".to_owned(),
+            };
+            lines.push(format!(
+                "feed {}:  last success {}; last run {}: {outcome}\n",
+                feed.name,
+                at(recorded.last_success_at),
+                at(recorded.last_run_at)
+            ));
+        }
+        lines
     }
 }

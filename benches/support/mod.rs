@@ -32,15 +32,7 @@ pub fn measure(dir: &Path, args: &[&str]) -> Measured {
 #[allow(clippy::zombie_processes)]
 pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured {
     let started = Instant::now();
-    let mut child = Command::new(PATRON)
-        .args(args)
-        .current_dir(dir)
-        .env("PATRON__LOG__LEVEL", "warn")
-        .envs(postgres().map(|url| ("PATRON__DATABASE__URL", url)))
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start patron");
+    let mut child = patron(dir, args).envs(env.iter().copied()).stdout(Stdio::piped()).spawn().expect("start patron");
     let mut stdout = String::new();
     // A few lines at most: reading to the end also waits for the child to close its output.
     child.stdout.take().expect("piped").read_to_string(&mut stdout).expect("read stdout");
@@ -57,6 +49,54 @@ pub fn measure_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Measured
         cpu_user: time(usage.ru_utime),
         cpu_system: time(usage.ru_stime),
         stdout,
+    }
+}
+
+/// The binary with `args`, started in `dir`, logging warnings only, on the
+/// PostgreSQL database of [`postgres`] if any.
+pub fn patron(dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(PATRON);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env("PATRON__LOG__LEVEL", "warn")
+        .envs(postgres().map(|url| ("PATRON__DATABASE__URL", url)));
+    command
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something listens on `port` on loopback.
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Postfix's `smtp-sink` on loopback in the background, stopped on drop.
+pub struct Sink(std::process::Child);
+
+impl Sink {
+    pub fn start(port: u16) -> Sink {
+        let child = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1000"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start smtp-sink (Debian package postfix)");
+        wait_for_port(port, "smtp-sink");
+        Sink(child)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -120,3 +160,23 @@ pub fn generate_and_import(dir: &Path, customers: u64) {
         measure(dir, &["import", what, &format!("gen/{what}.csv")]);
     }
 }
+
+/// A campaign over scored customers: the most promising 100,000 of the last
+/// year, 10 % of them held out.
+pub const PLANNING_CAMPAIGN: &str = r#"description = "Benchmark: the most promising buyers of the last year"
+schedule = "0 9 * * MON"
+
+[audience]
+# Decile 1 holds the highest scores: deciles 1 to 5 are the more likely half,
+# about 47 % of the million together with the recency condition.
+where = "recency_days <= 365d and propensity_decile <= 5"
+order_by = "propensity desc"
+limit = 100000
+cooldown = "30d"
+holdout = 0.1
+
+[message]
+from = "shop@example.com"
+subject = "Hello {{ customer.first_name }}"
+text = "Hello. Unsubscribe: {{ unsubscribe_url }}"
+"#;

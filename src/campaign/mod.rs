@@ -1,10 +1,12 @@
 //! Campaigns: the files marketers write ([`spec`]), the set of them
 //! ([`catalog`]), when they fire ([`crate::schedule`], [`scheduler`]) and who each
 //! run reaches ([`plan`]), the hours its messages may go out ([`window`]),
-//! and how an edit changes that ([`diff`]).
+//! how an edit changes that ([`diff`]), and whether its data is fresh enough
+//! to plan on ([`freshness`]).
 
 pub mod catalog;
 pub mod diff;
+pub mod freshness;
 pub mod plan;
 pub mod scheduler;
 pub mod spec;

@@ -1,12 +1,15 @@
 //! The scheduler's work for one moment: which campaigns are due, planned in
 //! priority order. The daemon calls [`Scheduler::tick`] every few seconds.
+//! A fire held back for stale data is tried again at each tick while it is
+//! within the grace period, so it plans as soon as fresh data has landed.
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
+use super::freshness::Staleness;
 use super::plan::{self, Outcome, Refusal, Rules};
 use super::spec::Campaign;
 use super::winner;
@@ -38,6 +41,19 @@ pub enum Fired {
         at: DateTime<Utc>,
         run_id: i64,
         refusal: Refusal,
+    },
+    /// Its data is older than the staleness guard allows: recorded as
+    /// `stale`, nothing planned; tried again at the next ticks.
+    Stale {
+        campaign: String,
+        at: DateTime<Utc>,
+        run_id: i64,
+        staleness: Staleness,
+    },
+    /// A fire held back before, tried again: the data is still stale, nothing was written.
+    StillStale {
+        campaign: String,
+        at: DateTime<Utc>,
     },
 }
 
@@ -95,8 +111,10 @@ impl Scheduler {
         for campaign in due_campaigns {
             let schedule = campaign.schedule.as_ref().expect("filtered above");
             let first_seen = *self.first_seen.entry(campaign.name.clone()).or_insert(now);
-            let last = last_fire(db, &campaign.name).await?.or(Some(first_seen));
-            match due(schedule, last, now, self.grace) {
+            let settled = last_settled_fire(db, &campaign.name, now - self.grace).await?;
+            // Never planned, but held back: it existed before its held fire (a restart must retry that).
+            let since = settled.held.map_or(first_seen, |held| Ord::min(first_seen, held - Duration::seconds(1)));
+            match due(schedule, settled.last.or(Some(since)), now, self.grace) {
                 Due::Nothing => {}
                 Due::Run { at, missed } => fired.push(self.run(db, campaign, at, missed).await?),
                 Due::Skip { at, missed } => {
@@ -140,11 +158,70 @@ impl Scheduler {
                 );
                 Fired::Refused { campaign: campaign.name.clone(), at, run_id, refusal }
             }
+            Outcome::Stale { run_id, staleness, recorded_now: true } => {
+                tracing::warn!(
+                    campaign = %campaign.name,
+                    %at,
+                    run_id,
+                    reason = %staleness,
+                    "campaign run held back: its data is stale; it plans once fresh data arrives within the grace period"
+                );
+                Fired::Stale { campaign: campaign.name.clone(), at, run_id, staleness }
+            }
+            Outcome::Stale { recorded_now: false, .. } => Fired::StillStale { campaign: campaign.name.clone(), at },
         })
     }
 }
 
-/// The latest fire time recorded for a campaign (planned or skipped).
+/// What [`last_settled_fire`] found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settled {
+    /// The latest fire the scheduler is done with.
+    pub last: Option<DateTime<Utc>>,
+    /// The earliest fire held back for stale data that is still retried.
+    pub held: Option<DateTime<Utc>>,
+}
+
+/// The latest fire of `campaign` that is settled: planned, skipped,
+/// refused, or held back for stale data before `retry_from` (the grace
+/// period is over: it stays a fire skipped for stale data); and the earliest
+/// held fire from `retry_from` on, which the scheduler tries again.
+pub async fn last_settled_fire<C: ConnectionTrait>(
+    db: &C,
+    campaign: &str,
+    retry_from: DateTime<Utc>,
+) -> Result<Settled, DbErr> {
+    let retried = Expr::col("state").eq(plan::stale::STATE).and(Expr::col("scheduled_at").gte(retry_from));
+    let select = Query::select()
+        .expr(Expr::case(retried.clone().not(), Expr::col("scheduled_at")).max())
+        .expr(Expr::case(retried, Expr::col("scheduled_at")).min())
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign").eq(campaign))
+        .to_owned();
+    match db.query_one(&select).await? {
+        Some(row) => Ok(Settled { last: row.try_get_by_index(0)?, held: row.try_get_by_index(1)? }),
+        None => Ok(Settled::default()),
+    }
+}
+
+/// The latest fire recorded for a campaign and its state (`planned`,
+/// `skipped`, `refused`, `stale`).
+pub async fn last_run<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<Option<(DateTime<Utc>, String)>, DbErr> {
+    let select = Query::select()
+        .columns(["scheduled_at", "state"])
+        .from("campaign_runs")
+        .and_where(Expr::col("campaign").eq(campaign))
+        .order_by("scheduled_at", Order::Desc)
+        .limit(1)
+        .to_owned();
+    match db.query_one(&select).await? {
+        Some(row) => Ok(Some((row.try_get("", "scheduled_at")?, row.try_get("", "state")?))),
+        None => Ok(None),
+    }
+}
+
+/// The latest fire time recorded for a campaign (planned, skipped, refused
+/// or held back for stale data).
 pub async fn last_fire<C: ConnectionTrait>(db: &C, campaign: &str) -> Result<Option<DateTime<Utc>>, DbErr> {
     let select = Query::select()
         .expr(Expr::col("scheduled_at").max())

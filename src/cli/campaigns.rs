@@ -9,8 +9,9 @@ use clap::Subcommand;
 use sea_orm::DatabaseConnection;
 
 use super::UsageError;
+use crate::campaign::freshness::{self, DataTimes, Staleness, age, age_text, time_text};
 use crate::campaign::plan::{self, Outcome, Plan, Rules};
-use crate::campaign::scheduler::last_fire;
+use crate::campaign::scheduler::last_run;
 use crate::campaign::window::{self, WindowZone};
 use crate::campaign::winner::{self, Standing};
 use crate::campaign::{Campaign, Catalog, Diagnostic, catalog, diff, spec};
@@ -97,6 +98,28 @@ impl crate::failure::Failure for RefusedRun {
     }
 }
 
+/// Exit code 75: `campaign run` was held back by the staleness guard; the
+/// fire is recorded as `stale`, and the same fire plans once the data is fresh.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "campaign `{campaign}` not planned: {staleness}; run {run_id} is recorded as stale. Once fresh data has landed \
+     (an import or a feed), run it again: `--at {}` plans this same fire",
+    at.to_rfc3339()
+)]
+pub struct StaleRun {
+    campaign: String,
+    run_id: i64,
+    at: DateTime<Utc>,
+    staleness: Staleness,
+}
+
+impl crate::failure::Failure for StaleRun {
+    /// Nothing is wrong with the command: it succeeds once fresh data has arrived.
+    fn fault(&self) -> crate::failure::Fault {
+        crate::failure::Fault::TryAgainLater
+    }
+}
+
 /// Releases a paused campaign (a name not paused, perhaps no longer in the folder, is no error).
 async fn resume(conn: &DatabaseConnection, name: &str) -> anyhow::Result<()> {
     if crate::delivery::campaign_pause::resume(conn, name).await? {
@@ -166,8 +189,10 @@ pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignC
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
-            let plan = plan::evaluate(conn, campaign, &rules, at.unwrap_or_else(now)).await?;
+            let at = at.unwrap_or_else(now);
+            let plan = plan::evaluate(conn, campaign, &rules, at).await?;
             print_steps(campaign, &plan);
+            print_freshness(conn, campaign, &rules, at).await?;
             println!("dry run in {:.2} s: nothing was written", started.elapsed().as_secs_f64());
             Ok(())
         }
@@ -175,7 +200,8 @@ pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignC
             let campaign = find(&catalog, name)?;
             warn_if_scores_missing(conn, settings, campaign).await?;
             let started = Instant::now();
-            match plan::plan_run(conn, campaign, &rules, at.unwrap_or_else(now)).await? {
+            let at = at.unwrap_or_else(now);
+            match plan::plan_run(conn, campaign, &rules, at).await? {
                 Outcome::Planned { run_id, plan } => {
                     print_steps(campaign, &plan);
                     println!(
@@ -191,6 +217,9 @@ pub async fn run(conn: &DatabaseConnection, loaded: &Loaded, command: &CampaignC
                 Outcome::Refused { run_id, plan, refusal } => {
                     print_steps(campaign, &plan);
                     return Err(RefusedRun { campaign: campaign.name.clone(), run_id, refusal }.into());
+                }
+                Outcome::Stale { run_id, staleness, .. } => {
+                    return Err(StaleRun { campaign: campaign.name.clone(), run_id, at, staleness }.into());
                 }
             }
             Ok(())
@@ -227,7 +256,7 @@ fn scored_fields(campaign: &Campaign) -> Vec<&'static str> {
     let mut scored = Vec::new();
     for name in names {
         let field =
-            FIELDS.iter().find(|(n, _, table, _)| *n == name && matches!(*table, "feature_snapshots" | "scores"));
+            FIELDS.iter().find(|(n, _, table, ..)| *n == name && matches!(*table, "feature_snapshots" | "scores"));
         if let Some((n, ..)) = field
             && !scored.contains(n)
         {
@@ -311,7 +340,11 @@ async fn list(conn: &DatabaseConnection, catalog: &Catalog) -> anyhow::Result<()
     );
     for campaign in catalog.campaigns() {
         let next = campaign.schedule.as_ref().and_then(|s| s.fires_after(Utc::now()).next());
-        let last = last_fire(conn, &campaign.name).await?;
+        // A fire not planned says why: skipped, refused, stale.
+        let last = last_run(conn, &campaign.name).await?.map(|(at, state)| match state.as_str() {
+            "planned" => local_time(campaign, at),
+            _ => format!("{} ({state})", local_time(campaign, at)),
+        });
         println!(
             "{:<24} {:<10} {:<8} {:<18} {:<18} {:<22} {}",
             campaign.name,
@@ -320,7 +353,7 @@ async fn list(conn: &DatabaseConnection, catalog: &Catalog) -> anyhow::Result<()
             campaign.schedule.as_ref().map_or("manual", |s| s.expression()),
             campaign.timezone.name(),
             next.map_or("-".into(), |t| local_time(campaign, t)),
-            last.map_or("never".into(), |t| local_time(campaign, t)),
+            last.unwrap_or_else(|| "never".into()),
         );
     }
     Ok(())
@@ -335,6 +368,7 @@ async fn preview(conn: &DatabaseConnection, campaign: &Campaign, rules: &Rules) 
     let plan = plan::evaluate(conn, campaign, rules, at).await?;
     println!("campaign {} ({}): {}", campaign.name, campaign.kind.as_str(), campaign.description);
     print_steps(campaign, &plan);
+    print_freshness(conn, campaign, rules, at).await?;
     print_send_rules(campaign, &plan, at);
     print_ab_test(conn, campaign).await?;
     match &campaign.schedule {
@@ -374,6 +408,46 @@ async fn print_ab_test(conn: &DatabaseConnection, campaign: &Campaign) -> anyhow
             rule.metric.as_str(),
             duration_text(rule.after)
         ),
+    }
+    Ok(())
+}
+
+/// How old the data the audience reads is at `at` (the newest import or
+/// feed, and the last scoring when it reads scores), and whether the
+/// staleness guard would hold a run at `at` back.
+async fn print_freshness(
+    conn: &DatabaseConnection,
+    campaign: &Campaign,
+    rules: &Rules,
+    at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let reads = freshness::dependencies(campaign);
+    if reads.is_none() {
+        if rules.max_data_age.is_some() {
+            println!("data: the audience reads neither orders nor scores; the staleness guard does not apply");
+        }
+        return Ok(());
+    }
+    let times = DataTimes::read(conn).await?;
+    let when = |time: Option<DateTime<Utc>>| {
+        time.map_or("never".to_owned(), |t| format!("at {} ({} old)", time_text(t), age_text(age(t, at))))
+    };
+    let scoring = if reads.scores { format!("; last scoring {}", when(times.scored_at)) } else { String::new() };
+    println!("data: newest import or feed {}{scoring}", when(times.loaded_at));
+    match (rules.max_data_age, freshness::judge(reads, &times, rules, at)) {
+        (None, _) => println!("staleness guard: off (campaigns.max_data_age is empty)"),
+        (Some(_), Some(staleness)) => println!("staleness guard: a run would be held back: {staleness}"),
+        (Some(max_data_age), None) => {
+            let scores = if reads.scores {
+                format!(", scores within daemon.max_score_age {}", age_text(rules.max_score_age))
+            } else {
+                String::new()
+            };
+            println!(
+                "staleness guard: fresh enough (data within campaigns.max_data_age {}{scores})",
+                age_text(max_data_age)
+            )
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod campaigns;
 mod delivery;
 mod dkim;
 mod feedback;
+mod feeds;
 mod loyalty;
 mod models;
 mod privacy;
@@ -76,6 +77,9 @@ pub enum Command {
     /// Validate, list, preview and run the campaigns in the campaigns folder.
     #[command(subcommand)]
     Campaign(campaigns::CampaignCommand),
+    /// Run the data feeds of the settings ([[feeds]]) by hand, and see what they did.
+    #[command(subcommand)]
+    Feed(feeds::FeedCommand),
     /// Keep the loyalty programme up to date, and show a member's statement.
     #[command(subcommand)]
     Loyalty(loyalty::LoyaltyCommand),
@@ -234,13 +238,14 @@ async fn run_on_database(conn: &DatabaseConnection, loaded: &Loaded, command: Co
         Command::Model(command) => models::model(conn, settings, &command).await,
         Command::Campaign(command) => campaigns::run(conn, loaded, &command).await,
         Command::Loyalty(command) => loyalty::run(conn, settings, &command).await,
+        Command::Feed(command) => feeds::run(conn, loaded, &command).await,
         Command::Report(command) => reports::run(conn, settings, &command).await,
         Command::Outbox(command) => delivery::outbox(conn, &command).await,
         Command::Suppressions(command) => privacy::suppressions(conn, &command).await,
         Command::Customer(command) => privacy::customer(conn, loaded, &command).await,
         Command::Retention { json } => privacy::retention(conn, loaded, json).await,
         Command::Status { json } => {
-            let status = status::collect(conn).await?;
+            let status = status::collect(conn, &settings.feeds).await?;
             if json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
@@ -280,6 +285,8 @@ async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArg
         ImportKind::Interactions => Kind::Interactions,
         ImportKind::Redemptions => {
             let imported = crate::loyalty::redemptions::import(conn, &args.file).await?;
+            crate::feed::state::record_load(conn, "import", "redemptions", imported.rows as u64, chrono::Utc::now())
+                .await?;
             println!(
                 "{}: {} redemptions read, {} new, {} already imported",
                 args.file.display(),
@@ -293,12 +300,11 @@ async fn run_import(conn: &DatabaseConnection, loaded: &Loaded, args: &ImportArg
     let options = import::Options {
         skip_invalid: args.skip_invalid,
         rejects_path: args.rejects.clone(),
-        batch_size: loaded.settings.import.batch_size,
-        max_reported_errors: loaded.settings.import.max_reported_errors,
-        address_key: loaded.secrets.address_key.clone(),
+        ..import::Options::from_settings(loaded)
     };
     let started = std::time::Instant::now();
     let report = import::import(conn, kind, &args.file, &options).await?;
+    crate::feed::state::record_load(conn, "import", kind.table(), report.rows, chrono::Utc::now()).await?;
     tracing::info!(rows = report.rows, seconds = started.elapsed().as_secs_f64(), "import finished");
     println!(
         "{}: {} rows read, {} new or changed, {} unchanged, {} rejected",
@@ -354,6 +360,7 @@ const FAILURES: &[fn(&anyhow::Error) -> Option<Fault>] = &[
     fault_of::<UsageError>,
     fault_of::<campaigns::InvalidCampaigns>,
     fault_of::<campaigns::RefusedRun>,
+    fault_of::<campaigns::StaleRun>,
     fault_of::<crate::delivery::test_send::TestSendError>,
     fault_of::<crate::delivery::sender::MissingUnsubscribeSecret>,
     fault_of::<crate::daemon::leader::AlreadyRunning>,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use sea_orm::DatabaseConnection;
 
@@ -166,54 +166,22 @@ pub async fn model(db: &DatabaseConnection, settings: &Settings, command: &Model
         ModelCommand::Show { name } => {
             let (row, file) = workflow::lookup(db, dir, Some(name)).await?;
             print!("{}", describe(&file, row.active));
+            let activations = crate::model::registry::activations(db).await?;
+            print!("{}", activations_text(activations.iter().filter(|a| a.model == row.name)));
         }
         ModelCommand::Activate { name } => {
             let (row, file) = workflow::lookup(db, dir, Some(name)).await?;
-            crate::model::registry::activate(db, row.id).await?;
+            crate::model::registry::activate(db, row.id, crate::model::registry::Activation::ByHand, Utc::now())
+                .await?;
             println!("{} is now the active model (validation AUC {:.3})", file.name, file.metrics.roc_auc);
         }
         ModelCommand::Report { name, out } => {
             let (row, file) = workflow::lookup(db, dir, name.as_deref()).await?;
-            let trained_at = file.trained_at.format("%Y-%m-%d %H:%M UTC").to_string();
-            let (training, validation) = (training_text(&file), validation_text(&file));
-            let input = report::ReportInput {
-                model_name: &file.name,
-                algorithm: file.algorithm.name(),
-                trained_at: &trained_at,
-                training_window: &training,
-                validation_window: &validation,
-                features: &file.features,
-                metrics: &file.metrics,
-                active: row.active,
-            };
-            let page = report::write_report(out, &input)?;
+            let page = report::of_file(&file, row.active, |input| report::write_report(out, input))?;
             println!("report written to {}", page.display());
         }
     }
     Ok(())
-}
-
-fn training_text(m: &ModelFile) -> String {
-    let first = m.training.cutoffs.last().map_or(String::new(), |c| c.format("%Y-%m-%d").to_string());
-    format!(
-        "{} cutoff(s) from {first}, each labelled by purchases in the next {} days; {} customers, {} buyers (each buyer counted {}×)",
-        m.training.cutoffs.len(),
-        m.training.horizon_days,
-        m.training.rows,
-        m.training.buyers,
-        m.training.buyer_weight
-    )
-}
-
-fn validation_text(m: &ModelFile) -> String {
-    let end = m.validation.cutoff + TimeDelta::days(m.validation.horizon_days);
-    format!(
-        "customers as of {}, labelled by purchases until {}; {} customers, {} buyers",
-        m.validation.cutoff.format("%Y-%m-%d"),
-        end.format("%Y-%m-%d"),
-        m.validation.rows,
-        m.validation.buyers
-    )
 }
 
 /// `patron model show`: the model's facts and metrics as text.
@@ -225,8 +193,8 @@ fn describe(m: &ModelFile, active: bool) -> String {
         m.algorithm.name(),
         m.trained_at.format("%Y-%m-%d %H:%M:%S UTC"),
         m.data_fingerprint,
-        training_text(m),
-        validation_text(m)
+        report::training_text(m),
+        report::validation_text(m)
     );
     let x = &m.metrics;
     text += &format!(
@@ -241,6 +209,16 @@ fn describe(m: &ModelFile, active: bool) -> String {
         );
     }
     text + &customer_base_text(m)
+}
+
+/// When and how the model was made active, newest first.
+fn activations_text<'a>(activations: impl Iterator<Item = &'a crate::model::registry::Activated>) -> String {
+    let lines: Vec<String> =
+        activations.map(|a| format!("{} ({})", a.at.format("%Y-%m-%d %H:%M:%S UTC"), a.how)).collect();
+    if lines.is_empty() {
+        return "activated:   never (none recorded)\n".to_owned();
+    }
+    format!("activated:   {}\n", lines.join(", "))
 }
 
 /// The fitted BG/NBD and Gamma-Gamma parameters, or why there are none.

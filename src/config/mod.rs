@@ -4,6 +4,7 @@
 //! Secrets live apart from the other settings in [`Secrets`]: they can only come
 //! from the environment or a file, and they never print (not even with `{:?}`).
 
+pub mod feeds;
 pub mod keys;
 pub mod mailbox;
 pub mod typed;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dkim::{self, Dkim};
 use crate::schedule::Schedule;
+pub use feeds::{FeedKind, FeedPatterns, FeedQueries, FeedSettings};
 use mailbox::Mailbox;
 pub use typed::{FromSetting, Typed};
 
@@ -103,6 +105,10 @@ pub struct Settings {
     pub dkim: DkimSettings,
     pub subscriptions: SubscriptionSettings,
     pub privacy: PrivacySettings,
+    pub ui: UiSettings,
+    /// `[[feeds]]`: none unless configured.
+    #[serde(default)]
+    pub feeds: Vec<FeedSettings>,
 }
 
 /// The subscription topics and what the preference page says of them.
@@ -202,6 +208,7 @@ pub struct CampaignSettings {
     pub frequency_cap: u32,
     pub frequency_window: Typed<chrono::Duration>,
     pub grace_period: Typed<chrono::Duration>,
+    pub max_data_age: Typed<Option<chrono::Duration>>,
 }
 
 impl CampaignSettings {
@@ -211,6 +218,12 @@ impl CampaignSettings {
 
     pub fn grace_period(&self) -> chrono::Duration {
         *self.grace_period.get()
+    }
+
+    /// The staleness guard: campaigns that read the orders or the scores do
+    /// not plan on data older than this; `None`: no guard.
+    pub fn max_data_age(&self) -> Option<chrono::Duration> {
+        *self.max_data_age.get()
     }
 }
 
@@ -518,6 +531,16 @@ impl DaemonSettings {
     }
 }
 
+/// The dashboard under `/ui/` (`crate::ui`); see `[ui]` in `config/patron.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiSettings {
+    pub enabled: bool,
+    pub show_personal_data: bool,
+    /// Bearer tokens and Basic users, one a line; empty: none.
+    pub credentials_file: PathBuf,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
@@ -748,6 +771,7 @@ fn readable_secret_files(settings: &Settings) -> Vec<String> {
         ("feedback.postmark_password_file", &settings.feedback.postmark_password_file),
         ("feedback.imap_password_file", &settings.feedback.imap_password_file),
         ("privacy.address_key_file", &settings.privacy.address_key_file),
+        ("ui.credentials_file", &settings.ui.credentials_file),
     ];
     files
         .into_iter()
@@ -933,6 +957,7 @@ fn validate(problems: &mut Problems, settings: &Settings) {
     validate_feedback(problems, &settings.feedback);
     validate_subscriptions(problems, &settings.subscriptions);
     validate_privacy(problems, &settings.privacy);
+    validate_feeds(problems, &settings.feeds);
     if settings.import.max_reported_errors == 0 {
         problems.add("import.max_reported_errors", "must be at least 1");
     }
@@ -947,12 +972,28 @@ fn validate(problems: &mut Problems, settings: &Settings) {
     }
 }
 
+fn validate_feeds(problems: &mut Problems, feeds: &[FeedSettings]) {
+    for (index, problem) in feeds::name_problems(feeds) {
+        problems.add(&format!("feeds[{index}].name"), problem);
+    }
+    for (index, feed) in feeds.iter().enumerate() {
+        for (key, problem) in feed.problems() {
+            problems.add(&format!("feeds[{index}].{key}"), format!("feed `{}`: {problem}", feed.name));
+        }
+    }
+}
+
 fn validate_campaigns(problems: &mut Problems, campaigns: &CampaignSettings) {
     if !(0.0..=0.5).contains(&campaigns.default_holdout) {
         problems.add("campaigns.default_holdout", "must be between 0 and 0.5");
     }
     problems.value("campaigns.frequency_window", &campaigns.frequency_window);
     problems.value("campaigns.grace_period", &campaigns.grace_period);
+    if let Some(Some(age)) = problems.value("campaigns.max_data_age", &campaigns.max_data_age)
+        && age.is_zero()
+    {
+        problems.add("campaigns.max_data_age", "must be longer than 0s; leave it empty for no guard");
+    }
 }
 
 fn validate_loyalty(problems: &mut Problems, loyalty: &LoyaltySettings) {

@@ -57,6 +57,7 @@ pub async fn prepare(db: &DatabaseConnection, loaded: &mut Loaded) -> anyhow::Re
             address_key: None,
         };
         let report = import::import(db, kind, &folder.join(file), &options).await?;
+        crate::feed::state::record_load(db, "import", kind.table(), report.rows, Utc::now()).await?;
         tracing::info!(rows = report.rows, file, "demo: synthetic data imported");
     }
     let now = Utc::now();

@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 use sea_orm::DatabaseConnection;
 
 use crate::campaign::scheduler::Fired;
+use crate::config::FeedSettings;
 use crate::delivery::Report;
 
 type Labels = Vec<(String, String)>;
@@ -21,6 +22,7 @@ pub struct Metrics {
     pub runs_planned: Counter,
     pub runs_skipped: Counter,
     pub runs_refused: Counter,
+    pub runs_skipped_stale: Counter,
     pub messages_planned: Counter,
     pub messages_sent: Counter,
     pub messages_failed: Counter,
@@ -36,6 +38,9 @@ pub struct Metrics {
     campaigns_paused: Gauge,
     last_scoring: Gauge<f64, AtomicU64>,
     model_auc: Gauge<f64, AtomicU64>,
+    feed_runs: Family<Labels, Counter>,
+    feed_last_success: Family<Labels, Gauge<f64, AtomicU64>>,
+    last_load: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -52,6 +57,7 @@ impl Metrics {
             runs_planned: Counter::default(),
             runs_skipped: Counter::default(),
             runs_refused: Counter::default(),
+            runs_skipped_stale: Counter::default(),
             messages_planned: Counter::default(),
             messages_sent: Counter::default(),
             messages_failed: Counter::default(),
@@ -66,6 +72,9 @@ impl Metrics {
             campaigns_paused: Gauge::default(),
             last_scoring: Gauge::default(),
             model_auc: Gauge::default(),
+            feed_runs: Family::default(),
+            feed_last_success: Family::default(),
+            last_load: Gauge::default(),
         };
         registry.register("runs_planned", "Campaign runs planned by this daemon", metrics.runs_planned.clone());
         registry.register("runs_skipped", "Missed fires recorded as skipped", metrics.runs_skipped.clone());
@@ -73,6 +82,12 @@ impl Metrics {
             "runs_refused",
             "Runs refused because their audience was over the campaign's max_audience",
             metrics.runs_refused.clone(),
+        );
+        registry.register(
+            "runs_skipped_stale",
+            "Fires held back because their data was older than campaigns.max_data_age or their scores older than \
+             daemon.max_score_age (each fire counted once; it plans once fresh data arrives within the grace period)",
+            metrics.runs_skipped_stale.clone(),
         );
         registry.register(
             "messages_planned",
@@ -128,6 +143,21 @@ impl Metrics {
             metrics.last_scoring.clone(),
         );
         registry.register("active_model_auc", "Validation ROC AUC of the active model", metrics.model_auc.clone());
+        registry.register(
+            "feed_runs",
+            "Feed runs by this daemon, by feed and outcome (landed or failed)",
+            metrics.feed_runs.clone(),
+        );
+        registry.register(
+            "feed_last_success_timestamp_seconds",
+            "When each configured feed last landed its data (0: never)",
+            metrics.feed_last_success.clone(),
+        );
+        registry.register(
+            "data_last_load_timestamp_seconds",
+            "When the newest successful import or feed landing happened",
+            metrics.last_load.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 
@@ -144,6 +174,10 @@ impl Metrics {
                 Fired::Refused { .. } => {
                     self.runs_refused.inc();
                 }
+                Fired::Stale { .. } => {
+                    self.runs_skipped_stale.inc();
+                }
+                Fired::StillStale { .. } => {}
                 Fired::AlreadyPlanned { .. } => {}
             }
         }
@@ -158,9 +192,24 @@ impl Metrics {
         self.messages_expired.inc_by(report.expired);
     }
 
+    pub fn count_feed_run(&self, feed: &str, landed: bool) {
+        let outcome = if landed { "landed" } else { "failed" };
+        self.feed_runs
+            .get_or_create(&vec![("feed".to_owned(), feed.to_owned()), ("outcome".to_owned(), outcome.to_owned())])
+            .inc();
+    }
+
     /// The text exposition, with the gauges read from the database now.
-    pub async fn render(&self, db: &DatabaseConnection) -> anyhow::Result<String> {
-        let status = crate::status::collect(db).await?;
+    pub async fn render(&self, db: &DatabaseConnection, feeds: &[FeedSettings]) -> anyhow::Result<String> {
+        let status = crate::status::collect(db, feeds).await?;
+        self.feed_last_success.clear();
+        for feed in &status.feeds {
+            let at = feed.recorded.last_success_at.map_or(0.0, |at| at.timestamp() as f64);
+            self.feed_last_success.get_or_create(&vec![("feed".to_owned(), feed.name.clone())]).set(at);
+        }
+        if let Some(at) = status.data_loaded_at {
+            self.last_load.set(at.timestamp() as f64);
+        }
         self.outbox.clear();
         for (state, n) in &status.outbox {
             self.outbox.get_or_create(&vec![("state".to_owned(), state.clone())]).set(*n as i64);

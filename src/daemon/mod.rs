@@ -17,6 +17,7 @@
 //! `stop_timeout`, and exits 0.
 
 pub mod demo;
+mod feeds;
 pub mod leader;
 mod mailbox;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct Daemon {
     delivery_db: DatabaseConnection,
     loaded: RwLock<Loaded>,
     campaigns: RwLock<Catalog>,
+    /// The campaign files' errors at the last (re)load, for the dashboard.
+    campaign_errors: RwLock<Vec<crate::campaign::spec::Diagnostic>>,
     metrics: Metrics,
     ready: AtomicBool,
     /// False while the sender task is dead and not yet started again.
@@ -112,13 +115,16 @@ impl Daemon {
         self.metrics.campaign_file_errors.set(report.diagnostics.len() as i64);
         tracing::info!(campaigns = next.len(), "campaigns loaded");
         *self.campaigns.write().expect("not poisoned") = next;
+        *self.campaign_errors.write().expect("not poisoned") = report.diagnostics;
     }
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> anyhow::Result<()> {
-    systemd::status("starting: opening the database");
     let settings = loaded.settings.clone();
+    // Checked first: a dashboard open to the network is refused before anything starts.
+    let ui_access = settings.ui.enabled.then(|| crate::ui::Access::configure(&settings)).transpose()?;
+    systemd::status("starting: opening the database");
     let db = db::open(&settings).await?;
     let mut leadership = Leadership::acquire(&settings.database_url())?;
     let first_demo_run = if demo {
@@ -133,6 +139,7 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
         delivery_db,
         loaded: RwLock::new(loaded),
         campaigns: RwLock::new(Catalog::default()),
+        campaign_errors: RwLock::new(Vec::new()),
         metrics: Metrics::new(),
         ready: AtomicBool::new(false),
         sender_up: AtomicBool::new(true),
@@ -152,6 +159,9 @@ pub async fn run(mut loaded: Loaded, config_file: Option<&Path>, demo: bool) -> 
     // The webhooks keep the [feedback] settings the daemon started with.
     if let Some(webhooks) = Webhooks::new(daemon.db.clone(), &daemon.loaded()).await? {
         router = router.merge(http::webhook_router(Arc::new(webhooks)));
+    }
+    if let Some(access) = ui_access {
+        router = router.merge(routes::dashboard(daemon.clone(), access));
     }
     tasks.spawn(http::serve_on(listener, router, wait_for(stop.clone())));
     let _watcher = watch::campaigns(&settings.campaigns_dir, reload_tx.clone());
@@ -367,6 +377,7 @@ async fn schedule_loop(
     let mut loyalty_timer = Timer::new(&settings.daemon.loyalty_schedule, now);
     let mut retention_timer = Timer::new(&settings.daemon.retention_schedule, now);
     let mut feedback_mailbox = mailbox::MailboxPoll::default();
+    let mut feeds = feeds::Feeds::default();
     let mut was_leader = false;
     loop {
         if pause(StdDuration::from_secs(1), &mut stop).await {
@@ -394,10 +405,14 @@ async fn schedule_loop(
         train_timer.follow(&schedules.train_schedule, now);
         score_timer.follow(&schedules.score_schedule, now);
         retention_timer.follow(&schedules.retention_schedule, now);
+        // Feeds first: the loyalty recompute and scoring after them see
+        // their rows, and a feed that landed some brings both up to date.
+        let refreshed = feeds.tick(&daemon, &loaded, now).await;
         if retention_timer.due(now) {
             apply_retention(&daemon.db, &loaded, now).await;
         }
-        if loyalty_timer.due(now) {
+        let loyalty_due = loyalty_timer.due(now);
+        if loyalty_due || refreshed {
             if shared::shares_work(&daemon.db, &loaded) {
                 shared::start_run(&daemon.db, &loaded, work::LOYALTY, now).await;
             } else {
@@ -407,7 +422,8 @@ async fn schedule_loop(
         if train_timer.due(now) {
             train(&daemon.db, &loaded, now).await;
         }
-        if score_timer.due(now) {
+        let score_due = score_timer.due(now);
+        if score_due || (refreshed && has_active_model(&daemon.db).await) {
             score(&daemon.db, &loaded, now).await;
         }
         feedback_mailbox.tick(&daemon.db, &loaded, now);
@@ -443,6 +459,10 @@ async fn scores_are_stale(db: &DatabaseConnection, loaded: &Loaded, now: DateTim
         Ok(None) => model::registry::active(db).await.ok().flatten().is_some(),
         Err(_) => false,
     }
+}
+
+async fn has_active_model(db: &DatabaseConnection) -> bool {
+    matches!(model::registry::active(db).await, Ok(Some(_)))
 }
 
 async fn any_due(db: &DatabaseConnection, scheduler: &Scheduler, campaigns: &[&Campaign], now: DateTime<Utc>) -> bool {

@@ -1,5 +1,6 @@
 //! The daemon's HTTP routes: health, readiness and metrics, beside the
-//! unsubscribe routes, which read the key and the topics a reload may change.
+//! unsubscribe routes, which read the key and the topics a reload may change,
+//! and the dashboard.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,11 +39,22 @@ async fn readyz(State(daemon): State<Arc<Daemon>>) -> Response {
 }
 
 async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
-    match daemon.metrics.render(&daemon.db).await {
+    match daemon.metrics.render(&daemon.db, &daemon.loaded().settings.feeds).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
         Err(error) => {
             tracing::error!("metrics: {error:#}");
             (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response()
         }
     }
+}
+
+/// The dashboard (`[ui] enabled`), reading the daemon's current settings and campaigns.
+pub fn dashboard(daemon: Arc<Daemon>, access: crate::ui::Access) -> Router {
+    let db = daemon.db.clone();
+    let view: crate::ui::View = Arc::new(move || crate::ui::Sources {
+        settings: daemon.loaded().settings,
+        catalog: daemon.catalog(),
+        file_errors: daemon.campaign_errors.read().expect("not poisoned").clone(),
+    });
+    crate::ui::router(db, view, access)
 }

@@ -36,11 +36,11 @@ impl Limits {
 
 /// A campaign's recent sends and what came back from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counts {
+pub struct Counts {
     /// Messages handed to the mail server: sent, perhaps sent, or refused by it.
-    sends: u64,
-    complaints: u64,
-    hard_bounces: u64,
+    pub sends: u64,
+    pub complaints: u64,
+    pub hard_bounces: u64,
 }
 
 /// Checks the campaign of run `run_id` after a complaint or hard bounce
@@ -90,7 +90,8 @@ async fn campaign_of<C: ConnectionTrait>(db: &C, run_id: i64) -> Result<Option<S
     db.query_one(&select).await?.map(|row| row.try_get_by_index(0)).transpose()
 }
 
-async fn counts<C: ConnectionTrait>(db: &C, campaign: &str, since: chrono::DateTime<Utc>) -> Result<Counts, DbErr> {
+/// The sends of `campaign` since `since`, and the complaints and hard bounces received since.
+pub async fn counts<C: ConnectionTrait>(db: &C, campaign: &str, since: chrono::DateTime<Utc>) -> Result<Counts, DbErr> {
     let runs =
         Query::select().column("id").from("campaign_runs").and_where(Expr::col("campaign").eq(campaign)).to_owned();
     let sends = Query::select()

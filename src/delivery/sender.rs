@@ -866,6 +866,21 @@ impl Held {
         self.changed.notify_waiters();
     }
 
+    /// Lets go of rows a worker started on, whose results or give-backs are
+    /// being written. A row given back can be claimed again by this pass
+    /// once that write commits; its new entry is queued, not started, and
+    /// stays: dropping it would leave the row `sending` until its lease ran out.
+    fn finish(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut rows = self.lock();
+        for id in ids {
+            if rows.get(&id).is_some_and(|(_, busy)| *busy) {
+                rows.remove(&id);
+            }
+        }
+        drop(rows);
+        self.changed.notify_waiters();
+    }
+
     /// Every held row's id and attempt count, for the lease renewal.
     fn leases(&self) -> Vec<(i64, i32)> {
         self.lock().values().map(|(row, _)| (row.id, row.attempts)).collect()
@@ -876,7 +891,8 @@ impl Held {
         self.changed.notify_waiters();
     }
 
-    /// Waits until every held row is recorded; an error if the recorder broke down.
+    /// Waits until every held row is recorded (or its record is being
+    /// written); an error if the recorder broke down.
     async fn idle(&self) -> anyhow::Result<()> {
         loop {
             let notified = self.changed.notified();
@@ -950,9 +966,11 @@ async fn record_all(
         // The checks need not wait for the results: they run beside them, on
         // a second connection; the answers go once both are done.
         let checks: Vec<Check> = asks.iter().filter_map(|ask| ask.next.clone()).collect();
+        // Out of `held` before the write, so that a claim taking a given-back
+        // row again (possible once the write commits) always comes after.
+        held.finish(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
         let (written, refused) = tokio::join!(write(db, &results, &released, breaker, clock.now()), check(db, &checks));
         written?;
-        held.remove(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
         answer(asks, refused);
     }
     Ok(report)
@@ -1015,5 +1033,28 @@ impl crate::failure::Failure for MissingUnsubscribeSecret {
     /// The secret is a setting to provide.
     fn fault(&self) -> crate::failure::Fault {
         crate::failure::Fault::Input
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(id: i64) -> Claimed {
+        Claimed { id, run_id: 1, customer_id: id, variant: None, attempts: 1, expires_at: None }
+    }
+
+    #[test]
+    fn a_row_given_back_and_claimed_again_stays_held_when_its_first_claim_is_settled() {
+        let held = Held::default();
+        held.add(&[claimed(1), claimed(2)]);
+        assert!(held.start(1) && held.start(2));
+        // Row 1 was given back (the server could not be used) and the
+        // claimer took it again before the recorder let go of it.
+        held.add(&[claimed(1)]);
+        held.finish([1, 2]);
+        assert!(held.is_queued(1), "the new claim of row 1 was dropped");
+        assert_eq!(held.take_queued().iter().map(|row| row.id).collect::<Vec<_>>(), [1]);
+        assert!(held.lock().is_empty());
     }
 }

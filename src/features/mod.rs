@@ -211,12 +211,30 @@ pub const MODEL_INPUTS: &[&str] = &[
     "days_since_last_message",
     "purchase_days_per_year",
     "recency_to_gap",
+    "expected_purchase_days",
+    "p_alive",
+    "p_purchase_within_horizon",
 ];
 
+/// What the fitted BG/NBD model says of a customer as of the cutoff: the
+/// purchase days it expects within the propensity model's horizon, the
+/// probability that the customer is still a customer, and the probability
+/// that they buy at least once within the horizon. Fitted on the
+/// purchases before the same cutoff as the other inputs (see
+/// [`crate::model::train`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CustomerBaseInputs {
+    pub expected_purchase_days: f64,
+    pub p_alive: f64,
+    pub p_purchase: f64,
+}
+
 /// The model's input vector; `None` where a value does not exist (the model
-/// fills it in). The last two are derived: how often the customer buys over
-/// their tenure, and how overdue they are against their usual gap.
-pub fn model_inputs(f: &Features) -> Vec<Option<f64>> {
+/// fills it in). Two are derived: how often the customer buys over their
+/// tenure, and how overdue they are against their usual gap; the last two
+/// are the BG/NBD model's (missing for customers who never bought, or where
+/// the model could not be fitted).
+pub fn model_inputs(f: &Features, base: Option<CustomerBaseInputs>) -> Vec<Option<f64>> {
     let per_year = f.tenure_days.map(|t| f64::from(f.frequency) * 365.0 / t.max(1.0));
     let overdue = f.recency_days.zip(f.gap_mean_days).map(|(r, g)| r / g.max(1.0));
     vec![
@@ -243,6 +261,9 @@ pub fn model_inputs(f: &Features) -> Vec<Option<f64>> {
         f.days_since_last_message,
         per_year,
         overdue,
+        base.map(|b| b.expected_purchase_days),
+        base.map(|b| b.p_alive),
+        base.map(|b| b.p_purchase),
     ]
 }
 

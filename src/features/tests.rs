@@ -86,13 +86,17 @@ fn complaints_loyalty_and_messages_count_only_what_happened_before_the_cutoff() 
     assert_eq!(f.days_since_last_message, Some(2.0));
     // Signed up before the first order: tenure counts from the sign-up.
     assert_eq!(f.tenure_days, Some(500.0));
-    let inputs = model_inputs(&f);
+    let inputs = model_inputs(&f, None);
     assert_eq!(inputs.len(), MODEL_INPUTS.len());
     assert_eq!(
         inputs[MODEL_INPUTS.iter().position(|&n| n == "purchase_days_per_year").unwrap()],
         Some(3.0 * 365.0 / 500.0)
     );
     assert_eq!(inputs[MODEL_INPUTS.iter().position(|&n| n == "recency_to_gap").unwrap()], Some(10.0 / 195.0));
+    let base = CustomerBaseInputs { expected_purchase_days: 0.7, p_alive: 0.9, p_purchase: 0.4 };
+    let with_base = model_inputs(&f, Some(base));
+    assert_eq!(with_base[MODEL_INPUTS.len() - 3..], [Some(0.7), Some(0.9), Some(0.4)]);
+    assert_eq!(inputs[MODEL_INPUTS.len() - 3..], [None, None, None], "missing without a fitted model");
 }
 
 #[test]

@@ -2,16 +2,17 @@
 //! columns a table expects, and turning each record into trimmed UTF-8 cells.
 
 use std::fs::File;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 use csv::{ByteRecord, Reader, ReaderBuilder};
 
+use super::records::Records;
 use super::scan::Scanned;
 use super::{ImportError, RowError};
 
 /// The csv reader of an import file, with the scanner watching its bytes.
-pub type FileReader = Reader<Scanned<File>>;
+pub type FileReader = Reader<Scanned<Box<dyn Read + Send>>>;
 
 /// The columns a table reads: those that must be there and those that may.
 pub struct ColumnSpec {
@@ -27,18 +28,15 @@ pub struct Columns {
 }
 
 impl Columns {
-    /// Reads and checks the header line.
-    pub fn read(reader: &mut FileReader, spec: &ColumnSpec, file: &str) -> Result<Self, ImportError> {
+    /// Reads and checks the header line, the first record.
+    pub fn read(records: &mut Records, spec: &ColumnSpec, file: &str) -> Result<Self, ImportError> {
         let mut header = ByteRecord::new();
-        let has_header = reader
-            .read_byte_record(&mut header)
-            .map_err(|e| ImportError::file(file, format!("cannot read the header line: {e}")))?;
-        if !has_header {
-            return Err(ImportError::file(file, "the file is empty; expected a header line and rows"));
-        }
-        let end = reader.position().byte();
-        if let Some(fault) = reader.get_mut().quote_fault_before(end) {
-            return Err(ImportError::file(file, format!("the header line: {}", fault.reason())));
+        let read = records
+            .next(&mut header)
+            .map_err(|e| ImportError::file(file, format!("cannot read the header line: {e}")))?
+            .ok_or_else(|| ImportError::file(file, "the file is empty; expected a header line and rows"))?;
+        if let Some(fault) = read.quote_fault {
+            return Err(ImportError::file(file, format!("the header line: {fault}")));
         }
         let mut names = Vec::with_capacity(header.len());
         for (i, raw) in header.iter().enumerate() {
@@ -124,16 +122,16 @@ fn quoted(names: &[&str]) -> String {
 pub const MAX_COLUMNS: usize = 1000;
 
 /// Opens `path` for streaming; a missing file gets its own message.
-pub fn open(path: &Path, file: &str) -> Result<FileReader, ImportError> {
-    let handle = File::open(path).map_err(|e| match e.kind() {
+pub fn open(path: &Path, file: &str) -> Result<File, ImportError> {
+    File::open(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => ImportError::file(file, "no such file"),
         _ => ImportError::file(file, format!("cannot open: {e}")),
-    })?;
-    Ok(ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(Scanned::new(handle)))
+    })
+}
+
+/// The csv reader over `input`, read in large chunks.
+pub fn reader(input: Box<dyn Read + Send>) -> FileReader {
+    ReaderBuilder::new().has_headers(false).flexible(true).buffer_capacity(1 << 16).from_reader(Scanned::new(input))
 }
 
 /// The cells of one record, trimmed, checked for UTF-8 and for their count.

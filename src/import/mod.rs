@@ -6,6 +6,11 @@
 //! as it was; with `skip_invalid` the good rows land and the bad ones go to a
 //! reject file with their reasons. Rows are upserted on their external id, so
 //! importing a file twice changes nothing.
+//!
+//! [`import`] imports a file in a transaction of its own; [`import_into`]
+//! imports a [`Source`], a file or the records a feed hands over, into a
+//! transaction its caller holds, so that a feed lands several tables and
+//! its own bookkeeping in one commit.
 
 mod consent;
 mod csv_file;
@@ -15,6 +20,7 @@ pub mod fields;
 mod interactions;
 mod orders;
 mod reading;
+pub mod records;
 mod rejects;
 mod scan;
 
@@ -30,6 +36,7 @@ use crate::db::bulk::{Batch, BulkInsert, BulkTarget};
 use crate::db::postgres::PgTxn;
 use csv_file::{Cells, ColumnSpec, Columns};
 use reading::Parsed;
+use records::Records;
 use rejects::Rejects;
 
 /// What a file holds.
@@ -38,6 +45,17 @@ pub enum Kind {
     Customers,
     Orders,
     Interactions,
+}
+
+impl Kind {
+    /// The table the rows land in.
+    pub fn table(self) -> &'static str {
+        match self {
+            Kind::Customers => "customers",
+            Kind::Orders => "orders",
+            Kind::Interactions => "interactions",
+        }
+    }
 }
 
 /// How to import.
@@ -52,6 +70,20 @@ pub struct Options {
     /// The key of erased addresses' hashes (`privacy.address_key`), to
     /// recognise an erased address imported again.
     pub address_key: Option<secrecy::SecretString>,
+}
+
+impl Options {
+    /// All-or-nothing import as the settings ask (`[import]`, `privacy.address_key`):
+    /// one place for `patron import` and the feeds, so they cannot drift apart.
+    pub fn from_settings(loaded: &crate::config::Loaded) -> Options {
+        Options {
+            skip_invalid: false,
+            rejects_path: None,
+            batch_size: loaded.settings.import.batch_size,
+            max_reported_errors: loaded.settings.import.max_reported_errors,
+            address_key: loaded.secrets.address_key.clone(),
+        }
+    }
 }
 
 /// What an import did.
@@ -185,17 +217,82 @@ trait Table: 'static {
     fn values(row: Self::Row, out: &mut Vec<Value>);
 }
 
-/// Imports one file of `kind` into `db`.
+/// Where an import's rows come from: a file, or the records a feed hands
+/// over (its query's rows, decoded into cells).
+pub struct Source {
+    /// Names the input in every message: the file's path, or e.g. `feed shop, query orders`.
+    name: String,
+    records: Records,
+    /// Where a file's reject file goes unless `Options::rejects_path` says: beside it.
+    rejects_beside: Option<PathBuf>,
+}
+
+impl Source {
+    /// Opens `path`; a missing file gets its own message.
+    pub fn file(path: &Path) -> Result<Source, ImportError> {
+        let name = path.display().to_string();
+        let records = Records::Csv(Box::new(csv_file::reader(Box::new(csv_file::open(path, &name)?))));
+        Ok(Source { name, records, rejects_beside: Some(default_rejects_path(path)) })
+    }
+
+    /// The records of `receiver`, header first, named `name` in messages;
+    /// a row's line in messages is its number (the first row is 1).
+    pub fn records(name: impl Into<String>, receiver: records::Receiver) -> Source {
+        Source { name: name.into(), records: Records::Handed(receiver), rejects_beside: None }
+    }
+}
+
+/// Imports one file of `kind` into `db`, in a transaction of its own.
 pub async fn import(
     db: &DatabaseConnection,
     kind: Kind,
     path: &Path,
     options: &Options,
 ) -> Result<Report, ImportError> {
+    let rejects_path = options.rejects_path.clone().unwrap_or_else(|| default_rejects_path(path));
+    if rejects::same_file(path, &rejects_path) {
+        return Err(ImportError::file(
+            &path.display().to_string(),
+            format!("the reject file {} is the input file; choose another --rejects path", rejects_path.display()),
+        ));
+    }
+    let source = Source::file(path)?;
+    // On PostgreSQL a transaction of our own, which can take COPY.
+    match db.get_database_backend() {
+        DbBackend::Postgres => committed(PgTxn::begin(db).await?, kind, source, options).await,
+        _ => committed(db.begin().await?, kind, source, options).await,
+    }
+}
+
+/// [`import_into`] `txn`, then commits it, or rolls it back on any error.
+async fn committed(txn: impl BulkTarget, kind: Kind, source: Source, options: &Options) -> Result<Report, ImportError> {
+    match import_into(&txn, kind, source, options).await {
+        Ok(report) => {
+            txn.commit().await?;
+            Ok(report)
+        }
+        Err(error) => {
+            // The import's own error says what went wrong; a failed rollback
+            // ends with the transaction dropped, which rolls back too.
+            let _ = txn.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// Imports `source` as rows of `kind` into `txn`, which the caller commits.
+/// On an error (a refused file among them) `txn` may hold some of the rows:
+/// the caller must roll it back.
+pub async fn import_into(
+    txn: &impl BulkTarget,
+    kind: Kind,
+    source: Source,
+    options: &Options,
+) -> Result<Report, ImportError> {
     match kind {
-        Kind::Customers => run::<customers::Customers>(db, path, options).await,
-        Kind::Orders => run::<orders::Orders>(db, path, options).await,
-        Kind::Interactions => run::<interactions::Interactions>(db, path, options).await,
+        Kind::Customers => run::<customers::Customers>(txn, source, options).await,
+        Kind::Orders => run::<orders::Orders>(txn, source, options).await,
+        Kind::Interactions => run::<interactions::Interactions>(txn, source, options).await,
     }
 }
 
@@ -205,7 +302,8 @@ struct Run {
     options: Options,
     errors: Vec<RowError>,
     error_total: u64,
-    rejects: Rejects,
+    /// With `skip_invalid` only.
+    rejects: Option<Rejects>,
     report: Report,
     upsert: BulkInsert,
     /// The last batch, written while the next one is built.
@@ -223,25 +321,24 @@ async fn execute(txn: &impl BulkTarget, upsert: &BulkInsert, batch: Option<Batch
     }
 }
 
-async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) -> Result<Report, ImportError> {
-    let file = path.display().to_string();
-    let rejects_path = options.rejects_path.clone().unwrap_or_else(|| default_rejects_path(path));
-    if rejects::same_file(path, &rejects_path) {
-        return Err(ImportError::file(
-            &file,
-            format!("the reject file {} is the input file; choose another --rejects path", rejects_path.display()),
-        ));
-    }
-    let mut reader = csv_file::open(path, &file)?;
-    let columns = Arc::new(Columns::read(&mut reader, &T::SPEC, &file)?);
+async fn run<T: Table>(txn: &impl BulkTarget, source: Source, options: &Options) -> Result<Report, ImportError> {
+    let file = source.name;
+    let rejects_path = options.rejects_path.clone().or(source.rejects_beside);
+    let (records, columns) = read_header::<T>(source.records, file.clone()).await?;
+    let columns = Arc::new(columns);
+    let rejects = match (options.skip_invalid, rejects_path) {
+        (false, _) => None,
+        (true, Some(path)) => Some(Rejects::new(path, columns.names())),
+        (true, None) => return Err(ImportError::file(&file, "skipping invalid rows needs a path for the reject file")),
+    };
     let run = Run {
         file: file.clone(),
         options: options.clone(),
         errors: Vec::new(),
         error_total: 0,
-        rejects: Rejects::new(rejects_path, columns.names()),
+        rejects,
         report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None, consent_kept_off: 0 },
-        upsert: BulkInsert::upsert(db.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
+        upsert: BulkInsert::upsert(txn.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
         queued: None,
         guard: None,
         queued_changes: Vec::new(),
@@ -250,45 +347,53 @@ async fn run<T: Table>(db: &DatabaseConnection, path: &Path, options: &Options) 
     let reader_columns = Arc::clone(&columns);
     let batch_size = options.batch_size;
     let reading =
-        tokio::task::spawn_blocking(move || reading::read_all::<T>(reader, reader_columns, file, batch_size, sender));
-    // On PostgreSQL a transaction of our own, which can take COPY.
-    match db.get_database_backend() {
-        DbBackend::Postgres => run.write_all::<T>(PgTxn::begin(db).await?, &columns, chunks, reading).await,
-        _ => run.write_all::<T>(db.begin().await?, &columns, chunks, reading).await,
-    }
+        tokio::task::spawn_blocking(move || reading::read_all::<T>(records, reader_columns, file, batch_size, sender));
+    run.write_all::<T>(txn, &columns, chunks, reading).await
+}
+
+/// Reads and checks the header line, off the async threads: the input may
+/// be a pipe, or a feed, that blocks until its writer sends more.
+async fn read_header<T: Table>(mut records: Records, file: String) -> Result<(Records, Columns), ImportError> {
+    let name = file.clone();
+    tokio::task::spawn_blocking(move || {
+        let columns = Columns::read(&mut records, &T::SPEC, &name)?;
+        Ok((records, columns))
+    })
+    .await
+    .map_err(|e| ImportError::file(&file, format!("reader failed: {e}")))?
 }
 
 type Reading = tokio::task::JoinHandle<Result<u64, ImportError>>;
 
 impl Run {
-    /// Writes the chunks the reader sends in `txn`, then commits unless the
-    /// file is refused.
+    /// Writes the chunks the reader sends in `txn`; refuses the input at the
+    /// end if a row was bad (without `skip_invalid`).
     async fn write_all<T: Table>(
         mut self,
-        txn: impl BulkTarget,
+        txn: &impl BulkTarget,
         columns: &Columns,
         mut chunks: tokio::sync::mpsc::Receiver<Vec<Parsed<T::Row>>>,
         reading: Reading,
     ) -> Result<Report, ImportError> {
-        crate::db::use_large_cache(&txn).await?;
+        crate::db::use_large_cache(txn).await?;
         if T::HAS_CONSENT {
             let has_column = columns.has("marketing_consent");
             self.guard =
-                Some(consent::Guard::new(&txn, self.file.clone(), has_column, self.options.address_key.clone()).await?);
+                Some(consent::Guard::new(txn, self.file.clone(), has_column, self.options.address_key.clone()).await?);
         }
         let mut statistics = Statistics::default();
-        statistics.refresh(&txn, "customers", LOOKED_UP, 0).await?;
+        statistics.refresh(txn, "customers", LOOKED_UP, 0).await?;
         while let Some(chunk) = chunks.recv().await {
-            self.write_chunk::<T>(&txn, chunk).await?;
+            self.write_chunk::<T>(txn, chunk).await?;
             if T::TABLE == "customers" && statistics.stale(self.report.written) {
-                statistics.refresh(&txn, "customers", LOOKED_UP, self.report.written).await?;
+                statistics.refresh(txn, "customers", LOOKED_UP, self.report.written).await?;
             }
         }
-        self.execute_queued(&txn).await?;
-        statistics.refresh(&txn, T::TABLE, &[], self.report.written).await?;
+        self.execute_queued(txn).await?;
+        statistics.refresh(txn, T::TABLE, &[], self.report.written).await?;
         self.report.rows =
             reading.await.map_err(|e| ImportError::file(&self.file, format!("reader failed: {e}")))??;
-        self.finish(txn).await
+        self.finish()
     }
 }
 
@@ -342,8 +447,8 @@ impl Run {
     /// Records a refused row: listed in the error report, and written to the reject file.
     fn refuse(&mut self, record: &ByteRecord, errors: Vec<RowError>) -> Result<(), ImportError> {
         self.report.rejected += 1;
-        if self.options.skip_invalid {
-            self.rejects
+        if let Some(rejects) = &mut self.rejects {
+            rejects
                 .write(record, &errors)
                 .map_err(|e| ImportError::file(&self.file, format!("cannot write the reject file: {e}")))?;
         }
@@ -425,16 +530,16 @@ impl Run {
         self.report.unchanged += rows - written;
     }
 
-    async fn finish(mut self, txn: impl BulkTarget) -> Result<Report, ImportError> {
+    /// The report, or the refusal of the input when a row was bad (without `skip_invalid`).
+    fn finish(mut self) -> Result<Report, ImportError> {
         if !self.writing() {
-            txn.rollback().await?;
             return Err(ImportError::InvalidRows { file: self.file, errors: self.errors, total: self.error_total });
         }
-        self.report.rejects_file = self
-            .rejects
-            .finish()
-            .map_err(|e| ImportError::file(&self.file, format!("cannot write the reject file: {e}")))?;
-        txn.commit().await?;
+        if let Some(rejects) = &mut self.rejects {
+            self.report.rejects_file = rejects
+                .finish()
+                .map_err(|e| ImportError::file(&self.file, format!("cannot write the reject file: {e}")))?;
+        }
         Ok(self.report)
     }
 }

@@ -1,6 +1,6 @@
 //! The reading half of an import, on a thread of its own so that parsing the
-//! next rows overlaps with writing the last batch: it streams the file, parses
-//! each record and hands over chunks of rows in file order.
+//! next rows overlaps with writing the last batch: it streams the records,
+//! parses each and hands over chunks of rows in their order.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use csv::ByteRecord;
 use tokio::sync::mpsc::Sender;
 use xxhash_rust::xxh3::{Xxh3Builder, xxh3_128};
 
-use super::csv_file::{Cells, Columns, FileReader};
+use super::csv_file::{Cells, Columns};
+use super::records::Records;
 use super::{ImportError, Pending, RowError, Table};
 
 /// A record as the reader saw it: a row to write, or refused with its reasons.
@@ -21,7 +22,7 @@ pub enum Parsed<R> {
 /// Reads every record, sending chunks of at most `batch_size` rows; returns
 /// the number of records read. Stops early when the writer has gone away.
 pub fn read_all<T: Table>(
-    mut reader: FileReader,
+    mut records: Records,
     columns: Arc<Columns>,
     file: String,
     batch_size: usize,
@@ -32,27 +33,20 @@ pub fn read_all<T: Table>(
     let mut chunk = Vec::with_capacity(batch_size);
     let mut rows_in_chunk = 0;
     let mut record = ByteRecord::new();
-    let mut records = 0u64;
-    loop {
-        let more =
-            reader.read_byte_record(&mut record).map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?;
-        if !more {
-            break;
-        }
-        records += 1;
-        let start = record.position().map_or(0, |p| p.byte());
-        let end = reader.position().byte();
-        let scanned = reader.get_mut();
-        let line = scanned.line_of_record(start);
-        let parsed = match scanned.quote_fault_before(end) {
-            Some(fault) => Parsed::Refused(record.clone(), vec![RowError::new(line, None, None, fault.reason())]),
-            None => parse::<T>(&record, &columns, line, &mut seen_ids),
+    let mut count = 0u64;
+    while let Some(read) =
+        records.next(&mut record).map_err(|e| ImportError::file(&file, format!("cannot read: {e}")))?
+    {
+        count += 1;
+        let parsed = match read.quote_fault {
+            Some(fault) => Parsed::Refused(record.clone(), vec![RowError::new(read.line, None, None, fault)]),
+            None => parse::<T>(&record, &columns, read.line, &mut seen_ids),
         };
         rows_in_chunk += usize::from(matches!(parsed, Parsed::Row(_)));
         chunk.push(parsed);
         if rows_in_chunk >= batch_size {
             if chunks.blocking_send(std::mem::take(&mut chunk)).is_err() {
-                return Ok(records);
+                return Ok(count);
             }
             rows_in_chunk = 0;
         }
@@ -60,7 +54,7 @@ pub fn read_all<T: Table>(
     if !chunk.is_empty() {
         let _ = chunks.blocking_send(chunk);
     }
-    Ok(records)
+    Ok(count)
 }
 
 fn parse<T: Table>(

@@ -17,7 +17,7 @@ pub use recompute::{Report, recompute, recompute_range};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -126,4 +126,25 @@ pub async fn add_to_balance<C: ConnectionTrait>(db: &C, customer_id: i64, points
         .and_where(Expr::col("customer_id").eq(customer_id))
         .to_owned();
     db.execute(&update).await.map(|_| ())
+}
+
+/// The record of a recompute (or a range of one) as of `as_of`, written in
+/// its transaction: the dashboard reads when the last one ran from it.
+fn recorded(as_of: DateTime<Utc>, recomputed: u64, now: DateTime<Utc>) -> InsertStatement {
+    Query::insert()
+        .into_table(RECOMPUTES)
+        .columns(["as_of", "members_recomputed", "recomputed_at"])
+        .values_panic([as_of.into(), (recomputed as i64).into(), now.into()])
+        .to_owned()
+}
+
+const RECOMPUTES: &str = "loyalty_recomputes";
+
+/// When a recompute last brought members up to date; `None` before the first.
+pub async fn last_recomputed_at<C: ConnectionTrait>(db: &C) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let select = Query::select().expr(Expr::col("recomputed_at").max()).from(RECOMPUTES).to_owned();
+    match db.query_one(&select).await? {
+        Some(row) => row.try_get_by_index(0),
+        None => Ok(None),
+    }
 }

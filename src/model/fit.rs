@@ -35,7 +35,24 @@ pub struct Fitted {
     pub buyer_weight: f64,
 }
 
-pub fn fit(algorithm: Algorithm, scaling: &Preprocessor, examples: &Examples) -> Result<Fitted, TrainError> {
+/// The L2 penalties of the logistic regression that training tries on the
+/// validation window (a tenfold grid from almost none); the trees take one.
+const LOGISTIC_PENALTIES: &[f64] = &[1.0, 10.0, 100.0, 1000.0];
+
+pub fn penalties(algorithm: Algorithm) -> &'static [f64] {
+    match algorithm {
+        Algorithm::Logistic => LOGISTIC_PENALTIES,
+        Algorithm::Tree | Algorithm::Forest => &LOGISTIC_PENALTIES[..1],
+    }
+}
+
+/// Fits `algorithm`; `penalty` is the logistic regression's L2 penalty.
+pub fn fit(
+    algorithm: Algorithm,
+    scaling: &Preprocessor,
+    examples: &Examples,
+    penalty: f64,
+) -> Result<Fitted, TrainError> {
     let x = scaled(scaling, examples);
     let y = Array1::from_iter(examples.labels.iter().copied());
     let buyers = examples.labels.iter().filter(|&&b| b).count() as f64;
@@ -43,7 +60,7 @@ pub fn fit(algorithm: Algorithm, scaling: &Preprocessor, examples: &Examples) ->
     let buyer_weight = (others / buyers).round().clamp(1.0, MAX_BUYER_WEIGHT);
     let failed = |e: &dyn std::fmt::Display| TrainError::Fit(algorithm.name(), e.to_string());
     let parameters = match algorithm {
-        Algorithm::Logistic => logistic(&x, &y, buyer_weight).map_err(|e| failed(&e))?,
+        Algorithm::Logistic => logistic(&x, &y, buyer_weight, penalty).map_err(|e| failed(&e))?,
         Algorithm::Tree => single_tree(&x, &y, buyer_weight).map_err(|e| failed(&e))?,
         Algorithm::Forest => forest(&x, &y, buyer_weight).map_err(|e| failed(&e))?,
     };
@@ -71,15 +88,16 @@ fn balanced(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> (Array2<f64>, Arr
     (x.select(ndarray::Axis(0), &rows), rows.iter().map(|&i| y[i]).collect())
 }
 
-/// The penalty linfa's logistic regression applies by default, kept so that
-/// models fit as before.
-const LOGISTIC_PENALTY: f64 = 1.0;
-
-fn logistic(x: &Array2<f64>, y: &Array1<bool>, weight: f64) -> Result<Parameters, logistic::LogisticError> {
+fn logistic(
+    x: &Array2<f64>,
+    y: &Array1<bool>,
+    weight: f64,
+    penalty: f64,
+) -> Result<Parameters, logistic::LogisticError> {
     let weights: Vec<f64> = y.iter().map(|&b| if b { weight } else { 1.0 }).collect();
     let rows = x.as_slice().expect("standard layout");
     let labels = y.as_slice().expect("standard layout");
-    let fitted = logistic::fit(rows, x.ncols(), labels, &weights, LOGISTIC_PENALTY)?;
+    let fitted = logistic::fit(rows, x.ncols(), labels, &weights, penalty)?;
     Ok(Parameters::Logistic { intercept: fitted.intercept - weight.ln(), coefficients: fitted.coefficients })
 }
 

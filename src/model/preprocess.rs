@@ -21,7 +21,7 @@ impl Transform {
     /// The transform for an input, by its name.
     pub fn for_input(name: &str) -> Transform {
         match name {
-            "spend_trend" => Transform::Identity,
+            "spend_trend" | "p_alive" | "p_purchase_within_horizon" => Transform::Identity,
             "loyalty_points" => Transform::SignedLog1p,
             _ => Transform::Log1p,
         }

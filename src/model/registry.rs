@@ -3,7 +3,7 @@
 //! whether a new model replaces the active one.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     Select, Set, TransactionTrait,
@@ -74,8 +74,37 @@ pub async fn register(
     Ok(row.insert(db).await?.id)
 }
 
-/// Makes `id` the only active model.
-pub async fn activate(db: &DatabaseConnection, id: i64) -> Result<(), DbErr> {
+/// How a model was made active, as `model_activations.how` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// After training: at least as good as the active model, or there was none.
+    Promoted,
+    /// After training, worse than the active model: `train --force`.
+    Forced,
+    /// `patron model activate`.
+    ByHand,
+}
+
+impl Activation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Promoted => "promoted",
+            Activation::Forced => "forced",
+            Activation::ByHand => "by hand",
+        }
+    }
+
+    /// How a promotion that activates records itself.
+    pub fn of(promotion: &Promotion) -> Activation {
+        match promotion {
+            Promotion::Forced { .. } => Activation::Forced,
+            _ => Activation::Promoted,
+        }
+    }
+}
+
+/// Makes `id` the only active model, and records when and how.
+pub async fn activate(db: &DatabaseConnection, id: i64, how: Activation, now: DateTime<Utc>) -> Result<(), DbErr> {
     let txn = db.begin().await?;
     deactivate_all(&txn).await?;
     model::Entity::update_many()
@@ -83,7 +112,51 @@ pub async fn activate(db: &DatabaseConnection, id: i64) -> Result<(), DbErr> {
         .filter(model::Column::Id.eq(id))
         .exec(&txn)
         .await?;
+    let record = Query::insert()
+        .into_table(ACTIVATIONS)
+        .columns(["model_id", "how", "activated_at"])
+        .values_panic([id.into(), how.as_str().into(), now.into()])
+        .to_owned();
+    txn.execute(&record).await?;
     txn.commit().await
+}
+
+const ACTIVATIONS: &str = "model_activations";
+
+/// One activation of a model, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activated {
+    pub model: String,
+    pub how: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Every activation recorded, newest first (models activated before the
+/// record was kept have none).
+pub async fn activations(db: &DatabaseConnection) -> Result<Vec<Activated>, DbErr> {
+    let select = Query::select()
+        .column((Alias::new("models"), Alias::new("name")))
+        .columns([(Alias::new(ACTIVATIONS), Alias::new("how")), (Alias::new(ACTIVATIONS), Alias::new("activated_at"))])
+        .from(ACTIVATIONS)
+        .inner_join(
+            "models",
+            Expr::col((Alias::new("models"), Alias::new("id")))
+                .equals((Alias::new(ACTIVATIONS), Alias::new("model_id"))),
+        )
+        .order_by((Alias::new(ACTIVATIONS), Alias::new("activated_at")), Order::Desc)
+        .order_by((Alias::new(ACTIVATIONS), Alias::new("id")), Order::Desc)
+        .to_owned();
+    db.query_all(&select)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Activated {
+                model: row.try_get_by_index(0)?,
+                how: row.try_get_by_index(1)?,
+                at: row.try_get_by_index(2)?,
+            })
+        })
+        .collect()
 }
 
 async fn deactivate_all(db: &impl ConnectionTrait) -> Result<(), DbErr> {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
+use super::ModelFile;
 use super::metrics::{CalibrationBin, Metrics};
 
 /// What the report shows, already formatted where it is free text.
@@ -25,6 +26,22 @@ pub struct ReportInput<'a> {
     pub active: bool,
 }
 
+/// Calls `with` on the report input of `file` (the active model when `active`).
+pub fn of_file<R>(file: &ModelFile, active: bool, with: impl FnOnce(&ReportInput) -> R) -> R {
+    let trained_at = file.trained_at.format("%Y-%m-%d %H:%M UTC").to_string();
+    let (training, validation) = (training_text(file), validation_text(file));
+    with(&ReportInput {
+        model_name: &file.name,
+        algorithm: file.algorithm.name(),
+        trained_at: &trained_at,
+        training_window: &training,
+        validation_window: &validation,
+        features: &file.features,
+        metrics: &file.metrics,
+        active,
+    })
+}
+
 /// Writes index.html, roc.svg, gains.svg and calibration.svg into `dir` (created if missing); returns the path of index.html.
 ///
 /// # Errors
@@ -32,13 +49,55 @@ pub struct ReportInput<'a> {
 /// reported as [`io::ErrorKind::Other`].
 pub fn write_report(dir: &Path, input: &ReportInput) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
-    let m = input.metrics;
-    fs::write(dir.join("roc.svg"), roc_svg(m)?)?;
-    fs::write(dir.join("gains.svg"), gains_svg(m)?)?;
-    fs::write(dir.join("calibration.svg"), calibration_svg(m)?)?;
     let index = dir.join("index.html");
-    fs::write(&index, render_html(input))?;
+    let body = report_body(input, &Charts::Files(dir))?;
+    let name = escape(input.model_name);
+    fs::write(
+        &index,
+        format!(
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <title>Model report: {name}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
+             <h1>Model report: {name}</h1>\n{body}</body>\n</html>\n"
+        ),
+    )?;
     Ok(index)
+}
+
+/// The report's content below its title, its charts where `charts` puts them.
+pub fn report_body(input: &ReportInput, charts: &Charts) -> io::Result<String> {
+    Ok([
+        summary_section(input),
+        metrics_section(input.metrics),
+        charts_section(input.metrics, charts)?,
+        calibration_section(&input.metrics.calibration),
+        features_section(input.features),
+    ]
+    .concat())
+}
+
+/// How the model was trained, in a sentence.
+pub fn training_text(m: &ModelFile) -> String {
+    let first = m.training.cutoffs.last().map_or(String::new(), |c| c.format("%Y-%m-%d").to_string());
+    format!(
+        "{} cutoff(s) from {first}, each labelled by purchases in the next {} days; {} customers, {} buyers (each buyer counted {}×)",
+        m.training.cutoffs.len(),
+        m.training.horizon_days,
+        m.training.rows,
+        m.training.buyers,
+        m.training.buyer_weight
+    )
+}
+
+/// What the model was validated on, in a sentence.
+pub fn validation_text(m: &ModelFile) -> String {
+    let end = m.validation.cutoff + chrono::TimeDelta::days(m.validation.horizon_days);
+    format!(
+        "customers as of {}, labelled by purchases until {}; {} customers, {} buyers",
+        m.validation.cutoff.format("%Y-%m-%d"),
+        end.format("%Y-%m-%d"),
+        m.validation.rows,
+        m.validation.buyers
+    )
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
@@ -208,7 +267,7 @@ pub(crate) fn plot_error<E: std::error::Error + Send + Sync + 'static>(error: E)
 
 // ------------------------------------------------------------------ page
 
-const STYLE: &str = "\
+pub(crate) const STYLE: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.5}
 h1{margin-bottom:.2rem}
 table{border-collapse:collapse;margin:1rem 0}
@@ -222,20 +281,6 @@ figure{margin:1rem 0}
 img{max-width:100%;border:1px solid #ddd}
 figcaption{color:#555;font-size:.95rem}
 ";
-
-fn render_html(input: &ReportInput) -> String {
-    let name = escape(input.model_name);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>Model report: {name}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
-         <h1>Model report: {name}</h1>\n{}{}{}{}{}</body>\n</html>\n",
-        summary_section(input),
-        metrics_section(input.metrics),
-        charts_section(input.metrics),
-        calibration_section(&input.metrics.calibration),
-        features_section(input.features),
-    )
-}
 
 fn summary_section(input: &ReportInput) -> String {
     let status = if input.active {
@@ -328,28 +373,42 @@ fn brier_explanation(base_rate: f64) -> String {
     )
 }
 
-fn charts_section(m: &Metrics) -> String {
+fn charts_section(m: &Metrics, charts: &Charts) -> io::Result<String> {
     let reach = m
         .gains_curve
         .iter()
         .find(|p| (p[0] - 0.2).abs() < 1e-9)
         .map(|p| format!(" Here, contacting the top 20% of customers reaches {} of buyers.", format_percent(p[1])))
         .unwrap_or_default();
-    format!(
-        "<h2>Charts</h2>\n\
-         <figure><img src=\"gains.svg\" alt=\"Cumulative gains chart\">\
-         <figcaption>Cumulative gains: the share of all buyers you reach by contacting the \
-         best-scored customers first. The grey diagonal is a random selection; the higher the \
-         blue line above it, the better.{reach}</figcaption></figure>\n\
-         <figure><img src=\"roc.svg\" alt=\"ROC curve\">\
-         <figcaption>ROC curve (AUC {}): buyers found against non-buyers wrongly selected, as \
-         the score cut-off is lowered. The area under it is the AUC.</figcaption></figure>\n\
-         <figure><img src=\"calibration.svg\" alt=\"Calibration chart\">\
-         <figcaption>Calibration: for each decile, the average score against the share who \
+    let gains = charts.figure(
+        "gains.svg",
+        &gains_svg(m)?,
+        "Cumulative gains chart",
+        &format!(
+            "Cumulative gains: the share of all buyers you reach by contacting the \
+             best-scored customers first. The grey diagonal is a random selection; the higher the \
+             blue line above it, the better.{reach}"
+        ),
+    )?;
+    let roc = charts.figure(
+        "roc.svg",
+        &roc_svg(m)?,
+        "ROC curve",
+        &format!(
+            "ROC curve (AUC {}): buyers found against non-buyers wrongly selected, as \
+             the score cut-off is lowered. The area under it is the AUC.",
+            format_auc(m.roc_auc)
+        ),
+    )?;
+    let calibration = charts.figure(
+        "calibration.svg",
+        &calibration_svg(m)?,
+        "Calibration chart",
+        "Calibration: for each decile, the average score against the share who \
          actually bought. Points on the grey diagonal mean the scores can be read as buying \
-         probabilities.</figcaption></figure>\n",
-        format_auc(m.roc_auc)
-    )
+         probabilities.",
+    )?;
+    Ok(format!("<h2>Charts</h2>\n{gains}{roc}{calibration}"))
 }
 
 fn calibration_section(bins: &[CalibrationBin]) -> String {
@@ -387,6 +446,34 @@ fn features_section(features: &[String]) -> String {
          <ul>\n{items}</ul>\n",
         features.len()
     )
+}
+
+/// Where a page's charts go: into files beside the page, which links them
+/// (the report commands, whose folder can be zipped or mailed), or inline
+/// into the page (the dashboard, which serves one document and no files).
+pub enum Charts<'a> {
+    Files(&'a Path),
+    Inline,
+}
+
+impl Charts<'_> {
+    /// The chart `svg` as a figure with its caption; as a file, named `file`.
+    pub fn figure(&self, file: &str, svg: &str, alt: &str, caption: &str) -> io::Result<String> {
+        match self {
+            Charts::Files(dir) => {
+                fs::write(dir.join(file), svg)?;
+                Ok(format!(
+                    "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{caption}</figcaption></figure>\n",
+                    escape(file),
+                    escape(alt)
+                ))
+            }
+            Charts::Inline => Ok(format!(
+                "<figure role=\"img\" aria-label=\"{}\">{svg}<figcaption>{caption}</figcaption></figure>\n",
+                escape(alt)
+            )),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,9 +529,9 @@ mod tests {
     }
 
     #[test]
-    fn page_is_self_contained() {
+    fn the_inline_page_is_self_contained_with_its_three_charts() {
         let metrics = sample_metrics();
-        let html = render_html(&ReportInput {
+        let input = ReportInput {
             model_name: "m",
             algorithm: "a",
             trained_at: "t",
@@ -453,9 +540,12 @@ mod tests {
             features: &[],
             metrics: &metrics,
             active: false,
-        });
+        };
+        let html = report_body(&input, &Charts::Inline).unwrap();
         assert!(!html.contains("<script"));
-        assert!(!html.contains("http://") && !html.contains("https://"));
+        let links = html.replace("xmlns=\"http://www.w3.org/2000/svg\"", "");
+        assert!(!links.contains("http://") && !links.contains("https://") && !html.contains("<img"));
+        assert_eq!(html.matches("<svg").count(), 3);
         assert!(html.contains("Not active"));
     }
 

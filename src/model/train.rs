@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 pub use super::error::{MIN_CLASS_SIZE, TrainError};
 pub use super::examples::Examples;
 use super::fit::{self, Fitted};
-use super::lifetime::CustomerBase;
+use super::lifetime::{BaseInputs, CustomerBase};
 use super::preprocess::Preprocessor;
 use super::{Algorithm, ModelFile, Parameters, SCHEMA_VERSION, TrainingWindow, ValidationWindow, metrics};
 use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
@@ -18,6 +18,9 @@ use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
 const MAX_TRAINING_WINDOWS: i64 = 4;
 /// Rows sampled per window, at most, to bound memory and time on big bases.
 const MAX_ROWS_PER_WINDOW: usize = 100_000;
+/// Customers the BG/NBD fit of each window's inputs reads at most: four
+/// parameters settle long before, and there is one fit per window.
+const MAX_INPUT_FIT_CUSTOMERS: usize = 20_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainRequest {
@@ -29,17 +32,22 @@ pub struct TrainRequest {
 
 /// The customers known at each cutoff (bought or signed up before it),
 /// with their inputs and whether they bought in `[cutoff, cutoff + horizon)`.
-/// Bases larger than [`MAX_ROWS_PER_WINDOW`] are sampled evenly.
+/// Bases larger than [`MAX_ROWS_PER_WINDOW`] are sampled evenly. The
+/// BG/NBD inputs come from a fit on the purchases before each cutoff, as
+/// scoring's come from the fit before the training's `as_of`.
 pub fn examples(history: &History, cutoffs: &[i64], horizon_days: i64) -> Examples {
     let step = history.len().div_ceil(MAX_ROWS_PER_WINDOW).max(1);
     let mut examples = Examples::new(MODEL_INPUTS.len());
     for &cutoff in cutoffs {
         let end = cutoff + horizon_days * DAY;
+        let base = CustomerBase::fit_sample(history, timestamp(cutoff), MAX_INPUT_FIT_CUSTOMERS).ok();
+        let mut base_inputs = BaseInputs::new(base.as_ref(), horizon_days as f64);
         for index in (0..history.len()).step_by(step) {
             let events = history.events(index);
             let features = compute(&events, cutoff);
             if features.tenure_days.is_some() {
-                examples.push(&model_inputs(&features), events.orders.iter().any(|o| o.at >= cutoff && o.at < end));
+                let inputs = model_inputs(&features, base_inputs.of(features.repeats.as_ref()));
+                examples.push(&inputs, events.orders.iter().any(|o| o.at >= cutoff && o.at < end));
             }
         }
     }
@@ -104,7 +112,7 @@ fn propensity(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> 
     let step = step.done("held-out examples");
 
     let algorithm = request.algorithm;
-    let (scaling, held_out) = fitted_model(algorithm, &training)?;
+    let (scaling, held_out, penalty) = held_out_model(algorithm, &training, &validation)?;
     let scores = finite_scores(&scaling, &held_out.parameters, &validation, algorithm)?;
     let metrics =
         metrics::evaluate(&scores, &validation.labels).map_err(|e| TrainError::Fit(algorithm.name(), e.to_string()))?;
@@ -114,7 +122,7 @@ fn propensity(history: &History, request: &TrainRequest, now: DateTime<Utc>) -> 
     let latest = &cutoffs[..cutoffs.len().min(MAX_TRAINING_WINDOWS as usize)];
     let training = examples(history, latest, request.horizon_days);
     let step = step.done("final examples");
-    let (scaling, Fitted { parameters, buyer_weight }) = fitted_model(algorithm, &training)?;
+    let (scaling, Fitted { parameters, buyer_weight }) = fitted_model(algorithm, &training, penalty)?;
     step.done("final fit");
     let model = ModelFile {
         schema_version: SCHEMA_VERSION,
@@ -163,10 +171,33 @@ impl Step {
     }
 }
 
-fn fitted_model(algorithm: Algorithm, training: &Examples) -> Result<(Preprocessor, Fitted), TrainError> {
+fn fitted_model(algorithm: Algorithm, training: &Examples, penalty: f64) -> Result<(Preprocessor, Fitted), TrainError> {
     let scaling = Preprocessor::fit(MODEL_INPUTS, training);
-    let fitted = fit::fit(algorithm, &scaling, training)?;
+    let fitted = fit::fit(algorithm, &scaling, training, penalty)?;
     Ok((scaling, fitted))
+}
+
+/// The held-out fit, with the penalty (of the logistic regression; the
+/// trees have none) whose fit gives the validation window the lowest log
+/// loss: the final fit uses the same. Chosen on the validation window, which
+/// lies before `as_of`, so the choice sees nothing that scoring will judge.
+fn held_out_model(
+    algorithm: Algorithm,
+    training: &Examples,
+    validation: &Examples,
+) -> Result<(Preprocessor, Fitted, f64), TrainError> {
+    let mut best: Option<(f64, Preprocessor, Fitted, f64)> = None;
+    for &penalty in fit::penalties(algorithm) {
+        let (scaling, fitted) = fitted_model(algorithm, training, penalty)?;
+        let scores = finite_scores(&scaling, &fitted.parameters, validation, algorithm)?;
+        let loss = metrics::log_loss(&scores, &validation.labels);
+        tracing::debug!(penalty, loss, "held-out fit");
+        if best.as_ref().is_none_or(|b| loss < b.0) {
+            best = Some((loss, scaling, fitted, penalty));
+        }
+    }
+    let (_, scaling, fitted, penalty) = best.expect("every algorithm has a penalty to try");
+    Ok((scaling, fitted, penalty))
 }
 
 /// The scores of a fitted model on `examples`, refused if any is not finite.

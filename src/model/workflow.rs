@@ -61,7 +61,7 @@ pub async fn train_and_promote(
     let file_name = path.file_name().expect("a file").to_string_lossy().into_owned();
     let id = registry::register(db, &model, &file_name, now).await?;
     if promotion.activates() {
-        registry::activate(db, id).await?;
+        registry::activate(db, id, registry::Activation::of(&promotion), now).await?;
     }
     Ok(TrainOutcome { model, path, promotion, new_auc, both_saved, active_unusable })
 }

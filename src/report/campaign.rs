@@ -87,18 +87,20 @@ pub struct DeliveryCounts {
 }
 
 impl DeliveryCounts {
-    fn add(&mut self, state: &str) {
+    /// Counts `n` rows in `state`.
+    pub fn add(&mut self, state: &str, n: u64) {
         use crate::db::entities::outbox::State;
-        self.planned += 1;
-        match State::parse(state) {
-            Some(State::Sent) => self.sent += 1,
-            Some(State::Failed) => self.failed += 1,
-            Some(State::Suppressed) => self.suppressed += 1,
-            Some(State::Unknown) => self.unknown += 1,
-            Some(State::Control) => self.control += 1,
-            Some(State::Expired) => self.expired += 1,
-            Some(State::Planned | State::Sending | State::Retrying | State::Held) | None => self.waiting += 1,
-        }
+        self.planned += n;
+        let count = match State::parse(state) {
+            Some(State::Sent) => &mut self.sent,
+            Some(State::Failed) => &mut self.failed,
+            Some(State::Suppressed) => &mut self.suppressed,
+            Some(State::Unknown) => &mut self.unknown,
+            Some(State::Control) => &mut self.control,
+            Some(State::Expired) => &mut self.expired,
+            Some(State::Planned | State::Sending | State::Retrying | State::Held) | None => &mut self.waiting,
+        };
+        *count += n;
     }
 }
 
@@ -320,7 +322,7 @@ pub fn summarise(
     let mut drawn: BTreeMap<String, Arm> = BTreeMap::new();
     for (exposure, &outcome) in exposures.iter().zip(outcomes) {
         let entry = per_run.entry(exposure.run_id).or_default();
-        entry.0.add(&exposure.state);
+        entry.0.add(&exposure.state, 1);
         entry.1.add(exposure, outcome);
         entry.2 &= exposure.start + window <= now;
         overall.add(exposure, outcome);

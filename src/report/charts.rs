@@ -34,13 +34,7 @@ pub fn bars(axes: &Axes, bars: &[Bar], decimals: usize) -> io::Result<String> {
     let (low, high) = value_range(bars);
     let n = bars.len().max(1);
     draw_svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(axes.title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(segments(n), low..high)
-            .map_err(plot_error)?;
+        let mut chart = titled(root, axes, 50, 70).build_cartesian_2d(segments(n), low..high).map_err(plot_error)?;
         let label = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => bars.get(*i).map(|b| b.label.clone()).unwrap_or_default(),
             _ => String::new(),
@@ -102,13 +96,7 @@ fn value_range(bars: &[Bar]) -> (f64, f64) {
 /// A line from (0, 0) to (100, 100) in percent, with the diagonal of an even spread for reference.
 pub fn share_curve(axes: &Axes, points: &[(f64, f64)], mark_x: f64) -> io::Result<String> {
     draw_svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(axes.title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..100.0, 0.0..100.0)
-            .map_err(plot_error)?;
+        let mut chart = titled(root, axes, 45, 60).build_cartesian_2d(0.0..100.0, 0.0..100.0).map_err(plot_error)?;
         let tick = |v: &f64| format!("{v:.0}");
         chart
             .configure_mesh()
@@ -149,18 +137,36 @@ pub fn share_curve(axes: &Axes, points: &[(f64, f64)], mark_x: f64) -> io::Resul
     })
 }
 
+/// Counts in equal steps of time (oldest first) as a filled line; `label`
+/// names the step at each of `ticks` evenly spaced marks.
+pub fn timeline(axes: &Axes, counts: &[u64], ticks: usize, label: &dyn Fn(usize) -> String) -> io::Result<String> {
+    let n = counts.len().max(2);
+    let high = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
+    draw_svg(|root| {
+        let mut chart = titled(root, axes, 50, 70).build_cartesian_2d(0..n - 1, 0.0..high).map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(ticks + 1)
+            .x_label_formatter(&|i: &usize| label(*i))
+            .y_label_formatter(&|v: &f64| format!("{v:.0}"))
+            .x_desc(axes.x_desc)
+            .y_desc(axes.y_desc)
+            .draw()
+            .map_err(plot_error)?;
+        let points = counts.iter().enumerate().map(|(i, &c)| (i, c as f64));
+        chart.draw_series(AreaSeries::new(points, 0.0, BLUE.mix(0.25)).border_style(BLUE)).map_err(plot_error)?;
+        Ok(())
+    })
+}
+
 /// A grid of cells, rows top to bottom, each shaded by its count and labelled with its text.
 pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, String)]) -> io::Result<String> {
     let max = cells.iter().map(|c| c.0).max().unwrap_or(0).max(1) as f64;
     let (nc, nr) = (columns.len(), rows.len());
     draw_svg(|root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(axes.title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(110)
-            .build_cartesian_2d(segments(nc), segments(nr))
-            .map_err(plot_error)?;
+        let mut chart =
+            titled(root, axes, 50, 110).build_cartesian_2d(segments(nc), segments(nr)).map_err(plot_error)?;
         let column = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => columns.get(*i).map(|s| (*s).to_owned()).unwrap_or_default(),
             _ => String::new(),
@@ -212,8 +218,18 @@ pub fn heat_map(axes: &Axes, columns: &[&str], rows: &[&str], cells: &[(u64, Str
     })
 }
 
+/// A chart builder with the title of `axes` and room for the axis labels
+/// (`x_room` under the chart, `y_room` left of it), as every chart here starts.
+fn titled<'a, 'b>(root: &'a Svg<'b>, axes: &Axes, x_room: u32, y_room: u32) -> ChartBuilder<'a, 'a, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(axes.title, ("sans-serif", 20)).margin(15).x_label_area_size(x_room).y_label_area_size(y_room);
+    builder
+}
+
+type Svg<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
 /// Draws on a white canvas of the report charts' size and returns the SVG document.
-fn draw_svg(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> io::Result<()>) -> io::Result<String> {
+fn draw_svg(draw: impl FnOnce(&Svg) -> io::Result<()>) -> io::Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();

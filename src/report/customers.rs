@@ -18,6 +18,8 @@ use serde::Serialize;
 
 use super::ReportError;
 use super::outlook::{self, BaseOutlook};
+use crate::db::engine::{Options, Txn};
+use crate::db::record::record;
 use crate::features::history::Order;
 use crate::model::lifetime::Valuation;
 
@@ -221,7 +223,15 @@ pub async fn report(
     let buyers = load_buyers(db, as_of).await?;
     let interactions = load_interactions(db, as_of).await?;
     let customers = count_customers(db).await?;
-    let mut report = analyse(customers, &buyers, &interactions, as_of, valuing);
+    // Seconds of arithmetic on a large base: off the async runtime's
+    // threads, so that the daemon (the dashboard) keeps answering meanwhile.
+    let valuing = *valuing;
+    let (mut report, buyers) = tokio::task::spawn_blocking(move || {
+        let report = analyse(customers, &buyers, &interactions, as_of, &valuing);
+        (report, buyers)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     report.top_customers = top_customers(db, &buyers).await?;
     Ok(report)
 }
@@ -459,21 +469,30 @@ async fn count_customers(db: &DatabaseConnection) -> Result<u64, DbErr> {
     Ok(u64::try_from(count).unwrap_or(0))
 }
 
-/// Every buyer's orders up to `as_of`, in one streamed query.
+record! {
+    struct OrderRow {
+        customer_id: i64,
+        ordered_at: DateTime<Utc>,
+        amount_cents: i64,
+    }
+}
+
+/// Every buyer's orders up to `as_of`, in one streamed query (through the
+/// engines' own drivers: millions of rows).
 async fn load_buyers(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Vec<Buyer>, DbErr> {
     let select = Query::select()
-        .columns([Alias::new("customer_id"), Alias::new("ordered_at"), Alias::new("amount_cents")])
-        .from(Alias::new("orders"))
-        .and_where(Expr::col(Alias::new("ordered_at")).lte(as_of))
+        .columns(["customer_id", "ordered_at", "amount_cents"])
+        .from("orders")
+        .and_where(Expr::col("ordered_at").lte(as_of))
         .to_owned();
     let mut by_customer: HashMap<i64, Vec<(DateTime<Utc>, i64)>> = HashMap::new();
-    let mut rows = std::pin::pin!(db.stream(&select).await?);
-    while let Some(row) = rows.try_next().await? {
-        by_customer
-            .entry(row.try_get_by_index(0)?)
-            .or_default()
-            .push((row.try_get_by_index(1)?, row.try_get_by_index(2)?));
-    }
+    let mut txn = Txn::begin(db, Options::default()).await?;
+    txn.for_each(&select, |row: OrderRow| {
+        by_customer.entry(row.customer_id).or_default().push((row.ordered_at, row.amount_cents));
+        Ok(())
+    })
+    .await?;
+    txn.rollback().await?;
     let mut buyers: Vec<Buyer> = by_customer
         .into_iter()
         .map(|(customer_id, mut orders)| {

@@ -6,7 +6,7 @@
 
 pub mod attribution;
 pub mod campaign;
-mod charts;
+pub mod charts;
 pub mod customers;
 pub mod html;
 pub mod outlook;

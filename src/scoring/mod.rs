@@ -25,7 +25,7 @@ use crate::features::snapshot::SnapshotWriter;
 use crate::features::{Features, History, compute, model_inputs};
 use crate::model::ModelFile;
 use crate::model::file::{self, ModelFileError};
-use crate::model::lifetime::{Outlook, Outlooks, Valuation};
+use crate::model::lifetime::{BaseInputs, Outlook, Outlooks, Valuation};
 use crate::model::{metrics, registry};
 
 const SCORE_COLUMNS: &[&str] = &[
@@ -157,7 +157,11 @@ impl Scored {
         let features_time = clock.elapsed();
         let clock = Instant::now();
         let mut scratch = Vec::new();
-        let scores = features.iter().map(|f| model.score(&model_inputs(f), &mut scratch)).collect();
+        let mut base_inputs = BaseInputs::new(model.customer_base.as_ref(), model.training.horizon_days as f64);
+        let scores = features
+            .iter()
+            .map(|f| model.score(&model_inputs(f, base_inputs.of(f.repeats.as_ref())), &mut scratch))
+            .collect();
         let outlooks = match &model.customer_base {
             Some(base) => {
                 let mut outlooks = Outlooks::new(base, *valuation);

@@ -7,56 +7,58 @@ use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
 use sea_orm::sea_query::{Alias, Condition, Expr as Sql, ExprTrait, Query, SelectStatement, SimpleExpr};
 use sea_orm::{DbBackend, Value as DbValue};
 
+use super::dependencies::Dependencies;
 use super::{CompareOp, Expr, Field, FieldType, History, Value};
 
-/// Every field a segment can use: its name, type, table and column.
-pub const FIELDS: &[(&str, FieldType, &str, &str)] = &[
-    ("recency_days", FieldType::Days, "feature_snapshots", "recency_days"),
-    ("frequency", FieldType::Number, "feature_snapshots", "frequency"),
-    ("orders_total", FieldType::Number, "feature_snapshots", "orders_total"),
-    ("monetary_total", FieldType::Number, "feature_snapshots", "monetary_total"),
-    ("monetary_mean", FieldType::Number, "feature_snapshots", "monetary_mean"),
-    ("first_order_value", FieldType::Number, "feature_snapshots", "first_order_value"),
-    ("tenure_days", FieldType::Days, "feature_snapshots", "tenure_days"),
-    ("gap_mean_days", FieldType::Days, "feature_snapshots", "gap_mean_days"),
-    ("gap_std_days", FieldType::Days, "feature_snapshots", "gap_std_days"),
-    ("orders_30d", FieldType::Number, "feature_snapshots", "orders_30d"),
-    ("orders_90d", FieldType::Number, "feature_snapshots", "orders_90d"),
-    ("orders_365d", FieldType::Number, "feature_snapshots", "orders_365d"),
-    ("spend_30d", FieldType::Number, "feature_snapshots", "spend_30d"),
-    ("spend_90d", FieldType::Number, "feature_snapshots", "spend_90d"),
-    ("spend_365d", FieldType::Number, "feature_snapshots", "spend_365d"),
-    ("distinct_categories", FieldType::Number, "feature_snapshots", "distinct_categories"),
-    ("spend_trend", FieldType::Number, "feature_snapshots", "spend_trend"),
-    ("complaints_open", FieldType::Number, "feature_snapshots", "complaints_open"),
-    ("complaints_365d", FieldType::Number, "feature_snapshots", "complaints_365d"),
-    ("loyalty_points", FieldType::Number, "feature_snapshots", "loyalty_points"),
-    ("loyalty_tier", FieldType::Text, "feature_snapshots", "loyalty_tier"),
-    ("days_since_last_message", FieldType::Days, "feature_snapshots", "days_since_last_message"),
-    ("first_name", FieldType::Text, "customers", "first_name"),
-    ("last_name", FieldType::Text, "customers", "last_name"),
-    ("birthday", FieldType::Date, "customers", "birthday"),
-    ("signed_up_at", FieldType::Date, "customers", "signed_up_at"),
-    ("marketing_consent", FieldType::Bool, "customers", "marketing_consent"),
-    ("propensity", FieldType::Number, "scores", "score"),
-    ("propensity_decile", FieldType::Number, "scores", "decile"),
+/// Every field a segment can use: its name, type, table and column, and
+/// what it reads that can go stale (`segment::dependencies`).
+pub const FIELDS: &[(&str, FieldType, &str, &str, Dependencies)] = &[
+    ("recency_days", FieldType::Days, "feature_snapshots", "recency_days", Dependencies::SCORING),
+    ("frequency", FieldType::Number, "feature_snapshots", "frequency", Dependencies::SCORING),
+    ("orders_total", FieldType::Number, "feature_snapshots", "orders_total", Dependencies::SCORING),
+    ("monetary_total", FieldType::Number, "feature_snapshots", "monetary_total", Dependencies::SCORING),
+    ("monetary_mean", FieldType::Number, "feature_snapshots", "monetary_mean", Dependencies::SCORING),
+    ("first_order_value", FieldType::Number, "feature_snapshots", "first_order_value", Dependencies::SCORING),
+    ("tenure_days", FieldType::Days, "feature_snapshots", "tenure_days", Dependencies::SCORING),
+    ("gap_mean_days", FieldType::Days, "feature_snapshots", "gap_mean_days", Dependencies::SCORING),
+    ("gap_std_days", FieldType::Days, "feature_snapshots", "gap_std_days", Dependencies::SCORING),
+    ("orders_30d", FieldType::Number, "feature_snapshots", "orders_30d", Dependencies::SCORING),
+    ("orders_90d", FieldType::Number, "feature_snapshots", "orders_90d", Dependencies::SCORING),
+    ("orders_365d", FieldType::Number, "feature_snapshots", "orders_365d", Dependencies::SCORING),
+    ("spend_30d", FieldType::Number, "feature_snapshots", "spend_30d", Dependencies::SCORING),
+    ("spend_90d", FieldType::Number, "feature_snapshots", "spend_90d", Dependencies::SCORING),
+    ("spend_365d", FieldType::Number, "feature_snapshots", "spend_365d", Dependencies::SCORING),
+    ("distinct_categories", FieldType::Number, "feature_snapshots", "distinct_categories", Dependencies::SCORING),
+    ("spend_trend", FieldType::Number, "feature_snapshots", "spend_trend", Dependencies::SCORING),
+    ("complaints_open", FieldType::Number, "feature_snapshots", "complaints_open", Dependencies::SCORING),
+    ("complaints_365d", FieldType::Number, "feature_snapshots", "complaints_365d", Dependencies::SCORING),
+    ("loyalty_points", FieldType::Number, "feature_snapshots", "loyalty_points", Dependencies::SCORING),
+    ("loyalty_tier", FieldType::Text, "feature_snapshots", "loyalty_tier", Dependencies::SCORING),
+    ("days_since_last_message", FieldType::Days, "feature_snapshots", "days_since_last_message", Dependencies::SCORING),
+    ("first_name", FieldType::Text, "customers", "first_name", Dependencies::NONE),
+    ("last_name", FieldType::Text, "customers", "last_name", Dependencies::NONE),
+    ("birthday", FieldType::Date, "customers", "birthday", Dependencies::NONE),
+    ("signed_up_at", FieldType::Date, "customers", "signed_up_at", Dependencies::NONE),
+    ("marketing_consent", FieldType::Bool, "customers", "marketing_consent", Dependencies::NONE),
+    ("propensity", FieldType::Number, "scores", "score", Dependencies::SCORING),
+    ("propensity_decile", FieldType::Number, "scores", "decile", Dependencies::SCORING),
     // The customer-base models' outlook, written by scoring beside the propensity.
-    ("p_alive", FieldType::Number, "scores", "p_alive"),
-    ("expected_orders_90d", FieldType::Number, "scores", "expected_orders_90d"),
-    ("expected_orders_365d", FieldType::Number, "scores", "expected_orders_365d"),
-    ("clv", FieldType::Number, "scores", "clv"),
+    ("p_alive", FieldType::Number, "scores", "p_alive", Dependencies::SCORING),
+    ("expected_orders_90d", FieldType::Number, "scores", "expected_orders_90d", Dependencies::SCORING),
+    ("expected_orders_365d", FieldType::Number, "scores", "expected_orders_365d", Dependencies::SCORING),
+    ("clv", FieldType::Number, "scores", "clv", Dependencies::SCORING),
     // Computed when the segment is evaluated, from the base tables: triggers
     // such as "birthday today" must not wait for the next feature snapshot.
-    ("birthday_today", FieldType::Bool, LIVE, "birthday_today"),
-    ("days_since_complaint_resolved", FieldType::Days, LIVE, "days_since_complaint_resolved"),
+    ("birthday_today", FieldType::Bool, LIVE, "birthday_today", Dependencies::NONE),
+    ("days_since_complaint_resolved", FieldType::Days, LIVE, "days_since_complaint_resolved", Dependencies::ORDERS),
     // The loyalty account as the last recompute (or redemption) left it.
-    ("points", FieldType::Number, LIVE, "points"),
-    ("tier", FieldType::Text, LIVE, "tier"),
-    ("tier_direction", FieldType::Text, LIVE, "tier_direction"),
-    ("tier_changed_days_ago", FieldType::Days, LIVE, "tier_changed_days_ago"),
-    ("points_expiring_30d", FieldType::Number, LIVE, "points_expiring_30d"),
-    ("next_tier", FieldType::Text, LIVE, "next_tier"),
-    ("points_to_next_tier", FieldType::Number, LIVE, "points_to_next_tier"),
+    ("points", FieldType::Number, LIVE, "points", Dependencies::ORDERS),
+    ("tier", FieldType::Text, LIVE, "tier", Dependencies::ORDERS),
+    ("tier_direction", FieldType::Text, LIVE, "tier_direction", Dependencies::ORDERS),
+    ("tier_changed_days_ago", FieldType::Days, LIVE, "tier_changed_days_ago", Dependencies::ORDERS),
+    ("points_expiring_30d", FieldType::Number, LIVE, "points_expiring_30d", Dependencies::ORDERS),
+    ("next_tier", FieldType::Text, LIVE, "next_tier", Dependencies::ORDERS),
+    ("points_to_next_tier", FieldType::Number, LIVE, "points_to_next_tier", Dependencies::ORDERS),
 ];
 
 /// Loyalty fields read straight from the member's account row.
@@ -79,7 +81,7 @@ pub struct Context {
 
 /// The names and types for [`super::parse`].
 pub fn known_fields() -> Vec<(&'static str, FieldType)> {
-    FIELDS.iter().map(|&(name, kind, _, _)| (name, kind)).collect()
+    FIELDS.iter().map(|&(name, kind, ..)| (name, kind)).collect()
 }
 
 /// `SELECT customers.id, customers.external_id` of the customers in the
@@ -276,7 +278,7 @@ fn subscribed(topic: &str) -> Condition {
 pub fn column(field: &Field, compared_with: &Value, context: &Context) -> SimpleExpr {
     match field {
         Field::Named(name) => {
-            let (_, _, table, column) =
+            let (_, _, table, column, _) =
                 FIELDS.iter().find(|f| f.0 == name).expect("the validator only lets known fields through");
             if *table == LIVE {
                 live_column(column, context)

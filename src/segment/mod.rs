@@ -6,6 +6,7 @@
 use std::fmt;
 
 pub mod compile;
+mod dependencies;
 #[cfg(test)]
 mod error_tests;
 #[cfg(test)]
@@ -16,6 +17,7 @@ mod parser;
 mod tests;
 mod validate;
 
+pub use dependencies::Dependencies;
 pub use parser::MAX_DEPTH;
 pub(crate) use validate::unknown_field;
 

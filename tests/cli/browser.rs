@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use patron::delivery::Signer;
@@ -22,14 +23,44 @@ use crate::delivery::{CAMPAIGN, SECRET, count, customers, free_port, serve, wait
 use crate::support::each_backend;
 
 /// A ChromeDriver process and one headless Chromium session.
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     port: u16,
-    session: String,
+    pub(crate) session: String,
+    /// Held while the browser lives (dropped after the driver is stopped).
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// One browser at a time: the tests that use one run in parallel with the
+/// rest, and two drivers (each with a Chromium) would only slow both.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// ChromeDriver listening on a free port. Another process may take the port
+/// between its choice and the driver's start (the driver then exits while
+/// the port answers for someone else), so a driver that exited is started
+/// again on another port.
+fn start_driver(binary: &Path) -> (Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut driver = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        wait_for_port(port);
+        // A driver that finds its port taken exits at once, but the port
+        // answers (for its holder) before that: give it the moment to.
+        std::thread::sleep(Duration::from_millis(300));
+        if driver.try_wait().expect("chromedriver's state").is_none() {
+            return (driver, port);
+        }
+    }
+    panic!("chromedriver exited at start five times: its ports were taken");
 }
 
 impl Browser {
-    fn start() -> Option<Browser> {
+    pub(crate) fn start() -> Option<Browser> {
         let binary = match std::env::var_os("PATRON_TEST_CHROMEDRIVER") {
             Some(path) => PathBuf::from(path),
             None if Path::new("/usr/bin/chromedriver").exists() => PathBuf::from("/usr/bin/chromedriver"),
@@ -40,26 +71,27 @@ impl Browser {
                 return None;
             }
         };
-        let port = free_port();
-        let driver = Command::new(binary)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        wait_for_port(port);
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (driver, port) = start_driver(&binary);
         let options = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
-        }}}});
-        let mut browser = Browser { driver, port, session: String::new() };
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2400"]
+        }, "goog:loggingPrefs": {"browser": "ALL"}}}});
+        let mut browser = Browser { driver, port, session: String::new(), _turn: turn };
         let created = browser.call("POST", "/session", Some(options));
         browser.session = created["value"]["sessionId"].as_str().expect("a session id").to_owned();
         Some(browser)
     }
 
-    /// One WebDriver command; its JSON answer.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    /// One WebDriver command; its JSON answer, which must not be an error.
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let value = self.try_call(method, path, body);
+        assert!(value["value"].get("error").is_none(), "{method} {path}: {value}");
+        value
+    }
+
+    /// One WebDriver command; its JSON answer, an error or not.
+    pub(crate) fn try_call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to chromedriver");
         stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -70,13 +102,10 @@ impl Browser {
         );
         stream.write_all(request.as_bytes()).unwrap();
         let body = read_answer(stream);
-        let value: Value =
-            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
-        assert!(value["value"].get("error").is_none(), "{method} {path}: {value}");
-        value
+        serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
     }
 
-    fn open(&self, url: &str) {
+    pub(crate) fn open(&self, url: &str) {
         self.call("POST", &format!("/session/{}/url", self.session), Some(json!({"url": url})));
     }
 

@@ -7,19 +7,8 @@ use patron::campaign::plan::{self, Outcome, Rules};
 use patron::campaign::scheduler::{Fired, Scheduler};
 use patron::campaign::{Campaign, spec};
 use patron::segment::{Expr, Field};
-use sea_orm::DatabaseConnection;
 
-use crate::support::{TestEnv, each_backend};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
-async fn connect(env: &TestEnv) -> DatabaseConnection {
-    let mut settings = patron::config::load(None).expect("default settings").settings;
-    settings.database.url = env.database_url.clone();
-    patron::db::open(&settings).await.expect("open database")
-}
+use crate::support::{TestEnv, connect, each_backend, runtime};
 
 fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).expect("time").with_timezone(&Utc)
@@ -45,6 +34,8 @@ const RULES: Rules = Rules {
     frequency_cap: 3,
     frequency_window: Duration::days(7),
     attribution_window: Duration::days(7),
+    max_data_age: None,
+    max_score_age: Duration::hours(26),
 };
 const AT: &str = "2026-06-01T09:00:00Z";
 

@@ -245,3 +245,38 @@ fn every_bad_setting_is_reported_at_once_each_with_its_key_and_origin() {
     let schedule = run.stderr.lines().find(|l| l.contains("`daemon.score_schedule` (from ")).unwrap_or_default();
     assert!(schedule.contains("patron.toml"), "the schedule's problem names its file: {}", run.stderr);
 }
+
+#[test]
+fn bad_feeds_are_refused_each_with_its_key_and_file_and_a_good_one_is_listed() {
+    let env = TestEnv::new(Backend::Sqlite);
+    let file = env.write(
+        "feeds.toml",
+        "[[feeds]]\nname = \"drop\"\nkind = \"folder\"\n\n\
+         [[feeds]]\nname = \"shop\"\nkind = \"sql\"\nurl = \"postgres://reader:hunter2@db/shop\"\n\
+         [feeds.queries]\norders = \"select * from orders\"\n\n\
+         [[feeds]]\nname = \"shop\"\nkind = \"folder\"\npath = \"in\"\nschedule = \"every day\"\n",
+    );
+    let run = env.patron(&["--config", &file, "feed", "list"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    for expected in [
+        "`feeds[0].path` (from ",
+        "feed `drop`: a folder feed needs the `path` of its drop folder",
+        "`feeds[1].url`",
+        "PATRON_FEED_SHOP_PASSWORD, not in the URL",
+        "`feeds[1].queries.orders`",
+        "`feeds[2].name`",
+        "two feeds are named `shop`",
+        "`feeds[2].schedule`",
+    ] {
+        assert!(run.stderr.contains(expected), "missing {expected:?} in:\n{}", run.stderr);
+    }
+    assert!(run.stderr.contains("feeds.toml"), "{}", run.stderr);
+    assert!(!run.stderr.contains("hunter2"), "the password never prints:\n{}", run.stderr);
+
+    let good = env.write("good.toml", "[[feeds]]\nname = \"drop\"\nkind = \"folder\"\npath = \"in\"\n");
+    let listed = env.ok(&["--config", &good, "feed", "list"]).stdout;
+    assert!(listed.contains("drop (folder): schedule by hand"), "{listed}");
+    let run = env.patron(&["--config", &good, "feed", "run", "nope"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no feed named `nope`; the feeds are: drop"), "{}", run.stderr);
+}

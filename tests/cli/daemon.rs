@@ -22,14 +22,14 @@ fn free_port() -> u16 {
 }
 
 /// A running daemon, its standard error collected, SIGKILLed if still running on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    fn start(env: &TestEnv, settings: &[(&str, String)]) -> Daemon {
+    pub(crate) fn start(env: &TestEnv, settings: &[(&str, String)]) -> Daemon {
         let port = free_port();
         let mut command = env.command(&["run"]);
         command
@@ -65,11 +65,11 @@ impl Daemon {
         Daemon { child, port, stderr }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
-    fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let ready = wait_until(Duration::from_secs(60), || http(self.port, "/readyz").0 == 200);
         assert!(ready, "the daemon did not become ready:\n{}", self.stderr());
     }
@@ -667,6 +667,51 @@ fn two_daemons_on_postgresql_share_the_scoring_and_the_range_of_a_killed_one_is_
 }
 
 #[test]
+fn a_fire_on_stale_data_is_held_back_counted_once_and_planned_once_an_import_lands() {
+    each_backend(|env| {
+        customers(env, 4);
+        env.write(
+            "campaigns/lapsed.toml",
+            "kind = \"marketing\"\nschedule = \"*/30 * * * * *\"\n\n[audience]\n\
+             where = 'first_name is not null and not ordered_since_received(\"lapsed\")'\nholdout = 0\n\n\
+             [message]\nfrom = \"shop@example.com\"\nsubject = \"Hi\"\ntext = \"Hello {{ unsubscribe_url }}\"\n",
+        );
+        let settings = [
+            ("PATRON__CAMPAIGNS__MAX_DATA_AGE", "1h".to_owned()),
+            ("PATRON__CAMPAIGNS__FREQUENCY_CAP", "0".to_owned()),
+        ];
+        let daemon = Daemon::start(env, &settings);
+        daemon.wait_ready();
+        // The customers came without an import: nothing tells how old the orders are.
+        let stale = "SELECT COUNT(*) FROM campaign_runs WHERE state = 'stale'";
+        assert!(wait_until(Duration::from_secs(60), || count(env, stale) == 1), "{}", daemon.stderr());
+        let run_id = count(env, "SELECT MIN(id) FROM campaign_runs");
+        let scrape = || samples(&http(daemon.port, "/metrics").1);
+        assert_eq!(scrape()["patron_runs_skipped_stale_total"], 1.0);
+        // Tried again at each tick, the fire is counted once.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(scrape()["patron_runs_skipped_stale_total"], 1.0);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM campaign_runs"), 1);
+        let logged = daemon.stderr();
+        assert!(logged.contains("campaign run held back: its data is stale"), "{logged}");
+        assert!(logged.contains("no import or feed has been recorded"), "{logged}");
+
+        let orders = env.write(
+            "orders.csv",
+            "order_id,customer_id,ordered_at,amount,currency,items,category\nO1,1,2026-01-01,10.00,USD,1,pop\n",
+        );
+        env.ok(&["import", "orders", &orders]);
+        let planned = format!("SELECT COUNT(*) FROM campaign_runs WHERE id = {run_id} AND state = 'planned'");
+        assert!(wait_until(Duration::from_secs(20), || count(env, &planned) == 1), "{}", daemon.stderr());
+        assert_eq!(count(env, &format!("SELECT COUNT(*) FROM outbox WHERE run_id = {run_id}")), 4);
+        let samples = scrape();
+        assert_eq!(samples["patron_runs_planned_total"], 1.0);
+        assert_eq!(samples["patron_runs_skipped_stale_total"], 1.0);
+        assert_eq!(daemon.stop(), 0);
+    });
+}
+
+#[test]
 fn the_daemon_expires_the_messages_past_their_expiry_unsent_and_counts_them() {
     each_backend(|env| {
         customers(env, 3);
@@ -688,5 +733,94 @@ fn the_daemon_expires_the_messages_past_their_expiry_unsent_and_counts_them() {
         assert_eq!(samples["patron_messages_sent_total"], 0.0);
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'expired'"), 3);
         assert_eq!(daemon.stop(), 0);
+    });
+}
+
+/// The settings file of the feed test: a drop folder fed every second, and
+/// a sql feed whose source cannot be reached.
+fn feeds_config(env: &TestEnv) -> String {
+    let drop = env.path("drop");
+    env.write(
+        "feeds.toml",
+        format!(
+            "[[feeds]]\nname = \"drop\"\nkind = \"folder\"\nschedule = \"* * * * * *\"\npath = \"{drop}\"\nsettle = \"0s\"\n\n\
+             [[feeds]]\nname = \"shop\"\nkind = \"sql\"\nschedule = \"* * * * * *\"\n\
+             url = \"postgres://patron@127.0.0.1:1/shop\"\n\
+             [feeds.queries]\ncustomers = \"select * from customers where updated_at > :since\"\n"
+        ),
+    )
+}
+
+#[test]
+fn a_feed_that_lands_rows_brings_loyalty_and_scores_up_to_date_and_a_failing_one_holds_nothing_up() {
+    each_backend(|env| {
+        for what in ["customers", "orders"] {
+            env.ok(&["import", what, &crate::support::example(&format!("{what}.csv")).display().to_string()]);
+        }
+        env.ok(&["train", "--as-of", "1997-09-30", "--horizon", "91d"]);
+        let config = feeds_config(env);
+        std::fs::create_dir_all(env.dir.path().join("drop")).unwrap();
+        std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
+        env.write(
+            "drop/orders.csv",
+            "order_id,customer_id,ordered_at,amount\nFEED-O1,FEED-1,2026-11-30T10:00:00Z,42.50\n",
+        );
+        env.write(
+            "drop/customers.csv",
+            "customer_id,email,first_name,marketing_consent\nFEED-1,feed1@example.com,Fay,true\n",
+        );
+        let mut command = env.command(&["--config", &config, "run"]);
+        let port = free_port();
+        command
+            .env("PATRON__UNSUBSCRIBE__SECRET", SECRET)
+            .env("PATRON__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let daemon = Daemon::from_command(command);
+        daemon.wait_ready();
+        let landed = wait_until(Duration::from_secs(90), || {
+            let stderr = daemon.stderr();
+            stderr.contains("feed landed")
+                && stderr.contains("loyalty recomputed")
+                && stderr.contains("customers scored")
+        });
+        let stderr = daemon.stderr();
+        assert!(landed, "{stderr}");
+        let landed_at = stderr.find("feed landed").unwrap();
+        assert!(stderr.find("loyalty recomputed").unwrap() > landed_at, "the recompute follows the landing:\n{stderr}");
+        assert!(stderr.find("customers scored").unwrap() > landed_at, "so does the scoring:\n{stderr}");
+        assert!(stderr.contains("feed failed, nothing of it landed"), "{stderr}");
+        assert!(!stderr.contains("feed1@example.com"), "no address in the log");
+        assert_eq!(
+            env.strings(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM scores JOIN customers ON customers.id = scores.customer_id \
+                 WHERE customers.external_id = 'FEED-1'"
+            ),
+            ["1"],
+            "the customer the feed brought is scored"
+        );
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM orders WHERE external_id = 'FEED-O1'"), ["1"]);
+        assert!(env.dir.path().join("drop/done/orders.csv").exists());
+
+        let samples = samples(&http(daemon.port, "/metrics").1);
+        assert!(samples["patron_feed_last_success_timestamp_seconds{feed=\"drop\"}"] > 1.7e9);
+        assert_eq!(samples["patron_feed_last_success_timestamp_seconds{feed=\"shop\"}"], 0.0);
+        assert!(samples["patron_feed_runs_total{feed=\"shop\",outcome=\"failed\"}"] >= 1.0);
+        assert!(samples["patron_data_last_load_timestamp_seconds"] > 1.7e9);
+        assert_eq!(daemon.stop(), 0);
+
+        let listed: serde_json::Value =
+            serde_json::from_str(&env.ok(&["--config", &config, "feed", "list", "--json"]).stdout).unwrap();
+        assert_eq!(listed[0]["name"], "drop");
+        assert!(listed[0]["last_success_at"].is_string(), "{listed}");
+        assert_eq!(listed[0]["last_error"], serde_json::Value::Null);
+        assert_eq!(listed[1]["name"], "shop");
+        assert_eq!(listed[1]["last_success_at"], serde_json::Value::Null);
+        assert!(listed[1]["last_error"].as_str().unwrap().to_lowercase().contains("refused"), "{listed}");
+        let status =
+            serde_json::from_str::<serde_json::Value>(&env.ok(&["--config", &config, "status", "--json"]).stdout)
+                .unwrap();
+        assert_eq!(status["feeds"].as_array().unwrap().len(), 2);
+        assert!(status["data_loaded_at"].is_string());
     });
 }

@@ -13,14 +13,21 @@ fn the_example_data_imports_completely_and_a_second_import_changes_nothing() {
         assert!(import(env, "customers", &customers).contains("2357 rows read, 2357 new or changed"));
         assert!(import(env, "orders", &orders).contains("6919 rows read, 6919 new or changed"));
         assert!(import(env, "interactions", &interactions).contains("479 rows read, 479 new or changed"));
-        let first = env.status();
+        let mut first = env.status();
         assert_eq!((first["customers"].as_u64(), first["orders"].as_u64()), (Some(2357), Some(6919)));
         assert_eq!(first["interactions"], 479);
+        let first_loaded_at = first["data_loaded_at"].take();
+        assert!(first_loaded_at.is_string(), "an import records the time of its load");
 
         assert!(import(env, "customers", &customers).contains("0 new or changed, 2357 unchanged"));
         assert!(import(env, "orders", &orders).contains("0 new or changed, 6919 unchanged"));
         assert!(import(env, "interactions", &interactions).contains("0 new or changed, 479 unchanged"));
-        assert_eq!(env.status(), first);
+        let mut second = env.status();
+        // Only the time of the newest load moves: the data was confirmed fresh again.
+        let loaded_at =
+            |value: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap()).unwrap();
+        assert!(loaded_at(&second["data_loaded_at"].take()) >= loaded_at(&first_loaded_at));
+        assert_eq!(second, first);
     });
 }
 

@@ -139,6 +139,16 @@ fn recompute_earns_once_redemptions_are_checked_and_the_statement_adds_up() {
             ),
             ["silver 30000", "silver 41000"]
         );
+        // Each recompute is recorded as it commits: the moment it computed
+        // for and the members it ran through the rules (the dashboard reads
+        // the last one's time).
+        assert_eq!(
+            env.strings(
+                "SELECT SUBSTR(CAST(as_of AS TEXT), 1, 10) || ' ' || CAST(members_recomputed AS TEXT) \
+                 FROM loyalty_recomputes ORDER BY id"
+            ),
+            ["2025-06-30 2", "2025-06-30 0", "2026-03-02 1"]
+        );
 
         let show = env.ok(&["loyalty", "show", "A"]).stdout;
         assert!(show.starts_with("customer A: 550 points\ntier: member since "), "{show}");

@@ -59,8 +59,19 @@ fn cdnow_backtest_beats_recency_on_the_39_week_holdout() {
         assert_eq!(scores.len(), 2357);
         let auc = metrics::roc_auc(&scores, &labels).expect("both classes");
         let lift = metrics::top_decile_lift(&scores, &labels);
-        assert!(auc >= 0.765, "holdout AUC {auc:.4} on {:?}", env.backend);
-        assert!(lift >= 2.6, "top-decile lift {lift:.3} on {:?}", env.backend);
+        // Measured: 0.7731 and 2.730 (the issue's targets, 0.780 and 2.80,
+        // are not reached: see README, "Customer-base models").
+        assert!(auc >= 0.772, "holdout AUC {auc:.4} on {:?}", env.backend);
+        assert!(lift >= 2.7, "top-decile lift {lift:.3} on {:?}", env.backend);
+        let baselines = baselines(env, &buyers);
+        for (name, (their_auc, their_lift)) in &baselines {
+            eprintln!(
+                "{name}: AUC {their_auc:.4}, top-decile lift {their_lift:.3} (default model {auc:.4}, {lift:.3})"
+            );
+        }
+        let (recency, bgnbd) = (baselines[0].1, baselines[2].1);
+        assert!(auc > recency.0 && lift > recency.1, "recency alone {recency:?}");
+        assert!(auc > bgnbd.0, "BG/NBD alone {bgnbd:?}");
 
         let model = active_model(env);
         assert!(env.status()["active_model"]["auc"].as_f64().is_some_and(|a| a > 0.5));
@@ -82,6 +93,38 @@ fn cdnow_backtest_beats_recency_on_the_39_week_holdout() {
     });
 }
 
+/// The classic rankings of the same customers as of the same moment, by the
+/// same metric code: (name, (holdout AUC, top-decile lift)).
+fn baselines(env: &TestEnv, buyers: &HashSet<String>) -> Vec<(&'static str, (f64, f64))> {
+    let rows = env.strings(
+        "SELECT c.external_id || ';' || COALESCE(CAST(f.recency_days AS TEXT), '') || ';' || CAST(f.frequency AS TEXT) \
+         || ';' || CAST(f.monetary_total AS TEXT) || ';' || COALESCE(CAST(s.expected_orders_365d AS TEXT), '') \
+         FROM feature_snapshots f JOIN customers c ON c.id = f.customer_id JOIN scores s ON s.customer_id = f.customer_id",
+    );
+    let number = |v: &str| v.parse::<f64>().unwrap_or(f64::NAN);
+    let table: Vec<Vec<&str>> = rows.iter().map(|r| r.split(';').collect()).collect();
+    let labels: Vec<bool> = table.iter().map(|r| buyers.contains(r[0])).collect();
+    let column = |i: usize, sign: f64| -> Vec<f64> { table.iter().map(|r| sign * number(r[i])).collect() };
+    let measured = |scores: &[f64]| {
+        (metrics::roc_auc(scores, &labels).expect("both classes"), metrics::top_decile_lift(scores, &labels))
+    };
+    let (recency, frequency, monetary) = (column(1, -1.0), column(2, 1.0), column(3, 1.0));
+    let rfm: Vec<f64> = (0..labels.len())
+        .map(|i| quintile(&recency, recency[i]) + quintile(&frequency, frequency[i]) + quintile(&monetary, monetary[i]))
+        .collect();
+    vec![
+        ("recency alone", measured(&recency)),
+        ("RFM quintiles (sum of R, F and M, 1 to 5 each)", measured(&rfm)),
+        ("BG/NBD alone (expected purchases in 365 days)", measured(&column(4, 1.0))),
+    ]
+}
+
+/// The quintile (1 to 5) of `value` among `values`, by the share of values below it.
+fn quintile(values: &[f64], value: f64) -> f64 {
+    let below = values.iter().filter(|&&v| v < value).count();
+    (below * 5 / values.len()) as f64 + 1.0
+}
+
 #[test]
 fn a_worse_model_stays_inactive_unless_forced_or_activated_by_name() {
     each_backend(|env| {
@@ -99,6 +142,18 @@ fn a_worse_model_stays_inactive_unless_forced_or_activated_by_name() {
 
         env.ok(&["model", "activate", &logistic]);
         assert_eq!(active_model(env), logistic);
+        // Every activation is recorded with how it came about; the worse
+        // model that stayed inactive has none.
+        let activations = env.strings(
+            "SELECT m.name || ' ' || a.how FROM model_activations a JOIN models m ON m.id = a.model_id ORDER BY a.id",
+        );
+        let expected = [format!("{logistic} promoted"), format!("{tree} forced"), format!("{logistic} by hand")];
+        assert_eq!(activations, expected);
+        let show = env.ok(&["model", "show", &logistic]).stdout;
+        let line = show.lines().find(|l| l.starts_with("activated:")).expect("an activated line");
+        assert!(line.contains(" (by hand), ") && line.ends_with(" (promoted)"), "{line}");
+        let show = env.ok(&["model", "show", &tree]).stdout;
+        assert!(show.lines().any(|l| l.starts_with("activated:") && l.ends_with("(forced)")), "{show}");
         let unknown = env.patron(&["model", "show", "no-such-model"]);
         assert_eq!(unknown.code, 2);
         assert!(unknown.stderr.contains("no model called `no-such-model`"), "{}", unknown.stderr);

@@ -220,3 +220,15 @@ impl TestEnv {
         })
     }
 }
+
+/// A runtime for tests that call the library directly.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// The test's database, opened (and migrated) by the library with the default settings.
+pub async fn connect(env: &TestEnv) -> sea_orm::DatabaseConnection {
+    let mut settings = patron::config::load(None).expect("default settings").settings;
+    settings.database.url = env.database_url.clone();
+    patron::db::open(&settings).await.expect("open database")
+}

@@ -8,7 +8,11 @@
 //! probing every exclusion for each of a million customers in SQL cost more
 //! than the segment itself. The count after each step is exact. The run and
 //! its outbox rows are written in one transaction, and (campaign, fire time)
-//! is unique, so a second planner of the same fire writes nothing.
+//! is unique, so a second planner of the same fire writes nothing. A fire
+//! whose data is too old (`campaign::freshness`) is held back instead
+//! ([`stale`]), and planned in place once the data is fresh.
+
+pub mod stale;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -21,6 +25,7 @@ use sea_orm::sea_query::{
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QuerySelect, QueryTrait, Value as DbValue};
 use serde::Serialize;
 
+use super::freshness::{self, Staleness};
 use super::spec::{Campaign, Kind};
 use super::window::{self, WindowZone};
 use super::winner::{self, Assignment, Standing};
@@ -121,6 +126,15 @@ pub enum Outcome {
         plan: Plan,
         refusal: Refusal,
     },
+    /// The data the audience reads is older than the staleness guard
+    /// allows: the fire is recorded as `stale` with the reason, and nothing
+    /// is planned. `recorded_now` is false when it was held back before
+    /// (a retry): nothing was written.
+    Stale {
+        run_id: i64,
+        staleness: Staleness,
+        recorded_now: bool,
+    },
 }
 
 /// Why a run was refused: its audience against the campaign's `max_audience`.
@@ -151,14 +165,19 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The global rules a plan follows, from the `[campaigns]` settings, and
-/// the report's attribution window, which `converted("...")` reads.
+/// The global rules a plan follows, from the `[campaigns]` settings, the
+/// report's attribution window, which `converted("...")` reads, and the
+/// ages of data the staleness guard allows (`freshness`).
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
     pub default_holdout: f64,
     pub frequency_cap: u32,
     pub frequency_window: Duration,
     pub attribution_window: Duration,
+    /// `campaigns.max_data_age`; `None`: no guard.
+    pub max_data_age: Option<Duration>,
+    /// `daemon.max_score_age`, which the guard applies to the scores.
+    pub max_score_age: Duration,
 }
 
 impl From<&Settings> for Rules {
@@ -169,6 +188,8 @@ impl From<&Settings> for Rules {
             frequency_cap: campaigns.frequency_cap,
             frequency_window: campaigns.frequency_window(),
             attribution_window: settings.report.attribution_window(),
+            max_data_age: campaigns.max_data_age(),
+            max_score_age: settings.daemon.max_score_age(),
         }
     }
 }
@@ -228,19 +249,24 @@ fn finish_evaluation(
 }
 
 /// Plans the run of `campaign` for fire time `at`: the run, its step counts
-/// and one outbox row per chosen customer, in one transaction.
+/// and one outbox row per chosen customer, in one transaction. On data
+/// older than the staleness guard allows, the fire is held back instead.
 pub async fn plan_run(
     db: &DatabaseConnection,
     campaign: &Campaign,
     rules: &Rules,
     at: DateTime<Utc>,
 ) -> Result<Outcome, DbErr> {
+    if let Some(staleness) = freshness::check(db, campaign, rules, at).await? {
+        return stale::hold(db, campaign, at, staleness).await;
+    }
     // An A/B test whose time is up is judged first, so this run sends the winner.
     let standing = winner::judge(db, campaign, rules.attribution_window, at).await?;
     // 100,000 outbox rows touch pages all over four indexes, hence the large cache.
     let options = Options { write_lock_first: true, cache_mb: Some(64), memory_map: true };
     let mut txn = Txn::begin(db, options).await?;
-    if txn.execute(&run_insert(campaign, at, "planned", None)).await? == 0 {
+    let inserted = txn.execute(&run_insert(campaign, at, "planned", None)).await? > 0;
+    if !inserted && !stale::take_over(&mut txn, campaign, at).await? {
         let run_id = run_id_in(&mut txn, campaign, at).await?;
         txn.rollback().await?;
         return Ok(Outcome::AlreadyPlanned { run_id });

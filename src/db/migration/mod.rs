@@ -18,6 +18,8 @@ mod m20261202_000012_bulk_tables_without_foreign_keys;
 mod m20261203_000013_customer_base_outlook;
 mod m20261203_000014_outbox_send_window;
 mod m20261203_000015_variant_decisions;
+mod m20261203_000016_feeds;
+mod m20261203_000017_dashboard_records;
 
 pub struct Migrator;
 
@@ -40,6 +42,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_customer_base_outlook::Migration),
             Box::new(m20261203_000014_outbox_send_window::Migration),
             Box::new(m20261203_000015_variant_decisions::Migration),
+            Box::new(m20261203_000016_feeds::Migration),
+            Box::new(m20261203_000017_dashboard_records::Migration),
         ]
     }
 }

@@ -134,6 +134,7 @@ async fn recompute_in(
     let count = members.limit(count, "customer_id");
     report.members = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0) as u64;
     log.phase("members counted");
+    txn.execute(&super::recorded(as_of, report.recomputed, Utc::now())).await?;
     Ok(report)
 }
 

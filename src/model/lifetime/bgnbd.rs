@@ -35,13 +35,22 @@ impl BgNbd {
     /// number of repeat purchases share their log-gamma terms, so sorting
     /// by it (as [`super::fit`] does) computes each once.
     pub fn total_log_likelihood(&self, customers: &[(Repeats, f64)]) -> f64 {
+        let BgNbd { r, alpha, a, b } = *self;
+        let logs = DayLogs::new(alpha, customers);
         let mut total = 0.0;
-        let mut constant = (u32::MAX, 0.0);
+        let mut per_purchases = (u32::MAX, 0.0, 0.0);
         for (c, weight) in customers {
-            if constant.0 != c.purchases {
-                constant = (c.purchases, self.constant_part(c.purchases));
+            let x = f64::from(c.purchases);
+            if per_purchases.0 != c.purchases {
+                per_purchases = (c.purchases, self.constant_part(c.purchases), a.ln() - (b + x - 1.0).ln());
             }
-            total += weight * (constant.1 + self.history_part(c));
+            let survived = -(r + x) * logs.of(c.observed_days);
+            let history = if c.purchases == 0 {
+                survived
+            } else {
+                log_add_exp(survived, per_purchases.2 - (r + x) * logs.of(c.last_days))
+            };
+            total += weight * (per_purchases.1 + history);
         }
         total
     }
@@ -85,6 +94,21 @@ impl BgNbd {
         a / (b + x - 1.0) * ((r + x) * ratio).exp()
     }
 
+    /// The probability of at least one purchase in the `horizon_days` after
+    /// the end of the period: alive, and the Poisson clock rings within the
+    /// horizon, P(alive) [1 - ((alpha+T)/(alpha+T+t))^(r+x)] (a customer
+    /// who does not buy cannot drop out meanwhile). What a propensity model
+    /// predicts, where the expected purchases also count the repeats.
+    pub fn p_purchase_within(&self, c: &Repeats, horizon_days: f64) -> f64 {
+        if horizon_days <= 0.0 {
+            return 0.0;
+        }
+        let BgNbd { r, alpha, .. } = *self;
+        let x = f64::from(c.purchases);
+        let quiet = ((alpha + c.observed_days) / (alpha + c.observed_days + horizon_days)).powf(r + x);
+        self.p_alive(c) * (1.0 - quiet)
+    }
+
     /// The expected number of purchases in the `horizon_days` after the end
     /// of the period (equation 10 of the paper). The hypergeometric term is
     /// taken through Euler's transformation, 2F1(r+x, b+x; a+b+x-1; z) =
@@ -107,4 +131,30 @@ impl BgNbd {
 fn log_add_exp(p: f64, q: f64) -> f64 {
     let (high, low) = if p > q { (p, q) } else { (q, p) };
     high + (low - high).exp().ln_1p()
+}
+
+/// ln(alpha + d) for every whole number of days d up to the longest
+/// observed, computed once per evaluation of the likelihood: the histories
+/// are in whole days, so a fit's hundreds of evaluations over a large base
+/// need a few thousand logarithms each instead of two per customer.
+struct DayLogs {
+    alpha: f64,
+    table: Vec<f64>,
+}
+
+impl DayLogs {
+    fn new(alpha: f64, customers: &[(Repeats, f64)]) -> DayLogs {
+        let longest = customers.iter().map(|(c, _)| c.observed_days).fold(0.0, f64::max);
+        // Beyond 100 years of days a history is not in days at all: no table.
+        let days = if longest <= 36_525.0 { longest as usize + 1 } else { 0 };
+        DayLogs { alpha, table: (0..days).map(|d| (alpha + d as f64).ln()).collect() }
+    }
+
+    fn of(&self, days: f64) -> f64 {
+        let whole = days as usize;
+        match self.table.get(whole) {
+            Some(&log) if whole as f64 == days => log,
+            _ => (self.alpha + days).ln(),
+        }
+    }
 }

@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use bgnbd::BgNbd;
-pub use gamma_gamma::GammaGamma;
+pub use gamma_gamma::{GammaGamma, Spending};
 
-use crate::features::{History, Repeats, repeats};
+use crate::features::{CustomerBaseInputs, History, Repeats, repeats};
 
 /// Customers a fit reads at most, sampled evenly, to bound its time on big
 /// bases; more would not move the four parameters.
@@ -76,7 +76,14 @@ pub enum FitError {
 impl CustomerBase {
     /// Fits both models on the customers' purchases before `as_of`.
     pub fn fit(history: &History, as_of: DateTime<Utc>) -> Result<CustomerBase, FitError> {
-        let step = sample_step(history.len());
+        CustomerBase::fit_sample(history, as_of, MAX_FIT_CUSTOMERS)
+    }
+
+    /// [`CustomerBase::fit`] on an even sample of at most `max_customers`
+    /// (training fits one per training window for the propensity model's
+    /// inputs, where a smaller sample keeps it fast).
+    pub fn fit_sample(history: &History, as_of: DateTime<Utc>, max_customers: usize) -> Result<CustomerBase, FitError> {
+        let step = history.len().div_ceil(max_customers).max(1);
         let cutoff = as_of.timestamp();
         let started = std::time::Instant::now();
         let sample: Vec<Repeats> =
@@ -176,6 +183,31 @@ impl<'a> Outlooks<'a> {
     }
 }
 
+/// The propensity model's BG/NBD inputs of many customers, within its
+/// horizon; customers with the same purchase days share them, as in
+/// [`Outlooks`]. None for a customer who never bought, or without a fit.
+pub struct BaseInputs<'a> {
+    base: Option<&'a CustomerBase>,
+    horizon_days: f64,
+    seen: HashMap<(u32, u64, u64), CustomerBaseInputs>,
+}
+
+impl<'a> BaseInputs<'a> {
+    pub fn new(base: Option<&'a CustomerBase>, horizon_days: f64) -> Self {
+        BaseInputs { base, horizon_days, seen: HashMap::new() }
+    }
+
+    pub fn of(&mut self, c: Option<&Repeats>) -> Option<CustomerBaseInputs> {
+        let (bgnbd, c) = (self.base?.bgnbd, c?);
+        let horizon_days = self.horizon_days;
+        Some(*self.seen.entry(c.days_key()).or_insert_with(|| CustomerBaseInputs {
+            expected_purchase_days: bgnbd.expected_purchases(c, horizon_days),
+            p_alive: bgnbd.p_alive(c),
+            p_purchase: bgnbd.p_purchase_within(c, horizon_days),
+        }))
+    }
+}
+
 /// Every how many customers a fit reads one, so that it reads at most [`MAX_FIT_CUSTOMERS`].
 fn sample_step(customers: usize) -> usize {
     customers.div_ceil(MAX_FIT_CUSTOMERS).max(1)
@@ -215,7 +247,8 @@ fn fit_gamma_gamma(customers: &[Repeats]) -> Option<GammaGamma> {
         return None;
     }
     let total = spending.len() as f64;
-    let logs = maximise(&[0.0; 3], |logs| GammaGamma::from_logs(logs).total_log_likelihood(&spending) / total)?;
+    let spending = Spending::new(&spending);
+    let logs = maximise(&[0.0; 3], |logs| GammaGamma::from_logs(logs).spending_log_likelihood(&spending) / total)?;
     Some(GammaGamma::from_logs(&logs))
 }
 

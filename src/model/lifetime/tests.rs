@@ -64,6 +64,26 @@ fn bgnbd_likelihood_p_alive_and_expected_purchases_match_scipy() {
 }
 
 #[test]
+fn the_probability_of_a_purchase_within_a_horizon_is_one_less_the_likelihood_of_a_silent_horizon() {
+    // Independently of the closed form: no purchase in (T, T+t] given the
+    // history is L(x, t_x, T+t) / L(x, t_x, T), the likelihood (checked
+    // against SciPy above) of the same history watched t longer.
+    for &((x, t_x, t), _) in CASES {
+        let c = history(x, t_x, t);
+        let silent = (CDNOW_WEEKS.log_likelihood(&history(x, t_x, t + 39.0)) - CDNOW_WEEKS.log_likelihood(&c)).exp();
+        assert_close(CDNOW_WEEKS.p_purchase_within(&c, 39.0), 1.0 - silent, 1e-10);
+        assert!(CDNOW_WEEKS.p_purchase_within(&c, 39.0) <= CDNOW_WEEKS.p_alive(&c));
+    }
+    // A new customer: 1 - (alpha / (alpha + t))^r.
+    assert_close(
+        CDNOW_WEEKS.p_purchase_within(&history(0, 0.0, 0.0), 39.0),
+        1.0 - (4.414f64 / 43.414).powf(0.243),
+        1e-12,
+    );
+    assert_eq!(CDNOW_WEEKS.p_purchase_within(&history(2, 30.43, 38.86), 0.0), 0.0);
+}
+
+#[test]
 fn a_customer_seen_once_on_the_last_day_is_alive_with_the_base_rate_ahead() {
     // T = 0: nothing is known of them but that they bought once, so the
     // likelihood is 1 and they can expect what a new customer does,
@@ -108,6 +128,30 @@ fn gamma_gamma_likelihood_and_expected_value_match_scipy() {
     assert_close(CDNOW_SPEND.base_mean().unwrap(), 35.21897810218978, 1e-12);
     assert_eq!(CDNOW_SPEND.expected_value(0, None), CDNOW_SPEND.base_mean());
     assert_eq!(GammaGamma { q: 0.9, ..CDNOW_SPEND }.base_mean(), None);
+}
+
+#[test]
+fn the_bgnbd_summed_likelihood_is_the_sum_of_each_customer_s_in_whole_days_or_not() {
+    let history =
+        |purchases, last_days, observed_days| Repeats { purchases, last_days, observed_days, mean_value: None };
+    let customers = [
+        (history(0, 0.0, 30.0), 4.0),
+        (history(2, 10.0, 30.0), 1.0),
+        (history(2, 12.5, 40.25), 2.0),
+        (history(5, 300.0, 365.0), 1.0),
+    ];
+    let model = BgNbd { r: 0.24, alpha: 4.4 * 7.0, a: 0.79, b: 2.43 };
+    let each: f64 = customers.iter().map(|(c, weight)| weight * model.log_likelihood(c)).sum();
+    assert_close(model.total_log_likelihood(&customers), each, 1e-12);
+}
+
+#[test]
+fn the_gamma_gamma_summed_likelihood_is_the_sum_of_each_customer_s() {
+    let customers = [(1, 20.0, 3.0), (4, 50.0, 1.0), (4, 12.5, 2.0), (10, 100.0, 1.0)];
+    let spending = Spending::new(&customers);
+    for model in [CDNOW_SPEND, GammaGamma { p: 1.5, q: 0.8, gamma: 40.0 }] {
+        assert_close(model.spending_log_likelihood(&spending), model.total_log_likelihood(&customers), 1e-12);
+    }
 }
 
 /// Every CDNOW customer's purchase days before 1997-10-01, in days.

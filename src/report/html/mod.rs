@@ -15,7 +15,7 @@ use super::stats::Z95;
 use super::{cents, money, p_value, percent, points, small_percent};
 use crate::model::report::escape;
 
-const STYLE: &str = "\
+pub(crate) const STYLE: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:66rem;margin:2rem auto;padding:0 1rem;color:#222;line-height:1.5}
 table{border-collapse:collapse;margin:1rem 0}
 th,td{border:1px solid #ccc;padding:.35rem .7rem;text-align:left;vertical-align:top}
@@ -35,15 +35,10 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
-fn figure(file: &str, alt: &str, caption: &str) -> String {
-    format!(
-        "<figure><img src=\"{}\" alt=\"{}\"><figcaption>{caption}</figcaption></figure>\n",
-        escape(file),
-        escape(alt)
-    )
-}
+/// Defined beside the model report, which the report pages build on.
+pub use crate::model::report::Charts;
 
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let head: String = header.iter().map(|h| format!("<th>{h}</th>")).collect();
     let body: String = rows
         .iter()
@@ -65,38 +60,44 @@ fn slug(name: &str) -> String {
 /// Writes `campaign-NAME.html` and its charts into `dir` (created if missing); returns the page's path.
 pub fn write_campaign(dir: &Path, report: &CampaignReport) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
+    let body = campaign_body(report, &Charts::Files(dir))?;
+    let path = dir.join(format!("campaign-{}.html", slug(&report.campaign)));
+    fs::write(&path, page(&format!("Campaign report: {}", report.campaign), &body))?;
+    Ok(path)
+}
+
+/// The campaign page's content, below its title.
+pub fn campaign_body(report: &CampaignReport, charts: &Charts) -> io::Result<String> {
     let stem = format!("campaign-{}", slug(&report.campaign));
-    let conversion = format!("{stem}-conversion.svg");
-    let uplift = format!("{stem}-uplift.svg");
-    let revenue = format!("{stem}-revenue.svg");
-    fs::write(dir.join(&conversion), conversion_chart(report)?)?;
-    fs::write(dir.join(&uplift), uplift_chart(report)?)?;
-    fs::write(dir.join(&revenue), revenue_chart(report)?)?;
-    let body = format!(
-        "{}{}{}{}{}{}{}{}{}",
+    Ok([
         campaign_intro(report),
         overall_section(&report.overall),
-        figure(
-            &conversion,
+        charts.figure(
+            &format!("{stem}-conversion.svg"),
+            &conversion_chart(report)?,
             "Conversion rate by group",
             "Conversion rate of the control group and of the customers \
-               the campaign targeted (each A/B variant separately), with 95% confidence intervals."
-        ),
-        figure(&revenue, "Revenue per customer by group", "Revenue per customer in the attribution window, by group."),
-        figure(
-            &uplift,
+               the campaign targeted (each A/B variant separately), with 95% confidence intervals.",
+        )?,
+        charts.figure(
+            &format!("{stem}-revenue.svg"),
+            &revenue_chart(report)?,
+            "Revenue per customer by group",
+            "Revenue per customer in the attribution window, by group.",
+        )?,
+        charts.figure(
+            &format!("{stem}-uplift.svg"),
+            &uplift_chart(report)?,
             "Uplift per run",
             "The conversion-rate uplift of each run in percentage points, with its 95% \
-               confidence interval. A bar whose interval crosses zero is not distinguishable from no effect."
-        ),
+               confidence interval. A bar whose interval crosses zero is not distinguishable from no effect.",
+        )?,
         runs_section(report),
         deliverability_section(report),
         variants_section(report),
         variant_tests_section(report),
-    );
-    let path = dir.join(format!("{stem}.html"));
-    fs::write(&path, page(&format!("Campaign report: {}", report.campaign), &body))?;
-    Ok(path)
+    ]
+    .concat())
 }
 
 fn campaign_intro(report: &CampaignReport) -> String {
@@ -380,38 +381,46 @@ pub const CUSTOMER_CHARTS: [&str; 4] =
 /// The customer-base models' charts come after the deciles when the models could be fitted.
 pub fn write_customers(dir: &Path, report: &CustomerReport) -> io::Result<PathBuf> {
     fs::create_dir_all(dir)?;
+    let body = customers_body(report, &Charts::Files(dir))?;
+    let path = dir.join("customers.html");
+    fs::write(&path, page("Customer value report", &body))?;
+    Ok(path)
+}
+
+/// The customers page's content, below its title.
+pub fn customers_body(report: &CustomerReport, charts: &Charts) -> io::Result<String> {
     let [pareto, rfm, deciles, lifecycle] = CUSTOMER_CHARTS;
-    fs::write(dir.join(pareto), pareto_chart(report)?)?;
-    fs::write(dir.join(rfm), rfm_chart(report)?)?;
-    fs::write(dir.join(deciles), deciles_chart(report)?)?;
-    fs::write(dir.join(lifecycle), lifecycle_chart(report)?)?;
-    let body = [
+    Ok([
         customers_intro(report),
-        figure(pareto, "Pareto curve", &pareto_caption(report)),
-        figure(
+        charts.figure(pareto, &pareto_chart(report)?, "Pareto curve", &pareto_caption(report))?,
+        charts.figure(
             rfm,
+            &rfm_chart(report)?,
             "RFM grid",
             "Customers by recency (days since the last order) and frequency (number of orders), \
                with the revenue of each group. Top left: recent, frequent buyers.",
-        ),
+        )?,
         rfm_table(report),
-        figure(
+        charts.figure(
             deciles,
+            &deciles_chart(report)?,
             "Revenue by value decile",
             "Each tenth of the buyers, most valuable first, and its share of revenue.",
-        ),
+        )?,
         deciles_table(report),
-        outlook::section(dir, report)?,
+        outlook::section(charts, report)?,
         report.clv.as_ref().map(clv_section).unwrap_or_default(),
-        figure(lifecycle, "Lifecycle stages", "Customers by lifecycle stage (definitions below)."),
+        charts.figure(
+            lifecycle,
+            &lifecycle_chart(report)?,
+            "Lifecycle stages",
+            "Customers by lifecycle stage (definitions below).",
+        )?,
         lifecycle_table(report),
         complaints_section(report),
         top_customers_section(report),
     ]
-    .concat();
-    let path = dir.join("customers.html");
-    fs::write(&path, page("Customer value report", &body))?;
-    Ok(path)
+    .concat())
 }
 
 fn customers_intro(r: &CustomerReport) -> String {

@@ -2,11 +2,9 @@
 //! parameters, the spread of lifetime values, P(alive) bands and the check
 //! of expected against actual purchases, with two charts.
 
-use std::fs;
 use std::io;
-use std::path::Path;
 
-use super::{figure, table};
+use super::{Charts, table};
 use crate::report::charts::{self, Axes, BLUE, Bar, GREY};
 use crate::report::customers::CustomerReport;
 use crate::report::outlook::{BaseOutlook, Check, ClvSpread};
@@ -16,8 +14,8 @@ use crate::report::{money, percent};
 pub const CLV_CHART: &str = "customers-clv.svg";
 pub const CHECK_CHART: &str = "customers-check.svg";
 
-/// The section's HTML; writes its charts into `dir`.
-pub fn section(dir: &Path, r: &CustomerReport) -> io::Result<String> {
+/// The section's HTML, its charts where `charts` puts them.
+pub fn section(charts: &Charts, r: &CustomerReport) -> io::Result<String> {
     let Some(o) = &r.outlook else {
         let why = r.outlook_note.as_deref().unwrap_or("no buyer");
         return Ok(format!(
@@ -30,8 +28,7 @@ pub fn section(dir: &Path, r: &CustomerReport) -> io::Result<String> {
     let mut html = intro(o) + &alive_table(o);
     match (&o.clv, &o.clv_note) {
         (Some(clv), _) => {
-            fs::write(dir.join(CLV_CHART), clv_chart(clv)?)?;
-            html += &clv_part(clv);
+            html += &clv_part(charts, clv)?;
         }
         (None, note) => {
             html += &format!(
@@ -42,8 +39,7 @@ pub fn section(dir: &Path, r: &CustomerReport) -> io::Result<String> {
     }
     match (&o.check, &o.check_note) {
         (Some(check), _) => {
-            fs::write(dir.join(CHECK_CHART), check_chart(check)?)?;
-            html += &check_part(check);
+            html += &check_part(charts, check)?;
         }
         (None, note) => {
             html += &format!(
@@ -84,13 +80,13 @@ fn alive_table(o: &BaseOutlook) -> String {
     )
 }
 
-fn clv_part(c: &ClvSpread) -> String {
+fn clv_part(charts: &Charts, c: &ClvSpread) -> io::Result<String> {
     let rows: Vec<Vec<String>> = c
         .deciles
         .iter()
         .map(|d| vec![d.decile.to_string(), d.customers.to_string(), money(Some(d.mean)), percent(d.share)])
         .collect();
-    format!(
+    Ok(format!(
         "<h3>Customer lifetime value</h3>\n<p>Each buyer's expected purchases over the next {:.0} days (BG/NBD), \
          month by month, times their expected spend per purchase (Gamma-Gamma), discounted at {:.1}% a year \
          (the <code>[lifetime_value]</code> settings). {} buyers are worth <b>{}</b> in all: {} on average, \
@@ -103,16 +99,17 @@ fn clv_part(c: &ClvSpread) -> String {
         money(Some(c.median)),
         money(Some(c.p90)),
         money(Some(c.p99)),
-        figure(
+        charts.figure(
             CLV_CHART,
+            &clv_chart(c)?,
             "Mean lifetime value by decile",
             "Mean lifetime value of each tenth of the buyers, highest first."
-        ),
+        )?,
         table(&["Decile", "Customers", "Mean lifetime value", "Share of all"], &rows)
-    )
+    ))
 }
 
-fn check_part(c: &Check) -> String {
+fn check_part(charts: &Charts, c: &Check) -> io::Result<String> {
     let rows: Vec<Vec<String>> = c
         .groups
         .iter()
@@ -126,7 +123,7 @@ fn check_part(c: &Check) -> String {
         })
         .collect();
     let error = c.error().map_or("n/a".to_owned(), |e| format!("{:+.1}%", e * 100.0));
-    format!(
+    Ok(format!(
         "<h3>Check against what happened</h3>\n<p>Fitted again as of {} on the purchases before it, the models \
          expected the {} buyers of that day to buy on <b>{:.0}</b> days in the {} days that followed; they bought \
          on <b>{}</b> ({error}). By the repeat purchases each had made by then:</p>\n{}{}",
@@ -135,13 +132,14 @@ fn check_part(c: &Check) -> String {
         c.expected,
         c.days,
         c.actual,
-        figure(
+        charts.figure(
             CHECK_CHART,
+            &check_chart(c)?,
             "Expected and actual purchases",
             "Purchase days expected by the models (grey) and made (blue), by repeat purchases before the check."
-        ),
+        )?,
         table(&["Repeat purchases", "Customers", "Expected", "Made"], &rows)
-    )
+    ))
 }
 
 fn clv_chart(c: &ClvSpread) -> io::Result<String> {
