@@ -20,6 +20,7 @@ use super::ReportError;
 use super::outlook::{self, BaseOutlook};
 use crate::db::engine::{Options, Txn};
 use crate::db::record::record;
+use crate::features::DAY;
 use crate::features::history::Order;
 use crate::model::lifetime::Valuation;
 
@@ -34,21 +35,24 @@ pub const AFTER_COMPLAINT_DAYS: i64 = 180;
 /// How many of the most valuable customers the report names (by external id).
 pub const TOP_CUSTOMERS: usize = 10;
 
-/// One customer's orders up to the as-of moment, oldest first, amounts in cents.
+/// One customer's orders up to the as-of moment, oldest first, amounts in
+/// cents: as the customer-base models read them, so that a million buyers'
+/// orders are not copied for them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buyer {
     pub customer_id: i64,
-    pub orders: Vec<(DateTime<Utc>, i64)>,
+    pub orders: Vec<Order>,
 }
 
 impl Buyer {
     fn value(&self) -> i64 {
-        self.orders.iter().map(|o| o.1).sum()
+        self.orders.iter().map(|o| o.cents).sum()
     }
+}
 
-    /// The orders as the customer-base models read them.
-    fn model_orders(&self) -> Vec<Order> {
-        self.orders.iter().map(|&(at, cents)| Order { at: at.timestamp(), cents, category: None }).collect()
+impl AsRef<[Order]> for Buyer {
+    fn as_ref(&self) -> &[Order] {
+        &self.orders
     }
 }
 
@@ -193,9 +197,9 @@ impl Group {
         (self.customers > 0).then(|| self.revenue_cents as f64 / 100.0 / self.customers as f64)
     }
 
-    fn add(&mut self, orders: &[(DateTime<Utc>, i64)], from: DateTime<Utc>) {
-        let to = from + Duration::days(AFTER_COMPLAINT_DAYS);
-        let during: Vec<i64> = orders.iter().filter(|o| o.0 > from && o.0 <= to).map(|o| o.1).collect();
+    fn add(&mut self, orders: &[Order], from: DateTime<Utc>) {
+        let (from, to) = (from.timestamp(), (from + Duration::days(AFTER_COMPLAINT_DAYS)).timestamp());
+        let during: Vec<i64> = orders.iter().filter(|o| o.at > from && o.at <= to).map(|o| o.cents).collect();
         self.customers += 1;
         self.bought += u64::from(!during.is_empty());
         self.orders += during.len() as u64;
@@ -246,8 +250,7 @@ pub fn analyse(
 ) -> CustomerReport {
     let mut values: Vec<i64> = buyers.iter().map(Buyer::value).collect();
     values.sort_unstable_by(|a, b| b.cmp(a));
-    let orders: Vec<Vec<Order>> = buyers.iter().map(Buyer::model_orders).collect();
-    let (outlook, outlook_note) = match outlook::outlook(&orders, as_of, valuing.valuation, valuing.check_days) {
+    let (outlook, outlook_note) = match outlook::outlook(buyers, as_of, valuing.valuation, valuing.check_days) {
         Ok(outlook) => (Some(outlook), None),
         Err(why) => (None, Some(why)),
     };
@@ -279,7 +282,7 @@ fn rfm(buyers: &[Buyer], as_of: DateTime<Utc>) -> Vec<RfmCell> {
         .collect();
     for buyer in buyers {
         let Some(last) = buyer.orders.last() else { continue };
-        let days = (as_of - last.0).num_days();
+        let days = (as_of.timestamp() - last.at) / DAY;
         let r = RECENCY_BANDS.iter().position(|b| days <= b.1).unwrap_or(RECENCY_BANDS.len() - 1);
         let count = buyer.orders.len() as u64;
         let f = FREQUENCY_BANDS.iter().position(|b| count <= b.1).unwrap_or(FREQUENCY_BANDS.len() - 1);
@@ -330,10 +333,10 @@ fn deciles(values: &[i64]) -> Vec<Decile> {
 }
 
 fn clv(buyers: &[Buyer], as_of: DateTime<Utc>, expected_years: f64) -> Clv {
-    let year_start = as_of - Duration::days(365);
+    let year_start = (as_of - Duration::days(365)).timestamp();
     let (mut orders, mut revenue, mut active) = (0u64, 0i64, 0u64);
     for buyer in buyers {
-        let in_year: Vec<i64> = buyer.orders.iter().filter(|o| o.0 > year_start).map(|o| o.1).collect();
+        let in_year: Vec<i64> = buyer.orders.iter().filter(|o| o.at > year_start).map(|o| o.cents).collect();
         active += u64::from(!in_year.is_empty());
         orders += in_year.len() as u64;
         revenue += in_year.iter().sum::<i64>();
@@ -358,16 +361,17 @@ pub const STAGES: [&str; 6] = ["new", "won back", "active", "at risk", "lapsed",
 /// won back (an order in the last 180 days that came more than 365 days after
 /// the one before), active (last order less than 180 days ago), at risk (180 to
 /// 365 days ago), lapsed (longer ago).
-pub fn stage(orders: &[(DateTime<Utc>, i64)], as_of: DateTime<Utc>) -> &'static str {
+pub fn stage(orders: &[Order], as_of: DateTime<Utc>) -> &'static str {
     let (Some(first), Some(last)) = (orders.first(), orders.last()) else { return "never bought" };
-    let recent = as_of - Duration::days(180);
-    if first.0 > as_of - Duration::days(90) {
+    let days_before = |days: i64| as_of.timestamp() - days * DAY;
+    let recent = days_before(180);
+    if first.at > days_before(90) {
         "new"
-    } else if orders.windows(2).any(|w| w[1].0 > recent && w[1].0 - w[0].0 > Duration::days(365)) {
+    } else if orders.windows(2).any(|w| w[1].at > recent && w[1].at - w[0].at > 365 * DAY) {
         "won back"
-    } else if last.0 > recent {
+    } else if last.at > recent {
         "active"
-    } else if last.0 >= as_of - Duration::days(365) {
+    } else if last.at >= days_before(365) {
         "at risk"
     } else {
         "lapsed"
@@ -438,7 +442,7 @@ fn after_complaint(
         interactions.iter().filter(|i| i.kind == "complaint").map(|i| i.customer_id).collect();
     let (mut complainants, mut others) = (Group::default(), Group::default());
     for buyer in buyers {
-        let bought_before = |t: DateTime<Utc>| buyer.orders.first().is_some_and(|o| o.0 <= t);
+        let bought_before = |t: DateTime<Utc>| buyer.orders.first().is_some_and(|o| o.at <= t.timestamp());
         if let Some(&at) = first_resolution.get(&buyer.customer_id) {
             if bought_before(at) {
                 complainants.add(&buyer.orders, at);
@@ -485,10 +489,11 @@ async fn load_buyers(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Ve
         .from("orders")
         .and_where(Expr::col("ordered_at").lte(as_of))
         .to_owned();
-    let mut by_customer: HashMap<i64, Vec<(DateTime<Utc>, i64)>> = HashMap::new();
+    let mut by_customer: HashMap<i64, Vec<Order>> = HashMap::new();
     let mut txn = Txn::begin(db, Options::default()).await?;
     txn.for_each(&select, |row: OrderRow| {
-        by_customer.entry(row.customer_id).or_default().push((row.ordered_at, row.amount_cents));
+        let order = Order { at: row.ordered_at.timestamp(), cents: row.amount_cents, category: None };
+        by_customer.entry(row.customer_id).or_default().push(order);
         Ok(())
     })
     .await?;
@@ -496,7 +501,7 @@ async fn load_buyers(db: &DatabaseConnection, as_of: DateTime<Utc>) -> Result<Ve
     let mut buyers: Vec<Buyer> = by_customer
         .into_iter()
         .map(|(customer_id, mut orders)| {
-            orders.sort_unstable();
+            orders.sort_unstable_by_key(|o| (o.at, o.cents));
             Buyer { customer_id, orders }
         })
         .collect();
@@ -563,7 +568,11 @@ mod tests {
     }
 
     fn buyer(customer_id: i64, orders: &[(i64, i64)]) -> Buyer {
-        Buyer { customer_id, orders: orders.iter().map(|&(d, c)| (day(d), c)).collect() }
+        Buyer { customer_id, orders: orders.iter().map(|&(d, cents)| order(d, cents)).collect() }
+    }
+
+    fn order(d: i64, cents: i64) -> Order {
+        Order { at: day(d).timestamp(), cents, category: None }
     }
 
     #[test]
@@ -596,7 +605,7 @@ mod tests {
     fn lifecycle_stages_at_their_edges() {
         let as_of = day(1000);
         let stage_of = |orders: &[i64]| {
-            let orders: Vec<(DateTime<Utc>, i64)> = orders.iter().map(|&d| (day(d), 1)).collect();
+            let orders: Vec<Order> = orders.iter().map(|&d| order(d, 1)).collect();
             stage(&orders, as_of)
         };
         assert_eq!(stage_of(&[911]), "new"); // first order 89 days ago

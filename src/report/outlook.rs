@@ -104,8 +104,8 @@ pub struct CheckGroup {
 
 /// The outlook of buyers whose orders (each buyer's in time order) are
 /// given; `Err` says why the models could not be fitted as of `as_of`.
-pub fn outlook(
-    buyers: &[Vec<Order>],
+pub fn outlook<B: AsRef<[Order]> + Sync>(
+    buyers: &[B],
     as_of: DateTime<Utc>,
     valuation: Valuation,
     check_days: i64,
@@ -137,13 +137,13 @@ pub fn outlook(
 }
 
 /// The models fitted as of `as_of`, and each buyer's outlook by them.
-fn outlooks_now(
-    buyers: &[Vec<Order>],
+fn outlooks_now<B: AsRef<[Order]>>(
+    buyers: &[B],
     as_of: DateTime<Utc>,
     valuation: Valuation,
 ) -> Result<(CustomerBase, Vec<Outlook>), String> {
     let cutoff = as_of.timestamp() + 1;
-    let now: Vec<Repeats> = buyers.iter().filter_map(|orders| repeats(orders, cutoff)).collect();
+    let now: Vec<Repeats> = buyers.iter().filter_map(|orders| repeats(orders.as_ref(), cutoff)).collect();
     let models = CustomerBase::fit_repeats(&now, as_of).map_err(|e| e.to_string())?;
     let mut outlooks = Outlooks::new(&models, valuation);
     let each = now.iter().map(|c| outlooks.of(c)).collect();
@@ -193,11 +193,14 @@ fn clv_spread(mut values: Vec<f64>, valuation: Valuation) -> ClvSpread {
 
 /// BG/NBD fitted `days` before `as_of`, its expected purchases in the days
 /// up to `as_of` against the purchase days that came.
-fn check(buyers: &[Vec<Order>], as_of: DateTime<Utc>, days: i64) -> Result<Check, String> {
+fn check<B: AsRef<[Order]>>(buyers: &[B], as_of: DateTime<Utc>, days: i64) -> Result<Check, String> {
     let start = as_of - Duration::days(days);
     let (from, to) = (start.timestamp() + 1, as_of.timestamp() + 1);
-    let before: Vec<(Repeats, u64)> =
-        buyers.iter().filter_map(|orders| Some((repeats(orders, from)?, purchase_days(orders, from, to)))).collect();
+    let before: Vec<(Repeats, u64)> = buyers
+        .iter()
+        .map(AsRef::as_ref)
+        .filter_map(|orders| Some((repeats(orders, from)?, purchase_days(orders, from, to))))
+        .collect();
     let repeats_before: Vec<Repeats> = before.iter().map(|b| b.0).collect();
     let models = CustomerBase::fit_repeats(&repeats_before, start).map_err(|e| e.to_string())?;
     let mut groups: Vec<CheckGroup> = (0..=CHECK_GROUPS)
@@ -229,10 +232,10 @@ fn check(buyers: &[Vec<Order>], as_of: DateTime<Utc>, days: i64) -> Result<Check
 
 /// Days with an order in `[from, to)`, each counted once.
 fn purchase_days(orders: &[Order], from: i64, to: i64) -> u64 {
-    let mut days: Vec<i64> =
-        orders.iter().filter(|o| o.at >= from && o.at < to).map(|o| o.at.div_euclid(DAY)).collect();
-    days.dedup();
-    days.len() as u64
+    let mut days = orders.iter().filter(|o| o.at >= from && o.at < to).map(|o| o.at.div_euclid(DAY));
+    let Some(mut last) = days.next() else { return 0 };
+    // Orders are in time order: a new purchase day starts wherever the day changes.
+    1 + days.filter(|&day| std::mem::replace(&mut last, day) != day).count() as u64
 }
 
 #[cfg(test)]

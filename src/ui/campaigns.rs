@@ -4,6 +4,7 @@
 //! the control group, deliverability, variants).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -11,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
+use super::cache::{Cached, CampaignVersion};
 use super::{Page, PageError, Ui};
 use crate::campaign::Campaign;
 use crate::model::report::escape;
@@ -20,6 +22,14 @@ use crate::report::{self, ReportError};
 
 /// Runs shown per campaign on the list.
 const LAST_RUNS: u64 = 5;
+
+/// What the pages keep of one campaign (see [`super::cache`]): its results
+/// page, and its last runs with their delivery counts for the list.
+#[derive(Default)]
+pub(super) struct Kept {
+    results: Cached<CampaignVersion>,
+    runs: Cached<CampaignVersion, Vec<(Run, DeliveryCounts)>>,
+}
 
 /// One recorded fire of a campaign.
 struct Run {
@@ -37,8 +47,12 @@ pub(super) async fn list(State(ui): State<Ui>) -> Response {
             "<p>Every campaign file, its schedule and next fire times in its own time zone, and its last runs: \
              planned counts every customer of a run (control group included); a fire not planned says why.</p>\n",
         );
+        let version = CampaignVersion::read(&ui.db, Utc::now()).await?;
         for campaign in sources.catalog.campaigns() {
-            body += &summary(&ui.db, campaign, Utc::now()).await?;
+            let kept = ui.kept_campaign(&campaign.name, &sources.catalog);
+            let runs =
+                kept.runs.get_or_make(version.clone(), async || runs_with_counts(&ui.db, &campaign.name).await).await?;
+            body += &summary(campaign, &runs, Utc::now());
         }
         if sources.catalog.is_empty() {
             body += "<p>No campaign loads from the campaign folder.</p>\n";
@@ -48,7 +62,20 @@ pub(super) async fn list(State(ui): State<Ui>) -> Response {
     ui.answer(page.await)
 }
 
-async fn summary(db: &DatabaseConnection, campaign: &Campaign, now: DateTime<Utc>) -> Result<String, DbErr> {
+/// The newest runs of `campaign` with their delivery counts, newest first.
+async fn runs_with_counts(db: &DatabaseConnection, campaign: &str) -> Result<Vec<(Run, DeliveryCounts)>, DbErr> {
+    let runs = last_runs(db, campaign).await?;
+    let counts = delivery_counts(db, &runs.iter().map(|r| r.id).collect::<Vec<_>>()).await?;
+    Ok(runs
+        .into_iter()
+        .map(|run| {
+            let delivery = counts.get(&run.id).copied().unwrap_or_default();
+            (run, delivery)
+        })
+        .collect())
+}
+
+fn summary(campaign: &Campaign, runs: &[(Run, DeliveryCounts)], now: DateTime<Utc>) -> String {
     let name = escape(&campaign.name);
     let local = |at: DateTime<Utc>| at.with_timezone(&campaign.timezone).format("%Y-%m-%d %H:%M %Z").to_string();
     let schedule = match &campaign.schedule {
@@ -63,12 +90,9 @@ async fn summary(db: &DatabaseConnection, campaign: &Campaign, now: DateTime<Utc
         }
         None => "manual only".to_owned(),
     };
-    let runs = last_runs(db, &campaign.name).await?;
-    let counts = delivery_counts(db, &runs.iter().map(|r| r.id).collect::<Vec<_>>()).await?;
     let rows: Vec<Vec<String>> = runs
         .iter()
-        .map(|run| {
-            let d = counts.get(&run.id).copied().unwrap_or_default();
+        .map(|(run, d)| {
             let state = match &run.detail {
                 Some(detail) if run.state != "planned" => format!("{}: {}", escape(&run.state), escape(detail)),
                 _ => escape(&run.state),
@@ -84,13 +108,13 @@ async fn summary(db: &DatabaseConnection, campaign: &Campaign, now: DateTime<Utc
     } else {
         table(&["Run", "Planned for", "State", "Planned", "Control", "Sent", "Failed", "Suppressed", "Waiting"], &rows)
     };
-    Ok(format!(
+    format!(
         "<h2><a href=\"/ui/campaigns/{}\">{name}</a></h2>\n<p>{} {}{}. Schedule: {schedule}.</p>\n{runs_table}",
         url_part(&campaign.name),
         campaign.kind.as_str(),
         if campaign.enabled { "campaign" } else { "campaign, <b>disabled</b>" },
         if campaign.description.is_empty() { String::new() } else { format!(": {}", escape(&campaign.description)) },
-    ))
+    )
 }
 
 /// The newest runs of `campaign`, newest first.
@@ -139,25 +163,46 @@ async fn delivery_counts(db: &DatabaseConnection, runs: &[i64]) -> Result<BTreeM
 
 pub(super) async fn page(State(ui): State<Ui>, Path(name): Path<String>) -> Response {
     let sources = ui.sources();
+    let window = sources.settings.report.attribution_window();
     let page = async {
         let campaign = sources.catalog.get(&name);
-        let window = sources.settings.report.attribution_window();
-        let report = match report::campaign::report(&ui.db, &name, None, window, Utc::now()).await {
-            Ok(report) => Some(report),
-            Err(ReportError::UnknownCampaign(_)) if campaign.is_some() => None,
-            Err(ReportError::UnknownCampaign(_)) => return Err(PageError::NotFound(format!("No campaign `{name}`."))),
-            Err(error) => return Err(PageError::Failed(error.into())),
+        let results = match campaign {
+            // A campaign of the folder: its results are kept (see `cache`).
+            Some(_) => {
+                let version = CampaignVersion::read(&ui.db, Utc::now()).await?;
+                let kept = ui.kept_campaign(&name, &sources.catalog);
+                kept.results.get_or_make(version, async || results(&ui.db, &name, true, window).await).await?
+            }
+            None => Arc::new(results(&ui.db, &name, false, window).await?),
         };
-        let mut body = campaign.map(about).unwrap_or_default();
-        let last = last_runs(&ui.db, &name).await?.into_iter().next();
-        body += &last.as_ref().map(steps).unwrap_or_default();
-        match &report {
-            Some(report) => body += &html::campaign_body(report, &Charts::Inline)?,
-            None => body += "<p>No run yet: nothing to report.</p>\n",
-        }
+        let body = campaign.map(about).unwrap_or_default() + &results;
         Ok(Page { title: format!("Campaign {name}"), body })
     };
     ui.answer(page.await)
+}
+
+/// What the database holds of a campaign: the audience steps of its last
+/// run and `report campaign`'s page. A campaign that is `known` (its file
+/// loads) and has not run yet says so; an unknown one is not found.
+async fn results(
+    db: &DatabaseConnection,
+    name: &str,
+    known: bool,
+    window: chrono::Duration,
+) -> Result<String, PageError> {
+    let report = match report::campaign::report(db, name, None, window, Utc::now()).await {
+        Ok(report) => Some(report),
+        Err(ReportError::UnknownCampaign(_)) if known => None,
+        Err(ReportError::UnknownCampaign(_)) => return Err(PageError::NotFound(format!("No campaign `{name}`."))),
+        Err(error) => return Err(PageError::Failed(error.into())),
+    };
+    let last = last_runs(db, name).await?.into_iter().next();
+    let mut body = last.as_ref().map(steps).unwrap_or_default();
+    match &report {
+        Some(report) => body += &html::campaign_body(report, &Charts::Inline)?,
+        None => body += "<p>No run yet: nothing to report.</p>\n",
+    }
+    Ok(body)
 }
 
 /// The campaign's file, schedule and variants.

@@ -18,6 +18,7 @@ mod customers;
 mod model;
 mod overview;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -51,11 +52,13 @@ struct Ui {
     view: View,
     access: Arc<Access>,
     customers: Arc<cache::Cached>,
+    /// What is kept of each campaign, by campaign name.
+    campaigns: Arc<std::sync::Mutex<HashMap<String, Arc<campaigns::Kept>>>>,
 }
 
 /// The dashboard's routes, behind `access`.
 pub fn router(db: DatabaseConnection, view: View, access: Access) -> Router {
-    let ui = Ui { db, view, access: Arc::new(access), customers: Arc::default() };
+    let ui = Ui { db, view, access: Arc::new(access), customers: Arc::default(), campaigns: Arc::default() };
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route("/ui/", get(overview::page))
@@ -128,6 +131,14 @@ impl From<std::io::Error> for PageError {
 impl Ui {
     fn sources(&self) -> Sources {
         (self.view)()
+    }
+
+    /// What is kept of campaign `name`; what was kept of campaigns no longer
+    /// in `catalog` is let go.
+    fn kept_campaign(&self, name: &str, catalog: &Catalog) -> Arc<campaigns::Kept> {
+        let mut kept = self.campaigns.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.retain(|campaign, _| catalog.get(campaign).is_some());
+        kept.entry(name.to_owned()).or_default().clone()
     }
 
     /// The page laid out, or the error's page.

@@ -103,29 +103,60 @@ fn every_page_loads_in_a_real_browser_with_its_charts_the_reports_figures_and_no
         campaign_page_has_the_reports_figures(env, daemon.port, received);
         model_page_has_the_promotion(env, daemon.port);
         no_page_shows_an_address(env, daemon.port);
-        let Some(browser) = Browser::start() else { return };
-        for (page, charts) in PAGES {
-            browser.open(&format!("http://127.0.0.1:{}{page}", daemon.port));
-            let found = browser.call(
-                "POST",
-                &format!("/session/{}/elements", browser.session),
-                Some(json!({"using": "css selector", "value": "figure svg"})),
-            );
-            assert_eq!(found["value"].as_array().map(Vec::len), Some(charts), "{page}: charts");
-            let errors = console_errors(&browser);
-            assert!(errors.is_empty(), "{page}: console errors {errors:?}");
-            let name = match page {
-                "/ui/" => "ui-overview.png",
-                "/ui/campaigns/hello" => "ui-campaign.png",
-                _ => continue,
-            };
-            if let (Some(dir), Backend::Sqlite) = (std::env::var_os("PATRON_TEST_SCREENSHOTS"), env.backend) {
-                let shot = browser.call("GET", &format!("/session/{}/screenshot", browser.session), None);
-                let png = STANDARD.decode(shot["value"].as_str().expect("a screenshot")).unwrap();
-                std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
-            }
-        }
+        every_page_in_the_browser(env, daemon.port);
+        campaign_pages_follow_a_new_run(env, daemon.port);
     });
+}
+
+/// Each page in headless Chromium: its charts, no console error; the
+/// screenshots when asked for.
+fn every_page_in_the_browser(env: &TestEnv, port: u16) {
+    let Some(browser) = Browser::start() else { return };
+    for (page, charts) in PAGES {
+        browser.open(&format!("http://127.0.0.1:{port}{page}"));
+        let found = browser.call(
+            "POST",
+            &format!("/session/{}/elements", browser.session),
+            Some(json!({"using": "css selector", "value": "figure svg"})),
+        );
+        assert_eq!(found["value"].as_array().map(Vec::len), Some(charts), "{page}: charts");
+        let errors = console_errors(&browser);
+        assert!(errors.is_empty(), "{page}: console errors {errors:?}");
+        let name = match page {
+            "/ui/" => "ui-overview.png",
+            "/ui/campaigns/hello" => "ui-campaign.png",
+            _ => continue,
+        };
+        if let (Some(dir), Backend::Sqlite) = (std::env::var_os("PATRON_TEST_SCREENSHOTS"), env.backend) {
+            let shot = browser.call("GET", &format!("/session/{}/screenshot", browser.session), None);
+            let png = STANDARD.decode(shot["value"].as_str().expect("a screenshot")).unwrap();
+            std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+        }
+    }
+}
+
+/// A run made after the campaign pages were first shown is on them at the
+/// next view: what the dashboard keeps of a campaign follows its data.
+fn campaign_pages_follow_a_new_run(env: &TestEnv, port: u16) {
+    let (_, _, list_before) = get(port, "/ui/campaigns", None);
+    env.ok(&["campaign", "run", "hello"]);
+    let report: Value = serde_json::from_str(&env.ok(&["report", "campaign", "hello", "--json"]).stdout).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "a second run: {report}");
+    let (_, _, page) = get(port, "/ui/campaigns/hello", None);
+    for run in runs {
+        let d = &run["delivery"];
+        let counts: String = ["planned", "sent", "failed", "suppressed", "unknown", "expired", "waiting", "control"]
+            .iter()
+            .map(|k| format!("<td class=\"num\">{}</td>", d[k]))
+            .collect();
+        assert!(page.contains(&counts), "run {} counts {counts} not in the page", run["run_id"]);
+    }
+    let newest = runs.iter().filter_map(|run| run["run_id"].as_i64()).max().unwrap();
+    let second = format!("<tr><td class=\"num\">{newest}</td>");
+    assert!(!list_before.contains(&second), "{second} listed before the run");
+    let (_, _, list) = get(port, "/ui/campaigns", None);
+    assert!(list.contains(&second), "{second} not listed after the run");
 }
 
 /// The model trained in `prepare` was promoted (there was none active), and the page says so.
