@@ -60,7 +60,7 @@ fn cdnow_backtest_beats_recency_on_the_39_week_holdout() {
         let auc = metrics::roc_auc(&scores, &labels).expect("both classes");
         let lift = metrics::top_decile_lift(&scores, &labels);
         // Measured: 0.7731 and 2.730 (the targets, 0.780 and 2.80,
-        // are not reached: see README, "Customer-base models").
+        // are not reached: see README, "The CDNOW backtest").
         assert!(auc >= 0.772, "holdout AUC {auc:.4} on {:?}", env.backend);
         assert!(lift >= 2.7, "top-decile lift {lift:.3} on {:?}", env.backend);
         let baselines = baselines(env, &buyers);
