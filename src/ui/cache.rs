@@ -75,9 +75,10 @@ async fn newest<T: sea_orm::TryGetable>(db: &DatabaseConnection, select: &Select
     }
 }
 
-/// One page's content (or what it is made of) and the version of the data it was made from. The
-/// lock is held while the page is made, so that visitors arriving meanwhile
-/// wait for that one computation rather than each starting their own.
+/// One page's content (or what it is made of) and the version of the data
+/// it was made from. The lock is held while the page is made, so that
+/// visitors arriving meanwhile wait for that one computation rather than
+/// each starting their own.
 pub struct Cached<V = DataVersion, T = String> {
     entry: Mutex<Option<(V, Arc<T>)>>,
 }
