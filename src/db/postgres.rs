@@ -6,7 +6,7 @@
 //! [`PgTxn::copy_in`]. It implements sea-orm's [`ConnectionTrait`], so code
 //! written for a `DatabaseTransaction` runs on it unchanged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use sea_orm::sqlx::postgres::PgRow;
@@ -99,6 +99,38 @@ impl PgTxn {
     pub async fn analyze_columns(&self, table: &str, columns: &[&str]) -> Result<(), DbErr> {
         let columns = columns.iter().map(|c| format!(r#""{c}""#)).collect::<Vec<_>>().join(", ");
         self.execute_unprepared(&format!(r#"ANALYZE "{table}" ({columns})"#)).await.map(drop)
+    }
+
+    /// The rows `select` returns with `$1` bound to `keys` as one text
+    /// array (`... WHERE "external_id" = ANY($1)`): one statement whatever
+    /// the number of keys, prepared once per connection, each key an index
+    /// probe (an `IN` list of thousands of values is parsed and bound value
+    /// by value).
+    pub async fn fetch_by_keys<R>(&self, select: &str, keys: &[&str]) -> Result<Vec<R>, DbErr>
+    where
+        R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut connection = self.connection.lock().await;
+        sqlx::query_as(sqlx::AssertSqlSafe(select.to_owned()))
+            .bind(keys)
+            .fetch_all(&mut **connection)
+            .await
+            .map_err(query_error)
+    }
+
+    /// The ids of the rows of `table` whose `external_id` is among `keys`,
+    /// by external id.
+    pub async fn ids_by_external_id(&self, table: &str, keys: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
+        let select = format!(r#"SELECT "external_id", "id" FROM "{table}" WHERE "external_id" = ANY($1)"#);
+        let rows: Vec<(String, i64)> = self.fetch_by_keys(&select, keys).await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Whether `table` holds no row.
+    pub async fn is_empty(&self, table: &str) -> Result<bool, DbErr> {
+        let select = format!(r#"SELECT NOT EXISTS (SELECT 1 FROM "{table}")"#);
+        let mut connection = self.connection.lock().await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_one(&mut **connection).await.map_err(query_error)
     }
 
     /// Whether a temporary table of this name was made in this transaction;

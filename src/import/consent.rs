@@ -24,6 +24,8 @@ pub struct Guard {
     pub consent_column: bool,
     /// The key of erased addresses' hashes, when configured and some exist.
     pub erased_key: Option<SecretString>,
+    /// No customer existed when the import began: nothing to look up.
+    pub none_exist: bool,
 }
 
 /// A change of consent made by a row, recorded once the row is written
@@ -41,6 +43,9 @@ pub struct Checked {
     /// Rows whose consent was kept off.
     pub kept_off: u64,
     pub changes: Vec<PendingChange>,
+    /// The external ids of the batch already in the database, when the
+    /// checks looked them up.
+    pub existing: Option<HashSet<String>>,
 }
 
 impl Guard {
@@ -64,21 +69,17 @@ impl Guard {
                  an erased address imported again is not recognised"
             );
         }
-        Ok(Guard { file, consent_column, erased_key: key.filter(|_| erased_exist) })
+        Ok(Guard { file, consent_column, erased_key: key.filter(|_| erased_exist), none_exist: false })
     }
 
     /// Restores erased addresses found in the batch to the suppression list,
     /// keeps consent off where a suppression is newer than the file's
     /// consent, and lists the changes of consent.
-    pub async fn check(
-        &self,
-        txn: &impl ConnectionTrait,
-        batch: &mut [Pending<CustomerRow>],
-    ) -> Result<Checked, DbErr> {
+    pub async fn check(&self, txn: &impl BulkTarget, batch: &mut [Pending<CustomerRow>]) -> Result<Checked, DbErr> {
         if let Some(key) = &self.erased_key {
             suppressions::restore_erased(txn, key, batch.iter().map(|p| p.row.email.as_str())).await?;
         }
-        let existing = existing_consent(txn, batch).await?;
+        let existing = if self.none_exist { HashMap::new() } else { existing_consent(txn, batch).await? };
         let suppressed = suppression_times(txn, batch, &existing).await?;
         let mut checked = Checked::default();
         for pending in batch.iter_mut() {
@@ -108,6 +109,7 @@ impl Guard {
                 checked.changes.push(PendingChange { external_id: row.external_id.clone(), old, new, basis });
             }
         }
+        checked.existing = Some(existing.into_keys().collect());
         Ok(checked)
     }
 }
@@ -117,15 +119,7 @@ pub async fn record(txn: &impl BulkTarget, changes: Vec<PendingChange>) -> Resul
     if changes.is_empty() {
         return Ok(());
     }
-    let select = Query::select()
-        .columns(["id", "external_id"])
-        .from("customers")
-        .and_where(Expr::col("external_id").is_in(changes.iter().map(|c| c.external_id.clone())))
-        .to_owned();
-    let mut ids = HashMap::new();
-    for row in txn.query_all(&select).await? {
-        ids.insert(row.try_get_by_index::<String>(1)?, row.try_get_by_index::<i64>(0)?);
-    }
+    let ids = customer_ids(txn, &changes).await?;
     let events: Vec<(Change, Origin)> = changes
         .into_iter()
         .filter_map(|c| {
@@ -144,15 +138,41 @@ pub async fn record(txn: &impl BulkTarget, changes: Vec<PendingChange>) -> Resul
     insert.write(txn, insert.batch(values)).await.map(drop)
 }
 
+/// The ids of the customers whose consent changed, by external id (written
+/// in this import, so all of them exist).
+async fn customer_ids(txn: &impl BulkTarget, changes: &[PendingChange]) -> Result<HashMap<String, i64>, DbErr> {
+    if let Some(postgres) = txn.postgres() {
+        let keys: Vec<&str> = changes.iter().map(|c| c.external_id.as_str()).collect();
+        return postgres.ids_by_external_id("customers", &keys).await;
+    }
+    let select = Query::select()
+        .columns(["id", "external_id"])
+        .from("customers")
+        .and_where(Expr::col("external_id").is_in(changes.iter().map(|c| c.external_id.clone())))
+        .to_owned();
+    let mut ids = HashMap::new();
+    for row in txn.query_all(&select).await? {
+        ids.insert(row.try_get_by_index::<String>(1)?, row.try_get_by_index::<i64>(0)?);
+    }
+    Ok(ids)
+}
+
 fn state(consent: bool) -> State {
     if consent { State::Subscribed } else { State::Unsubscribed }
 }
 
 /// Existing customers of the batch: external id → (id, consent).
 async fn existing_consent(
-    txn: &impl ConnectionTrait,
+    txn: &impl BulkTarget,
     batch: &[Pending<CustomerRow>],
 ) -> Result<HashMap<String, (i64, bool)>, DbErr> {
+    if let Some(postgres) = txn.postgres() {
+        let keys: Vec<&str> = batch.iter().map(|p| p.row.external_id.as_str()).collect();
+        let select =
+            r#"SELECT "external_id", "id", "marketing_consent" FROM "customers" WHERE "external_id" = ANY($1)"#;
+        let rows: Vec<(String, i64, bool)> = postgres.fetch_by_keys(select, &keys).await?;
+        return Ok(rows.into_iter().map(|(external_id, id, consent)| (external_id, (id, consent))).collect());
+    }
     let select = Query::select()
         .columns(["id", "external_id", "marketing_consent"])
         .from("customers")

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
 
 use super::{Pending, RowError};
+use crate::db::bulk::BulkTarget;
 use crate::db::entities::customer;
 
 /// A customer's external id, and its database id once resolved.
@@ -26,23 +27,14 @@ impl CustomerRef {
 
 /// Looks up the customers of a batch; returns the rows whose customer is unknown.
 pub async fn resolve_customers<R>(
-    txn: &impl ConnectionTrait,
+    txn: &impl BulkTarget,
     batch: &mut [Pending<R>],
     customer_of: impl Fn(&mut R) -> &mut CustomerRef,
 ) -> Result<Vec<(usize, RowError)>, DbErr> {
     let mut wanted: Vec<String> = batch.iter_mut().map(|p| customer_of(&mut p.row).external_id.clone()).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let known: HashMap<String, i64> = customer::Entity::find()
-        .select_only()
-        .column(customer::Column::ExternalId)
-        .column(customer::Column::Id)
-        .filter(customer::Column::ExternalId.is_in(wanted))
-        .into_tuple::<(String, i64)>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .collect();
+    let known = known_customers(txn, wanted).await?;
     let mut unknown = Vec::new();
     for (index, pending) in batch.iter_mut().enumerate() {
         let line = pending.line;
@@ -61,4 +53,21 @@ pub async fn resolve_customers<R>(
         }
     }
     Ok(unknown)
+}
+
+/// The ids of the customers among `external_ids`, by external id.
+async fn known_customers(txn: &impl BulkTarget, external_ids: Vec<String>) -> Result<HashMap<String, i64>, DbErr> {
+    if let Some(postgres) = txn.postgres() {
+        let keys: Vec<&str> = external_ids.iter().map(String::as_str).collect();
+        return postgres.ids_by_external_id("customers", &keys).await;
+    }
+    let rows = customer::Entity::find()
+        .select_only()
+        .column(customer::Column::ExternalId)
+        .column(customer::Column::Id)
+        .filter(customer::Column::ExternalId.is_in(external_ids))
+        .into_tuple::<(String, i64)>()
+        .all(txn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }

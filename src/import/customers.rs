@@ -3,12 +3,13 @@
 //! is kept as a custom attribute. Consent goes through [`super::consent`].
 
 use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::DbErr;
 use sea_orm::sea_query::Value;
-use sea_orm::{ConnectionTrait, DbErr};
 use serde_json::Map;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::{Pending, RowError, Table, fields};
+use crate::db::bulk::BulkTarget;
 
 pub struct Customers;
 
@@ -72,17 +73,14 @@ impl Table for Customers {
         &row.external_id
     }
 
-    async fn resolve(
-        _: &impl ConnectionTrait,
-        _: &mut [Pending<CustomerRow>],
-    ) -> Result<Vec<(usize, RowError)>, DbErr> {
+    async fn resolve(_: &impl BulkTarget, _: &mut [Pending<CustomerRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
         Ok(Vec::new())
     }
 
     const HAS_CONSENT: bool = true;
 
     async fn check_consent(
-        txn: &impl ConnectionTrait,
+        txn: &impl BulkTarget,
         batch: &mut [Pending<CustomerRow>],
         guard: &super::consent::Guard,
     ) -> Result<super::consent::Checked, DbErr> {

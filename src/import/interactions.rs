@@ -2,12 +2,13 @@
 //! times. The customer must exist.
 
 use chrono::{DateTime, Utc};
+use sea_orm::DbErr;
 use sea_orm::sea_query::Value;
-use sea_orm::{ConnectionTrait, DbErr};
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::customer_refs::{CustomerRef, resolve_customers};
 use super::{Pending, RowError, Table, fields};
+use crate::db::bulk::BulkTarget;
 
 pub struct Interactions;
 
@@ -73,7 +74,7 @@ impl Table for Interactions {
     }
 
     async fn resolve(
-        txn: &impl ConnectionTrait,
+        txn: &impl BulkTarget,
         batch: &mut [Pending<InteractionRow>],
     ) -> Result<Vec<(usize, RowError)>, DbErr> {
         resolve_customers(txn, batch, |row| &mut row.customer).await

@@ -24,13 +24,14 @@ pub mod records;
 mod rejects;
 mod scan;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use csv::ByteRecord;
 use sea_orm::sea_query::Value;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
 use crate::db::bulk::{Batch, BulkInsert, BulkTarget};
 use crate::db::postgres::PgTxn;
@@ -84,7 +85,21 @@ impl Options {
             address_key: loaded.secrets.address_key.clone(),
         }
     }
+
+    /// Rows per batch: `batch_size`, the rows of one INSERT, on SQLite; on
+    /// PostgreSQL, where a batch is copied and its lookups bind one array
+    /// whatever its size, [`POSTGRES_BATCH_FACTOR`] times as many, so that
+    /// the statements of a batch are fewer per row.
+    fn rows_per_batch(&self, backend: DbBackend) -> usize {
+        match backend {
+            DbBackend::Postgres => self.batch_size * POSTGRES_BATCH_FACTOR,
+            _ => self.batch_size,
+        }
+    }
 }
+
+/// See [`Options::rows_per_batch`]: 20,000 rows with the default batch size.
+const POSTGRES_BATCH_FACTOR: usize = 10;
 
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,17 +204,14 @@ trait Table: 'static {
     fn external_id(row: &Self::Row) -> &str;
 
     /// Fills in references to other tables; returns the rows that refer to nothing.
-    async fn resolve(
-        txn: &impl ConnectionTrait,
-        batch: &mut [Pending<Self::Row>],
-    ) -> Result<Vec<(usize, RowError)>, DbErr>;
+    async fn resolve(txn: &impl BulkTarget, batch: &mut [Pending<Self::Row>]) -> Result<Vec<(usize, RowError)>, DbErr>;
 
     /// Whether rows carry marketing consent, for [`Table::check_consent`].
     const HAS_CONSENT: bool = false;
 
     /// Checks the consent of a batch before it is written (customers only).
     async fn check_consent(
-        _txn: &impl ConnectionTrait,
+        _txn: &impl BulkTarget,
         _batch: &mut [Pending<Self::Row>],
         _guard: &consent::Guard,
     ) -> Result<consent::Checked, DbErr> {
@@ -311,6 +323,9 @@ struct Run {
     /// The consent checks, and the changes of consent of the queued batch.
     guard: Option<consent::Guard>,
     queued_changes: Vec<consent::PendingChange>,
+    /// The table held no row when the import began (PostgreSQL): every row
+    /// is new, and none needs looking up.
+    started_empty: bool,
 }
 
 /// Writes a batch; returns its row count and how many rows were new or changed.
@@ -342,10 +357,11 @@ async fn run<T: Table>(txn: &impl BulkTarget, source: Source, options: &Options)
         queued: None,
         guard: None,
         queued_changes: Vec::new(),
+        started_empty: false,
     };
     let (sender, chunks) = tokio::sync::mpsc::channel(2);
     let reader_columns = Arc::clone(&columns);
-    let batch_size = options.batch_size;
+    let batch_size = options.rows_per_batch(txn.get_database_backend());
     let reading =
         tokio::task::spawn_blocking(move || reading::read_all::<T>(records, reader_columns, file, batch_size, sender));
     run.write_all::<T>(txn, &columns, chunks, reading).await
@@ -376,17 +392,23 @@ impl Run {
         reading: Reading,
     ) -> Result<Report, ImportError> {
         crate::db::use_large_cache(txn).await?;
+        if let Some(postgres) = txn.postgres() {
+            self.started_empty = postgres.is_empty(T::TABLE).await?;
+        }
         if T::HAS_CONSENT {
             let has_column = columns.has("marketing_consent");
-            self.guard =
-                Some(consent::Guard::new(txn, self.file.clone(), has_column, self.options.address_key.clone()).await?);
+            let mut guard =
+                consent::Guard::new(txn, self.file.clone(), has_column, self.options.address_key.clone()).await?;
+            guard.none_exist = self.started_empty;
+            self.guard = Some(guard);
         }
         let mut statistics = Statistics::default();
-        statistics.refresh(txn, "customers", LOOKED_UP, 0).await?;
+        statistics.refresh(txn, "customers", CUSTOMERS_LOOKED_UP, 0).await?;
+        let looked_up = if T::TABLE == "customers" { CUSTOMERS_LOOKED_UP } else { LOOKED_UP };
         while let Some(chunk) = chunks.recv().await {
             self.write_chunk::<T>(txn, chunk).await?;
-            if T::TABLE == "customers" && statistics.stale(self.report.written) {
-                statistics.refresh(txn, "customers", LOOKED_UP, self.report.written).await?;
+            if statistics.stale(self.report.written) {
+                statistics.refresh(txn, T::TABLE, looked_up, self.report.written).await?;
             }
         }
         self.execute_queued(txn).await?;
@@ -398,13 +420,17 @@ impl Run {
 }
 
 /// The columns of `customers` each batch of an import looks up.
-const LOOKED_UP: &[&str] = &["external_id", "email"];
+const CUSTOMERS_LOOKED_UP: &[&str] = &["external_id", "email"];
+/// The column of the table written that each batch looks up (PostgreSQL:
+/// which rows exist).
+const LOOKED_UP: &[&str] = &["external_id"];
 
 /// The planner's statistics on PostgreSQL (see `PgTxn::analyze`): of the
-/// customers, which every import looks up, at the start and, while a
-/// customers import writes, whenever the rows written double (a first
-/// import grows the table from nothing); of the table written at the end,
-/// for the commands that read it next.
+/// customers, which every import looks up, at the start; of the table
+/// written, whenever the rows written double (a first import grows the
+/// table from nothing, and a lookup planned on an empty table would read
+/// all of it); of all its columns at the end, for the commands that read
+/// it next.
 #[derive(Default)]
 struct Statistics {
     /// Rows written at the last refresh.
@@ -435,6 +461,13 @@ impl Statistics {
         self.written = written;
         Ok(())
     }
+}
+
+/// The external ids of `batch` already in `T`'s table (PostgreSQL, where the
+/// others are copied straight in).
+async fn existing_ids<T: Table>(postgres: &PgTxn, batch: &[Pending<T::Row>]) -> Result<HashSet<String>, DbErr> {
+    let keys: Vec<&str> = batch.iter().map(|p| T::external_id(&p.row)).collect();
+    Ok(postgres.ids_by_external_id(T::TABLE, &keys).await?.into_keys().collect())
 }
 
 fn default_rejects_path(path: &Path) -> PathBuf {
@@ -494,20 +527,25 @@ impl Run {
             None => consent::Checked::default(),
         };
         self.report.consent_kept_off += checked.kept_off;
+        let existing = match (txn.postgres(), checked.existing) {
+            (Some(_), _) if self.started_empty => Some(HashSet::new()),
+            (Some(postgres), None) => Some(existing_ids::<T>(postgres, &batch).await?),
+            (_, known) => known,
+        };
         // The previous batch runs on the database while this one is built.
         let previous = self.queued.take();
         let previous_changes = std::mem::replace(&mut self.queued_changes, checked.changes);
         let upsert = &self.upsert;
         let build = async move {
             let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
-            let mut count = 0;
+            let mut new = Vec::with_capacity(batch.len());
             for (pending, refused) in batch.into_iter().zip(refused) {
                 if !refused {
+                    new.push(existing.as_ref().is_some_and(|ids| !ids.contains(T::external_id(&pending.row))));
                     T::values(pending.row, &mut values);
-                    count += 1;
                 }
             }
-            (count > 0).then(|| upsert.batch(values))
+            (!new.is_empty()).then(|| upsert.batch_with_new(values, |i| new[i]))
         };
         let (executed, next) = tokio::join!(execute(txn, upsert, previous), build);
         self.count_written(executed?);

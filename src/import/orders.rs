@@ -2,12 +2,13 @@
 //! item count and category. The customer must exist.
 
 use chrono::{DateTime, Utc};
+use sea_orm::DbErr;
 use sea_orm::sea_query::Value;
-use sea_orm::{ConnectionTrait, DbErr};
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
 use super::customer_refs::{CustomerRef, resolve_customers};
 use super::{Pending, RowError, Table, fields};
+use crate::db::bulk::BulkTarget;
 
 pub struct Orders;
 
@@ -56,10 +57,7 @@ impl Table for Orders {
         &row.external_id
     }
 
-    async fn resolve(
-        txn: &impl ConnectionTrait,
-        batch: &mut [Pending<OrderRow>],
-    ) -> Result<Vec<(usize, RowError)>, DbErr> {
+    async fn resolve(txn: &impl BulkTarget, batch: &mut [Pending<OrderRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
         resolve_customers(txn, batch, |row| &mut row.customer).await
     }
 

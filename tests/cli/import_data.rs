@@ -118,8 +118,9 @@ fn interactions_keep_kind_status_and_times() {
     });
 }
 
-/// Imports in batches of two rows, so that on PostgreSQL several `COPY`
-/// batches are written before the bad row is read.
+/// Imports in batches of two rows (twenty on PostgreSQL, where a batch is
+/// ten statements' worth), so that several batches are written before the
+/// bad row is read.
 fn import_in_small_batches(env: &TestEnv, args: &[&str]) -> crate::support::Run {
     crate::support::Run::from(
         env.command(args).env("PATRON__IMPORT__BATCH_SIZE", "2").output().expect("run patron import"),
@@ -134,30 +135,43 @@ fn a_bad_row_after_written_batches_rejects_the_whole_file_and_escapes_land_exact
         let before = env.dump();
         // Backslashes, a literal \N, a tab and a line break (in an attribute)
         // and non-ASCII text: everything COPY's text format must escape.
+        // Forty rows first, so that PostgreSQL's batches of twenty are
+        // written before the bad row; the last batch mixes a changed row
+        // (K1) with new ones.
+        let filler: String = (1..=40).map(|i| format!("F{i:02},f{i}@example.com,Filler,\n")).collect();
         let file = env.write(
             "tricky.csv",
-            "customer_id,email,first_name,note\n\
-             K1,k1@example.com,Changed,\n\
-             T1,t1@example.com,back\\slash \\N,\"tab\there\"\n\
-             T2,t2@example.com,Zoë 😀,\"two\nlines\"\n\
-             T3,t3@example.com,Third,\n\
-             T4,t4@example.com,Fourth,\n\
-             T5,not-an-address,Bad,\n\
-             T6,t6@example.com,After,\n",
+            format!(
+                "customer_id,email,first_name,note\n{filler}\
+                 K1,k1@example.com,Changed,\n\
+                 T1,t1@example.com,back\\slash \\N,\"tab\there\"\n\
+                 T2,t2@example.com,Zoë 😀,\"two\nlines\"\n\
+                 T3,t3@example.com,Third,\n\
+                 T4,t4@example.com,Fourth,\n\
+                 T5,not-an-address,Bad,\n\
+                 T6,t6@example.com,After,\n"
+            ),
         );
         let refused = import_in_small_batches(env, &["import", "customers", &file]);
         assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
-        assert!(refused.stderr.contains("line 8, column `email`"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("line 48, column `email`"), "{}", refused.stderr);
         assert_eq!(env.dump(), before, "a refused file leaves the database as it was");
 
         let landed = import_in_small_batches(env, &["import", "customers", &file, "--skip-invalid"]);
         assert_eq!(landed.code, 0, "{}\n{}", landed.stdout, landed.stderr);
-        assert!(landed.stdout.contains("7 rows read, 6 new or changed, 0 unchanged, 1 rejected"), "{}", landed.stdout);
-        let names = env.strings("SELECT external_id || '|' || first_name FROM customers ORDER BY external_id");
+        assert!(
+            landed.stdout.contains("47 rows read, 46 new or changed, 0 unchanged, 1 rejected"),
+            "{}",
+            landed.stdout
+        );
+        let names = env.strings(
+            "SELECT external_id || '|' || first_name FROM customers WHERE external_id NOT LIKE 'F%' ORDER BY external_id",
+        );
         assert_eq!(
             names,
             ["K1|Changed", "T1|back\\slash \\N", "T2|Zoë 😀", "T3|Third", "T4|Fourth", "T6|After"].map(String::from)
         );
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM customers WHERE external_id LIKE 'F%'"), ["40"]);
         let note = match env.backend {
             crate::support::Backend::Sqlite => "json_extract(attributes, '$.note')",
             _ => "CAST(attributes AS jsonb)->>'note'",
@@ -166,5 +180,30 @@ fn a_bad_row_after_written_batches_rejects_the_whole_file_and_escapes_land_exact
             "SELECT external_id || '=' || ({note}) FROM customers WHERE external_id IN ('T1', 'T2') ORDER BY external_id"
         ));
         assert_eq!(notes, ["T1=tab\there", "T2=two\nlines"].map(String::from));
+    });
+}
+
+#[test]
+fn orders_imported_again_with_new_changed_and_unchanged_rows_count_and_land_each_once() {
+    each_backend(|env| {
+        let customers = env.write("c.csv", "customer_id,email\nC1,c1@example.com\n");
+        env.ok(&["import", "customers", &customers]);
+        let first = env.write(
+            "o1.csv",
+            "order_id,customer_id,ordered_at,amount\nO1,C1,2026-01-02,10\nO2,C1,2026-01-03,20\nO3,C1,2026-01-04,30\n",
+        );
+        env.ok(&["import", "orders", &first]);
+        // One batch holding a changed row, an unchanged one and a new one:
+        // on PostgreSQL the new one is copied straight in, the others go
+        // through the upsert.
+        let second = env.write(
+            "o2.csv",
+            "order_id,customer_id,ordered_at,amount\nO2,C1,2026-01-03,25\nO4,C1,2026-01-05,40\nO3,C1,2026-01-04,30\n",
+        );
+        let run = env.ok(&["import", "orders", &second]);
+        assert!(run.stdout.contains("3 rows read, 2 new or changed, 1 unchanged"), "{}", run.stdout);
+        let rows =
+            env.strings("SELECT external_id || '=' || CAST(amount_cents AS TEXT) FROM orders ORDER BY external_id");
+        assert_eq!(rows, ["O1=1000", "O2=2500", "O3=3000", "O4=4000"].map(String::from));
     });
 }
