@@ -18,6 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, PostgresQueryBuilder, Query, Value};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, Statement, TransactionSession};
 
+use super::binary_copy::{self, Wire};
 use super::postgres::{COPY_CHUNK, PgTxn};
 
 /// What a row whose key exists does.
@@ -43,6 +44,10 @@ pub struct BulkInsert {
     conflict: Conflict,
     /// The SQL for the last row count used: every full batch shares it.
     cached: Mutex<Option<(usize, String)>>,
+    /// PostgreSQL: the columns' types for the binary `COPY` of
+    /// [`BulkInsert::copy_rows`], once read; `None` inside when a column
+    /// has a type the binary writer does not know (then rows go as text).
+    wire: tokio::sync::OnceCell<Option<Vec<Wire>>>,
 }
 
 /// The rows of one batch, ready for [`BulkInsert::write`]: a statement, or
@@ -64,7 +69,14 @@ pub enum Batch {
 impl BulkInsert {
     /// Plain inserts.
     pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
-        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: Mutex::new(None) }
+        BulkInsert {
+            backend,
+            table,
+            columns,
+            conflict: Conflict::Fail,
+            cached: Mutex::new(None),
+            wire: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// Upserts on `external_id` that rewrite nothing when nothing changed, so
@@ -166,10 +178,11 @@ impl BulkInsert {
                 let postgres = txn.postgres().ok_or_else(|| DbErr::Custom("COPY needs PostgreSQL".into()))?;
                 let mut written = 0;
                 if !new.is_empty() {
-                    written += postgres.copy_in(&self.copy_statement(), all_at_once(new)).await?;
+                    let copy = Format::Text.statement(self.table, self.columns);
+                    written += postgres.copy_in(&copy, all_at_once(new)).await?;
                 }
                 if !others.is_empty() {
-                    written += self.copy(postgres, all_at_once(others)).await?;
+                    written += self.copy(postgres, Format::Text, all_at_once(others)).await?;
                 }
                 Ok((rows, written))
             }
@@ -178,35 +191,59 @@ impl BulkInsert {
 
     /// Copies `rows` rows into the table on PostgreSQL, the values of row
     /// `i` put into the buffer by `row(i, buffer)`; how many were written.
+    /// In the binary format when every column's type allows it.
     pub async fn copy_rows(
         &self,
         txn: &PgTxn,
         rows: usize,
         row: impl FnMut(usize, &mut Vec<Value>) + Send,
     ) -> Result<u64, DbErr> {
-        self.copy(txn, fill_rows(rows, self.columns.len(), row)).await
+        match self.wire_types(txn).await? {
+            Some(types) => {
+                let mut failed = None;
+                let fill = fill_binary_rows(rows, types, row, &mut failed);
+                let written = self.copy(txn, Format::Binary, fill).await;
+                match failed {
+                    Some(error) => Err(error),
+                    None => written,
+                }
+            }
+            None => self.copy(txn, Format::Text, fill_rows(rows, self.columns.len(), row)).await,
+        }
     }
 
-    /// `COPY` text from `fill` (see [`PgTxn::copy_in`]) into the table:
+    /// The columns' types for a binary `COPY`, read once.
+    async fn wire_types(&self, txn: &PgTxn) -> Result<Option<&[Wire]>, DbErr> {
+        let wire = self
+            .wire
+            .get_or_try_init(|| async {
+                let types = txn.column_types(self.table).await?;
+                Ok::<_, DbErr>(self.columns.iter().map(|c| types.get(*c).and_then(|t| Wire::of(t))).collect())
+            })
+            .await?;
+        Ok(wire.as_deref())
+    }
+
+    /// `COPY` data from `fill` (see [`PgTxn::copy_in`]) into the table:
     /// directly, or through the temporary table and one `INSERT ... SELECT`
     /// when rows may meet existing ones.
-    async fn copy(&self, txn: &PgTxn, fill: impl FnMut(&mut Vec<u8>) -> bool + Send) -> Result<u64, DbErr> {
+    async fn copy(
+        &self,
+        txn: &PgTxn,
+        format: Format,
+        fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
+    ) -> Result<u64, DbErr> {
         if matches!(self.conflict, Conflict::Fail | Conflict::Rewrite(_)) {
-            return txn.copy_in(&self.copy_statement(), fill).await;
+            return txn.copy_in(&format.statement(self.table, self.columns), fill).await;
         }
         let temporary = format!("bulk_{}", self.table);
-        if copy_into_temporary(txn, &temporary, self.table, self.columns, fill).await? == 0 {
+        if copy_into_temporary(txn, &temporary, self.table, self.columns, format, fill).await? == 0 {
             return Ok(0);
         }
         let mut insert = self.insert();
         let select = Query::select().columns(self.columns.iter().copied()).from(Alias::new(&temporary)).to_owned();
         insert.select_from(select).map_err(|e| DbErr::Custom(format!("bulk insert into {}: {e}", self.table)))?;
         Ok(txn.execute_unprepared(&insert.to_string(PostgresQueryBuilder)).await?.rows_affected())
-    }
-
-    /// `COPY` straight into the table.
-    fn copy_statement(&self) -> String {
-        format!(r#"COPY "{}" ({}) FROM STDIN"#, self.table, quoted_list(self.columns))
     }
 
     /// The INSERT with its conflict rule, without rows.
@@ -289,7 +326,7 @@ impl BulkUpdate {
         let mut all = vec![self.key];
         all.extend_from_slice(self.columns);
         let temporary = format!("bulk_update_{}", self.table);
-        copy_into_temporary(txn, &temporary, self.table, &all, fill_rows(rows, all.len(), row)).await?;
+        copy_into_temporary(txn, &temporary, self.table, &all, Format::Text, fill_rows(rows, all.len(), row)).await?;
         let set = self.columns.iter().map(|c| format!(r#""{c}" = new."{c}""#)).collect::<Vec<_>>().join(", ");
         let update = format!(
             r#"UPDATE "{table}" SET {set} FROM "{temporary}" AS new WHERE "{table}"."{key}" = new."{key}""#,
@@ -326,18 +363,69 @@ async fn copy_into_temporary(
     temporary: &str,
     table: &str,
     columns: &[&str],
+    format: Format,
     fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
 ) -> Result<u64, DbErr> {
-    let columns = quoted_list(columns);
     let prepare = if txn.first_use_of(temporary) {
         format!(
-            r#"CREATE TEMPORARY TABLE "{temporary}" ON COMMIT DROP AS SELECT {columns} FROM "{table}" WITH NO DATA"#
+            r#"CREATE TEMPORARY TABLE "{temporary}" ON COMMIT DROP AS SELECT {} FROM "{table}" WITH NO DATA"#,
+            quoted_list(columns)
         )
     } else {
         format!(r#"TRUNCATE "{temporary}""#)
     };
     txn.execute_unprepared(&prepare).await?;
-    txn.copy_in(&format!(r#"COPY "{temporary}" ({columns}) FROM STDIN"#), fill).await
+    txn.copy_in(&format.statement(temporary, columns), fill).await
+}
+
+/// The format of `COPY` data.
+#[derive(Clone, Copy)]
+enum Format {
+    Text,
+    Binary,
+}
+
+impl Format {
+    /// `COPY` of `columns` into `table` from the client, in this format.
+    fn statement(self, table: &str, columns: &[&str]) -> String {
+        let options = match self {
+            Format::Text => "",
+            Format::Binary => " WITH (FORMAT binary)",
+        };
+        format!(r#"COPY "{table}" ({}) FROM STDIN{options}"#, quoted_list(columns))
+    }
+}
+
+/// [`fill_rows`] in the binary format: the header, the rows, the trailer.
+/// A value that does not fit its column ends the data early and is kept in
+/// `failed` (the copy then fails as incomplete, and the caller reports it).
+fn fill_binary_rows<'a>(
+    rows: usize,
+    types: &'a [Wire],
+    mut row: impl FnMut(usize, &mut Vec<Value>) + Send + 'a,
+    failed: &'a mut Option<DbErr>,
+) -> impl FnMut(&mut Vec<u8>) -> bool + Send + 'a {
+    let mut values = Vec::with_capacity(types.len());
+    let mut next = 0;
+    move |data| {
+        if next == 0 {
+            binary_copy::header(data);
+        }
+        while next < rows && data.len() < COPY_CHUNK {
+            values.clear();
+            row(next, &mut values);
+            if let Err(error) = binary_copy::row(&values, types, data) {
+                *failed = Some(error);
+                return false;
+            }
+            next += 1;
+        }
+        if next < rows {
+            return true;
+        }
+        binary_copy::trailer(data);
+        false
+    }
 }
 
 /// A [`PgTxn::copy_in`] source of `rows` rows of `width` values each, row

@@ -2,6 +2,7 @@
 //! the sea-orm entities. Every command goes through [`open`], which applies any
 //! pending migration, so no command ever sees an old schema.
 
+mod binary_copy;
 pub mod bulk;
 pub mod engine;
 pub mod entities;

@@ -126,6 +126,21 @@ impl PgTxn {
         Ok(rows.into_iter().collect())
     }
 
+    /// The type of each column of `table`, by column name
+    /// (`pg_type.typname`: `int8`, `float8`, `timestamptz`, ...).
+    pub async fn column_types(&self, table: &str) -> Result<HashMap<String, String>, DbErr> {
+        let select = "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
+                      JOIN pg_type t ON t.oid = a.atttypid \
+                      WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
+        let mut connection = self.connection.lock().await;
+        let rows: Vec<(String, String)> = sqlx::query_as(select)
+            .bind(format!(r#""{table}""#))
+            .fetch_all(&mut **connection)
+            .await
+            .map_err(query_error)?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Whether `table` holds no row.
     pub async fn is_empty(&self, table: &str) -> Result<bool, DbErr> {
         let select = format!(r#"SELECT NOT EXISTS (SELECT 1 FROM "{table}")"#);
