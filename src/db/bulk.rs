@@ -44,10 +44,6 @@ pub struct BulkInsert {
     conflict: Conflict,
     /// The SQL for the last row count used: every full batch shares it.
     cached: Mutex<Option<(usize, String)>>,
-    /// PostgreSQL: the columns' types for the binary `COPY` of
-    /// [`BulkInsert::copy_rows`], once read; `None` inside when a column
-    /// has a type the binary writer does not know (then rows go as text).
-    wire: tokio::sync::OnceCell<Option<Vec<Wire>>>,
 }
 
 /// The rows of one batch, ready for [`BulkInsert::write`]: a statement, or
@@ -69,14 +65,7 @@ pub enum Batch {
 impl BulkInsert {
     /// Plain inserts.
     pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
-        BulkInsert {
-            backend,
-            table,
-            columns,
-            conflict: Conflict::Fail,
-            cached: Mutex::new(None),
-            wire: tokio::sync::OnceCell::new(),
-        }
+        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: Mutex::new(None) }
     }
 
     /// Upserts on `external_id` that rewrite nothing when nothing changed, so
@@ -178,11 +167,10 @@ impl BulkInsert {
                 let postgres = txn.postgres().ok_or_else(|| DbErr::Custom("COPY needs PostgreSQL".into()))?;
                 let mut written = 0;
                 if !new.is_empty() {
-                    let copy = Format::Text.statement(self.table, self.columns);
-                    written += postgres.copy_in(&copy, all_at_once(new)).await?;
+                    written += self.copy(postgres, Format::Text, true, all_at_once(new)).await?;
                 }
                 if !others.is_empty() {
-                    written += self.copy(postgres, Format::Text, all_at_once(others)).await?;
+                    written += self.copy(postgres, Format::Text, false, all_at_once(others)).await?;
                 }
                 Ok((rows, written))
             }
@@ -198,42 +186,72 @@ impl BulkInsert {
         rows: usize,
         row: impl FnMut(usize, &mut Vec<Value>) + Send,
     ) -> Result<u64, DbErr> {
+        let all: Vec<usize> = (0..rows).collect();
+        self.copy_indexed(txn, &all, false, row).await
+    }
+
+    /// [`BulkInsert::copy_rows`] where `is_new(i)` says that row `i` is
+    /// known not to be in the table: those rows are copied straight in
+    /// (see [`BulkInsert::batch_with_new`]), the others keep the conflict
+    /// rule. Each row is made once.
+    pub async fn copy_rows_known_new(
+        &self,
+        txn: &PgTxn,
+        rows: usize,
+        is_new: impl Fn(usize) -> bool,
+        mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<u64, DbErr> {
+        let (new, others): (Vec<usize>, Vec<usize>) = (0..rows).partition(|&i| is_new(i));
+        let written = self.copy_indexed(txn, &new, true, &mut row).await?;
+        Ok(written + self.copy_indexed(txn, &others, false, &mut row).await?)
+    }
+
+    /// Copies rows `indexes` (made by `row`), straight into the table when
+    /// `new`, in the binary format when every column's type allows it.
+    async fn copy_indexed(
+        &self,
+        txn: &PgTxn,
+        indexes: &[usize],
+        new: bool,
+        mut row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<u64, DbErr> {
+        if indexes.is_empty() {
+            return Ok(0);
+        }
+        let row = |i: usize, values: &mut Vec<Value>| row(indexes[i], values);
         match self.wire_types(txn).await? {
             Some(types) => {
                 let mut failed = None;
-                let fill = fill_binary_rows(rows, types, row, &mut failed);
-                let written = self.copy(txn, Format::Binary, fill).await;
+                let fill = fill_binary_rows(indexes.len(), &types, row, &mut failed);
+                let written = self.copy(txn, Format::Binary, new, fill).await;
                 match failed {
                     Some(error) => Err(error),
                     None => written,
                 }
             }
-            None => self.copy(txn, Format::Text, fill_rows(rows, self.columns.len(), row)).await,
+            None => self.copy(txn, Format::Text, new, fill_rows(indexes.len(), self.columns.len(), row)).await,
         }
     }
 
-    /// The columns' types for a binary `COPY`, read once.
-    async fn wire_types(&self, txn: &PgTxn) -> Result<Option<&[Wire]>, DbErr> {
-        let wire = self
-            .wire
-            .get_or_try_init(|| async {
-                let types = txn.column_types(self.table).await?;
-                Ok::<_, DbErr>(self.columns.iter().map(|c| types.get(*c).and_then(|t| Wire::of(t))).collect())
-            })
-            .await?;
-        Ok(wire.as_deref())
+    /// The columns' types for a binary `COPY`, if every one has a binary
+    /// writer (the transaction reads each table's types once).
+    async fn wire_types(&self, txn: &PgTxn) -> Result<Option<Vec<Wire>>, DbErr> {
+        let types = txn.column_types(self.table).await?;
+        Ok(self.columns.iter().map(|c| types.get(*c).and_then(|t| Wire::of(t))).collect())
     }
 
     /// `COPY` data from `fill` (see [`PgTxn::copy_in`]) into the table:
-    /// directly, or through the temporary table and one `INSERT ... SELECT`
-    /// when rows may meet existing ones.
+    /// directly when no row can meet an existing one (`new`, or no conflict
+    /// rule to keep), else through the temporary table and one
+    /// `INSERT ... SELECT`.
     async fn copy(
         &self,
         txn: &PgTxn,
         format: Format,
+        new: bool,
         fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
     ) -> Result<u64, DbErr> {
-        if matches!(self.conflict, Conflict::Fail | Conflict::Rewrite(_)) {
+        if new || matches!(self.conflict, Conflict::Fail | Conflict::Rewrite(_)) {
             return txn.copy_in(&format.statement(self.table, self.columns), fill).await;
         }
         let temporary = format!("bulk_{}", self.table);

@@ -215,6 +215,23 @@ impl Txn {
         }
     }
 
+    /// [`Txn::insert_rows`] where `is_new(i)` says that row `i` is known not
+    /// to be in the table: on PostgreSQL those are copied straight in
+    /// (`BulkInsert::copy_rows_known_new`); SQLite's statement is the same
+    /// for every row.
+    pub async fn insert_rows_known_new(
+        &mut self,
+        insert: &BulkInsert,
+        rows: usize,
+        is_new: impl Fn(usize) -> bool,
+        row: impl FnMut(usize, &mut Vec<Value>) + Send,
+    ) -> Result<(), DbErr> {
+        match self {
+            Txn::Postgres(txn) => insert.copy_rows_known_new(txn, rows, is_new, row).await.map(drop),
+            Txn::Sqlite(_) => self.insert_rows(insert, rows, row).await,
+        }
+    }
+
     /// Updates `rows` rows through `update`, the values of row `i` (its
     /// key, then the columns) put into the buffer by `row(i, buffer)`.
     pub async fn update_rows(

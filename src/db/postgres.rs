@@ -7,6 +7,7 @@
 //! written for a `DatabaseTransaction` runs on it unchanged.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use sea_orm::sqlx::postgres::PgRow;
@@ -27,12 +28,19 @@ pub struct PgTxn {
     open: bool,
     /// The temporary tables made in this transaction (see `db::bulk`).
     temporary: std::sync::Mutex<HashSet<String>>,
+    /// The column types of the tables copied into in binary (see `db::bulk`).
+    column_types: std::sync::Mutex<HashMap<String, Arc<HashMap<String, String>>>>,
 }
 
 impl PgTxn {
     pub async fn begin(db: &DatabaseConnection) -> Result<PgTxn, DbErr> {
         let connection = db.get_postgres_connection_pool().acquire().await.map_err(connection_error)?;
-        let mut txn = PgTxn { connection: Mutex::new(connection), open: false, temporary: Default::default() };
+        let mut txn = PgTxn {
+            connection: Mutex::new(connection),
+            open: false,
+            temporary: Default::default(),
+            column_types: Default::default(),
+        };
         txn.execute_unprepared("BEGIN").await?;
         txn.open = true;
         Ok(txn)
@@ -127,18 +135,27 @@ impl PgTxn {
     }
 
     /// The type of each column of `table`, by column name
-    /// (`pg_type.typname`: `int8`, `float8`, `timestamptz`, ...).
-    pub async fn column_types(&self, table: &str) -> Result<HashMap<String, String>, DbErr> {
+    /// (`pg_type.typname`: `int8`, `float8`, `timestamptz`, ...), read once
+    /// per transaction.
+    pub async fn column_types(&self, table: &str) -> Result<Arc<HashMap<String, String>>, DbErr> {
+        if let Some(known) = self.column_types.lock().expect("never poisoned: no code panics holding it").get(table) {
+            return Ok(Arc::clone(known));
+        }
         let select = "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
                       JOIN pg_type t ON t.oid = a.atttypid \
                       WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
-        let mut connection = self.connection.lock().await;
-        let rows: Vec<(String, String)> = sqlx::query_as(select)
-            .bind(format!(r#""{table}""#))
-            .fetch_all(&mut **connection)
-            .await
-            .map_err(query_error)?;
-        Ok(rows.into_iter().collect())
+        let rows: Vec<(String, String)> = {
+            let mut connection = self.connection.lock().await;
+            sqlx::query_as(select)
+                .bind(format!(r#""{table}""#))
+                .fetch_all(&mut **connection)
+                .await
+                .map_err(query_error)?
+        };
+        let types = Arc::new(rows.into_iter().collect::<HashMap<_, _>>());
+        let mut known = self.column_types.lock().expect("never poisoned: no code panics holding it");
+        known.insert(table.to_owned(), Arc::clone(&types));
+        Ok(types)
     }
 
     /// Whether `table` holds no row.

@@ -114,7 +114,7 @@ async fn recompute_in(
         log.reading += clock.elapsed();
         count_all(&mut report, &outcomes, rules);
         let clock = Instant::now();
-        write_outcomes(txn, &accounts, &outcomes, as_of).await?;
+        write_outcomes(txn, &accounts, &outcomes, first_run, as_of).await?;
         log.writing += clock.elapsed();
     }
     if let Some(set_aside) = set_aside {
@@ -283,11 +283,14 @@ fn group<T>(rows: Vec<(i64, T)>) -> HashMap<i64, Vec<T>> {
 }
 
 /// Writes the new entries, the accounts (new, changed tier or moved
-/// standing) and the tier changes of a chunk, in bulk (`db::bulk`).
+/// standing) and the tier changes of a chunk, in bulk (`db::bulk`). On a
+/// first run no entry exists yet, and an account exists only if loaded:
+/// the rows known new skip the conflict rules on PostgreSQL.
 async fn write_outcomes(
     txn: &mut Txn,
     accounts: &HashMap<i64, loyalty_account::Model>,
     outcomes: &[(i64, Outcome)],
+    first_run: bool,
     as_of: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let backend = txn.backend();
@@ -296,7 +299,13 @@ async fn write_outcomes(
         .flat_map(|(customer, outcome)| outcome.new_entries.iter().map(move |e| (*customer, e)))
         .collect();
     let ledger = BulkInsert::ignore_existing(backend, "loyalty_ledger", LEDGER_COLUMNS, &["source_key"]);
-    txn.insert_rows(&ledger, entries.len(), |i, values| values.extend(ledger_row(entries[i], as_of))).await?;
+    txn.insert_rows_known_new(
+        &ledger,
+        entries.len(),
+        |_| first_run,
+        |i, values| values.extend(ledger_row(entries[i], as_of)),
+    )
+    .await?;
     let rows: Vec<(i64, Account, Standing)> = outcomes
         .iter()
         .filter_map(|(customer, outcome)| {
@@ -308,7 +317,9 @@ async fn write_outcomes(
         .collect();
     let rewritten = ACCOUNT_COLUMNS.iter().copied().filter(|c| !["customer_id", "joined_at"].contains(c)).collect();
     let upsert = BulkInsert::update(backend, "loyalty_accounts", ACCOUNT_COLUMNS, &["customer_id"], rewritten);
-    txn.insert_rows(&upsert, rows.len(), |i, values| values.extend(account_row(&rows[i], as_of))).await?;
+    let is_new = |i: usize| !accounts.contains_key(&rows[i].0);
+    txn.insert_rows_known_new(&upsert, rows.len(), is_new, |i, values| values.extend(account_row(&rows[i], as_of)))
+        .await?;
     let changes: Vec<(i64, &Option<String>, &String)> = outcomes
         .iter()
         .filter_map(|(customer, outcome)| outcome.tier_change.as_ref().map(|(from, to)| (*customer, from, to)))
