@@ -279,3 +279,26 @@ fn a_recompute_shared_in_ranges_by_two_daemons_writes_what_one_recompute_writes(
         assert_eq!(shared, loyalty_state(env));
     });
 }
+
+#[test]
+fn a_first_recompute_leaves_the_planner_statistics_of_the_tables_it_filled() {
+    each_backend(|env| {
+        if env.backend == crate::support::Backend::Sqlite {
+            return; // SQLite's planner keeps no statistics patron refreshes
+        }
+        assert_eq!(import(env, "customers", "customer_id,email\nA,a@example.com\nB,b@example.com\n").code, 0);
+        assert_eq!(import(env, "orders", ORDERS).code, 0);
+        env.ok(&["loyalty", "recompute", "--as-of", "2026-06-30"]);
+        // A table never analysed counts -1 rows; the planner then guesses,
+        // and planned the next night's lookups as scans of the whole ledger.
+        let counted = env.strings(
+            "SELECT relname || ' ' || CAST(reltuples AS BIGINT) FROM pg_class \
+             WHERE relname IN ('loyalty_ledger', 'loyalty_accounts', 'loyalty_tier_changes') ORDER BY relname",
+        );
+        let entries = env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM loyalty_ledger")[0].clone();
+        assert_eq!(
+            counted,
+            ["loyalty_accounts 2".to_owned(), format!("loyalty_ledger {entries}"), "loyalty_tier_changes 2".to_owned()]
+        );
+    });
+}
