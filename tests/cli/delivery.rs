@@ -270,7 +270,12 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         assert!(at_kill < 10_000, "the sender finished before it was killed");
 
         let mut restarted = spawn_send(env, server.port(), &settings);
-        assert!(wait_with_timeout(&mut restarted, Duration::from_secs(300)).success());
+        let status = wait_with_timeout(&mut restarted, Duration::from_secs(300));
+        if !status.success() {
+            let mut stderr = String::new();
+            restarted.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
+            panic!("the restarted sender ended with {status} on {:?}:\n{stderr}", env.backend);
+        }
         let counts = per_recipient(&server.received());
         assert_eq!(counts.len(), 10_000, "every message arrives");
         let duplicates: usize = counts.values().map(|n| n - 1).sum();
