@@ -284,6 +284,31 @@ impl Txn {
         }
     }
 
+    /// Starts replacing every row of `table`, written through a
+    /// [`BulkInsert::rewrite`] into [`Rewrite::target`] and in place at
+    /// [`Txn::finish_rewrite`]. On PostgreSQL the target is `next`, a new
+    /// table that takes `table`'s place at the end (see
+    /// [`PgTxn::rewrite_into`]), so rows not written again are gone; SQLite
+    /// replaces each row in `table` itself (see [`Txn::delete_before_rewrite`]).
+    /// `table` must have no column drawing on a sequence.
+    pub async fn begin_rewrite(&mut self, table: &'static str, next: &'static str) -> Result<Rewrite, DbErr> {
+        match self {
+            Txn::Sqlite(_) => Ok(Rewrite { table, target: table }),
+            Txn::Postgres(txn) => {
+                txn.rewrite_into(table, next).await?;
+                Ok(Rewrite { table, target: next })
+            }
+        }
+    }
+
+    /// Ends [`Txn::begin_rewrite`]: the rows written replace the table's.
+    pub async fn finish_rewrite(&mut self, rewrite: Rewrite) -> Result<(), DbErr> {
+        match self {
+            Txn::Postgres(txn) if rewrite.target != rewrite.table => txn.swap_in(rewrite.table, rewrite.target).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Drops the secondary indexes of `table` on SQLite, for a write of
     /// millions of rows, and returns what builds them again
     /// ([`Txn::restore_indexes`]): keeping them in step row by row cost most
@@ -349,6 +374,20 @@ pub fn birthday_month_and_day(backend: DbBackend) -> SimpleExpr {
 pub fn as_double(backend: DbBackend, value: SimpleExpr) -> SimpleExpr {
     let real = if backend == DbBackend::Sqlite { "REAL" } else { "DOUBLE PRECISION" };
     Expr::expr(value).cast_as(Alias::new(real))
+}
+
+/// A table being rewritten whole (see [`Txn::begin_rewrite`]).
+#[must_use = "the rewrite must be finished before the commit"]
+pub struct Rewrite {
+    table: &'static str,
+    target: &'static str,
+}
+
+impl Rewrite {
+    /// The table the rows are written into.
+    pub fn target(&self) -> &'static str {
+        self.target
+    }
 }
 
 /// The statements that build set-aside indexes again.

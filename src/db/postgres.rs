@@ -10,8 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
+use sea_orm::sea_query::Value;
 use sea_orm::sqlx::postgres::PgRow;
-use sea_orm::sqlx::{self, Postgres, pool::PoolConnection};
+use sea_orm::sqlx::{self, Postgres, Row, pool::PoolConnection};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
@@ -134,6 +135,35 @@ impl PgTxn {
         Ok(rows.into_iter().collect())
     }
 
+    /// The rows of `table` whose `external_id` is among `keys`: for each
+    /// external id, the stored values of `columns`, decoded by their types
+    /// (see [`stored_value`]).
+    pub async fn stored_by_external_id(
+        &self,
+        table: &str,
+        columns: &[&str],
+        keys: &[&str],
+    ) -> Result<HashMap<String, Vec<Option<Value>>>, DbErr> {
+        let types = self.column_types(table).await?;
+        let types: Vec<&str> = columns.iter().map(|c| types.get(*c).map_or("", String::as_str)).collect();
+        let listed: String = columns.iter().map(|c| format!(r#", "{c}""#)).collect();
+        let select = format!(r#"SELECT "external_id"{listed} FROM "{table}" WHERE "external_id" = ANY($1)"#);
+        let rows = {
+            let mut connection = self.connection.lock().await;
+            sqlx::query(sqlx::AssertSqlSafe(select))
+                .bind(keys)
+                .fetch_all(&mut **connection)
+                .await
+                .map_err(query_error)?
+        };
+        let mut stored = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let values = types.iter().enumerate().map(|(i, type_name)| stored_value(&row, i + 1, type_name)).collect();
+            stored.insert(row.try_get(0).map_err(query_error)?, values);
+        }
+        Ok(stored)
+    }
+
     /// The type of each column of `table`, by column name
     /// (`pg_type.typname`: `int8`, `float8`, `timestamptz`, ...), read once
     /// per transaction.
@@ -144,18 +174,21 @@ impl PgTxn {
         let select = "SELECT a.attname::text, t.typname::text FROM pg_attribute a \
                       JOIN pg_type t ON t.oid = a.atttypid \
                       WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 AND NOT a.attisdropped";
-        let rows: Vec<(String, String)> = {
-            let mut connection = self.connection.lock().await;
-            sqlx::query_as(select)
-                .bind(format!(r#""{table}""#))
-                .fetch_all(&mut **connection)
-                .await
-                .map_err(query_error)?
-        };
+        let rows: Vec<(String, String)> = self.about_table(select, table).await?;
         let types = Arc::new(rows.into_iter().collect::<HashMap<_, _>>());
         let mut known = self.column_types.lock().expect("never poisoned: no code panics holding it");
         known.insert(table.to_owned(), Arc::clone(&types));
         Ok(types)
+    }
+
+    /// The rows of a catalogue query about `table`, which it names as `$1`
+    /// (quoted, for `$1::text::regclass`).
+    async fn about_table<R>(&self, select: &'static str, table: &str) -> Result<Vec<R>, DbErr>
+    where
+        R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut connection = self.connection.lock().await;
+        sqlx::query_as(select).bind(format!(r#""{table}""#)).fetch_all(&mut **connection).await.map_err(query_error)
     }
 
     /// Whether `table` holds no row.
@@ -163,6 +196,67 @@ impl PgTxn {
         let select = format!(r#"SELECT NOT EXISTS (SELECT 1 FROM "{table}")"#);
         let mut connection = self.connection.lock().await;
         sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_one(&mut **connection).await.map_err(query_error)
+    }
+
+    /// Starts rewriting every row of `table` into `next`, a new table of
+    /// the same columns, defaults and constraints but no index yet, which
+    /// [`PgTxn::swap_in`] puts in its place at the end. Rows copied into an
+    /// empty table without indexes skip what a `DELETE` and `COPY` into the
+    /// table itself cost: each new key checked against the deleted row it
+    /// replaces, which stays in the index until the commit (a million
+    /// feature snapshots: 2.0 s against 4.6 to 6.7 s). Other writers of
+    /// `table` wait for this transaction; readers do not, but for the swap.
+    pub async fn rewrite_into(&self, table: &str, next: &str) -> Result<(), DbErr> {
+        self.execute_unprepared(&format!(
+            r#"LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE;
+               CREATE TABLE "{next}" (LIKE "{table}" INCLUDING ALL EXCLUDING INDEXES)"#
+        ))
+        .await
+        .map(drop)
+    }
+
+    /// Ends [`PgTxn::rewrite_into`]: builds `table`'s indexes, grants and
+    /// statistics on `next`, drops `table` and renames `next` (and its
+    /// indexes) to it.
+    /// Readers of `table` wait from here to the commit, which follows.
+    pub async fn swap_in(&self, table: &str, next: &str) -> Result<(), DbErr> {
+        let select = "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), c.contype::text \
+                      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                      LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+                      WHERE x.indrelid = $1::text::regclass ORDER BY i.relname";
+        let indexes: Vec<(String, String, Option<String>)> = self.about_table(select, table).await?;
+        let mut build = Vec::new();
+        let mut rename = Vec::new();
+        for (i, (name, definition, constraint)) in indexes.iter().enumerate() {
+            let built = format!("{next}_{i}");
+            build.push(index_on(definition, &built, next)?);
+            match constraint.as_deref() {
+                Some("p") => build.push(format!(r#"ALTER TABLE "{next}" ADD PRIMARY KEY USING INDEX "{built}""#)),
+                Some("u") => build.push(format!(r#"ALTER TABLE "{next}" ADD UNIQUE USING INDEX "{built}""#)),
+                _ => {}
+            }
+            rename.push(format!(r#"ALTER INDEX "{built}" RENAME TO "{name}""#));
+        }
+        let grants: Vec<(String,)> = {
+            let select = "SELECT format('GRANT %s ON %I TO %s', privilege_type, $2::text, \
+                          CASE grantee WHEN 'PUBLIC' THEN 'PUBLIC' ELSE quote_ident(grantee) END) \
+                          FROM information_schema.role_table_grants \
+                          WHERE table_schema = current_schema() AND table_name = $1 AND grantee <> current_user";
+            let mut connection = self.connection.lock().await;
+            sqlx::query_as(select).bind(table).bind(next).fetch_all(&mut **connection).await.map_err(query_error)?
+        };
+        build.extend(grants.into_iter().map(|(grant,)| grant));
+        // Statistics belong to the table, not its name: gathered here, the
+        // readers' wait below stays short.
+        build.push(format!(r#"ANALYZE "{next}""#));
+        build.push(format!(r#"DROP TABLE "{table}""#));
+        build.push(format!(r#"ALTER TABLE "{next}" RENAME TO "{table}""#));
+        build.extend(rename);
+        for statement in build {
+            self.execute_unprepared(&statement).await?;
+        }
+        self.column_types.lock().expect("never poisoned: no code panics holding it").remove(table);
+        Ok(())
     }
 
     /// Whether a temporary table of this name was made in this transaction;
@@ -180,6 +274,35 @@ impl Drop for PgTxn {
             self.connection.get_mut().close_on_drop();
         }
     }
+}
+
+/// An index as `definition` (`pg_get_indexdef`'s `CREATE [UNIQUE] INDEX
+/// name ON table USING ...`) defines it, named `name`, on `table`.
+fn index_on(definition: &str, name: &str, table: &str) -> Result<String, DbErr> {
+    let unique = if definition.starts_with("CREATE UNIQUE INDEX ") { "UNIQUE " } else { "" };
+    let using = definition
+        .find(" USING ")
+        .ok_or_else(|| DbErr::Custom(format!("an index definition without USING: {definition}")))?;
+    Ok(format!(r#"CREATE {unique}INDEX "{name}" ON "{table}"{}"#, &definition[using..]))
+}
+
+/// Column `index` of `row`, of PostgreSQL type `type_name`, as the value a
+/// bulk write would bind for it; `None` for a type not listed here or a
+/// value that does not decode, which compares unequal to every value.
+fn stored_value(row: &PgRow, index: usize, type_name: &str) -> Option<Value> {
+    let value = match type_name {
+        "bool" => Value::Bool(row.try_get(index).ok()?),
+        "int2" => Value::SmallInt(row.try_get(index).ok()?),
+        "int4" => Value::Int(row.try_get(index).ok()?),
+        "int8" => Value::BigInt(row.try_get(index).ok()?),
+        "float8" => Value::Double(row.try_get(index).ok()?),
+        "text" | "varchar" | "bpchar" => Value::String(row.try_get(index).ok()?),
+        "timestamptz" => Value::ChronoDateTimeUtc(row.try_get(index).ok()?),
+        "date" => Value::ChronoDate(row.try_get(index).ok()?),
+        "json" | "jsonb" => Value::Json(row.try_get::<Option<serde_json::Value>, _>(index).ok()?.map(Box::new)),
+        _ => return None,
+    };
+    Some(value)
 }
 
 fn fetch<'c>(

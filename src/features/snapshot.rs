@@ -12,35 +12,58 @@ use sea_orm::{DbBackend, DbErr, IdenStatic, Iterable};
 
 use super::Features;
 use crate::db::bulk::{BulkInsert, repeated_time};
-use crate::db::engine::Txn;
+use crate::db::engine::{Rewrite, Txn};
 use crate::db::entities::feature_snapshot;
 
 /// The table's columns, in the entity's order, which `row_values` follows.
 static COLUMNS: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| feature_snapshot::Column::iter().map(|column| column.as_str()).collect());
 
-/// Writes snapshots into a transaction: [`SnapshotWriter::clear`] first,
-/// then [`SnapshotWriter::write`] for each chunk of customers.
+/// The table [`SnapshotWriter::replacing_all`] fills on PostgreSQL, which
+/// then takes `feature_snapshots`' place.
+const NEXT: &str = "feature_snapshots_next";
+
+/// Writes snapshots into a transaction: [`SnapshotWriter::replacing_all`]
+/// or [`SnapshotWriter::clear_range`] first, then [`SnapshotWriter::write`]
+/// for each chunk of customers, then [`SnapshotWriter::finish`].
 pub struct SnapshotWriter {
     insert: BulkInsert,
     as_of: Value,
     computed_at: Value,
+    rewrite: Option<Rewrite>,
 }
 
 impl SnapshotWriter {
+    /// Writes into `feature_snapshots` as it is.
     pub fn new(backend: DbBackend, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
+        Self::into_table(backend, "feature_snapshots", as_of, computed_at)
+    }
+
+    fn into_table(backend: DbBackend, table: &'static str, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Self {
         debug_assert_eq!(COLUMNS[0], "customer_id", "the key comes first, as in `row_values`");
         SnapshotWriter {
-            insert: BulkInsert::rewrite(backend, "feature_snapshots", &COLUMNS, &["customer_id"]),
+            insert: BulkInsert::rewrite(backend, table, &COLUMNS, &["customer_id"]),
             as_of: repeated_time(backend, as_of),
             computed_at: repeated_time(backend, computed_at),
+            rewrite: None,
         }
     }
 
-    /// Removes the snapshots to be replaced (every one: each scoring
-    /// rewrites them all, and a deleted customer's row goes with them).
-    pub async fn clear(&self, txn: &mut Txn) -> Result<(), DbErr> {
-        txn.delete_before_rewrite(&Query::delete().from_table("feature_snapshots").to_owned()).await
+    /// Replaces every snapshot: each scoring rewrites them all, and a
+    /// deleted customer's row goes with them (see `Txn::begin_rewrite`).
+    pub async fn replacing_all(txn: &mut Txn, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Result<Self, DbErr> {
+        let rewrite = txn.begin_rewrite("feature_snapshots", NEXT).await?;
+        let mut writer = Self::into_table(txn.backend(), rewrite.target(), as_of, computed_at);
+        writer.rewrite = Some(rewrite);
+        Ok(writer)
+    }
+
+    /// Puts the snapshots written in place of the old ones.
+    pub async fn finish(self, txn: &mut Txn) -> Result<(), DbErr> {
+        match self.rewrite {
+            Some(rewrite) => txn.finish_rewrite(rewrite).await,
+            None => Ok(()),
+        }
     }
 
     /// Removes the snapshots of the customers in `range`, which a shared

@@ -43,9 +43,6 @@ pub struct Checked {
     /// Rows whose consent was kept off.
     pub kept_off: u64,
     pub changes: Vec<PendingChange>,
-    /// The external ids of the batch already in the database, when the
-    /// checks looked them up.
-    pub existing: Option<HashSet<String>>,
 }
 
 impl Guard {
@@ -109,7 +106,6 @@ impl Guard {
                 checked.changes.push(PendingChange { external_id: row.external_id.clone(), old, new, basis });
             }
         }
-        checked.existing = Some(existing.into_keys().collect());
         Ok(checked)
     }
 }

@@ -24,7 +24,7 @@ pub mod records;
 mod rejects;
 mod scan;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -318,6 +318,8 @@ struct Run {
     rejects: Option<Rejects>,
     report: Report,
     upsert: BulkInsert,
+    /// The columns the upsert updates, compared with the stored rows on PostgreSQL.
+    compared: Compared,
     /// The last batch, written while the next one is built.
     queued: Option<Batch>,
     /// The consent checks, and the changes of consent of the queued batch.
@@ -354,6 +356,7 @@ async fn run<T: Table>(txn: &impl BulkTarget, source: Source, options: &Options)
         rejects,
         report: Report { rows: 0, written: 0, unchanged: 0, rejected: 0, rejects_file: None, consent_kept_off: 0 },
         upsert: BulkInsert::upsert(txn.get_database_backend(), T::TABLE, T::COLUMNS, T::updatable(&columns)),
+        compared: Compared::new::<T>(&T::updatable(&columns)),
         queued: None,
         guard: None,
         queued_changes: Vec::new(),
@@ -463,11 +466,50 @@ impl Statistics {
     }
 }
 
-/// The external ids of `batch` already in `T`'s table (PostgreSQL, where the
-/// others are copied straight in).
-async fn existing_ids<T: Table>(postgres: &PgTxn, batch: &[Pending<T::Row>]) -> Result<HashSet<String>, DbErr> {
-    let keys: Vec<&str> = batch.iter().map(|p| T::external_id(&p.row)).collect();
-    Ok(postgres.ids_by_external_id(T::TABLE, &keys).await?.into_keys().collect())
+/// The rows of a batch already in the table written, on PostgreSQL: the
+/// others are copied straight in, and those whose updatable columns hold
+/// the file's values already are left out of the write. Through the
+/// upsert, each such row cost a conflict check and a comparison in the
+/// server (a re-import of 2.8 million unchanged orders took 27 s, against
+/// 10 s on SQLite).
+#[derive(Default)]
+struct Stored {
+    /// By external id: the stored values of `Run::compared`'s columns.
+    rows: HashMap<String, Vec<Option<Value>>>,
+}
+
+impl Stored {
+    async fn fetch<T: Table>(postgres: &PgTxn, batch: &[Pending<T::Row>], compared: &Compared) -> Result<Self, DbErr> {
+        let keys: Vec<&str> = batch.iter().map(|p| T::external_id(&p.row)).collect();
+        Ok(Stored { rows: postgres.stored_by_external_id(T::TABLE, &compared.names, &keys).await? })
+    }
+
+    /// The stored values of the row with `external_id`, if it is stored.
+    fn get(&self, external_id: &str) -> Option<&[Option<Value>]> {
+        self.rows.get(external_id).map(Vec::as_slice)
+    }
+}
+
+/// The updatable columns of an import, by name and by position in `T::COLUMNS`.
+struct Compared {
+    names: Vec<&'static str>,
+    positions: Vec<usize>,
+}
+
+impl Compared {
+    fn new<T: Table>(updatable: &[&'static str]) -> Self {
+        let positions = updatable
+            .iter()
+            .map(|name| T::COLUMNS.iter().position(|c| c == name).expect("an updatable column is a column"))
+            .collect();
+        Compared { names: updatable.to_vec(), positions }
+    }
+
+    /// Whether a row whose values (in `T::COLUMNS`' order) are `values`
+    /// holds them already in every updatable column, `stored`.
+    fn unchanged(&self, stored: &[Option<Value>], values: &[Value]) -> bool {
+        self.positions.iter().zip(stored).all(|(&i, old)| old.as_ref() == Some(&values[i]))
+    }
 }
 
 fn default_rejects_path(path: &Path) -> PathBuf {
@@ -527,28 +569,40 @@ impl Run {
             None => consent::Checked::default(),
         };
         self.report.consent_kept_off += checked.kept_off;
-        let existing = match (txn.postgres(), checked.existing) {
-            (Some(_), _) if self.started_empty => Some(HashSet::new()),
-            (Some(postgres), None) => Some(existing_ids::<T>(postgres, &batch).await?),
-            (_, known) => known,
+        let stored = match txn.postgres() {
+            Some(_) if self.started_empty => Some(Stored::default()),
+            Some(postgres) => Some(Stored::fetch::<T>(postgres, &batch, &self.compared).await?),
+            None => None,
         };
         // The previous batch runs on the database while this one is built.
         let previous = self.queued.take();
         let previous_changes = std::mem::replace(&mut self.queued_changes, checked.changes);
-        let upsert = &self.upsert;
+        let (upsert, compared) = (&self.upsert, &self.compared);
         let build = async move {
             let mut values = Vec::with_capacity(batch.len() * T::COLUMNS.len());
             let mut new = Vec::with_capacity(batch.len());
+            let mut unchanged = 0;
             for (pending, refused) in batch.into_iter().zip(refused) {
-                if !refused {
-                    new.push(existing.as_ref().is_some_and(|ids| !ids.contains(T::external_id(&pending.row))));
-                    T::values(pending.row, &mut values);
+                if refused {
+                    continue;
+                }
+                let start = values.len();
+                let known = stored.as_ref().map(|s| s.get(T::external_id(&pending.row)));
+                T::values(pending.row, &mut values);
+                match known {
+                    Some(Some(old)) if compared.unchanged(old, &values[start..]) => {
+                        values.truncate(start);
+                        unchanged += 1;
+                    }
+                    // Copied straight in when not stored (PostgreSQL).
+                    known => new.push(matches!(known, Some(None))),
                 }
             }
-            (!new.is_empty()).then(|| upsert.batch_with_new(values, |i| new[i]))
+            ((!new.is_empty()).then(|| upsert.batch_with_new(values, |i| new[i])), unchanged)
         };
-        let (executed, next) = tokio::join!(execute(txn, upsert, previous), build);
+        let (executed, (next, unchanged)) = tokio::join!(execute(txn, upsert, previous), build);
         self.count_written(executed?);
+        self.report.unchanged += unchanged;
         consent::record(txn, previous_changes).await?;
         self.queued = next;
         Ok(())

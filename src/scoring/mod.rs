@@ -208,8 +208,7 @@ async fn score_and_write(
     // what random upserts need is enough; with the default 8 MB the writes
     // took twice as long.
     let mut txn = Txn::begin(db, Options { write_lock_first: true, cache_mb: Some(32), memory_map: false }).await?;
-    let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, now);
-    snapshots.clear(&mut txn).await?;
+    let mut snapshots = SnapshotWriter::replacing_all(&mut txn, as_of, now).await?;
     let mut scores = Vec::with_capacity(history.len());
     let mut outlooks = Vec::with_capacity(history.len());
     let (mut chunks, computing) = compute_in_background(Arc::clone(history), Arc::clone(model), as_of, valuation);
@@ -233,9 +232,10 @@ async fn score_and_write(
         outlooks: &outlooks,
     };
     write_scores(&mut txn, &written, None, now).await?;
-    // Campaign segments join both tables next.
+    // Campaign segments join both tables next (the snapshots' statistics
+    // are gathered as they take the old ones' place).
     txn.analyze("scores").await?;
-    txn.analyze("feature_snapshots").await?;
+    snapshots.finish(&mut txn).await?;
     txn.commit().await?;
     report.write_scores = clock.elapsed();
     Ok(scores)

@@ -75,6 +75,7 @@ pub async fn score_range(
     let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, range.run.started_at);
     snapshots.clear_range(&mut txn, &range.customers).await?;
     snapshots.write(&mut txn, &history.customer_ids, &scored.features).await?;
+    snapshots.finish(&mut txn).await?;
     let written = Written {
         model_id,
         customer_ids: &history.customer_ids,

@@ -194,8 +194,8 @@ fn orders_imported_again_with_new_changed_and_unchanged_rows_count_and_land_each
         );
         env.ok(&["import", "orders", &first]);
         // One batch holding a changed row, an unchanged one and a new one:
-        // on PostgreSQL the new one is copied straight in, the others go
-        // through the upsert.
+        // on PostgreSQL the new one is copied straight in, the unchanged
+        // one left out and the changed one upserted.
         let second = env.write(
             "o2.csv",
             "order_id,customer_id,ordered_at,amount\nO2,C1,2026-01-03,25\nO4,C1,2026-01-05,40\nO3,C1,2026-01-04,30\n",
@@ -205,5 +205,48 @@ fn orders_imported_again_with_new_changed_and_unchanged_rows_count_and_land_each
         let rows =
             env.strings("SELECT external_id || '=' || CAST(amount_cents AS TEXT) FROM orders ORDER BY external_id");
         assert_eq!(rows, ["O1=1000", "O2=2500", "O3=3000", "O4=4000"].map(String::from));
+    });
+}
+
+#[test]
+fn a_re_import_writes_only_the_rows_whose_values_differ_and_leaves_the_others_as_they_were() {
+    each_backend(|env| {
+        let customers = env.write(
+            "c1.csv",
+            "customer_id,email,last_name,vip\nC1,c1@example.com,Ames,yes\nC2,c2@example.com,Bell,no\nC3,c3@example.com,,no\n",
+        );
+        env.ok(&["import", "customers", &customers]);
+        let orders = env.write(
+            "o1.csv",
+            "order_id,customer_id,ordered_at,amount,currency\nO1,C1,2026-01-02,10,EUR\nO2,C1,2026-01-03,20,\n",
+        );
+        env.ok(&["import", "orders", &orders]);
+        env.execute("UPDATE customers SET updated_at = '2020-01-01T00:00:00Z'");
+        env.execute("UPDATE orders SET updated_at = '2020-01-01T00:00:00Z'");
+
+        // C2's attribute and C3's empty name change; O2's currency goes
+        // from nothing to USD; C1 and O1 are as stored.
+        let customers = env.write(
+            "c2.csv",
+            "customer_id,email,last_name,vip\nC1,c1@example.com,Ames,yes\nC2,c2@example.com,Bell,yes\nC3,c3@example.com,Cole,no\n",
+        );
+        let run = env.ok(&["import", "customers", &customers]);
+        assert!(run.stdout.contains("3 rows read, 2 new or changed, 1 unchanged"), "{}", run.stdout);
+        let orders = env.write(
+            "o2.csv",
+            "order_id,customer_id,ordered_at,amount,currency\nO1,C1,2026-01-02,10,EUR\nO2,C1,2026-01-03,20,USD\nO3,C2,2026-01-04,30,EUR\n",
+        );
+        let run = env.ok(&["import", "orders", &orders]);
+        assert!(run.stdout.contains("3 rows read, 2 new or changed, 1 unchanged"), "{}", run.stdout);
+
+        let untouched = "CASE WHEN updated_at < '2021-01-01T00:00:00Z' THEN 'kept' ELSE 'rewritten' END";
+        let customers = env.strings(&format!(
+            "SELECT external_id || ' ' || COALESCE(last_name, '-') || ' ' || {untouched} FROM customers ORDER BY external_id"
+        ));
+        assert_eq!(customers, ["C1 Ames kept", "C2 Bell rewritten", "C3 Cole rewritten"].map(String::from));
+        let orders = env.strings(&format!(
+            "SELECT external_id || ' ' || COALESCE(currency, '-') || ' ' || {untouched} FROM orders ORDER BY external_id"
+        ));
+        assert_eq!(orders, ["O1 EUR kept", "O2 USD rewritten", "O3 EUR rewritten"].map(String::from));
     });
 }

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use patron::model::metrics;
 
-use crate::support::{TestEnv, each_backend, example};
+use crate::support::{Backend, TestEnv, each_backend, example};
 
 fn import_example(env: &TestEnv) {
     for what in ["customers", "orders", "interactions"] {
@@ -372,5 +372,41 @@ fn scoring_writes_the_customer_base_outlook_and_a_segment_on_it_plans_exactly_th
         let (worth, alive) = sample.split_once(", alive ").expect("both values");
         assert!(worth.parse::<f64>().expect("a value") > 100.0, "{sample}");
         assert!(alive.split_whitespace().next().unwrap().parse::<f64>().expect("a probability") < 0.3, "{sample}");
+    });
+}
+
+#[test]
+fn scoring_again_replaces_every_snapshot_and_keeps_the_tables_key_indexes_and_grants() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        env.ok(&["score", "--as-of", "1997-09-30"]);
+        let customers = count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM customers");
+        let postgres = env.backend == Backend::Postgres;
+        let shape = "SELECT indexname::text || ' ' || indexdef FROM pg_indexes WHERE tablename = 'feature_snapshots' \
+                     UNION ALL SELECT conname::text || ' ' || contype::text FROM pg_constraint \
+                     WHERE conrelid = 'feature_snapshots'::regclass \
+                     UNION ALL SELECT grantee::text || ' ' || privilege_type::text FROM information_schema.role_table_grants \
+                     WHERE table_name = 'feature_snapshots' AND grantee = 'PUBLIC' ORDER BY 1";
+        let before = if postgres {
+            env.execute("GRANT SELECT ON feature_snapshots TO PUBLIC");
+            // A snapshot of a customer who is gone since.
+            env.execute("INSERT INTO feature_snapshots SELECT 999999999, as_of, computed_at, recency_days, monetary_mean, first_order_value, tenure_days, gap_mean_days, gap_std_days, spend_trend, loyalty_points, days_since_last_message, monetary_total, spend_30d, spend_90d, spend_365d, frequency, orders_total, orders_30d, orders_90d, orders_365d, distinct_categories, complaints_open, complaints_365d, loyalty_tier FROM feature_snapshots LIMIT 1");
+            env.strings(shape)
+        } else {
+            Vec::new()
+        };
+
+        env.ok(&["score", "--as-of", "1997-12-31"]);
+        let as_of = env.strings("SELECT DISTINCT CAST(as_of AS TEXT) FROM feature_snapshots");
+        assert_eq!(as_of.len(), 1, "every snapshot is of the second scoring: {as_of:?}");
+        assert!(as_of[0].starts_with("1998-01-01"), "the end of 1997-12-31: {as_of:?}");
+        assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), customers);
+        if postgres {
+            let after = env.strings(shape);
+            assert_eq!(after, before, "the table's indexes, key and grants after the swap");
+            assert!(after.iter().any(|row| row.starts_with("feature_snapshots_pkey p")), "{after:?}");
+            assert!(after.iter().any(|row| row == "PUBLIC SELECT"), "{after:?}");
+        }
     });
 }
