@@ -15,7 +15,9 @@ use std::time::Instant;
 use chrono::SecondsFormat;
 use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
-use sea_orm::sea_query::{Alias, DeleteStatement, Expr, ExprTrait, SelectStatement, SimpleExpr, Value};
+use sea_orm::sea_query::{
+    Alias, DeleteStatement, Expr, ExprTrait, PostgresQueryBuilder, SelectStatement, SimpleExpr, Value,
+};
 use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
@@ -290,12 +292,23 @@ impl Txn {
     /// table that takes `table`'s place at the end (see
     /// [`PgTxn::rewrite_into`]), so rows not written again are gone; SQLite
     /// replaces each row in `table` itself (see [`Txn::delete_before_rewrite`]).
-    /// `table` must have no column drawing on a sequence.
-    pub async fn begin_rewrite(&mut self, table: &'static str, next: &'static str) -> Result<Rewrite, DbErr> {
+    /// `kept` selects whole rows of `table` that stay as they are (on
+    /// PostgreSQL copied into `next` first). `table` must have no column
+    /// drawing on a sequence.
+    pub async fn begin_rewrite(
+        &mut self,
+        table: &'static str,
+        next: &'static str,
+        kept: Option<SelectStatement>,
+    ) -> Result<Rewrite, DbErr> {
         match self {
             Txn::Sqlite(_) => Ok(Rewrite { table, target: table }),
             Txn::Postgres(txn) => {
                 txn.rewrite_into(table, next).await?;
+                if let Some(kept) = kept {
+                    let copy = format!(r#"INSERT INTO "{next}" {}"#, kept.to_string(PostgresQueryBuilder));
+                    txn.execute_unprepared(&copy).await?;
+                }
                 Ok(Rewrite { table, target: next })
             }
         }

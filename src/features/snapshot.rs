@@ -52,7 +52,7 @@ impl SnapshotWriter {
     /// Replaces every snapshot: each scoring rewrites them all, and a
     /// deleted customer's row goes with them (see `Txn::begin_rewrite`).
     pub async fn replacing_all(txn: &mut Txn, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Result<Self, DbErr> {
-        let rewrite = txn.begin_rewrite("feature_snapshots", NEXT).await?;
+        let rewrite = txn.begin_rewrite("feature_snapshots", NEXT, None).await?;
         let mut writer = Self::into_table(txn.backend(), rewrite.target(), as_of, computed_at);
         writer.rewrite = Some(rewrite);
         Ok(writer)

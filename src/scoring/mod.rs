@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryOrder, QuerySelect};
 
 use crate::config::LifetimeValueSettings;
@@ -232,9 +232,8 @@ async fn score_and_write(
         outlooks: &outlooks,
     };
     write_scores(&mut txn, &written, None, now).await?;
-    // Campaign segments join both tables next (the snapshots' statistics
-    // are gathered as they take the old ones' place).
-    txn.analyze("scores").await?;
+    // Campaign segments join both tables next: their statistics are
+    // gathered as they take the old ones' place.
     snapshots.finish(&mut txn).await?;
     txn.commit().await?;
     report.write_scores = clock.elapsed();
@@ -285,13 +284,39 @@ async fn write_scores(
     range: Option<&RangeInclusive<i64>>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
+    let Some(range) = range else { return replace_all_scores(txn, written, now).await };
+    let delete = Query::delete()
+        .from_table("scores")
+        .and_where(Expr::col("model_id").eq(written.model_id))
+        .and_where(Expr::col("customer_id").between(*range.start(), *range.end()))
+        .to_owned();
+    txn.delete_before_rewrite(&delete).await?;
+    insert_scores(txn, "scores", written, now).await
+}
+
+/// Replaces every score of `written.model_id`, keeping the other models':
+/// on PostgreSQL in a fresh table (see `Txn::begin_rewrite`), on SQLite in
+/// place.
+async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<Utc>) -> Result<(), DbErr> {
+    let others = Query::select()
+        .column(Asterisk)
+        .from("scores")
+        .and_where(Expr::col("model_id").ne(written.model_id))
+        .to_owned();
+    let rewrite = txn.begin_rewrite("scores", "scores_next", Some(others)).await?;
+    insert_scores(txn, rewrite.target(), written, now).await?;
+    txn.finish_rewrite(rewrite).await
+}
+
+/// Writes `written` into `table` (`scores` or the table replacing it).
+async fn insert_scores(
+    txn: &mut Txn,
+    table: &'static str,
+    written: &Written<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
     let Written { model_id, customer_ids, scores, deciles, outlooks } = *written;
-    let mut old = Query::delete().from_table("scores").and_where(Expr::col("model_id").eq(model_id)).to_owned();
-    if let Some(range) = range {
-        old.and_where(Expr::col("customer_id").between(*range.start(), *range.end()));
-    }
-    txn.delete_before_rewrite(&old).await?;
-    let insert = BulkInsert::rewrite(txn.backend(), "scores", SCORE_COLUMNS, &["model_id", "customer_id"]);
+    let insert = BulkInsert::rewrite(txn.backend(), table, SCORE_COLUMNS, &["model_id", "customer_id"]);
     let scored_at = repeated_time(txn.backend(), now);
     txn.insert_rows(&insert, customer_ids.len(), |i, values| {
         values.extend([

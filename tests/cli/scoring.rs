@@ -376,7 +376,7 @@ fn scoring_writes_the_customer_base_outlook_and_a_segment_on_it_plans_exactly_th
 }
 
 #[test]
-fn scoring_again_replaces_every_snapshot_and_keeps_the_tables_key_indexes_and_grants() {
+fn scoring_again_replaces_its_snapshots_and_scores_and_keeps_other_models_scores_indexes_and_grants() {
     each_backend(|env| {
         import_example(env);
         train(env, "logistic", &[]);
@@ -408,5 +408,18 @@ fn scoring_again_replaces_every_snapshot_and_keeps_the_tables_key_indexes_and_gr
             assert!(after.iter().any(|row| row.starts_with("feature_snapshots_pkey p")), "{after:?}");
             assert!(after.iter().any(|row| row == "PUBLIC SELECT"), "{after:?}");
         }
+
+        // Another model's scoring replaces its own scores and keeps the first one's.
+        let first = active_model(env);
+        train(env, "tree", &["--force"]);
+        env.ok(&["score", "--as-of", "1997-12-31"]);
+        let per_model = env.strings(
+            "SELECT m.name || ' ' || CAST(COUNT(*) AS TEXT) FROM scores s JOIN models m ON m.id = s.model_id \
+             GROUP BY m.name ORDER BY m.name",
+        );
+        let second = active_model(env);
+        let mut expected = [format!("{first} {customers}"), format!("{second} {customers}")];
+        expected.sort();
+        assert_eq!(per_model, expected);
     });
 }
