@@ -19,8 +19,8 @@ use crate::db::entities::feature_snapshot;
 static COLUMNS: LazyLock<Vec<&'static str>> =
     LazyLock::new(|| feature_snapshot::Column::iter().map(|column| column.as_str()).collect());
 
-/// The table [`SnapshotWriter::replacing_all`] fills on PostgreSQL, which
-/// then takes `feature_snapshots`' place.
+/// The table [`SnapshotWriter::replacing_all`] fills, which then takes
+/// `feature_snapshots`' place.
 const NEXT: &str = "feature_snapshots_next";
 
 /// Writes snapshots into a transaction: [`SnapshotWriter::replacing_all`]
@@ -49,8 +49,9 @@ impl SnapshotWriter {
         }
     }
 
-    /// Replaces every snapshot: each scoring rewrites them all, and a
-    /// deleted customer's row goes with them (see `Txn::begin_rewrite`).
+    /// Replaces every snapshot: each scoring rewrites them all into a fresh
+    /// table, and a deleted customer's row goes with the old one (see
+    /// `Txn::begin_rewrite`).
     pub async fn replacing_all(txn: &mut Txn, as_of: DateTime<Utc>, computed_at: DateTime<Utc>) -> Result<Self, DbErr> {
         let rewrite = txn.begin_rewrite("feature_snapshots", NEXT, None).await?;
         let mut writer = Self::into_table(txn.backend(), rewrite.target(), as_of, computed_at);

@@ -294,9 +294,9 @@ async fn write_scores(
     insert_scores(txn, "scores", written, now).await
 }
 
-/// Replaces every score of `written.model_id`, keeping the other models':
-/// on PostgreSQL in a fresh table (see `Txn::begin_rewrite`), on SQLite in
-/// place.
+/// Replaces every score of `written.model_id` through a fresh table that
+/// takes the old one's place (see `Txn::begin_rewrite`), the other models'
+/// scores carried over.
 async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<Utc>) -> Result<(), DbErr> {
     let others = Query::select()
         .column(Asterisk)

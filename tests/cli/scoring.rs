@@ -383,30 +383,38 @@ fn scoring_again_replaces_its_snapshots_and_scores_and_keeps_other_models_scores
         env.ok(&["score", "--as-of", "1997-09-30"]);
         let customers = count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM customers");
         let postgres = env.backend == Backend::Postgres;
-        let shape = "SELECT indexname::text || ' ' || indexdef FROM pg_indexes WHERE tablename = 'feature_snapshots' \
-                     UNION ALL SELECT conname::text || ' ' || contype::text FROM pg_constraint \
-                     WHERE conrelid = 'feature_snapshots'::regclass \
-                     UNION ALL SELECT grantee::text || ' ' || privilege_type::text FROM information_schema.role_table_grants \
-                     WHERE table_name = 'feature_snapshots' AND grantee = 'PUBLIC' ORDER BY 1";
-        let before = if postgres {
-            env.execute("GRANT SELECT ON feature_snapshots TO PUBLIC");
-            // A snapshot of a customer who is gone since.
-            env.execute("INSERT INTO feature_snapshots SELECT 999999999, as_of, computed_at, recency_days, monetary_mean, first_order_value, tenure_days, gap_mean_days, gap_std_days, spend_trend, loyalty_points, days_since_last_message, monetary_total, spend_30d, spend_90d, spend_365d, frequency, orders_total, orders_30d, orders_90d, orders_365d, distinct_categories, complaints_open, complaints_365d, loyalty_tier FROM feature_snapshots LIMIT 1");
-            env.strings(shape)
+        // The tables' indexes, keys and grants, which the fresh tables
+        // that replace them must have too.
+        let shape = if postgres {
+            "SELECT indexname::text || ' ' || indexdef FROM pg_indexes WHERE tablename IN ('feature_snapshots', 'scores') \
+             UNION ALL SELECT conname::text || ' ' || contype::text FROM pg_constraint \
+             WHERE conrelid IN ('feature_snapshots'::regclass, 'scores'::regclass) \
+             UNION ALL SELECT grantee::text || ' ' || privilege_type::text FROM information_schema.role_table_grants \
+             WHERE table_name = 'feature_snapshots' AND grantee = 'PUBLIC' ORDER BY 1"
         } else {
-            Vec::new()
+            "SELECT type || ' ' || name || ' ' || COALESCE(sql, '') FROM sqlite_schema \
+             WHERE tbl_name IN ('feature_snapshots', 'scores') ORDER BY 1"
         };
+        if postgres {
+            env.execute("GRANT SELECT ON feature_snapshots TO PUBLIC");
+            // A snapshot of a customer who is gone since (SQLite's foreign
+            // key takes such rows away with the customer).
+            env.execute("INSERT INTO feature_snapshots SELECT 999999999, as_of, computed_at, recency_days, monetary_mean, first_order_value, tenure_days, gap_mean_days, gap_std_days, spend_trend, loyalty_points, days_since_last_message, monetary_total, spend_30d, spend_90d, spend_365d, frequency, orders_total, orders_30d, orders_90d, orders_365d, distinct_categories, complaints_open, complaints_365d, loyalty_tier FROM feature_snapshots LIMIT 1");
+        }
+        let before = env.strings(shape);
 
         env.ok(&["score", "--as-of", "1997-12-31"]);
         let as_of = env.strings("SELECT DISTINCT CAST(as_of AS TEXT) FROM feature_snapshots");
         assert_eq!(as_of.len(), 1, "every snapshot is of the second scoring: {as_of:?}");
         assert!(as_of[0].starts_with("1998-01-01"), "the end of 1997-12-31: {as_of:?}");
         assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), customers);
+        let after = env.strings(shape);
+        assert_eq!(after, before, "the tables' indexes, keys and grants after the swap");
         if postgres {
-            let after = env.strings(shape);
-            assert_eq!(after, before, "the table's indexes, key and grants after the swap");
             assert!(after.iter().any(|row| row.starts_with("feature_snapshots_pkey p")), "{after:?}");
             assert!(after.iter().any(|row| row == "PUBLIC SELECT"), "{after:?}");
+        } else {
+            assert!(after.iter().any(|row| row.starts_with("index sqlite_autoindex_scores_1")), "{after:?}");
         }
 
         // Another model's scoring replaces its own scores and keeps the first one's.
