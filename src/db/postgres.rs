@@ -215,18 +215,17 @@ impl PgTxn {
         .map(drop)
     }
 
-    /// Ends [`PgTxn::rewrite_into`]: builds `table`'s indexes, grants and
-    /// statistics on `next`, drops `table` and renames `next` (and its
-    /// indexes) to it.
-    /// Readers of `table` wait from here to the commit, which follows.
-    pub async fn swap_in(&self, table: &str, next: &str) -> Result<(), DbErr> {
+    /// Readies `next` to take `table`'s place ([`PgTxn::rewrite_into`]):
+    /// builds `table`'s indexes, grants and statistics on it. Returns the
+    /// statements of the swap itself ([`PgTxn::swap_in`]).
+    pub async fn prepare_swap(&self, table: &str, next: &str) -> Result<Swap, DbErr> {
         let select = "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), c.contype::text \
                       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
                       LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
                       WHERE x.indrelid = $1::text::regclass ORDER BY i.relname";
         let indexes: Vec<(String, String, Option<String>)> = self.about_table(select, table).await?;
         let mut build = Vec::new();
-        let mut rename = Vec::new();
+        let mut swap = vec![format!(r#"DROP TABLE "{table}""#), format!(r#"ALTER TABLE "{next}" RENAME TO "{table}""#)];
         for (i, (name, definition, constraint)) in indexes.iter().enumerate() {
             let built = format!("{next}_{i}");
             build.push(index_on(definition, &built, next)?);
@@ -235,7 +234,7 @@ impl PgTxn {
                 Some("u") => build.push(format!(r#"ALTER TABLE "{next}" ADD UNIQUE USING INDEX "{built}""#)),
                 _ => {}
             }
-            rename.push(format!(r#"ALTER INDEX "{built}" RENAME TO "{name}""#));
+            swap.push(format!(r#"ALTER INDEX "{built}" RENAME TO "{name}""#));
         }
         let grants: Vec<(String,)> = {
             let select = "SELECT format('GRANT %s ON %I TO %s', privilege_type, $2::text, \
@@ -246,16 +245,22 @@ impl PgTxn {
             sqlx::query_as(select).bind(table).bind(next).fetch_all(&mut **connection).await.map_err(query_error)?
         };
         build.extend(grants.into_iter().map(|(grant,)| grant));
-        // Statistics belong to the table, not its name: gathered here, the
-        // readers' wait below stays short.
+        // Statistics belong to the table, not its name: gathered before the
+        // swap, the readers' wait stays short.
         build.push(format!(r#"ANALYZE "{next}""#));
-        build.push(format!(r#"DROP TABLE "{table}""#));
-        build.push(format!(r#"ALTER TABLE "{next}" RENAME TO "{table}""#));
-        build.extend(rename);
         for statement in build {
             self.execute_unprepared(&statement).await?;
         }
-        self.column_types.lock().expect("never poisoned: no code panics holding it").remove(table);
+        Ok(Swap { table: table.to_owned(), statements: swap })
+    }
+
+    /// Drops the old table and renames the new one (and its indexes) to
+    /// it. Readers of the table wait from here to the commit, which follows.
+    pub async fn swap_in(&self, swap: Swap) -> Result<(), DbErr> {
+        for statement in &swap.statements {
+            self.execute_unprepared(statement).await?;
+        }
+        self.column_types.lock().expect("never poisoned: no code panics holding it").remove(&swap.table);
         Ok(())
     }
 
@@ -264,6 +269,13 @@ impl PgTxn {
     pub fn first_use_of(&self, temporary: &str) -> bool {
         self.temporary.lock().expect("never poisoned: no code panics holding it").insert(temporary.to_owned())
     }
+}
+
+/// The statements that put a rewritten table in the old one's place (see
+/// [`PgTxn::prepare_swap`]).
+pub struct Swap {
+    table: String,
+    statements: Vec<String>,
 }
 
 impl Drop for PgTxn {

@@ -25,7 +25,7 @@ const NEXT: &str = "feature_snapshots_next";
 
 /// Writes snapshots into a transaction: [`SnapshotWriter::replacing_all`]
 /// or [`SnapshotWriter::clear_range`] first, then [`SnapshotWriter::write`]
-/// for each chunk of customers, then [`SnapshotWriter::finish`].
+/// for each chunk of customers (then, replacing all, the rewrite's end).
 pub struct SnapshotWriter {
     insert: BulkInsert,
     as_of: Value,
@@ -59,12 +59,10 @@ impl SnapshotWriter {
         Ok(writer)
     }
 
-    /// Puts the snapshots written in place of the old ones.
-    pub async fn finish(self, txn: &mut Txn) -> Result<(), DbErr> {
-        match self.rewrite {
-            Some(rewrite) => txn.finish_rewrite(rewrite).await,
-            None => Ok(()),
-        }
+    /// The rewrite begun by [`SnapshotWriter::replacing_all`], for the
+    /// caller to finish (`Txn::finish_rewrites`) once every row is written.
+    pub fn into_rewrite(self) -> Option<Rewrite> {
+        self.rewrite
     }
 
     /// Removes the snapshots of the customers in `range`, which a shared

@@ -18,7 +18,7 @@ use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryOrder, QuerySelect};
 
 use crate::config::LifetimeValueSettings;
 use crate::db::bulk::{BulkInsert, repeated_time};
-use crate::db::engine::{Options, Txn};
+use crate::db::engine::{Options, Rewrite, Txn};
 use crate::db::entities::customer;
 use crate::failure::{Failure, Fault};
 use crate::features::snapshot::SnapshotWriter;
@@ -231,10 +231,12 @@ async fn score_and_write(
         deciles: &deciles,
         outlooks: &outlooks,
     };
-    write_scores(&mut txn, &written, None, now).await?;
+    let scores_rewrite = replace_all_scores(&mut txn, &written, now).await?;
     // Campaign segments join both tables next: their statistics are
-    // gathered as they take the old ones' place.
-    snapshots.finish(&mut txn).await?;
+    // gathered as they take the old ones' place, in the order segments
+    // join them.
+    let rewrites = snapshots.into_rewrite().into_iter().chain([scores_rewrite]).collect();
+    txn.finish_rewrites(rewrites).await?;
     txn.commit().await?;
     report.write_scores = clock.elapsed();
     Ok(scores)
@@ -276,15 +278,13 @@ struct Written<'a> {
     outlooks: &'a [Option<Outlook>],
 }
 
-/// Replaces the scores of `written.model_id`: all of them, or those of the
-/// customers in `range`.
-async fn write_scores(
+/// Replaces the scores of `written.model_id` of the customers in `range`.
+async fn write_range_scores(
     txn: &mut Txn,
     written: &Written<'_>,
-    range: Option<&RangeInclusive<i64>>,
+    range: &RangeInclusive<i64>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    let Some(range) = range else { return replace_all_scores(txn, written, now).await };
     let delete = Query::delete()
         .from_table("scores")
         .and_where(Expr::col("model_id").eq(written.model_id))
@@ -294,10 +294,10 @@ async fn write_scores(
     insert_scores(txn, "scores", written, now).await
 }
 
-/// Replaces every score of `written.model_id` through a fresh table that
-/// takes the old one's place (see `Txn::begin_rewrite`), the other models'
-/// scores carried over.
-async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<Utc>) -> Result<(), DbErr> {
+/// Writes every score of `written.model_id` into a fresh table, the other
+/// models' scores carried over; the rewrite (`Txn::begin_rewrite`) puts it
+/// in the old one's place once the caller finishes it.
+async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<Utc>) -> Result<Rewrite, DbErr> {
     let others = Query::select()
         .column(Asterisk)
         .from("scores")
@@ -305,7 +305,7 @@ async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<
         .to_owned();
     let rewrite = txn.begin_rewrite("scores", "scores_next", Some(others)).await?;
     insert_scores(txn, rewrite.target(), written, now).await?;
-    txn.finish_rewrite(rewrite).await
+    Ok(rewrite)
 }
 
 /// Writes `written` into `table` (`scores` or the table replacing it).

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 
-use super::{ScoreError, Scored, Written, write_scores};
+use super::{ScoreError, Scored, Written, write_range_scores};
 use crate::db::engine::{Options, Txn};
 use crate::db::entities::model as model_entity;
 use crate::features::History;
@@ -75,7 +75,6 @@ pub async fn score_range(
     let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, range.run.started_at);
     snapshots.clear_range(&mut txn, &range.customers).await?;
     snapshots.write(&mut txn, &history.customer_ids, &scored.features).await?;
-    snapshots.finish(&mut txn).await?;
     let written = Written {
         model_id,
         customer_ids: &history.customer_ids,
@@ -83,7 +82,7 @@ pub async fn score_range(
         deciles: &deciles,
         outlooks: &scored.outlooks,
     };
-    write_scores(&mut txn, &written, Some(&range.customers), range.run.started_at).await?;
+    write_range_scores(&mut txn, &written, &range.customers, range.run.started_at).await?;
     if !work::complete(&mut txn, range, owner, chrono::Utc::now()).await? {
         txn.rollback().await?;
         return Ok(RangeOutcome::Lost);

@@ -1,10 +1,14 @@
 //! Training, promotion, scoring and model files, on the CDNOW example data.
 
 use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use patron::model::metrics;
 
-use crate::support::{Backend, TestEnv, each_backend, example};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+use crate::support::{Backend, TestEnv, backends, connect, each_backend, example, runtime};
 
 fn import_example(env: &TestEnv) {
     for what in ["customers", "orders", "interactions"] {
@@ -430,4 +434,48 @@ fn scoring_again_replaces_its_snapshots_and_scores_and_keeps_other_models_scores
         expected.sort();
         assert_eq!(per_model, expected);
     });
+}
+
+/// A segment's query locks `feature_snapshots` and then `scores`. A
+/// scoring's swap must take them in the same order, or a reader holding the
+/// first and waiting for the second deadlocks with it (PostgreSQL, where
+/// the swap locks readers out until the commit).
+#[test]
+fn a_reader_of_the_snapshots_and_then_the_scores_waits_out_a_scorings_swap_without_a_deadlock() {
+    for backend in backends().into_iter().filter(|b| *b == Backend::Postgres) {
+        let env = TestEnv::new(backend);
+        import_example(&env);
+        train(&env, "logistic", &[]);
+        env.ok(&["score", "--as-of", "1997-09-30"]);
+        runtime().block_on(async {
+            let db = connect(&env).await;
+            let reader = db.begin().await.expect("begin");
+            reader.execute_unprepared("LOCK TABLE feature_snapshots IN ACCESS SHARE MODE").await.expect("lock");
+            let mut scoring = env.command(&["score", "--as-of", "1997-12-31"]);
+            let mut scoring = scoring.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+            let waiting = "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                           WHERE NOT l.granted AND c.relname = 'feature_snapshots'";
+            let started = Instant::now();
+            loop {
+                let row = db.query_one_raw(Statement::from_string(DbBackend::Postgres, waiting)).await.expect("locks");
+                if row.expect("a count").try_get_by_index::<i64>(0).expect("count") > 0 {
+                    break;
+                }
+                assert!(
+                    scoring.try_wait().expect("poll").is_none(),
+                    "the scoring ended before it swapped the snapshots"
+                );
+                assert!(started.elapsed() < Duration::from_secs(120), "the scoring never reached the swap");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let scores =
+                reader.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT * FROM scores")).await;
+            assert!(scores.is_ok_and(|rows| !rows.is_empty()), "the reader reads the scores while the scoring waits");
+            reader.commit().await.expect("commit");
+            let finished = scoring.wait_with_output().expect("wait");
+            assert!(finished.status.success(), "the scoring: {}", String::from_utf8_lossy(&finished.stderr));
+        });
+        let as_of = env.strings("SELECT DISTINCT CAST(as_of AS TEXT) FROM feature_snapshots");
+        assert!(as_of.len() == 1 && as_of[0].starts_with("1998-01-01"), "{as_of:?}");
+    }
 }
