@@ -291,8 +291,7 @@ impl Txn {
     /// `next` ([`Rewrite::target`]), a new table of the same columns, which
     /// takes `table`'s place at [`Txn::finish_rewrites`] with its indexes.
     /// Rows written into an empty table cost a fraction of replacing rows in
-    /// place (a million scores: 1.4 to 2.2 s against 4.7 to 9.3 s on either
-    /// engine). `kept` selects whole rows of `table` to carry over. `table`
+    /// place on either engine (docs/benchmarks.md). `kept` selects whole rows of `table` to carry over. `table`
     /// must have no column drawing on a sequence, and no other table's
     /// foreign key may refer to it.
     pub async fn begin_rewrite(
