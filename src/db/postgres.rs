@@ -17,6 +17,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult,
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
+use super::binary_copy::Wire;
+
 /// Bytes of `COPY` data sent per message: large enough that the messages
 /// cost nothing, small enough that a bulk write holds one message's rows
 /// in memory, not all of them.
@@ -136,18 +138,18 @@ impl PgTxn {
     }
 
     /// The rows of `table` whose `external_id` is among `keys`: for each
-    /// external id, the stored values of `columns`, decoded by their types
-    /// (see [`stored_value`]).
+    /// external id, the row's id and the stored values of `columns`,
+    /// decoded by their types (see [`stored_value`]).
     pub async fn stored_by_external_id(
         &self,
         table: &str,
         columns: &[&str],
         keys: &[&str],
-    ) -> Result<HashMap<String, Vec<Option<Value>>>, DbErr> {
+    ) -> Result<HashMap<String, StoredRow>, DbErr> {
         let types = self.column_types(table).await?;
         let types: Vec<&str> = columns.iter().map(|c| types.get(*c).map_or("", String::as_str)).collect();
         let listed: String = columns.iter().map(|c| format!(r#", "{c}""#)).collect();
-        let select = format!(r#"SELECT "external_id"{listed} FROM "{table}" WHERE "external_id" = ANY($1)"#);
+        let select = format!(r#"SELECT "external_id", "id"{listed} FROM "{table}" WHERE "external_id" = ANY($1)"#);
         let rows = {
             let mut connection = self.connection.lock().await;
             sqlx::query(sqlx::AssertSqlSafe(select))
@@ -158,8 +160,9 @@ impl PgTxn {
         };
         let mut stored = HashMap::with_capacity(rows.len());
         for row in rows {
-            let values = types.iter().enumerate().map(|(i, type_name)| stored_value(&row, i + 1, type_name)).collect();
-            stored.insert(row.try_get(0).map_err(query_error)?, values);
+            let values = types.iter().enumerate().map(|(i, type_name)| stored_value(&row, i + 2, type_name)).collect();
+            let id = row.try_get(1).map_err(query_error)?;
+            stored.insert(row.try_get(0).map_err(query_error)?, StoredRow { id, values });
         }
         Ok(stored)
     }
@@ -298,21 +301,32 @@ fn index_on(definition: &str, name: &str, table: &str) -> Result<String, DbErr> 
     Ok(format!(r#"CREATE {unique}INDEX "{name}" ON "{table}"{}"#, &definition[using..]))
 }
 
+/// A stored row as [`PgTxn::stored_by_external_id`] reads it.
+pub struct StoredRow {
+    pub id: i64,
+    /// The values of the columns asked for, in their order.
+    pub values: Vec<Option<Value>>,
+}
+
 /// Column `index` of `row`, of PostgreSQL type `type_name`, as the value a
-/// bulk write would bind for it; `None` for a type not listed here or a
-/// value that does not decode, which compares unequal to every value.
+/// bulk write would bind for it; `None` for a type the binary writer does
+/// not know or a value that does not decode, which compares unequal to
+/// every value.
 fn stored_value(row: &PgRow, index: usize, type_name: &str) -> Option<Value> {
-    let value = match type_name {
-        "bool" => Value::Bool(row.try_get(index).ok()?),
-        "int2" => Value::SmallInt(row.try_get(index).ok()?),
-        "int4" => Value::Int(row.try_get(index).ok()?),
-        "int8" => Value::BigInt(row.try_get(index).ok()?),
-        "float8" => Value::Double(row.try_get(index).ok()?),
-        "text" | "varchar" | "bpchar" => Value::String(row.try_get(index).ok()?),
-        "timestamptz" => Value::ChronoDateTimeUtc(row.try_get(index).ok()?),
-        "date" => Value::ChronoDate(row.try_get(index).ok()?),
-        "json" | "jsonb" => Value::Json(row.try_get::<Option<serde_json::Value>, _>(index).ok()?.map(Box::new)),
-        _ => return None,
+    let value = match (Wire::of(type_name)?, type_name) {
+        // A `json` column travels as text in a COPY, but is bound as JSON.
+        (Wire::Jsonb, _) | (Wire::Text, "json") => {
+            Value::Json(row.try_get::<Option<serde_json::Value>, _>(index).ok()?.map(Box::new))
+        }
+        (Wire::Bool, _) => Value::Bool(row.try_get(index).ok()?),
+        (Wire::Int2, _) => Value::SmallInt(row.try_get(index).ok()?),
+        (Wire::Int4, _) => Value::Int(row.try_get(index).ok()?),
+        (Wire::Int8, _) => Value::BigInt(row.try_get(index).ok()?),
+        (Wire::Float4, _) => Value::Float(row.try_get(index).ok()?),
+        (Wire::Float8, _) => Value::Double(row.try_get(index).ok()?),
+        (Wire::Text, _) => Value::String(row.try_get(index).ok()?),
+        (Wire::Timestamp, _) => Value::ChronoDateTimeUtc(row.try_get(index).ok()?),
+        (Wire::Date, _) => Value::ChronoDate(row.try_get(index).ok()?),
     };
     Some(value)
 }

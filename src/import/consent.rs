@@ -37,6 +37,9 @@ pub struct PendingChange {
     basis: String,
 }
 
+/// The batch's customers already stored: external id → (id, marketing consent).
+pub type Known = HashMap<String, (i64, bool)>;
+
 /// What the checks of one batch found.
 #[derive(Default)]
 pub struct Checked {
@@ -71,12 +74,24 @@ impl Guard {
 
     /// Restores erased addresses found in the batch to the suppression list,
     /// keeps consent off where a suppression is newer than the file's
-    /// consent, and lists the changes of consent.
-    pub async fn check(&self, txn: &impl BulkTarget, batch: &mut [Pending<CustomerRow>]) -> Result<Checked, DbErr> {
+    /// consent, and lists the changes of consent. `known`: the batch's
+    /// stored customers when the caller has read them already.
+    pub async fn check(
+        &self,
+        txn: &impl BulkTarget,
+        batch: &mut [Pending<CustomerRow>],
+        known: Option<Known>,
+    ) -> Result<Checked, DbErr> {
         if let Some(key) = &self.erased_key {
             suppressions::restore_erased(txn, key, batch.iter().map(|p| p.row.email.as_str())).await?;
         }
-        let existing = if self.none_exist { HashMap::new() } else { existing_consent(txn, batch).await? };
+        // Without the consent column no row asks for consent or changes it,
+        // so the stored consent is not needed.
+        let existing = match known {
+            Some(known) => known,
+            None if self.none_exist || !self.consent_column => HashMap::new(),
+            None => existing_consent(txn, batch).await?,
+        };
         let suppressed = suppression_times(txn, batch, &existing).await?;
         let mut checked = Checked::default();
         for pending in batch.iter_mut() {

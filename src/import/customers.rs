@@ -83,8 +83,9 @@ impl Table for Customers {
         txn: &impl BulkTarget,
         batch: &mut [Pending<CustomerRow>],
         guard: &super::consent::Guard,
+        known: Option<super::consent::Known>,
     ) -> Result<super::consent::Checked, DbErr> {
-        guard.check(txn, batch).await
+        guard.check(txn, batch, known).await
     }
 
     const TABLE: &'static str = "customers";

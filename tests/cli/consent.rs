@@ -174,6 +174,8 @@ fn an_import_keeps_consent_off_for_who_unsubscribed_after_the_files_consent_date
             env.write("june.csv", CUSTOMERS.replace("2026-01-01", "2026-06-01").replace("false,", "true,2026-06-01"));
         let run = env.ok(&["import", "customers", &june]);
         assert!(run.stdout.contains("1 row(s) asked"), "{}", run.stdout);
+        // Only C's consent changed, from what was stored: one event, with its old state.
+        assert_eq!(events(env)[3..], ["2 * subscribed>unsubscribed command", "3 * unsubscribed>subscribed import"]);
         assert_eq!(
             env.strings("SELECT external_id || ' ' || CAST(marketing_consent AS TEXT) FROM customers ORDER BY 1"),
             match env.backend {
