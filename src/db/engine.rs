@@ -291,9 +291,9 @@ impl Txn {
     /// `next` ([`Rewrite::target`]), a new table of the same columns, which
     /// takes `table`'s place at [`Txn::finish_rewrites`] with its indexes.
     /// Rows written into an empty table cost a fraction of replacing rows in
-    /// place on either engine (docs/benchmarks.md). `kept` selects whole rows of `table` to carry over. `table`
-    /// must have no column drawing on a sequence, and no other table's
-    /// foreign key may refer to it.
+    /// place on either engine (docs/benchmarks.md). `kept` selects whole
+    /// rows of `table` to carry over. `table` must have no column drawing
+    /// on a sequence, and no other table's foreign key may refer to it.
     pub async fn begin_rewrite(
         &mut self,
         table: &'static str,
