@@ -12,7 +12,7 @@
 //! keep their rules and their counts of written rows.
 
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sea_orm::sea_query::{Alias, Expr, InsertStatement, OnConflict, PostgresQueryBuilder, Query, Value};
@@ -44,6 +44,10 @@ pub struct BulkInsert {
     conflict: Conflict,
     /// The SQL for the last row count used: every full batch shares it.
     cached: Mutex<Option<(usize, String)>>,
+    /// The columns' binary `COPY` types, once [`BulkInsert::learn_wire_types`]
+    /// found that every column has one: batches are then made in the binary
+    /// format (PostgreSQL).
+    wire: OnceLock<Vec<Wire>>,
 }
 
 /// The rows of one batch, ready for [`BulkInsert::write`]: a statement, or
@@ -59,13 +63,21 @@ pub enum Batch {
         /// Rows that may exist: through the conflict rule.
         others: Vec<u8>,
         rows: u64,
+        format: Format,
     },
 }
 
 impl BulkInsert {
     /// Plain inserts.
     pub fn new(backend: DbBackend, table: &'static str, columns: &'static [&'static str]) -> Self {
-        BulkInsert { backend, table, columns, conflict: Conflict::Fail, cached: Mutex::new(None) }
+        BulkInsert {
+            backend,
+            table,
+            columns,
+            conflict: Conflict::Fail,
+            cached: Mutex::new(None),
+            wire: OnceLock::new(),
+        }
     }
 
     /// Upserts on `external_id` that rewrite nothing when nothing changed, so
@@ -148,11 +160,15 @@ impl BulkInsert {
         let rows = (values.len() / self.columns.len()) as u64;
         match self.backend {
             DbBackend::Postgres => {
+                let binary = self.wire.get().and_then(|types| binary_batch(&values, types, &is_new));
+                if let Some((new, others)) = binary {
+                    return Batch::Copy { new, others, rows, format: Format::Binary };
+                }
                 let (mut new, mut others) = (Vec::new(), Vec::new());
                 for (i, row) in values.chunks(self.columns.len()).enumerate() {
                     copy_row(row, if is_new(i) { &mut new } else { &mut others });
                 }
-                Batch::Copy { new, others, rows }
+                Batch::Copy { new, others, rows, format: Format::Text }
             }
             _ => Batch::Statement { statement: self.statement(values), rows },
         }
@@ -163,14 +179,14 @@ impl BulkInsert {
     pub async fn write(&self, txn: &impl BulkTarget, batch: Batch) -> Result<(u64, u64), DbErr> {
         match batch {
             Batch::Statement { statement, rows } => Ok((rows, txn.execute_raw(statement).await?.rows_affected())),
-            Batch::Copy { new, others, rows } => {
+            Batch::Copy { new, others, rows, format } => {
                 let postgres = txn.postgres().ok_or_else(|| DbErr::Custom("COPY needs PostgreSQL".into()))?;
                 let mut written = 0;
                 if !new.is_empty() {
-                    written += self.copy(postgres, Format::Text, true, all_at_once(new)).await?;
+                    written += self.copy(postgres, format, true, all_at_once(new)).await?;
                 }
                 if !others.is_empty() {
-                    written += self.copy(postgres, Format::Text, false, all_at_once(others)).await?;
+                    written += self.copy(postgres, format, false, all_at_once(others)).await?;
                 }
                 Ok((rows, written))
             }
@@ -231,6 +247,17 @@ impl BulkInsert {
             }
             None => self.copy(txn, Format::Text, new, fill_rows(indexes.len(), self.columns.len(), row)).await,
         }
+    }
+
+    /// Reads the columns' types, so that the batches made from now on are
+    /// in the binary format if every column has one: the server then reads
+    /// each value as stored instead of parsing its text (dates, times,
+    /// numbers, JSON).
+    pub async fn learn_wire_types(&self, txn: &PgTxn) -> Result<(), DbErr> {
+        if let Some(types) = self.wire_types(txn).await? {
+            let _ = self.wire.set(types);
+        }
+        Ok(())
     }
 
     /// The columns' types for a binary `COPY`, if every one has a binary
@@ -397,8 +424,8 @@ async fn copy_into_temporary(
 }
 
 /// The format of `COPY` data.
-#[derive(Clone, Copy)]
-enum Format {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
     Text,
     Binary,
 }
@@ -464,6 +491,27 @@ fn fill_rows(
         }
         next < rows
     }
+}
+
+/// The rows of `values` in the binary format, split as
+/// [`BulkInsert::batch_with_new`] splits them; `None` if a value does not
+/// fit its column's type (the batch is then made as text, whose errors the
+/// server reports).
+fn binary_batch(values: &[Value], types: &[Wire], is_new: impl Fn(usize) -> bool) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (mut new, mut others) = (Vec::new(), Vec::new());
+    for (i, row) in values.chunks(types.len()).enumerate() {
+        let data = if is_new(i) { &mut new } else { &mut others };
+        if data.is_empty() {
+            binary_copy::header(data);
+        }
+        binary_copy::row(row, types, data).ok()?;
+    }
+    for data in [&mut new, &mut others] {
+        if !data.is_empty() {
+            binary_copy::trailer(data);
+        }
+    }
+    Some((new, others))
 }
 
 /// A [`PgTxn::copy_in`] source of `data`, whole rows already in `COPY`'s format.
@@ -571,5 +619,44 @@ mod tests {
         ];
         copy_row(&values, &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "a\\tb\\nc\\\\d\\re\t\\N\tt\t0.1\tNaN\t1970-01-02T00:00:00.005Z\n");
+    }
+
+    #[test]
+    fn a_binary_batch_splits_new_rows_from_others_each_with_header_and_trailer() {
+        let types = [Wire::Text, Wire::Int8];
+        let values = [
+            Value::String(Some("a".into())),
+            Value::BigInt(Some(1)),
+            Value::String(Some("b".into())),
+            Value::BigInt(None),
+            Value::String(Some("c".into())),
+            Value::BigInt(Some(3)),
+        ];
+        let (new, others) = binary_batch(&values, &types, |i| i != 1).unwrap();
+        let framed = |rows: &[&[Value]]| {
+            let mut data = Vec::new();
+            binary_copy::header(&mut data);
+            for row in rows {
+                binary_copy::row(row, &types, &mut data).unwrap();
+            }
+            binary_copy::trailer(&mut data);
+            data
+        };
+        assert_eq!(new, framed(&[&values[0..2], &values[4..6]]));
+        assert_eq!(others, framed(&[&values[2..4]]));
+        let (new, others) = binary_batch(&values, &types, |_| true).unwrap();
+        assert_eq!((new, others.len()), (framed(&[&values[0..2], &values[2..4], &values[4..6]]), 0));
+    }
+
+    #[test]
+    fn a_value_that_does_not_fit_its_column_leaves_the_batch_to_text() {
+        let values = [Value::BigInt(Some(1 << 40))];
+        assert!(binary_batch(&values, &[Wire::Int4], |_| true).is_none());
+        let insert = BulkInsert::new(DbBackend::Postgres, "t", &["n"]);
+        let _ = insert.wire.set(vec![Wire::Int4]);
+        match insert.batch_with_new(values.to_vec(), |_| true) {
+            Batch::Copy { new, format, .. } => assert_eq!((new, format), (b"1099511627776\n".to_vec(), Format::Text)),
+            Batch::Statement { .. } => panic!("PostgreSQL batches are copied"),
+        }
     }
 }

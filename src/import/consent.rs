@@ -145,6 +145,9 @@ pub async fn record(txn: &impl BulkTarget, changes: Vec<PendingChange>) -> Resul
         .collect();
     let now = Utc::now();
     let insert = BulkInsert::new(txn.get_database_backend(), "consent_events", consent::EVENT_COLUMNS);
+    if let Some(postgres) = txn.postgres() {
+        insert.learn_wire_types(postgres).await?;
+    }
     let values = events.iter().flat_map(|(change, origin)| consent::event_values(change, origin, now)).collect();
     insert.write(txn, insert.batch(values)).await.map(drop)
 }

@@ -398,6 +398,7 @@ impl Run {
         crate::db::use_large_cache(txn).await?;
         if let Some(postgres) = txn.postgres() {
             self.started_empty = postgres.is_empty(T::TABLE).await?;
+            self.upsert.learn_wire_types(postgres).await?;
         }
         if T::HAS_CONSENT {
             let has_column = columns.has("marketing_consent");

@@ -1,11 +1,11 @@
-use crate::support::each_backend;
+use crate::support::{Backend, each_backend};
 
 #[test]
 fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do() {
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
         assert!(
-            first.stdout.starts_with("applied 17 migration(s): m20261123_000001_create_customers"),
+            first.stdout.starts_with("applied 18 migration(s): m20261123_000001_create_customers"),
             "{}",
             first.stdout
         );
@@ -24,5 +24,33 @@ fn any_command_applies_pending_migrations_itself() {
         let status = env.status();
         assert_eq!(status["customers"], 0);
         assert_eq!(env.ok(&["migrate"]).stdout.trim(), "database is up to date");
+    });
+}
+
+#[test]
+fn external_ids_compare_byte_by_byte_on_postgresql() {
+    each_backend(|env| {
+        if env.backend != Backend::Postgres {
+            return;
+        }
+        env.ok(&["migrate"]);
+        let collations = env.strings(
+            "SELECT table_name::text || ' ' || COALESCE(collation_name::text, 'default') \
+             FROM information_schema.columns WHERE column_name = 'external_id' \
+             AND table_name IN ('customers', 'orders', 'interactions') ORDER BY 1",
+        );
+        assert_eq!(collations, ["customers C", "interactions C", "orders C"]);
+        // Equality is unchanged: an import finds its customers by external id.
+        let customers = env.write("customers.csv", "customer_id,email\nC-é1,a@example.com\nc-e2,b@example.com\n");
+        let orders = env.write(
+            "orders.csv",
+            "order_id,customer_id,ordered_at,amount\nO1,C-é1,2026-01-02T10:00:00Z,5.00\nO2,c-e2,2026-01-03T10:00:00Z,6.00\n",
+        );
+        env.ok(&["import", "customers", &customers]);
+        env.ok(&["import", "orders", &orders]);
+        let owners = env.strings(
+            "SELECT o.external_id || ' ' || c.external_id FROM orders o JOIN customers c ON c.id = o.customer_id ORDER BY 1",
+        );
+        assert_eq!(owners, ["O1 C-é1", "O2 c-e2"]);
     });
 }

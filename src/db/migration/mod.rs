@@ -20,6 +20,7 @@ mod m20261203_000014_outbox_send_window;
 mod m20261203_000015_variant_decisions;
 mod m20261203_000016_feeds;
 mod m20261203_000017_dashboard_records;
+mod m20261204_000018_byte_ordered_external_ids;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000015_variant_decisions::Migration),
             Box::new(m20261203_000016_feeds::Migration),
             Box::new(m20261203_000017_dashboard_records::Migration),
+            Box::new(m20261204_000018_byte_ordered_external_ids::Migration),
         ]
     }
 }
