@@ -4,7 +4,8 @@
 //!
 //! On SQLite, prepared INSERT statements (multi-row through sqlx for
 //! imports, one row each through rusqlite on the `engine::Txn` paths). On
-//! PostgreSQL, `COPY ... FROM STDIN` in text format: straight into the table
+//! PostgreSQL, `COPY ... FROM STDIN`, in the binary format where every
+//! column's type has a binary writer, else as text: straight into the table
 //! when no row can meet an existing one (plain inserts, rewrites after
 //! `engine::Txn::delete_before_rewrite`, and rows the caller knows are new),
 //! else into a temporary table of the same columns, then one
