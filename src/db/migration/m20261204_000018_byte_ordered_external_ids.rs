@@ -2,10 +2,9 @@
 //! compare byte by byte (`COLLATE "C"`). They are the shop's opaque keys,
 //! looked up for every imported row and kept in a unique index that every
 //! insert descends; under the database's default collation each of those
-//! comparisons went through the locale (`strcoll`), even under `C.UTF-8`,
-//! which PostgreSQL before 17 does not treat as `C`. A first import of a
-//! million customers and 2.8 million orders spent 1 to 3 s less per table
-//! with byte comparisons. Equality is the same under both, and ids in ASCII
+//! comparisons goes through the locale (`strcoll`), even under a libc
+//! `C.UTF-8`, which PostgreSQL does not treat as `C` (the gain on imports:
+//! docs/benchmarks.md). Equality is the same under both, and ids in ASCII
 //! sort the same. SQLite compares bytes already.
 
 use sea_orm_migration::prelude::*;
