@@ -26,6 +26,7 @@
 //! rows twice costs only the reading.
 
 mod cells;
+mod copy_out;
 mod query;
 mod source;
 

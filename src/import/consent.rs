@@ -155,20 +155,7 @@ pub async fn record(txn: &impl BulkTarget, changes: Vec<PendingChange>) -> Resul
 /// The ids of the customers whose consent changed, by external id (written
 /// in this import, so all of them exist).
 async fn customer_ids(txn: &impl BulkTarget, changes: &[PendingChange]) -> Result<HashMap<String, i64>, DbErr> {
-    if let Some(postgres) = txn.postgres() {
-        let keys: Vec<&str> = changes.iter().map(|c| c.external_id.as_str()).collect();
-        return postgres.ids_by_external_id("customers", &keys).await;
-    }
-    let select = Query::select()
-        .columns(["id", "external_id"])
-        .from("customers")
-        .and_where(Expr::col("external_id").is_in(changes.iter().map(|c| c.external_id.clone())))
-        .to_owned();
-    let mut ids = HashMap::new();
-    for row in txn.query_all(&select).await? {
-        ids.insert(row.try_get_by_index::<String>(1)?, row.try_get_by_index::<i64>(0)?);
-    }
-    Ok(ids)
+    super::customer_refs::known_customers(txn, changes.iter().map(|c| c.external_id.clone()).collect()).await
 }
 
 fn state(consent: bool) -> State {
@@ -188,15 +175,12 @@ async fn existing_consent(
         return Ok(rows.into_iter().map(|(external_id, id, consent)| (external_id, (id, consent))).collect());
     }
     let select = Query::select()
-        .columns(["id", "external_id", "marketing_consent"])
         .from("customers")
         .and_where(Expr::col("external_id").is_in(batch.iter().map(|p| p.row.external_id.clone())))
         .to_owned();
-    let mut existing = HashMap::new();
-    for row in txn.query_all(&select).await? {
-        existing.insert(row.try_get_by_index(1)?, (row.try_get_by_index(0)?, row.try_get_by_index(2)?));
-    }
-    Ok(existing)
+    let rows: Vec<(String, i64, i64)> =
+        crate::db::sqlite_rows_as_json(txn, &["external_id", "id", "marketing_consent"], select).await?;
+    Ok(rows.into_iter().map(|(external_id, id, consent)| (external_id, (id, consent != 0))).collect())
 }
 
 /// When the addresses (by lower-cased address) and the people (by customer

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::DbErr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 
 use super::{Pending, RowError};
 use crate::db::bulk::BulkTarget;
-use crate::db::entities::customer;
 
 /// A customer's external id, and its database id once resolved.
 pub struct CustomerRef {
@@ -56,18 +56,15 @@ pub async fn resolve_customers<R>(
 }
 
 /// The ids of the customers among `external_ids`, by external id.
-async fn known_customers(txn: &impl BulkTarget, external_ids: Vec<String>) -> Result<HashMap<String, i64>, DbErr> {
+pub(super) async fn known_customers(
+    txn: &impl BulkTarget,
+    external_ids: Vec<String>,
+) -> Result<HashMap<String, i64>, DbErr> {
     if let Some(postgres) = txn.postgres() {
         let keys: Vec<&str> = external_ids.iter().map(String::as_str).collect();
         return postgres.ids_by_external_id("customers", &keys).await;
     }
-    let rows = customer::Entity::find()
-        .select_only()
-        .column(customer::Column::ExternalId)
-        .column(customer::Column::Id)
-        .filter(customer::Column::ExternalId.is_in(external_ids))
-        .into_tuple::<(String, i64)>()
-        .all(txn)
-        .await?;
-    Ok(rows.into_iter().collect())
+    let select = Query::select().from("customers").and_where(Expr::col("external_id").is_in(external_ids)).to_owned();
+    let pairs: Vec<(String, i64)> = crate::db::sqlite_rows_as_json(txn, &["external_id", "id"], select).await?;
+    Ok(pairs.into_iter().collect())
 }

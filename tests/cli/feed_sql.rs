@@ -466,6 +466,65 @@ fn a_bad_row_refuses_the_whole_run_and_names_the_row() {
     });
 }
 
+/// Every PostgreSQL type a feed reads arrives as an import file would have
+/// it: dates, times with fractions, flags, labels, domains, integers,
+/// floating-point numbers and numerics of any scale, and NULL as nothing.
+#[test]
+fn postgres_source_values_of_every_readable_type_arrive_as_an_import_file_has_them() {
+    each_backend(|env| {
+        let Some(shop) = Shop::create(Engine::Postgres) else { return };
+        shop.execute(&[
+            "CREATE TYPE tier AS ENUM ('bronze', 'gold')".into(),
+            "CREATE DOMAIN shop_code AS varchar(8) CHECK (VALUE <> '')".into(),
+            "CREATE TABLE shop_people (id bigint PRIMARY KEY, email text NOT NULL, birthday date, \
+             signed_up_at timestamp(6), marketing_consent boolean, tier tier, code shop_code, visits smallint, \
+             score real, ratio double precision, balance numeric, updated_at timestamptz NOT NULL)"
+                .into(),
+            "INSERT INTO shop_people VALUES \
+             (1, 'a@example.com', '1985-02-28', '2024-07-01 08:15:30.25', true, 'gold', 'X1', -3, 1.5, 0.125, \
+              123456789.000, '2026-03-01 10:00:00+00'), \
+             (2, 'b@example.com', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -0.05, \
+              '2026-03-01 10:00:00.5+00')"
+                .into(),
+        ]);
+        let query = "select id as customer_id, email, birthday, signed_up_at, marketing_consent, tier, code, \
+                     visits, score, ratio, balance, updated_at from shop_people where updated_at > :since";
+        let settings = format!(
+            "[[feeds]]\nname = \"shop\"\nkind = \"sql\"\nurl = \"{}\"\n[feeds.queries]\ncustomers = \"{query}\"\n",
+            shop.feed_url(None)
+        );
+        let config = env.write("patron.toml", settings);
+        env.ok(&["--config", &config, "feed", "run", "shop"]);
+
+        let signed_up = match env.backend {
+            crate::support::Backend::Sqlite => "strftime('%Y-%m-%d %H:%M:%f', signed_up_at)",
+            crate::support::Backend::Postgres => "to_char(signed_up_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')",
+        };
+        let rows = env.strings(&format!(
+            "SELECT external_id || ' ' || COALESCE(CAST(birthday AS TEXT), '-') || ' ' || COALESCE({signed_up}, '-') \
+             || ' ' || CASE WHEN marketing_consent THEN 'yes' ELSE 'no' END FROM customers ORDER BY external_id"
+        ));
+        assert_eq!(rows, ["1 1985-02-28 2024-07-01 08:15:30.250 yes", "2 - - no"]);
+        let attributes: Vec<Value> = env
+            .strings("SELECT CAST(attributes AS TEXT) FROM customers ORDER BY external_id")
+            .iter()
+            .map(|text| serde_json::from_str(text).expect("attributes are JSON"))
+            .collect();
+        assert_eq!(
+            attributes,
+            [
+                json!({"tier": "gold", "code": "X1", "visits": "-3", "score": "1.5", "ratio": "0.125",
+                       "balance": "123456789.000"}),
+                json!({"balance": "-0.05"}),
+            ]
+        );
+        assert_eq!(
+            env.strings("SELECT table_name || ' ' || watermark FROM feed_watermarks WHERE feed = 'shop'"),
+            ["customers 2026-03-01T10:00:00.500000Z"]
+        );
+    });
+}
+
 #[test]
 fn a_source_that_is_down_is_an_error_naming_it() {
     each_backend(|env| {

@@ -250,3 +250,31 @@ fn a_re_import_writes_only_the_rows_whose_values_differ_and_leaves_the_others_as
         assert_eq!(orders, ["O1 EUR kept", "O2 USD rewritten", "O3 EUR rewritten"].map(String::from));
     });
 }
+
+/// An order finds its customer by an external id of any characters (the
+/// lookup of a batch's customers reads them back as JSON on SQLite).
+#[test]
+fn orders_find_customers_whose_ids_hold_quotes_backslashes_commas_and_accents() {
+    each_backend(|env| {
+        let ids = [r#"Q"uote"#, r"back\slash", "comma,id", "Zoë 7", "[1,2]", "plain"];
+        let quoted = |id: &str| format!("\"{}\"", id.replace('"', "\"\""));
+        let mut customers = String::from("customer_id,email\n");
+        let mut orders = String::from("order_id,customer_id,ordered_at,amount\n");
+        for (i, id) in ids.iter().enumerate() {
+            customers.push_str(&format!("{},c{i}@example.com\n", quoted(id)));
+            orders.push_str(&format!("O{i},{},2026-01-0{},{i}\n", quoted(id), i + 1));
+        }
+        import(env, "customers", &env.write("customers.csv", customers));
+        let landed = import(env, "orders", &env.write("orders.csv", orders));
+        assert!(landed.contains("6 rows read, 6 new or changed"), "{landed}");
+        let pairs = env.strings(
+            "SELECT o.external_id || ' ' || c.email FROM orders o JOIN customers c ON c.id = o.customer_id \
+             ORDER BY o.external_id",
+        );
+        let expected: Vec<String> = (0..ids.len()).map(|i| format!("O{i} c{i}@example.com")).collect();
+        assert_eq!(pairs, expected);
+        let unknown = env.write("unknown.csv", "order_id,customer_id,ordered_at,amount\nO9,zoë 7,2026-01-09,1\n");
+        let run = env.patron(&["import", "orders", &unknown]);
+        assert!(run.stderr.contains("value `zoë 7`: unknown customer"), "ids are matched exactly:\n{}", run.stderr);
+    });
+}

@@ -9,25 +9,32 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySql, MySqlRow, MySqlTypeInfo};
-use sqlx::postgres::{PgRow, PgTypeInfo, PgTypeKind, Postgres};
+use sqlx::postgres::{PgTypeInfo, PgTypeKind, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteRow, SqliteTypeInfo};
 use sqlx::{Database, Decode, Encode, Row, Type, TypeInfo, ValueRef};
 
 use super::query::Dialect;
 
-/// What the feed needs of a source engine.
+/// What the feed needs of a source engine: how each column of a query's
+/// result is read, from the types the source describes.
 pub trait Engine: Database {
     const DIALECT: Dialect;
-    /// The value bound to `:since`.
-    type Since: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     /// How a column's values are read.
     type Cell: Copy + Send + Sync;
 
-    fn since(watermark: DateTime<Utc>) -> Self::Since;
     /// How to read a column of type `info`, or why it cannot be read.
     fn cell(info: &Self::TypeInfo) -> Result<Self::Cell, String>;
     /// How to read the watermark column, which must hold times.
     fn time_cell(info: &Self::TypeInfo) -> Result<Self::Cell, String>;
+}
+
+/// A source engine whose rows are read through a query with `:since`
+/// bound, row by row (PostgreSQL's are copied: `copy_out`).
+pub trait Queried: Engine {
+    /// The value bound to `:since`.
+    type Since: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
+
+    fn since(watermark: DateTime<Utc>) -> Self::Since;
     /// The value of column `index`.
     fn value(row: &Self::Row, index: usize, cell: Self::Cell) -> Result<Value<'_>, sqlx::Error>;
 }
@@ -112,12 +119,7 @@ pub enum PgCell {
 
 impl Engine for Postgres {
     const DIALECT: Dialect = Dialect::Postgres;
-    type Since = DateTime<Utc>;
     type Cell = PgCell;
-
-    fn since(watermark: DateTime<Utc>) -> DateTime<Utc> {
-        watermark
-    }
 
     fn cell(info: &PgTypeInfo) -> Result<PgCell, String> {
         Ok(match info.name() {
@@ -147,23 +149,6 @@ impl Engine for Postgres {
             _ => Err(not_a_time(info.name())),
         }
     }
-
-    fn value(row: &PgRow, index: usize, cell: PgCell) -> Result<Value<'_>, sqlx::Error> {
-        let value = match cell {
-            PgCell::Int2 => decode::<i16, _>(row, index)?.map(|v| Value::Int(v.into())),
-            PgCell::Int4 => decode::<i32, _>(row, index)?.map(|v| Value::Int(v.into())),
-            PgCell::Int8 => decode(row, index)?.map(Value::Int),
-            PgCell::Float4 => decode(row, index)?.map(Value::Float32),
-            PgCell::Float8 => decode(row, index)?.map(Value::Float64),
-            PgCell::Numeric => decode(row, index)?.map(Value::Decimal),
-            PgCell::Bool => decode(row, index)?.map(Value::Bool),
-            PgCell::Text | PgCell::Label => decode(row, index)?.map(Value::Text),
-            PgCell::Date => decode(row, index)?.map(Value::Date),
-            PgCell::Timestamp => decode::<NaiveDateTime, _>(row, index)?.map(|t| Value::Time(t.and_utc())),
-            PgCell::TimestampTz => decode(row, index)?.map(Value::Time),
-        };
-        Ok(value.unwrap_or(Value::Null))
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -183,14 +168,7 @@ pub enum MySqlCell {
 
 impl Engine for MySql {
     const DIALECT: Dialect = Dialect::MySql;
-    type Since = NaiveDateTime;
     type Cell = MySqlCell;
-
-    /// A `DATETIME` parameter in UTC, compared as such with `DATETIME` and
-    /// (in the session's UTC) `TIMESTAMP` columns.
-    fn since(watermark: DateTime<Utc>) -> NaiveDateTime {
-        watermark.naive_utc()
-    }
 
     fn cell(info: &MySqlTypeInfo) -> Result<MySqlCell, String> {
         let name = info.name();
@@ -215,6 +193,16 @@ impl Engine for MySql {
             Ok(MySqlCell::DateTime) => Ok(MySqlCell::DateTime),
             _ => Err(not_a_time(info.name())),
         }
+    }
+}
+
+impl Queried for MySql {
+    type Since = NaiveDateTime;
+
+    /// A `DATETIME` parameter in UTC, compared as such with `DATETIME` and
+    /// (in the session's UTC) `TIMESTAMP` columns.
+    fn since(watermark: DateTime<Utc>) -> NaiveDateTime {
+        watermark.naive_utc()
     }
 
     fn value(row: &MySqlRow, index: usize, cell: MySqlCell) -> Result<Value<'_>, sqlx::Error> {
@@ -248,14 +236,7 @@ pub enum SqliteCell {
 
 impl Engine for Sqlite {
     const DIALECT: Dialect = Dialect::Sqlite;
-    type Since = String;
     type Cell = SqliteCell;
-
-    /// Text in SQLite's own format (that of `CURRENT_TIMESTAMP` and
-    /// `datetime()`), so that it compares as text with the times SQLite writes.
-    fn since(watermark: DateTime<Utc>) -> String {
-        watermark.format("%Y-%m-%d %H:%M:%S%.f").to_string()
-    }
 
     fn cell(info: &SqliteTypeInfo) -> Result<SqliteCell, String> {
         Ok(match info.name() {
@@ -267,6 +248,16 @@ impl Engine for Sqlite {
     /// Any column: an expression has no declared type, and its values say what they are.
     fn time_cell(_: &SqliteTypeInfo) -> Result<SqliteCell, String> {
         Ok(SqliteCell::Time)
+    }
+}
+
+impl Queried for Sqlite {
+    type Since = String;
+
+    /// Text in SQLite's own format (that of `CURRENT_TIMESTAMP` and
+    /// `datetime()`), so that it compares as text with the times SQLite writes.
+    fn since(watermark: DateTime<Utc>) -> String {
+        watermark.format("%Y-%m-%d %H:%M:%S%.f").to_string()
     }
 
     fn value(row: &SqliteRow, index: usize, cell: SqliteCell) -> Result<Value<'_>, sqlx::Error> {
@@ -323,8 +314,8 @@ mod tests {
     #[test]
     fn sqlite_binds_since_in_its_own_time_format() {
         let time = DateTime::parse_from_rfc3339("2026-03-01T09:30:00Z").unwrap().with_timezone(&Utc);
-        assert_eq!(<Sqlite as Engine>::since(time), "2026-03-01 09:30:00");
+        assert_eq!(<Sqlite as Queried>::since(time), "2026-03-01 09:30:00");
         let fraction = time + chrono::Duration::microseconds(250);
-        assert_eq!(<Sqlite as Engine>::since(fraction), "2026-03-01 09:30:00.000250");
+        assert_eq!(<Sqlite as Queried>::since(fraction), "2026-03-01 09:30:00.000250");
     }
 }

@@ -1,7 +1,8 @@
 //! A feed's query as the source runs it: each `:since` outside quotes and
 //! comments becomes the engine's placeholder, to which the watermark is
-//! bound (the query's text is the operator's configuration; the watermark
-//! is never put into it).
+//! bound, or (for PostgreSQL's `COPY`, which takes no parameters) an
+//! expression that reads the watermark from a setting. The query's text is
+//! the operator's configuration; the watermark is never put into it.
 
 /// The SQL of the source: how it numbers parameters and quotes text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,26 @@ pub struct Prepared {
 /// Replaces each `:since` in `query`, leaving quoted text, quoted names and
 /// comments alone; an error when none is left to replace.
 pub fn prepare(query: &str, dialect: Dialect) -> Result<Prepared, String> {
+    let placeholder = match dialect {
+        Dialect::Postgres => "$1",
+        Dialect::MySql | Dialect::Sqlite => "?",
+    };
+    let (sql, occurrences) = substitute(query, dialect, placeholder)?;
+    let binds = match dialect {
+        Dialect::Postgres => 1,
+        Dialect::MySql | Dialect::Sqlite => occurrences,
+    };
+    Ok(Prepared { sql, binds })
+}
+
+/// `query` with each `:since` (as [`prepare`] finds them) replaced by the
+/// SQL expression `expression`, for a statement that takes no parameters.
+pub fn replace_since(query: &str, dialect: Dialect, expression: &str) -> Result<String, String> {
+    substitute(query, dialect, expression).map(|(sql, _)| sql)
+}
+
+/// `query` with each `:since` replaced by `replacement`, and how many there were.
+fn substitute(query: &str, dialect: Dialect, replacement: &str) -> Result<(String, usize), String> {
     let mut sql = String::with_capacity(query.len());
     let mut occurrences = 0;
     let mut rest = query;
@@ -34,10 +55,7 @@ pub fn prepare(query: &str, dialect: Dialect) -> Result<Prepared, String> {
             '/' if rest.starts_with("/*") => rest[2..].find("*/").map_or(rest.len(), |end| end + 4),
             ':' if is_since(query, rest) => {
                 occurrences += 1;
-                sql.push_str(match dialect {
-                    Dialect::Postgres => "$1",
-                    Dialect::MySql | Dialect::Sqlite => "?",
-                });
+                sql.push_str(replacement);
                 rest = &rest[":since".len()..];
                 continue;
             }
@@ -51,11 +69,7 @@ pub fn prepare(query: &str, dialect: Dialect) -> Result<Prepared, String> {
                     last run with `... where updated_at > :since`"
             .into());
     }
-    let binds = match dialect {
-        Dialect::Postgres => 1,
-        Dialect::MySql | Dialect::Sqlite => occurrences,
-    };
-    Ok(Prepared { sql, binds })
+    Ok((sql, occurrences))
 }
 
 /// The length of the quoted text at the start of `rest`, up to its closing
@@ -124,6 +138,13 @@ mod tests {
         assert_eq!(numbered("select x::since_type, :sinced where t > :since::timestamptz"), {
             "select x::since_type, :sinced where t > $1::timestamptz"
         });
+    }
+
+    #[test]
+    fn since_can_become_an_expression() {
+        let query = "select * from t where a > :since -- :since\n and b > ':since'";
+        let replaced = replace_since(query, Dialect::Postgres, "now()").unwrap();
+        assert_eq!(replaced, "select * from t where a > now() -- :since\n and b > ':since'");
     }
 
     #[test]

@@ -15,8 +15,9 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteConnection};
 use sqlx::{AssertSqlSafe, Column, ConnectOptions, Connection, Executor, IntoArguments, SqlSafeStr, Statement};
 
-use super::cells::{Engine, Value};
-use super::query;
+use super::cells::{Engine, Queried, Value};
+use super::query::Dialect;
+use super::{copy_out, query};
 use crate::config::FeedSettings;
 use crate::import::records::{ReceiverGone, Sender};
 
@@ -142,7 +143,7 @@ impl Source {
         mut sender: Sender,
     ) -> (Source, Result<Streamed, StreamError>) {
         let streamed = match &mut self {
-            Source::Postgres(conn) => stream::<Postgres>(conn, &query, since, batch_rows, &mut sender).await,
+            Source::Postgres(conn) => copy(conn, &query, since, batch_rows, &mut sender).await,
             Source::MySql(conn) => stream::<MySql>(conn, &query, since, batch_rows, &mut sender).await,
             Source::Sqlite(conn) => stream::<Sqlite>(conn, &query, since, batch_rows, &mut sender).await,
         };
@@ -159,6 +160,8 @@ struct Layout<DB: Engine> {
     cells: Vec<(usize, DB::Cell)>,
     names: Vec<String>,
     updated_at: (usize, DB::Cell),
+    /// How many columns the query returns.
+    width: usize,
 }
 
 impl<DB: Engine> Layout<DB> {
@@ -184,13 +187,15 @@ impl<DB: Engine> Layout<DB> {
                  which the feed keeps as its watermark"
             )
         })?;
-        Ok(Layout { cells, names, updated_at })
+        Ok(Layout { cells, names, updated_at, width: columns.len() })
     }
 
     fn header(&self) -> ByteRecord {
         self.names.iter().collect()
     }
+}
 
+impl<DB: Queried> Layout<DB> {
     /// Puts the cells of one row into `record` (each value written as text
     /// in `scratch` first); returns its time of change.
     fn fill(
@@ -222,7 +227,7 @@ impl<DB: Engine> Layout<DB> {
     }
 }
 
-async fn stream<DB: Engine>(
+async fn stream<DB: Queried>(
     conn: &mut DB::Connection,
     query: &str,
     since: DateTime<Utc>,
@@ -255,6 +260,86 @@ where
         if streamed.rows % batch_rows as u64 == 0 {
             sender.send().await?;
         }
+    }
+    sender.send().await?;
+    Ok(streamed)
+}
+
+impl Layout<Postgres> {
+    /// [`Layout::fill`] for a row of binary COPY data, its fields in `rows`.
+    fn fill_copied(
+        &self,
+        rows: &copy_out::Rows,
+        fields: &copy_out::Fields,
+        number: u64,
+        record: &mut ByteRecord,
+        scratch: &mut Vec<u8>,
+    ) -> anyhow::Result<DateTime<Utc>> {
+        if fields.len() != self.width {
+            anyhow::bail!("row {number} has {} columns where the query has {}", fields.len(), self.width);
+        }
+        let field = |index: usize| fields[index].as_ref().map(|range| rows.field(range));
+        let changed = match field(self.updated_at.0) {
+            Some(bytes) => copy_out::time(bytes)
+                .map_err(|problem| anyhow::anyhow!("row {number}, column `{WATERMARK_COLUMN}`: the value {problem}"))?,
+            None => anyhow::bail!(
+                "row {number}: `{WATERMARK_COLUMN}` is empty; every row needs the time it last changed \
+                 (coalesce it in the query)"
+            ),
+        };
+        record.clear();
+        for (position, &(index, cell)) in self.cells.iter().enumerate() {
+            scratch.clear();
+            if let Some(bytes) = field(index) {
+                copy_out::write(cell, bytes, scratch).map_err(|problem| {
+                    anyhow::anyhow!("row {number}, column `{}`: the value {problem}", self.names[position])
+                })?;
+            }
+            record.push_field(scratch);
+        }
+        Ok(changed)
+    }
+}
+
+/// [`stream`] on PostgreSQL: the query is described once (its columns'
+/// types), then its rows are read through a binary `COPY` (see `copy_out`),
+/// with the watermark set for `:since` in the snapshot's transaction.
+async fn copy(
+    conn: &mut PgConnection,
+    query: &str,
+    since: DateTime<Utc>,
+    batch_rows: usize,
+    sender: &mut Sender,
+) -> Result<Streamed, StreamError> {
+    let failed = |error: anyhow::Error| StreamError::Source(error);
+    let prepared = query::prepare(query, Dialect::Postgres).map_err(|problem| failed(anyhow::anyhow!(problem)))?;
+    let statement =
+        silence_limited((&mut *conn).prepare(AssertSqlSafe(prepared.sql).into_sql_str())).await.map_err(failed)?;
+    let layout = Layout::<Postgres>::of(statement.columns()).map_err(failed)?;
+    sender.push(layout.header());
+    let set_since = sqlx::query(copy_out::SET_SINCE).bind(super::cells::time_text(since));
+    silence_limited(set_since.execute(&mut *conn)).await.map_err(failed)?;
+    let copied = query::replace_since(query, Dialect::Postgres, copy_out::SINCE)
+        .map_err(|problem| failed(anyhow::anyhow!(problem)))?;
+    let mut data = silence_limited(conn.copy_out_raw(&copy_out::copy_statement(&copied))).await.map_err(failed)?;
+    let (mut rows, mut fields) = (copy_out::Rows::default(), Vec::new());
+    let (mut record, mut scratch) = (ByteRecord::new(), Vec::new());
+    let mut streamed = Streamed::default();
+    while let Some(piece) = silence_limited(data.try_next()).await.map_err(failed)? {
+        rows.push(&piece);
+        while rows.next(&mut fields).map_err(|problem| failed(anyhow::anyhow!(problem)))? {
+            streamed.rows += 1;
+            let changed =
+                layout.fill_copied(&rows, &fields, streamed.rows, &mut record, &mut scratch).map_err(failed)?;
+            sender.push(record.clone());
+            streamed.newest = streamed.newest.max(Some(changed));
+            if streamed.rows % batch_rows as u64 == 0 {
+                sender.send().await?;
+            }
+        }
+    }
+    if !rows.ended() {
+        return Err(failed(anyhow::anyhow!("the source's rows ended before their end mark")));
     }
     sender.send().await?;
     Ok(streamed)
