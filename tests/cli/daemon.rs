@@ -587,11 +587,14 @@ fn two_daemons_on_postgresql_share_the_scoring_and_the_range_of_a_killed_one_is_
     }
     env.ok(&["train", "--as-of", "1997-09-30", "--horizon", "91d"]);
     std::fs::create_dir_all(env.dir.path().join("campaigns")).unwrap();
-    // One fire, 15 s from now: both daemons are up by then.
+    // One fire, 15 s from now: both daemons are up by then. A range per
+    // customer, so that the run lasts seconds: a daemon looks for ranges
+    // once a second, and ranges of ten customers were all done by the
+    // leader within a second once (2,357 customers in 0.78 s).
     let fire = chrono::Utc::now() + chrono::Duration::seconds(15);
     let settings = [
         ("PATRON__DAEMON__SCORE_SCHEDULE", fire.format("%S %M %H * * *").to_string()),
-        ("PATRON__DAEMON__RANGE_SIZE", "10".to_owned()),
+        ("PATRON__DAEMON__RANGE_SIZE", "1".to_owned()),
         ("PATRON__DAEMON__WORK_LEASE", "3s".to_owned()),
     ];
     let mut daemons = vec![Daemon::start(&env, &settings), Daemon::start(&env, &settings)];
