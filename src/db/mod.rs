@@ -134,7 +134,7 @@ pub async fn use_large_cache(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
 /// row in which SQLite gathered `columns` of every row as JSON: through
 /// sqlx each row of a result crosses from SQLite's worker thread on its own
 /// (about 1.7 µs), which an import's lookups of thousands of rows per batch
-/// paid for every row. Numbers come back as numbers, text as text.
+/// would pay for every row. Numbers come back as numbers, text as text.
 pub async fn sqlite_rows_as_json<T: serde::de::DeserializeOwned>(
     txn: &impl ConnectionTrait,
     columns: &[&str],

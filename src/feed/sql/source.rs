@@ -48,6 +48,34 @@ pub struct Streamed {
     pub newest: Option<DateTime<Utc>>,
 }
 
+impl Streamed {
+    /// Hands row number `self.rows`, filled into `record` and changed at
+    /// `changed`, to the importer, sending the batch on every `batch_rows` rows.
+    async fn hand_over(
+        &mut self,
+        sender: &mut Sender,
+        record: &ByteRecord,
+        changed: DateTime<Utc>,
+        batch_rows: usize,
+    ) -> Result<(), ReceiverGone> {
+        // A clone is the exact size of the row.
+        sender.push(record.clone());
+        self.newest = self.newest.max(Some(changed));
+        if self.rows.is_multiple_of(batch_rows as u64) {
+            sender.send().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A row without its time of change, which the watermark needs.
+fn no_time_of_change(number: u64) -> anyhow::Error {
+    anyhow::anyhow!(
+        "row {number}: `{WATERMARK_COLUMN}` is empty; every row needs the time it last changed \
+         (coalesce it in the query)"
+    )
+}
+
 /// Why streaming stopped.
 pub enum StreamError {
     /// The importer stopped reading; its own error says why.
@@ -208,10 +236,7 @@ impl<DB: Queried> Layout<DB> {
         let (index, cell) = self.updated_at;
         let changed = match DB::value(row, index, cell) {
             Ok(Value::Time(time)) => time,
-            Ok(_) => anyhow::bail!(
-                "row {number}: `{WATERMARK_COLUMN}` is empty; every row needs the time it last changed \
-                 (coalesce it in the query)"
-            ),
+            Ok(_) => return Err(no_time_of_change(number)),
             Err(error) => return Err(plain(error).context(format!("row {number}, column `{WATERMARK_COLUMN}`"))),
         };
         record.clear();
@@ -254,12 +279,7 @@ where
     while let Some(row) = silence_limited(rows.try_next()).await.map_err(failed)? {
         streamed.rows += 1;
         let changed = layout.fill(&row, streamed.rows, &mut record, &mut scratch).map_err(failed)?;
-        // A clone is the exact size of the row.
-        sender.push(record.clone());
-        streamed.newest = streamed.newest.max(Some(changed));
-        if streamed.rows % batch_rows as u64 == 0 {
-            sender.send().await?;
-        }
+        streamed.hand_over(sender, &record, changed, batch_rows).await?;
     }
     sender.send().await?;
     Ok(streamed)
@@ -282,10 +302,7 @@ impl Layout<Postgres> {
         let changed = match field(self.updated_at.0) {
             Some(bytes) => copy_out::time(bytes)
                 .map_err(|problem| anyhow::anyhow!("row {number}, column `{WATERMARK_COLUMN}`: the value {problem}"))?,
-            None => anyhow::bail!(
-                "row {number}: `{WATERMARK_COLUMN}` is empty; every row needs the time it last changed \
-                 (coalesce it in the query)"
-            ),
+            None => return Err(no_time_of_change(number)),
         };
         record.clear();
         for (position, &(index, cell)) in self.cells.iter().enumerate() {
@@ -331,11 +348,7 @@ async fn copy(
             streamed.rows += 1;
             let changed =
                 layout.fill_copied(&rows, &fields, streamed.rows, &mut record, &mut scratch).map_err(failed)?;
-            sender.push(record.clone());
-            streamed.newest = streamed.newest.max(Some(changed));
-            if streamed.rows % batch_rows as u64 == 0 {
-                sender.send().await?;
-            }
+            streamed.hand_over(sender, &record, changed, batch_rows).await?;
         }
     }
     if !rows.ended() {
