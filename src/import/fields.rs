@@ -12,12 +12,17 @@ pub type CellResult<T> = Result<T, String>;
 
 /// A timestamp: RFC 3339 (`2026-03-01T09:30:00Z`) or a date (`2026-03-01`, midnight UTC).
 pub fn timestamp(text: &str) -> CellResult<DateTime<Utc>> {
-    if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return in_years(text, date).map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
-    }
-    let time = DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z".to_string())?;
+    // A timestamp is tried first: the date's format string is parsed anew on
+    // every try, and no text is both.
+    let time = match DateTime::parse_from_rfc3339(text) {
+        Ok(time) => time.with_timezone(&Utc),
+        Err(_) => {
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                "expected a date YYYY-MM-DD or an RFC 3339 timestamp such as 2026-03-01T09:30:00Z".to_string()
+            })?;
+            return in_years(text, date).map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+        }
+    };
     in_years(text, time.date_naive())?;
     Ok(time)
 }

@@ -40,7 +40,7 @@ pub fn read_all<T: Table>(
         count += 1;
         let parsed = match read.quote_fault {
             Some(fault) => Parsed::Refused(record.clone(), vec![RowError::new(read.line, None, None, fault)]),
-            None => parse::<T>(&record, &columns, read.line, &mut seen_ids),
+            None => parse::<T>(&mut record, &records, &columns, read.line, &mut seen_ids),
         };
         rows_in_chunk += usize::from(matches!(parsed, Parsed::Row(_)));
         chunk.push(parsed);
@@ -58,7 +58,8 @@ pub fn read_all<T: Table>(
 }
 
 fn parse<T: Table>(
-    record: &ByteRecord,
+    record: &mut ByteRecord,
+    records: &Records,
     columns: &Columns,
     line: u64,
     seen_ids: &mut HashSet<u128, Xxh3Builder>,
@@ -73,7 +74,7 @@ fn parse<T: Table>(
         Some(row) if errors.is_empty() => {
             let id = T::external_id(&row);
             if seen_ids.insert(xxh3_128(id.as_bytes())) {
-                Parsed::Row(Pending { line, raw: record.clone(), row })
+                Parsed::Row(Pending { line, raw: records.keep(record), row })
             } else {
                 let error = RowError::new(
                     line,

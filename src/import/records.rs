@@ -48,6 +48,20 @@ impl Records {
     }
 }
 
+impl Records {
+    /// Takes `record` to keep with its row, leaving in its place a record
+    /// ready for the next read: for a file, one with room for a record of
+    /// its size (grown from nothing, its buffers would be reallocated
+    /// several times a row); handed records replace it whole.
+    pub fn keep(&self, record: &mut ByteRecord) -> ByteRecord {
+        let next = match self {
+            Records::Csv(_) => ByteRecord::with_capacity(record.as_slice().len(), record.len()),
+            Records::Handed(_) => ByteRecord::new(),
+        };
+        std::mem::replace(record, next)
+    }
+}
+
 /// Batches in flight: the sender waits when the import is this far behind.
 const BATCHES_IN_FLIGHT: usize = 2;
 

@@ -6,7 +6,7 @@
 use std::fmt::Display;
 use std::io::Write;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use rust_decimal::Decimal;
 use sqlx::mysql::{MySql, MySqlRow, MySqlTypeInfo};
 use sqlx::postgres::{PgTypeInfo, PgTypeKind, Postgres};
@@ -66,10 +66,63 @@ impl Value<'_> {
             Value::Decimal(v) => display(out, v),
             Value::Bool(v) => display(out, v),
             Value::Text(text) => out.extend(text.as_bytes()),
-            // ISO 8601: `2026-03-01`, and `2026-03-01T09:30:00.5Z` (RFC 3339).
-            Value::Date(date) => display(out, date),
-            Value::Time(time) => display(out, format_args!("{}T{}Z", time.date_naive(), time.time())),
+            // ISO 8601: `2026-03-01`, and `2026-03-01T09:30:00.500Z` (RFC 3339).
+            Value::Date(date) => write_date(out, *date),
+            Value::Time(time) => write_time(out, *time),
         }
+    }
+}
+
+/// A date as chrono displays it (`2026-03-01`), its digits written directly:
+/// a feed writes one or two per row, and through `Display` they were a
+/// good part of the reading thread's time.
+fn write_date(out: &mut Vec<u8>, date: NaiveDate) {
+    let year = match u32::try_from(date.year()) {
+        Ok(year) if year <= 9999 => year,
+        // chrono writes a sign and as many digits as it takes.
+        _ => return display(out, date),
+    };
+    digits(out, year, 4);
+    out.push(b'-');
+    digits(out, date.month(), 2);
+    out.push(b'-');
+    digits(out, date.day(), 2);
+}
+
+/// A time as the date, `T`, the time as chrono displays it (fractions of a
+/// second in groups of three digits, none when whole) and `Z`.
+fn write_time(out: &mut Vec<u8>, time: DateTime<Utc>) {
+    let clock = time.time();
+    let nanos = clock.nanosecond();
+    if nanos >= 1_000_000_000 {
+        // A leap second, which chrono writes as second 60.
+        return display(out, format_args!("{}T{}Z", time.date_naive(), clock));
+    }
+    write_date(out, time.date_naive());
+    out.push(b'T');
+    digits(out, clock.hour(), 2);
+    out.push(b':');
+    digits(out, clock.minute(), 2);
+    out.push(b':');
+    digits(out, clock.second(), 2);
+    match nanos {
+        0 => {}
+        _ if nanos.is_multiple_of(1_000_000) => fraction(out, nanos / 1_000_000, 3),
+        _ if nanos.is_multiple_of(1_000) => fraction(out, nanos / 1_000, 6),
+        _ => fraction(out, nanos, 9),
+    }
+    out.push(b'Z');
+}
+
+fn fraction(out: &mut Vec<u8>, value: u32, width: u32) {
+    out.push(b'.');
+    digits(out, value, width);
+}
+
+/// `value` in decimal, zero-padded to `width` digits (`value` has no more).
+fn digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(place) % 10) as u8);
     }
 }
 
@@ -303,6 +356,27 @@ mod tests {
         assert_eq!(text(Value::Time(whole)), "2026-03-01T07:30:00Z");
         let micros = whole + chrono::Duration::microseconds(7);
         assert_eq!(crate::import::fields::timestamp(&text(Value::Time(micros))), Ok(micros));
+    }
+
+    #[test]
+    fn dates_and_times_are_written_as_chrono_displays_them() {
+        let base = DateTime::parse_from_rfc3339("1999-12-31T23:59:59Z").unwrap().with_timezone(&Utc);
+        let offsets = [0, 1, 7_000, 500_000, 123_456, 999_999, 86_400_000_000 * 400, -86_400_000_000 * 365 * 1900];
+        for micros in offsets {
+            for nanos in [0, 1, 250] {
+                let time = base + chrono::Duration::microseconds(micros) + chrono::Duration::nanoseconds(nanos);
+                let chrono = format!("{}T{}Z", time.date_naive(), time.time());
+                assert_eq!(text(Value::Time(time)), chrono);
+                assert_eq!(text(Value::Date(time.date_naive())), time.date_naive().to_string());
+            }
+        }
+        let far = NaiveDate::from_ymd_opt(12_026, 1, 2).unwrap();
+        assert_eq!(text(Value::Date(far)), "+12026-01-02");
+        let before = NaiveDate::from_ymd_opt(-3, 1, 2).unwrap();
+        assert_eq!(text(Value::Date(before)), "-0003-01-02");
+        let leap =
+            NaiveDate::from_ymd_opt(2016, 12, 31).unwrap().and_hms_milli_opt(23, 59, 59, 1_500).unwrap().and_utc();
+        assert_eq!(text(Value::Time(leap)), "2016-12-31T23:59:60.500Z");
     }
 
     #[test]

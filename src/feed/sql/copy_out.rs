@@ -3,23 +3,26 @@
 //! cell's text straight from the server's binary form, instead of each row
 //! becoming an sqlx row whose values are decoded one by one.
 //!
-//! COPY takes no parameters: the watermark is set as a setting of the
-//! snapshot's transaction (`patron.since`, bound as a value) and the query
-//! reads it back with `current_setting`, so that it never enters the SQL.
+//! COPY takes no parameters: `:since` becomes a timestamp literal written
+//! from the watermark's time (digits and separators only, never text from
+//! elsewhere). As a constant, the server plans with it as it would with a
+//! bound value (a first run scans the table, a later one can use an index
+//! on `updated_at`) and compares each row with it as it is, where a value
+//! read from a setting was parsed again for every row.
 
 use std::io::Write;
 
-use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::cells::{PgCell, Value};
 
-/// What each `:since` becomes in the copied query.
-pub const SINCE: &str = "current_setting('patron.since')::timestamptz";
+/// What each `:since` becomes in the copied query: the watermark `since`
+/// as a `timestamptz` constant.
+pub fn since_literal(since: DateTime<Utc>) -> String {
+    format!("'{}'::timestamptz", super::cells::time_text(since))
+}
 
-/// The statement that sets the watermark for [`SINCE`] (`$1`: its RFC 3339 text).
-pub const SET_SINCE: &str = "SELECT set_config('patron.since', $1, true)";
-
-/// `query` (its `:since` already replaced by [`SINCE`]) as a binary COPY.
+/// `query` (its `:since` already replaced by [`since_literal`]) as a binary COPY.
 /// On lines of its own, so that a comment at its end stays one; a final
 /// semicolon would end the statement inside the parentheses.
 pub fn copy_statement(query: &str) -> String {
@@ -113,10 +116,11 @@ impl Rows {
     }
 }
 
-/// Microseconds and days are counted from 2000-01-01 in PostgreSQL's binary forms.
-fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().expect("a valid time")
-}
+/// PostgreSQL's binary forms count microseconds and days from 2000-01-01:
+/// that time in microseconds since 1970, and that day counted from
+/// 0001-01-01 as day 1.
+const EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+const EPOCH_DAYS_FROM_CE: i32 = 730_120;
 
 /// Appends the text of a value of `cell` in binary form, as an import file
 /// would have it (see [`Value::write`]).
@@ -145,7 +149,10 @@ pub fn time(bytes: &[u8]) -> Result<DateTime<Utc>, String> {
     if micros == i64::MAX || micros == i64::MIN {
         return Err("is infinity, which is no time a row changed or an event happened".into());
     }
-    epoch().checked_add_signed(Duration::microseconds(micros)).ok_or_else(|| "is out of range".to_string())
+    micros
+        .checked_add(EPOCH_UNIX_MICROS)
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(|| "is out of range".to_string())
 }
 
 fn date(bytes: &[u8]) -> Result<NaiveDate, String> {
@@ -153,7 +160,9 @@ fn date(bytes: &[u8]) -> Result<NaiveDate, String> {
     if days == i32::MAX || days == i32::MIN {
         return Err("is infinity, which is no date".into());
     }
-    epoch().date_naive().checked_add_signed(Duration::days(days.into())).ok_or_else(|| "is out of range".to_string())
+    days.checked_add(EPOCH_DAYS_FROM_CE)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .ok_or_else(|| "is out of range".to_string())
 }
 
 fn array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
@@ -250,6 +259,9 @@ mod tests {
         assert_eq!(time(&micros.to_be_bytes()).unwrap().to_rfc3339(), "2026-03-14T09:30:00.500+00:00");
         assert!(time(&i64::MAX.to_be_bytes()).unwrap_err().contains("infinity"));
         assert_eq!(text(PgCell::Date, &(-1i32).to_be_bytes()).unwrap(), "1999-12-31");
+        assert_eq!(text(PgCell::Date, &0i32.to_be_bytes()).unwrap(), "2000-01-01");
+        assert_eq!(text(PgCell::Timestamp, &0i64.to_be_bytes()).unwrap(), "2000-01-01T00:00:00Z");
+        assert!(text(PgCell::Date, &(i32::MAX - 1).to_be_bytes()).unwrap_err().contains("out of range"));
         assert_eq!(text(PgCell::Int4, &(-7i32).to_be_bytes()).unwrap(), "-7");
         assert_eq!(text(PgCell::Int2, &3i16.to_be_bytes()).unwrap(), "3");
         assert_eq!(text(PgCell::Float8, &0.1f64.to_be_bytes()).unwrap(), "0.1");
@@ -317,5 +329,11 @@ mod tests {
             copy_statement("select 1 -- the end\n;  "),
             "COPY (\nselect 1 -- the end\n) TO STDOUT (FORMAT binary)"
         );
+    }
+
+    #[test]
+    fn since_is_a_timestamptz_constant_with_microseconds() {
+        let since = DateTime::from_timestamp_micros(1_772_357_400_000_250).unwrap();
+        assert_eq!(since_literal(since), "'2026-03-01T09:30:00.000250Z'::timestamptz");
     }
 }

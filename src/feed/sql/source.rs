@@ -320,7 +320,7 @@ impl Layout<Postgres> {
 
 /// [`stream`] on PostgreSQL: the query is described once (its columns'
 /// types), then its rows are read through a binary `COPY` (see `copy_out`),
-/// with the watermark set for `:since` in the snapshot's transaction.
+/// with the watermark written for `:since` as a constant.
 async fn copy(
     conn: &mut PgConnection,
     query: &str,
@@ -334,9 +334,7 @@ async fn copy(
         silence_limited((&mut *conn).prepare(AssertSqlSafe(prepared.sql).into_sql_str())).await.map_err(failed)?;
     let layout = Layout::<Postgres>::of(statement.columns()).map_err(failed)?;
     sender.push(layout.header());
-    let set_since = sqlx::query(copy_out::SET_SINCE).bind(super::cells::time_text(since));
-    silence_limited(set_since.execute(&mut *conn)).await.map_err(failed)?;
-    let copied = query::replace_since(query, Dialect::Postgres, copy_out::SINCE)
+    let copied = query::replace_since(query, Dialect::Postgres, &copy_out::since_literal(since))
         .map_err(|problem| failed(anyhow::anyhow!(problem)))?;
     let mut data = silence_limited(conn.copy_out_raw(&copy_out::copy_statement(&copied))).await.map_err(failed)?;
     let (mut rows, mut fields) = (copy_out::Rows::default(), Vec::new());
