@@ -73,9 +73,9 @@ impl Value<'_> {
     }
 }
 
-/// A date as chrono displays it (`2026-03-01`), its digits written directly:
-/// a feed writes one or two per row, and through `Display` they were a
-/// good part of the reading thread's time.
+/// A date as chrono displays it (`2026-03-01`), its digits written directly
+/// rather than through the formatting machinery of `Display`: a feed writes
+/// one or two dates or times for every row.
 fn write_date(out: &mut Vec<u8>, date: NaiveDate) {
     let year = match u32::try_from(date.year()) {
         Ok(year) if year <= 9999 => year,
