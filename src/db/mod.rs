@@ -2,7 +2,7 @@
 //! the sea-orm entities. Every command goes through [`open`], which applies any
 //! pending migration, so no command ever sees an old schema.
 
-mod binary_copy;
+pub mod binary_copy;
 pub mod bulk;
 pub mod engine;
 pub mod entities;
@@ -24,8 +24,8 @@ use crate::config::{Settings, mask_url_password};
 use migration::Migrator;
 
 /// Switches off SQLite's count of the memory it holds. The count takes a
-/// process-wide mutex and a size lookup on every allocation, about a tenth
-/// of an import's writer thread; patron never reads it. SQLite takes this
+/// process-wide mutex and a size lookup on every allocation, and patron
+/// never reads it. SQLite takes this
 /// only before its first use and not while another thread uses it: call it
 /// first thing in `main`. Later it changes nothing.
 pub fn sqlite_without_memory_count() {
@@ -132,9 +132,9 @@ pub async fn use_large_cache(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
 
 /// The rows of `select` (a select without columns) as `T`s, read from one
 /// row in which SQLite gathered `columns` of every row as JSON: through
-/// sqlx each row of a result crosses from SQLite's worker thread on its own
-/// (about 1.7 µs), which an import's lookups of thousands of rows per batch
-/// would pay for every row. Numbers come back as numbers, text as text.
+/// sqlx each row of a result crosses from SQLite's worker thread on its own,
+/// which an import's lookups of thousands of rows per batch would pay for
+/// every row. Numbers come back as numbers, text as text.
 pub async fn sqlite_rows_as_json<T: serde::de::DeserializeOwned>(
     txn: &impl ConnectionTrait,
     columns: &[&str],

@@ -46,9 +46,7 @@ impl Records {
             })),
         }
     }
-}
 
-impl Records {
     /// Takes `record` to keep with its row, leaving in its place a record
     /// ready for the next read: for a file, one with room for a record of
     /// its size (grown from nothing, its buffers would be reallocated

@@ -15,6 +15,7 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::cells::{PgCell, Value};
+use crate::db::binary_copy::{self, SIGNATURE};
 
 /// What each `:since` becomes in the copied query: the watermark `since`
 /// as a `timestamptz` constant.
@@ -29,9 +30,6 @@ pub fn copy_statement(query: &str) -> String {
     let query = query.trim_end().trim_end_matches(';').trim_end();
     format!("COPY (\n{query}\n) TO STDOUT (FORMAT binary)")
 }
-
-/// The signature, flags and header extension that open binary COPY data.
-const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 /// Splits binary COPY data into rows as it arrives, in whatever pieces.
 #[derive(Default)]
@@ -116,12 +114,6 @@ impl Rows {
     }
 }
 
-/// PostgreSQL's binary forms count microseconds and days from 2000-01-01:
-/// that time in microseconds since 1970, and that day counted from
-/// 0001-01-01 as day 1.
-const EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
-const EPOCH_DAYS_FROM_CE: i32 = 730_120;
-
 /// Appends the text of a value of `cell` in binary form, as an import file
 /// would have it (see [`Value::write`]).
 pub fn write(cell: PgCell, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -149,10 +141,7 @@ pub fn time(bytes: &[u8]) -> Result<DateTime<Utc>, String> {
     if micros == i64::MAX || micros == i64::MIN {
         return Err("is infinity, which is no time a row changed or an event happened".into());
     }
-    micros
-        .checked_add(EPOCH_UNIX_MICROS)
-        .and_then(DateTime::from_timestamp_micros)
-        .ok_or_else(|| "is out of range".to_string())
+    binary_copy::time_after_epoch(micros).ok_or_else(|| "is out of range".to_string())
 }
 
 fn date(bytes: &[u8]) -> Result<NaiveDate, String> {
@@ -160,9 +149,7 @@ fn date(bytes: &[u8]) -> Result<NaiveDate, String> {
     if days == i32::MAX || days == i32::MIN {
         return Err("is infinity, which is no date".into());
     }
-    days.checked_add(EPOCH_DAYS_FROM_CE)
-        .and_then(NaiveDate::from_num_days_from_ce_opt)
-        .ok_or_else(|| "is out of range".to_string())
+    binary_copy::date_after_epoch(days).ok_or_else(|| "is out of range".to_string())
 }
 
 fn array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {

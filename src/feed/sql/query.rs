@@ -1,8 +1,7 @@
 //! A feed's query as the source runs it: each `:since` outside quotes and
 //! comments becomes the engine's placeholder, to which the watermark is
-//! bound, or (for PostgreSQL's `COPY`, which takes no parameters) an
-//! expression that reads the watermark from a setting. The query's text is
-//! the operator's configuration; the watermark is never put into it.
+//! bound, or (for PostgreSQL's `COPY`, which takes no parameters) the
+//! watermark as a constant that `copy_out` writes from its time.
 
 /// The SQL of the source: how it numbers parameters and quotes text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
