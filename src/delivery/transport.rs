@@ -8,7 +8,7 @@ use lettre::Message;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use secrecy::ExposeSecret;
@@ -60,7 +60,20 @@ pub struct Smtp {
 
 /// One worker's SMTP connection, made on first use and again after it breaks.
 #[derive(Default)]
-pub struct Session(Option<AsyncSmtpConnection>);
+pub struct Session(Option<Connection>);
+
+/// A connection, and whether its server takes the envelope's commands in
+/// one write (PIPELINING, RFC 2920).
+struct Connection {
+    smtp: AsyncSmtpConnection,
+    pipelining: bool,
+}
+
+impl Connection {
+    fn has_broken(&self) -> bool {
+        self.smtp.has_broken()
+    }
+}
 
 impl Transport {
     /// The configured transport. SMTP connections are opened on first use, so
@@ -142,7 +155,7 @@ impl Smtp {
     async fn attempt(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<Response, Failure> {
         let mut phase = Phase::Connecting;
         let result = tokio::time::timeout(self.timeout, async {
-            if session.0.as_ref().is_none_or(AsyncSmtpConnection::has_broken) {
+            if session.0.as_ref().is_none_or(Connection::has_broken) {
                 session.0 = Some(self.connect().await?);
             }
             let connection = session.0.as_mut().expect("connected above");
@@ -153,21 +166,21 @@ impl Smtp {
             let text = format!("no answer from the SMTP server within {:?}", self.timeout);
             Err(phase.failure(text))
         });
-        let broken = result.is_err() || session.0.as_ref().is_some_and(AsyncSmtpConnection::has_broken);
+        let broken = result.is_err() || session.0.as_ref().is_some_and(Connection::has_broken);
         // A refused command leaves the connection usable, but the next
         // message starts on a fresh one, as lettre itself does.
         if broken
             && let Some(mut connection) = session.0.take()
             && matches!(result, Err(Failure::Smtp(_)))
         {
-            let _ = tokio::time::timeout(self.timeout, connection.abort()).await;
+            let _ = tokio::time::timeout(self.timeout, connection.smtp.abort()).await;
         }
         result
     }
 
     /// Connects, upgrades to TLS and logs in. Any failure here is the
     /// relay's or the settings' fault: [`Failure::Unusable`].
-    async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
+    async fn connect(&self) -> Result<Connection, Failure> {
         let unusable = |what: &str, error: lettre::transport::smtp::Error| {
             Failure::Unusable(format!("{what} {}:{}: {error}", self.host, self.port))
         };
@@ -196,13 +209,16 @@ impl Smtp {
                 connection
             }
         };
+        // Before the login, which a new EHLO might undo on some servers.
+        let pipelining =
+            offers_pipelining(&mut connection, &self.hello).await.map_err(|e| unusable("EHLO refused by", e))?;
         if let Some(credentials) = &self.credentials {
             connection
                 .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                 .await
                 .map_err(|e| unusable("login (smtp.username, smtp.password) refused by", e))?;
         }
-        Ok(connection)
+        Ok(Connection { smtp: connection, pipelining })
     }
 }
 
@@ -227,38 +243,91 @@ impl Phase {
     }
 }
 
-/// MAIL, RCPT, DATA and the message, step by step (as lettre's own `send`
-/// does), so that a reply lost after the message can be told apart.
+/// MAIL, RCPT, DATA and the message, so that a reply lost after the
+/// message can be told apart from a refusal before it (lettre's own `send`
+/// does not say which). With PIPELINING the envelope goes in one write and
+/// the message with its end in another: two round trips instead of four.
 async fn transaction(
-    connection: &mut AsyncSmtpConnection,
+    connection: &mut Connection,
     envelope: &Envelope,
     bytes: &[u8],
     phase: &mut Phase,
 ) -> Result<Response, Failure> {
     *phase = Phase::Envelope;
     let step = |phase: Phase| move |error: lettre::transport::smtp::Error| step_failure(phase, error);
+    let smtp = &mut connection.smtp;
     let mut options = Vec::new();
     let non_ascii_address =
         envelope.from().into_iter().chain(envelope.to()).any(|a| !AsRef::<str>::as_ref(a).is_ascii());
     if non_ascii_address {
-        if !connection.server_info().supports_feature(Extension::SmtpUtfEight) {
+        if !smtp.server_info().supports_feature(Extension::SmtpUtfEight) {
             return Err(Failure::Network("the address is not ASCII and the server does not offer SMTPUTF8".into()));
         }
         options.push(MailParameter::SmtpUtfEight);
     }
     if !bytes.is_ascii() {
-        if !connection.server_info().supports_feature(Extension::EightBitMime) {
+        if !smtp.server_info().supports_feature(Extension::EightBitMime) {
             return Err(Failure::Network("the message is not ASCII and the server does not offer 8BITMIME".into()));
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    connection.command(Mail::new(envelope.from().cloned(), options)).await.map_err(step(Phase::Envelope))?;
-    for recipient in envelope.to() {
-        connection.command(Rcpt::new(recipient.clone(), vec![])).await.map_err(step(Phase::Envelope))?;
+    let mail = Mail::new(envelope.from().cloned(), options);
+    let recipients: Vec<Rcpt> = envelope.to().iter().map(|to| Rcpt::new(to.clone(), vec![])).collect();
+    if connection.pipelining {
+        // lettre writes a command's text as it is and reads one reply: the
+        // group is MAIL's "command", the other replies are read in order. A
+        // refusal ends the attempt, and the connection with it.
+        let group = format!("{mail}{}{Data}", recipients.iter().map(ToString::to_string).collect::<String>());
+        smtp.command(group).await.map_err(step(Phase::Envelope))?;
+        for _ in 0..=recipients.len() {
+            smtp.read_response().await.map_err(step(Phase::Envelope))?;
+        }
+    } else {
+        smtp.command(mail).await.map_err(step(Phase::Envelope))?;
+        for recipient in recipients {
+            smtp.command(recipient).await.map_err(step(Phase::Envelope))?;
+        }
+        smtp.command(Data).await.map_err(step(Phase::Envelope))?;
     }
-    connection.command(Data).await.map_err(step(Phase::Envelope))?;
     *phase = Phase::AwaitingReply;
-    connection.message(bytes).await.map_err(step(Phase::AwaitingReply))
+    let sent = match std::str::from_utf8(bytes) {
+        Ok(text) => smtp.command(Content(text)).await,
+        // Not UTF-8 (8BITMIME in another charset): lettre writes the end on its own.
+        Err(_) => smtp.message(bytes).await,
+    };
+    sent.map_err(step(Phase::AwaitingReply))
+}
+
+/// Whether the server offers PIPELINING. lettre keeps only the EHLO
+/// keywords it uses itself, so the question is asked again.
+async fn offers_pipelining(
+    connection: &mut AsyncSmtpConnection,
+    hello: &ClientId,
+) -> Result<bool, lettre::transport::smtp::Error> {
+    let reply = connection.command(Ehlo::new(hello.clone())).await?;
+    let keyword = |line: &str| line.split_whitespace().next().is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"));
+    Ok(reply.message().skip(1).any(keyword))
+}
+
+/// A message's text as SMTP carries it, written at once with its end: a
+/// dot that starts a line doubled (RFC 5321 4.5.2, as lettre's `message`
+/// does), then `CRLF . CRLF`. lettre's `message` writes the end on its own,
+/// a second segment for the server to wait for.
+struct Content<'a>(&'a str);
+
+impl std::fmt::Display for Content<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, line) in self.0.split("\r\n").enumerate() {
+            if n > 0 {
+                f.write_str("\r\n")?;
+            }
+            if line.starts_with('.') {
+                f.write_str(".")?;
+            }
+            f.write_str(line)?;
+        }
+        f.write_str("\r\n.\r\n")
+    }
 }
 
 /// A 4xx or 5xx reply is the server's answer; anything else (a broken
@@ -301,4 +370,18 @@ async fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<Pat
     tokio::fs::write(&partial, bytes).await?;
     tokio::fs::rename(&partial, &path).await?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Content;
+
+    #[test]
+    fn a_message_is_written_with_its_leading_dots_doubled_and_its_end() {
+        let text = ".first\r\nmiddle.\r\n.\r\n..two\r\n\r\nlast";
+        assert_eq!(Content(text).to_string(), "..first\r\nmiddle.\r\n..\r\n...two\r\n\r\nlast\r\n.\r\n");
+        // A line ends at CRLF only, as lettre's own writer has it.
+        assert_eq!(Content("a\n.b\r.c").to_string(), "a\n.b\r.c\r\n.\r\n");
+        assert_eq!(Content("ends\r\n").to_string(), "ends\r\n\r\n.\r\n");
+    }
 }

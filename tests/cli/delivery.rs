@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::smtp_server::{Received, SmtpServer};
+use crate::smtp_server::{Received, Script, SmtpServer};
 use crate::support::{Run, TestEnv, each_backend};
 
 pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
@@ -219,6 +219,41 @@ fn refused_for_now_is_retried_and_refused_for_good_is_failed_and_suppressed() {
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 19);
         send(env, server.port(), &["--until-empty"]);
         assert_eq!(server.rcpt_attempts("c7@example.com"), 1);
+    });
+}
+
+#[test]
+fn the_envelope_goes_in_one_write_only_to_a_server_that_offers_pipelining_and_dotted_lines_arrive_whole() {
+    each_backend(|env| {
+        customers(env, 12);
+        // Lines that are a dot, or start with one, must be stuffed on the way.
+        let text = "text = \"Hi {{ customer.first_name }}\\n.\\n..two dots\\n.one dot\\nunsubscribe: {{ unsubscribe_url }}\"\n";
+        let campaign = CAMPAIGN.lines().filter(|line| !line.starts_with("text =")).collect::<Vec<_>>().join("\n");
+        env.write("campaigns/hello.toml", format!("{campaign}\n{text}"));
+        for pipelining in [true, false] {
+            plan(env);
+            let rcpt = Arc::new(|address: &str, attempt: usize| match address {
+                "c3@example.com" if attempt == 1 => "451 4.3.0 try again later",
+                "c7@example.com" => "550 5.1.1 no such user",
+                _ => "250 2.1.5 OK",
+            });
+            let script = Script { rcpt, pipelining, ..Script::default() };
+            let server = SmtpServer::scripted("127.0.0.1:0", script);
+            let run = send(env, server.port(), &["--until-empty"]);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            // c7's refusal suppresses it: the second run leaves it out.
+            let failed = u8::from(pipelining);
+            assert_eq!(run.stdout, format!("11 sent, 1 to retry later, {failed} failed, 0 suppressed, 0 unknown\n"));
+            let received = server.received();
+            assert_eq!(received.len(), 11);
+            assert!(received.iter().all(|message| message.pipelined == pipelining), "pipelining {pipelining}");
+            for message in &received {
+                let parsed = MessageParser::default().parse(&message.data).expect("a parsable message");
+                let text = parsed.body_text(0).expect("a text part").into_owned();
+                assert!(text.contains("\r\n.\r\n..two dots\r\n.one dot\r\nunsubscribe: "), "{text:?}");
+            }
+            std::thread::sleep(Duration::from_millis(1100));
+        }
     });
 }
 

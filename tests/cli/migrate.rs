@@ -5,7 +5,7 @@ fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do(
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
         assert!(
-            first.stdout.starts_with("applied 18 migration(s): m20261123_000001_create_customers"),
+            first.stdout.starts_with("applied 19 migration(s): m20261123_000001_create_customers"),
             "{}",
             first.stdout
         );
@@ -15,6 +15,20 @@ fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do(
         assert_eq!(status["customers"], 0);
         assert_eq!(status["orders"], 0);
         assert_eq!(status["interactions"], 0);
+    });
+}
+
+#[test]
+fn suppressions_are_indexed_by_customer_for_the_checks_before_each_message() {
+    each_backend(|env| {
+        env.ok(&["migrate"]);
+        let sql = match env.backend {
+            Backend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'suppressions' ORDER BY 1"
+            }
+            Backend::Postgres => "SELECT indexname::text FROM pg_indexes WHERE tablename = 'suppressions' ORDER BY 1",
+        };
+        assert!(env.strings(sql).contains(&"ix_suppressions_customer_id".to_owned()), "{:?}", env.backend);
     });
 }
 

@@ -39,11 +39,18 @@ pub struct Script {
     pub after_data: Arc<AfterData>,
     /// The user name and password AUTH PLAIN must carry; none: no login.
     pub login: Option<(String, String)>,
+    /// Whether EHLO offers PIPELINING (RFC 2920).
+    pub pipelining: bool,
 }
 
 impl Default for Script {
     fn default() -> Self {
-        Script { rcpt: Arc::new(|_, _| "250 2.1.5 OK"), after_data: Arc::new(|_, _| Reply::Accept), login: None }
+        Script {
+            rcpt: Arc::new(|_, _| "250 2.1.5 OK"),
+            after_data: Arc::new(|_, _| Reply::Accept),
+            login: None,
+            pipelining: true,
+        }
     }
 }
 
@@ -54,6 +61,9 @@ pub struct Received {
     pub sender: String,
     pub recipients: Vec<String>,
     pub data: Vec<u8>,
+    /// Whether the commands after MAIL had arrived with it, before its
+    /// reply: the client pipelined its envelope.
+    pub pipelined: bool,
 }
 
 #[derive(Default)]
@@ -150,6 +160,7 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
     writer.write_all(b"220 test.localhost ESMTP\r\n")?;
     let mut recipients = Vec::new();
     let mut sender = String::new();
+    let mut pipelined = false;
     let mut logged_in = script.login.is_none();
     let mut line = String::new();
     loop {
@@ -160,8 +171,11 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
         let command = line.trim_end().to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or_default().to_ascii_uppercase();
         let reply: String = match verb.as_str() {
-            "EHLO" if script.login.is_some() => "250-test.localhost\r\n250-AUTH PLAIN\r\n250 8BITMIME".into(),
-            "EHLO" => "250-test.localhost\r\n250 8BITMIME".into(),
+            "EHLO" => {
+                let login = if script.login.is_some() { "250-AUTH PLAIN\r\n" } else { "" };
+                let pipelining = if script.pipelining { "250-PIPELINING\r\n" } else { "" };
+                format!("250-test.localhost\r\n{login}{pipelining}250 8BITMIME")
+            }
             "AUTH" => {
                 logged_in = login_matches(&command, script.login.as_ref());
                 if logged_in {
@@ -174,6 +188,7 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
             "MAIL" if !logged_in => "530 5.7.0 Authentication required".into(),
             "MAIL" => {
                 sender = angle_bracketed(&command).to_owned();
+                pipelined = !reader.buffer().is_empty();
                 "250 OK".into()
             }
             "HELO" | "NOOP" => "250 OK".into(),
@@ -200,6 +215,7 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
                     sender: sender.clone(),
                     recipients: std::mem::take(&mut recipients),
                     data,
+                    pipelined,
                 });
                 match (script.after_data)(&first, attempt) {
                     Reply::Accept => {}

@@ -21,6 +21,7 @@ mod m20261203_000015_variant_decisions;
 mod m20261203_000016_feeds;
 mod m20261203_000017_dashboard_records;
 mod m20261204_000018_byte_ordered_external_ids;
+mod m20261205_000019_suppressions_by_customer;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000016_feeds::Migration),
             Box::new(m20261203_000017_dashboard_records::Migration),
             Box::new(m20261204_000018_byte_ordered_external_ids::Migration),
+            Box::new(m20261205_000019_suppressions_by_customer::Migration),
         ]
     }
 }
