@@ -1,6 +1,7 @@
 //! A real SMTP server on loopback for the delivery tests: it speaks the
 //! protocol over TCP (greeting, EHLO, AUTH PLAIN, MAIL, RCPT, DATA with
-//! dot-unstuffing, RSET, NOOP, QUIT), keeps every message it receives, and
+//! dot-unstuffing, RSET, NOOP, QUIT; PIPELINING offered unless the script
+//! says not, and commands read as they come), keeps every message it receives, and
 //! is scripted by the test: its answer to RCPT (451 for now, 550 for good),
 //! what it does once a message's text has arrived (answer, answer late, or
 //! hang up without answering), and the login it requires. Written here

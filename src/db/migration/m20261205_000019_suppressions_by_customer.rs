@@ -2,8 +2,8 @@
 //! or complaint follows the person to a new address, so the sender's last
 //! check before each message, its check of each claim and the planner ask
 //! for a customer's suppressions too. Without this index every such check
-//! read the whole table: with 200,000 suppressions, `patron send` on SQLite
-//! went from thousands of messages a second to about a hundred.
+//! read the whole table, and a long suppression list slowed sending to a
+//! crawl (the figures are in docs/benchmarks.md).
 
 use sea_orm_migration::prelude::*;
 
