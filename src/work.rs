@@ -131,16 +131,26 @@ pub async fn start(
         row => row?.ok_or_else(|| DbErr::Custom("the new work run has no id".into()))?,
     };
     let id: i64 = row.try_get("", "id")?;
-    let starts = range_starts(&txn, range_size).await?;
     let mut ranges =
         Query::insert().into_table("work_ranges").columns(["run_id", "first_customer", "last_customer"]).to_owned();
-    for (i, first) in starts.iter().enumerate() {
-        let last = starts.get(i + 1).map_or(i64::MAX, |next| next - 1);
-        ranges.values_panic([id.into(), (*first).into(), last.into()]);
+    for range in customer_ranges(&txn, range_size).await? {
+        ranges.values_panic([id.into(), (*range.start()).into(), (*range.end()).into()]);
     }
     txn.execute(&ranges).await?;
     txn.commit().await?;
     Ok(Some(Run { id, job: job.to_owned(), model_id, as_of, started_at: now }))
+}
+
+/// Customer ids split into ranges of `range_size` customers each, the
+/// first reaching down to any id and the last up to any: one range when
+/// there are no more customers than that.
+pub async fn customer_ranges(db: &impl ConnectionTrait, range_size: u64) -> Result<Vec<RangeInclusive<i64>>, DbErr> {
+    let starts = range_starts(db, range_size).await?;
+    Ok(starts
+        .iter()
+        .enumerate()
+        .map(|(i, first)| *first..=starts.get(i + 1).map_or(i64::MAX, |next| next - 1))
+        .collect())
 }
 
 /// The first customer id of each range: `i64::MIN` (so that the first

@@ -342,6 +342,18 @@ impl Txn {
         }
     }
 
+    /// Plans the rest of the transaction's statements without JIT
+    /// compilation (PostgreSQL; nothing on SQLite), for a run of many small
+    /// lookups: PostgreSQL compiles any statement whose estimated cost is
+    /// high, and an overestimate of a lookup's rows made each lookup pay for
+    /// a compilation that took longer than the lookup.
+    pub async fn without_jit(&mut self) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(_) => Ok(()),
+            Txn::Postgres(txn) => txn.execute_unprepared("SET LOCAL jit = off").await.map(drop),
+        }
+    }
+
     /// Drops the secondary indexes of `table` on SQLite, for a write of
     /// millions of rows, and returns what builds them again
     /// ([`Txn::restore_indexes`]): keeping them in step row by row cost most

@@ -28,8 +28,7 @@ pub fn read_all<T: Table>(
     batch_size: usize,
     chunks: Sender<Vec<Parsed<T::Row>>>,
 ) -> Result<u64, ImportError> {
-    // A 16-byte fingerprint per id finds an id given twice without keeping the ids.
-    let mut seen_ids: HashSet<u128, Xxh3Builder> = HashSet::with_hasher(Xxh3Builder::new());
+    let mut seen_ids = SeenIds::new();
     let mut chunk = Vec::with_capacity(batch_size);
     let mut rows_in_chunk = 0;
     let mut record = ByteRecord::new();
@@ -57,12 +56,31 @@ pub fn read_all<T: Table>(
     Ok(count)
 }
 
+/// The ids read so far, as 16-byte fingerprints: an id given twice is
+/// found without keeping the ids. They are spread over 256 sets by their
+/// first byte, so that a set that grows copies only its own share: one set
+/// would briefly hold its old and its new table, one and a half times the
+/// memory of every id read, when it grows in a file of millions of rows.
+struct SeenIds(Vec<HashSet<u128, Xxh3Builder>>);
+
+impl SeenIds {
+    fn new() -> Self {
+        SeenIds((0..256).map(|_| HashSet::with_hasher(Xxh3Builder::new())).collect())
+    }
+
+    /// True the first time `id` is seen.
+    fn insert(&mut self, id: &str) -> bool {
+        let fingerprint = xxh3_128(id.as_bytes());
+        self.0[(fingerprint >> 120) as usize].insert(fingerprint)
+    }
+}
+
 fn parse<T: Table>(
     record: &mut ByteRecord,
     records: &Records,
     columns: &Columns,
     line: u64,
-    seen_ids: &mut HashSet<u128, Xxh3Builder>,
+    seen_ids: &mut SeenIds,
 ) -> Parsed<T::Row> {
     let mut cells = match Cells::decode(record, columns, line) {
         Ok(cells) => cells,
@@ -73,7 +91,7 @@ fn parse<T: Table>(
     match parsed {
         Some(row) if errors.is_empty() => {
             let id = T::external_id(&row);
-            if seen_ids.insert(xxh3_128(id.as_bytes())) {
+            if seen_ids.insert(id) {
                 Parsed::Row(Pending { line, raw: records.keep(record), row })
             } else {
                 let error = RowError::new(
@@ -86,5 +104,20 @@ fn parse<T: Table>(
             }
         }
         _ => Parsed::Refused(record.clone(), errors),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenIds;
+
+    #[test]
+    fn every_id_is_new_once_and_seen_after_whichever_set_it_falls_in() {
+        let mut seen = SeenIds::new();
+        let ids: Vec<String> = (0..20_000).map(|i| format!("C{i}")).collect();
+        assert!(ids.iter().all(|id| seen.insert(id)), "a first sighting counted as a repeat");
+        assert!(ids.iter().all(|id| !seen.insert(id)), "a repeat counted as new");
+        assert!(seen.0.iter().all(|set| !set.is_empty()), "20,000 ids fill every one of the 256 sets");
+        assert_eq!(seen.0.iter().map(|set| set.len()).sum::<usize>(), 20_000);
     }
 }

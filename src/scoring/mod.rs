@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SimpleExpr, UpdateStatement};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, QueryOrder, QuerySelect};
 
 use crate::config::LifetimeValueSettings;
@@ -27,6 +27,7 @@ use crate::model::ModelFile;
 use crate::model::file::{self, ModelFileError};
 use crate::model::lifetime::{BaseInputs, Outlook, Outlooks, Valuation};
 use crate::model::{metrics, registry};
+use crate::work;
 
 const SCORE_COLUMNS: &[&str] = &[
     "model_id",
@@ -39,6 +40,9 @@ const SCORE_COLUMNS: &[&str] = &[
     "expected_orders_365d",
     "clv",
 ];
+/// Customers whose history `patron score` holds in memory at once, so
+/// that its memory does not grow with the orders of a larger base.
+const CUSTOMERS_PER_RANGE: u64 = 500_000;
 /// Customers per chunk of features computed and snapshots written. On
 /// SQLite each chunk's write hands the connection over and prepares its
 /// statement again, so chunks are kept large.
@@ -94,17 +98,26 @@ pub async fn score(
     export: Option<&Path>,
     now: DateTime<Utc>,
 ) -> Result<ScoreReport, ScoreError> {
+    score_in_ranges(db, models_dir, valuation, as_of, export, now, CUSTOMERS_PER_RANGE).await
+}
+
+/// [`score`], holding the history of `customers_per_range` customers in
+/// memory at a time.
+pub async fn score_in_ranges(
+    db: &DatabaseConnection,
+    models_dir: &Path,
+    valuation: Valuation,
+    as_of: DateTime<Utc>,
+    export: Option<&Path>,
+    now: DateTime<Utc>,
+    customers_per_range: u64,
+) -> Result<ScoreReport, ScoreError> {
     let active = registry::active(db).await?.ok_or(ScoreError::NoActiveModel)?;
     let model = Arc::new(file::load(&models_dir.join(&active.file_name))?);
-    let started = Instant::now();
-    let history = Arc::new(History::load(db).await?);
-    if history.is_empty() {
-        return Err(ScoreError::NoCustomers);
-    }
     let mut report = ScoreReport {
         model: model.name.clone(),
-        customers: history.len(),
-        load: started.elapsed(),
+        customers: 0,
+        load: Duration::ZERO,
         features: Duration::ZERO,
         scoring: Duration::ZERO,
         write_snapshots: Duration::ZERO,
@@ -112,9 +125,9 @@ pub async fn score(
         export: export.map(Path::to_owned),
     };
     let moment = Moment { as_of, valuation, now };
-    let scores = score_and_write(db, &history, &model, active.id, moment, &mut report).await?;
+    let scored = score_and_write(db, &model, active.id, moment, customers_per_range, &mut report).await?;
     if let Some(path) = export {
-        export_csv(db, path, &history.customer_ids, &scores).await?;
+        export_csv(db, path, &scored.customer_ids, &scored.scores).await?;
     }
     Ok(report)
 }
@@ -192,54 +205,145 @@ fn chunks(customers: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..customers).step_by(CUSTOMERS_PER_CHUNK).map(move |start| (start, (start + CUSTOMERS_PER_CHUNK).min(customers)))
 }
 
+/// Every customer scored: database ids in order, and their scores.
+#[derive(Default)]
+struct AllScores {
+    customer_ids: Vec<i64>,
+    scores: Vec<f64>,
+}
+
 /// Scores every customer and writes the snapshots and scores in one
-/// transaction; the scores. The features and scores of the next chunk are
-/// computed on a second thread while this one writes the previous chunk.
+/// transaction, one range of `customers_per_range` customers at a time:
+/// only a range's history is held in memory (and the next one's, read
+/// meanwhile), and of the customers before it only their ids and scores. Each range's scores are written with the
+/// range's own deciles; with more than one range, one statement then ranks
+/// the whole base, changing the few rows near a decile's edge.
 async fn score_and_write(
     db: &DatabaseConnection,
-    history: &Arc<History>,
     model: &Arc<ModelFile>,
     model_id: i64,
     moment: Moment,
+    customers_per_range: u64,
     report: &mut ScoreReport,
-) -> Result<Vec<f64>, DbErr> {
-    let Moment { as_of, valuation, now } = moment;
+) -> Result<AllScores, ScoreError> {
+    let ranges = work::customer_ranges(db, customers_per_range).await?;
     // 32 MB of SQLite page cache: rows are written in key order, so half of
     // what random upserts need is enough; with the default 8 MB the writes
     // took twice as long.
     let mut txn = Txn::begin(db, Options { write_lock_first: true, cache_mb: Some(32), memory_map: false }).await?;
-    let mut snapshots = SnapshotWriter::replacing_all(&mut txn, as_of, now).await?;
-    let mut scores = Vec::with_capacity(history.len());
-    let mut outlooks = Vec::with_capacity(history.len());
-    let (mut chunks, computing) = compute_in_background(Arc::clone(history), Arc::clone(model), as_of, valuation);
-    while let Some(chunk) = chunks.recv().await {
-        let (start, end) = chunk.range;
-        let features = chunk.collect(&mut scores, &mut outlooks, report);
+    let mut snapshots = SnapshotWriter::replacing_all(&mut txn, moment.as_of, moment.now).await?;
+    let scores_rewrite = begin_scores_rewrite(&mut txn, model_id).await?;
+    let mut all = AllScores::default();
+    let mut reading = HistoryReader::new(db, &ranges);
+    while let Some(history) = reading.next(report).await? {
+        let history = Arc::new(history);
+        let range_scores = score_range(&mut txn, &mut snapshots, &history, model, moment, report).await?;
+        let deciles = timed_deciles(&range_scores.scores, report);
         let clock = Instant::now();
-        snapshots.write(&mut txn, &history.customer_ids[start..end], &features).await?;
-        report.write_snapshots += clock.elapsed();
+        let written = Written {
+            model_id,
+            customer_ids: &history.customer_ids,
+            scores: &range_scores.scores,
+            deciles: &deciles,
+            outlooks: &range_scores.outlooks,
+        };
+        insert_scores(&mut txn, scores_rewrite.target(), &written, moment.now).await?;
+        report.write_scores += clock.elapsed();
+        all.customer_ids.extend_from_slice(&history.customer_ids);
+        all.scores.extend(range_scores.scores);
     }
-    if computing.join().is_err() || scores.len() != history.len() {
-        return Err(DbErr::Custom("computing the features stopped before every customer was scored".into()));
+    if all.scores.is_empty() {
+        return Err(ScoreError::NoCustomers);
     }
-    let deciles = timed_deciles(&scores, report);
+    report.customers = all.scores.len();
     let clock = Instant::now();
-    let written = Written {
-        model_id,
-        customer_ids: &history.customer_ids,
-        scores: &scores,
-        deciles: &deciles,
-        outlooks: &outlooks,
-    };
-    let scores_rewrite = replace_all_scores(&mut txn, &written, now).await?;
+    if ranges.len() > 1 {
+        let floors = metrics::decile_floors(&mut all.scores.clone());
+        txn.execute(&rank_statement(scores_rewrite.target(), model_id, &floors)).await?;
+    }
     // Campaign segments join both tables next: their statistics are
     // gathered as they take the old ones' place, in the order segments
     // join them.
     let rewrites = snapshots.into_rewrite().into_iter().chain([scores_rewrite]).collect();
     txn.finish_rewrites(rewrites).await?;
     txn.commit().await?;
-    report.write_scores = clock.elapsed();
-    Ok(scores)
+    report.write_scores += clock.elapsed();
+    Ok(all)
+}
+
+/// Reads the history of one range after the other, the next while the
+/// caller scores and writes the last. Dropped, it stops its read.
+struct HistoryReader {
+    ranges: std::vec::IntoIter<Option<RangeInclusive<i64>>>,
+    next: tokio::task::JoinSet<Result<History, DbErr>>,
+    db: DatabaseConnection,
+}
+
+impl HistoryReader {
+    fn new(db: &DatabaseConnection, ranges: &[RangeInclusive<i64>]) -> Self {
+        // One range covers everyone: the tables are read whole, without bounds.
+        let bounds: Vec<_> = match ranges {
+            [_] => vec![None],
+            _ => ranges.iter().cloned().map(Some).collect(),
+        };
+        let mut reader =
+            HistoryReader { ranges: bounds.into_iter(), next: tokio::task::JoinSet::new(), db: db.clone() };
+        reader.read_next();
+        reader
+    }
+
+    fn read_next(&mut self) {
+        if let Some(range) = self.ranges.next() {
+            let db = self.db.clone();
+            self.next.spawn(async move { History::load_customers(&db, range.as_ref()).await });
+        }
+    }
+
+    /// The next range's history, once read (the wait counted as reading);
+    /// None after the last.
+    async fn next(&mut self, report: &mut ScoreReport) -> Result<Option<History>, DbErr> {
+        let clock = Instant::now();
+        let Some(read) = self.next.join_next().await else { return Ok(None) };
+        let history =
+            read.map_err(|_| DbErr::Custom("reading the history of a range of customers stopped".into()))??;
+        report.load += clock.elapsed();
+        self.read_next();
+        Ok(Some(history))
+    }
+}
+
+/// One range's scores and outlooks, customers in the order of its history.
+struct RangeScores {
+    scores: Vec<f64>,
+    outlooks: Vec<Option<Outlook>>,
+}
+
+/// Computes the features, scores and outlooks of `history`'s customers and
+/// writes their snapshots. The features and scores of the next chunk are
+/// computed on a second thread while this one writes the previous chunk.
+async fn score_range(
+    txn: &mut Txn,
+    snapshots: &mut SnapshotWriter,
+    history: &Arc<History>,
+    model: &Arc<ModelFile>,
+    moment: Moment,
+    report: &mut ScoreReport,
+) -> Result<RangeScores, DbErr> {
+    let mut scores = Vec::with_capacity(history.len());
+    let mut outlooks = Vec::with_capacity(history.len());
+    let (mut chunks, computing) =
+        compute_in_background(Arc::clone(history), Arc::clone(model), moment.as_of, moment.valuation);
+    while let Some(chunk) = chunks.recv().await {
+        let (start, end) = chunk.range;
+        let features = chunk.collect(&mut scores, &mut outlooks, report);
+        let clock = Instant::now();
+        snapshots.write(txn, &history.customer_ids[start..end], &features).await?;
+        report.write_snapshots += clock.elapsed();
+    }
+    if computing.join().is_err() || scores.len() != history.len() {
+        return Err(DbErr::Custom("computing the features stopped before every customer was scored".into()));
+    }
+    Ok(RangeScores { scores, outlooks })
 }
 
 /// Computes the chunks on a thread of their own, two at most waiting; the
@@ -294,18 +398,37 @@ async fn write_range_scores(
     insert_scores(txn, "scores", written, now).await
 }
 
-/// Writes every score of `written.model_id` into a fresh table, the other
-/// models' scores carried over; the rewrite (`Txn::begin_rewrite`) puts it
-/// in the old one's place once the caller finishes it.
-async fn replace_all_scores(txn: &mut Txn, written: &Written<'_>, now: DateTime<Utc>) -> Result<Rewrite, DbErr> {
-    let others = Query::select()
-        .column(Asterisk)
-        .from("scores")
-        .and_where(Expr::col("model_id").ne(written.model_id))
-        .to_owned();
-    let rewrite = txn.begin_rewrite("scores", "scores_next", Some(others)).await?;
-    insert_scores(txn, rewrite.target(), written, now).await?;
-    Ok(rewrite)
+/// Begins the rewrite of the scores (`Txn::begin_rewrite`), the other
+/// models' scores carried over: the scores of `model_id` are then written
+/// into its target, which takes the old table's place once the caller
+/// finishes it.
+async fn begin_scores_rewrite(txn: &mut Txn, model_id: i64) -> Result<Rewrite, DbErr> {
+    let others =
+        Query::select().column(Asterisk).from("scores").and_where(Expr::col("model_id").ne(model_id)).to_owned();
+    txn.begin_rewrite("scores", "scores_next", Some(others)).await
+}
+
+/// Ranks the scores of `model_id` in `table` into deciles by `floors`
+/// (`metrics::decile_floors` of all of them), changing only the rows whose
+/// decile differs.
+fn rank_statement(table: &'static str, model_id: i64, floors: &[f64]) -> UpdateStatement {
+    let decile = decile_expression(floors);
+    Query::update()
+        .table(table)
+        .value("decile", decile.clone())
+        .and_where(Expr::col("model_id").eq(model_id))
+        .and_where(Expr::col("decile").ne(decile))
+        .to_owned()
+}
+
+/// `CASE WHEN score >= floor1 THEN 1 ... ELSE 10 END`.
+fn decile_expression(floors: &[f64]) -> SimpleExpr {
+    let Some((first, rest)) = floors.split_first() else { return Expr::val(1) };
+    let mut case = Expr::case(Expr::col("score").gte(*first), 1);
+    for (i, floor) in rest.iter().enumerate() {
+        case = case.case(Expr::col("score").gte(*floor), i as i32 + 2);
+    }
+    case.finally(10).into()
 }
 
 /// Writes `written` into `table` (`scores` or the table replacing it).

@@ -12,10 +12,10 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, Query, SimpleExpr};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 
-use super::{ScoreError, Scored, Written, write_range_scores};
+use super::{ScoreError, Scored, Written, rank_statement, write_range_scores};
 use crate::db::engine::{Options, Txn};
 use crate::db::entities::model as model_entity;
 use crate::features::History;
@@ -108,13 +108,7 @@ pub async fn finish(
     let customers = scores.len();
     let floors = metrics::decile_floors(&mut scores);
     drop(scores);
-    let decile = decile_expression(&floors);
-    let rank = Query::update()
-        .table("scores")
-        .value("decile", decile.clone())
-        .and_where(Expr::col("model_id").eq(model_id))
-        .and_where(Expr::col("decile").ne(decile))
-        .to_owned();
+    let rank = rank_statement("scores", model_id, &floors);
     txn.execute(&rank).await?;
     txn.analyze("scores").await?;
     txn.analyze("feature_snapshots").await?;
@@ -125,14 +119,4 @@ pub async fn finish(
     }
     txn.commit().await?;
     Ok(Some(Finished { customers, given_up: progress.given_up }))
-}
-
-/// `CASE WHEN score >= floor1 THEN 1 ... ELSE 10 END`.
-fn decile_expression(floors: &[f64]) -> SimpleExpr {
-    let Some((first, rest)) = floors.split_first() else { return Expr::val(1) };
-    let mut case = Expr::case(Expr::col("score").gte(*first), 1);
-    for (i, floor) in rest.iter().enumerate() {
-        case = case.case(Expr::col("score").gte(*floor), i as i32 + 2);
-    }
-    case.finally(10).into()
 }

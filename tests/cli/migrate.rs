@@ -5,7 +5,7 @@ fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do(
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
         assert!(
-            first.stdout.starts_with("applied 19 migration(s): m20261123_000001_create_customers"),
+            first.stdout.starts_with("applied 20 migration(s): m20261123_000001_create_customers"),
             "{}",
             first.stdout
         );
@@ -29,6 +29,22 @@ fn suppressions_are_indexed_by_customer_for_the_checks_before_each_message() {
             Backend::Postgres => "SELECT indexname::text FROM pg_indexes WHERE tablename = 'suppressions' ORDER BY 1",
         };
         assert!(env.strings(sql).contains(&"ix_suppressions_customer_id".to_owned()), "{:?}", env.backend);
+    });
+}
+
+#[test]
+fn postgresql_samples_more_rows_of_the_customer_column_of_orders_and_ledger() {
+    each_backend(|env| {
+        if env.backend != Backend::Postgres {
+            return;
+        }
+        env.ok(&["migrate"]);
+        let targets = env.strings(
+            "SELECT c.relname::text || ' ' || CAST(a.attstattarget AS TEXT) FROM pg_attribute a \
+             JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relname IN ('orders', 'loyalty_ledger') AND a.attname = 'customer_id' ORDER BY 1",
+        );
+        assert_eq!(targets, ["loyalty_ledger 1000", "orders 1000"]);
     });
 }
 

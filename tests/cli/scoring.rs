@@ -479,3 +479,33 @@ fn a_reader_of_the_snapshots_and_then_the_scores_waits_out_a_scorings_swap_witho
         assert!(as_of.len() == 1 && as_of[0].starts_with("1998-01-01"), "{as_of:?}");
     }
 }
+
+#[test]
+fn scoring_a_range_of_customers_at_a_time_writes_what_scoring_them_all_at_once_does() {
+    each_backend(|env| {
+        import_example(env);
+        train(env, "logistic", &[]);
+        env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
+        let at_once = score_rows(env);
+        let snapshots = "SELECT CAST(customer_id AS TEXT) || ' ' || CAST(orders_total AS TEXT) || ' ' || CAST(monetary_total AS TEXT) || ' ' || COALESCE(CAST(recency_days AS TEXT), '-') FROM feature_snapshots ORDER BY customer_id";
+        let outlooks = "SELECT CAST(customer_id AS TEXT) || ' ' || COALESCE(CAST(p_alive AS TEXT), '-') || ' ' || COALESCE(CAST(clv AS TEXT), '-') FROM scores ORDER BY customer_id";
+        let outlooks_at_once = env.strings(outlooks);
+        let snapshots_at_once = env.strings(snapshots);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let report = runtime.block_on(async {
+            let mut settings = patron::config::load(None).expect("default settings").settings;
+            settings.database.url = env.database_url.clone();
+            let db = patron::db::open(&settings).await.expect("open database");
+            let valuation = patron::scoring::valuation(&settings.lifetime_value);
+            let as_of = "1997-12-31T00:00:00Z".parse().unwrap();
+            let models = env.dir.path().join("models");
+            patron::scoring::score_in_ranges(&db, &models, valuation, as_of, None, chrono::Utc::now(), 100).await
+        });
+        assert_eq!(report.expect("scored in ranges").customers, 2357);
+        // 24 ranges of 100, each ranked on its own first: the deciles are
+        // the whole base's only once the ranges are ranked together.
+        assert_same_rows(&score_rows(env), &at_once);
+        assert_eq!(env.strings(snapshots), snapshots_at_once);
+        assert_eq!(env.strings(outlooks), outlooks_at_once);
+    });
+}

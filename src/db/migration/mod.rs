@@ -22,6 +22,7 @@ mod m20261203_000016_feeds;
 mod m20261203_000017_dashboard_records;
 mod m20261204_000018_byte_ordered_external_ids;
 mod m20261205_000019_suppressions_by_customer;
+mod m20261205_000020_customer_statistics;
 
 pub struct Migrator;
 
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000017_dashboard_records::Migration),
             Box::new(m20261204_000018_byte_ordered_external_ids::Migration),
             Box::new(m20261205_000019_suppressions_by_customer::Migration),
+            Box::new(m20261205_000020_customer_statistics::Migration),
         ]
     }
 }

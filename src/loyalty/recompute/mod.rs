@@ -106,6 +106,8 @@ async fn recompute_in(
         Customers::All if first_run => Some(txn.set_aside_indexes("loyalty_ledger").await?),
         _ => None,
     };
+    // From here on, lookups of a thousand members at a time.
+    txn.without_jit().await?;
     for ids in changed.chunks(CHUNK) {
         let clock = Instant::now();
         let accounts = load_accounts(txn, ids).await?;
