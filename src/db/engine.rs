@@ -346,7 +346,8 @@ impl Txn {
     /// compilation (PostgreSQL; nothing on SQLite), for a run of many small
     /// lookups: PostgreSQL compiles any statement whose estimated cost is
     /// high, and an overestimate of a lookup's rows made each lookup pay for
-    /// a compilation that took longer than the lookup.
+    /// a compilation, which at ten million customers cost more than the
+    /// lookups themselves.
     pub async fn without_jit(&mut self) -> Result<(), DbErr> {
         match self {
             Txn::Sqlite(_) => Ok(()),

@@ -215,9 +215,10 @@ struct AllScores {
 /// Scores every customer and writes the snapshots and scores in one
 /// transaction, one range of `customers_per_range` customers at a time:
 /// only a range's history is held in memory (and the next one's, read
-/// meanwhile), and of the customers before it only their ids and scores. Each range's scores are written with the
-/// range's own deciles; with more than one range, one statement then ranks
-/// the whole base, changing the few rows near a decile's edge.
+/// meanwhile), and of the customers before it only their ids and scores.
+/// Each range's scores are written with the range's own deciles; with more
+/// than one range, one statement then ranks the whole base, changing the
+/// rows near a decile's edge.
 async fn score_and_write(
     db: &DatabaseConnection,
     model: &Arc<ModelFile>,
@@ -237,7 +238,7 @@ async fn score_and_write(
     let mut reading = HistoryReader::new(db, &ranges);
     while let Some(history) = reading.next(report).await? {
         let history = Arc::new(history);
-        let range_scores = score_range(&mut txn, &mut snapshots, &history, model, moment, report).await?;
+        let range_scores = score_history(&mut txn, &mut snapshots, &history, model, moment, report).await?;
         let deciles = timed_deciles(&range_scores.scores, report);
         let clock = Instant::now();
         let written = Written {
@@ -321,7 +322,7 @@ struct RangeScores {
 /// Computes the features, scores and outlooks of `history`'s customers and
 /// writes their snapshots. The features and scores of the next chunk are
 /// computed on a second thread while this one writes the previous chunk.
-async fn score_range(
+async fn score_history(
     txn: &mut Txn,
     snapshots: &mut SnapshotWriter,
     history: &Arc<History>,
