@@ -2,7 +2,7 @@
 //! loyalty ledger (PostgreSQL; SQLite has no such setting). Each customer
 //! has a few rows in these tables, and the default sample of 30,000 rows
 //! from tens of millions saw most customers once: PostgreSQL then guessed
-//! twenty times too few customers. The loyalty recompute's tiers query
+//! far too few customers. The loyalty recompute's tiers query
 //! sized its aggregation by that guess and spilled it to disk, and each
 //! chunk's lookup of a thousand members was expected to return a hundred
 //! thousand rows (the figures are in docs/benchmarks.md).
