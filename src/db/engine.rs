@@ -24,7 +24,7 @@ use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
 use super::bulk::{BulkInsert, BulkUpdate};
-use super::postgres::PgTxn;
+use super::postgres::{PgTxn, SetAside};
 use super::record::{self, Column, Fields, Positions, Record};
 
 /// How a transaction starts. Only SQLite acts on these; PostgreSQL's
@@ -355,15 +355,20 @@ impl Txn {
         }
     }
 
-    /// Drops the secondary indexes of `table` on SQLite, for a write of
-    /// millions of rows, and returns what builds them again
-    /// ([`Txn::restore_indexes`]): keeping them in step row by row cost most
-    /// of such a write. Unique indexes stay (inserts rely on them). Within the
-    /// transaction, so a failure leaves them as they were. PostgreSQL keeps
-    /// its indexes: dropping one would lock the table against every reader
-    /// until the commit.
+    /// Drops the secondary indexes of `table`, for a write of millions of
+    /// rows, and returns what builds them again ([`Txn::restore_indexes`]):
+    /// keeping them in step row by row cost most of such a write. Within the
+    /// transaction, so a failure leaves them as they were. On SQLite unique
+    /// indexes stay (inserts rely on them). On PostgreSQL only an empty
+    /// table's go (rows copied straight in need none), and the table is then
+    /// this transaction's until the commit ([`PgTxn::take_if_empty`]):
+    /// dropping an index locks it against every reader.
     pub async fn set_aside_indexes(&mut self, table: &str) -> Result<SetAside, DbErr> {
-        let Txn::Sqlite(txn) = self else { return Ok(SetAside(Vec::new())) };
+        let txn = match self {
+            Txn::Sqlite(txn) => txn,
+            Txn::Postgres(txn) if txn.take_if_empty(table).await? => return txn.set_aside_indexes(table, &[]).await,
+            Txn::Postgres(_) => return Ok(SetAside(Vec::new())),
+        };
         let table = table.to_owned();
         let indexes: Vec<(String, String)> = txn
             .run(|c| {
@@ -391,7 +396,8 @@ impl Txn {
             Txn::Sqlite(txn) if !set_aside.0.is_empty() => {
                 txn.run(|c| Ok(c.execute_batch(&set_aside.0.join(";"))?)).await
             }
-            _ => Ok(()),
+            Txn::Sqlite(_) => Ok(()),
+            Txn::Postgres(txn) => txn.restore_indexes(set_aside).await,
         }
     }
 }
@@ -435,10 +441,6 @@ impl Rewrite {
         self.target
     }
 }
-
-/// The statements that build set-aside indexes again.
-#[must_use = "the indexes must be built again before the commit"]
-pub struct SetAside(Vec<String>);
 
 /// A pooled SQLite connection in a transaction begun by rusqlite.
 pub struct SqliteTxn {

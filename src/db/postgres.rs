@@ -201,6 +201,66 @@ impl PgTxn {
         sqlx::query_scalar(sqlx::AssertSqlSafe(select)).fetch_one(&mut **connection).await.map_err(query_error)
     }
 
+    /// Whether `table` is empty, taking it, when it is, for this
+    /// transaction alone until the commit: another writer could otherwise
+    /// fill it between the answer and the write that relies on it, and
+    /// [`PgTxn::set_aside_indexes`] needs the lock anyway. Readers of the
+    /// table wait meanwhile (they would find it empty).
+    pub async fn take_if_empty(&self, table: &str) -> Result<bool, DbErr> {
+        if !self.is_empty(table).await? {
+            return Ok(false);
+        }
+        self.execute_unprepared(&format!(r#"LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE"#)).await?;
+        self.is_empty(table).await
+    }
+
+    /// Drops the indexes of `table` (taken by [`PgTxn::take_if_empty`]) for
+    /// a bulk write of new rows, all but the primary key, those on one of
+    /// the `kept` columns alone (looked up during the write) and unique ones
+    /// that a foreign key relies on; returns the statements that build them
+    /// again ([`PgTxn::restore_indexes`]). An index built once over every
+    /// row sorts them; kept in step row by row it costs most of such a write.
+    pub async fn set_aside_indexes(&self, table: &str, kept: &[&str]) -> Result<SetAside, DbErr> {
+        let select = "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), c.conname::text, \
+                      pg_get_constraintdef(c.oid), \
+                      (SELECT array_agg(a.attname::text ORDER BY k.n) FROM unnest(x.indkey) WITH ORDINALITY k(attnum, n) \
+                       JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) \
+                      FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+                      LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+                      WHERE x.indrelid = $1::text::regclass AND NOT x.indisprimary \
+                      AND (c.oid IS NULL OR c.contype = 'u') \
+                      AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = x.indexrelid) \
+                      ORDER BY i.relname";
+        type Listed = (String, String, Option<String>, Option<String>, Option<Vec<String>>);
+        let indexes: Vec<Listed> = self.about_table(select, table).await?;
+        let mut rebuild = Vec::new();
+        for (index, definition, constraint, constraint_definition, columns) in indexes {
+            if let Some([column]) = columns.as_deref()
+                && kept.contains(&column.as_str())
+            {
+                continue;
+            }
+            let (drop, build) = match (constraint, constraint_definition) {
+                (Some(name), Some(definition)) => (
+                    format!(r#"ALTER TABLE "{table}" DROP CONSTRAINT "{name}""#),
+                    format!(r#"ALTER TABLE "{table}" ADD CONSTRAINT "{name}" {definition}"#),
+                ),
+                _ => (format!(r#"DROP INDEX "{index}""#), definition),
+            };
+            self.execute_unprepared(&drop).await?;
+            rebuild.push(build);
+        }
+        Ok(SetAside(rebuild))
+    }
+
+    /// Builds again the indexes [`PgTxn::set_aside_indexes`] dropped.
+    pub async fn restore_indexes(&self, set_aside: SetAside) -> Result<(), DbErr> {
+        for statement in set_aside.0 {
+            self.execute_unprepared(&statement).await?;
+        }
+        Ok(())
+    }
+
     /// Starts rewriting every row of `table` into `next`, a new table of
     /// the same columns, defaults and constraints but no index yet, which
     /// [`PgTxn::swap_in`] puts in its place at the end. Rows copied into an
@@ -273,6 +333,11 @@ impl PgTxn {
         self.temporary.lock().expect("never poisoned: no code panics holding it").insert(temporary.to_owned())
     }
 }
+
+/// The statements that build set-aside indexes again
+/// ([`PgTxn::set_aside_indexes`], `engine::Txn::set_aside_indexes`).
+#[must_use = "the indexes must be built again before the commit"]
+pub struct SetAside(pub(super) Vec<String>);
 
 /// The statements that put a rewritten table in the old one's place (see
 /// [`PgTxn::prepare_swap`]).

@@ -78,6 +78,7 @@ impl Table for Customers {
     }
 
     const HAS_CONSENT: bool = true;
+    const LOOKED_UP_WHILE_WRITTEN: &'static [&'static str] = &["external_id"];
 
     async fn check_consent(
         txn: &impl BulkTarget,

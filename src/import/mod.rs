@@ -209,6 +209,12 @@ trait Table: 'static {
     /// Whether rows carry marketing consent, for [`Table::check_consent`].
     const HAS_CONSENT: bool = false;
 
+    /// The columns of its own table the import looks up rows by while it
+    /// writes, even into a table that was empty (the customers' ids, for
+    /// their consent events): on PostgreSQL their indexes stay while the
+    /// others are set aside.
+    const LOOKED_UP_WHILE_WRITTEN: &'static [&'static str] = &[];
+
     /// Checks the consent of a batch before it is written (customers only).
     async fn check_consent(
         _txn: &impl BulkTarget,
@@ -327,7 +333,8 @@ struct Run {
     guard: Option<consent::Guard>,
     queued_changes: Vec<consent::PendingChange>,
     /// The table held no row when the import began (PostgreSQL): every row
-    /// is new, and none needs looking up.
+    /// is new, and none needs looking up; the table is this import's until
+    /// the commit, and its indexes are built at the end.
     started_empty: bool,
 }
 
@@ -396,8 +403,12 @@ impl Run {
         reading: Reading,
     ) -> Result<Report, ImportError> {
         crate::db::use_large_cache(txn).await?;
+        let mut set_aside = None;
         if let Some(postgres) = txn.postgres() {
-            self.started_empty = postgres.is_empty(T::TABLE).await?;
+            self.started_empty = postgres.take_if_empty(T::TABLE).await?;
+            if self.started_empty {
+                set_aside = Some(postgres.set_aside_indexes(T::TABLE, T::LOOKED_UP_WHILE_WRITTEN).await?);
+            }
             self.upsert.learn_wire_types(postgres).await?;
         }
         if T::HAS_CONSENT {
@@ -410,13 +421,18 @@ impl Run {
         let mut statistics = Statistics::default();
         statistics.refresh(txn, "customers", CUSTOMERS_LOOKED_UP, 0).await?;
         let looked_up = if T::TABLE == "customers" { CUSTOMERS_LOOKED_UP } else { LOOKED_UP };
+        // Into a table that was empty, only the customers' own ids are looked up.
+        let looks_itself_up = !self.started_empty || !T::LOOKED_UP_WHILE_WRITTEN.is_empty();
         while let Some(chunk) = chunks.recv().await {
             self.write_chunk::<T>(txn, chunk).await?;
-            if statistics.stale(self.report.written) {
+            if looks_itself_up && statistics.stale(self.report.written) {
                 statistics.refresh(txn, T::TABLE, looked_up, self.report.written).await?;
             }
         }
         self.execute_queued(txn).await?;
+        if let (Some(postgres), Some(set_aside)) = (txn.postgres(), set_aside) {
+            postgres.restore_indexes(set_aside).await?;
+        }
         statistics.refresh(txn, T::TABLE, &[], self.report.written).await?;
         self.report.rows =
             reading.await.map_err(|e| ImportError::file(&self.file, format!("reader failed: {e}")))??;

@@ -278,3 +278,68 @@ fn orders_find_customers_whose_ids_hold_quotes_backslashes_commas_and_accents() 
         assert!(run.stderr.contains("value `zoë 7`: unknown customer"), "ids are matched exactly:\n{}", run.stderr);
     });
 }
+
+/// Each index of `table` as `name oid definition` (PostgreSQL): a rebuilt
+/// index has a new oid and the same definition.
+fn indexes(env: &TestEnv, table: &str) -> Vec<(String, String, String)> {
+    let listed = env.strings(&format!(
+        "SELECT i.relname::text || '|' || x.indexrelid::bigint::text || '|' || pg_get_indexdef(x.indexrelid) \
+         FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = '{table}'::regclass ORDER BY 1"
+    ));
+    listed
+        .iter()
+        .map(|line| {
+            let mut parts = line.splitn(3, '|').map(str::to_owned);
+            (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap())
+        })
+        .collect()
+}
+
+/// The names of the indexes of `before` that `after` holds under a new oid.
+fn rebuilt(before: &[(String, String, String)], after: &[(String, String, String)]) -> Vec<String> {
+    let definitions = |all: &[(String, String, String)]| all.iter().map(|(n, _, d)| (n.clone(), d.clone())).collect();
+    let (before_definitions, after_definitions): (Vec<_>, Vec<_>) = (definitions(before), definitions(after));
+    assert_eq!(after_definitions, before_definitions, "the indexes are built again as they were");
+    before.iter().zip(after).filter(|(b, a)| b.1 != a.1).map(|(b, _)| b.0.clone()).collect()
+}
+
+#[test]
+fn on_postgresql_a_first_import_and_loyalty_run_build_their_tables_indexes_once_at_the_end() {
+    each_backend(|env| {
+        if env.backend != crate::support::Backend::Postgres {
+            return;
+        }
+        env.ok(&["migrate"]);
+        let tables = ["customers", "orders", "loyalty_ledger"];
+        let before: Vec<_> = tables.iter().map(|table| indexes(env, table)).collect();
+        for what in ["customers", "orders"] {
+            import(env, what, &example(&format!("{what}.csv")).display().to_string());
+        }
+        env.ok(&["loyalty", "recompute", "--as-of", "1998-06-30"]);
+        let after: Vec<_> = tables.iter().map(|table| indexes(env, table)).collect();
+        // The customers' ids are looked up while they are written (for their
+        // consent events): that index stays; the primary keys always do.
+        assert_eq!(rebuilt(&before[0], &after[0]), ["ix_customers_email_lower"]);
+        assert_eq!(rebuilt(&before[1], &after[1]), ["ix_orders_customer_id_ordered_at", "orders_external_id_key"]);
+        assert_eq!(
+            rebuilt(&before[2], &after[2]),
+            [
+                "ix_loyalty_ledger_customer_id_occurred_at",
+                "ix_loyalty_ledger_expires_at",
+                "ix_loyalty_ledger_order_id",
+                "loyalty_ledger_source_key_key"
+            ]
+        );
+        // Into tables that hold rows, the indexes are kept in step as rows come.
+        let orders = env.write("more.csv", "order_id,customer_id,ordered_at,amount\nNEW-1,C0001,1998-07-01,10.00\n");
+        let customers = env.write("one.csv", "customer_id,email\nNEW-C,new@example.com\n");
+        import(env, "customers", &customers);
+        import(env, "orders", &orders);
+        env.ok(&["loyalty", "recompute", "--as-of", "1998-07-02"]);
+        let again: Vec<_> = tables.iter().map(|table| indexes(env, table)).collect();
+        for (table, (after, again)) in tables.iter().zip(after.iter().zip(&again)) {
+            assert!(rebuilt(after, again).is_empty(), "{table}: an index was rebuilt");
+        }
+        assert_eq!(env.status()["orders"], 6920);
+    });
+}
