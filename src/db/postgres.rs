@@ -129,6 +129,29 @@ impl PgTxn {
             .map_err(query_error)
     }
 
+    /// The rows `select` returns with `$1` bound to `texts` and `$2` to
+    /// `ids`, each as one array, and `$3` to `text` (see
+    /// [`PgTxn::fetch_by_keys`]).
+    pub async fn fetch_by_texts_and_ids<R>(
+        &self,
+        select: &str,
+        texts: &[&str],
+        ids: &[i64],
+        text: &str,
+    ) -> Result<Vec<R>, DbErr>
+    where
+        R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let mut connection = self.connection.lock().await;
+        sqlx::query_as(sqlx::AssertSqlSafe(select.to_owned()))
+            .bind(texts)
+            .bind(ids)
+            .bind(text)
+            .fetch_all(&mut **connection)
+            .await
+            .map_err(query_error)
+    }
+
     /// The ids of the rows of `table` whose `external_id` is among `keys`,
     /// by external id.
     pub async fn ids_by_external_id(&self, table: &str, keys: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
@@ -192,6 +215,24 @@ impl PgTxn {
     {
         let mut connection = self.connection.lock().await;
         sqlx::query_as(select).bind(format!(r#""{table}""#)).fetch_all(&mut **connection).await.map_err(query_error)
+    }
+
+    /// The rows of `table` as its statistics last counted them; `None`
+    /// when they never did.
+    pub async fn estimated_rows(&self, table: &str) -> Result<Option<u64>, DbErr> {
+        let select = "SELECT reltuples::float8 FROM pg_class WHERE oid = $1::text::regclass";
+        let rows: Vec<(f64,)> = self.about_table(select, table).await?;
+        Ok(rows.first().filter(|(rows,)| *rows >= 0.0).map(|(rows,)| *rows as u64))
+    }
+
+    /// Whether `table`'s statistics are stale: never gathered, or a tenth
+    /// of its rows or more changed since (autovacuum's own threshold), as
+    /// far as committed changes and this transaction's `ANALYZE`s tell.
+    pub async fn statistics_stale(&self, table: &str) -> Result<bool, DbErr> {
+        let select = "SELECT c.reltuples::float8, COALESCE(s.n_mod_since_analyze, 0)::float8 FROM pg_class c \
+                      LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::text::regclass";
+        let rows: Vec<(f64, f64)> = self.about_table(select, table).await?;
+        Ok(rows.first().is_none_or(|&(rows, changed)| rows < 0.0 || changed * 10.0 >= rows))
     }
 
     /// Whether `table` holds no row.

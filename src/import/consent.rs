@@ -187,7 +187,7 @@ async fn existing_consent(
 /// id as text; their unsubscribes and complaints, not bounces) of rows that
 /// ask for consent were suppressed.
 async fn suppression_times(
-    txn: &impl ConnectionTrait,
+    txn: &impl BulkTarget,
     batch: &[Pending<CustomerRow>],
     existing: &HashMap<String, (i64, bool)>,
 ) -> Result<HashMap<String, DateTime<Utc>>, DbErr> {
@@ -198,18 +198,8 @@ async fn suppression_times(
     }
     let emails: HashSet<String> = asking.iter().map(|r| r.email.to_lowercase()).collect();
     let ids: Vec<i64> = asking.iter().filter_map(|r| existing.get(&r.external_id).map(|(id, _)| *id)).collect();
-    let by_person = Expr::col("customer_id").is_in(ids).and(Expr::col("reason").ne(Reason::Bounced.as_str()));
-    let select = Query::select()
-        .columns(["email", "customer_id", "reason", "created_at"])
-        .from("suppressions")
-        .cond_where(Expr::col("email").is_in(emails.iter().cloned()).or(by_person))
-        .to_owned();
     let mut times = HashMap::new();
-    for row in txn.query_all(&select).await? {
-        let email: String = row.try_get_by_index(0)?;
-        let customer_id: Option<i64> = row.try_get_by_index(1)?;
-        let reason: String = row.try_get_by_index(2)?;
-        let at: DateTime<Utc> = row.try_get_by_index(3)?;
+    for (email, customer_id, reason, at) in suppressions_of(txn, &emails, ids).await? {
         let mut latest = |key: String| {
             let time = times.entry(key).or_insert(at);
             *time = Ord::max(*time, at);
@@ -222,4 +212,38 @@ async fn suppression_times(
         }
     }
     Ok(times)
+}
+
+/// A suppression as `suppression_times` reads it: address, customer,
+/// reason, time.
+type SuppressionRow = (String, Option<i64>, String, DateTime<Utc>);
+
+/// The suppressions of `emails`, and those of the customers `ids` that are
+/// not bounces. On PostgreSQL both sets are bound as arrays: one statement,
+/// prepared once, where lists of thousands of values were parsed and
+/// planned again for every batch.
+async fn suppressions_of(
+    txn: &impl BulkTarget,
+    emails: &HashSet<String>,
+    ids: Vec<i64>,
+) -> Result<Vec<SuppressionRow>, DbErr> {
+    let bounced = Reason::Bounced.as_str();
+    if let Some(postgres) = txn.postgres() {
+        let select = r#"SELECT "email", "customer_id", "reason", "created_at" FROM "suppressions"
+                        WHERE "email" = ANY($1) OR ("customer_id" = ANY($2) AND "reason" <> $3)"#;
+        let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+        return postgres.fetch_by_texts_and_ids(select, &emails, &ids, bounced).await;
+    }
+    let by_person = Expr::col("customer_id").is_in(ids).and(Expr::col("reason").ne(bounced));
+    let select = Query::select()
+        .columns(["email", "customer_id", "reason", "created_at"])
+        .from("suppressions")
+        .cond_where(Expr::col("email").is_in(emails.iter().cloned()).or(by_person))
+        .to_owned();
+    let rows = txn.query_all(&select).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?, row.try_get_by_index(2)?, row.try_get_by_index(3)?))
+        })
+        .collect()
 }

@@ -419,7 +419,11 @@ impl Run {
             self.guard = Some(guard);
         }
         let mut statistics = Statistics::default();
-        statistics.refresh(txn, "customers", CUSTOMERS_LOOKED_UP, 0).await?;
+        if let Some(postgres) = txn.postgres()
+            && postgres.statistics_stale("customers").await?
+        {
+            statistics.refresh(txn, "customers", CUSTOMERS_LOOKED_UP, 0).await?;
+        }
         let looked_up = if T::TABLE == "customers" { CUSTOMERS_LOOKED_UP } else { LOOKED_UP };
         // Into a table that was empty, only the customers' own ids are looked up.
         let looks_itself_up = !self.started_empty || !T::LOOKED_UP_WHILE_WRITTEN.is_empty();
@@ -433,7 +437,7 @@ impl Run {
         if let (Some(postgres), Some(set_aside)) = (txn.postgres(), set_aside) {
             postgres.restore_indexes(set_aside).await?;
         }
-        statistics.refresh(txn, T::TABLE, &[], self.report.written).await?;
+        statistics.refresh_at_end(txn, T::TABLE, self.report.written, self.started_empty).await?;
         self.report.rows =
             reading.await.map_err(|e| ImportError::file(&self.file, format!("reader failed: {e}")))??;
         self.finish()
@@ -447,11 +451,12 @@ const CUSTOMERS_LOOKED_UP: &[&str] = &["external_id", "email"];
 const LOOKED_UP: &[&str] = &["external_id"];
 
 /// The planner's statistics on PostgreSQL (see `PgTxn::analyze`): of the
-/// customers, which every import looks up, at the start; of the table
+/// customers, which every import looks up, at the start when they are
+/// stale (`PgTxn::statistics_stale`); of the table
 /// written, whenever the rows written double (a first import grows the
 /// table from nothing, and a lookup planned on an empty table would read
 /// all of it); of all its columns at the end, for the commands that read
-/// it next.
+/// it next, when the import changed enough of it to matter.
 #[derive(Default)]
 struct Statistics {
     /// Rows written at the last refresh.
@@ -464,6 +469,31 @@ impl Statistics {
 
     fn stale(&self, written: u64) -> bool {
         written >= (2 * self.written).max(Self::FIRST)
+    }
+
+    /// Refreshes every column of `table` after an import that filled it
+    /// from nothing or wrote a tenth of its rows or more: below that,
+    /// autovacuum's own threshold, the statistics describe it as well as
+    /// before, and a re-import that changed nothing need not sample a
+    /// table of millions of rows again.
+    async fn refresh_at_end(
+        &mut self,
+        txn: &impl BulkTarget,
+        table: &str,
+        written: u64,
+        started_empty: bool,
+    ) -> Result<(), DbErr> {
+        let Some(postgres) = txn.postgres() else { return Ok(()) };
+        if written == 0 {
+            return Ok(());
+        }
+        if !started_empty
+            && let Some(rows) = postgres.estimated_rows(table).await?
+            && written.saturating_mul(10) < rows
+        {
+            return Ok(());
+        }
+        self.refresh(txn, table, &[], written).await
     }
 
     /// Refreshes `columns` of `table`, or all of them when empty.

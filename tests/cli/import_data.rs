@@ -343,3 +343,56 @@ fn on_postgresql_a_first_import_and_loyalty_run_build_their_tables_indexes_once_
         assert_eq!(env.status()["orders"], 6920);
     });
 }
+
+/// How many times `table` was analysed by hand (PostgreSQL), once the
+/// count has settled: a command's server process reports it as it exits.
+fn analyses(env: &TestEnv, table: &str) -> u64 {
+    let read = || -> u64 {
+        let sql = format!("SELECT analyze_count::text FROM pg_stat_user_tables WHERE relname = '{table}'");
+        env.strings(&sql).first().map_or(0, |count| count.parse().unwrap())
+    };
+    let mut last = read();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        match read() {
+            now if now == last => return now,
+            now => last = now,
+        }
+    }
+}
+
+#[test]
+fn on_postgresql_an_import_analyses_its_table_only_when_it_changed_a_tenth_of_it_or_more() {
+    each_backend(|env| {
+        if env.backend != crate::support::Backend::Postgres {
+            return;
+        }
+        let customers = example("customers.csv").display().to_string();
+        let orders = example("orders.csv").display().to_string();
+        import(env, "customers", &customers);
+        import(env, "orders", &orders);
+        let first = analyses(env, "orders");
+        assert!(first >= 1, "a first import analyses its table");
+        assert!(import(env, "orders", &orders).contains("0 new or changed, 6919 unchanged"));
+        assert_eq!(analyses(env, "orders"), first, "a re-import that changed nothing analysed the table");
+        let original = std::fs::read_to_string(&orders).unwrap();
+        let mut lines = original.lines();
+        let mut changed = format!("{}\n", lines.next().unwrap());
+        // Every eleventh order (629 of 6,919) costs a cent more: under a tenth.
+        for (i, line) in lines.enumerate() {
+            let mut cells: Vec<String> = line.split(',').map(str::to_owned).collect();
+            if i % 11 == 0 {
+                cells[3] = format!("{:.2}", cells[3].parse::<f64>().unwrap() + 0.01);
+            }
+            changed.push_str(&cells.join(","));
+            changed.push('\n');
+        }
+        let changed = env.write("changed.csv", changed);
+        assert!(import(env, "orders", &changed).contains("629 new or changed"));
+        assert_eq!(analyses(env, "orders"), first, "a tenth of the table or less changed, yet it was analysed");
+        let all = original.replacen(",USD,", ",EUR,", usize::MAX);
+        let all = env.write("all.csv", all);
+        assert!(import(env, "orders", &all).contains("6919 new or changed"));
+        assert_eq!(analyses(env, "orders"), first + 1, "the whole table changed and was not analysed");
+    });
+}
