@@ -220,7 +220,7 @@ type SuppressionRow = (String, Option<i64>, String, DateTime<Utc>);
 
 /// The suppressions of `emails`, and those of the customers `ids` that are
 /// not bounces. On PostgreSQL both sets are bound as arrays: one statement,
-/// prepared once, where lists of thousands of values were parsed and
+/// prepared once, where lists of thousands of values would be parsed and
 /// planned again for every batch.
 async fn suppressions_of(
     txn: &impl BulkTarget,
