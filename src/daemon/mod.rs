@@ -278,6 +278,9 @@ async fn send_loop(daemon: Arc<Daemon>, mut stop: tokio_watch::Receiver<bool>) -
             Ok(report) => {
                 daemon.metrics.count_sent(&report);
                 if let Some(reason) = &report.paused {
+                    if report.reached_server() {
+                        backoff.reset();
+                    }
                     let (next_try, since) = backoff.next(Utc::now());
                     daemon.metrics.sending_paused.set(1);
                     delivery::sender::pause_logged(&daemon.delivery_db, reason, since, next_try).await;

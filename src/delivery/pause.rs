@@ -60,7 +60,7 @@ pub fn sender_name() -> String {
     format!("{}:{}", host.trim(), std::process::id())
 }
 
-/// Records (or renews) this sender's pause.
+/// Records (or renews) this sender's pause, which began at `since`.
 pub async fn record(
     db: &DatabaseConnection,
     reason: &str,
@@ -71,7 +71,9 @@ pub async fn record(
         .into_table("delivery_pauses")
         .columns(["sender", "reason", "since", "retry_at", "updated_at"])
         .values_panic([sender_name().into(), reason.into(), since.into(), retry_at.into(), Utc::now().into()])
-        .on_conflict(OnConflict::column("sender").update_columns(["reason", "retry_at", "updated_at"]).to_owned())
+        .on_conflict(
+            OnConflict::column("sender").update_columns(["reason", "since", "retry_at", "updated_at"]).to_owned(),
+        )
         .to_owned();
     db.execute(&insert).await.map(|_| ())
 }

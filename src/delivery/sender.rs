@@ -149,6 +149,12 @@ impl Report {
     pub fn any(&self) -> bool {
         self.sent + self.retrying + self.failed + self.suppressed + self.unknown + self.expired > 0
     }
+
+    /// Whether the server answered for any message: a pause after that is a
+    /// new one, which starts again from the first wait.
+    pub fn reached_server(&self) -> bool {
+        self.sent + self.retrying + self.failed + self.unknown > 0
+    }
 }
 
 /// Sending needs the unsubscribe key: every message carries an unsubscribe link.
@@ -243,7 +249,11 @@ impl Sender {
         let mut report = Report::default();
         let mut backoff = Backoff::default();
         loop {
-            report.add(self.pass(until_empty, stop.clone(), &installation).await?);
+            let pass = self.pass(until_empty, stop.clone(), &installation).await?;
+            if pass.reached_server() {
+                backoff.reset();
+            }
+            report.add(pass);
             let Some(reason) = report.paused.clone() else { break };
             if !until_empty || *stop.borrow() {
                 break;

@@ -282,6 +282,20 @@ pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::pr
     }
 }
 
+/// The child's exit status, or `None` (and the child killed) after `timeout`.
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
 #[test]
 fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
     each_backend(|env| {
@@ -304,12 +318,16 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         let at_kill = server.count();
         assert!(at_kill < 10_000, "the sender finished before it was killed");
 
-        let mut restarted = spawn_send(env, server.port(), &settings);
-        let status = wait_with_timeout(&mut restarted, Duration::from_secs(300));
-        if !status.success() {
-            let mut stderr = String::new();
-            restarted.stderr.take().expect("piped").read_to_string(&mut stderr).expect("read stderr");
-            panic!("the restarted sender ended with {status} on {:?}:\n{stderr}", env.backend);
+        // Its log goes to a file: a pipe nobody reads until the end could fill and stop it.
+        let log = env.path("restarted.log");
+        let mut command = env.command(&["send", "--until-empty"]);
+        smtp_env(&mut command, server.port()).envs(settings).stdout(Stdio::null());
+        let mut restarted = command.stderr(std::fs::File::create(&log).unwrap()).spawn().expect("start patron send");
+        let status = wait_or_kill(&mut restarted, Duration::from_secs(300));
+        if status.is_none_or(|status| !status.success()) {
+            let outbox = env.status()["outbox"].clone();
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the restarted sender ended with {status:?} on {:?}; outbox {outbox}:\n{stderr}", env.backend);
         }
         let counts = per_recipient(&server.received());
         assert_eq!(counts.len(), 10_000, "every message arrives");

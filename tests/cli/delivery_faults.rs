@@ -2,7 +2,8 @@
 //! unsubscribe, a topic left or consent withdrawn while a message is
 //! claimed, a reply lost after the message,
 //! a server slower than the lease, a server down for longer than the retry
-//! budget, two databases sending for one domain, and SIGTERM to `patron send`.
+//! budget, a server that comes back and goes down again, two databases
+//! sending for one domain, and SIGTERM to `patron send`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,5 +273,63 @@ fn sigterm_to_send_finishes_the_messages_in_flight_and_gives_back_the_rest_at_on
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'"), 0);
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), arrived, "in flight: finished");
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned' AND attempts = 0"), 40 - arrived);
+    });
+}
+
+#[test]
+fn a_pause_after_the_server_took_messages_again_starts_from_the_first_wait() {
+    each_backend(|env| {
+        customers(env, 30);
+        plan(env);
+        let port = free_port();
+        let log = env.path("send.log");
+        let mut command = env.command(&["send", "--until-empty"]);
+        smtp_env(&mut command, port).env("PATRON__DELIVERY__CONCURRENCY", "1").stdout(std::process::Stdio::null());
+        let mut sender = command.stderr(std::fs::File::create(&log).unwrap()).spawn().expect("start patron send");
+        let pauses = || -> Vec<i64> {
+            let text = std::fs::read_to_string(&log).unwrap();
+            text.lines()
+                .filter_map(|line| line.split("wait_seconds=").nth(1))
+                .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+                .collect()
+        };
+        // Down at first: the waits grow, 1 s, 2 s, ...
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pauses().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no pauses logged: {:?}", std::fs::read_to_string(&log));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Up: it takes three messages, then hangs up on each one after.
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        let after_data = Arc::new(move |_: &str, _: usize| {
+            if taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3 { Reply::Accept } else { Reply::HangUp }
+        });
+        let server = SmtpServer::scripted(&format!("127.0.0.1:{port}"), Script { after_data, ..Script::default() });
+        assert!(server.wait_for(3, Duration::from_secs(60)), "the sender did not come back");
+        let came_back = chrono::Utc::now();
+        let before = pauses().len();
+        // Down again.
+        drop(server);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pauses().len() == before {
+            assert!(std::time::Instant::now() < deadline, "no pause after the server went down again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let waits = pauses();
+        assert!(waits[..before].windows(2).all(|w| w[1] == 2 * w[0]), "{waits:?}");
+        assert_eq!(waits[before], 1, "a new pause starts from the first wait: {waits:?}");
+        let paused = &env.status()["sending_paused"];
+        let since: chrono::DateTime<chrono::Utc> = paused[0]["since"].as_str().unwrap().parse().unwrap();
+        assert!(since >= came_back, "the new pause's start, not the first's: {paused}");
+
+        // Up for good: the rest goes.
+        let server = SmtpServer::start_with(&format!("127.0.0.1:{port}"), Arc::new(|_, _| "250 OK"));
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+        // The hung-up messages are `unknown`, not sent again; every other one went once.
+        let unknown = count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'unknown'");
+        assert!(unknown >= 1);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), 30 - unknown);
+        assert_eq!(server.count() as i64, 30 - 3 - unknown);
+        assert_eq!(env.status()["sending_paused"], serde_json::json!([]));
     });
 }
