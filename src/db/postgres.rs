@@ -100,8 +100,31 @@ impl PgTxn {
     /// in this transaction included. Without them a table filled by a bulk
     /// write looks empty or small, and a lookup of a few thousand keys in it
     /// becomes a scan of the whole table, slower as the table grows.
+    ///
+    /// A column given a larger sample (`SET STATISTICS`, the customer column
+    /// of the orders and the ledger) is analysed on its own: one `ANALYZE`
+    /// of the whole table would take that larger sample for every column
+    /// (orders at a million customers: 1.15 s against 0.47 + 0.15 s). Not
+    /// for a table with an index on an expression, whose statistics only a
+    /// whole-table `ANALYZE` gathers.
     pub async fn analyze(&self, table: &str) -> Result<(), DbErr> {
-        self.execute_unprepared(&format!(r#"ANALYZE "{table}""#)).await.map(drop)
+        let select = "SELECT a.attname::text, coalesce(a.attstattarget, -1) >= 0 \
+                      FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
+                      AND NOT a.attisdropped AND NOT EXISTS (SELECT 1 FROM pg_index x \
+                      WHERE x.indrelid = a.attrelid AND x.indexprs IS NOT NULL) ORDER BY a.attnum";
+        let columns: Vec<(String, bool)> = self.about_table(select, table).await?;
+        let (own, shared): (Vec<_>, Vec<_>) = columns.into_iter().partition(|(_, own_sample)| *own_sample);
+        if own.is_empty() {
+            return self.execute_unprepared(&format!(r#"ANALYZE "{table}""#)).await.map(drop);
+        }
+        let shared: Vec<&str> = shared.iter().map(|(column, _)| column.as_str()).collect();
+        if !shared.is_empty() {
+            self.analyze_columns(table, &shared).await?;
+        }
+        for (column, _) in &own {
+            self.analyze_columns(table, &[column]).await?;
+        }
+        Ok(())
     }
 
     /// [`PgTxn::analyze`] of the columns looked up while a bulk write
