@@ -412,3 +412,51 @@ fn on_postgresql_an_import_analyses_its_table_only_when_it_changed_a_tenth_of_it
         assert!(analyses(env, "orders") > first, "the whole table changed and was not analysed");
     });
 }
+
+#[test]
+fn a_re_import_finds_its_stored_rows_whether_the_file_is_sorted_by_id_or_shuffled() {
+    each_backend(|env| {
+        import(env, "customers", &example("customers.csv").display().to_string());
+        let orders = std::fs::read_to_string(example("orders.csv")).unwrap();
+        let (header, rows) = orders.split_once('\n').unwrap();
+        let rows: Vec<&str> = rows.lines().collect();
+        // Every 100th order costs a cent more, and a new order joins, its id among the others.
+        let mut changed: Vec<String> = rows.iter().map(|row| row.to_string()).collect();
+        for row in changed.iter_mut().step_by(100) {
+            let mut cells: Vec<String> = row.split(',').map(str::to_owned).collect();
+            cells[3] = format!("{:.2}", cells[3].parse::<f64>().unwrap() + 0.01);
+            *row = cells.join(",");
+        }
+        changed.push("O03000a,C0001,1997-02-01,10.00,USD,1,pop".to_owned());
+        // The same rows in an order unrelated to their ids (7,919 is prime).
+        let shuffled = |rows: &[String]| {
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            order.sort_by_key(|&i| (i * 7919) % rows.len());
+            order.iter().map(|&i| rows[i].as_str()).collect::<Vec<_>>().join("\n")
+        };
+        let sorted: Vec<String> = rows.iter().map(|row| row.to_string()).collect();
+        let files = [
+            ("sorted.csv", sorted.join("\n"), "6919 rows read, 6919 new or changed, 0 unchanged"),
+            ("again.csv", sorted.join("\n"), "6919 rows read, 0 new or changed, 6919 unchanged"),
+            ("shuffled.csv", shuffled(&sorted), "6919 rows read, 0 new or changed, 6919 unchanged"),
+            ("changed.csv", shuffled(&changed), "6920 rows read, 71 new or changed, 6849 unchanged"),
+            ("changed_sorted.csv", changed.join("\n"), "6920 rows read, 0 new or changed, 6920 unchanged"),
+        ];
+        for (name, body, expected) in files {
+            let file = env.write(name, format!("{header}\n{body}\n"));
+            let run = env
+                .command(&["import", "orders", &file])
+                .env("PATRON__IMPORT__BATCH_SIZE", "500")
+                .output()
+                .expect("run patron import");
+            let stdout = String::from_utf8_lossy(&run.stdout);
+            assert!(
+                stdout.contains(expected),
+                "{name} on {:?}: {stdout}{}",
+                env.backend,
+                String::from_utf8_lossy(&run.stderr)
+            );
+        }
+        assert_eq!(env.strings("SELECT CAST(COUNT(*) AS TEXT) FROM orders"), ["6920"]);
+    });
+}
