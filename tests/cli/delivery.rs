@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::smtp_server::{Received, Script, SmtpServer};
-use crate::support::{Run, TestEnv, each_backend};
+use crate::support::{Backend, Run, TestEnv, each_backend};
 
 pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
@@ -296,6 +296,18 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
     None
 }
 
+/// What each PostgreSQL session on the test's database is doing (none on
+/// SQLite): for a sender that hangs, whether it waits for a lock.
+fn server_sessions(env: &TestEnv) -> Vec<String> {
+    if env.backend != Backend::Postgres {
+        return Vec::new();
+    }
+    env.strings(
+        "SELECT concat_ws(' | ', state, wait_event_type, wait_event, left(query, 160)) \
+         FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+}
+
 #[test]
 fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
     each_backend(|env| {
@@ -304,12 +316,15 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         let server = SmtpServer::start();
         // A short lease, so that the restarted sender need not wait long;
         // it must cover the concurrency times the SMTP timeout, which must
-        // leave the test server time to answer on a loaded machine (a
-        // timeout is a temporary failure, retried only minutes later).
+        // leave the test server time to answer on a loaded machine. A
+        // timeout there is a temporary failure: it is retried within
+        // seconds, not after the default minute, doubling to hours.
         let settings = [
             ("PATRON__DELIVERY__LEASE", "24s"),
             ("PATRON__DELIVERY__CONCURRENCY", "8"),
             ("PATRON__SMTP__TIMEOUT", "3s"),
+            ("PATRON__DELIVERY__RETRY_AFTER", "1s"),
+            ("PATRON__DELIVERY__RETRY_MAX", "2s"),
         ];
         let mut child = spawn_send(env, server.port(), &settings);
         assert!(server.wait_for(3000, Duration::from_secs(120)), "only {} arrived", server.count());
@@ -327,7 +342,12 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         if status.is_none_or(|status| !status.success()) {
             let outbox = env.status()["outbox"].clone();
             let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("the restarted sender ended with {status:?} on {:?}; outbox {outbox}:\n{stderr}", env.backend);
+            let sessions = server_sessions(env);
+            panic!(
+                "the restarted sender ended with {status:?} on {:?}; outbox {outbox}; \
+                 database sessions {sessions:?}:\n{stderr}",
+                env.backend
+            );
         }
         let counts = per_recipient(&server.received());
         assert_eq!(counts.len(), 10_000, "every message arrives");
