@@ -423,6 +423,10 @@ pub async fn requeue(db: &DatabaseConnection, which: &Requeue) -> Result<u64, Db
 /// When the next row becomes due at or after `now`, if any is pending:
 /// `now` when one is due, else the earliest window opening, retry, lease
 /// end or expiry (at which `expire` has work). `None`: nothing left to send.
+///
+/// The moments are read in one statement, so from one snapshot: read one by
+/// one, a row moving from `sending` to `retrying` between two of them (its
+/// result committing) was seen in neither, and a drain ended with it pending.
 pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DbErr> {
     let due_now =
         Query::select().column("id").from("outbox").cond_where(due(now)).and_where(not_paused()).limit(1).to_owned();
@@ -433,21 +437,27 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
     let retry_at = Expr::case(Expr::col("not_before").gt(Expr::col("next_attempt_at")), Expr::col("not_before"))
         .finally(Expr::col("next_attempt_at"));
     let pending = || Expr::col("state").is_in(PENDING_STATES);
-    let moments: [(SimpleExpr, SimpleExpr); 4] = [
-        (Expr::col("state").eq(State::Planned), Expr::col("not_before")),
-        (Expr::col("state").eq(State::Retrying), retry_at.into()),
-        (Expr::col("state").eq(State::Sending), Expr::col("lease_until")),
-        (pending(), Expr::col("expires_at")),
+    let moments: [(&str, SimpleExpr, SimpleExpr); 4] = [
+        ("planned", Expr::col("state").eq(State::Planned), Expr::col("not_before")),
+        ("retrying", Expr::col("state").eq(State::Retrying), retry_at.into()),
+        ("sending", Expr::col("state").eq(State::Sending), Expr::col("lease_until")),
+        ("expiring", pending(), Expr::col("expires_at")),
     ];
-    let mut earliest = None;
-    for (rows, moment) in moments {
-        let select = Query::select()
-            .expr_as(Expr::expr(moment).min(), Alias::new("at"))
+    let mut select = Query::select();
+    for (name, rows, moment) in moments {
+        // Each its own MIN over its own rows, so that each can use its (state, ...) index.
+        let earliest = Query::select()
+            .expr(Expr::expr(moment).min())
             .from("outbox")
             .and_where(rows)
             .and_where(not_paused())
             .to_owned();
-        let at: Option<DateTime<Utc>> = db.query_one(&select).await?.map_or(Ok(None), |row| row.try_get("", "at"))?;
+        select.expr_as(Expr::SubQuery(None, Box::new(earliest.into())), Alias::new(name));
+    }
+    let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    let mut earliest: Option<DateTime<Utc>> = None;
+    for name in ["planned", "retrying", "sending", "expiring"] {
+        let at: Option<DateTime<Utc>> = row.try_get("", name)?;
         earliest = earliest.into_iter().chain(at).min();
     }
     Ok(earliest)

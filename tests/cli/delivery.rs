@@ -316,15 +316,11 @@ fn a_sender_killed_mid_run_loses_nothing_and_repeats_at_most_its_concurrency() {
         let server = SmtpServer::start();
         // A short lease, so that the restarted sender need not wait long;
         // it must cover the concurrency times the SMTP timeout, which must
-        // leave the test server time to answer on a loaded machine. A
-        // timeout there is a temporary failure: it is retried within
-        // seconds, not after the default minute, doubling to hours.
+        // leave the test server time to answer on a loaded machine.
         let settings = [
             ("PATRON__DELIVERY__LEASE", "24s"),
             ("PATRON__DELIVERY__CONCURRENCY", "8"),
             ("PATRON__SMTP__TIMEOUT", "3s"),
-            ("PATRON__DELIVERY__RETRY_AFTER", "1s"),
-            ("PATRON__DELIVERY__RETRY_MAX", "2s"),
         ];
         let mut child = spawn_send(env, server.port(), &settings);
         assert!(server.wait_for(3000, Duration::from_secs(120)), "only {} arrived", server.count());

@@ -308,7 +308,9 @@ fn a_pause_after_the_server_took_messages_again_starts_from_the_first_wait() {
         assert!(server.wait_for(3, Duration::from_secs(60)), "the sender did not come back");
         let came_back = chrono::Utc::now();
         let before = pauses().len();
-        // Down again.
+        // Down again, once the fourth message was hung up on: a server
+        // stopped before it arrived would drop the session unanswered.
+        assert!(server.wait_for(4, Duration::from_secs(60)), "no fourth message");
         drop(server);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while pauses().len() == before {
