@@ -424,15 +424,13 @@ pub async fn requeue(db: &DatabaseConnection, which: &Requeue) -> Result<u64, Db
 /// `now` when one is due, else the earliest window opening, retry, lease
 /// end or expiry (at which `expire` has work). `None`: nothing left to send.
 ///
-/// The moments are read in one statement, so from one snapshot: read one by
-/// one, a row moving from `sending` to `retrying` between two of them (its
-/// result committing) was seen in neither, and a drain ended with it pending.
+/// Everything is read in one statement, so from one snapshot: read one query
+/// at a time, a row whose result or give-back committed between two of them
+/// (from `sending` to `retrying` or `planned`) was seen in none, and a drain
+/// ended with it pending.
 pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, DbErr> {
     let due_now =
         Query::select().column("id").from("outbox").cond_where(due(now)).and_where(not_paused()).limit(1).to_owned();
-    if db.query_one(&due_now).await?.is_some() {
-        return Ok(Some(now));
-    }
     // A retry waits for its window too: the later of the two.
     let retry_at = Expr::case(Expr::col("not_before").gt(Expr::col("next_attempt_at")), Expr::col("not_before"))
         .finally(Expr::col("next_attempt_at"));
@@ -444,6 +442,7 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
         ("expiring", pending(), Expr::col("expires_at")),
     ];
     let mut select = Query::select();
+    select.expr_as(Expr::SubQuery(None, Box::new(due_now.into())), Alias::new("due_now"));
     for (name, rows, moment) in moments {
         // Each its own MIN over its own rows, so that each can use its (state, ...) index.
         let earliest = Query::select()
@@ -455,6 +454,9 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
         select.expr_as(Expr::SubQuery(None, Box::new(earliest.into())), Alias::new(name));
     }
     let Some(row) = db.query_one(&select).await? else { return Ok(None) };
+    if row.try_get::<Option<i64>>("", "due_now")?.is_some() {
+        return Ok(Some(now));
+    }
     let mut earliest: Option<DateTime<Utc>> = None;
     for name in ["planned", "retrying", "sending", "expiring"] {
         let at: Option<DateTime<Utc>> = row.try_get("", name)?;
