@@ -107,10 +107,10 @@ impl PgTxn {
     ///
     /// A column given a larger sample (`SET STATISTICS`, the customer column
     /// of the orders and the ledger) is analysed on its own: one `ANALYZE`
-    /// of the whole table would take that larger sample for every column
-    /// (orders at a million customers: 1.15 s against 0.47 + 0.15 s). Not
-    /// for a table with an index on an expression, whose statistics only a
-    /// whole-table `ANALYZE` gathers.
+    /// of the whole table would take that larger sample for every column,
+    /// at twice the time (figures in docs/benchmarks.md). Not for a table
+    /// with an index on an expression, whose statistics only a whole-table
+    /// `ANALYZE` gathers.
     pub async fn analyze(&self, table: &str) -> Result<(), DbErr> {
         let select = "SELECT a.attname::text, coalesce(a.attstattarget, -1) >= 0 \
                       FROM pg_attribute a WHERE a.attrelid = $1::text::regclass AND a.attnum > 0 \
@@ -193,8 +193,7 @@ impl PgTxn {
     ///
     /// Files usually come sorted by id, so a batch's ids lie close together
     /// in the `external_id` index: reading the range between the least and
-    /// the greatest of them costs a third of looking each one up (a batch of
-    /// 20,000 orders: 5.8 ms against 19.6 ms on the server). The range read
+    /// the greatest of them costs a third of looking each one up. The range read
     /// stops at twice the keys' number; a range that holds more (ids
     /// scattered over the table) is looked up key by key, and so is every
     /// later batch of `table` in this transaction. External ids are

@@ -441,6 +441,7 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
         ("sending", Expr::col("state").eq(State::Sending), Expr::col("lease_until")),
         ("expiring", pending(), Expr::col("expires_at")),
     ];
+    let names = moments.each_ref().map(|(name, ..)| *name);
     let mut select = Query::select();
     select.expr_as(Expr::SubQuery(None, Box::new(due_now.into())), Alias::new("due_now"));
     for (name, rows, moment) in moments {
@@ -458,7 +459,7 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
         return Ok(Some(now));
     }
     let mut earliest: Option<DateTime<Utc>> = None;
-    for name in ["planned", "retrying", "sending", "expiring"] {
+    for name in names {
         let at: Option<DateTime<Utc>> = row.try_get("", name)?;
         earliest = earliest.into_iter().chain(at).min();
     }
