@@ -280,7 +280,8 @@ impl BulkInsert {
         fill: impl FnMut(&mut Vec<u8>) -> bool + Send,
     ) -> Result<u64, DbErr> {
         if new || matches!(self.conflict, Conflict::Fail | Conflict::Rewrite(_)) {
-            return txn.copy_in(&format.statement(self.table, self.columns), fill).await;
+            let freeze = txn.copies_frozen_into(self.table);
+            return txn.copy_in(&format.statement(self.table, self.columns, freeze), fill).await;
         }
         let temporary = format!("bulk_{}", self.table);
         if copy_into_temporary(txn, &temporary, self.table, self.columns, format, fill).await? == 0 {
@@ -421,7 +422,7 @@ async fn copy_into_temporary(
         format!(r#"TRUNCATE "{temporary}""#)
     };
     txn.execute_unprepared(&prepare).await?;
-    txn.copy_in(&format.statement(temporary, columns), fill).await
+    txn.copy_in(&format.statement(temporary, columns, false), fill).await
 }
 
 /// The format of `COPY` data.
@@ -432,11 +433,14 @@ pub enum Format {
 }
 
 impl Format {
-    /// `COPY` of `columns` into `table` from the client, in this format.
-    fn statement(self, table: &str, columns: &[&str]) -> String {
-        let options = match self {
-            Format::Text => "",
-            Format::Binary => " WITH (FORMAT binary)",
+    /// `COPY` of `columns` into `table` from the client, in this format;
+    /// the rows written frozen if `freeze` ([`PgTxn::copies_frozen_into`]).
+    fn statement(self, table: &str, columns: &[&str], freeze: bool) -> String {
+        let options = match (self, freeze) {
+            (Format::Text, false) => "",
+            (Format::Text, true) => " WITH (FREEZE)",
+            (Format::Binary, false) => " WITH (FORMAT binary)",
+            (Format::Binary, true) => " WITH (FORMAT binary, FREEZE)",
         };
         format!(r#"COPY "{table}" ({}) FROM STDIN{options}"#, quoted_list(columns))
     }

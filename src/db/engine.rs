@@ -49,14 +49,16 @@ pub struct Options {
 /// rolled back.
 pub enum Txn {
     Sqlite(SqliteTxn),
-    Postgres(PgTxn),
+    /// Boxed: PostgreSQL's transaction keeps its notes of the tables it
+    /// wrote, several times the size of SQLite's.
+    Postgres(Box<PgTxn>),
 }
 
 impl Txn {
     pub async fn begin(db: &DatabaseConnection, options: Options) -> Result<Txn, DbErr> {
         match db.get_database_backend() {
             DbBackend::Sqlite => SqliteTxn::begin(db, options).await.map(Txn::Sqlite),
-            _ => PgTxn::begin(db).await.map(Txn::Postgres),
+            _ => PgTxn::begin(db).await.map(|txn| Txn::Postgres(Box::new(txn))),
         }
     }
 

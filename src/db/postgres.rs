@@ -36,6 +36,9 @@ pub struct PgTxn {
     /// The tables whose batches' external ids proved scattered (see
     /// [`PgTxn::rows_by_external_id`]).
     scattered: std::sync::Mutex<HashSet<String>>,
+    /// The tables truncated in this transaction: rows copied straight into
+    /// them are written frozen ([`PgTxn::take_if_empty`]).
+    truncated: std::sync::Mutex<HashSet<String>>,
 }
 
 impl PgTxn {
@@ -47,6 +50,7 @@ impl PgTxn {
             temporary: Default::default(),
             column_types: Default::default(),
             scattered: Default::default(),
+            truncated: Default::default(),
         };
         txn.execute_unprepared("BEGIN").await?;
         txn.open = true;
@@ -309,12 +313,44 @@ impl PgTxn {
     /// fill it between the answer and the write that relies on it, and
     /// [`PgTxn::set_aside_indexes`] needs the lock anyway. Readers of the
     /// table wait meanwhile (they would find it empty).
+    ///
+    /// A taken table that no foreign key refers to is also truncated (it is
+    /// empty: nothing is lost), so that rows copied into it can be written
+    /// frozen and marked visible to all (`COPY ... FREEZE`, see
+    /// [`PgTxn::copies_frozen_into`]). Without that, the first statements
+    /// to read the new rows write every page again to note that their
+    /// writer committed, and no scan can skip the table's pages for an
+    /// index alone until a `VACUUM`: when autovacuum is off or has not come
+    /// yet, the next nightly loyalty run hashed the whole ledger where a
+    /// lookup of its index would do.
     pub async fn take_if_empty(&self, table: &str) -> Result<bool, DbErr> {
         if !self.is_empty(table).await? {
             return Ok(false);
         }
         self.execute_unprepared(&format!(r#"LOCK TABLE "{table}" IN ACCESS EXCLUSIVE MODE"#)).await?;
-        self.is_empty(table).await
+        if !self.is_empty(table).await? {
+            return Ok(false);
+        }
+        if !self.is_referenced(table).await? {
+            self.execute_unprepared(&format!(r#"TRUNCATE "{table}""#)).await?;
+            self.truncated.lock().expect("never poisoned: no code panics holding it").insert(table.to_owned());
+        }
+        Ok(true)
+    }
+
+    /// Whether a foreign key of another table refers to `table` (which
+    /// then cannot be truncated on its own).
+    async fn is_referenced(&self, table: &str) -> Result<bool, DbErr> {
+        let select = "SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = $1::text::regclass";
+        let rows: Vec<(i32,)> = self.about_table(select, table).await?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Whether rows copied into `table` in this transaction can be written
+    /// frozen: it was truncated in it ([`PgTxn::take_if_empty`]), so no
+    /// other transaction sees the table until this one commits.
+    pub fn copies_frozen_into(&self, table: &str) -> bool {
+        self.truncated.lock().expect("never poisoned: no code panics holding it").contains(table)
     }
 
     /// Drops the indexes of `table` (taken by [`PgTxn::take_if_empty`]) for
