@@ -36,9 +36,9 @@ pub struct PgTxn {
     /// The tables whose batches' external ids proved scattered (see
     /// [`PgTxn::rows_by_external_id`]).
     scattered: std::sync::Mutex<HashSet<String>>,
-    /// The tables truncated in this transaction: rows copied straight into
-    /// them are written frozen ([`PgTxn::take_if_empty`]).
-    truncated: std::sync::Mutex<HashSet<String>>,
+    /// The tables made or truncated in this transaction: rows copied
+    /// straight into them are written frozen ([`PgTxn::copies_frozen_into`]).
+    fresh: std::sync::Mutex<HashSet<String>>,
 }
 
 impl PgTxn {
@@ -50,7 +50,7 @@ impl PgTxn {
             temporary: Default::default(),
             column_types: Default::default(),
             scattered: Default::default(),
-            truncated: Default::default(),
+            fresh: Default::default(),
         };
         txn.execute_unprepared("BEGIN").await?;
         txn.open = true;
@@ -333,7 +333,7 @@ impl PgTxn {
         }
         if !self.is_referenced(table).await? {
             self.execute_unprepared(&format!(r#"TRUNCATE "{table}""#)).await?;
-            self.truncated.lock().expect("never poisoned: no code panics holding it").insert(table.to_owned());
+            self.note_fresh(table);
         }
         Ok(true)
     }
@@ -347,10 +347,16 @@ impl PgTxn {
     }
 
     /// Whether rows copied into `table` in this transaction can be written
-    /// frozen: it was truncated in it ([`PgTxn::take_if_empty`]), so no
-    /// other transaction sees the table until this one commits.
+    /// frozen: it was made or truncated in it ([`PgTxn::rewrite_into`],
+    /// [`PgTxn::take_if_empty`]), so that no other transaction sees its rows
+    /// until this one commits.
     pub fn copies_frozen_into(&self, table: &str) -> bool {
-        self.truncated.lock().expect("never poisoned: no code panics holding it").contains(table)
+        self.fresh.lock().expect("never poisoned: no code panics holding it").contains(table)
+    }
+
+    /// Notes that `table` was made or truncated in this transaction.
+    fn note_fresh(&self, table: &str) {
+        self.fresh.lock().expect("never poisoned: no code panics holding it").insert(table.to_owned());
     }
 
     /// Drops the indexes of `table` (taken by [`PgTxn::take_if_empty`]) for
@@ -408,13 +414,17 @@ impl PgTxn {
     /// replaces, which stays in the index until the commit (a million
     /// feature snapshots: 2.0 s against 4.6 to 6.7 s). Other writers of
     /// `table` wait for this transaction; readers do not, but for the swap.
+    /// Rows copied into `next` are written frozen (see
+    /// [`PgTxn::take_if_empty`]): the first segment read after a scoring
+    /// does not write the new tables' pages again to note the commit.
     pub async fn rewrite_into(&self, table: &str, next: &str) -> Result<(), DbErr> {
         self.execute_unprepared(&format!(
             r#"LOCK TABLE "{table}" IN SHARE ROW EXCLUSIVE MODE;
                CREATE TABLE "{next}" (LIKE "{table}" INCLUDING ALL EXCLUDING INDEXES)"#
         ))
-        .await
-        .map(drop)
+        .await?;
+        self.note_fresh(next);
+        Ok(())
     }
 
     /// Readies `next` to take `table`'s place ([`PgTxn::rewrite_into`]):
