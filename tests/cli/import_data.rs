@@ -303,16 +303,6 @@ fn rebuilt(before: &[(String, String, String)], after: &[(String, String, String
     before.iter().zip(after).filter(|(b, a)| b.1 != a.1).map(|(b, _)| b.0.clone()).collect()
 }
 
-/// The pages of `table` marked visible to all, and all its pages, as its
-/// statistics last counted them (PostgreSQL).
-fn pages_visible_to_all(env: &TestEnv, table: &str) -> [i64; 2] {
-    let counted = env.strings(&format!(
-        "SELECT relallvisible::bigint::text || ' ' || relpages::bigint::text FROM pg_class WHERE oid = '{table}'::regclass"
-    ));
-    let numbers: Vec<i64> = counted[0].split(' ').map(|n| n.parse().unwrap()).collect();
-    [numbers[0], numbers[1]]
-}
-
 #[test]
 fn on_postgresql_a_first_import_and_loyalty_run_build_their_tables_indexes_once_at_the_end() {
     each_backend(|env| {
@@ -332,7 +322,7 @@ fn on_postgresql_a_first_import_and_loyalty_run_build_their_tables_indexes_once_
         // (as counted by the ANALYZE at the end). Foreign keys refer to the
         // customers, which are therefore not truncated.
         for table in ["orders", "loyalty_ledger"] {
-            let [visible, pages] = pages_visible_to_all(env, table);
+            let [visible, pages] = env.pages_visible_to_all(table);
             assert!(pages > 0 && visible == pages, "{table}: {visible} of {pages} pages visible to all");
         }
         // The customers' ids are looked up while they are written (for their

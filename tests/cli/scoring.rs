@@ -419,11 +419,8 @@ fn scoring_again_replaces_its_snapshots_and_scores_and_keeps_other_models_scores
             assert!(after.iter().any(|row| row == "PUBLIC SELECT"), "{after:?}");
             // Copied frozen into the new table: no page waits for a VACUUM
             // (or for its first reader) to be marked visible to all.
-            let pages = env.strings(
-                "SELECT relallvisible::text || ' of ' || relpages::text FROM pg_class WHERE relname = 'feature_snapshots'",
-            );
-            let (visible, all) = pages[0].split_once(" of ").unwrap();
-            assert!(visible == all && all != "0", "pages visible to all: {}", pages[0]);
+            let [visible, pages] = env.pages_visible_to_all("feature_snapshots");
+            assert!(pages > 0 && visible == pages, "{visible} of {pages} pages visible to all");
         } else {
             assert!(after.iter().any(|row| row.starts_with("index sqlite_autoindex_scores_1")), "{after:?}");
         }

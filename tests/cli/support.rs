@@ -116,6 +116,16 @@ impl TestEnv {
             rows.iter().map(|r| r.try_get_by_index::<String>(0).expect("text column")).collect()
         })
     }
+
+    /// The pages of `table` marked visible to all, and all its pages, as its
+    /// statistics last counted them (PostgreSQL).
+    pub fn pages_visible_to_all(&self, table: &str) -> [i64; 2] {
+        let counted = self.strings(&format!(
+            "SELECT relallvisible::bigint::text || ' ' || relpages::bigint::text FROM pg_class WHERE oid = '{table}'::regclass"
+        ));
+        let numbers: Vec<i64> = counted[0].split(' ').map(|n| n.parse().unwrap()).collect();
+        [numbers[0], numbers[1]]
+    }
 }
 
 impl Drop for TestEnv {
