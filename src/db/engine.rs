@@ -23,6 +23,7 @@ use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
+use super::binary_copy::Wire;
 use super::bulk::{BulkInsert, BulkUpdate};
 use super::postgres::{PgTxn, SetAside};
 use super::record::{self, Column, Fields, Positions, Record};
@@ -160,6 +161,35 @@ impl Txn {
                 .await
             }
         }
+    }
+
+    /// Calls `visit` with every row of `select`, as [`Txn::for_each`] does,
+    /// for reads of many rows. On PostgreSQL they come through a binary
+    /// `COPY` ([`super::copy_out`]) when every value bound is a number, a
+    /// time or NULL (`COPY` takes no parameters: they are written into its
+    /// text, and text never is) and every column read has a type the reader
+    /// knows. It costs one more round trip first, to learn the types.
+    pub async fn scan<R: Record>(
+        &mut self,
+        select: &SelectStatement,
+        mut visit: impl FnMut(R) -> Result<(), DbErr> + Send,
+    ) -> Result<(), DbErr> {
+        if let Txn::Postgres(txn) = self
+            && let Some(sql) = inlined(select)
+        {
+            let columns = txn.describe(&sql).await?;
+            let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+            let positions = Positions::find(R::COLUMNS, &names)?;
+            let wires: Vec<Option<Wire>> = columns.iter().map(|(_, wire)| *wire).collect();
+            if positions.all().iter().all(|&position| wires[position].is_some()) {
+                return txn
+                    .copy_out(&sql, |rows, fields| {
+                        visit(record::read(Fields::copied::<R>(rows, fields, &wires, &positions))?)
+                    })
+                    .await;
+            }
+        }
+        self.for_each(select, visit).await
     }
 
     /// The values of a select of one column.
@@ -406,13 +436,17 @@ impl Txn {
 
 // The SQL the paths write differently for each engine.
 
-/// A timestamp column as whole seconds since the epoch, computed by the
-/// database: far cheaper than parsing millions of timestamps in Rust.
+/// A timestamp column to read as whole seconds since the epoch
+/// ([`EpochSeconds`](crate::db::record::EpochSeconds)). SQLite computes them:
+/// far cheaper than parsing millions of stored texts in Rust. PostgreSQL
+/// sends the timestamp as it is, a number of microseconds that decodes at
+/// no cost, where its own `EXTRACT(EPOCH ...)` computes in `numeric`
+/// (0.7 s of server time for the million customers' orders).
 pub fn epoch_seconds(backend: DbBackend, column: &'static str) -> SimpleExpr {
     // Static SQL around a column name of this crate, never input.
     match backend {
         DbBackend::Sqlite => Expr::cust(format!("unixepoch({column})")),
-        _ => Expr::cust(format!("CAST(FLOOR(EXTRACT(EPOCH FROM {column})) AS BIGINT)")),
+        _ => Expr::cust(column),
     }
 }
 
@@ -625,6 +659,33 @@ impl From<rusqlite::Error> for Failed {
     fn from(error: rusqlite::Error) -> Self {
         Failed::Sqlite(error)
     }
+}
+
+/// `select` with its values written into its text, if every one is a
+/// number, a boolean, a time or NULL.
+pub(crate) fn inlined(select: &SelectStatement) -> Option<String> {
+    let (_, values) = select.build(PostgresQueryBuilder);
+    let plain = |value: &Value| match value {
+        Value::Float(Some(v)) => v.is_finite(),
+        Value::Double(Some(v)) => v.is_finite(),
+        Value::Bool(_)
+        | Value::TinyInt(_)
+        | Value::SmallInt(_)
+        | Value::Int(_)
+        | Value::BigInt(_)
+        | Value::TinyUnsigned(_)
+        | Value::SmallUnsigned(_)
+        | Value::Unsigned(_)
+        | Value::BigUnsigned(_)
+        | Value::Float(None)
+        | Value::Double(None)
+        | Value::String(None)
+        | Value::ChronoDate(_)
+        | Value::ChronoDateTime(_)
+        | Value::ChronoDateTimeUtc(_) => true,
+        _ => false,
+    };
+    values.iter().all(plain).then(|| select.to_string(PostgresQueryBuilder))
 }
 
 fn visit_error(error: DbErr) -> Failed {

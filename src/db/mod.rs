@@ -4,6 +4,7 @@
 
 pub mod binary_copy;
 pub mod bulk;
+pub mod copy_out;
 pub mod engine;
 pub mod entities;
 pub mod migration;

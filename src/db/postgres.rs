@@ -18,6 +18,7 @@ use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
 use super::binary_copy::Wire;
+use super::copy_out::{self, Rows};
 
 /// Bytes of `COPY` data sent per message: large enough that the messages
 /// cost nothing, small enough that a bulk write holds one message's rows
@@ -88,6 +89,40 @@ impl PgTxn {
             }
         }
         writer.finish().await.map_err(exec_error)
+    }
+
+    /// The names and types of the columns `sql` returns, without running it.
+    pub async fn describe(&self, sql: &str) -> Result<Vec<(String, Option<Wire>)>, DbErr> {
+        use sqlx::{Column as _, Executor as _, SqlSafeStr as _, Statement as _, TypeInfo as _};
+        let mut connection = self.connection.lock().await;
+        let prepared = (&mut **connection)
+            .prepare(sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str())
+            .await
+            .map_err(query_error)?;
+        let columns = prepared.columns().iter();
+        Ok(columns.map(|c| (c.name().to_owned(), Wire::of(&c.type_info().name().to_lowercase()))).collect())
+    }
+
+    /// Calls `visit` with every row of `sql` read through a binary `COPY`
+    /// (see [`super::copy_out`]), without holding the result.
+    pub async fn copy_out(
+        &self,
+        sql: &str,
+        mut visit: impl FnMut(&Rows, &copy_out::Fields) -> Result<(), DbErr> + Send,
+    ) -> Result<(), DbErr> {
+        let mut connection = self.connection.lock().await;
+        let mut data = connection.copy_out_raw(copy_out::copy_statement(sql).as_str()).await.map_err(query_error)?;
+        let (mut rows, mut fields) = (Rows::default(), Vec::new());
+        while let Some(piece) = data.try_next().await.map_err(query_error)? {
+            rows.push(&piece);
+            while rows.next(&mut fields).map_err(DbErr::Custom)? {
+                visit(&rows, &fields)?;
+            }
+        }
+        if !rows.ended() {
+            return Err(DbErr::Custom("binary COPY: the rows ended before their end mark".into()));
+        }
+        Ok(())
     }
 
     /// Calls `visit` with every row of `statement`, without holding the result.

@@ -8,12 +8,19 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::ValueRef;
-use sea_orm::{DbErr, QueryResult, TryGetable};
+
+use super::binary_copy::Wire;
+use super::copy_out::{self, Rows};
+use sea_orm::{DbErr, QueryResult, TryGetError, TryGetable};
 
 /// A value of a result column, decodable from either engine.
 pub trait Column: TryGetable + Sized {
     /// From SQLite's stored value (times as sqlx writes them: RFC 3339 text).
     fn from_sqlite(value: ValueRef<'_>) -> Result<Self, String>;
+
+    /// From a field of PostgreSQL's binary COPY data (`None`: NULL) of a
+    /// column of type `wire` ([`super::engine::Txn::scan`]).
+    fn from_copied(value: Option<&[u8]>, wire: Wire) -> Result<Self, String>;
 }
 
 /// A type read from rows by column name.
@@ -54,6 +61,11 @@ pub(crate) use record;
 pub struct Positions(Vec<usize>);
 
 impl Positions {
+    /// Where each wanted column is, in the order wanted.
+    pub fn all(&self) -> &[usize] {
+        &self.0
+    }
+
     /// Finds `wanted` among `result_columns`, or names the first missing one.
     pub fn find<S: AsRef<str>>(wanted: &[&str], result_columns: &[S]) -> Result<Self, DbErr> {
         let position = |name: &&str| {
@@ -77,6 +89,12 @@ pub struct Fields<'r> {
 enum Row<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
     Postgres(&'r QueryResult),
+    /// A row of binary COPY data: its fields, and each result column's type.
+    Copied {
+        rows: &'r Rows,
+        fields: &'r copy_out::Fields,
+        wires: &'r [Option<Wire>],
+    },
 }
 
 impl<'r> Fields<'r> {
@@ -86,6 +104,16 @@ impl<'r> Fields<'r> {
 
     pub fn postgres<R: Record>(row: &'r QueryResult, positions: &'r Positions) -> Self {
         Fields { row: Row::Postgres(row), columns: R::COLUMNS, positions, next: 0 }
+    }
+
+    /// A row of binary COPY data; `wires` are the result columns' types.
+    pub fn copied<R: Record>(
+        rows: &'r Rows,
+        fields: &'r copy_out::Fields,
+        wires: &'r [Option<Wire>],
+        positions: &'r Positions,
+    ) -> Self {
+        Fields { row: Row::Copied { rows, fields, wires }, columns: R::COLUMNS, positions, next: 0 }
     }
 
     /// The record's next column, in the order of its `COLUMNS`.
@@ -98,6 +126,13 @@ impl<'r> Fields<'r> {
                 T::from_sqlite(value).map_err(|e| DbErr::Custom(format!("column {name}: {e}")))
             }
             Row::Postgres(row) => row.try_get_by_index(position),
+            Row::Copied { rows, fields, wires } => {
+                let value =
+                    fields.get(position).ok_or_else(|| DbErr::Custom(format!("column {name}: no such field")))?;
+                let wire = wires[position].ok_or_else(|| DbErr::Custom(format!("column {name}: of no known type")))?;
+                T::from_copied(value.as_ref().map(|range| rows.field(range)), wire)
+                    .map_err(|e| DbErr::Custom(format!("column {name}: {e}")))
+            }
         }
     }
 }
@@ -107,21 +142,91 @@ pub fn read<R: Record>(mut fields: Fields<'_>) -> Result<R, DbErr> {
     R::read(&mut fields)
 }
 
+/// The types SQLite stores as they are, and how each reads from binary
+/// COPY data: every wire type sqlx would decode it from, and more (an
+/// integer of any width, a float of either).
 macro_rules! sqlite_native {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty => |$bytes:ident, $wire:ident| $copied:expr),* $(,)?) => {$(
         impl Column for $ty {
             fn from_sqlite(value: ValueRef<'_>) -> Result<Self, String> {
                 rusqlite::types::FromSql::column_result(value).map_err(|e| e.to_string())
             }
+
+            fn from_copied(value: Option<&[u8]>, $wire: Wire) -> Result<Self, String> {
+                let $bytes = value.ok_or("is NULL")?;
+                $copied
+            }
         }
     )*};
 }
-sqlite_native!(i64, i32, i16, f64, bool, String);
+sqlite_native!(
+    i64 => |bytes, wire| integer(bytes, wire),
+    i32 => |bytes, wire| integer(bytes, wire)?.try_into().map_err(|_| "is out of range".to_string()),
+    i16 => |bytes, wire| integer(bytes, wire)?.try_into().map_err(|_| "is out of range".to_string()),
+    f64 => |bytes, wire| match wire {
+        Wire::Float8 => Ok(f64::from_be_bytes(copy_out::array(bytes)?)),
+        Wire::Float4 => Ok(f32::from_be_bytes(copy_out::array(bytes)?).into()),
+        _ => Err(format!("is a {wire:?}, not a float")),
+    },
+    bool => |bytes, wire| match wire {
+        Wire::Bool => Ok(bytes.first().is_some_and(|b| *b != 0)),
+        _ => Err(format!("is a {wire:?}, not a boolean")),
+    },
+    String => |bytes, wire| match wire {
+        Wire::Text => String::from_utf8(bytes.to_vec()).map_err(|_| "is not UTF-8 text".to_string()),
+        _ => Err(format!("is a {wire:?}, not text")),
+    },
+);
+
+/// An integer column of any width in binary COPY data.
+fn integer(bytes: &[u8], wire: Wire) -> Result<i64, String> {
+    match wire {
+        Wire::Int8 => Ok(i64::from_be_bytes(copy_out::array(bytes)?)),
+        Wire::Int4 => Ok(i32::from_be_bytes(copy_out::array(bytes)?).into()),
+        Wire::Int2 => Ok(i16::from_be_bytes(copy_out::array(bytes)?).into()),
+        _ => Err(format!("is a {wire:?}, not an integer")),
+    }
+}
+
+/// A `timestamp` or `timestamptz` in binary COPY data.
+fn time(bytes: &[u8], wire: Wire) -> Result<DateTime<Utc>, String> {
+    match wire {
+        Wire::Timestamp => copy_out::time(bytes),
+        _ => Err(format!("is a {wire:?}, not a time")),
+    }
+}
 
 impl Column for DateTime<Utc> {
     fn from_sqlite(value: ValueRef<'_>) -> Result<Self, String> {
         let text = value.as_str().map_err(|e| e.to_string())?;
         DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).map_err(|e| format!("{e}: {text:?}"))
+    }
+
+    fn from_copied(value: Option<&[u8]>, wire: Wire) -> Result<Self, String> {
+        time(value.ok_or("is NULL")?, wire)
+    }
+}
+
+/// A time in whole seconds since 1970: from SQLite, the integer that
+/// `unixepoch()` computed; from PostgreSQL, the timestamp itself (see
+/// [`epoch_seconds`](crate::db::engine::epoch_seconds)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochSeconds(pub i64);
+
+impl Column for EpochSeconds {
+    fn from_sqlite(value: ValueRef<'_>) -> Result<Self, String> {
+        i64::from_sqlite(value).map(EpochSeconds)
+    }
+
+    fn from_copied(value: Option<&[u8]>, wire: Wire) -> Result<Self, String> {
+        time(value.ok_or("is NULL")?, wire).map(|at| EpochSeconds(at.timestamp()))
+    }
+}
+
+impl TryGetable for EpochSeconds {
+    fn try_get_by<I: sea_orm::ColIdx>(res: &QueryResult, index: I) -> Result<Self, TryGetError> {
+        // `timestamp` rounds down, as the `FLOOR(EXTRACT(EPOCH ...))` it replaces did.
+        DateTime::<Utc>::try_get_by(res, index).map(|at| EpochSeconds(at.timestamp()))
     }
 }
 
@@ -129,6 +234,13 @@ impl Column for NaiveDate {
     fn from_sqlite(value: ValueRef<'_>) -> Result<Self, String> {
         let text = value.as_str().map_err(|e| e.to_string())?;
         NaiveDate::parse_from_str(text, "%F").map_err(|e| format!("{e}: {text:?}"))
+    }
+
+    fn from_copied(value: Option<&[u8]>, wire: Wire) -> Result<Self, String> {
+        match wire {
+            Wire::Date => copy_out::date(value.ok_or("is NULL")?),
+            _ => Err(format!("is a {wire:?}, not a date")),
+        }
     }
 }
 
@@ -139,15 +251,20 @@ impl<T: Column> Column for Option<T> {
             value => T::from_sqlite(value).map(Some),
         }
     }
+
+    fn from_copied(value: Option<&[u8]>, wire: Wire) -> Result<Self, String> {
+        value.map(|bytes| T::from_copied(Some(bytes), wire)).transpose()
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeZone, Utc};
-    use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, Query, Table};
+    use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+    use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, Query, SelectStatement, Table};
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr};
 
-    use crate::db::engine::{Options, Txn};
+    use super::{EpochSeconds, Record};
+    use crate::db::engine::{Options, Txn, epoch_seconds, inlined};
 
     record! {
         #[derive(Debug, PartialEq)]
@@ -220,6 +337,164 @@ mod tests {
             assert_eq!(reordered, in_order, "{:?}", db.get_database_backend());
             let missing = select(&db, &table, &["id", "at", "score"]).await.unwrap_err().to_string();
             assert!(missing.contains("no column name (it returns id, at, score)"), "{missing}");
+            db.execute_unprepared(&format!("DROP TABLE {table}")).await.unwrap();
+        }
+    }
+
+    record! {
+        /// A column of each type a record reads.
+        #[derive(Debug, PartialEq)]
+        struct Wide {
+            small: i16,
+            medium: i32,
+            big: i64,
+            double: Option<f64>,
+            flag: bool,
+            name: Option<String>,
+            at: DateTime<Utc>,
+            day: Option<NaiveDate>,
+        }
+    }
+
+    record! {
+        /// Columns of [`Wide`]'s table read as the widest integer and float.
+        struct Widened {
+            small: i64,
+            medium: i64,
+            single: f64,
+        }
+    }
+
+    fn wide_rows() -> Vec<Wide> {
+        let moon = Utc.with_ymd_and_hms(1969, 7, 20, 20, 17, 40).unwrap() + chrono::Duration::milliseconds(500);
+        vec![
+            Wide { small: -1, medium: -2, big: -3, double: None, flag: false, name: None, at: moon, day: None },
+            Wide {
+                small: 1,
+                medium: 2,
+                big: 3_000_000_000,
+                double: Some(0.1),
+                flag: true,
+                name: Some("Zoë's".into()),
+                at: Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap(),
+                day: NaiveDate::from_ymd_opt(2026, 3, 4),
+            },
+        ]
+    }
+
+    async fn create_wide(db: &DatabaseConnection, table: &str) {
+        let create = Table::create()
+            .table(Alias::new(table))
+            .col(ColumnDef::new("small").small_integer())
+            .col(ColumnDef::new("medium").integer())
+            .col(ColumnDef::new("big").big_integer())
+            .col(ColumnDef::new("single").float())
+            .col(ColumnDef::new("double").double())
+            .col(ColumnDef::new("flag").boolean())
+            .col(ColumnDef::new("name").text())
+            .col(ColumnDef::new("at").timestamp_with_time_zone())
+            .col(ColumnDef::new("day").date())
+            .to_owned();
+        db.execute(&create).await.unwrap();
+        let mut insert = Query::insert();
+        let columns = Wide::COLUMNS.iter().chain(&["single"]).map(|c| Alias::new(*c));
+        insert.into_table(Alias::new(table)).columns(columns);
+        for row in wide_rows() {
+            insert.values_panic([
+                row.small.into(),
+                row.medium.into(),
+                row.big.into(),
+                row.double.into(),
+                row.flag.into(),
+                row.name.into(),
+                row.at.into(),
+                row.day.into(),
+                (f32::from(row.small) / 2.0).into(),
+            ]);
+        }
+        let mut txn = Txn::begin(db, Options::default()).await.unwrap();
+        txn.execute(&insert).await.unwrap();
+        txn.commit().await.unwrap();
+    }
+
+    /// Every row of `select`, read by [`Txn::scan`].
+    async fn scanned(db: &DatabaseConnection, select: &SelectStatement) -> Vec<Wide> {
+        let mut txn = Txn::begin(db, Options::default()).await.unwrap();
+        let mut rows = Vec::new();
+        txn.scan(select, |row: Wide| {
+            rows.push(row);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        txn.rollback().await.unwrap();
+        rows
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_reads_every_type_as_a_query_does_whether_its_values_can_be_copied_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        for db in engines(dir.path()).await {
+            let table = table_name();
+            create_wide(&db, &table).await;
+            let mut select = Query::select();
+            select.from(Alias::new(&table)).columns(Wide::COLUMNS.iter().map(|c| Alias::new(*c)));
+            select.order_by(Alias::new("big"), sea_orm::sea_query::Order::Asc);
+            // Numbers and a time: copied on PostgreSQL.
+            let copied = select
+                .clone()
+                .and_where(Expr::col(Alias::new("big")).gt(-10))
+                .and_where(Expr::col(Alias::new("at")).lt(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()))
+                .to_owned();
+            // A text value: never written into a statement's text.
+            let bound = select.clone().and_where(Expr::col(Alias::new("name")).eq("Zoë's")).to_owned();
+            let backend = db.get_database_backend();
+            assert!(inlined(&copied).is_some_and(|sql| sql.contains("-10")), "{backend:?}");
+            assert_eq!(inlined(&bound), None);
+            assert_eq!(scanned(&db, &copied).await, wide_rows(), "{backend:?}");
+            assert_eq!(scanned(&db, &bound).await, wide_rows().split_off(1), "{backend:?}");
+            let mut txn = Txn::begin(&db, Options::default()).await.unwrap();
+            assert_eq!(txn.query::<Wide>(&copied).await.unwrap(), wide_rows(), "{backend:?}");
+            // Copied, an integer or float of any width reads into the widest.
+            let mut widened = Vec::new();
+            let narrow = copied.clone().columns([Alias::new("single")]).to_owned();
+            txn.scan(&narrow, |row: Widened| {
+                widened.push((row.small, row.medium, row.single));
+                Ok(())
+            })
+            .await
+            .unwrap();
+            assert_eq!(widened, vec![(-1, -2, -0.5), (1, 2, 0.5)], "{backend:?}");
+            txn.rollback().await.unwrap();
+            db.execute_unprepared(&format!("DROP TABLE {table}")).await.unwrap();
+        }
+    }
+
+    record! {
+        struct Seconds {
+            at: EpochSeconds,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn epoch_seconds_are_the_whole_seconds_of_the_stored_time_on_both_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        for db in engines(dir.path()).await {
+            let table = table_name();
+            create_with_one_row(&db, &table).await;
+            let later = Utc.with_ymd_and_hms(2026, 3, 4, 5, 6, 7).unwrap() + chrono::Duration::milliseconds(900);
+            let update = Query::update().table(Alias::new(&table)).value(Alias::new("at"), later).to_owned();
+            db.execute(&update).await.unwrap();
+            let select = Query::select()
+                .expr_as(epoch_seconds(db.get_database_backend(), "at"), Alias::new("at"))
+                .from(Alias::new(&table))
+                .to_owned();
+            let mut txn = Txn::begin(&db, Options::default()).await.unwrap();
+            let read: Vec<Seconds> = txn.query(&select).await.unwrap();
+            txn.rollback().await.unwrap();
+            let seconds: Vec<i64> = read.into_iter().map(|row| row.at.0).collect();
+            assert_eq!(seconds, vec![later.timestamp()], "{:?}", db.get_database_backend());
+            assert_eq!(later.timestamp(), 1_772_600_767);
             db.execute_unprepared(&format!("DROP TABLE {table}")).await.unwrap();
         }
     }

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query};
+use sea_orm::sea_query::{Asterisk, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, QueryTrait};
 
 use crate::db::engine::{Options, Txn, epoch_seconds};
 use crate::db::entities::{customer, interaction, loyalty_ledger, loyalty_tier_change, order, outbox};
-use crate::db::record::record;
+use crate::db::record::{EpochSeconds, Record, record};
 use crate::work::Customers;
 
 /// An order as features see it: when, how much, which category (interned).
@@ -125,7 +125,7 @@ impl History {
         let tier_changes = Grouped::new(n, load_tier_changes(&mut txn, &within, &index).await?, |c| c.at);
         let messages = Grouped::new(n, load_messages(&mut txn, &within, &index).await?, |&at| at);
         txn.rollback().await?;
-        let signed_up_at = customers.into_iter().map(|c| c.signed_up_at).collect();
+        let signed_up_at = customers.into_iter().map(|c| c.signed_up_at.map(|at| at.0)).collect();
         Ok(History { customer_ids, signed_up_at, orders, complaints, ledger, tier_changes, messages })
     }
 
@@ -175,7 +175,7 @@ record! {
     /// A customer: database id, sign-up time in seconds.
     struct CustomerRow {
         id: i64,
-        signed_up_at: Option<i64>,
+        signed_up_at: Option<EpochSeconds>,
     }
 }
 
@@ -183,7 +183,7 @@ record! {
     /// An order: customer id, time in seconds, amount in cents, category.
     struct OrderRow {
         customer_id: i64,
-        ordered_at: i64,
+        ordered_at: EpochSeconds,
         amount_cents: i64,
         category: Option<String>,
     }
@@ -198,7 +198,12 @@ async fn load_customers(db: &DatabaseConnection, within: &Customers) -> Result<V
         .expr_as(epoch_seconds(txn.backend(), "signed_up_at"), "signed_up_at")
         .into_query();
     let select = within.limit(select, "id");
-    let customers = txn.query(&select).await?;
+    let mut customers = Vec::new();
+    txn.scan(&select, |row| {
+        customers.push(row);
+        Ok(())
+    })
+    .await?;
     txn.rollback().await?;
     Ok(customers)
 }
@@ -228,9 +233,9 @@ async fn load_orders(db: &DatabaseConnection, within: &Customers) -> Result<Vec<
     let select = within.limit(select, "customer_id");
     let mut orders = Vec::with_capacity(expected as usize);
     let mut categories = Categories::default();
-    txn.for_each(&select, |row: OrderRow| {
+    txn.scan(&select, |row: OrderRow| {
         let category = row.category.map(|c| categories.intern(c));
-        orders.push((row.customer_id, Order { at: row.ordered_at, cents: row.amount_cents, category }));
+        orders.push((row.customer_id, Order { at: row.ordered_at.0, cents: row.amount_cents, category }));
         Ok(())
     })
     .await?;
@@ -247,6 +252,26 @@ impl Categories {
         let next = self.0.len() as u32;
         *self.0.entry(name).or_insert(next)
     }
+}
+
+/// The rows of `select` within `within`, each made an item by `item` and
+/// kept with its customer's index, if that customer was loaded.
+async fn read_by_customer<R: Record, T: Send>(
+    txn: &mut Txn,
+    select: SelectStatement,
+    within: &Customers,
+    index: Indexer<'_>,
+    item: impl Fn(R) -> (i64, T) + Send + Sync,
+) -> Result<Vec<(usize, T)>, DbErr> {
+    let select = within.limit(select, "customer_id");
+    let mut items = Vec::new();
+    txn.scan(&select, |row: R| {
+        let (customer_id, item) = item(row);
+        items.extend(index(customer_id).map(|customer| (customer, item)));
+        Ok(())
+    })
+    .await?;
+    Ok(items)
 }
 
 record! {
@@ -267,16 +292,12 @@ async fn load_complaints(
         .columns([interaction::Column::CustomerId, interaction::Column::OpenedAt, interaction::Column::ResolvedAt])
         .filter(interaction::Column::Kind.eq("complaint"))
         .into_query();
-    let select = within.limit(select, "customer_id");
-    let rows: Vec<ComplaintRow> = txn.query(&select).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            let complaint =
-                Complaint { opened_at: row.opened_at.timestamp(), resolved_at: row.resolved_at.map(|r| r.timestamp()) };
-            Some((index(row.customer_id)?, complaint))
-        })
-        .collect())
+    read_by_customer(txn, select, within, index, |row: ComplaintRow| {
+        let complaint =
+            Complaint { opened_at: row.opened_at.timestamp(), resolved_at: row.resolved_at.map(|r| r.timestamp()) };
+        (row.customer_id, complaint)
+    })
+    .await
 }
 
 record! {
@@ -300,14 +321,10 @@ async fn load_ledger(
             loyalty_ledger::Column::Points,
         ])
         .into_query();
-    let select = within.limit(select, "customer_id");
-    let rows: Vec<LedgerRow> = txn.query(&select).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            Some((index(row.customer_id)?, LedgerEntry { at: row.occurred_at.timestamp(), points: row.points }))
-        })
-        .collect())
+    read_by_customer(txn, select, within, index, |row: LedgerRow| {
+        (row.customer_id, LedgerEntry { at: row.occurred_at.timestamp(), points: row.points })
+    })
+    .await
 }
 
 record! {
@@ -331,14 +348,10 @@ async fn load_tier_changes(
             loyalty_tier_change::Column::ToTier,
         ])
         .into_query();
-    let select = within.limit(select, "customer_id");
-    let rows: Vec<TierChangeRow> = txn.query(&select).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            Some((index(row.customer_id)?, TierChange { at: row.changed_at.timestamp(), tier: row.to_tier }))
-        })
-        .collect())
+    read_by_customer(txn, select, within, index, |row: TierChangeRow| {
+        (row.customer_id, TierChange { at: row.changed_at.timestamp(), tier: row.to_tier })
+    })
+    .await
 }
 
 record! {
@@ -355,9 +368,7 @@ async fn load_messages(txn: &mut Txn, within: &Customers, index: Indexer<'_>) ->
         .columns([outbox::Column::CustomerId, outbox::Column::SentAt])
         .filter(outbox::Column::SentAt.is_not_null())
         .into_query();
-    let select = within.limit(select, "customer_id");
-    let rows: Vec<SentRow> = txn.query(&select).await?;
-    Ok(rows.into_iter().filter_map(|row| Some((index(row.customer_id)?, row.sent_at.timestamp()))).collect())
+    read_by_customer(txn, select, within, index, |row: SentRow| (row.customer_id, row.sent_at.timestamp())).await
 }
 
 #[cfg(test)]

@@ -289,8 +289,8 @@ impl Layout<Postgres> {
     /// [`Layout::fill`] for a row of binary COPY data, its fields in `rows`.
     fn fill_copied(
         &self,
-        rows: &copy_out::Rows,
-        fields: &copy_out::Fields,
+        rows: &crate::db::copy_out::Rows,
+        fields: &crate::db::copy_out::Fields,
         number: u64,
         record: &mut ByteRecord,
         scratch: &mut Vec<u8>,
@@ -300,7 +300,7 @@ impl Layout<Postgres> {
         }
         let field = |index: usize| fields[index].as_ref().map(|range| rows.field(range));
         let changed = match field(self.updated_at.0) {
-            Some(bytes) => copy_out::time(bytes)
+            Some(bytes) => crate::db::copy_out::time(bytes)
                 .map_err(|problem| anyhow::anyhow!("row {number}, column `{WATERMARK_COLUMN}`: the value {problem}"))?,
             None => return Err(no_time_of_change(number)),
         };
@@ -336,8 +336,9 @@ async fn copy(
     sender.push(layout.header());
     let copied = query::replace_since(query, Dialect::Postgres, &copy_out::since_literal(since))
         .map_err(|problem| failed(anyhow::anyhow!(problem)))?;
-    let mut data = silence_limited(conn.copy_out_raw(&copy_out::copy_statement(&copied))).await.map_err(failed)?;
-    let (mut rows, mut fields) = (copy_out::Rows::default(), Vec::new());
+    let mut data =
+        silence_limited(conn.copy_out_raw(&crate::db::copy_out::copy_statement(&copied))).await.map_err(failed)?;
+    let (mut rows, mut fields) = (crate::db::copy_out::Rows::default(), Vec::new());
     let (mut record, mut scratch) = (ByteRecord::new(), Vec::new());
     let mut streamed = Streamed::default();
     while let Some(piece) = silence_limited(data.try_next()).await.map_err(failed)? {
