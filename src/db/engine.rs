@@ -165,10 +165,10 @@ impl Txn {
 
     /// Calls `visit` with every row of `select`, as [`Txn::for_each`] does,
     /// for reads of many rows. On PostgreSQL they come through a binary
-    /// `COPY` ([`super::copy_out`]) when every value bound is a number, a
-    /// time or NULL (`COPY` takes no parameters: they are written into its
-    /// text, and text never is) and every column read has a type the reader
-    /// knows. It costs one more round trip first, to learn the types.
+    /// `COPY` ([`super::copy_out`]) when every value bound can be written
+    /// into the statement's text (`COPY` takes no parameters; see
+    /// [`inlined`]) and every column read has a type the reader knows. It
+    /// costs one more round trip first, to learn the types.
     pub async fn scan<R: Record>(
         &mut self,
         select: &SelectStatement,
@@ -661,12 +661,14 @@ impl From<rusqlite::Error> for Failed {
     }
 }
 
-/// `select` with its values written into its text, if every one is a
-/// number, a boolean, a time or NULL.
+/// `select` with its values written into its text, if every one is an
+/// integer, a finite double, a boolean, a time or NULL: values whose
+/// literal means what the bound value means. Text is never written in (its
+/// quoting would be this crate's to get right), nor a single-precision
+/// float (its literal would be compared as a double).
 pub(crate) fn inlined(select: &SelectStatement) -> Option<String> {
     let (_, values) = select.build(PostgresQueryBuilder);
     let plain = |value: &Value| match value {
-        Value::Float(Some(v)) => v.is_finite(),
         Value::Double(Some(v)) => v.is_finite(),
         Value::Bool(_)
         | Value::TinyInt(_)

@@ -451,6 +451,7 @@ mod tests {
             let backend = db.get_database_backend();
             assert!(inlined(&copied).is_some_and(|sql| sql.contains("-10")), "{backend:?}");
             assert_eq!(inlined(&bound), None);
+            assert_eq!(inlined(&select.clone().and_where(Expr::col(Alias::new("single")).lt(1.5f32)).to_owned()), None);
             assert_eq!(scanned(&db, &copied).await, wide_rows(), "{backend:?}");
             assert_eq!(scanned(&db, &bound).await, wide_rows().split_off(1), "{backend:?}");
             let mut txn = Txn::begin(&db, Options::default()).await.unwrap();
