@@ -2,9 +2,8 @@
 //! PostgreSQL: they arrive as one stream of bytes, each value in the
 //! server's binary form, and are split into rows here, instead of each row
 //! becoming an sqlx row whose values are decoded and type-checked one by
-//! one (a sixth of `patron train`'s processor time on PostgreSQL). The sql
-//! feed reads its sources this way; [`Txn::for_each`](super::engine::Txn::for_each)
-//! its large reads.
+//! one. The sql feed reads its sources this way, and
+//! [`Txn::scan`](super::engine::Txn::scan) its large reads.
 
 use chrono::{DateTime, NaiveDate, Utc};
 
