@@ -156,7 +156,8 @@ fn days_since_epoch(date: NaiveDate) -> i32 {
     chrono::Datelike::num_days_from_ce(&date) - EPOCH_DAYS_FROM_CE
 }
 
-fn is_null(value: &Value) -> bool {
+/// Whether `value` is a NULL, of whatever type.
+pub fn is_null(value: &Value) -> bool {
     matches!(
         value,
         Value::Bool(None)

@@ -23,7 +23,7 @@ use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
-use super::binary_copy::Wire;
+use super::binary_copy::{self, Wire};
 use super::bulk::{BulkInsert, BulkUpdate};
 use super::postgres::{PgTxn, SetAside};
 use super::record::{self, Column, Fields, Positions, Record};
@@ -190,6 +190,17 @@ impl Txn {
             }
         }
         self.for_each(select, visit).await
+    }
+
+    /// Every row of `select` as an `R`, read as [`Txn::scan`] reads them.
+    pub async fn scan_all<R: Record + Send>(&mut self, select: &SelectStatement) -> Result<Vec<R>, DbErr> {
+        let mut all = Vec::new();
+        self.scan(select, |row: R| {
+            all.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(all)
     }
 
     /// The values of a select of one column.
@@ -668,6 +679,7 @@ impl From<rusqlite::Error> for Failed {
 pub(crate) fn inlined(select: &SelectStatement) -> Option<String> {
     let (_, values) = select.build(PostgresQueryBuilder);
     let plain = |value: &Value| match value {
+        _ if binary_copy::is_null(value) => true,
         Value::Double(Some(v)) => v.is_finite(),
         Value::Bool(_)
         | Value::TinyInt(_)
@@ -678,9 +690,6 @@ pub(crate) fn inlined(select: &SelectStatement) -> Option<String> {
         | Value::SmallUnsigned(_)
         | Value::Unsigned(_)
         | Value::BigUnsigned(_)
-        | Value::Float(None)
-        | Value::Double(None)
-        | Value::String(None)
         | Value::ChronoDate(_)
         | Value::ChronoDateTime(_)
         | Value::ChronoDateTimeUtc(_) => true,

@@ -420,13 +420,7 @@ mod tests {
     /// Every row of `select`, read by [`Txn::scan`].
     async fn scanned(db: &DatabaseConnection, select: &SelectStatement) -> Vec<Wide> {
         let mut txn = Txn::begin(db, Options::default()).await.unwrap();
-        let mut rows = Vec::new();
-        txn.scan(select, |row: Wide| {
-            rows.push(row);
-            Ok(())
-        })
-        .await
-        .unwrap();
+        let rows = txn.scan_all(select).await.unwrap();
         txn.rollback().await.unwrap();
         rows
     }

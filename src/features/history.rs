@@ -198,12 +198,7 @@ async fn load_customers(db: &DatabaseConnection, within: &Customers) -> Result<V
         .expr_as(epoch_seconds(txn.backend(), "signed_up_at"), "signed_up_at")
         .into_query();
     let select = within.limit(select, "id");
-    let mut customers = Vec::new();
-    txn.scan(&select, |row| {
-        customers.push(row);
-        Ok(())
-    })
-    .await?;
+    let customers = txn.scan_all(&select).await?;
     txn.rollback().await?;
     Ok(customers)
 }

@@ -222,12 +222,7 @@ async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: Date
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
     let exclusions_loaded = started.elapsed();
     let segment = segment(campaign, rules, at, txn.backend(), model_id);
-    let mut audience = Vec::new();
-    txn.scan(&segment, |candidate: Candidate| {
-        audience.push(candidate);
-        Ok(())
-    })
-    .await?;
+    let audience = txn.scan_all::<Candidate>(&segment).await?;
     let segment_read = started.elapsed();
     Ok(finish_evaluation(campaign, rules, &exclusions, audience, started, exclusions_loaded, segment_read))
 }
