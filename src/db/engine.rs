@@ -398,12 +398,12 @@ impl Txn {
         }
     }
 
-    /// Drops the secondary indexes of `table`, for a write of millions of
-    /// rows, and returns what builds them again ([`Txn::restore_indexes`]):
-    /// keeping them in step row by row cost most of such a write. Within the
+    /// Drops the indexes of `table`, for a write of millions of rows, and
+    /// returns what builds them again ([`Txn::restore_indexes`]): keeping
+    /// them in step row by row cost most of such a write. Within the
     /// transaction, so a failure leaves them as they were. On SQLite unique
     /// indexes stay (inserts rely on them). On PostgreSQL only an empty
-    /// table's go (rows copied straight in need none), and the table is then
+    /// table's go, its primary key too (rows copied straight in need none), and the table is then
     /// this transaction's until the commit ([`PgTxn::take_if_empty`]):
     /// dropping an index locks it against every reader.
     pub async fn set_aside_indexes(&mut self, table: &str) -> Result<SetAside, DbErr> {

@@ -395,11 +395,12 @@ impl PgTxn {
     }
 
     /// Drops the indexes of `table` (taken by [`PgTxn::take_if_empty`]) for
-    /// a bulk write of new rows, all but the primary key, those on one of
-    /// the `kept` columns alone (looked up during the write) and unique ones
-    /// that a foreign key relies on; returns the statements that build them
-    /// again ([`PgTxn::restore_indexes`]). An index built once over every
-    /// row sorts them; kept in step row by row it costs most of such a write.
+    /// a bulk write of new rows, all but those on one of the `kept` columns
+    /// alone (looked up during the write) and the unique ones (the primary
+    /// key among them) that a foreign key relies on; returns the statements
+    /// that build them again ([`PgTxn::restore_indexes`]). An index built
+    /// once over every row sorts them; kept in step row by row it costs most
+    /// of such a write, the primary key's too, though its keys come in order.
     pub async fn set_aside_indexes(&self, table: &str, kept: &[&str]) -> Result<SetAside, DbErr> {
         let select = "SELECT i.relname::text, pg_get_indexdef(x.indexrelid), c.conname::text, \
                       pg_get_constraintdef(c.oid), \
@@ -407,8 +408,8 @@ impl PgTxn {
                        JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum) \
                       FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
                       LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
-                      WHERE x.indrelid = $1::text::regclass AND NOT x.indisprimary \
-                      AND (c.oid IS NULL OR c.contype = 'u') \
+                      WHERE x.indrelid = $1::text::regclass \
+                      AND (c.oid IS NULL OR c.contype IN ('u', 'p')) \
                       AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = x.indexrelid) \
                       ORDER BY i.relname";
         type Listed = (String, String, Option<String>, Option<String>, Option<Vec<String>>);

@@ -326,17 +326,30 @@ fn on_postgresql_a_first_import_and_loyalty_run_build_their_tables_indexes_once_
             assert!(pages > 0 && visible == pages, "{table}: {visible} of {pages} pages visible to all");
         }
         // The customers' ids are looked up while they are written (for their
-        // consent events): that index stays; the primary keys always do.
+        // consent events): that index stays, and so does their primary key,
+        // which foreign keys refer to. The other primary keys are built again.
         assert_eq!(rebuilt(&before[0], &after[0]), ["ix_customers_email_lower"]);
-        assert_eq!(rebuilt(&before[1], &after[1]), ["ix_orders_customer_id_ordered_at", "orders_external_id_key"]);
+        assert_eq!(
+            rebuilt(&before[1], &after[1]),
+            ["ix_orders_customer_id_ordered_at", "orders_external_id_key", "orders_pkey"]
+        );
         assert_eq!(
             rebuilt(&before[2], &after[2]),
             [
                 "ix_loyalty_ledger_customer_id_occurred_at",
                 "ix_loyalty_ledger_expires_at",
                 "ix_loyalty_ledger_order_id",
+                "loyalty_ledger_pkey",
                 "loyalty_ledger_source_key_key"
             ]
+        );
+        let keys = env.strings(
+            "SELECT conname::text || ' ' || contype::text FROM pg_constraint \
+             WHERE conrelid IN ('orders'::regclass, 'loyalty_ledger'::regclass) AND contype IN ('p', 'u') ORDER BY 1",
+        );
+        assert_eq!(
+            keys,
+            ["loyalty_ledger_pkey p", "loyalty_ledger_source_key_key u", "orders_external_id_key u", "orders_pkey p"]
         );
         // Into tables that hold rows, the indexes are kept in step as rows come.
         let orders = env.write("more.csv", "order_id,customer_id,ordered_at,amount\nNEW-1,C0001,1998-07-01,10.00\n");
