@@ -513,4 +513,41 @@ mod tests {
             db.execute_unprepared(&format!("DROP TABLE {table}")).await.unwrap();
         }
     }
+
+    /// The planner settings of a ranged read hold for its transaction only:
+    /// the pool's connection plans the next transaction's statements as
+    /// the server's settings say.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_through_indexes_only_within_their_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::connect(format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display())).await.unwrap();
+        let mut txn = Txn::begin(&db, Options::default()).await.unwrap();
+        txn.read_through_indexes().await.unwrap();
+        assert_eq!(txn.values::<i64>(&Query::select().expr(Expr::val(1)).to_owned()).await.unwrap(), [1]);
+        txn.rollback().await.unwrap();
+
+        let Some(url) = std::env::var("PATRON_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else { return };
+        // One connection: every transaction below runs on the same one.
+        let db = Database::connect(sea_orm::ConnectOptions::new(url).max_connections(1).to_owned()).await.unwrap();
+        let settings = Query::select()
+            .expr(Expr::cust("current_setting('enable_seqscan') || ' ' || current_setting('jit')"))
+            .to_owned();
+        let read = |db: &DatabaseConnection, through_indexes: bool| {
+            let (db, settings) = (db.clone(), settings.clone());
+            async move {
+                let mut txn = Txn::begin(&db, Options::default()).await.unwrap();
+                if through_indexes {
+                    txn.read_through_indexes().await.unwrap();
+                }
+                let read = txn.values::<String>(&settings).await.unwrap();
+                // Committed: a rollback would undo even a setting for the session.
+                txn.commit().await.unwrap();
+                read
+            }
+        };
+        let before = read(&db, false).await;
+        assert_eq!(read(&db, true).await, ["off off"]);
+        assert_ne!(before, ["off off"], "the server's own settings differ");
+        assert_eq!(read(&db, false).await, before);
+    }
 }

@@ -119,7 +119,7 @@ impl History {
         // database returned them in, which differs between a whole-table
         // read and a read of a range of customers.
         let orders = Grouped::new(n, orders, |o| (o.at, o.cents));
-        let mut txn = Txn::begin(db, Options::default()).await?;
+        let mut txn = begin_read(db, &within).await?;
         let complaints = Grouped::new(n, load_complaints(&mut txn, &within, &index).await?, |c| c.opened_at);
         let ledger = Grouped::new(n, load_ledger(&mut txn, &within, &index).await?, |e| e.at);
         let tier_changes = Grouped::new(n, load_tier_changes(&mut txn, &within, &index).await?, |c| c.at);
@@ -189,9 +189,19 @@ record! {
     }
 }
 
+/// A read transaction; for a range of customers, one that reads through
+/// the tables' customer indexes ([`Txn::read_through_indexes`]).
+async fn begin_read(db: &DatabaseConnection, within: &Customers) -> Result<Txn, DbErr> {
+    let mut txn = Txn::begin(db, Options::default()).await?;
+    if let Customers::Range(_) = within {
+        txn.read_through_indexes().await?;
+    }
+    Ok(txn)
+}
+
 /// Customers, in a read transaction of their own.
 async fn load_customers(db: &DatabaseConnection, within: &Customers) -> Result<Vec<CustomerRow>, DbErr> {
-    let mut txn = Txn::begin(db, Options::default()).await?;
+    let mut txn = begin_read(db, within).await?;
     let select = customer::Entity::find()
         .select_only()
         .column(customer::Column::Id)
@@ -206,7 +216,7 @@ async fn load_customers(db: &DatabaseConnection, within: &Customers) -> Result<V
 /// Orders by customer database id, categories interned as numbers, in a
 /// read transaction of their own.
 async fn load_orders(db: &DatabaseConnection, within: &Customers) -> Result<Vec<(i64, Order)>, DbErr> {
-    let mut txn = Txn::begin(db, Options::default()).await?;
+    let mut txn = begin_read(db, within).await?;
     // The whole table's orders are counted first, so that their array is
     // sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps. A range's array is a part
