@@ -419,9 +419,10 @@ impl Txn {
     /// them in step row by row cost most of such a write. Within the
     /// transaction, so a failure leaves them as they were. On SQLite unique
     /// indexes stay (inserts rely on them). On PostgreSQL only an empty
-    /// table's go, its primary key too (rows copied straight in need none), and the table is then
-    /// this transaction's until the commit ([`PgTxn::take_if_empty`]):
-    /// dropping an index locks it against every reader.
+    /// table's go, its primary key too (rows copied straight in need none),
+    /// and the table is then this transaction's until the commit
+    /// ([`PgTxn::take_if_empty`]): dropping an index locks it against every
+    /// reader.
     pub async fn set_aside_indexes(&mut self, table: &str) -> Result<SetAside, DbErr> {
         let txn = match self {
             Txn::Sqlite(txn) => txn,
