@@ -402,15 +402,13 @@ impl Txn {
     /// without JIT compilation (PostgreSQL; nothing on SQLite), for reads of
     /// one range of customers after another. The planner prices a range
     /// read through an index on (customer, time) as mostly random page
-    /// reads, whatever the order the rows lie in, and chose a parallel scan
-    /// of the whole table for each range instead: at ten million customers
-    /// twenty whole scans of the orders and of the ledger.
+    /// reads, whatever the order the rows lie in, and would otherwise scan
+    /// the whole table (in parallel) for each range.
     pub async fn read_through_indexes(&mut self) -> Result<(), DbErr> {
+        self.without_jit().await?;
         match self {
             Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => {
-                txn.execute_unprepared("SET LOCAL enable_seqscan = off; SET LOCAL jit = off").await.map(drop)
-            }
+            Txn::Postgres(txn) => txn.execute_unprepared("SET LOCAL enable_seqscan = off").await.map(drop),
         }
     }
 
