@@ -52,20 +52,41 @@ pub struct Range {
     pub attempts: i32,
 }
 
-/// The customers a piece of work covers: all, or one range of ids.
+/// The customers a piece of work covers: all, one range of ids, or an
+/// even sample of the whole base.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Customers {
     All,
     Range(RangeInclusive<i64>),
+    /// The customers whose id is a multiple of `every`.
+    Sample {
+        every: i64,
+    },
 }
 
 impl Customers {
     /// `select` limited to rows whose `column` (a customer id) is covered.
     pub fn limit(&self, mut select: SelectStatement, column: impl IntoColumnRef) -> SelectStatement {
-        if let Customers::Range(range) = self {
-            select.and_where(Expr::col(column).between(*range.start(), *range.end()));
+        match self {
+            Customers::All => {}
+            Customers::Range(range) => {
+                select.and_where(Expr::col(column).between(*range.start(), *range.end()));
+            }
+            Customers::Sample { every } => {
+                select.and_where(Expr::col(column).modulo(*every).eq(0));
+            }
         }
         select
+    }
+
+    /// An even sample of at most about `most` of `total` customers, or all
+    /// of them when they are no more than that. Ids are assigned in
+    /// sequence, so every n-th id is close to every n-th customer.
+    pub fn sample(total: u64, most: u64) -> Customers {
+        match total.div_ceil(Ord::max(most, 1)) {
+            0 | 1 => Customers::All,
+            every => Customers::Sample { every: every as i64 },
+        }
     }
 }
 
@@ -324,4 +345,17 @@ async fn unfinished_run(db: &impl ConnectionTrait, job: &str) -> Result<Option<R
 async fn run_by_id(db: &impl ConnectionTrait, id: i64) -> Result<Option<Run>, DbErr> {
     let select = Query::select().columns(RUN_COLUMNS).from("work_runs").and_where(Expr::col("id").eq(id)).to_owned();
     db.query_one(&select).await?.as_ref().map(run_of).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_takes_every_nth_id_only_when_the_base_is_larger_than_asked() {
+        assert_eq!(Customers::sample(0, 200_000), Customers::All);
+        assert_eq!(Customers::sample(200_000, 200_000), Customers::All);
+        assert_eq!(Customers::sample(200_001, 200_000), Customers::Sample { every: 2 });
+        assert_eq!(Customers::sample(10_000_000, 200_000), Customers::Sample { every: 50 });
+    }
 }

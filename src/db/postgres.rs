@@ -326,14 +326,22 @@ impl PgTxn {
         Ok(rows.first().filter(|(rows,)| *rows >= 0.0).map(|(rows,)| *rows as u64))
     }
 
-    /// Whether `table`'s statistics are stale: never gathered, or a tenth
-    /// of its rows or more changed since (autovacuum's own threshold), as
-    /// far as committed changes and this transaction's `ANALYZE`s tell.
+    /// Whether `table`'s statistics are stale: never gathered, or the table
+    /// has grown or shrunk by a tenth or more (autovacuum's own threshold)
+    /// since they were, by its size in pages against the size the last
+    /// `ANALYZE` (or `VACUUM`) noted, this transaction's included.
+    ///
+    /// Not by `n_mod_since_analyze`: an `ANALYZE` of some columns (as
+    /// [`PgTxn::analyze`] and [`PgTxn::analyze_columns`] run) leaves that
+    /// count as it was, and so do the rows a transaction wrote before its
+    /// own `ANALYZE`, counted at its commit. Without autovacuum, every
+    /// import then analysed the customers again.
     pub async fn statistics_stale(&self, table: &str) -> Result<bool, DbErr> {
-        let select = "SELECT c.reltuples::float8, COALESCE(s.n_mod_since_analyze, 0)::float8 FROM pg_class c \
-                      LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = $1::text::regclass";
-        let rows: Vec<(f64, f64)> = self.about_table(select, table).await?;
-        Ok(rows.first().is_none_or(|&(rows, changed)| rows < 0.0 || changed * 10.0 >= rows))
+        let select = "SELECT c.reltuples::float8, c.relpages::float8, \
+                      (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::float8 \
+                      FROM pg_class c WHERE c.oid = $1::text::regclass";
+        let rows: Vec<(f64, f64, f64)> = self.about_table(select, table).await?;
+        Ok(rows.first().is_none_or(|&(rows, noted, pages)| rows < 0.0 || (pages - noted).abs() * 10.0 >= noted))
     }
 
     /// Whether `table` holds no row.

@@ -93,13 +93,6 @@ pub struct History {
 }
 
 impl History {
-    /// Reads every customer and their events. Customers and orders (the
-    /// big tables) are read at the same time on PostgreSQL, on two
-    /// connections; on SQLite, whose reads block, one after the other.
-    pub async fn load(db: &DatabaseConnection) -> Result<History, DbErr> {
-        History::load_customers(db, None).await
-    }
-
     /// Reads the customers whose ids are in `customers` (every customer
     /// with None) and their events.
     pub async fn load_customers(
@@ -107,6 +100,24 @@ impl History {
         customers: Option<&RangeInclusive<i64>>,
     ) -> Result<History, DbErr> {
         let within = customers.map_or(Customers::All, |range| Customers::Range(range.clone()));
+        History::load_within(db, within).await
+    }
+
+    /// Reads an even sample of at most about `most` customers (every one
+    /// when there are no more) and their events, so that a reader that
+    /// samples anyway holds the same memory however large the base grows.
+    pub async fn load_sample(db: &DatabaseConnection, most: u64) -> Result<History, DbErr> {
+        let mut txn = Txn::begin(db, Options::default()).await?;
+        let count = Query::select().expr(Expr::col(Asterisk).count()).from("customers").to_owned();
+        let total = txn.values::<i64>(&count).await?.first().copied().unwrap_or(0);
+        txn.rollback().await?;
+        History::load_within(db, Customers::sample(total as u64, most)).await
+    }
+
+    /// Customers and orders (the big tables) are read at the same time on
+    /// PostgreSQL, on two connections; on SQLite, whose reads block, one
+    /// after the other.
+    async fn load_within(db: &DatabaseConnection, within: Customers) -> Result<History, DbErr> {
         let (customers, orders) = tokio::join!(load_customers(db, &within), load_orders(db, &within));
         let mut customers = customers?;
         customers.sort_unstable_by_key(|c| c.id);
@@ -220,14 +231,14 @@ async fn load_orders(db: &DatabaseConnection, within: &Customers) -> Result<Vec<
     // The whole table's orders are counted first, so that their array is
     // sized up front: growing by doubling would briefly hold one and a half
     // copies of the largest array patron keeps. A range's array is a part
-    // of it, and counting the range's rows would cost about as much as
-    // reading them.
+    // of it, and counting the range's (or a sample's) rows would cost
+    // about as much as reading them.
     let expected = match within {
         Customers::All => {
             let count = Query::select().expr(Expr::col(Asterisk).count()).from("orders").to_owned();
             txn.values::<i64>(&count).await?.first().copied().unwrap_or(0)
         }
-        Customers::Range(_) => 0,
+        Customers::Range(_) | Customers::Sample { .. } => 0,
     };
     let select = order::Entity::find()
         .select_only()

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 pub use super::error::{MIN_CLASS_SIZE, TrainError};
 pub use super::examples::Examples;
 use super::fit::{self, Fitted};
-use super::lifetime::{BaseInputs, CustomerBase};
+use super::lifetime::{BaseInputs, CustomerBase, MAX_FIT_CUSTOMERS};
 use super::preprocess::Preprocessor;
 use super::{Algorithm, ModelFile, Parameters, SCHEMA_VERSION, TrainingWindow, ValidationWindow, metrics};
 use crate::features::{DAY, History, MODEL_INPUTS, compute, model_inputs};
@@ -21,6 +21,10 @@ const MAX_ROWS_PER_WINDOW: usize = 100_000;
 /// Customers the BG/NBD fit of each window's inputs reads at most: four
 /// parameters settle long before, and there is one fit per window.
 const MAX_INPUT_FIT_CUSTOMERS: usize = 20_000;
+/// Customers whose history training reads at most: as many as its largest
+/// sample, the customer-base fit's; the propensity examples read half of
+/// them. Reading more would cost memory and change nothing but the sample.
+pub const MAX_TRAINING_CUSTOMERS: u64 = MAX_FIT_CUSTOMERS as u64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainRequest {

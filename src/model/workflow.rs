@@ -35,7 +35,8 @@ pub async fn train_and_promote(
     now: DateTime<Utc>,
 ) -> anyhow::Result<TrainOutcome> {
     let started = std::time::Instant::now();
-    let history = History::load(db).await.context("reading the purchase history")?;
+    let history =
+        History::load_sample(db, train::MAX_TRAINING_CUSTOMERS).await.context("reading the purchase history")?;
     tracing::debug!(customers = history.len(), seconds = started.elapsed().as_secs_f64(), "history read for training");
     // Seconds of processor work on a big base: on a blocking thread, so that
     // the daemon's runtime goes on serving and sending meanwhile.

@@ -382,6 +382,34 @@ fn analyses(env: &TestEnv, table: &str) -> u64 {
     }
 }
 
+/// Every import looks customers up, and analyses them first when their
+/// statistics are stale. Once their own import analysed them, they are
+/// not, though the server counts all their rows as changed since (the
+/// count that an `ANALYZE` of some columns, or one before the commit of the
+/// rows, leaves as it was); they are again once the table grew by a tenth.
+#[test]
+fn on_postgresql_the_customers_are_analysed_again_only_once_their_table_grew_by_a_tenth() {
+    each_backend(|env| {
+        if env.backend != crate::support::Backend::Postgres {
+            return;
+        }
+        import(env, "customers", &example("customers.csv").display().to_string());
+        let after_their_import = analyses(env, "customers");
+        assert!(after_their_import >= 1, "the customers' import analyses them");
+        import(env, "orders", &example("orders.csv").display().to_string());
+        import(env, "interactions", &example("interactions.csv").display().to_string());
+        assert_eq!(analyses(env, "customers"), after_their_import, "the customers were analysed again");
+        // 2,357 customers, and 1,000 more written by other means.
+        env.execute(
+            "INSERT INTO customers (external_id, email, marketing_consent, attributes) \
+             SELECT 'more-' || g, 'more-' || g || '@example.com', true, '{}' FROM generate_series(1, 1000) g",
+        );
+        let orders = env.write("one.csv", "order_id,customer_id,ordered_at,amount\nNEW-1,C0001,1998-07-01,10.00\n");
+        import(env, "orders", &orders);
+        assert_eq!(analyses(env, "customers"), after_their_import + 1, "the grown table was not analysed");
+    });
+}
+
 #[test]
 fn on_postgresql_an_import_analyses_its_table_only_when_it_changed_a_tenth_of_it_or_more() {
     each_backend(|env| {

@@ -186,6 +186,32 @@ fn a_model_file_from_another_version_or_feature_list_is_refused() {
     });
 }
 
+/// Training reads a sample of a large base, so that its memory stays the
+/// same however large the base grows: every n-th id with the orders of
+/// those customers alone, and the whole base when it is small enough.
+#[test]
+fn a_sampled_history_holds_every_nth_customer_and_only_their_orders() {
+    each_backend(|env| {
+        import_example(env);
+        let multiples_of_3 = count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM customers WHERE id % 3 = 0");
+        let orders_of_multiples_of_3 =
+            count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM orders WHERE customer_id % 3 = 0");
+        let orders = count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM orders");
+        runtime().block_on(async {
+            let db = connect(env).await;
+            // 2,357 customers: at most 1,000 means every third id.
+            let sample = patron::features::History::load_sample(&db, 1_000).await.expect("sample");
+            assert_eq!(sample.len(), multiples_of_3);
+            assert!((700..850).contains(&multiples_of_3), "{multiples_of_3} is not about a third");
+            assert!(sample.customer_ids.iter().all(|id| id % 3 == 0), "an id that is not a multiple of 3");
+            assert_eq!(sample.order_times().count(), orders_of_multiples_of_3);
+            let whole = patron::features::History::load_sample(&db, 2_357).await.expect("whole base");
+            assert_eq!(whole.len(), 2_357);
+            assert_eq!(whole.order_times().count(), orders);
+        });
+    });
+}
+
 #[test]
 fn training_on_too_little_data_is_refused_and_saves_nothing() {
     each_backend(|env| {

@@ -24,7 +24,7 @@ use crate::features::{CustomerBaseInputs, History, Repeats, repeats};
 
 /// Customers a fit reads at most, sampled evenly, to bound its time on big
 /// bases; more would not move the four parameters.
-const MAX_FIT_CUSTOMERS: usize = 200_000;
+pub const MAX_FIT_CUSTOMERS: usize = 200_000;
 /// Repeat buyers needed to fit either model.
 pub const MIN_REPEAT_BUYERS: usize = 10;
 /// Days in the discounting steps of the lifetime value.
