@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 
 use super::binary_copy::Wire;
 use super::copy_out::{self, Rows};
+use super::record::Column;
 
 /// Bytes of `COPY` data sent per message: large enough that the messages
 /// cost nothing, small enough that a bulk write holds one message's rows
@@ -221,7 +222,11 @@ impl PgTxn {
     /// The ids of the rows of `table` whose `external_id` is among `keys`,
     /// by external id.
     pub async fn ids_by_external_id(&self, table: &str, keys: &[&str]) -> Result<HashMap<String, i64>, DbErr> {
-        let rows = self.rows_by_external_id(table, r#""external_id", "id""#, keys).await?;
+        let listed = r#""external_id", "id""#;
+        if let Some(stored) = self.stored_in_range(table, listed, &[], keys).await? {
+            return Ok(stored.into_iter().map(|(external_id, row)| (external_id, row.id)).collect());
+        }
+        let rows = self.rows_by_external_id(table, listed, keys).await?;
         rows.iter()
             .map(|row| Ok((row.try_get(0).map_err(query_error)?, row.try_get(1).map_err(query_error)?)))
             .collect()
@@ -281,7 +286,11 @@ impl PgTxn {
         let types = self.column_types(table).await?;
         let types: Vec<&str> = columns.iter().map(|c| types.get(*c).map_or("", String::as_str)).collect();
         let listed: String = columns.iter().map(|c| format!(r#", "{c}""#)).collect();
-        let rows = self.rows_by_external_id(table, &format!(r#""external_id", "id"{listed}"#), keys).await?;
+        let listed = format!(r#""external_id", "id"{listed}"#);
+        if let Some(stored) = self.stored_in_range(table, &listed, &types, keys).await? {
+            return Ok(stored);
+        }
+        let rows = self.rows_by_external_id(table, &listed, keys).await?;
         let mut stored = HashMap::with_capacity(rows.len());
         for row in rows {
             let values = types.iter().enumerate().map(|(i, type_name)| stored_value(&row, i + 2, type_name)).collect();
@@ -289,6 +298,54 @@ impl PgTxn {
             stored.insert(row.try_get(0).map_err(query_error)?, StoredRow { id, values });
         }
         Ok(stored)
+    }
+
+    /// [`PgTxn::stored_by_external_id`] (and [`PgTxn::ids_by_external_id`],
+    /// with no columns) of the range of external ids
+    /// between the least and the greatest key (see
+    /// [`PgTxn::rows_by_external_id`]), read through a binary `COPY`: the
+    /// rows need no sqlx decoding, which was a third of the processor time
+    /// of a re-import of unchanged orders. `None` when the table's ids are
+    /// scattered, the range holding twice the keys or more, or a key cannot
+    /// be written into the statement; the keys are then looked up through
+    /// sqlx.
+    async fn stored_in_range(
+        &self,
+        table: &str,
+        listed: &str,
+        types: &[&str],
+        keys: &[&str],
+    ) -> Result<Option<HashMap<String, StoredRow>>, DbErr> {
+        let (Some(least), Some(greatest)) = (keys.iter().min(), keys.iter().max()) else {
+            return Ok(Some(HashMap::new()));
+        };
+        if self.scattered.lock().expect("never poisoned: no code panics holding it").contains(table) {
+            return Ok(None);
+        }
+        let (Some(least), Some(greatest)) = (text_literal(least), text_literal(greatest)) else { return Ok(None) };
+        let most = 2 * keys.len() + 16;
+        let select = format!(
+            r#"SELECT {listed} FROM "{table}" WHERE "external_id" BETWEEN {least} AND {greatest} ORDER BY "external_id" LIMIT {most}"#
+        );
+        let wanted: HashSet<&str> = keys.iter().copied().collect();
+        let mut stored = HashMap::with_capacity(keys.len());
+        let mut read = 0;
+        self.copy_out(&select, |rows, fields| {
+            read += 1;
+            let field = |i: usize| fields.get(i).cloned().flatten().map(|range| rows.field(&range));
+            let external_id = field(0).and_then(|bytes| std::str::from_utf8(bytes).ok());
+            let Some(external_id) = external_id.filter(|id| wanted.contains(id)) else { return Ok(()) };
+            let id = i64::from_copied(field(1), Wire::Int8).map_err(|e| DbErr::Custom(format!("id {e}")))?;
+            let values = types.iter().enumerate().map(|(i, type_name)| copied_value(field(i + 2), type_name)).collect();
+            stored.insert(external_id.to_owned(), StoredRow { id, values });
+            Ok(())
+        })
+        .await?;
+        if read >= most {
+            self.scattered.lock().expect("never poisoned: no code panics holding it").insert(table.to_owned());
+            return Ok(None);
+        }
+        Ok(Some(stored))
     }
 
     /// The type of each column of `table`, by column name
@@ -587,6 +644,45 @@ fn stored_value(row: &PgRow, index: usize, type_name: &str) -> Option<Value> {
         (Wire::Date, _) => Value::ChronoDate(row.try_get(index).ok()?),
     };
     Some(value)
+}
+
+/// A value of a column of PostgreSQL type `type_name` in binary `COPY`
+/// data, as [`stored_value`] decodes it from an sqlx row: the same value
+/// for the same stored one, and `None` where that gives `None`.
+fn copied_value(bytes: Option<&[u8]>, type_name: &str) -> Option<Value> {
+    let wire = Wire::of(type_name)?;
+    let value = match (wire, type_name) {
+        (Wire::Jsonb, _) | (Wire::Text, "json") => {
+            // jsonb comes as a version byte (1), then the text.
+            let text = match (bytes, wire) {
+                (Some(bytes), Wire::Jsonb) => Some(bytes.strip_prefix(&[1])?),
+                (bytes, _) => bytes,
+            };
+            Value::Json(text.map(serde_json::from_slice).transpose().ok()?.map(Box::new))
+        }
+        (Wire::Bool, _) => Value::Bool(Option::<bool>::from_copied(bytes, wire).ok()?),
+        (Wire::Int2, _) => Value::SmallInt(Option::<i16>::from_copied(bytes, wire).ok()?),
+        (Wire::Int4, _) => Value::Int(Option::<i32>::from_copied(bytes, wire).ok()?),
+        (Wire::Int8, _) => Value::BigInt(Option::<i64>::from_copied(bytes, wire).ok()?),
+        (Wire::Float4, _) => Value::Float(bytes.map(copy_out::array).transpose().ok()?.map(f32::from_be_bytes)),
+        (Wire::Float8, _) => Value::Double(Option::<f64>::from_copied(bytes, wire).ok()?),
+        (Wire::Text, _) => Value::String(Option::<String>::from_copied(bytes, wire).ok()?),
+        // sqlx decodes a time with its zone only.
+        (Wire::Timestamp, "timestamptz") => {
+            Value::ChronoDateTimeUtc(Option::<chrono::DateTime<chrono::Utc>>::from_copied(bytes, wire).ok()?)
+        }
+        (Wire::Timestamp, _) => return None,
+        (Wire::Date, _) => Value::ChronoDate(Option::<chrono::NaiveDate>::from_copied(bytes, wire).ok()?),
+    };
+    Some(value)
+}
+
+/// `text` as a PostgreSQL string literal whatever `standard_conforming_strings`
+/// says: an escape string (`E'...'`) with its backslashes and quotes
+/// doubled, so that no escape sequence is left in it. `None` for text with
+/// a NUL, which PostgreSQL's text cannot hold.
+fn text_literal(text: &str) -> Option<String> {
+    (!text.contains('\0')).then(|| format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''")))
 }
 
 fn fetch<'c>(

@@ -31,6 +31,29 @@ fn the_example_data_imports_completely_and_a_second_import_changes_nothing() {
     });
 }
 
+/// On PostgreSQL the stored rows of a batch are read with its least and
+/// greatest ids written into the statement: ids with quotes and
+/// backslashes must mean themselves there.
+#[test]
+fn ids_with_quotes_and_backslashes_are_found_again_by_a_second_import() {
+    each_backend(|env| {
+        let rows = [r"O'Brien", r"back\slash", r"E'\x27", r"\'; DROP TABLE customers; --", "plain"];
+        let file = |email_domain: &str| {
+            let lines: Vec<String> =
+                rows.iter().enumerate().map(|(i, id)| format!("\"{id}\",c{i}@{email_domain}")).collect();
+            format!("customer_id,email\n{}\n", lines.join("\n"))
+        };
+        let first = env.write("first.csv", file("example.com"));
+        assert!(import(env, "customers", &first).contains("5 rows read, 5 new or changed"));
+        assert!(import(env, "customers", &first).contains("0 new or changed, 5 unchanged"));
+        let changed = env.write("changed.csv", file("example.org"));
+        assert!(import(env, "customers", &changed).contains("5 new or changed, 0 unchanged"));
+        let stored = env.strings("SELECT external_id || ' ' || email FROM customers ORDER BY id");
+        let expected: Vec<String> = rows.iter().enumerate().map(|(i, id)| format!("{id} c{i}@example.org")).collect();
+        assert_eq!(stored, expected);
+    });
+}
+
 #[test]
 fn a_changed_row_updates_its_record_and_columns_left_out_keep_their_values() {
     each_backend(|env| {
