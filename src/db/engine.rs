@@ -575,6 +575,61 @@ impl Drop for SqliteTxn {
     }
 }
 
+/// Runs `work` with a pooled SQLite connection driven by rusqlite on this
+/// thread and locked for the whole of `work`: for a long run of small
+/// statements (the sender's group commits), where a [`Txn`]'s hand-off to
+/// sqlx's worker thread per call costs more than the statement itself.
+/// Blocks this thread throughout: call it from a thread of its own
+/// (`spawn_blocking`), with `runtime` the runtime the pool belongs to.
+pub fn with_sqlite_connection<T>(
+    db: &DatabaseConnection,
+    runtime: &tokio::runtime::Handle,
+    work: impl FnOnce(&Direct<'_>) -> T,
+) -> Result<T, DbErr> {
+    let mut pooled = runtime.block_on(db.get_sqlite_connection_pool().acquire()).map_err(sqlx_error)?;
+    let mut handle = runtime.block_on(pooled.lock_handle()).map_err(sqlx_error)?;
+    // SAFETY: as in `SqliteTxn::run`: the handle stays locked while rusqlite
+    // uses it, and rusqlite neither closes it nor outlives the lock.
+    let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+        .map_err(|e| sqlite_error(e.into()))?;
+    let result = work(&Direct(&connection));
+    drop(connection);
+    drop(handle);
+    Ok(result)
+}
+
+/// A SQLite connection this thread drives directly ([`with_sqlite_connection`]);
+/// each statement runs on its own (autocommit), prepared once per text.
+pub struct Direct<'c>(&'c rusqlite::Connection);
+
+impl Direct<'_> {
+    /// Runs a statement that returns no rows; how many rows it changed.
+    pub fn execute(&self, statement: &impl StatementBuilder) -> Result<u64, DbErr> {
+        let statement = DbBackend::Sqlite.build(statement);
+        let changed = self
+            .0
+            .prepare_cached(&statement.sql)
+            .and_then(|mut prepared| prepared.execute(rusqlite::params_from_iter(bound(&statement))));
+        changed.map(|n| n as u64).map_err(|e| sqlite_error(e.into()))
+    }
+
+    /// Every row of `select` as an `R`.
+    pub fn query<R: Record>(&self, select: &SelectStatement) -> Result<Vec<R>, DbErr> {
+        let statement = DbBackend::Sqlite.build(select);
+        let read = || -> Result<Vec<R>, Failed> {
+            let mut prepared = self.0.prepare_cached(&statement.sql)?;
+            let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
+            let mut rows = prepared.query(rusqlite::params_from_iter(bound(&statement)))?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next()? {
+                all.push(record::read(Fields::sqlite::<R>(row, &positions)).map_err(visit_error)?);
+            }
+            Ok(all)
+        };
+        read().map_err(sqlite_error)
+    }
+}
+
 /// [`Txn::begin_rewrite`] on SQLite: `next` made from `table`'s own
 /// `CREATE TABLE` statement (its indexes come at the swap), with the `kept`
 /// rows copied in.

@@ -57,6 +57,11 @@ pub async fn connect_for_delivery(settings: &Settings) -> anyhow::Result<Databas
     connect_with(settings, Durability::Process).await
 }
 
+/// The fewest connections of the sender's pool, whatever
+/// `database.max_connections` says: on SQLite its recorder holds one for a
+/// whole pass, and the claimer and the lease renewer need theirs.
+const SENDER_CONNECTIONS: u32 = 3;
+
 /// What a commit survives.
 #[derive(Debug, Clone, Copy)]
 enum Durability {
@@ -77,9 +82,13 @@ async fn connect_with(settings: &Settings, durability: Durability) -> anyhow::Re
             .with_context(|| format!("creating data_dir {}", settings.data_dir.display()))?;
     }
     let busy_timeout = Duration::from_millis(settings.database.busy_timeout_ms);
+    let max_connections = match durability {
+        Durability::PowerLoss => settings.database.max_connections,
+        Durability::Process => settings.database.max_connections.max(SENDER_CONNECTIONS),
+    };
     let mut options = ConnectOptions::new(url.clone());
     options
-        .max_connections(settings.database.max_connections)
+        .max_connections(max_connections)
         // A connection taken from the pool is pinged only after it sat idle
         // (one a server or firewall may have dropped): a ping on every take
         // was a second round trip for every statement.

@@ -191,9 +191,8 @@ pub enum Fate {
 /// dies, and after a power loss the last few results can be lost, which
 /// sends those messages again (a duplicate, never a loss).
 pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: DateTime<Utc>) -> Result<(), DbErr> {
-    let bounced = |fate: &Fate| matches!(fate, Fate::Failed { bounced: Some(_), .. });
-    if results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate)) {
-        return db.execute(&results_update(results, now)).await.map(drop);
+    if let Some(update) = record_in_one_statement(results, now) {
+        return db.execute(&update).await.map(drop);
     }
     let txn = db.begin().await?;
     for (row, fate) in results {
@@ -206,6 +205,15 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: D
         txn.execute(&results_update(chunk, now)).await?;
     }
     txn.commit().await
+}
+
+/// The one statement that records `results`, when it can: no refused
+/// recipient's suppression goes with them, and they fit in one. The
+/// sender's usual group commit.
+pub fn record_in_one_statement(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> Option<UpdateStatement> {
+    let bounced = |fate: &Fate| matches!(fate, Fate::Failed { bounced: Some(_), .. });
+    let fits = results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate));
+    fits.then(|| results_update(results, now))
 }
 
 /// Results per statement: eight values each.

@@ -12,6 +12,8 @@ use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Func, Query, SelectStatem
 use sea_orm::{ConnectionTrait, DbBackend, DbErr};
 
 use super::campaign_pause;
+use crate::db::engine::Direct;
+use crate::db::record::record;
 
 /// One message about to go: whom to, for which run, and of what kind.
 #[derive(Debug, Clone)]
@@ -41,29 +43,61 @@ const CHECKS_PER_STATEMENT: usize = 100;
 /// The refusal of each checked message, by outbox id, each message looked
 /// up by primary key and unique address.
 pub async fn refusals<C: ConnectionTrait>(db: &C, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+    let mut found = Vec::new();
+    for statement in statements(db.get_database_backend(), checks) {
+        for row in db.query_all(&statement).await? {
+            found.push(Found {
+                outbox_id: row.try_get("", "outbox_id")?,
+                marketing_consent: row.try_get("", "marketing_consent")?,
+                suppressed: row.try_get("", "suppressed")?,
+                paused: row.try_get("", "paused")?,
+                left_topic: row.try_get("", "left_topic")?,
+            });
+        }
+    }
+    Ok(judge(checks, found))
+}
+
+/// [`refusals`] on a SQLite connection this thread drives (the recorder's).
+pub fn refusals_on_sqlite(direct: &Direct<'_>, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+    let mut found = Vec::new();
+    for statement in statements(DbBackend::Sqlite, checks) {
+        found.extend(direct.query::<Found>(&statement)?);
+    }
+    Ok(judge(checks, found))
+}
+
+record! {
+    /// A checked message's customer as the check found them.
+    struct Found {
+        outbox_id: i64,
+        marketing_consent: bool,
+        suppressed: i64,
+        paused: i64,
+        left_topic: i64,
+    }
+}
+
+/// Each check's refusal from what was found; a customer not found is gone.
+fn judge(checks: &[Check], found: Vec<Found>) -> HashMap<i64, Refusal> {
     let mut refusals: HashMap<i64, Refusal> =
         checks.iter().map(|check| (check.outbox_id, Refusal::Never("the customer no longer exists"))).collect();
     let marketing: HashMap<i64, bool> = checks.iter().map(|check| (check.outbox_id, check.marketing)).collect();
-    for statement in statements(db.get_database_backend(), checks) {
-        for found in db.query_all(&statement).await? {
-            let outbox_id: i64 = found.try_get("", "outbox_id")?;
-            let refusal = if found.try_get::<i64>("", "left_topic")? > 0 {
-                Refusal::Never("the customer left the campaign's topic")
-            } else if found.try_get::<i64>("", "suppressed")? > 0 {
-                Refusal::Never("the address is suppressed")
-            } else if marketing.get(&outbox_id).copied().unwrap_or(true)
-                && !found.try_get::<bool>("", "marketing_consent")?
-            {
-                Refusal::Never("no marketing consent")
-            } else if found.try_get::<i64>("", "paused")? > 0 {
-                Refusal::NotNow
-            } else {
-                Refusal::None
-            };
-            refusals.insert(outbox_id, refusal);
-        }
+    for found in found {
+        let refusal = if found.left_topic > 0 {
+            Refusal::Never("the customer left the campaign's topic")
+        } else if found.suppressed > 0 {
+            Refusal::Never("the address is suppressed")
+        } else if marketing.get(&found.outbox_id).copied().unwrap_or(true) && !found.marketing_consent {
+            Refusal::Never("no marketing consent")
+        } else if found.paused > 0 {
+            Refusal::NotNow
+        } else {
+            Refusal::None
+        };
+        refusals.insert(found.outbox_id, refusal);
     }
-    Ok(refusals)
+    refusals
 }
 
 /// On PostgreSQL one statement of constant text whatever the number of

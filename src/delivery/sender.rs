@@ -5,18 +5,20 @@
 //! - the claimer (the caller's task) claims a batch, loads its recipients,
 //!   re-checks suppressions and consent, renders, and queues the messages;
 //! - `concurrency` workers each send one message at a time, after checking
-//!   suppressions and consent once more just before its SMTP transaction;
+//!   suppressions and consent once more just before its content goes;
 //! - the recorder writes results in group commits and, beside each commit,
 //!   makes those last checks for the workers' next messages, all in one
 //!   statement ([`refusal`]): a worker hands in its result together with
 //!   its next message, and gets back, once the result is committed, whether
 //!   that message may go.
 //!
-//! A worker takes its next message only once the result of its last one is
-//! committed, so when patron dies at most `concurrency` messages have been
-//! accepted by the server without being recorded: those, and only those,
-//! are sent twice when their lease runs out. While rows wait in the queue
-//! their leases are renewed, so that no sender claims a row that is held.
+//! A worker writes its next message's content only once the result of its
+//! last one is committed (the envelope goes while the commit runs: the
+//! server takes nothing before the content's end), so when patron dies at
+//! most `concurrency` messages have been accepted by the server without
+//! being recorded: those, and only those, are sent twice when their lease
+//! runs out. While rows wait in the queue their leases are renewed, so that
+//! no sender claims a row that is held.
 //!
 //! A pass ends early on a stop (SIGTERM, Ctrl-C) or when the server cannot
 //! be used at all; every row not yet handed to an SMTP session then goes
@@ -24,7 +26,7 @@
 //!
 //! Time comes from the options' [`Clock`]. Each claim is preceded by the
 //! expiry of the rows past their `expires_at`, and the claim takes none of
-//! them; a worker reads the clock once more right before the SMTP
+//! them; a worker reads the clock once more right before a message's SMTP
 //! transaction, so a message that waited in the queue past its expiry is
 //! recorded `expired`, never sent. A row whose campaign's send window is
 //! closed when the claimer comes to it (a retry, a dead sender's row, a
@@ -40,7 +42,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sea_orm::sea_query::{Cond, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot, watch};
 
 use super::breaker;
@@ -53,6 +55,7 @@ use super::unsubscribe::{Signer, Token};
 use super::verp::ReturnPath;
 use crate::campaign::{Campaign, Catalog, Kind};
 use crate::config::Loaded;
+use crate::db::engine;
 use crate::dkim::Dkim;
 use crate::message::Templates;
 use crate::message::context::{self, Recipient};
@@ -227,6 +230,8 @@ struct Ask {
 /// The last check's verdict, or why it could not be made.
 type Checked = Result<Refusal, String>;
 
+const RECORDER_STOPPED: &str = "the recorder stopped";
+
 impl Sender {
     pub fn new(
         db: DatabaseConnection,
@@ -285,7 +290,7 @@ impl Sender {
         let (work_tx, work_rx) = mpsc::channel::<Work>(queue);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
         let clock = self.options.clock;
-        let recorder = tokio::spawn(record_loop(self.db.clone(), record_rx, held.clone(), self.options.breaker, clock));
+        let recorder = spawn_recorder(self.db.clone(), record_rx, held.clone(), self.options.breaker, clock);
         let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease, clock));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
@@ -606,71 +611,151 @@ struct Worker {
     halt: Arc<Halt>,
 }
 
+/// A message a worker took while its last result was being written.
+enum Carried {
+    /// Checked with that result: the answer comes with its commit.
+    Asked(Job, oneshot::Receiver<Option<Checked>>),
+    /// Not checked yet (the rate did not allow it then).
+    Unchecked(Job),
+}
+
+/// What a worker does with a message once its last check is known.
+enum Decision {
+    Send,
+    /// Settled without sending.
+    Settle(Fate),
+    /// Not sent; the row goes back without spending its attempt.
+    GiveBack,
+    /// Not this worker's any more (the pass halted and gave it back).
+    Drop,
+}
+
+/// How a worker's message ended.
+enum Step {
+    /// A result to record.
+    Settled(Claimed, Fate),
+    /// Nothing to record: given back or dropped.
+    Unsettled,
+    /// The recorder is gone.
+    Stopped,
+}
+
 impl Worker {
     async fn run(self, work_rx: Arc<Mutex<mpsc::Receiver<Work>>>) {
         let mut session = Session::default();
-        // The next message, taken while the last result was being written,
-        // and its check when that went along with the result.
-        let mut carried: Option<(Job, Option<Checked>)> = None;
+        let mut carried: Option<Carried> = None;
         loop {
-            let (job, checked) = match carried.take() {
-                Some((job, Some(checked))) => (job, checked),
-                Some((job, None)) => match self.check_alone(&job).await {
-                    Some(checked) => (job, checked),
-                    None => continue,
+            let step = match carried.take() {
+                Some(Carried::Asked(job, answered)) => self.send_after_commit(&mut session, job, answered).await,
+                Some(Carried::Unchecked(job)) => self.send_alone(&mut session, job).await,
+                None => match self.take(&work_rx).await {
+                    Some(job) => self.send_alone(&mut session, job).await,
+                    None => return,
                 },
-                None => {
-                    let Some(job) = self.take(&work_rx).await else { return };
-                    match self.check_alone(&job).await {
-                        Some(checked) => (job, checked),
-                        None => continue,
-                    }
-                }
             };
-            // From here on the row is this worker's: a halt no longer gives it back.
-            if self.halt.is_halted() || !self.held.start(job.row.id) {
-                continue;
-            }
-            let Job { row, message, message_id, email, window_closes, .. } = job;
-            // The last look at the clock before the SMTP transaction: a row
-            // claimed before its expiry may have waited past it in the queue.
-            let now = self.options.clock.now();
-            let fate = match checked {
-                Ok(Refusal::Never(reason)) => Fate::Suppressed { reason: reason.into() },
-                Ok(Refusal::NotNow) => {
-                    let _ = self.record_tx.send(Record::Release { row }).await;
-                    continue;
-                }
-                Ok(Refusal::None) if row.expires_at.is_some_and(|expires_at| now >= expires_at) => Fate::Expired,
-                Ok(Refusal::None) if window_closes.is_some_and(|closes| now >= closes) => {
-                    // Given back; claimed again, it is deferred to the next opening.
-                    let _ = self.record_tx.send(Record::Release { row }).await;
-                    continue;
-                }
-                Ok(Refusal::None) => match self.send(&mut session, &row, message, message_id, email).await {
-                    Some(fate) => fate,
-                    None => {
-                        let _ = self.record_tx.send(Record::Release { row }).await;
-                        continue;
-                    }
-                },
-                Err(error) => retry_or_fail(&self.options, &row, error, now),
+            let (row, fate) = match step {
+                Step::Settled(row, fate) => (row, fate),
+                Step::Unsettled => continue,
+                Step::Stopped => return,
             };
             // The next message is checked in the same round trip as this result.
             let next = self.take_ready(&work_rx);
-            let (ask_next, next) = match next {
-                Some(job) if self.may_send_now() => (Some(job.check()), Some(job)),
-                not_now => (None, not_now),
-            };
+            let asked = next.is_some() && self.may_send_now();
             let (answer, answered) = oneshot::channel();
-            let ask = Ask { next: ask_next, answer };
+            let ask = Ask { next: next.as_ref().filter(|_| asked).map(Job::check), answer };
             if self.record_tx.send(Record::Done { row, fate, ask: Some(ask) }).await.is_err() {
                 return;
             }
-            // The next message only once this result is committed: this is
-            // what bounds the duplicates after a crash by the concurrency.
-            let Ok(checked) = answered.await else { return };
-            carried = next.map(|job| (job, checked));
+            carried = match next {
+                Some(job) if asked => Some(Carried::Asked(job, answered)),
+                next => {
+                    // Nothing more until this result is committed.
+                    if answered.await.is_err() {
+                        return;
+                    }
+                    next.map(Carried::Unchecked)
+                }
+            };
+        }
+    }
+
+    /// A message checked on its own, then sent if it may go.
+    async fn send_alone(&self, session: &mut Session, job: Job) -> Step {
+        let Some(checked) = self.check_alone(&job).await else { return Step::Unsettled };
+        let now = self.options.clock.now();
+        let Job { row, message, message_id, email, window_closes, .. } = job;
+        let decision = match self.decide(&row, window_closes, checked, now) {
+            Decision::Send => {
+                let verdict = std::future::ready(Decision::Send);
+                self.deliver(session, &row, message, message_id, email, verdict).await
+            }
+            decision => decision,
+        };
+        self.conclude(row, decision).await
+    }
+
+    /// A message checked with the worker's last result. Its SMTP transaction
+    /// begins while that result is committed, and its content goes only
+    /// once the commit and the check are answered: this is what bounds the
+    /// duplicates after a crash by the concurrency.
+    async fn send_after_commit(
+        &self,
+        session: &mut Session,
+        job: Job,
+        answered: oneshot::Receiver<Option<Checked>>,
+    ) -> Step {
+        // The last look at the clock before the SMTP transaction: a row
+        // claimed before its expiry may have waited past it in the queue.
+        let now = self.options.clock.now();
+        let Job { row, message, message_id, email, window_closes, .. } = job;
+        let verdict = async {
+            let checked = answered.await.ok().flatten().unwrap_or_else(|| Err(RECORDER_STOPPED.to_owned()));
+            self.decide(&row, window_closes, checked, now)
+        };
+        let due = row.expires_at.is_none_or(|expires_at| now < expires_at) && window_closes.is_none_or(|c| now < c);
+        let decision = if due {
+            self.deliver(session, &row, message, message_id, email, verdict).await
+        } else {
+            // Settled without a transaction.
+            verdict.await
+        };
+        self.conclude(row, decision).await
+    }
+
+    /// What becomes of a message once its last check is known. From here on
+    /// a row to send is this worker's: a halt no longer gives it back.
+    fn decide(
+        &self,
+        row: &Claimed,
+        window_closes: Option<DateTime<Utc>>,
+        checked: Checked,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        if self.halt.is_halted() || !self.held.start(row.id) {
+            return Decision::Drop;
+        }
+        match checked {
+            Ok(Refusal::Never(reason)) => Decision::Settle(Fate::Suppressed { reason: reason.into() }),
+            Ok(Refusal::NotNow) => Decision::GiveBack,
+            Ok(Refusal::None) if row.expires_at.is_some_and(|expires_at| now >= expires_at) => {
+                Decision::Settle(Fate::Expired)
+            }
+            // Given back; claimed again, it is deferred to the next opening.
+            Ok(Refusal::None) if window_closes.is_some_and(|closes| now >= closes) => Decision::GiveBack,
+            Ok(Refusal::None) => Decision::Send,
+            Err(error) => Decision::Settle(retry_or_fail(&self.options, row, error, now)),
+        }
+    }
+
+    /// A message's fate to record, or its row given back.
+    async fn conclude(&self, row: Claimed, decision: Decision) -> Step {
+        match decision {
+            Decision::Settle(fate) => Step::Settled(row, fate),
+            Decision::GiveBack => match self.record_tx.send(Record::Release { row }).await {
+                Ok(()) => Step::Unsettled,
+                Err(_) => Step::Stopped,
+            },
+            Decision::Send | Decision::Drop => Step::Unsettled,
         }
     }
 
@@ -714,24 +799,37 @@ impl Worker {
             }
         }
         let (answer, answered) = oneshot::channel();
-        let stopped = || Err("the recorder stopped".to_owned());
+        let stopped = || Err(RECORDER_STOPPED.to_owned());
         if self.record_tx.send(Record::Ask(Ask { next: Some(job.check()), answer })).await.is_err() {
             return Some(stopped());
         }
         Some(answered.await.ok().flatten().unwrap_or_else(stopped))
     }
 
-    /// The message's fate; `None` when the server cannot be used at all (the
-    /// pass is halted and the row goes back without spending the attempt).
-    async fn send(
+    /// Hands the message to the transport once `verdict` says it may go:
+    /// what became of it (`Settle`), or `verdict`'s reason not to send it.
+    /// When the server cannot be used at all the pass is halted and the row
+    /// goes back without spending its attempt.
+    async fn deliver(
         &self,
         session: &mut Session,
         row: &Claimed,
         message: lettre::Message,
         message_id: String,
         email: String,
-    ) -> Option<Fate> {
-        let fate = match self.transport.send(session, message, &row.id.to_string()).await {
+        verdict: impl Future<Output = Decision>,
+    ) -> Decision {
+        let go = async {
+            match verdict.await {
+                Decision::Send => Ok(()),
+                decision => Err(decision),
+            }
+        };
+        let outcome = match self.transport.send_when(session, message, &row.id.to_string(), go).await {
+            Ok(outcome) => outcome,
+            Err(decision) => return decision,
+        };
+        let fate = match outcome {
             Outcome::Accepted(reply) => Fate::Sent { message_id, reply },
             Outcome::Temporary(error) => {
                 tracing::debug!(outbox_id = row.id, attempt = row.attempts, %error, "temporary delivery failure");
@@ -751,10 +849,10 @@ impl Worker {
             }
             Outcome::Unusable(reason) => {
                 self.halt.pause(reason);
-                return None;
+                return Decision::GiveBack;
             }
         };
-        Some(fate)
+        Decision::Settle(fate)
     }
 }
 
@@ -935,18 +1033,74 @@ async fn renew_loop(db: DatabaseConnection, held: Arc<Held>, lease: Duration, cl
 /// Most results written per transaction.
 const RECORD_BATCH: usize = 256;
 
-async fn record_loop(
+/// Starts the recorder. On SQLite it runs on a thread of its own that drives
+/// its connection directly: a group commit through sqlx costs a hand-off to
+/// the connection's worker thread and back per statement, several times the
+/// statement's own time, and the workers wait for every commit.
+fn spawn_recorder(
     db: DatabaseConnection,
     record_rx: mpsc::Receiver<Record>,
     held: Arc<Held>,
     breaker: breaker::Limits,
     clock: Clock,
-) -> anyhow::Result<Report> {
-    let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
-    if recorded.is_err() {
-        held.break_down();
+) -> tokio::task::JoinHandle<anyhow::Result<Report>> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return tokio::spawn(async move {
+            let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
+            if recorded.is_err() {
+                held.break_down();
+            }
+            recorded
+        });
     }
-    recorded
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let recorded = engine::with_sqlite_connection(&db, &runtime, |direct| {
+            let recorder = SqliteRecorder { db: &db, direct, runtime: &runtime, held: &held, breaker: &breaker, clock };
+            recorder.record_all(record_rx)
+        });
+        let recorded = recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded);
+        if recorded.is_err() {
+            held.break_down();
+        }
+        recorded
+    })
+}
+
+/// What a batch of records asks for.
+#[derive(Default)]
+struct Batch {
+    results: Vec<(Claimed, Fate)>,
+    released: Vec<Claimed>,
+    asks: Vec<Ask>,
+}
+
+impl Batch {
+    fn sort(records: impl Iterator<Item = Record>, report: &mut Report) -> Batch {
+        let mut batch = Batch::default();
+        for record in records {
+            match record {
+                Record::Done { row, fate, ask } => {
+                    count(report, &fate);
+                    batch.results.push((row, fate));
+                    batch.asks.extend(ask);
+                }
+                Record::Ask(ask) => batch.asks.push(ask),
+                Record::Release { row } => batch.released.push(row),
+            }
+        }
+        batch
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        self.asks.iter().filter_map(|ask| ask.next.clone()).collect()
+    }
+
+    /// Out of `held` before the write, so that a claim taking a given-back
+    /// row again (possible once the write commits) always comes after.
+    fn leave(&self, held: &Held) {
+        held.finish(self.results.iter().map(|(row, _)| row.id).chain(self.released.iter().map(|row| row.id)));
+    }
 }
 
 async fn record_all(
@@ -957,33 +1111,68 @@ async fn record_all(
     clock: Clock,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
-    let mut batch = Vec::with_capacity(RECORD_BATCH);
-    while record_rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
-        let mut results = Vec::with_capacity(batch.len());
-        let mut released = Vec::new();
-        let mut asks = Vec::new();
-        for record in batch.drain(..) {
-            match record {
-                Record::Done { row, fate, ask } => {
-                    count(&mut report, &fate);
-                    results.push((row, fate));
-                    asks.extend(ask);
-                }
-                Record::Ask(ask) => asks.push(ask),
-                Record::Release { row } => released.push(row),
-            }
-        }
+    let mut records = Vec::with_capacity(RECORD_BATCH);
+    while record_rx.recv_many(&mut records, RECORD_BATCH).await > 0 {
+        let batch = Batch::sort(records.drain(..), &mut report);
         // The checks need not wait for the results: they run beside them, on
         // a second connection; the answers go once both are done.
-        let checks: Vec<Check> = asks.iter().filter_map(|ask| ask.next.clone()).collect();
-        // Out of `held` before the write, so that a claim taking a given-back
-        // row again (possible once the write commits) always comes after.
-        held.finish(results.iter().map(|(row, _)| row.id).chain(released.iter().map(|row| row.id)));
-        let (written, refused) = tokio::join!(write(db, &results, &released, breaker, clock.now()), check(db, &checks));
+        let checks = batch.checks();
+        batch.leave(held);
+        let (written, refused) =
+            tokio::join!(write(db, &batch.results, &batch.released, breaker, clock.now()), check(db, &checks));
         written?;
-        answer(asks, refused);
+        answer(batch.asks, refused);
     }
     Ok(report)
+}
+
+/// The recorder on SQLite, on its own thread (see [`spawn_recorder`]).
+struct SqliteRecorder<'a> {
+    db: &'a DatabaseConnection,
+    direct: &'a engine::Direct<'a>,
+    runtime: &'a tokio::runtime::Handle,
+    held: &'a Held,
+    breaker: &'a breaker::Limits,
+    clock: Clock,
+}
+
+impl SqliteRecorder<'_> {
+    fn record_all(&self, mut record_rx: mpsc::Receiver<Record>) -> anyhow::Result<Report> {
+        let mut report = Report::default();
+        let mut records = Vec::with_capacity(RECORD_BATCH);
+        while let Some(first) = record_rx.blocking_recv() {
+            records.push(first);
+            while records.len() < RECORD_BATCH
+                && let Ok(record) = record_rx.try_recv()
+            {
+                records.push(record);
+            }
+            let batch = Batch::sort(records.drain(..), &mut report);
+            batch.leave(self.held);
+            self.write(&batch)?;
+            let checks = batch.checks();
+            let refused =
+                if checks.is_empty() { Ok(HashMap::new()) } else { refusal::refusals_on_sqlite(self.direct, &checks) };
+            answer(batch.asks, refused);
+        }
+        Ok(report)
+    }
+
+    /// The usual batch (results only, none a refused recipient) in one
+    /// statement on this connection; any other through the pool, as on
+    /// PostgreSQL.
+    fn write(&self, batch: &Batch) -> Result<(), DbErr> {
+        let now = self.clock.now();
+        if batch.released.is_empty() {
+            if batch.results.is_empty() {
+                return Ok(());
+            }
+            if let Some(update) = outbox::record_in_one_statement(&batch.results, now) {
+                return self.direct.execute(&update).map(drop);
+            }
+        }
+        self.runtime.block_on(write(self.db, &batch.results, &batch.released, self.breaker, now))
+    }
 }
 
 /// Writes a batch of results and given-back rows.

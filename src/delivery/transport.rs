@@ -2,6 +2,7 @@
 //! connection per sender worker), or a folder of `.eml` files (the default for trials).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::Context;
 use lettre::Message;
@@ -92,13 +93,43 @@ impl Transport {
 
     /// Hands `message` over; `name` identifies it (the file name for the file transport).
     pub async fn send(&self, session: &mut Session, message: Message, name: &str) -> Outcome {
-        match self {
-            Transport::Smtp(smtp) => smtp.send(session, &message).await,
-            Transport::File(dir) => match write_file(dir, name, &message.formatted()).await {
-                Ok(path) => Outcome::Accepted(format!("written to {}", path.display())),
-                Err(error) => Outcome::Temporary(format!("writing the message file: {error}")),
-            },
+        let go = std::future::ready(Ok::<(), std::convert::Infallible>(()));
+        match self.send_when(session, message, name, go).await {
+            Ok(outcome) => outcome,
         }
+    }
+
+    /// Hands `message` over once `go` allows it, or leaves it unsent with
+    /// `go`'s reason. Over SMTP the envelope (MAIL, RCPT, DATA) is written
+    /// while `go` is pending, and the content with its end, which is what
+    /// makes the server take the message, only after: a sender waiting for
+    /// its last result's commit spends that time on the next message's
+    /// first round trip. A message `go` holds back is abandoned with its
+    /// connection, and the server discards a message whose content never ended.
+    pub async fn send_when<T>(
+        &self,
+        session: &mut Session,
+        message: Message,
+        name: &str,
+        go: impl Future<Output = Result<(), T>>,
+    ) -> Result<Outcome, T> {
+        match self {
+            Transport::Smtp(smtp) => smtp.send_when(session, &message, go).await,
+            Transport::File(dir) => {
+                go.await?;
+                Ok(match write_file(dir, name, &message.formatted()).await {
+                    Ok(path) => Outcome::Accepted(format!("written to {}", path.display())),
+                    Err(error) => Outcome::Temporary(format!("writing the message file: {error}")),
+                })
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Closes the connection, mid-transaction or not.
+    fn hang_up(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -132,15 +163,33 @@ impl Smtp {
         })
     }
 
-    async fn send(&self, session: &mut Session, message: &Message) -> Outcome {
+    async fn send_when<T>(
+        &self,
+        session: &mut Session,
+        message: &Message,
+        go: impl Future<Output = Result<(), T>>,
+    ) -> Result<Outcome, T> {
         let bytes = message.formatted();
-        let reused = session.0.as_ref().is_some_and(|c| !c.has_broken());
-        let mut outcome = self.attempt(session, message.envelope(), &bytes).await;
-        // A kept connection the server has since closed: try once on a new one.
-        if reused && matches!(outcome, Err(Failure::Network(_))) {
-            outcome = self.attempt(session, message.envelope(), &bytes).await;
+        let envelope = message.envelope();
+        let opened = self.open(session, envelope, &bytes).await;
+        let waiting = Instant::now();
+        if let Err(reason) = go.await {
+            session.hang_up();
+            return Err(reason);
         }
-        match outcome {
+        let result = match opened {
+            // The server may have given up on a transaction left open this long.
+            Ok(()) if waiting.elapsed() >= self.timeout => {
+                session.hang_up();
+                match self.open(session, envelope, &bytes).await {
+                    Ok(()) => self.finish(session, &bytes).await,
+                    Err(failure) => Err(failure),
+                }
+            }
+            Ok(()) => self.finish(session, &bytes).await,
+            Err(failure) => Err(failure),
+        };
+        Ok(match result {
             Ok(response) => {
                 Outcome::Accepted(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
             }
@@ -148,27 +197,59 @@ impl Smtp {
             Err(Failure::Network(text)) => Outcome::Temporary(text),
             Err(Failure::NoReply(text)) => Outcome::Unknown(text),
             Err(Failure::Unusable(text)) => Outcome::Unusable(text),
-        }
+        })
     }
 
-    /// One try, within the timeout; the session is dropped when it breaks.
-    async fn attempt(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<Response, Failure> {
+    /// Connects if need be and writes the envelope, up to the server's
+    /// go-ahead for the content. A kept connection the server has since
+    /// closed is replaced once.
+    async fn open(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<(), Failure> {
+        let reused = session.0.as_ref().is_some_and(|c| !c.has_broken());
+        let opened = self.try_open(session, envelope, bytes).await;
+        if reused && matches!(opened, Err(Failure::Network(_))) {
+            return self.try_open(session, envelope, bytes).await;
+        }
+        opened
+    }
+
+    async fn try_open(&self, session: &mut Session, envelope: &Envelope, bytes: &[u8]) -> Result<(), Failure> {
         let mut phase = Phase::Connecting;
         let result = tokio::time::timeout(self.timeout, async {
             if session.0.as_ref().is_none_or(Connection::has_broken) {
                 session.0 = Some(self.connect().await?);
             }
             let connection = session.0.as_mut().expect("connected above");
-            transaction(connection, envelope, bytes, &mut phase).await
+            write_envelope(connection, envelope, bytes, &mut phase).await
         })
         .await;
+        self.settle(session, result, phase).await
+    }
+
+    /// Writes the content of the transaction [`Smtp::open`] began, with its
+    /// end, and reads the server's reply.
+    async fn finish(&self, session: &mut Session, bytes: &[u8]) -> Result<Response, Failure> {
+        let Some(connection) = session.0.as_mut() else {
+            return Err(Failure::Network("the connection closed before the message was written".into()));
+        };
+        let result = tokio::time::timeout(self.timeout, write_content(connection, bytes)).await;
+        self.settle(session, result, Phase::AwaitingReply).await
+    }
+
+    /// A step's result within the timeout, which is a failure of the phase
+    /// it struck in. The session is dropped when it broke; a refused command
+    /// leaves the connection usable, but the next message starts on a fresh
+    /// one, as lettre itself does.
+    async fn settle<R>(
+        &self,
+        session: &mut Session,
+        result: Result<Result<R, Failure>, tokio::time::error::Elapsed>,
+        phase: Phase,
+    ) -> Result<R, Failure> {
         let result = result.unwrap_or_else(|_| {
             let text = format!("no answer from the SMTP server within {:?}", self.timeout);
             Err(phase.failure(text))
         });
         let broken = result.is_err() || session.0.as_ref().is_some_and(Connection::has_broken);
-        // A refused command leaves the connection usable, but the next
-        // message starts on a fresh one, as lettre itself does.
         if broken
             && let Some(mut connection) = session.0.take()
             && matches!(result, Err(Failure::Smtp(_)))
@@ -243,16 +324,17 @@ impl Phase {
     }
 }
 
-/// MAIL, RCPT, DATA and the message, so that a reply lost after the
-/// message can be told apart from a refusal before it (lettre's own `send`
-/// does not say which). With PIPELINING the envelope goes in one write and
-/// the message with its end in another: two round trips instead of four.
-async fn transaction(
+/// MAIL, RCPT and DATA, step by step, so that a reply lost after the
+/// message (see [`write_content`]) can be told apart from a refusal before
+/// it (lettre's own `send` does not say which). With PIPELINING the
+/// envelope goes in one write and the message with its end in another: two
+/// round trips instead of four.
+async fn write_envelope(
     connection: &mut Connection,
     envelope: &Envelope,
     bytes: &[u8],
     phase: &mut Phase,
-) -> Result<Response, Failure> {
+) -> Result<(), Failure> {
     *phase = Phase::Envelope;
     let step = |phase: Phase| move |error: lettre::transport::smtp::Error| step_failure(phase, error);
     let smtp = &mut connection.smtp;
@@ -289,13 +371,18 @@ async fn transaction(
         }
         smtp.command(Data).await.map_err(step(Phase::Envelope))?;
     }
-    *phase = Phase::AwaitingReply;
+    Ok(())
+}
+
+/// The message and its end, after [`write_envelope`]; the server's reply.
+async fn write_content(connection: &mut Connection, bytes: &[u8]) -> Result<Response, Failure> {
+    let smtp = &mut connection.smtp;
     let sent = match std::str::from_utf8(bytes) {
         Ok(text) => smtp.command(Content(text)).await,
         // Not UTF-8 (8BITMIME in another charset): lettre writes the end on its own.
         Err(_) => smtp.message(bytes).await,
     };
-    sent.map_err(step(Phase::AwaitingReply))
+    sent.map_err(|error| step_failure(Phase::AwaitingReply, error))
 }
 
 /// Whether the server offers PIPELINING. lettre keeps only the EHLO

@@ -1,10 +1,12 @@
 //! Delivery under faults, each scripted on the test SMTP server: an
 //! unsubscribe, a topic left or consent withdrawn while a message is
-//! claimed, a reply lost after the message,
+//! claimed, a message held back after its envelope went out, a reply lost
+//! after the message,
 //! a server slower than the lease, a server down for longer than the retry
 //! budget, a server that comes back and goes down again, two databases
 //! sending for one domain, and SIGTERM to `patron send`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,21 @@ fn an_unsubscribe_that_arrives_while_its_message_is_claimed_stops_that_message()
     });
 }
 
+/// `patron send` with one worker, to a server that answers c1's message a
+/// second late; returns once c1's message has arrived.
+fn send_one_at_a_time_with_c1_answered_late(env: &TestEnv) -> (SmtpServer, std::process::Child) {
+    let after_data =
+        Arc::new(
+            |to: &str, _: usize| {
+                if to == "c1@example.com" { Reply::AcceptAfter(Duration::from_secs(1)) } else { Reply::Accept }
+            },
+        );
+    let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
+    let sender = spawn_send(env, server.port(), &[("PATRON__DELIVERY__CONCURRENCY", "1")]);
+    assert!(server.wait_for(1, Duration::from_secs(30)), "sending did not start");
+    (server, sender)
+}
+
 #[test]
 fn a_topic_left_or_consent_withdrawn_while_sending_holds_back_the_messages_not_yet_handed_over() {
     each_backend(|env| {
@@ -72,15 +89,7 @@ fn a_topic_left_or_consent_withdrawn_while_sending_holds_back_the_messages_not_y
         // c1's message is answered a second late; meanwhile c3 leaves the
         // campaign's topic, c4 withdraws consent and c5 is suppressed, after
         // their rows were claimed and their messages rendered.
-        let after_data =
-            Arc::new(
-                |to: &str, _: usize| {
-                    if to == "c1@example.com" { Reply::AcceptAfter(Duration::from_secs(1)) } else { Reply::Accept }
-                },
-            );
-        let server = SmtpServer::scripted("127.0.0.1:0", Script { after_data, ..Script::default() });
-        let mut sender = spawn_send(env, server.port(), &[("PATRON__DELIVERY__CONCURRENCY", "1")]);
-        assert!(server.wait_for(1, Duration::from_secs(30)), "sending did not start");
+        let (server, mut sender) = send_one_at_a_time_with_c1_answered_late(env);
         env.execute(
             "INSERT INTO topic_opt_outs (customer_id, topic, created_at) VALUES (3, 'offers', CURRENT_TIMESTAMP)",
         );
@@ -101,6 +110,31 @@ fn a_topic_left_or_consent_withdrawn_while_sending_holds_back_the_messages_not_y
                 "c4@example.com suppressed no marketing consent",
                 "c5@example.com suppressed the address is suppressed",
             ]
+        );
+    });
+}
+
+#[test]
+fn a_message_held_back_at_its_last_check_after_its_envelope_went_out_is_abandoned_and_the_next_goes() {
+    each_backend(|env| {
+        customers(env, 3);
+        plan(env);
+        // c1's reply comes a second late; meanwhile c2 is suppressed. c2's
+        // envelope goes out while c1's result commits, and its check (with
+        // that commit) holds it back: the worker hangs up before its
+        // content, so the server discards it, and c3 goes on a new connection.
+        let (server, mut sender) = send_one_at_a_time_with_c1_answered_late(env);
+        env.ok(&["suppressions", "add", "c2@example.com", "--reason", "unsubscribed"]);
+        assert!(wait_with_timeout(&mut sender, Duration::from_secs(60)).success());
+
+        assert_eq!(server.abandoned(), ["c2@example.com"]);
+        let received: BTreeMap<String, usize> = per_recipient(&server.received()).into_iter().collect();
+        assert_eq!(received, BTreeMap::from([("c1@example.com".into(), 1), ("c3@example.com".into(), 1)]));
+        assert_eq!(
+            env.strings(
+                "SELECT c.email || ' ' || o.state FROM outbox o JOIN customers c ON c.id = o.customer_id ORDER BY c.id"
+            ),
+            ["c1@example.com sent", "c2@example.com suppressed", "c3@example.com sent"]
         );
     });
 }

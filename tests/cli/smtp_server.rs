@@ -73,6 +73,9 @@ struct Shared {
     rcpt_attempts: Mutex<HashMap<String, usize>>,
     data_attempts: Mutex<HashMap<String, usize>>,
     logins_refused: Mutex<usize>,
+    /// Transactions whose connection closed after DATA's go-ahead and
+    /// before the content's end: discarded, as a server does.
+    abandoned: Mutex<Vec<String>>,
     stopped: AtomicBool,
 }
 
@@ -129,6 +132,11 @@ impl SmtpServer {
     }
 
     /// How many logins the server refused.
+    /// The first recipient of each transaction abandoned mid-content.
+    pub fn abandoned(&self) -> Vec<String> {
+        self.shared.abandoned.lock().unwrap().clone()
+    }
+
     pub fn logins_refused(&self) -> usize {
         *self.shared.logins_refused.lock().unwrap()
     }
@@ -209,8 +217,15 @@ fn session(stream: TcpStream, shared: &Shared, script: &Script) -> std::io::Resu
             "DATA" if recipients.is_empty() => "554 no valid recipients".into(),
             "DATA" => {
                 writer.write_all(b"354 go ahead\r\n")?;
-                let data = read_data(&mut reader)?;
                 let first = recipients.first().cloned().unwrap_or_default();
+                let data = match read_data(&mut reader) {
+                    Ok(data) => data,
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        shared.abandoned.lock().unwrap().push(first);
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                };
                 let attempt = count_attempt(&shared.data_attempts, &first);
                 shared.received.lock().unwrap().push(Received {
                     sender: sender.clone(),
