@@ -613,13 +613,12 @@ impl Direct<'_> {
         changed.map(|n| n as u64).map_err(|e| sqlite_error(e.into()))
     }
 
-    /// Every row of `select` as an `R`.
-    pub fn query<R: Record>(&self, select: &SelectStatement) -> Result<Vec<R>, DbErr> {
-        let statement = DbBackend::Sqlite.build(select);
+    /// Every row of a statement built for SQLite, as an `R`.
+    pub fn query_statement<R: Record>(&self, statement: &Statement) -> Result<Vec<R>, DbErr> {
         let read = || -> Result<Vec<R>, Failed> {
             let mut prepared = self.0.prepare_cached(&statement.sql)?;
             let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
-            let mut rows = prepared.query(rusqlite::params_from_iter(bound(&statement)))?;
+            let mut rows = prepared.query(rusqlite::params_from_iter(bound(statement)))?;
             let mut all = Vec::new();
             while let Some(row) = rows.next()? {
                 all.push(record::read(Fields::sqlite::<R>(row, &positions)).map_err(visit_error)?);

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Func, Query, SelectStatement, UnionType};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr};
+use sea_orm::sea_query::{Alias, Cond, Expr, ExprTrait, Func, Query, SelectStatement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 
 use super::campaign_pause;
 use crate::db::engine::Direct;
@@ -37,34 +37,57 @@ pub enum Refusal {
     NotNow,
 }
 
-/// Checks per statement on SQLite, which allows 500 terms in a compound select.
-const CHECKS_PER_STATEMENT: usize = 100;
-
 /// The refusal of each checked message, by outbox id, each message looked
-/// up by primary key and unique address.
+/// up by primary key and unique address, all in one statement of constant
+/// text: the checks come as one JSON parameter ([`from_json`]), so that
+/// PostgreSQL prepares the statement once per connection and keeps its
+/// plan. A `UNION ALL` of one select per check was planned anew for each
+/// group commit, and its planning cost more than its run.
 pub async fn refusals<C: ConnectionTrait>(db: &C, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+    let statement = from_json(db.get_database_backend(), checks_json(checks));
     let mut found = Vec::new();
-    for statement in statements(db.get_database_backend(), checks) {
-        for row in db.query_all(&statement).await? {
-            found.push(Found {
-                outbox_id: row.try_get("", "outbox_id")?,
-                marketing_consent: row.try_get("", "marketing_consent")?,
-                suppressed: row.try_get("", "suppressed")?,
-                paused: row.try_get("", "paused")?,
-                left_topic: row.try_get("", "left_topic")?,
-            });
-        }
+    for row in db.query_all(&statement).await? {
+        found.push(Found {
+            outbox_id: row.try_get("", "outbox_id")?,
+            marketing_consent: row.try_get("", "marketing_consent")?,
+            suppressed: row.try_get("", "suppressed")?,
+            paused: row.try_get("", "paused")?,
+            left_topic: row.try_get("", "left_topic")?,
+        });
     }
     Ok(judge(checks, found))
 }
 
-/// [`refusals`] on a SQLite connection this thread drives (the recorder's).
-pub fn refusals_on_sqlite(direct: &Direct<'_>, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
-    let mut found = Vec::new();
-    for statement in statements(DbBackend::Sqlite, checks) {
-        found.extend(direct.query::<Found>(&statement)?);
+/// [`refusals`] on a SQLite connection that one thread drives, batch after
+/// batch (the sender's recorder): the statement is built once, and each
+/// batch binds its JSON.
+pub struct SqliteChecks {
+    statement: Statement,
+    /// Where the JSON goes among the statement's values.
+    json_at: usize,
+}
+
+impl Default for SqliteChecks {
+    fn default() -> SqliteChecks {
+        const SLOT: &str = "[]";
+        let statement = DbBackend::Sqlite.build(&from_json(DbBackend::Sqlite, SLOT.to_owned()));
+        let values = statement.values.as_ref().map_or(&[][..], |values| &values.0[..]);
+        let json_at = values
+            .iter()
+            .position(|value| *value == Value::String(Some(SLOT.to_owned())))
+            .expect("the statement binds the JSON of the checks");
+        SqliteChecks { statement, json_at }
     }
-    Ok(judge(checks, found))
+}
+
+impl SqliteChecks {
+    pub fn refusals(&self, direct: &Direct<'_>, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+        let mut statement = self.statement.clone();
+        if let Some(values) = statement.values.as_mut() {
+            values.0[self.json_at] = Value::String(Some(checks_json(checks)));
+        }
+        Ok(judge(checks, direct.query_statement::<Found>(&statement)?))
+    }
 }
 
 record! {
@@ -100,42 +123,8 @@ fn judge(checks: &[Check], found: Vec<Found>) -> HashMap<i64, Refusal> {
     refusals
 }
 
-/// On PostgreSQL one statement of constant text whatever the number of
-/// checks, prepared once per connection and whose plan the server can keep:
-/// the checks come as one JSON parameter. A `UNION ALL` of one select per check was planned
-/// anew for each group commit, and its planning cost more than its run.
-/// On SQLite, whose statements cost little to prepare, that union.
-fn statements(backend: DbBackend, checks: &[Check]) -> Vec<SelectStatement> {
-    if backend == DbBackend::Postgres {
-        return vec![from_json(checks)];
-    }
-    checks
-        .chunks(CHECKS_PER_STATEMENT)
-        .filter_map(|chunk| {
-            let mut selects = chunk.iter().map(|check| {
-                let given = Given {
-                    outbox_id: Expr::val(check.outbox_id),
-                    customer_id: Expr::val(check.customer_id),
-                    run_id: Expr::val(check.run_id),
-                    email: Expr::val(check.email.to_lowercase()),
-                    topic: Expr::val(check.topic.as_str()),
-                };
-                let mut select = select(given);
-                select.from("customers").and_where(Expr::col("id").eq(check.customer_id));
-                select
-            });
-            let mut union = selects.next()?;
-            for select in selects {
-                union.union(UnionType::All, select);
-            }
-            Some(union)
-        })
-        .collect()
-}
-
-/// Every check in one select: the checks are the rows of `c`, read from a
-/// JSON array bound as one value.
-fn from_json(checks: &[Check]) -> SelectStatement {
+/// The checks as one JSON array: the parameter of [`from_json`].
+fn checks_json(checks: &[Check]) -> String {
     let rows: Vec<serde_json::Value> = checks
         .iter()
         .map(|check| {
@@ -148,18 +137,39 @@ fn from_json(checks: &[Check]) -> SelectStatement {
             })
         })
         .collect();
-    let field = |name: &str, kind: &str| Expr::cust(format!("CAST(\"e\".\"value\" ->> '{name}' AS {kind})"));
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// Every check in one select: the checks are the rows of `c`, read from
+/// `json` ([`checks_json`]) bound as one value.
+fn from_json(backend: DbBackend, json: String) -> SelectStatement {
+    let postgres = backend == DbBackend::Postgres;
+    let field = |name: &str, integer: bool| {
+        let kind = match (postgres, integer) {
+            (true, true) => "bigint",
+            (true, false) => "text",
+            (false, true) => "INTEGER",
+            (false, false) => "TEXT",
+        };
+        let value = if postgres {
+            format!("\"e\".\"value\" ->> '{name}'")
+        } else {
+            format!("json_extract(\"e\".\"value\", '$.{name}')")
+        };
+        Expr::cust(format!("CAST({value} AS {kind})"))
+    };
+    let elements = if postgres {
+        Func::cust("json_array_elements").arg(Expr::val(json).cast_as("json"))
+    } else {
+        Func::cust("json_each").arg(Expr::val(json))
+    };
     let given_rows = Query::select()
-        .expr_as(field("outbox_id", "bigint"), Alias::new("outbox_id"))
-        .expr_as(field("customer_id", "bigint"), Alias::new("customer_id"))
-        .expr_as(field("run_id", "bigint"), Alias::new("run_id"))
-        .expr_as(field("email", "text"), Alias::new("email"))
-        .expr_as(field("topic", "text"), Alias::new("topic"))
-        .from_function(
-            Func::cust("json_array_elements")
-                .arg(Expr::val(serde_json::Value::Array(rows).to_string()).cast_as("json")),
-            Alias::new("e"),
-        )
+        .expr_as(field("outbox_id", true), Alias::new("outbox_id"))
+        .expr_as(field("customer_id", true), Alias::new("customer_id"))
+        .expr_as(field("run_id", true), Alias::new("run_id"))
+        .expr_as(field("email", false), Alias::new("email"))
+        .expr_as(field("topic", false), Alias::new("topic"))
+        .from_function(elements, Alias::new("e"))
         .to_owned();
     let c = |column: &str| Expr::col((Alias::new("c"), Alias::new(column)));
     let given = Given {
@@ -176,7 +186,7 @@ fn from_json(checks: &[Check]) -> SelectStatement {
     select
 }
 
-/// What a check is about, as values or as the columns of a row of checks.
+/// What a check is about: the columns of a row of checks.
 struct Given {
     outbox_id: Expr,
     customer_id: Expr,

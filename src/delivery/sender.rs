@@ -1056,7 +1056,9 @@ fn spawn_recorder(
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let recorded = engine::with_sqlite_connection(&db, &runtime, |direct| {
-            let recorder = SqliteRecorder { db: &db, direct, runtime: &runtime, held: &held, breaker: &breaker, clock };
+            let checks = refusal::SqliteChecks::default();
+            let recorder =
+                SqliteRecorder { db: &db, direct, runtime: &runtime, held: &held, breaker: &breaker, clock, checks };
             recorder.record_all(record_rx)
         });
         let recorded = recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded);
@@ -1134,6 +1136,7 @@ struct SqliteRecorder<'a> {
     held: &'a Held,
     breaker: &'a breaker::Limits,
     clock: Clock,
+    checks: refusal::SqliteChecks,
 }
 
 impl SqliteRecorder<'_> {
@@ -1152,7 +1155,7 @@ impl SqliteRecorder<'_> {
             self.write(&batch)?;
             let checks = batch.checks();
             let refused =
-                if checks.is_empty() { Ok(HashMap::new()) } else { refusal::refusals_on_sqlite(self.direct, &checks) };
+                if checks.is_empty() { Ok(HashMap::new()) } else { self.checks.refusals(self.direct, &checks) };
             answer(batch.asks, refused);
         }
         Ok(report)
