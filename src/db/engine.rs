@@ -21,6 +21,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::sqlx::Sqlite;
 use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::sqlite::LockedSqliteHandle;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, StatementBuilder};
 
 use super::binary_copy::{self, Wire};
@@ -138,16 +139,7 @@ impl Txn {
         match self {
             Txn::Sqlite(txn) => {
                 let statement = DbBackend::Sqlite.build(select);
-                txn.run(|c| {
-                    let mut prepared = c.prepare(&statement.sql)?;
-                    let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
-                    let mut rows = prepared.query(rusqlite::params_from_iter(bound(&statement)))?;
-                    while let Some(row) = rows.next()? {
-                        record::read(Fields::sqlite::<R>(row, &positions)).and_then(&mut visit).map_err(visit_error)?;
-                    }
-                    Ok(())
-                })
-                .await
+                txn.run(|c| read_rows(&mut c.prepare(&statement.sql)?, &statement, visit)).await
             }
             Txn::Postgres(txn) => {
                 let mut positions = None;
@@ -554,15 +546,34 @@ impl SqliteTxn {
     /// own when the runtime has several).
     async fn run<T>(&mut self, work: impl FnOnce(&rusqlite::Connection) -> Result<T, Failed>) -> Result<T, DbErr> {
         let mut handle = self.pooled.lock_handle().await.map_err(sqlx_error)?;
-        // SAFETY: the handle is locked for this scope, so sqlx's worker does
-        // not touch the connection meanwhile; rusqlite does not close a
-        // connection made from a handle, and is dropped before the lock is.
-        let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-            .map_err(|e| sqlite_error(e.into()))?;
-        let result = blocking(|| work(&connection)).map_err(sqlite_error);
-        drop(connection);
-        result
+        borrowed(&mut handle, |connection| blocking(|| work(connection)).map_err(sqlite_error))?
     }
+}
+
+/// Runs `work` with rusqlite on the connection of a locked sqlx handle.
+fn borrowed<T>(handle: &mut LockedSqliteHandle<'_>, work: impl FnOnce(&rusqlite::Connection) -> T) -> Result<T, DbErr> {
+    // SAFETY: the handle is locked for this scope, so sqlx's worker does
+    // not touch the connection meanwhile; rusqlite does not close a
+    // connection made from a handle, and is dropped before the lock is.
+    let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+        .map_err(|e| sqlite_error(e.into()))?;
+    let result = work(&connection);
+    drop(connection);
+    Ok(result)
+}
+
+/// Calls `visit` with every row `prepared` returns for `statement`'s values, read as an `R`.
+fn read_rows<R: Record>(
+    prepared: &mut rusqlite::Statement<'_>,
+    statement: &Statement,
+    mut visit: impl FnMut(R) -> Result<(), DbErr>,
+) -> Result<(), Failed> {
+    let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
+    let mut rows = prepared.query(rusqlite::params_from_iter(bound(statement)))?;
+    while let Some(row) = rows.next()? {
+        record::read(Fields::sqlite::<R>(row, &positions)).and_then(&mut visit).map_err(visit_error)?;
+    }
+    Ok(())
 }
 
 impl Drop for SqliteTxn {
@@ -588,14 +599,7 @@ pub fn with_sqlite_connection<T>(
 ) -> Result<T, DbErr> {
     let mut pooled = runtime.block_on(db.get_sqlite_connection_pool().acquire()).map_err(sqlx_error)?;
     let mut handle = runtime.block_on(pooled.lock_handle()).map_err(sqlx_error)?;
-    // SAFETY: as in `SqliteTxn::run`: the handle stays locked while rusqlite
-    // uses it, and rusqlite neither closes it nor outlives the lock.
-    let connection = unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
-        .map_err(|e| sqlite_error(e.into()))?;
-    let result = work(&Direct(&connection));
-    drop(connection);
-    drop(handle);
-    Ok(result)
+    borrowed(&mut handle, |connection| work(&Direct(connection)))
 }
 
 /// A SQLite connection this thread drives directly ([`with_sqlite_connection`]);
@@ -615,17 +619,14 @@ impl Direct<'_> {
 
     /// Every row of a statement built for SQLite, as an `R`.
     pub fn query_statement<R: Record>(&self, statement: &Statement) -> Result<Vec<R>, DbErr> {
-        let read = || -> Result<Vec<R>, Failed> {
-            let mut prepared = self.0.prepare_cached(&statement.sql)?;
-            let positions = Positions::find(R::COLUMNS, &prepared.column_names()).map_err(visit_error)?;
-            let mut rows = prepared.query(rusqlite::params_from_iter(bound(statement)))?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next()? {
-                all.push(record::read(Fields::sqlite::<R>(row, &positions)).map_err(visit_error)?);
-            }
-            Ok(all)
-        };
-        read().map_err(sqlite_error)
+        let mut all = Vec::new();
+        let mut prepared = self.0.prepare_cached(&statement.sql).map_err(|e| sqlite_error(e.into()))?;
+        read_rows(&mut prepared, statement, |row: R| {
+            all.push(row);
+            Ok(())
+        })
+        .map_err(sqlite_error)?;
+        Ok(all)
     }
 }
 

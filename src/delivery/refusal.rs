@@ -41,8 +41,7 @@ pub enum Refusal {
 /// up by primary key and unique address, all in one statement of constant
 /// text: the checks come as one JSON parameter ([`from_json`]), so that
 /// PostgreSQL prepares the statement once per connection and keeps its
-/// plan. A `UNION ALL` of one select per check was planned anew for each
-/// group commit, and its planning cost more than its run.
+/// plan.
 pub async fn refusals<C: ConnectionTrait>(db: &C, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
     let statement = from_json(db.get_database_backend(), checks_json(checks));
     let mut found = Vec::new();
@@ -82,6 +81,9 @@ impl Default for SqliteChecks {
 
 impl SqliteChecks {
     pub fn refusals(&self, direct: &Direct<'_>, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+        if checks.is_empty() {
+            return Ok(HashMap::new());
+        }
         let mut statement = self.statement.clone();
         if let Some(values) = statement.values.as_mut() {
             values.0[self.json_at] = Value::String(Some(checks_json(checks)));

@@ -1143,19 +1143,11 @@ impl SqliteRecorder<'_> {
     fn record_all(&self, mut record_rx: mpsc::Receiver<Record>) -> anyhow::Result<Report> {
         let mut report = Report::default();
         let mut records = Vec::with_capacity(RECORD_BATCH);
-        while let Some(first) = record_rx.blocking_recv() {
-            records.push(first);
-            while records.len() < RECORD_BATCH
-                && let Ok(record) = record_rx.try_recv()
-            {
-                records.push(record);
-            }
+        while self.runtime.block_on(record_rx.recv_many(&mut records, RECORD_BATCH)) > 0 {
             let batch = Batch::sort(records.drain(..), &mut report);
             batch.leave(self.held);
             self.write(&batch)?;
-            let checks = batch.checks();
-            let refused =
-                if checks.is_empty() { Ok(HashMap::new()) } else { self.checks.refusals(self.direct, &checks) };
+            let refused = self.checks.refusals(self.direct, &batch.checks());
             answer(batch.asks, refused);
         }
         Ok(report)

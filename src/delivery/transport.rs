@@ -177,15 +177,14 @@ impl Smtp {
             session.hang_up();
             return Err(reason);
         }
+        // The server may have given up on a transaction left open this long.
+        let opened = if opened.is_ok() && waiting.elapsed() >= self.timeout {
+            session.hang_up();
+            self.open(session, envelope, &bytes).await
+        } else {
+            opened
+        };
         let result = match opened {
-            // The server may have given up on a transaction left open this long.
-            Ok(()) if waiting.elapsed() >= self.timeout => {
-                session.hang_up();
-                match self.open(session, envelope, &bytes).await {
-                    Ok(()) => self.finish(session, &bytes).await,
-                    Err(failure) => Err(failure),
-                }
-            }
             Ok(()) => self.finish(session, &bytes).await,
             Err(failure) => Err(failure),
         };
