@@ -290,7 +290,8 @@ impl Sender {
         let (work_tx, work_rx) = mpsc::channel::<Work>(queue);
         let (record_tx, record_rx) = mpsc::channel::<Record>(self.options.concurrency * 4);
         let clock = self.options.clock;
-        let recorder = spawn_recorder(self.db.clone(), record_rx, held.clone(), self.options.breaker, clock);
+        let recorder =
+            spawn_recorder(self.db.clone(), record_rx, held.clone(), halt.clone(), self.options.breaker, clock);
         let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease, clock));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
@@ -864,7 +865,8 @@ pub async fn pause_logged(db: &DatabaseConnection, reason: &str, since: DateTime
     }
 }
 
-/// Why a pass stops early: a stop was asked for, or the server cannot be used.
+/// Why a pass stops early: a stop was asked for, the server cannot be
+/// used, or the results cannot be recorded.
 #[derive(Default)]
 struct Halt {
     state: std::sync::Mutex<Option<Halted>>,
@@ -875,6 +877,7 @@ struct Halt {
 enum Halted {
     Stopped,
     Paused(String),
+    Failed,
 }
 
 impl Halt {
@@ -1041,14 +1044,21 @@ fn spawn_recorder(
     db: DatabaseConnection,
     record_rx: mpsc::Receiver<Record>,
     held: Arc<Held>,
+    halt: Arc<Halt>,
     breaker: breaker::Limits,
     clock: Clock,
 ) -> tokio::task::JoinHandle<anyhow::Result<Report>> {
+    // Nothing more can be recorded: the claimer stops (it may be waiting for
+    // room in the queue of workers that are gone) and the pass ends with the error.
+    let broken = move |held: &Held| {
+        held.break_down();
+        halt.set(Halted::Failed);
+    };
     if db.get_database_backend() != DbBackend::Sqlite {
         return tokio::spawn(async move {
             let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
             if recorded.is_err() {
-                held.break_down();
+                broken(&held);
             }
             recorded
         });
@@ -1063,7 +1073,7 @@ fn spawn_recorder(
         });
         let recorded = recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded);
         if recorded.is_err() {
-            held.break_down();
+            broken(&held);
         }
         recorded
     })

@@ -283,7 +283,7 @@ pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::pr
 }
 
 /// The child's exit status, or `None` (and the child killed) after `timeout`.
-fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().unwrap() {

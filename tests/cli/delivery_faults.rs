@@ -4,7 +4,8 @@
 //! after the message,
 //! a server slower than the lease, a server down for longer than the retry
 //! budget, a server that comes back and goes down again, two databases
-//! sending for one domain, and SIGTERM to `patron send`.
+//! sending for one domain, a database that refuses the results, and
+//! SIGTERM to `patron send`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use patron::delivery::unsubscribe::Token;
 use secrecy::SecretString;
 
 use crate::delivery::{
-    SECRET, count, customers, free_port, http, per_recipient, plan, send, serve, smtp_env, spawn_send,
+    SECRET, count, customers, free_port, http, per_recipient, plan, send, serve, smtp_env, spawn_send, wait_or_kill,
     wait_with_timeout,
 };
 use crate::smtp_server::{Reply, Script, SmtpServer};
-use crate::support::{Run, TestEnv, backends, each_backend};
+use crate::support::{Backend, Run, TestEnv, backends, each_backend};
 
 /// `patron send` with extra settings laid over the test's SMTP settings.
 fn send_with(env: &TestEnv, port: u16, args: &[&str], extra: &[(&str, &str)]) -> Run {
@@ -367,5 +368,47 @@ fn a_pause_after_the_server_took_messages_again_starts_from_the_first_wait() {
         assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), 30 - unknown);
         assert_eq!(server.count() as i64, 30 - 3 - unknown);
         assert_eq!(env.status()["sending_paused"], serde_json::json!([]));
+    });
+}
+
+/// A trigger that fails every result that marks a message sent.
+fn refuse_sent_results(env: &TestEnv) {
+    env.execute(match env.backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_results BEFORE UPDATE OF state ON outbox WHEN NEW.state = 'sent' \
+             BEGIN SELECT RAISE(ABORT, 'results refused by the test'); END"
+        }
+        Backend::Postgres => {
+            "CREATE FUNCTION refuse_results() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'results refused by the test'; END $$; \
+             CREATE TRIGGER refuse_results BEFORE UPDATE ON outbox FOR EACH ROW \
+             WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_results()"
+        }
+    });
+}
+
+#[test]
+fn a_database_that_refuses_the_results_ends_the_send_with_its_error_and_nothing_more_goes() {
+    each_backend(|env| {
+        // More rows than one worker's queue holds: the claimer fills it again
+        // while the first result is being refused.
+        customers(env, 100);
+        plan(env);
+        refuse_sent_results(env);
+        let server = SmtpServer::start();
+        let mut sender = spawn_send(env, server.port(), &[("PATRON__DELIVERY__CONCURRENCY", "1")]);
+        let status = wait_or_kill(&mut sender, Duration::from_secs(30)).expect("patron send hung");
+        let stderr = std::io::read_to_string(sender.stderr.take().unwrap()).unwrap();
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("results refused by the test"), "{stderr}");
+        // The second message waited for the first result: its content never went.
+        assert_eq!(server.count(), 1);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), 0);
+        // The rest went back: only the row whose result was refused, and the
+        // next one if its worker had started on it, stay claimed until their
+        // lease runs out.
+        let claimed = count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sending'");
+        assert!((1..=2).contains(&claimed), "{claimed} rows left claimed");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 100 - claimed);
     });
 }
