@@ -271,15 +271,10 @@ pub(crate) fn spawn_send(env: &TestEnv, port: u16, extra: &[(&str, &str)]) -> Ch
     command.spawn().expect("start patron send")
 }
 
+/// The child's exit status; a failure (and the child killed, not left
+/// running) after `timeout`.
 pub(crate) fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "patron send did not finish in {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_or_kill(child, timeout).unwrap_or_else(|| panic!("patron send did not finish in {timeout:?}"))
 }
 
 /// The child's exit status, or `None` (and the child killed) after `timeout`.
