@@ -43,6 +43,9 @@ pub enum Refusal {
 /// PostgreSQL prepares the statement once per connection and keeps its
 /// plan.
 pub async fn refusals<C: ConnectionTrait>(db: &C, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
+    if checks.is_empty() {
+        return Ok(HashMap::new());
+    }
     let statement = from_json(db.get_database_backend(), checks_json(checks));
     let mut found = Vec::new();
     for row in db.query_all(&statement).await? {

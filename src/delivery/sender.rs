@@ -37,7 +37,6 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -353,7 +352,7 @@ impl Sender {
             let rows = outbox::claim(&self.db, self.options.claim_size(), self.options.lease, clock.now()).await?;
             if rows.is_empty() {
                 tokio::select! {
-                    idle = held.idle() => idle?,
+                    _ = held.idle() => {}
                     _ = halt.wait() => return Ok(expired),
                 }
                 // A fixed clock never comes to what is due later.
@@ -930,8 +929,6 @@ impl Halt {
 struct Held {
     rows: std::sync::Mutex<HashMap<i64, (Claimed, bool)>>,
     changed: Notify,
-    /// The recorder stopped on an error: nothing more will be recorded.
-    broken: AtomicBool,
 }
 
 impl Held {
@@ -997,21 +994,13 @@ impl Held {
         self.lock().values().map(|(row, _)| (row.id, row.attempts)).collect()
     }
 
-    fn break_down(&self) {
-        self.broken.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
     /// Waits until every held row is recorded (or its record is being
-    /// written); an error if the recorder broke down.
-    async fn idle(&self) -> anyhow::Result<()> {
+    /// written). A recorder that fails halts the pass instead.
+    async fn idle(&self) {
         loop {
             let notified = self.changed.notified();
-            if self.broken.load(Ordering::SeqCst) {
-                anyhow::bail!("recording delivery results failed");
-            }
             if self.lock().is_empty() {
-                return Ok(());
+                return;
             }
             notified.await;
         }
@@ -1049,16 +1038,14 @@ fn spawn_recorder(
     clock: Clock,
 ) -> tokio::task::JoinHandle<anyhow::Result<Report>> {
     // Nothing more can be recorded: the claimer stops (it may be waiting for
-    // room in the queue of workers that are gone) and the pass ends with the error.
-    let broken = move |held: &Held| {
-        held.break_down();
-        halt.set(Halted::Failed);
-    };
+    // room in the queue of workers that are gone, or for them to go idle)
+    // and the pass ends with the error.
+    let broken = move || halt.set(Halted::Failed);
     if db.get_database_backend() != DbBackend::Sqlite {
         return tokio::spawn(async move {
             let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
             if recorded.is_err() {
-                broken(&held);
+                broken();
             }
             recorded
         });
@@ -1073,7 +1060,7 @@ fn spawn_recorder(
         });
         let recorded = recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded);
         if recorded.is_err() {
-            broken(&held);
+            broken();
         }
         recorded
     })
@@ -1130,8 +1117,10 @@ async fn record_all(
         // a second connection; the answers go once both are done.
         let checks = batch.checks();
         batch.leave(held);
-        let (written, refused) =
-            tokio::join!(write(db, &batch.results, &batch.released, breaker, clock.now()), check(db, &checks));
+        let (written, refused) = tokio::join!(
+            write(db, &batch.results, &batch.released, breaker, clock.now()),
+            refusal::refusals(db, &checks)
+        );
         written?;
         answer(batch.asks, refused);
     }
@@ -1202,11 +1191,6 @@ async fn write(
         breaker::check(db, run_id, breaker).await?;
     }
     Ok(())
-}
-
-/// The last checks of the workers' next messages, all in one round trip.
-async fn check(db: &DatabaseConnection, checks: &[Check]) -> Result<HashMap<i64, Refusal>, DbErr> {
-    if checks.is_empty() { Ok(HashMap::new()) } else { refusal::refusals(db, checks).await }
 }
 
 /// Tells each worker that its results are committed, and whether its next message may go.
