@@ -1111,7 +1111,9 @@ async fn record_all(
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let mut records = Vec::with_capacity(RECORD_BATCH);
+    let mut going = 0;
     while record_rx.recv_many(&mut records, RECORD_BATCH).await > 0 {
+        gather(&mut record_rx, &mut records, going, LINGER).await;
         let batch = Batch::sort(records.drain(..), &mut report);
         // The checks need not wait for the results: they run beside them, on
         // a second connection; the answers go once both are done.
@@ -1122,9 +1124,35 @@ async fn record_all(
             refusal::refusals(db, &checks)
         );
         written?;
-        answer(batch.asks, refused);
+        going = answer(batch.asks, refused);
     }
     Ok(report)
+}
+
+/// How long the recorder on PostgreSQL waits at most for the results of the
+/// messages its last commit let go. Those messages go out together, so
+/// their results come back within a round trip or two of the server; one
+/// commit for all of them instead of one per few halves the commits, which
+/// cost PostgreSQL more than the rows they write. A result that takes
+/// longer (a slow or far server) goes in the next commit.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Adds to `records` the results of the `going` messages as they come, for
+/// at most `linger`: a result or a given-back row for each.
+async fn gather(
+    record_rx: &mut mpsc::Receiver<Record>,
+    records: &mut Vec<Record>,
+    going: usize,
+    linger: std::time::Duration,
+) {
+    let deadline = tokio::time::Instant::now() + linger;
+    let settled = |records: &[Record]| records.iter().filter(|record| !matches!(record, Record::Ask(_))).count();
+    while settled(records) < going && records.len() < RECORD_BATCH {
+        match tokio::time::timeout_at(deadline, record_rx.recv()).await {
+            Ok(Some(record)) => records.push(record),
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// The recorder on SQLite, on its own thread (see [`spawn_recorder`]).
@@ -1193,8 +1221,10 @@ async fn write(
     Ok(())
 }
 
-/// Tells each worker that its results are committed, and whether its next message may go.
-fn answer(asks: Vec<Ask>, refused: Result<HashMap<i64, Refusal>, DbErr>) {
+/// Tells each worker that its results are committed, and whether its next
+/// message may go. Returns how many may.
+fn answer(asks: Vec<Ask>, refused: Result<HashMap<i64, Refusal>, DbErr>) -> usize {
+    let mut going = 0;
     for ask in asks {
         let checked = ask.next.map(|check| match &refused {
             Ok(refusals) => {
@@ -1202,8 +1232,10 @@ fn answer(asks: Vec<Ask>, refused: Result<HashMap<i64, Refusal>, DbErr>) {
             }
             Err(error) => Err(format!("checking suppressions: {error}")),
         });
+        going += usize::from(matches!(checked, Some(Ok(Refusal::None))));
         let _ = ask.answer.send(checked);
     }
+    going
 }
 
 fn count(report: &mut Report, fate: &Fate) {
@@ -1244,5 +1276,59 @@ mod tests {
         assert!(held.is_queued(1), "the new claim of row 1 was dropped");
         assert_eq!(held.take_queued().iter().map(|row| row.id).collect::<Vec<_>>(), [1]);
         assert!(held.lock().is_empty());
+    }
+
+    fn sent(id: i64) -> Record {
+        Record::Done {
+            row: claimed(id),
+            fate: Fate::Sent { message_id: format!("<{id}@test>"), reply: "250".into() },
+            ask: None,
+        }
+    }
+
+    fn ids(records: &[Record]) -> Vec<i64> {
+        records
+            .iter()
+            .filter_map(|record| if let Record::Done { row, .. } = record { Some(row.id) } else { None })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_recorder_waits_for_the_results_of_the_messages_it_let_go() {
+        let (record_tx, mut record_rx) = mpsc::channel(16);
+        let mut records = vec![sent(1)];
+        tokio::spawn(async move {
+            for id in [2, 3] {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                record_tx.send(sent(id)).await.unwrap();
+            }
+            // Not awaited: gather has what it waits for before this one.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let _ = record_tx.send(sent(4)).await;
+        });
+        gather(&mut record_rx, &mut records, 3, std::time::Duration::from_secs(60)).await;
+        assert_eq!(ids(&records), [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn the_recorder_writes_what_it_has_when_a_result_is_late() {
+        let (record_tx, mut record_rx) = mpsc::channel(16);
+        let mut records = vec![sent(1)];
+        record_tx.send(sent(2)).await.unwrap();
+        // Three went; the third has not come back within the linger.
+        gather(&mut record_rx, &mut records, 3, std::time::Duration::from_millis(10)).await;
+        assert_eq!(ids(&records), [1, 2]);
+        drop(record_tx);
+    }
+
+    #[tokio::test]
+    async fn a_check_is_not_a_result_the_recorder_waits_for() {
+        let (record_tx, mut record_rx) = mpsc::channel(16);
+        let (answer, _answered) = oneshot::channel();
+        let mut records = vec![Record::Ask(Ask { next: None, answer })];
+        record_tx.send(sent(1)).await.unwrap();
+        gather(&mut record_rx, &mut records, 1, std::time::Duration::from_secs(60)).await;
+        assert_eq!(records.len(), 2);
+        assert_eq!(ids(&records), [1]);
     }
 }
