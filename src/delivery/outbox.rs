@@ -242,8 +242,18 @@ fn results_update(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> UpdateStat
         .from(TableRef::ValuesList(tuples, Alias::new("results").into_iden()))
         .and_where(Expr::col(("outbox", "id")).equals(("results", "column1")))
         .and_where(Expr::col(("outbox", "attempts")).equals(("results", "column2")))
-        .and_where(Expr::col(("outbox", "state")).eq(State::Sending))
+        .and_where(still_sending())
         .to_owned()
+}
+
+/// `state = 'sending'` in a form no index answers, so that rows this
+/// sender holds are found by their primary key. Statistics analysed while
+/// nothing was being sent say that almost no row is `sending`; PostgreSQL
+/// and SQLite then read the results' rows through a `(state, ...)` index,
+/// every `sending` row (and on PostgreSQL every dead version of one) for
+/// each commit: on PostgreSQL three times the time of the whole write.
+fn still_sending() -> SimpleExpr {
+    Expr::cust(format!("(\"outbox\".\"state\" = '{}') IS TRUE", State::Sending.as_str()))
 }
 
 /// id, attempts, state, sent_at, message_id, server_reply, last_error, next_attempt_at.
@@ -355,7 +365,7 @@ async fn give_back(
             .value("attempts", Expr::col("attempts").sub(1))
             .value("lease_until", Option::<DateTime<Utc>>::None)
             .value("updated_at", now)
-            .and_where(Expr::col("state").eq(State::Sending))
+            .and_where(still_sending())
             .cond_where(held_by_us(chunk));
         if let Some(not_before) = not_before {
             update.value("not_before", not_before);
@@ -382,7 +392,7 @@ pub async fn renew(
         let update = Query::update()
             .table("outbox")
             .value("lease_until", until)
-            .and_where(Expr::col("state").eq(State::Sending))
+            .and_where(still_sending())
             .cond_where(held)
             .to_owned();
         db.execute(&update).await?;

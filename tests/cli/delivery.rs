@@ -12,6 +12,8 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::smtp_server::{Received, Script, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
+use patron::delivery::outbox;
+use sea_orm::{ConnectionTrait, Statement};
 
 pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
@@ -484,5 +486,58 @@ fn mail_of_any_kind_is_refused_without_an_unsubscribe_secret() {
         );
         assert!(run.stderr.contains("PATRON__UNSUBSCRIBE__SECRET"), "{}", run.stderr);
         assert_eq!(env.status()["outbox"]["planned"], 2);
+    });
+}
+
+/// The plan of the statement that records a batch of results, on the
+/// test's database.
+fn plan_of_recording(env: &TestEnv, results: &[(outbox::Claimed, outbox::Fate)]) -> String {
+    crate::support::runtime().block_on(async {
+        let db = crate::support::connect(env).await;
+        let update = outbox::record_in_one_statement(results, chrono::Utc::now()).expect("one statement");
+        let built = db.get_database_backend().build(&update);
+        let explain = match env.backend {
+            Backend::Sqlite => "EXPLAIN QUERY PLAN",
+            Backend::Postgres => "EXPLAIN",
+        };
+        let statement = Statement::from_sql_and_values(
+            built.db_backend,
+            format!("{explain} {}", built.sql),
+            built.values.map(|values| values.0).unwrap_or_default(),
+        );
+        let rows = db.query_all_raw(statement).await.expect("explain");
+        let column = match env.backend {
+            Backend::Sqlite => "detail",
+            Backend::Postgres => "QUERY PLAN",
+        };
+        rows.iter().map(|row| row.try_get::<String>("", column).unwrap()).collect::<Vec<_>>().join("\n")
+    })
+}
+
+#[test]
+fn results_are_found_by_their_primary_key_even_when_the_statistics_say_nothing_is_being_sent() {
+    each_backend(|env| {
+        // Enough rows that reading the whole table is not the cheaper way.
+        customers(env, 10_000);
+        plan(env);
+        // Statistics taken while nothing was being sent, as after planning.
+        env.execute("ANALYZE");
+        let claimed = crate::support::runtime().block_on(async {
+            let db = crate::support::connect(env).await;
+            outbox::claim(&db, 300, chrono::Duration::minutes(5), chrono::Utc::now()).await.expect("claim")
+        });
+        assert_eq!(claimed.len(), 300);
+        let sent = |row: &outbox::Claimed| outbox::Fate::Sent {
+            message_id: format!("<{}@test>", row.id),
+            reply: "250 ok".into(),
+        };
+        let results: Vec<_> = claimed.iter().take(8).map(|row| (row.clone(), sent(row))).collect();
+        let plan = plan_of_recording(env, &results);
+        assert!(!plan.contains("ix_outbox_state"), "the results are read through a state index:\n{plan}");
+        let by_key = match env.backend {
+            Backend::Sqlite => "INTEGER PRIMARY KEY",
+            Backend::Postgres => "outbox_pkey",
+        };
+        assert!(plan.contains(by_key), "the results are not read by their primary key:\n{plan}");
     });
 }
