@@ -22,8 +22,8 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::Value;
 use sea_orm::sea_query::{
-    Alias, Cond, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, Query, SimpleExpr, TableRef, UpdateStatement,
-    ValueTuple,
+    Alias, Cond, Expr, ExprTrait, Func, IntoIden, LockBehavior, LockType, Order, Query, SelectStatement, SimpleExpr,
+    TableRef, UnionType, UpdateStatement, ValueTuple,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 
@@ -73,46 +73,48 @@ pub const PENDING_STATES: [State; 4] = State::PENDING;
 /// and past their next attempt (and `not_before`), or sending with a lease
 /// that ran out (a sender died); none past its `expires_at`.
 fn due(now: DateTime<Utc>) -> Cond {
-    let window_passed = || Expr::col("not_before").is_null().or(Expr::col("not_before").lte(now));
-    // Two terms for the planned rows, each a range of the (state, not_before)
-    // index, so that rows waiting for their window are not read.
-    let any = Cond::any()
-        .add(Expr::col("state").eq(State::Planned).and(Expr::col("not_before").is_null()))
-        .add(Expr::col("state").eq(State::Planned).and(Expr::col("not_before").lte(now)))
-        .add(Expr::col("state").eq(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()))
-        .add(Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)));
+    let any = due_kinds(now).into_iter().fold(Cond::any(), |any, kind| any.add(kind.rows));
     Cond::all().add(any).add(not_expired(now))
+}
+
+/// One kind of due row: a range of one `(state, ...)` index, so that rows
+/// waiting for their window or their next attempt are not read.
+struct DueKind {
+    rows: SimpleExpr,
+    /// The index's second column: the order its range is read in.
+    index_order: &'static str,
+}
+
+/// The kinds of due rows, the planned ones in two terms (no window, and a
+/// window that opened) so that each is a range of the `(state, not_before)`
+/// index.
+fn due_kinds(now: DateTime<Utc>) -> [DueKind; 4] {
+    let window_passed = || Expr::col("not_before").is_null().or(Expr::col("not_before").lte(now));
+    let state = |state: State| Expr::col("state").eq(state);
+    [
+        DueKind { rows: state(State::Planned).and(Expr::col("not_before").is_null()), index_order: "not_before" },
+        DueKind { rows: state(State::Planned).and(Expr::col("not_before").lte(now)), index_order: "not_before" },
+        DueKind {
+            rows: state(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()),
+            index_order: "next_attempt_at",
+        },
+        // No index has the lease: these are few, and read by state.
+        DueKind { rows: state(State::Sending).and(Expr::col("lease_until").lt(now)), index_order: "not_before" },
+    ]
 }
 
 fn not_expired(now: DateTime<Utc>) -> SimpleExpr {
     Expr::col("expires_at").is_null().or(Expr::col("expires_at").gt(now))
 }
 
-/// Claims up to `limit` rows that are due at `now`, for `lease`. On
-/// PostgreSQL rows another sender is claiming are skipped (`FOR UPDATE SKIP
-/// LOCKED`); SQLite has a single writer, so the claim is atomic there by itself.
+/// Claims up to `limit` rows that are due at `now`, for `lease`.
 pub async fn claim(
     db: &DatabaseConnection,
     limit: u64,
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<Vec<Claimed>, DbErr> {
-    let mut select = Query::select();
-    // No ORDER BY: it would make SQLite walk the table past every sent row
-    // instead of looking the due rows up in the (state, ...) indexes.
-    select.column("id").from("outbox").cond_where(due(now)).and_where(not_paused()).limit(limit);
-    if db.get_database_backend() == DbBackend::Postgres {
-        select.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
-    }
-    let update = Query::update()
-        .table("outbox")
-        .value("state", State::Sending)
-        .value("lease_until", now + lease)
-        .value("attempts", Expr::col("attempts").add(1))
-        .value("updated_at", now)
-        .and_where(Expr::col("id").in_subquery(select.to_owned()))
-        .returning(Query::returning().columns(["id", "run_id", "customer_id", "variant", "attempts", "expires_at"]))
-        .to_owned();
+    let update = claim_statement(db.get_database_backend(), limit, lease, now);
     let rows = db.query_all(&update).await?;
     let mut claimed: Vec<Claimed> = rows
         .iter()
@@ -129,6 +131,53 @@ pub async fn claim(
         .collect::<Result<_, DbErr>>()?;
     claimed.sort_by_key(|c| c.id);
     Ok(claimed)
+}
+
+/// The statement [`claim`] runs.
+pub fn claim_statement(backend: DbBackend, limit: u64, lease: Duration, now: DateTime<Utc>) -> UpdateStatement {
+    Query::update()
+        .table("outbox")
+        .value("state", State::Sending)
+        .value("lease_until", now + lease)
+        .value("attempts", Expr::col("attempts").add(1))
+        .value("updated_at", now)
+        .and_where(Expr::col("id").in_subquery(claimable(backend, limit, now)))
+        .returning(Query::returning().columns(["id", "run_id", "customer_id", "variant", "attempts", "expires_at"]))
+        .to_owned()
+}
+
+/// The ids to claim. Each kind of due row is its own subquery, read in its
+/// index's order (so that the engine reads the index, whatever its
+/// statistics say) and stopped at `limit`, and the next kind is read only
+/// if the rows are still short. As one `OR`, PostgreSQL gathered every
+/// entry of every kind, live or dead (each row claimed or sent since the
+/// last vacuum), into bitmaps before taking the first `limit`: the claims of
+/// a large send cost it more than all the results. SQLite, once analysed,
+/// read the whole table for it, past every sent row.
+///
+/// On PostgreSQL rows another sender is claiming are skipped (`FOR UPDATE
+/// SKIP LOCKED`); SQLite has a single writer, so the claim is atomic there
+/// by itself.
+fn claimable(backend: DbBackend, limit: u64, now: DateTime<Utc>) -> SelectStatement {
+    let mut kinds = due_kinds(now).into_iter().enumerate().map(|(n, kind)| {
+        let mut rows = Query::select();
+        rows.column("id")
+            .from("outbox")
+            .and_where(kind.rows)
+            .and_where(not_expired(now))
+            .and_where(not_paused())
+            .order_by(kind.index_order, Order::Asc)
+            .limit(limit);
+        if backend == DbBackend::Postgres {
+            rows.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        Query::select().column("id").from_subquery(rows, Alias::new(format!("due{n}"))).to_owned()
+    });
+    let mut union = kinds.next().expect("four kinds of due rows");
+    for kind in kinds {
+        union.union(UnionType::All, kind);
+    }
+    Query::select().column("id").from_subquery(union, Alias::new("due")).limit(limit).to_owned()
 }
 
 /// Marks `expired` every pending row whose `expires_at` is at or before

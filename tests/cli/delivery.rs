@@ -489,13 +489,11 @@ fn mail_of_any_kind_is_refused_without_an_unsubscribe_secret() {
     });
 }
 
-/// The plan of the statement that records a batch of results, on the
-/// test's database.
-fn plan_of_recording(env: &TestEnv, results: &[(outbox::Claimed, outbox::Fate)]) -> String {
+/// The plan of a statement on the test's database.
+fn plan_of(env: &TestEnv, statement: &impl sea_orm::StatementBuilder) -> String {
     crate::support::runtime().block_on(async {
         let db = crate::support::connect(env).await;
-        let update = outbox::record_in_one_statement(results, chrono::Utc::now()).expect("one statement");
-        let built = db.get_database_backend().build(&update);
+        let built = db.get_database_backend().build(statement);
         let explain = match env.backend {
             Backend::Sqlite => "EXPLAIN QUERY PLAN",
             Backend::Postgres => "EXPLAIN",
@@ -512,6 +510,55 @@ fn plan_of_recording(env: &TestEnv, results: &[(outbox::Claimed, outbox::Fate)])
         };
         rows.iter().map(|row| row.try_get::<String>("", column).unwrap()).collect::<Vec<_>>().join("\n")
     })
+}
+
+/// The plan of the statement that records a batch of results.
+fn plan_of_recording(env: &TestEnv, results: &[(outbox::Claimed, outbox::Fate)]) -> String {
+    plan_of(env, &outbox::record_in_one_statement(results, chrono::Utc::now()).expect("one statement"))
+}
+
+#[test]
+fn a_claim_reads_the_due_rows_from_the_state_indexes_and_stops_at_its_limit() {
+    each_backend(|env| {
+        customers(env, 10_000);
+        plan(env);
+        // As in the middle of a send: rows claimed and sent since the last vacuum.
+        env.execute("UPDATE outbox SET state = 'sent' WHERE id <= 300");
+        let backend = match env.backend {
+            Backend::Sqlite => sea_orm::DbBackend::Sqlite,
+            Backend::Postgres => sea_orm::DbBackend::Postgres,
+        };
+        let claim = || outbox::claim_statement(backend, 256, chrono::Duration::minutes(5), chrono::Utc::now());
+        for statistics in ["as planned", "analysed"] {
+            if statistics == "analysed" {
+                env.execute("ANALYZE");
+            }
+            let plan = plan_of(env, &claim());
+            assert!(
+                plan.contains("ix_outbox_state_not_before"),
+                "{statistics}: the planned rows are not read by state:\n{plan}"
+            );
+            match env.backend {
+                Backend::Sqlite => {
+                    assert!(!plan.contains("SCAN outbox"), "{statistics}: the whole outbox is read:\n{plan}")
+                }
+                // A bitmap holds every matching entry, live or dead, before the limit.
+                Backend::Postgres => {
+                    assert!(!plan.contains("BitmapOr"), "{statistics}: the due rows are gathered in bitmaps:\n{plan}");
+                    assert!(
+                        plan.contains("Index Scan using ix_outbox_state_not_before on outbox"),
+                        "{statistics}: the planned rows are not read in the index's order:\n{plan}"
+                    );
+                    // (`outbox` alone is the table updated, whose few rows may be
+                    // joined by reading it: the due rows are read as `outbox_N`.)
+                    assert!(
+                        !plan.contains("Seq Scan on outbox outbox_"),
+                        "{statistics}: the whole outbox is read for the due rows:\n{plan}"
+                    );
+                }
+            }
+        }
+    });
 }
 
 #[test]
