@@ -85,21 +85,24 @@ struct DueKind {
     index_order: &'static str,
 }
 
-/// The kinds of due rows, the planned ones in two terms (no window, and a
-/// window that opened) so that each is a range of the `(state, not_before)`
-/// index.
+/// The kinds of due rows, in the order a claim takes them: the messages
+/// that have waited longest first (a dead sender's, then retries, then the
+/// planned ones whose window opened), so that a backlog of new messages
+/// does not hold them back. The planned rows are in two terms (a window
+/// that opened, and none) so that each is a range of the `(state,
+/// not_before)` index.
 fn due_kinds(now: DateTime<Utc>) -> [DueKind; 4] {
     let window_passed = || Expr::col("not_before").is_null().or(Expr::col("not_before").lte(now));
     let state = |state: State| Expr::col("state").eq(state);
     [
-        DueKind { rows: state(State::Planned).and(Expr::col("not_before").is_null()), index_order: "not_before" },
-        DueKind { rows: state(State::Planned).and(Expr::col("not_before").lte(now)), index_order: "not_before" },
+        // No index has the lease: the rows senders hold are few, and read by state.
+        DueKind { rows: state(State::Sending).and(Expr::col("lease_until").lt(now)), index_order: "not_before" },
         DueKind {
             rows: state(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()),
             index_order: "next_attempt_at",
         },
-        // No index has the lease: these are few, and read by state.
-        DueKind { rows: state(State::Sending).and(Expr::col("lease_until").lt(now)), index_order: "not_before" },
+        DueKind { rows: state(State::Planned).and(Expr::col("not_before").lte(now)), index_order: "not_before" },
+        DueKind { rows: state(State::Planned).and(Expr::col("not_before").is_null()), index_order: "not_before" },
     ]
 }
 

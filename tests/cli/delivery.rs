@@ -13,6 +13,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 use crate::smtp_server::{Received, Script, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
 use patron::delivery::outbox;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, Statement};
 
 pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
@@ -558,6 +559,37 @@ fn a_claim_reads_the_due_rows_from_the_state_indexes_and_stops_at_its_limit() {
                 }
             }
         }
+    });
+}
+
+#[test]
+fn a_claim_takes_a_dead_senders_messages_and_retries_before_the_backlog_of_planned_ones() {
+    each_backend(|env| {
+        customers(env, 10);
+        plan(env);
+        let now = chrono::Utc::now();
+        let a_minute_ago = now - chrono::Duration::minutes(1);
+        let claimed = crate::support::runtime().block_on(async {
+            let db = crate::support::connect(env).await;
+            let set = |id: i64, state: &str, moment: &'static str| {
+                Query::update()
+                    .table("outbox")
+                    .value("state", state)
+                    .value(moment, a_minute_ago)
+                    .and_where(Expr::col("id").eq(id))
+                    .to_owned()
+            };
+            // A dead sender's message, a retry that is due, a window that opened.
+            for update in [
+                set(10, "sending", "lease_until"),
+                set(9, "retrying", "next_attempt_at"),
+                set(8, "planned", "not_before"),
+            ] {
+                assert_eq!(db.execute(&update).await.expect("update").rows_affected(), 1);
+            }
+            outbox::claim(&db, 3, chrono::Duration::minutes(5), now).await.expect("claim")
+        });
+        assert_eq!(claimed.iter().map(|row| row.id).collect::<Vec<_>>(), [8, 9, 10]);
     });
 }
 
