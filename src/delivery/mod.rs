@@ -1,8 +1,9 @@
 //! Delivery: messages out of the outbox and into mailboxes, and the way back
 //! out of the list (unsubscribe).
 //!
-//! [`sender`] claims, renders and sends; [`refusal`] is its last check
-//! before a message goes; [`outbox`] holds the row states;
+//! [`sender`] claims, renders and sends; [`recorder`] writes its results
+//! in group commits, and [`held`] keeps the leases of the rows it holds;
+//! [`refusal`] is its last check before a message goes; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`campaign_pause`] holds the campaigns whose sending is paused, and
 //! [`breaker`] pauses those that draw too many complaints or bounces;
@@ -17,8 +18,10 @@ pub mod breaker;
 pub mod campaign_pause;
 pub mod compose;
 pub mod feedback_log;
+pub mod held;
 pub mod outbox;
 pub mod pause;
+pub mod recorder;
 pub mod refusal;
 pub mod sender;
 pub mod test_send;
@@ -28,7 +31,8 @@ pub mod verp;
 
 use secrecy::SecretString;
 
-pub use sender::{Options, Report, Sender};
+pub use recorder::Report;
+pub use sender::{Options, Sender};
 pub use transport::Transport;
 pub use unsubscribe::Signer;
 
