@@ -92,13 +92,9 @@ pub(super) fn spawn_recorder(
     clock: Clock,
 ) -> tokio::task::JoinHandle<anyhow::Result<Report>> {
     if db.get_database_backend() != DbBackend::Sqlite {
-        return tokio::spawn(async move {
-            let recorded = record_all(&db, record_rx, &held, &breaker, clock).await;
-            if recorded.is_err() {
-                broken();
-            }
-            recorded
-        });
+        return tokio::spawn(
+            async move { on_failure(record_all(&db, record_rx, &held, &breaker, clock).await, broken) },
+        );
     }
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -108,12 +104,16 @@ pub(super) fn spawn_recorder(
                 SqliteRecorder { db: &db, direct, runtime: &runtime, held: &held, breaker: &breaker, clock, checks };
             recorder.record_all(record_rx)
         });
-        let recorded = recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded);
-        if recorded.is_err() {
-            broken();
-        }
-        recorded
+        on_failure(recorded.map_err(anyhow::Error::from).and_then(|recorded| recorded), broken)
     })
+}
+
+/// `recorded`, after running `broken` if it failed.
+fn on_failure(recorded: anyhow::Result<Report>, broken: impl FnOnce()) -> anyhow::Result<Report> {
+    if recorded.is_err() {
+        broken();
+    }
+    recorded
 }
 
 /// What a batch of records asks for.
