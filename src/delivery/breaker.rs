@@ -5,10 +5,11 @@
 
 use chrono::{Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 
 use super::campaign_pause;
 use super::feedback_log::EventKind;
+use super::result_log;
 use crate::config::FeedbackSettings;
 use crate::db::entities::outbox::State;
 
@@ -46,12 +47,18 @@ pub struct Counts {
 /// Checks the campaign of run `run_id` after a complaint or hard bounce
 /// (reported later, or a refusal at `RCPT`), and pauses it when a rate is
 /// over its limit. The reason, when it was paused now.
-pub async fn check<C: ConnectionTrait>(db: &C, run_id: i64, limits: &Limits) -> Result<Option<String>, DbErr> {
+pub async fn check<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    run_id: i64,
+    limits: &Limits,
+) -> Result<Option<String>, DbErr> {
     let Some(campaign) = campaign_of(db, run_id).await? else { return Ok(None) };
     // Counting reads the campaign's outbox rows: not again while it is paused.
     if campaign_pause::is_paused(db, &campaign).await? {
         return Ok(None);
     }
+    // The sends whose results are still in the log count too.
+    result_log::fold(db).await?;
     let counts = counts(db, &campaign, Utc::now() - limits.window).await?;
     let Some(reason) = over_limit(counts, limits) else { return Ok(None) };
     if !campaign_pause::pause(db, &campaign, &reason).await? {

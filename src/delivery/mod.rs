@@ -2,7 +2,8 @@
 //! out of the list (unsubscribe).
 //!
 //! [`sender`] claims, renders and sends; [`recorder`] writes its results
-//! in group commits, and [`held`] keeps the leases of the rows it holds;
+//! in group commits (on PostgreSQL into [`result_log`], which moves them
+//! into the outbox), and [`held`] keeps the leases of the rows it holds;
 //! [`refusal`] is its last check before a message goes; [`outbox`] holds the row states;
 //! [`pause`] records a sender waiting for a server it cannot use;
 //! [`campaign_pause`] holds the campaigns whose sending is paused, and
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod pause;
 pub mod recorder;
 pub mod refusal;
+pub mod result_log;
 pub mod sender;
 pub mod test_send;
 pub mod transport;

@@ -96,7 +96,7 @@ fn due_kinds(now: DateTime<Utc>) -> [DueKind; 4] {
     let state = |state: State| Expr::col("state").eq(state);
     [
         // No index has the lease: the rows senders hold are few, and read by state.
-        DueKind { rows: state(State::Sending).and(Expr::col("lease_until").lt(now)), index_order: "not_before" },
+        DueKind { rows: lease_ran_out(now), index_order: "not_before" },
         DueKind {
             rows: state(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()),
             index_order: "next_attempt_at",
@@ -104,6 +104,18 @@ fn due_kinds(now: DateTime<Utc>) -> [DueKind; 4] {
         DueKind { rows: state(State::Planned).and(Expr::col("not_before").lte(now)), index_order: "not_before" },
         DueKind { rows: state(State::Planned).and(Expr::col("not_before").is_null()), index_order: "not_before" },
     ]
+}
+
+/// A `sending` row whose sender died: its lease ran out, and no result of
+/// it waits in the results log (`result_log`), which would mean that it got
+/// an answer from the server before it died.
+fn lease_ran_out(now: DateTime<Utc>) -> SimpleExpr {
+    let logged = Query::select()
+        .expr(Expr::val(1))
+        .from("outbox_results")
+        .and_where(Expr::col(("outbox_results", "outbox_id")).equals(("outbox", "id")))
+        .to_owned();
+    Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)).and(Expr::exists(logged).not())
 }
 
 fn not_expired(now: DateTime<Utc>) -> SimpleExpr {
@@ -190,7 +202,7 @@ fn claimable(backend: DbBackend, limit: u64, now: DateTime<Utc>) -> SelectStatem
 pub async fn expire(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<u64, DbErr> {
     let waiting = Cond::any()
         .add(Expr::col("state").is_in([State::Planned, State::Retrying, State::Held]))
-        .add(Expr::col("state").eq(State::Sending).and(Expr::col("lease_until").lt(now)));
+        .add(lease_ran_out(now));
     let update = Query::update()
         .table("outbox")
         .value("state", State::Expired)
@@ -263,9 +275,14 @@ pub async fn record(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: D
 /// recipient's suppression goes with them, and they fit in one. The
 /// sender's usual group commit.
 pub fn record_in_one_statement(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> Option<UpdateStatement> {
+    fits_one_statement(results).then(|| results_update(results, now))
+}
+
+/// Whether `results` can be written in one statement: they fit, and none is
+/// a refused recipient.
+pub(super) fn fits_one_statement(results: &[(Claimed, Fate)]) -> bool {
     let bounced = |fate: &Fate| matches!(fate, Fate::Failed { bounced: Some(_), .. });
-    let fits = results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate));
-    fits.then(|| results_update(results, now))
+    results.len() <= RESULTS_PER_STATEMENT && !results.iter().any(|(_, fate)| bounced(fate))
 }
 
 /// Results per statement: eight values each.
@@ -309,7 +326,7 @@ fn still_sending() -> SimpleExpr {
 }
 
 /// id, attempts, state, sent_at, message_id, server_reply, last_error, next_attempt_at.
-fn result_values(row: &Claimed, fate: &Fate, now: DateTime<Utc>) -> Vec<Value> {
+pub(super) fn result_values(row: &Claimed, fate: &Fate, now: DateTime<Utc>) -> Vec<Value> {
     let none_text = || Value::String(None);
     let none_time = || Option::<DateTime<Utc>>::None.into();
     let (state, sent_at, message_id, server_reply, last_error, next_attempt_at): (

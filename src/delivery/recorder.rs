@@ -13,6 +13,7 @@ use super::breaker;
 use super::held::Held;
 use super::outbox::{self, Claimed, Clock, Fate};
 use super::refusal::{self, Check, Refusal};
+use super::result_log;
 use crate::db::engine;
 
 /// How many rows ended in each way during one drain.
@@ -255,7 +256,7 @@ async fn write(
     breaker: &breaker::Limits,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    if !results.is_empty() {
+    if !results.is_empty() && !result_log::append(db, results, now).await? {
         outbox::record(db, results, now).await?;
     }
     outbox::release(db, released, now).await?;

@@ -51,6 +51,7 @@ use super::outbox::{self, Claimed, Clock, Fate};
 use super::pause::{self, Backoff};
 use super::recorder::{Ask, Checked, RECORDER_STOPPED, Record, Report, spawn_recorder};
 use super::refusal::{Check, Refusal};
+use super::result_log;
 use super::transport::{Outcome, Session, Transport};
 use super::unsubscribe::{Signer, Token};
 use super::verp::ReturnPath;
@@ -239,6 +240,8 @@ impl Sender {
         };
         let recorder = spawn_recorder(self.db.clone(), record_rx, held.clone(), broken, self.options.breaker, clock);
         let renewer = tokio::spawn(renew_loop(self.db.clone(), held.clone(), self.options.lease, clock));
+        let (recorded_tx, recorded_rx) = oneshot::channel();
+        let folder = tokio::spawn(result_log::fold_until(self.db.clone(), recorded_rx));
         let work_rx = Arc::new(Mutex::new(work_rx));
         let limiter = NonZeroU32::new(self.options.rate_per_second)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
@@ -268,11 +271,14 @@ impl Sender {
         }
         drop(record_tx);
         let recorded = recorder.await?;
+        let _ = recorded_tx.send(());
+        let folded = folder.await?;
         renewer.abort();
         stop_watch.abort();
         let mut report = recorded?;
         report.expired += claimed?;
         released?;
+        folded?;
         report.paused = halt.paused();
         Ok(report)
     }
@@ -306,6 +312,8 @@ impl Sender {
                 if !until_empty || clock.is_fixed() {
                     return Ok(expired);
                 }
+                // The results still in the log would look like rows other senders hold.
+                result_log::fold(&self.db).await?;
                 match outbox::next_due(&self.db, clock.now()).await? {
                     None => return Ok(expired),
                     Some(at) => {

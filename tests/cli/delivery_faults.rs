@@ -371,7 +371,8 @@ fn a_pause_after_the_server_took_messages_again_starts_from_the_first_wait() {
     });
 }
 
-/// A trigger that fails every result that marks a message sent.
+/// A trigger that fails every result that marks a message sent: where each
+/// engine's recorder writes it (on PostgreSQL, the results log).
 fn refuse_sent_results(env: &TestEnv) {
     env.execute(match env.backend {
         Backend::Sqlite => {
@@ -381,9 +382,40 @@ fn refuse_sent_results(env: &TestEnv) {
         Backend::Postgres => {
             "CREATE FUNCTION refuse_results() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN RAISE EXCEPTION 'results refused by the test'; END $$; \
-             CREATE TRIGGER refuse_results BEFORE UPDATE ON outbox FOR EACH ROW \
+             CREATE TRIGGER refuse_results BEFORE INSERT ON outbox_results FOR EACH ROW \
              WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_results()"
         }
+    });
+}
+
+#[test]
+fn a_result_a_dead_sender_logged_is_folded_into_its_row_and_its_message_not_sent_again() {
+    each_backend(|env| {
+        customers(env, 2);
+        plan(env);
+        // A sender died after logging the server's answer for the first row
+        // and before it was folded into the outbox: the row is still
+        // `sending`, and its lease has run out.
+        env.execute(
+            "UPDATE outbox SET state = 'sending', attempts = 1, lease_until = '2000-01-01 00:00:00+00' \
+             WHERE id = (SELECT MIN(id) FROM outbox)",
+        );
+        env.execute(
+            "INSERT INTO outbox_results (outbox_id, attempts, state, sent_at, message_id, server_reply, \
+             recorded_at) SELECT MIN(id), 1, 'sent', '2000-01-01 00:00:00+00', '<logged@test>', '250 logged', \
+             '2000-01-01 00:00:00+00' FROM outbox",
+        );
+        let server = SmtpServer::start();
+        let run = send(env, server.port(), &["--until-empty"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, "1 sent, 0 to retry later, 0 failed, 0 suppressed, 0 unknown\n");
+        assert_eq!(server.received().iter().flat_map(|m| m.recipients.clone()).collect::<Vec<_>>(), ["c2@example.com"]);
+        assert_eq!(
+            env.strings("SELECT state || ' ' || message_id || ' ' || server_reply FROM outbox ORDER BY id")[0],
+            "sent <logged@test> 250 logged"
+        );
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), 2);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox_results"), 0);
     });
 }
 

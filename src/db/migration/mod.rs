@@ -23,6 +23,7 @@ mod m20261203_000017_dashboard_records;
 mod m20261204_000018_byte_ordered_external_ids;
 mod m20261205_000019_suppressions_by_customer;
 mod m20261205_000020_customer_statistics;
+mod m20261207_000021_outbox_results;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000018_byte_ordered_external_ids::Migration),
             Box::new(m20261205_000019_suppressions_by_customer::Migration),
             Box::new(m20261205_000020_customer_statistics::Migration),
+            Box::new(m20261207_000021_outbox_results::Migration),
         ]
     }
 }

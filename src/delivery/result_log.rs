@@ -1,0 +1,136 @@
+//! The results log: on PostgreSQL the recorder's usual group commit appends
+//! its results to `outbox_results` instead of updating their outbox rows,
+//! and [`fold`] moves them into the outbox off the workers' path. The
+//! workers wait for each commit before their next message's content (which
+//! bounds the duplicates after a crash); an update of eight outbox rows
+//! writes a new version of each and an entry in each of the table's seven
+//! indexes, where an insert here writes one entry per row. SQLite's
+//! recorder keeps updating the outbox: its commits cost little.
+//!
+//! A result waits here for at most [`FOLD_EVERY`] while its sender runs,
+//! and is folded when the pass ends; one left by a sender that died is
+//! folded by the next pass. Until then its outbox row is `sending`, and no
+//! claim takes it again (`outbox`'s due rows leave out a row with a result
+//! here), so a crash between the append and the fold sends nothing twice.
+//! A fold writes a result only to the row as it was claimed (same attempt,
+//! still `sending`), as the direct update does.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, Query, SimpleExpr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionSession, TransactionTrait};
+
+use tokio::sync::oneshot;
+
+use super::outbox::{self, Claimed, Fate};
+use crate::db::entities::outbox::State;
+
+/// How often a running sender folds its results into the outbox: how far
+/// behind the outbox's states may be while it sends.
+pub const FOLD_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The columns of a result, in the order of `outbox::result_values` and
+/// then the moment it was recorded.
+const COLUMNS: [&str; 9] = [
+    "outbox_id",
+    "attempts",
+    "state",
+    "sent_at",
+    "message_id",
+    "server_reply",
+    "last_error",
+    "next_attempt_at",
+    "recorded_at",
+];
+
+/// Appends `results` when they are the usual group commit on PostgreSQL
+/// (one statement, no refused recipient, whose suppression and feedback
+/// event go with its result in one transaction). `false`: not appended, for
+/// `outbox::record` to write.
+pub async fn append(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: DateTime<Utc>) -> Result<bool, DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres || !outbox::fits_one_statement(results) {
+        return Ok(false);
+    }
+    let mut insert = Query::insert();
+    insert.into_table("outbox_results").columns(COLUMNS);
+    for (row, fate) in results {
+        let mut values = outbox::result_values(row, fate, now);
+        values.push(now.into());
+        insert.values_panic(values.into_iter().map(SimpleExpr::from));
+    }
+    db.execute(&insert).await?;
+    Ok(true)
+}
+
+/// Moves the logged results into their outbox rows. Returns how many rows
+/// it moved (written or not: a row no longer as claimed keeps its state).
+pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    let any = Query::select().expr(Expr::val(1)).from("outbox_results").limit(1).to_owned();
+    if db.query_one(&any).await?.is_none() {
+        return Ok(0);
+    }
+    match backend {
+        // One statement: the rows it deletes are the rows it writes. Rows
+        // another fold is moving are skipped, not waited for.
+        DbBackend::Postgres => {
+            let fold = format!(
+                r#"WITH "r" AS (DELETE FROM "outbox_results" WHERE "outbox_id" IN
+                     (SELECT "outbox_id" FROM "outbox_results" FOR UPDATE SKIP LOCKED) RETURNING *)
+                   {} FROM "r" WHERE {}"#,
+                SET_FROM_RESULT,
+                still_as_claimed()
+            );
+            Ok(db.execute_unprepared(&fold).await?.rows_affected())
+        }
+        // One writer: the update and the delete in one transaction see the same rows.
+        _ => {
+            let txn = db.begin().await?;
+            let fold = format!(r#"{} FROM "outbox_results" AS "r" WHERE {}"#, SET_FROM_RESULT, still_as_claimed());
+            txn.execute_unprepared(&fold).await?;
+            let moved = txn.execute_unprepared(r#"DELETE FROM "outbox_results""#).await?.rows_affected();
+            txn.commit().await?;
+            Ok(moved)
+        }
+    }
+}
+
+/// The outbox row's new values from its result `r`: as `outbox`'s direct
+/// update writes them (a value the result does not set keeps the row's).
+const SET_FROM_RESULT: &str = r#"UPDATE "outbox" SET "state" = "r"."state",
+    "sent_at" = COALESCE("r"."sent_at", "outbox"."sent_at"),
+    "message_id" = COALESCE("r"."message_id", "outbox"."message_id"),
+    "server_reply" = COALESCE("r"."server_reply", "outbox"."server_reply"),
+    "last_error" = "r"."last_error",
+    "next_attempt_at" = COALESCE("r"."next_attempt_at", "outbox"."next_attempt_at"),
+    "updated_at" = "r"."recorded_at",
+    "lease_until" = NULL"#;
+
+/// The result's row is still as its sender claimed it. The state test in a
+/// form no index answers, as in `outbox`'s direct update: the rows are found
+/// by their primary key.
+fn still_as_claimed() -> String {
+    format!(
+        r#""outbox"."id" = "r"."outbox_id" AND "outbox"."attempts" = "r"."attempts"
+           AND ("outbox"."state" = '{}') IS TRUE"#,
+        State::Sending.as_str()
+    )
+}
+
+/// Folds every [`FOLD_EVERY`] while a sender runs, and once more when
+/// `done` comes (the pass's results are all recorded then). A failure on
+/// the way is logged and tried again: the results are safe where they are;
+/// the last fold's is returned.
+pub async fn fold_until(db: DatabaseConnection, mut done: oneshot::Receiver<()>) -> Result<(), DbErr> {
+    let mut ticks = tokio::time::interval(FOLD_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(error) = fold(&db).await {
+                    tracing::warn!(%error, "moving the sender's results into the outbox");
+                }
+            }
+            _ = &mut done => return fold(&db).await.map(drop),
+        }
+    }
+}
