@@ -18,7 +18,6 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, Query, SimpleExpr};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionSession, TransactionTrait};
-
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Claimed, Fate};
@@ -61,13 +60,13 @@ pub async fn append(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: D
     Ok(true)
 }
 
-/// Moves the logged results into their outbox rows. Returns how many rows
-/// it moved (written or not: a row no longer as claimed keeps its state).
-pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<u64, DbErr> {
+/// Moves the logged results into their outbox rows (a row no longer as
+/// its sender claimed it keeps its state, and its result goes).
+pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
     let any = Query::select().expr(Expr::val(1)).from("outbox_results").limit(1).to_owned();
     if db.query_one(&any).await?.is_none() {
-        return Ok(0);
+        return Ok(());
     }
     match backend {
         // One statement: the rows it deletes are the rows it writes. Rows
@@ -80,16 +79,15 @@ pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<u64, 
                 SET_FROM_RESULT,
                 still_as_claimed()
             );
-            Ok(db.execute_unprepared(&fold).await?.rows_affected())
+            db.execute_unprepared(&fold).await.map(drop)
         }
         // One writer: the update and the delete in one transaction see the same rows.
         _ => {
             let txn = db.begin().await?;
             let fold = format!(r#"{} FROM "outbox_results" AS "r" WHERE {}"#, SET_FROM_RESULT, still_as_claimed());
             txn.execute_unprepared(&fold).await?;
-            let moved = txn.execute_unprepared(r#"DELETE FROM "outbox_results""#).await?.rows_affected();
-            txn.commit().await?;
-            Ok(moved)
+            txn.execute_unprepared(r#"DELETE FROM "outbox_results""#).await?;
+            txn.commit().await
         }
     }
 }
@@ -130,7 +128,7 @@ pub async fn fold_until(db: DatabaseConnection, mut done: oneshot::Receiver<()>)
                     tracing::warn!(%error, "moving the sender's results into the outbox");
                 }
             }
-            _ = &mut done => return fold(&db).await.map(drop),
+            _ = &mut done => return fold(&db).await,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The sender's results as an append-only log (`outbox_results`), folded
 //! into their outbox rows later. On PostgreSQL each group commit the workers
-//! wait for inserted its results as an update of their outbox rows, each a
-//! new version of the row and an entry in each of the outbox's seven
-//! indexes: most of the workers' wait for a commit. An insert here costs one
+//! wait for updated their outbox rows, writing a new version of each and an
+//! entry in each of the outbox's seven indexes: most of the workers' wait
+//! for a commit. An insert here costs one
 //! index entry; `delivery::result_log` moves the rows into the outbox off
 //! the workers' path (the figures are in docs/benchmarks.md). SQLite's
 //! sender keeps writing the outbox itself: its commits are cheap.
