@@ -293,7 +293,8 @@ const RESULTS_PER_STATEMENT: usize = 500;
 /// not per message. A value a result does not set is NULL in the list and
 /// keeps the row's own (`COALESCE`). Only rows still held are written: a row
 /// whose lease ran out may have been claimed by another sender, whose result
-/// counts instead.
+/// counts instead. `result_log`'s fold writes a logged result with the same
+/// values and conditions: the two change together.
 fn results_update(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> UpdateStatement {
     let tuples = results.iter().map(|(row, fate)| ValueTuple::Many(result_values(row, fate, now))).collect();
     let new = |n: usize| Expr::col(("results", format!("column{n}")));

@@ -1,11 +1,11 @@
 //! The sender's results as an append-only log (`outbox_results`), folded
-//! into their outbox rows later. On PostgreSQL each group commit the workers
-//! wait for updated their outbox rows, writing a new version of each and an
-//! entry in each of the outbox's seven indexes: most of the workers' wait
-//! for a commit. An insert here costs one
-//! index entry; `delivery::result_log` moves the rows into the outbox off
-//! the workers' path (the figures are in docs/benchmarks.md). SQLite's
-//! sender keeps writing the outbox itself: its commits are cheap.
+//! into their outbox rows later. The workers wait for each group commit of
+//! results; updating their outbox rows writes a new version of each and an
+//! entry in each of the outbox's seven indexes, an insert here one index
+//! entry a row. On PostgreSQL, where that difference is most of the wait,
+//! the recorder appends here and `delivery::result_log` moves the rows into
+//! the outbox off the workers' path (the figures are in docs/benchmarks.md);
+//! SQLite's recorder writes the outbox itself.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
