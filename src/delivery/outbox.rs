@@ -290,28 +290,45 @@ const RESULTS_PER_STATEMENT: usize = 500;
 
 /// One UPDATE for many results, each row's new values from a `VALUES` list
 /// (named `column1`, `column2`, ... on both engines): a statement per batch,
-/// not per message. A value a result does not set is NULL in the list and
-/// keeps the row's own (`COALESCE`). Only rows still held are written: a row
-/// whose lease ran out may have been claimed by another sender, whose result
-/// counts instead. `result_log`'s fold writes a logged result with the same
-/// values and conditions: the two change together.
+/// not per message.
 fn results_update(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> UpdateStatement {
     let tuples = results.iter().map(|(row, fate)| ValueTuple::Many(result_values(row, fate, now))).collect();
-    let new = |n: usize| Expr::col(("results", format!("column{n}")));
-    let kept = |n: usize, column: &str| Func::coalesce([new(n), Expr::col(("outbox", column.to_owned()))]);
+    let column = |name: &str| {
+        let position = RESULT_COLUMNS.iter().position(|c| *c == name).expect("a result column");
+        Expr::col(("results", format!("column{}", position + 1)))
+    };
+    update_from_results(TableRef::ValuesList(tuples, Alias::new("results").into_iden()), column, now.into())
+}
+
+/// The columns of a result, in the order of [`result_values`].
+pub(super) const RESULT_COLUMNS: [&str; 8] =
+    ["outbox_id", "attempts", "state", "sent_at", "message_id", "server_reply", "last_error", "next_attempt_at"];
+
+/// The update of the outbox rows that results in `source` are for, the
+/// result's column `name` being `column(name)`: this update and
+/// `result_log`'s fold write results with it. A value a result does not set
+/// is NULL and keeps the row's own (`COALESCE`). Only rows still held are
+/// written: a row whose lease ran out may have been claimed by another
+/// sender, whose result counts instead.
+pub(super) fn update_from_results(
+    source: TableRef,
+    column: impl Fn(&str) -> Expr,
+    updated_at: SimpleExpr,
+) -> UpdateStatement {
+    let kept = |name: &str| Func::coalesce([column(name), Expr::col(("outbox", name.to_owned()))]);
     Query::update()
         .table("outbox")
-        .value("state", new(3))
-        .value("sent_at", kept(4, "sent_at"))
-        .value("message_id", kept(5, "message_id"))
-        .value("server_reply", kept(6, "server_reply"))
-        .value("last_error", new(7))
-        .value("next_attempt_at", kept(8, "next_attempt_at"))
-        .value("updated_at", now)
+        .value("state", column("state"))
+        .value("sent_at", kept("sent_at"))
+        .value("message_id", kept("message_id"))
+        .value("server_reply", kept("server_reply"))
+        .value("last_error", column("last_error"))
+        .value("next_attempt_at", kept("next_attempt_at"))
+        .value("updated_at", updated_at)
         .value("lease_until", Option::<DateTime<Utc>>::None)
-        .from(TableRef::ValuesList(tuples, Alias::new("results").into_iden()))
-        .and_where(Expr::col(("outbox", "id")).equals(("results", "column1")))
-        .and_where(Expr::col(("outbox", "attempts")).equals(("results", "column2")))
+        .from(source)
+        .and_where(Expr::col(("outbox", "id")).eq(column("outbox_id")))
+        .and_where(Expr::col(("outbox", "attempts")).eq(column("attempts")))
         .and_where(still_sending())
         .to_owned()
 }
@@ -326,7 +343,7 @@ fn still_sending() -> SimpleExpr {
     Expr::cust(format!("(\"outbox\".\"state\" = '{}') IS TRUE", State::Sending.as_str()))
 }
 
-/// id, attempts, state, sent_at, message_id, server_reply, last_error, next_attempt_at.
+/// A result's values, in the order of [`RESULT_COLUMNS`].
 pub(super) fn result_values(row: &Claimed, fate: &Fate, now: DateTime<Utc>) -> Vec<Value> {
     let none_text = || Value::String(None);
     let none_time = || Option::<DateTime<Utc>>::None.into();

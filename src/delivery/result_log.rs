@@ -13,33 +13,24 @@
 //! claim takes it again (`outbox`'s due rows leave out a row with a result
 //! here), so a crash between the append and the fold sends nothing twice.
 //! A fold writes a result only to the row as it was claimed (same attempt,
-//! still `sending`), as the direct update does.
+//! still `sending`): it is the direct update's statement
+//! (`outbox::update_from_results`) with the log as its source.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, Query, SimpleExpr};
+use sea_orm::sea_query::{Expr, IntoTableRef, PostgresQueryBuilder, Query, SimpleExpr, TableRef, UpdateStatement};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionSession, TransactionTrait};
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Claimed, Fate};
-use crate::db::entities::outbox::State;
 
 /// How often a running sender folds its results into the outbox: how far
 /// behind the outbox's states may be while it sends.
 pub const FOLD_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The columns of a result, in the order of `outbox::result_values` and
-/// then the moment it was recorded.
-const COLUMNS: [&str; 9] = [
-    "outbox_id",
-    "attempts",
-    "state",
-    "sent_at",
-    "message_id",
-    "server_reply",
-    "last_error",
-    "next_attempt_at",
-    "recorded_at",
-];
+/// The columns of a result ([`outbox::RESULT_COLUMNS`]) and then the moment it was recorded.
+fn columns() -> impl Iterator<Item = &'static str> {
+    outbox::RESULT_COLUMNS.into_iter().chain(["recorded_at"])
+}
 
 /// Appends `results` when they are the usual group commit on PostgreSQL
 /// (one statement, no refused recipient, whose suppression and feedback
@@ -50,7 +41,7 @@ pub async fn append(db: &DatabaseConnection, results: &[(Claimed, Fate)], now: D
         return Ok(false);
     }
     let mut insert = Query::insert();
-    insert.into_table("outbox_results").columns(COLUMNS);
+    insert.into_table("outbox_results").columns(columns());
     for (row, fate) in results {
         let mut values = outbox::result_values(row, fate, now);
         values.push(now.into());
@@ -72,46 +63,26 @@ pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<(), D
         // One statement: the rows it deletes are the rows it writes. Rows
         // another fold is moving are skipped, not waited for.
         DbBackend::Postgres => {
+            let update = update_from("r".into_table_ref()).to_string(PostgresQueryBuilder);
             let fold = format!(
                 r#"WITH "r" AS (DELETE FROM "outbox_results" WHERE "outbox_id" IN
-                     (SELECT "outbox_id" FROM "outbox_results" FOR UPDATE SKIP LOCKED) RETURNING *)
-                   {} FROM "r" WHERE {}"#,
-                SET_FROM_RESULT,
-                still_as_claimed()
+                     (SELECT "outbox_id" FROM "outbox_results" FOR UPDATE SKIP LOCKED) RETURNING *) {update}"#
             );
             db.execute_unprepared(&fold).await.map(drop)
         }
         // One writer: the update and the delete in one transaction see the same rows.
         _ => {
             let txn = db.begin().await?;
-            let fold = format!(r#"{} FROM "outbox_results" AS "r" WHERE {}"#, SET_FROM_RESULT, still_as_claimed());
-            txn.execute_unprepared(&fold).await?;
-            txn.execute_unprepared(r#"DELETE FROM "outbox_results""#).await?;
+            txn.execute(&update_from("outbox_results".into_table_ref().alias("r"))).await?;
+            txn.execute(&Query::delete().from_table("outbox_results").to_owned()).await?;
             txn.commit().await
         }
     }
 }
 
-/// The outbox row's new values from its result `r`: as `outbox`'s direct
-/// update writes them (a value the result does not set keeps the row's).
-const SET_FROM_RESULT: &str = r#"UPDATE "outbox" SET "state" = "r"."state",
-    "sent_at" = COALESCE("r"."sent_at", "outbox"."sent_at"),
-    "message_id" = COALESCE("r"."message_id", "outbox"."message_id"),
-    "server_reply" = COALESCE("r"."server_reply", "outbox"."server_reply"),
-    "last_error" = "r"."last_error",
-    "next_attempt_at" = COALESCE("r"."next_attempt_at", "outbox"."next_attempt_at"),
-    "updated_at" = "r"."recorded_at",
-    "lease_until" = NULL"#;
-
-/// The result's row is still as its sender claimed it. The state test in a
-/// form no index answers, as in `outbox`'s direct update: the rows are found
-/// by their primary key.
-fn still_as_claimed() -> String {
-    format!(
-        r#""outbox"."id" = "r"."outbox_id" AND "outbox"."attempts" = "r"."attempts"
-           AND ("outbox"."state" = '{}') IS TRUE"#,
-        State::Sending.as_str()
-    )
+/// The outbox's update from the results in `r` (`results`, named `r`).
+fn update_from(results: TableRef) -> UpdateStatement {
+    outbox::update_from_results(results, |name| Expr::col(("r", name.to_owned())), Expr::col(("r", "recorded_at")))
 }
 
 /// Folds every [`FOLD_EVERY`] while a sender runs, and once more when
