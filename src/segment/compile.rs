@@ -120,6 +120,24 @@ pub fn from_customers(model_id: Option<i64>) -> SelectStatement {
     select
 }
 
+/// `FROM feature_snapshots` joined to the scores by `model_id`: the rows of
+/// a segment that `source::readable_from_snapshots` allows, without the
+/// customers' own columns. No columns selected yet.
+pub fn from_snapshots(model_id: Option<i64>) -> SelectStatement {
+    let snapshots = Alias::new("feature_snapshots");
+    let mut select = Query::select();
+    select.from(snapshots.clone()).left_join(
+        Alias::new("scores"),
+        Condition::all()
+            .add(
+                Sql::col((Alias::new("scores"), Alias::new("customer_id")))
+                    .equals((snapshots, Alias::new("customer_id"))),
+            )
+            .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
+    );
+    select
+}
+
 /// The condition an expression stands for.
 pub fn condition(expr: &Expr, context: &Context) -> Condition {
     match expr {

@@ -4,8 +4,6 @@
 //! order feed is late. Each field's dependencies are a column of the field
 //! table (`compile::FIELDS`), never a second list of names.
 
-#[cfg(test)]
-use super::compile;
 use super::compile::FIELDS;
 use super::{Expr, Field, History};
 
@@ -79,14 +77,10 @@ impl Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::{Fields, parse};
+    use crate::segment::tests::parse_known;
 
     fn dependencies_of(text: &str) -> Dependencies {
-        let known = compile::known_fields();
-        let topics = ["offers".to_owned()];
-        let campaigns = ["welcome".to_owned()];
-        let fields = Fields { known: &known, topics: &topics, campaigns: &campaigns };
-        parse(text, &fields).unwrap_or_else(|e| panic!("{text:?}: {e:?}")).dependencies()
+        parse_known(text).dependencies()
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod error_tests;
 mod fuzz_tests;
 mod lexer;
 mod parser;
+pub mod source;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -36,6 +36,13 @@ pub(super) fn fields() -> Fields<'static> {
     Fields { known: KNOWN, topics: &TOPICS, campaigns: &CAMPAIGNS }
 }
 
+/// `text` parsed against every field segments know (`compile::known_fields`).
+pub(super) fn parse_known(text: &str) -> Expr {
+    let known = compile::known_fields();
+    let fields = Fields { known: &known, topics: &TOPICS, campaigns: &CAMPAIGNS };
+    parse(text, &fields).unwrap_or_else(|e| panic!("{text:?}: {e:?}"))
+}
+
 pub(super) fn ok(text: &str) -> Expr {
     match parse(text, &fields()) {
         Ok(expr) => expr,

@@ -322,6 +322,45 @@ fn every_shipped_campaign_validates() {
 }
 
 #[test]
+fn a_segment_read_from_the_snapshots_leaves_out_the_erased_and_the_unconsenting_as_one_read_from_every_customer() {
+    each_backend(|env| {
+        // S3 does not consent; S4 is erased (a snapshot written since); S5 has no snapshot.
+        import(
+            env,
+            "customers",
+            "customer_id,email,first_name,marketing_consent\nS1,s1@example.com,T,true\nS2,s2@example.com,T,true\n\
+             S3,s3@example.com,T,false\nS4,s4@example.com,T,true\nS5,s5@example.com,T,true\n",
+        );
+        env.execute("UPDATE customers SET erased_at = '2026-05-01T00:00:00+00:00' WHERE external_id = 'S4'");
+        env.execute(
+            "INSERT INTO feature_snapshots (customer_id, as_of, computed_at, recency_days, monetary_total, spend_30d, \
+             spend_90d, spend_365d, frequency, orders_total, orders_30d, orders_90d, orders_365d, distinct_categories, \
+             complaints_open, complaints_365d) SELECT id, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, \
+             CASE WHEN external_id = 'S2' THEN 100 ELSE 10 END, 0, 0, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0 \
+             FROM customers WHERE external_id <> 'S5'",
+        );
+        // The first reads only the snapshots; the second, the same customers, reads the customer too.
+        let recent = "recency_days <= 30d";
+        let recent_customers = "recency_days <= 30d and (marketing_consent = true or marketing_consent = false)";
+        for segment in [recent, recent_customers, "not (recency_days > 30d)"] {
+            let audience = format!("where = '{segment}'\nholdout = 0");
+            let marketing = campaign("recent", "marketing", "", &audience);
+            let steps = runtime().block_on(async {
+                let db = connect(env).await;
+                plan::evaluate(&db, &marketing, &RULES, utc(AT)).await.unwrap().steps
+            });
+            assert_eq!((steps[0].remaining, steps[1].remaining), (2, 1), "{segment}");
+            assert_eq!(chosen(env, &marketing, AT), ["S1"], "{segment}");
+            // Loyalty mail needs no consent.
+            assert_eq!(chosen(env, &campaign("recent", "loyalty", "", &audience), AT), ["S1", "S3"], "{segment}");
+        }
+        // Only the customer without a snapshot has no recency.
+        let missing = campaign("missing", "loyalty", "", "where = 'recency_days is null'\nholdout = 0");
+        assert_eq!(chosen(env, &missing, AT), ["S5"]);
+    });
+}
+
+#[test]
 fn validate_prints_each_problem_with_its_place_and_exits_2() {
     let env = TestEnv::new(crate::support::Backend::Sqlite);
     std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();

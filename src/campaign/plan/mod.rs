@@ -20,7 +20,8 @@ use std::time::Instant;
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use sea_orm::sea_query::{
-    Alias, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr, UpdateStatement,
+    Alias, Cond, Expr, ExprTrait, Func, InsertStatement, OnConflict, Query, SelectStatement, SimpleExpr,
+    UpdateStatement,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QuerySelect, QueryTrait, Value as DbValue};
 use serde::Serialize;
@@ -37,6 +38,7 @@ use crate::db::entities::outbox::State as OutboxState;
 use crate::db::record::record;
 use crate::model::registry;
 use crate::segment::compile::{self, Context};
+use crate::segment::source;
 use crate::segment::{Field, Value};
 
 /// The steps, in the order they apply.
@@ -221,8 +223,13 @@ async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: Date
     let started = Instant::now();
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
     let exclusions_loaded = started.elapsed();
-    let segment = segment(campaign, rules, at, txn.backend(), model_id);
-    let audience = txn.scan_all::<Candidate>(&segment).await?;
+    let source = Source::of(campaign);
+    let segment = segment(campaign, rules, at, txn.backend(), model_id, source);
+    txn.parallel_reads().await?;
+    let mut audience = txn.scan_all::<Candidate>(&segment).await?;
+    if source == Source::Snapshots {
+        take_consent_and_erasure(txn, &mut audience).await?;
+    }
     let segment_read = started.elapsed();
     Ok(finish_evaluation(campaign, rules, &exclusions, audience, started, exclusions_loaded, segment_read))
 }
@@ -599,25 +606,103 @@ fn variant_of(campaign: &Campaign, customer_id: i64) -> Option<String> {
     campaign.variants.last().map(|v| v.name.clone())
 }
 
-/// The customers in the segment: id, order value, marketing consent.
+/// Where a campaign's segment is read from (`segment::source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Every customer, joined to their snapshot and score.
+    Customers,
+    /// The snapshots joined to the scores; consent and erasure are taken
+    /// from the customers after ([`take_consent_and_erasure`]).
+    Snapshots,
+}
+
+impl Source {
+    /// The snapshots when the segment and the order field read nothing
+    /// else, the customer's zone is not needed, and no customer without a
+    /// snapshot can match.
+    fn of(campaign: &Campaign) -> Source {
+        let order_read = campaign
+            .audience
+            .order
+            .as_ref()
+            .is_none_or(|order| source::in_snapshot_or_score(&Field::Named(order.field.clone())));
+        let zone_read = matches!(campaign.send_window, Some(window) if window.zone == WindowZone::Customer);
+        if order_read && !zone_read && source::readable_from_snapshots(&campaign.audience.expr) {
+            Source::Snapshots
+        } else {
+            Source::Customers
+        }
+    }
+}
+
+/// The customers in the segment: id, order value, marketing consent (from
+/// the snapshots: true, for [`take_consent_and_erasure`] to correct).
 fn segment(
     campaign: &Campaign,
     rules: &Rules,
     at: DateTime<Utc>,
     backend: DbBackend,
     model_id: Option<i64>,
+    source: Source,
 ) -> SelectStatement {
     let today = at.with_timezone(&campaign.timezone).date_naive();
     let context = Context { backend, now: at, today, attribution_window: rules.attribution_window };
-    let mut select = compile::from_customers(model_id);
+    let condition = compile::condition(&campaign.audience.expr, &context);
+    let customers = Alias::new("customers");
+    let mut select = match source {
+        Source::Customers => compile::from_customers(model_id),
+        Source::Snapshots => compile::from_snapshots(model_id),
+    };
+    match source {
+        Source::Customers => select
+            .expr_as(Expr::col((customers.clone(), Alias::new("id"))), "customer_id")
+            .expr_as(sort_value(campaign, &context), "sort")
+            .expr_as(Expr::col((customers.clone(), Alias::new("marketing_consent"))), "consent")
+            .expr_as(customer_timezone(campaign, &context), "timezone")
+            .cond_where(condition)
+            .and_where(Expr::col((customers, Alias::new("erased_at"))).is_null()),
+        Source::Snapshots => select
+            .expr_as(Expr::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))), "customer_id")
+            .expr_as(sort_value(campaign, &context), "sort")
+            .expr_as(Expr::val(true), "consent")
+            .expr_as(Expr::val(DbValue::String(None)), "timezone")
+            .cond_where(condition),
+    };
     select
-        .expr_as(Expr::col((Alias::new("customers"), Alias::new("id"))), "customer_id")
-        .expr_as(sort_value(campaign, &context), "sort")
-        .expr_as(Expr::col((Alias::new("customers"), Alias::new("marketing_consent"))), "consent")
-        .expr_as(customer_timezone(campaign, &context), "timezone")
-        .cond_where(compile::condition(&campaign.audience.expr, &context))
-        .and_where(Expr::col((Alias::new("customers"), Alias::new("erased_at"))).is_null());
-    select
+}
+
+record! {
+    /// A customer without marketing consent, or erased ([`withheld_customers`]).
+    struct Withheld {
+        customer_id: i64,
+        erased: bool,
+    }
+}
+
+/// A segment read from the snapshots: the erased leave it, and the
+/// customers without marketing consent lose it. Both are read in one scan
+/// of the customers, which returns only them.
+async fn take_consent_and_erasure(txn: &mut Txn, audience: &mut Vec<Candidate>) -> Result<(), DbErr> {
+    let withheld: HashMap<i64, bool> =
+        txn.scan_all::<Withheld>(&withheld_customers()).await?.into_iter().map(|w| (w.customer_id, w.erased)).collect();
+    audience.retain_mut(|candidate| match withheld.get(&candidate.customer_id) {
+        Some(&erased) => {
+            candidate.consent = false;
+            !erased
+        }
+        None => true,
+    });
+    Ok(())
+}
+
+/// The customers without marketing consent or erased, and which.
+fn withheld_customers() -> SelectStatement {
+    Query::select()
+        .expr_as(Expr::col("id"), "customer_id")
+        .expr_as(Expr::col("erased_at").is_not_null(), "erased")
+        .from("customers")
+        .cond_where(Cond::any().add(Expr::col("marketing_consent").eq(false)).add(Expr::col("erased_at").is_not_null()))
+        .to_owned()
 }
 
 /// The customer's `timezone` attribute as text when the campaign's send
