@@ -6,6 +6,9 @@
 //! erasure from the few customers who lack consent or are erased. On
 //! PostgreSQL the join of a million customers to their snapshots and scores
 //! cost three times a scan of one table, and most of a campaign's planning.
+//! It relies on every snapshot's customer existing: no customer row is ever
+//! deleted (an erasure keeps it, marked), and scoring writes snapshots only
+//! of the customers it read.
 
 use super::compile::FIELDS;
 use super::{Expr, Field};
