@@ -393,8 +393,8 @@ impl Txn {
     /// Lets the planner read the rest of the transaction's large results
     /// with parallel workers (PostgreSQL; nothing on SQLite). It prices
     /// handing each row from a worker to the leader so high that a join
-    /// returning half a million rows ran in one process, at one and a half
-    /// times the time the parallel plan takes.
+    /// returning half a million rows runs in one process, slower than the
+    /// parallel plan.
     pub async fn parallel_reads(&mut self) -> Result<(), DbErr> {
         match self {
             Txn::Sqlite(_) => Ok(()),

@@ -647,27 +647,30 @@ fn segment(
 ) -> SelectStatement {
     let today = at.with_timezone(&campaign.timezone).date_naive();
     let context = Context { backend, now: at, today, attribution_window: rules.attribution_window };
-    let condition = compile::condition(&campaign.audience.expr, &context);
     let customers = Alias::new("customers");
-    let mut select = match source {
-        Source::Customers => compile::from_customers(model_id),
-        Source::Snapshots => compile::from_snapshots(model_id),
+    let (mut select, customer_id, consent, timezone) = match source {
+        Source::Customers => (
+            compile::from_customers(model_id),
+            Expr::col((customers.clone(), Alias::new("id"))),
+            Expr::col((customers.clone(), Alias::new("marketing_consent"))),
+            customer_timezone(campaign, &context),
+        ),
+        Source::Snapshots => (
+            compile::from_snapshots(model_id),
+            Expr::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))),
+            Expr::val(true),
+            Expr::val(DbValue::String(None)),
+        ),
     };
-    match source {
-        Source::Customers => select
-            .expr_as(Expr::col((customers.clone(), Alias::new("id"))), "customer_id")
-            .expr_as(sort_value(campaign, &context), "sort")
-            .expr_as(Expr::col((customers.clone(), Alias::new("marketing_consent"))), "consent")
-            .expr_as(customer_timezone(campaign, &context), "timezone")
-            .cond_where(condition)
-            .and_where(Expr::col((customers, Alias::new("erased_at"))).is_null()),
-        Source::Snapshots => select
-            .expr_as(Expr::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))), "customer_id")
-            .expr_as(sort_value(campaign, &context), "sort")
-            .expr_as(Expr::val(true), "consent")
-            .expr_as(Expr::val(DbValue::String(None)), "timezone")
-            .cond_where(condition),
-    };
+    select
+        .expr_as(customer_id, "customer_id")
+        .expr_as(sort_value(campaign, &context), "sort")
+        .expr_as(consent, "consent")
+        .expr_as(timezone, "timezone")
+        .cond_where(compile::condition(&campaign.audience.expr, &context));
+    if source == Source::Customers {
+        select.and_where(Expr::col((customers, Alias::new("erased_at"))).is_null());
+    }
     select
 }
 
