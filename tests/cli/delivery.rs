@@ -539,6 +539,11 @@ fn a_claim_reads_the_due_rows_from_the_state_indexes_and_stops_at_its_limit() {
                 plan.contains("ix_outbox_state_not_before"),
                 "{statistics}: the planned rows are not read by state:\n{plan}"
             );
+            // The index of the rows with a next attempt only (migration 22).
+            assert!(
+                plan.contains("ix_outbox_next_attempts"),
+                "{statistics}: the retrying rows are not read by their next attempt:\n{plan}"
+            );
             match env.backend {
                 Backend::Sqlite => {
                     assert!(!plan.contains("SCAN outbox"), "{statistics}: the whole outbox is read:\n{plan}")

@@ -24,6 +24,7 @@ mod m20261204_000018_byte_ordered_external_ids;
 mod m20261205_000019_suppressions_by_customer;
 mod m20261205_000020_customer_statistics;
 mod m20261207_000021_outbox_results;
+mod m20261207_000022_outbox_retry_index;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000019_suppressions_by_customer::Migration),
             Box::new(m20261205_000020_customer_statistics::Migration),
             Box::new(m20261207_000021_outbox_results::Migration),
+            Box::new(m20261207_000022_outbox_retry_index::Migration),
         ]
     }
 }
