@@ -390,6 +390,21 @@ impl Txn {
         }
     }
 
+    /// Whether the planner may join by hashing in the transaction's next
+    /// statements (PostgreSQL; nothing on SQLite), for anti-joins of two
+    /// large tables each indexed by the key: merging the two indexes
+    /// beats the hash join the planner prices lower, whose table of
+    /// millions of keys spills to disk.
+    pub async fn hash_joins(&mut self, allowed: bool) -> Result<(), DbErr> {
+        match self {
+            Txn::Sqlite(_) => Ok(()),
+            Txn::Postgres(txn) => {
+                let setting = if allowed { "on" } else { "off" };
+                txn.execute_unprepared(&format!("SET LOCAL enable_hashjoin = {setting}")).await.map(drop)
+            }
+        }
+    }
+
     /// Lets the planner read the rest of the transaction's large results
     /// with parallel workers (PostgreSQL; nothing on SQLite). It prices
     /// handing each row from a worker to the leader so high that a join

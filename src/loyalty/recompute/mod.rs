@@ -89,10 +89,14 @@ async fn recompute_in(
 ) -> Result<Report, DbErr> {
     let mut log = PhaseLog::new();
     let mut changed = HashSet::new();
+    // The orders without points, or without an account, are an anti-join
+    // of the orders with the ledger or the accounts.
+    txn.hash_joins(false).await?;
     for (name, query) in change_queries(txn.backend(), rules, as_of, members) {
         changed.extend(txn.values::<i64>(&query).await?);
         log.found(name, changed.len());
     }
+    txn.hash_joins(true).await?;
     let moved = txn.query::<MovedRow>(&moved_query(rules, as_of, members)).await?;
     let moved = moved.into_iter().map(|row| Moved::new(row, rules)).collect();
     let (changed, distances) = sort_out(rules, changed, moved);
