@@ -407,10 +407,10 @@ async fn insert_outbox(
 /// written in: the two outbox indexes that lead with or follow the customer
 /// ((run_id, customer_id) and (customer_id, sent_at)) then take their
 /// entries in key order, page after page, instead of at random pages all
-/// over them, which on PostgreSQL took the write of a large run nearly
-/// twice as long. So a run's messages are sent in customer id order, not
-/// in the campaign's order: the order chooses who is in the run, not who
-/// gets the message first.
+/// over them, which was most of PostgreSQL's write of a large run. So a
+/// run's messages are sent in customer id order, not in the campaign's
+/// order: the order chooses who is in the run, not who gets the message
+/// first.
 fn in_customer_order(chosen: &[Chosen]) -> Vec<usize> {
     let mut positions: Vec<usize> = (0..chosen.len()).collect();
     positions.sort_unstable_by_key(|&i| chosen[i].customer_id);
@@ -783,7 +783,8 @@ fn open_complainants() -> SelectStatement {
 /// (sent, planned or control; none without a cooldown), and the marketing
 /// messages (not control entries) of runs fired in (at - frequency window,
 /// at]. One read of the recent outbox for both, counted here: grouped by
-/// customer, PostgreSQL sorted the rows and took twice as long.
+/// customer in SQL, PostgreSQL sorted the rows first, which cost more
+/// than reading them.
 fn recent_outbox(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> SelectStatement {
     let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
     let in_cooldown = run_col("campaign").eq(campaign.name.as_str()).and(run_col("scheduled_at").gt(at - cooldown));
