@@ -384,10 +384,7 @@ impl Txn {
     /// a compilation, which at ten million customers cost more than the
     /// lookups themselves.
     pub async fn without_jit(&mut self) -> Result<(), DbErr> {
-        match self {
-            Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => txn.execute_unprepared("SET LOCAL jit = off").await.map(drop),
-        }
+        self.planner_setting("jit = off").await
     }
 
     /// Whether the planner may join by hashing in the transaction's next
@@ -396,13 +393,7 @@ impl Txn {
     /// beats the hash join the planner prices lower, whose table of
     /// millions of keys spills to disk.
     pub async fn hash_joins(&mut self, allowed: bool) -> Result<(), DbErr> {
-        match self {
-            Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => {
-                let setting = if allowed { "on" } else { "off" };
-                txn.execute_unprepared(&format!("SET LOCAL enable_hashjoin = {setting}")).await.map(drop)
-            }
-        }
+        self.planner_setting(if allowed { "enable_hashjoin = on" } else { "enable_hashjoin = off" }).await
     }
 
     /// Lets the planner read the rest of the transaction's large results
@@ -411,10 +402,7 @@ impl Txn {
     /// returning half a million rows runs in one process, slower than the
     /// parallel plan.
     pub async fn parallel_reads(&mut self) -> Result<(), DbErr> {
-        match self {
-            Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => txn.execute_unprepared("SET LOCAL parallel_tuple_cost = 0").await.map(drop),
-        }
+        self.planner_setting("parallel_tuple_cost = 0").await
     }
 
     /// Plans the rest of the transaction's reads through indexes and
@@ -425,9 +413,15 @@ impl Txn {
     /// the whole table (in parallel) for each range.
     pub async fn read_through_indexes(&mut self) -> Result<(), DbErr> {
         self.without_jit().await?;
+        self.planner_setting("enable_seqscan = off").await
+    }
+
+    /// `SET LOCAL setting` on PostgreSQL, until the transaction ends;
+    /// nothing on SQLite, whose planner has no such settings.
+    async fn planner_setting(&mut self, setting: &str) -> Result<(), DbErr> {
         match self {
             Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => txn.execute_unprepared("SET LOCAL enable_seqscan = off").await.map(drop),
+            Txn::Postgres(txn) => txn.execute_unprepared(&format!("SET LOCAL {setting}")).await.map(drop),
         }
     }
 

@@ -10,9 +10,12 @@ use sea_orm::{DbBackend, Value as DbValue};
 use super::dependencies::Dependencies;
 use super::{CompareOp, Expr, Field, FieldType, History, Value};
 
-/// Every field a segment can use: its name, type, table and column, and
-/// what it reads that can go stale (`segment::dependencies`).
-pub const FIELDS: &[(&str, FieldType, &str, &str, Dependencies)] = &[
+/// A field a segment can use: its name, type, table and column, and what
+/// it reads that can go stale (`segment::dependencies`).
+pub type FieldEntry = (&'static str, FieldType, &'static str, &'static str, Dependencies);
+
+/// Every field a segment can use.
+pub const FIELDS: &[FieldEntry] = &[
     ("recency_days", FieldType::Days, "feature_snapshots", "recency_days", Dependencies::SCORING),
     ("frequency", FieldType::Number, "feature_snapshots", "frequency", Dependencies::SCORING),
     ("orders_total", FieldType::Number, "feature_snapshots", "orders_total", Dependencies::SCORING),
@@ -60,6 +63,11 @@ pub const FIELDS: &[(&str, FieldType, &str, &str, Dependencies)] = &[
     ("next_tier", FieldType::Text, LIVE, "next_tier", Dependencies::ORDERS),
     ("points_to_next_tier", FieldType::Number, LIVE, "points_to_next_tier", Dependencies::ORDERS),
 ];
+
+/// The entry of `FIELDS` named `name`, if any.
+pub fn field_entry(name: &str) -> Option<&'static FieldEntry> {
+    FIELDS.iter().find(|f| f.0 == name)
+}
 
 /// Loyalty fields read straight from the member's account row.
 const ACCOUNT_COLUMNS: &[&str] =
@@ -296,8 +304,7 @@ fn subscribed(topic: &str) -> Condition {
 pub fn column(field: &Field, compared_with: &Value, context: &Context) -> SimpleExpr {
     match field {
         Field::Named(name) => {
-            let (_, _, table, column, _) =
-                FIELDS.iter().find(|f| f.0 == name).expect("the validator only lets known fields through");
+            let (_, _, table, column, _) = field_entry(name).expect("the validator only lets known fields through");
             if *table == LIVE {
                 live_column(column, context)
             } else {

@@ -4,7 +4,7 @@
 //! order feed is late. Each field's dependencies are a column of the field
 //! table (`compile::FIELDS`), never a second list of names.
 
-use super::compile::FIELDS;
+use super::compile;
 use super::{Expr, Field, History};
 
 /// The data a field or a segment reads that arrives or is computed on a
@@ -41,7 +41,7 @@ impl Field {
     /// What the field reads, from its row of the field table.
     pub fn dependencies(&self) -> Dependencies {
         match self {
-            Field::Named(name) => FIELDS.iter().find(|f| f.0 == name).map_or(Dependencies::NONE, |f| f.4),
+            Field::Named(name) => compile::field_entry(name).map_or(Dependencies::NONE, |f| f.4),
             // Attributes come with the customer record; the messages sent are patron's own.
             Field::Attribute(_) | Field::DaysSinceReceived(_) => Dependencies::NONE,
         }
@@ -77,6 +77,7 @@ impl Expr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::segment::compile::FIELDS;
     use crate::segment::tests::parse_known;
 
     fn dependencies_of(text: &str) -> Dependencies {

@@ -4,13 +4,13 @@
 //! same customers when the segment reads nothing else and no customer
 //! without a snapshot can match it; the caller then takes consent and
 //! erasure from the few customers who lack consent or are erased. On
-//! PostgreSQL the join of a million customers to their snapshots and scores
-//! cost three times a scan of one table, and most of a campaign's planning.
+//! PostgreSQL the join of every customer to their snapshot and score costs
+//! several times a scan of one table, and most of a campaign's planning.
 //! It relies on every snapshot's customer existing: no customer row is ever
 //! deleted (an erasure keeps it, marked), and scoring writes snapshots only
 //! of the customers it read.
 
-use super::compile::FIELDS;
+use super::compile;
 use super::{Expr, Field};
 
 /// The truth values of SQL's three-valued logic: true, false, NULL.
@@ -76,7 +76,7 @@ pub fn in_snapshot_or_score(field: &Field) -> bool {
 
 fn table(field: &Field) -> Option<&'static str> {
     match field {
-        Field::Named(name) => FIELDS.iter().find(|f| f.0 == name).map(|f| f.2),
+        Field::Named(name) => compile::field_entry(name).map(|f| f.2),
         Field::Attribute(_) | Field::DaysSinceReceived(_) => None,
     }
 }
