@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Ingested, Intake, Summary};
+use tokio::sync::mpsc::Sender;
+
+use super::{Ingested, Intake, Parsed, Parser, Summary};
 
 /// The most bytes read of one message: a report quotes the start of the
 /// original, and a larger file is not a report.
@@ -30,9 +32,17 @@ impl MaildirError {
 const BATCH_MESSAGES: usize = 500;
 const BATCH_BYTES: usize = 32 << 20;
 
+/// Messages parsed and waiting for their transaction: the paths and what was read from them.
+struct Batch {
+    paths: Vec<PathBuf>,
+    parsed: Vec<Parsed>,
+}
+
 /// Reads every message in `dir/new`, in name order (delivery order for
 /// most servers), in batches of one transaction each: a message moves out
-/// of `new/` only once its batch is committed.
+/// of `new/` only once its batch is committed. Three steps overlap: a
+/// thread reads and parses the next batch while one is written, and the
+/// files of the batch before are moved meanwhile.
 pub async fn ingest(intake: &Intake, dir: &Path) -> Result<Summary, MaildirError> {
     let new = dir.join("new");
     let (cur, failed) = (dir.join("cur"), dir.join("failed"));
@@ -42,23 +52,73 @@ pub async fn ingest(intake: &Intake, dir: &Path) -> Result<Summary, MaildirError
     for folder in [&cur, &failed] {
         std::fs::create_dir_all(folder).map_err(|e| MaildirError::folder(folder, e))?;
     }
+    let paths = messages_in(&new)?;
+    let (sender, mut batches) = tokio::sync::mpsc::channel(1);
+    let parser = intake.parser();
+    let reading = tokio::task::spawn_blocking(move || read_batches(paths, &parser, &sender));
     let mut summary = Summary::default();
-    let mut paths = messages_in(&new)?.into_iter().peekable();
-    while paths.peek().is_some() {
-        let (mut batch, mut messages, mut bytes) = (Vec::new(), Vec::new(), 0);
-        while let Some(path) = paths.next_if(|_| batch.len() < BATCH_MESSAGES && bytes < BATCH_BYTES) {
-            let message = read_message(&path)?;
-            bytes += message.len();
-            messages.push(message);
-            batch.push(path);
+    let mut filing: Option<Filing> = None;
+    let written = async {
+        while let Some(batch) = batches.recv().await {
+            let Batch { paths, parsed } = batch?;
+            let ingested = intake.read(parsed, "maildir").await?;
+            ingested.iter().for_each(|i| summary.add(i));
+            finish(filing.take(), &new).await?;
+            let (cur, failed) = (cur.clone(), failed.clone());
+            filing = Some(tokio::task::spawn_blocking(move || file_all(&paths, &ingested, &cur, &failed)));
         }
-        let ingested = intake.ingest_batch(&messages, "maildir").await?;
-        for (path, ingested) in batch.iter().zip(ingested) {
-            summary.add(&ingested);
-            file_away(path, &ingested, &cur, &failed)?;
+        Ok::<_, MaildirError>(())
+    }
+    .await;
+    // The committed batches' files are moved even when a later one failed.
+    drop(batches);
+    let filed = finish(filing, &new).await;
+    written?;
+    filed?;
+    reading.await.map_err(|e| MaildirError::folder(dir, format!("reader failed: {e}")))?;
+    Ok(summary)
+}
+
+/// Moving a committed batch's files out of `new/`.
+type Filing = tokio::task::JoinHandle<Result<(), MaildirError>>;
+
+/// Waits for `filing`, if any, to have moved its files out of `new`.
+async fn finish(filing: Option<Filing>, new: &Path) -> Result<(), MaildirError> {
+    match filing {
+        Some(task) => task.await.map_err(|e| MaildirError::folder(new, format!("moving messages failed: {e}")))?,
+        None => Ok(()),
+    }
+}
+
+/// Reads and parses the messages at `paths` in batches, handing each to
+/// `sender`; stops at the first file that cannot be read, or when the
+/// receiver is gone.
+fn read_batches(paths: Vec<PathBuf>, parser: &Parser, sender: &Sender<Result<Batch, MaildirError>>) {
+    let mut paths = paths.into_iter().peekable();
+    while paths.peek().is_some() {
+        let mut batch = Batch { paths: Vec::new(), parsed: Vec::new() };
+        let mut bytes = 0;
+        while let Some(path) = paths.next_if(|_| batch.paths.len() < BATCH_MESSAGES && bytes < BATCH_BYTES) {
+            let message = match read_message(&path) {
+                Ok(message) => message,
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                    return;
+                }
+            };
+            bytes += message.len();
+            batch.parsed.push(parser.parse(&message, &[]));
+            batch.paths.push(path);
+        }
+        if sender.blocking_send(Ok(batch)).is_err() {
+            return;
         }
     }
-    Ok(summary)
+}
+
+/// Files away each message of a committed batch (see [`file_away`]).
+fn file_all(paths: &[PathBuf], ingested: &[Ingested], cur: &Path, failed: &Path) -> Result<(), MaildirError> {
+    paths.iter().zip(ingested).try_for_each(|(path, ingested)| file_away(path, ingested, cur, failed))
 }
 
 /// Moves a message that was read to `cur/`, or one kept aside to `failed/` beside its reason.

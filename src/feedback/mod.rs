@@ -96,6 +96,28 @@ pub struct Intake {
     installation: String,
 }
 
+/// Parses messages into reports without the database, so that a reader
+/// thread can parse the next batch while the intake writes one.
+#[derive(Debug, Clone)]
+pub struct Parser {
+    unsubscribe_mailto: Option<String>,
+}
+
+impl Parser {
+    /// `envelope_recipients` are addresses the message was delivered to
+    /// that its headers may not show (the pipe's `$ORIGINAL_RECIPIENT`).
+    fn parse(&self, bytes: &[u8], envelope_recipients: &[String]) -> Parsed {
+        let report = report::parse(bytes, self.unsubscribe_mailto.as_deref());
+        let key = match &report.report_id {
+            Some(id) => format!("id:{id}"),
+            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+        };
+        let mut return_addresses = envelope_recipients.to_vec();
+        return_addresses.extend(report.return_addresses.iter().cloned());
+        Parsed { report, key, return_addresses }
+    }
+}
+
 /// Runs with new complaints or hard bounces in a transaction: their
 /// campaigns' circuit breakers are checked once it is committed, once per
 /// message or batch, since a check counts the campaign's recent sends.
@@ -199,7 +221,7 @@ impl Intake {
     /// `maildir`, ...); `envelope_recipients` are addresses it was delivered
     /// to that its headers may not show (the pipe's `$ORIGINAL_RECIPIENT`).
     pub async fn ingest(&self, bytes: &[u8], source: &str, envelope_recipients: &[String]) -> Result<Ingested, DbErr> {
-        let parsed = self.parse(bytes, envelope_recipients);
+        let parsed = self.parser().parse(bytes, envelope_recipients);
         let mut ingested = self.read(vec![parsed], source).await?;
         Ok(ingested.remove(0))
     }
@@ -209,7 +231,8 @@ impl Intake {
     /// events written in one statement, so a backlog is read at the speed of
     /// the database's bulk statements rather than of one round trip per row.
     pub async fn ingest_batch(&self, messages: &[Vec<u8>], source: &str) -> Result<Vec<Ingested>, DbErr> {
-        let parsed = messages.iter().map(|bytes| self.parse(bytes, &[])).collect();
+        let parser = self.parser();
+        let parsed = messages.iter().map(|bytes| parser.parse(bytes, &[])).collect();
         self.read(parsed, source).await
     }
 
@@ -243,15 +266,9 @@ impl Intake {
         Ok(ingested.remove(0))
     }
 
-    fn parse(&self, bytes: &[u8], envelope_recipients: &[String]) -> Parsed {
-        let report = report::parse(bytes, self.rules.unsubscribe_mailto.as_deref());
-        let key = match &report.report_id {
-            Some(id) => format!("id:{id}"),
-            None => format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
-        };
-        let mut return_addresses = envelope_recipients.to_vec();
-        return_addresses.extend(report.return_addresses.iter().cloned());
-        Parsed { report, key, return_addresses }
+    /// What parses messages for this intake.
+    pub fn parser(&self) -> Parser {
+        Parser { unsubscribe_mailto: self.rules.unsubscribe_mailto.clone() }
     }
 
     /// The outbox rows a message names: by its VERP addresses and the Message-ID it quotes.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::delivery::{SECRET, count, customers, plan, send, smtp_env};
 use crate::imap_server::Dovecot;
 use crate::smtp_server::SmtpServer;
-use crate::support::{Run, TestEnv, each_backend};
+use crate::support::{Backend, Run, TestEnv, each_backend};
 
 pub(crate) const RETURN_PATH: &str = "bounces+{token}@mail.shop.example";
 pub(crate) const MAILTO: &str = "unsubscribe@shop.example";
@@ -213,6 +213,74 @@ fn bounces_and_complaints_land_on_their_outbox_rows_suppress_once_and_leave_the_
         let second = SmtpServer::start();
         assert_eq!(send(env, second.port(), &["--until-empty"]).code, 0);
         assert_eq!(second.rcpt_attempts("c3@example.com") + second.rcpt_attempts("c5@example.com"), 0);
+    });
+}
+
+/// `n` Postfix bounces in `dir/new`, message `i` about customer `i % 20 + 1`
+/// and returned to that customer's VERP address, each its own report
+/// (Message-ID `<i.dsn@mx1.shop.example>`).
+fn bounces_in_maildir(server: &SmtpServer, dir: &str, n: usize) {
+    for folder in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(format!("{dir}/{folder}")).unwrap();
+    }
+    let addresses: Vec<String> = (1..=20).map(|i| format!("c{i}@example.com")).collect();
+    let verps: Vec<Sent> = addresses.iter().map(|a| sent_to(server, a)).collect();
+    for i in 1..=n {
+        let (address, sent) = (&addresses[i % 20], &verps[i % 20]);
+        let text = report("postfix-hard-bounce.eml", &sent.verp, "<unknown@elsewhere.example>", address)
+            .replace("<20261201100002.4B1F52A0C41@mx1.shop.example>", &format!("<{i}.dsn@mx1.shop.example>"));
+        std::fs::write(format!("{dir}/new/{i:05}.dsn"), text).unwrap();
+    }
+}
+
+fn files_in(folder: &str) -> usize {
+    std::fs::read_dir(folder).unwrap().count()
+}
+
+#[test]
+fn a_maildir_of_several_batches_moves_out_only_what_was_committed() {
+    each_backend(|env| {
+        let server = sent_campaign(env);
+        let dir = env.path("Maildir");
+        // Three batches (500, 500, 200); the database refuses report 700, in the second.
+        bounces_in_maildir(&server, &dir, 1200);
+        env.execute(match env.backend {
+            Backend::Sqlite => {
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON feedback_events \
+                 WHEN NEW.fingerprint LIKE 'id:700.dsn@%' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            }
+            Backend::Postgres => {
+                "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.fingerprint LIKE 'id:700.dsn@%' THEN RAISE EXCEPTION 'refused by the test'; END IF; \
+                 RETURN NEW; END $$; \
+                 CREATE TRIGGER refuse_one BEFORE INSERT ON feedback_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+            }
+        });
+        let run = maildir(env, &dir);
+        assert_ne!(run.code, 0, "{}", run.stdout);
+        assert!(run.stderr.contains("refused by the test"), "{}", run.stderr);
+        // The first batch is committed and filed; the second and third stay to be read again.
+        assert_eq!(count(env, "SELECT COUNT(*) FROM feedback_events"), 500);
+        assert_eq!((files_in(&format!("{dir}/cur")), files_in(&format!("{dir}/new"))), (500, 700));
+        assert_eq!(suppressions(env).len(), 20);
+
+        env.execute(match env.backend {
+            Backend::Sqlite => "DROP TRIGGER refuse_one",
+            Backend::Postgres => "DROP TRIGGER refuse_one ON feedback_events",
+        });
+        let run = maildir(env, &dir);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stdout
+                .ends_with(": 700 message(s), 700 event(s) recorded, 0 already recorded, 0 kept aside in failed/\n"),
+            "{}",
+            run.stdout
+        );
+        assert_eq!(count(env, "SELECT COUNT(*) FROM feedback_events"), 1200);
+        assert_eq!((files_in(&format!("{dir}/cur")), files_in(&format!("{dir}/new"))), (1200, 0));
+        let per_message = "SELECT COUNT(DISTINCT fingerprint) FROM feedback_events WHERE kind = 'hard_bounce'";
+        assert_eq!(count(env, per_message), 1200);
     });
 }
 
