@@ -99,13 +99,14 @@ pub struct Intake {
 /// Parses messages into reports without the database, so that a reader
 /// thread can parse the next batch while the intake writes one.
 #[derive(Debug, Clone)]
-pub struct Parser {
+struct Parser {
     unsubscribe_mailto: Option<String>,
 }
 
 impl Parser {
-    /// `envelope_recipients` are addresses the message was delivered to
-    /// that its headers may not show (the pipe's `$ORIGINAL_RECIPIENT`).
+    /// The report in `bytes` and what identifies it; `envelope_recipients`
+    /// are addresses the message was delivered to that its headers may not
+    /// show (the pipe's `$ORIGINAL_RECIPIENT`).
     fn parse(&self, bytes: &[u8], envelope_recipients: &[String]) -> Parsed {
         let report = report::parse(bytes, self.unsubscribe_mailto.as_deref());
         let key = match &report.report_id {
@@ -267,7 +268,7 @@ impl Intake {
     }
 
     /// What parses messages for this intake.
-    pub fn parser(&self) -> Parser {
+    fn parser(&self) -> Parser {
         Parser { unsubscribe_mailto: self.rules.unsubscribe_mailto.clone() }
     }
 
