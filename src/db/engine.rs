@@ -391,9 +391,10 @@ impl Txn {
     /// statements (PostgreSQL; nothing on SQLite), for anti-joins of two
     /// large tables each indexed by the key: merging the two indexes
     /// beats the hash join the planner prices lower, whose table of
-    /// millions of keys spills to disk.
+    /// millions of keys spills to disk. Allowed again means the server's
+    /// own setting.
     pub async fn hash_joins(&mut self, allowed: bool) -> Result<(), DbErr> {
-        self.planner_setting(if allowed { "enable_hashjoin = on" } else { "enable_hashjoin = off" }).await
+        self.planner_setting(if allowed { "enable_hashjoin = DEFAULT" } else { "enable_hashjoin = off" }).await
     }
 
     /// Lets the planner read the rest of the transaction's large results

@@ -407,7 +407,8 @@ async fn insert_outbox(
 /// written in: the two outbox indexes that lead with or follow the customer
 /// ((run_id, customer_id) and (customer_id, sent_at)) then take their
 /// entries in key order, page after page, instead of at random pages all
-/// over them, which was most of PostgreSQL's write of a large run. So a
+/// over them, which in any other order is most of PostgreSQL's write of a
+/// large run. So a
 /// run's messages are sent in customer id order, not in the campaign's
 /// order: the order chooses who is in the run, not who gets the message
 /// first.
@@ -782,9 +783,9 @@ fn open_complainants() -> SelectStatement {
 /// with which: those of this campaign's runs fired in (at - cooldown, at]
 /// (sent, planned or control; none without a cooldown), and the marketing
 /// messages (not control entries) of runs fired in (at - frequency window,
-/// at]. One read of the recent outbox for both, counted here: grouped by
-/// customer in SQL, PostgreSQL sorted the rows first, which cost more
-/// than reading them.
+/// at]. One read of the recent outbox for both, counted here: grouping
+/// by customer in SQL makes PostgreSQL sort the rows first, which costs
+/// more than reading them.
 fn recent_outbox(campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> SelectStatement {
     let cooldown = campaign.audience.cooldown.unwrap_or_else(Duration::zero);
     let in_cooldown = run_col("campaign").eq(campaign.name.as_str()).and(run_col("scheduled_at").gt(at - cooldown));
