@@ -297,7 +297,8 @@ fn results_update(results: &[(Claimed, Fate)], now: DateTime<Utc>) -> UpdateStat
         let position = RESULT_COLUMNS.iter().position(|c| *c == name).expect("a result column");
         Expr::col(("results", format!("column{}", position + 1)))
     };
-    update_from_results(TableRef::ValuesList(tuples, Alias::new("results").into_iden()), column, now.into())
+    let values = TableRef::ValuesList(tuples, Alias::new("results").into_iden());
+    update_from_results(values, column, now.into(), still_sending())
 }
 
 /// The columns of a result, in the order of [`result_values`].
@@ -308,12 +309,13 @@ pub(super) const RESULT_COLUMNS: [&str; 8] =
 /// result's column `name` being `column(name)`: this update and
 /// `result_log`'s fold write results with it. A value a result does not set
 /// is NULL and keeps the row's own (`COALESCE`). Only rows still held are
-/// written: a row whose lease ran out may have been claimed by another
-/// sender, whose result counts instead.
+/// written (`held`: the row is still `sending`): a row whose lease ran out
+/// may have been claimed by another sender, whose result counts instead.
 pub(super) fn update_from_results(
     source: TableRef,
     column: impl Fn(&str) -> Expr,
     updated_at: SimpleExpr,
+    held: SimpleExpr,
 ) -> UpdateStatement {
     let kept = |name: &str| Func::coalesce([column(name), Expr::col(("outbox", name.to_owned()))]);
     Query::update()
@@ -329,7 +331,7 @@ pub(super) fn update_from_results(
         .from(source)
         .and_where(Expr::col(("outbox", "id")).eq(column("outbox_id")))
         .and_where(Expr::col(("outbox", "attempts")).eq(column("attempts")))
-        .and_where(still_sending())
+        .and_where(held)
         .to_owned()
 }
 
@@ -339,7 +341,7 @@ pub(super) fn update_from_results(
 /// and SQLite then read the results' rows through a `(state, ...)` index,
 /// every `sending` row (and on PostgreSQL every dead version of one) for
 /// each commit: on PostgreSQL three times the time of the whole write.
-fn still_sending() -> SimpleExpr {
+pub(super) fn still_sending() -> SimpleExpr {
     Expr::cust(format!("(\"outbox\".\"state\" = '{}') IS TRUE", State::Sending.as_str()))
 }
 

@@ -17,11 +17,14 @@
 //! (`outbox::update_from_results`) with the log as its source.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, IntoTableRef, PostgresQueryBuilder, Query, SimpleExpr, TableRef, UpdateStatement};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, IntoTableRef, PostgresQueryBuilder, Query, SimpleExpr, TableRef, UpdateStatement,
+};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionSession, TransactionTrait};
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Claimed, Fate};
+use crate::db::entities::outbox::State;
 
 /// How often a running sender folds its results into the outbox: how far
 /// behind the outbox's states may be while it sends.
@@ -59,30 +62,57 @@ pub async fn fold<C: ConnectionTrait + TransactionTrait>(db: &C) -> Result<(), D
     if db.query_one(&any).await?.is_none() {
         return Ok(());
     }
+    let txn = db.begin().await?;
     match backend {
-        // One statement: the rows it deletes are the rows it writes. Rows
-        // another fold is moving are skipped, not waited for.
         DbBackend::Postgres => {
-            let update = update_from("r".into_table_ref()).to_string(PostgresQueryBuilder);
-            let fold = format!(
-                r#"WITH "r" AS (DELETE FROM "outbox_results" WHERE "outbox_id" IN
-                     (SELECT "outbox_id" FROM "outbox_results" FOR UPDATE SKIP LOCKED) RETURNING *) {update}"#
-            );
-            db.execute_unprepared(&fold).await.map(drop)
+            by_primary_key(&txn).await?;
+            txn.execute_unprepared(&postgres_fold()).await?;
         }
         // One writer: the update and the delete in one transaction see the same rows.
         _ => {
-            let txn = db.begin().await?;
-            txn.execute(&update_from("outbox_results".into_table_ref().alias("r"))).await?;
+            txn.execute(&update_from("outbox_results".into_table_ref().alias("r"), outbox::still_sending())).await?;
             txn.execute(&Query::delete().from_table("outbox_results").to_owned()).await?;
-            txn.commit().await
         }
     }
+    txn.commit().await
 }
 
-/// The outbox's update from the results in `r` (`results`, named `r`).
-fn update_from(results: TableRef) -> UpdateStatement {
-    outbox::update_from_results(results, |name| Expr::col(("r", name.to_owned())), Expr::col(("r", "recorded_at")))
+/// The fold on PostgreSQL, in one statement: the rows it deletes are the
+/// rows it writes. Rows another fold is moving are skipped, not waited for.
+pub fn postgres_fold() -> String {
+    let held = Expr::col(("outbox", "state")).equals(("r", CLAIMED_AS));
+    let update = update_from("r".into_table_ref(), held).to_string(PostgresQueryBuilder);
+    format!(
+        r#"WITH "r" AS (DELETE FROM "outbox_results" WHERE "outbox_id" IN
+             (SELECT "outbox_id" FROM "outbox_results" FOR UPDATE SKIP LOCKED)
+             RETURNING *, '{sending}' AS "{CLAIMED_AS}") {update}"#,
+        sending = State::Sending.as_str()
+    )
+}
+
+/// The state a logged result's row was claimed in, a column of the fold's
+/// results: compared with the outbox row's, it is a condition of the join,
+/// which the planner does not price from the outbox's statistics alone.
+/// Statistics taken while nothing was sending say that no row is
+/// `sending`; a constant would then make the planner expect one outbox row
+/// and read the whole outbox once for each result (seconds for a few
+/// thousand results).
+const CLAIMED_AS: &str = "claimed_as";
+
+/// Makes the rest of the transaction's fold ([`postgres_fold`]) find each
+/// result's outbox row by its primary key: a hash or merge join would read
+/// the whole outbox (up to the last result's id) for each fold, however
+/// few the results.
+pub async fn by_primary_key(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
+    txn.execute_unprepared("SET LOCAL enable_hashjoin = off").await?;
+    txn.execute_unprepared("SET LOCAL enable_mergejoin = off").await.map(drop)
+}
+
+/// The outbox's update from the results in `r` (`results`, named `r`) for
+/// rows that are still `held` as claimed.
+fn update_from(results: TableRef, held: SimpleExpr) -> UpdateStatement {
+    let column = |name: &str| Expr::col(("r", name.to_owned()));
+    outbox::update_from_results(results, column, Expr::col(("r", "recorded_at")), held)
 }
 
 /// Folds every [`FOLD_EVERY`] while a sender runs, and once more when

@@ -12,9 +12,9 @@ use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::smtp_server::{Received, Script, SmtpServer};
 use crate::support::{Backend, Run, TestEnv, each_backend};
-use patron::delivery::outbox;
+use patron::delivery::{outbox, result_log};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 
 pub(crate) const SECRET: &str = "test-unsubscribe-secret-of-32-bytes-or-more";
 
@@ -623,5 +623,48 @@ fn results_are_found_by_their_primary_key_even_when_the_statistics_say_nothing_i
             Backend::Postgres => "outbox_pkey",
         };
         assert!(plan.contains(by_key), "the results are not read by their primary key:\n{plan}");
+    });
+}
+
+#[test]
+fn a_fold_finds_each_logged_result_by_its_primary_key_even_when_the_statistics_say_nothing_is_being_sent() {
+    each_backend(|env| {
+        // The results log is PostgreSQL's: SQLite's sender writes its results into the outbox.
+        if env.backend != Backend::Postgres {
+            return;
+        }
+        customers(env, 10_000);
+        plan(env);
+        // Statistics taken while nothing was being sent, as after planning.
+        env.execute("ANALYZE");
+        let plan = crate::support::runtime().block_on(async {
+            let db = crate::support::connect(env).await;
+            let now = chrono::Utc::now();
+            let claimed = outbox::claim(&db, 3_000, chrono::Duration::minutes(5), now).await.expect("claim");
+            let results: Vec<_> = claimed
+                .iter()
+                .map(|row| {
+                    let fate = outbox::Fate::Sent { message_id: format!("<{}@test>", row.id), reply: "250 ok".into() };
+                    (row.clone(), fate)
+                })
+                .collect();
+            for chunk in results.chunks(250) {
+                assert!(result_log::append(&db, chunk, now).await.expect("append"), "not logged");
+            }
+            let txn = db.begin().await.expect("begin");
+            result_log::by_primary_key(&txn).await.expect("planner settings");
+            let explain = format!("EXPLAIN {}", result_log::postgres_fold());
+            let rows = txn.query_all_raw(Statement::from_string(db.get_database_backend(), explain)).await;
+            txn.rollback().await.expect("rollback");
+            result_log::fold(&db).await.expect("fold");
+            let plan: Vec<String> =
+                rows.expect("explain").iter().map(|row| row.try_get("", "QUERY PLAN").unwrap()).collect();
+            plan.join("\n")
+        });
+        assert!(plan.contains("Index Scan using outbox_pkey on outbox"), "not read by primary key:\n{plan}");
+        assert!(!plan.contains("Seq Scan on outbox "), "the whole outbox is read:\n{plan}");
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'sent'"), 3_000);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox WHERE state = 'planned'"), 7_000);
+        assert_eq!(count(env, "SELECT COUNT(*) FROM outbox_results"), 0);
     });
 }
