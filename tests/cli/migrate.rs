@@ -5,7 +5,7 @@ fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do(
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
         assert!(
-            first.stdout.starts_with("applied 22 migration(s): m20261123_000001_create_customers"),
+            first.stdout.starts_with("applied 23 migration(s): m20261123_000001_create_customers"),
             "{}",
             first.stdout
         );
@@ -45,6 +45,31 @@ fn postgresql_samples_more_rows_of_the_customer_column_of_orders_and_ledger() {
              WHERE c.relname IN ('orders', 'loyalty_ledger') AND a.attname = 'customer_id' ORDER BY 1",
         );
         assert_eq!(targets, ["loyalty_ledger 1000", "orders 1000"]);
+    });
+}
+
+#[test]
+fn on_postgresql_the_outbox_is_indexed_by_state_only_for_the_messages_still_on_their_way() {
+    each_backend(|env| {
+        env.ok(&["migrate"]);
+        let definition = match env.backend {
+            Backend::Sqlite => "SELECT sql FROM sqlite_master WHERE name = 'ix_outbox_state_not_before'",
+            Backend::Postgres => "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_outbox_state_not_before'",
+        };
+        let definition = env.strings(definition).concat();
+        match env.backend {
+            // SQLite's planner would not use the index for `state = 'planned'`.
+            Backend::Sqlite => assert!(!definition.contains("WHERE"), "{definition}"),
+            Backend::Postgres => {
+                let condition = definition.split_once("WHERE").map(|(_, condition)| condition).unwrap_or_default();
+                for state in ["'planned'", "'retrying'", "'sending'", "'held'"] {
+                    assert!(condition.contains(state), "{state} not in: {definition}");
+                }
+                for state in ["'sent'", "'control'", "'failed'"] {
+                    assert!(!condition.contains(state), "{state} in: {definition}");
+                }
+            }
+        }
     });
 }
 

@@ -25,6 +25,7 @@ mod m20261205_000019_suppressions_by_customer;
 mod m20261205_000020_customer_statistics;
 mod m20261207_000021_outbox_results;
 mod m20261207_000022_outbox_retry_index;
+mod m20261207_000023_pending_state_index;
 
 pub struct Migrator;
 
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000020_customer_statistics::Migration),
             Box::new(m20261207_000021_outbox_results::Migration),
             Box::new(m20261207_000022_outbox_retry_index::Migration),
+            Box::new(m20261207_000023_pending_state_index::Migration),
         ]
     }
 }
