@@ -104,8 +104,7 @@ const CLAIMED_AS: &str = "claimed_as";
 /// the whole outbox (up to the last result's id) for each fold, however
 /// few the results.
 pub async fn by_primary_key(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
-    txn.execute_unprepared("SET LOCAL enable_hashjoin = off").await?;
-    txn.execute_unprepared("SET LOCAL enable_mergejoin = off").await.map(drop)
+    txn.execute_unprepared("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off").await.map(drop)
 }
 
 /// The outbox's update from the results in `r` (`results`, named `r`) for

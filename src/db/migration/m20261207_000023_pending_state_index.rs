@@ -1,10 +1,10 @@
 //! On PostgreSQL the outbox's `(state, not_before)` index holds only the
 //! rows still on their way (planned, retrying, sending, held): the rows a
-//! claim, the next due time and the expiry look for. A sent, failed,
-//! suppressed, expired or control row then leaves no entry in it, so the
-//! sender's fold, which makes each message's row `sent`, writes one index
-//! entry fewer per message (the figures are in docs/benchmarks.md). Every
-//! query of those rows names their state (`state = 'planned'`, `state IN
+//! claim and the next due time look for. A sent, failed, suppressed,
+//! expired or control row then leaves no entry in it, so the sender's
+//! fold, which makes each message's row `sent`, writes one index entry
+//! fewer per message (the figures are in docs/benchmarks.md). Every query
+//! of those rows names their state (`state = 'planned'`, `state IN
 //! (...)`), which PostgreSQL proves within the index's condition.
 //!
 //! SQLite keeps the whole index: its planner uses a partial index only for
