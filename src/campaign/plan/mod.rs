@@ -408,10 +408,9 @@ async fn insert_outbox(
 /// ((run_id, customer_id) and (customer_id, sent_at)) then take their
 /// entries in key order, page after page, instead of at random pages all
 /// over them, which in any other order is most of PostgreSQL's write of a
-/// large run. So a
-/// run's messages are sent in customer id order, not in the campaign's
-/// order: the order chooses who is in the run, not who gets the message
-/// first.
+/// large run. So a run's messages are sent in customer id order, not in
+/// the campaign's order: the order chooses who is in the run, not who gets
+/// the message first.
 fn in_customer_order(chosen: &[Chosen]) -> Vec<usize> {
     let mut positions: Vec<usize> = (0..chosen.len()).collect();
     positions.sort_unstable_by_key(|&i| chosen[i].customer_id);
