@@ -100,9 +100,9 @@ record! {
     struct Found {
         outbox_id: i64,
         marketing_consent: bool,
-        suppressed: i64,
-        paused: i64,
-        left_topic: i64,
+        suppressed: bool,
+        paused: bool,
+        left_topic: bool,
     }
 }
 
@@ -112,13 +112,13 @@ fn judge(checks: &[Check], found: Vec<Found>) -> HashMap<i64, Refusal> {
         checks.iter().map(|check| (check.outbox_id, Refusal::Never("the customer no longer exists"))).collect();
     let marketing: HashMap<i64, bool> = checks.iter().map(|check| (check.outbox_id, check.marketing)).collect();
     for found in found {
-        let refusal = if found.left_topic > 0 {
+        let refusal = if found.left_topic {
             Refusal::Never("the customer left the campaign's topic")
-        } else if found.suppressed > 0 {
+        } else if found.suppressed {
             Refusal::Never("the address is suppressed")
         } else if marketing.get(&found.outbox_id).copied().unwrap_or(true) && !found.marketing_consent {
             Refusal::Never("no marketing consent")
-        } else if found.paused > 0 {
+        } else if found.paused {
             Refusal::NotNow
         } else {
             Refusal::None
@@ -201,32 +201,35 @@ struct Given {
     topic: Expr,
 }
 
-/// The customer's consent and the counts that refuse the message; no row
-/// when the customer is gone or erased. The caller adds the customers to
-/// the `FROM`.
+/// The customer's consent and whether anything refuses the message; no
+/// row when the customer is gone or erased. The caller adds the customers
+/// to the `FROM`. Each refusal is an `EXISTS`, which stops at the first row
+/// it finds: as `COUNT` subqueries the check cost PostgreSQL twice the time
+/// (an aggregate to start and finish per message and refusal), and the
+/// sender's workers wait for it.
 fn select(given: Given) -> SelectStatement {
     let left_topic = Query::select()
-        .expr(Expr::col(("topic_opt_outs", "customer_id")).count())
+        .expr(Expr::val(1))
         .from("topic_opt_outs")
         .and_where(Expr::col(("topic_opt_outs", "customer_id")).eq(given.customer_id.clone()))
         .and_where(Expr::col(("topic_opt_outs", "topic")).eq(given.topic))
         .to_owned();
     let suppressions = Query::select()
-        .expr(Expr::col(("suppressions", "id")).count())
+        .expr(Expr::val(1))
         .from("suppressions")
         .cond_where(suppression_of(given.customer_id, given.email))
         .to_owned();
     let paused = Query::select()
-        .expr(Expr::col("id").count())
+        .expr(Expr::val(1))
         .from_subquery(campaign_pause::paused_runs(), Alias::new("paused"))
         .and_where(Expr::col(("paused", "id")).eq(given.run_id))
         .to_owned();
     Query::select()
         .expr_as(given.outbox_id, Alias::new("outbox_id"))
         .column(("customers", "marketing_consent"))
-        .expr_as(Expr::SubQuery(None, Box::new(suppressions.into())), Alias::new("suppressed"))
-        .expr_as(Expr::SubQuery(None, Box::new(paused.into())), Alias::new("paused"))
-        .expr_as(Expr::SubQuery(None, Box::new(left_topic.into())), Alias::new("left_topic"))
+        .expr_as(Expr::exists(suppressions), Alias::new("suppressed"))
+        .expr_as(Expr::exists(paused), Alias::new("paused"))
+        .expr_as(Expr::exists(left_topic), Alias::new("left_topic"))
         .and_where(Expr::col(("customers", "erased_at")).is_null())
         .to_owned()
 }
