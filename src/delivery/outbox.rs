@@ -77,11 +77,11 @@ fn due(now: DateTime<Utc>) -> Cond {
     Cond::all().add(any).add(not_expired(now))
 }
 
-/// One kind of due row: a range of one `(state, ...)` index, so that rows
-/// waiting for their window or their next attempt are not read.
+/// One kind of due row: a range of one index, so that rows waiting for
+/// their window, their next attempt or their lease's end are not read.
 struct DueKind {
     rows: SimpleExpr,
-    /// The index's second column: the order its range is read in.
+    /// The index's ordering column: the order its range is read in.
     index_order: &'static str,
 }
 
@@ -95,8 +95,9 @@ fn due_kinds(now: DateTime<Utc>) -> [DueKind; 4] {
     let window_passed = || Expr::col("not_before").is_null().or(Expr::col("not_before").lte(now));
     let state = |state: State| Expr::col("state").eq(state);
     [
-        // No index has the lease: the rows senders hold are few, and read by state.
-        DueKind { rows: lease_ran_out(now), index_order: "not_before" },
+        // On PostgreSQL a range of `ix_outbox_leases` (migration 24); SQLite
+        // reads the rows being sent through `(state, not_before)`.
+        DueKind { rows: lease_ran_out(now), index_order: "lease_until" },
         DueKind {
             rows: state(State::Retrying).and(Expr::col("next_attempt_at").lte(now)).and(window_passed()),
             index_order: "next_attempt_at",

@@ -567,6 +567,11 @@ fn a_claim_reads_the_due_rows_from_the_state_indexes_and_stops_at_its_limit() {
                         plan.contains("Index Scan using ix_outbox_state_not_before on outbox"),
                         "{statistics}: the planned rows are not read in the index's order:\n{plan}"
                     );
+                    // Only the rows whose lease ran out, not every row being sent (migration 24).
+                    assert!(
+                        plan.contains("Index Scan using ix_outbox_leases on outbox"),
+                        "{statistics}: a dead sender's rows are not read by their lease:\n{plan}"
+                    );
                     // (`outbox` alone is the table updated, whose few rows may be
                     // joined by reading it: the due rows are read as `outbox_N`.)
                     assert!(

@@ -34,7 +34,7 @@ impl MigrationTrait for Migration {
 
 /// Builds `(state, not_before)` again with the condition `condition`
 /// (nothing: every row), on PostgreSQL.
-async fn replace_index(manager: &SchemaManager<'_>, condition: &str) -> Result<(), DbErr> {
+pub(super) async fn replace_index(manager: &SchemaManager<'_>, condition: &str) -> Result<(), DbErr> {
     if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return Ok(());
     }

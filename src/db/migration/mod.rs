@@ -26,6 +26,7 @@ mod m20261205_000020_customer_statistics;
 mod m20261207_000021_outbox_results;
 mod m20261207_000022_outbox_retry_index;
 mod m20261207_000023_pending_state_index;
+mod m20261207_000024_outbox_lease_index;
 
 pub struct Migrator;
 
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000021_outbox_results::Migration),
             Box::new(m20261207_000022_outbox_retry_index::Migration),
             Box::new(m20261207_000023_pending_state_index::Migration),
+            Box::new(m20261207_000024_outbox_lease_index::Migration),
         ]
     }
 }
