@@ -579,7 +579,7 @@ pub async fn next_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<Opt
     let mut select = Query::select();
     select.expr_as(Expr::SubQuery(None, Box::new(due_now.into())), Alias::new("due_now"));
     for (name, rows, moment) in moments {
-        // Each its own MIN over its own rows, so that each can use its (state, ...) index.
+        // Each its own MIN over its own rows, so that each can use its own index.
         let earliest = Query::select()
             .expr(Expr::expr(moment).min())
             .from("outbox")
