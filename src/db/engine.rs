@@ -417,12 +417,11 @@ impl Txn {
         self.planner_setting("enable_seqscan = off").await
     }
 
-    /// `SET LOCAL setting` on PostgreSQL, until the transaction ends;
-    /// nothing on SQLite, whose planner has no such settings.
+    /// `SET LOCAL setting` on PostgreSQL ([`set_local`]).
     async fn planner_setting(&mut self, setting: &str) -> Result<(), DbErr> {
         match self {
             Txn::Sqlite(_) => Ok(()),
-            Txn::Postgres(txn) => txn.execute_unprepared(&format!("SET LOCAL {setting}")).await.map(drop),
+            Txn::Postgres(txn) => set_local(&**txn, &[setting]).await,
         }
     }
 
@@ -803,4 +802,16 @@ fn sqlite_error(error: Failed) -> DbErr {
 
 fn sqlx_error(error: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
+}
+
+/// `SET LOCAL` each of `settings` on PostgreSQL, in one round trip, until
+/// the transaction `txn` ends; nothing on SQLite, whose planner has no such
+/// settings. For the statements whose plan the planner gets wrong from its
+/// statistics alone.
+pub async fn set_local(txn: &impl ConnectionTrait, settings: &[&str]) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres || settings.is_empty() {
+        return Ok(());
+    }
+    let statements: Vec<String> = settings.iter().map(|setting| format!("SET LOCAL {setting}")).collect();
+    txn.execute_unprepared(&statements.join("; ")).await.map(drop)
 }

@@ -29,6 +29,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Transaction
 
 use super::feedback_log::{self, EventKind, NewEvent};
 use crate::consent::suppressions::{self, Reason};
+use crate::db::engine;
 use crate::db::entities::outbox::State;
 
 /// The sender's time: the system clock, or one moment given for a
@@ -168,11 +169,7 @@ pub async fn claim(
 /// it passes, so the next claims skip them. No JIT compilation: forbidding
 /// a plan prices it so high that the server would compile the statement.
 pub async fn read_in_index_order(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let settings = "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off";
-        txn.execute_unprepared(settings).await?;
-    }
-    Ok(())
+    engine::set_local(txn, &["jit = off", "enable_seqscan = off", "enable_bitmapscan = off"]).await
 }
 
 /// The statement [`claim`] runs.

@@ -24,6 +24,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Transaction
 use tokio::sync::oneshot;
 
 use super::outbox::{self, Claimed, Fate};
+use crate::db::engine;
 use crate::db::entities::outbox::State;
 
 /// How often a running sender folds its results into the outbox: how far
@@ -104,7 +105,7 @@ const CLAIMED_AS: &str = "claimed_as";
 /// the whole outbox (up to the last result's id) for each fold, however
 /// few the results.
 pub async fn by_primary_key(txn: &impl ConnectionTrait) -> Result<(), DbErr> {
-    txn.execute_unprepared("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off").await.map(drop)
+    engine::set_local(txn, &["enable_hashjoin = off", "enable_mergejoin = off"]).await
 }
 
 /// The outbox's update from the results in `r` (`results`, named `r`) for
