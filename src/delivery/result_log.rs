@@ -3,8 +3,9 @@
 //! and [`fold`] moves them into the outbox off the workers' path. The
 //! workers wait for each commit before their next message's content (which
 //! bounds the duplicates after a crash); an update of eight outbox rows
-//! writes a new version of each and an entry in each of the table's seven
-//! indexes, where an insert here writes one entry per row. SQLite's
+//! writes a new version of each and an entry in each of the table's
+//! indexes whose condition it meets (four for a message sent), where an
+//! insert here writes one entry per row. SQLite's
 //! recorder keeps updating the outbox: its commits cost little.
 //!
 //! A result waits here for at most [`FOLD_EVERY`] while its sender runs,

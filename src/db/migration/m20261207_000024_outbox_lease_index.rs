@@ -3,9 +3,9 @@
 //! `lease_until`, and `(state, not_before)` holds the planned, retrying and
 //! held rows only. Each claim looks for a dead sender's rows (`sending`,
 //! lease run out); through `(state, not_before)` it read every row being
-//! sent to find none (about 3,000 in the middle of a large send, 1.2 ms of
-//! each claim's 6.4), where the lease's range holds only the rows whose
-//! lease ran out. A claim writes one entry for the row it makes `sending`
+//! sent to find none (thousands in the middle of a large send; the figures
+//! are in docs/benchmarks.md), where the lease's range holds only the rows
+//! whose lease ran out. A claim writes one entry for the row it makes `sending`
 //! either way: in this index instead of the other.
 //!
 //! SQLite keeps its whole `(state, not_before)` index, which has the
