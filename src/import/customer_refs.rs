@@ -1,13 +1,17 @@
 //! References from an imported row to a customer by external id, resolved
-//! for a whole batch with one query.
+//! for a whole batch with one query: in the import's transaction, or ahead
+//! of the writer on a connection of their own ([`look_ahead`]).
 
 use std::collections::HashMap;
 
 use sea_orm::DbErr;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
+use tokio::sync::mpsc::{Receiver, Sender};
 
+use super::reading::{Chunk, Parsed};
 use super::{Pending, RowError};
 use crate::db::bulk::BulkTarget;
+use crate::db::postgres::PgTxn;
 
 /// A customer's external id, and its database id once resolved.
 pub struct CustomerRef {
@@ -25,20 +29,33 @@ impl CustomerRef {
     }
 }
 
-/// Looks up the customers of a batch; returns the rows whose customer is unknown.
+/// Customers' ids by external id.
+pub type Known = HashMap<String, i64>;
+
+/// The customer a row refers to, if its kind of row refers to one.
+pub type CustomerOf<R> = fn(&mut R) -> Option<&mut CustomerRef>;
+
+/// Fills in the customers of a batch, from `known` when they were looked up
+/// ahead, else with one query in `txn`; returns the rows whose customer is
+/// unknown.
 pub async fn resolve_customers<R>(
     txn: &impl BulkTarget,
     batch: &mut [Pending<R>],
-    customer_of: impl Fn(&mut R) -> &mut CustomerRef,
+    customer_of: CustomerOf<R>,
+    known: Option<Known>,
 ) -> Result<Vec<(usize, RowError)>, DbErr> {
-    let mut wanted: Vec<String> = batch.iter_mut().map(|p| customer_of(&mut p.row).external_id.clone()).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    let known = known_customers(txn, wanted).await?;
+    let wanted = wanted(batch.iter_mut().map(|pending| &mut pending.row), customer_of);
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let known = match known {
+        Some(known) => known,
+        None => known_customers(txn, wanted).await?,
+    };
     let mut unknown = Vec::new();
     for (index, pending) in batch.iter_mut().enumerate() {
         let line = pending.line;
-        let reference = customer_of(&mut pending.row);
+        let Some(reference) = customer_of(&mut pending.row) else { continue };
         match known.get(&reference.external_id) {
             Some(id) => reference.id = *id,
             None => unknown.push((
@@ -55,11 +72,17 @@ pub async fn resolve_customers<R>(
     Ok(unknown)
 }
 
+/// The customers' external ids the rows refer to, sorted, each once.
+fn wanted<'a, R: 'a>(rows: impl Iterator<Item = &'a mut R>, customer_of: CustomerOf<R>) -> Vec<String> {
+    let mut wanted: Vec<String> =
+        rows.filter_map(|row| customer_of(row).map(|reference| reference.external_id.clone())).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
+}
+
 /// The ids of the customers among `external_ids`, by external id.
-pub(super) async fn known_customers(
-    txn: &impl BulkTarget,
-    external_ids: Vec<String>,
-) -> Result<HashMap<String, i64>, DbErr> {
+pub(super) async fn known_customers(txn: &impl BulkTarget, external_ids: Vec<String>) -> Result<Known, DbErr> {
     if let Some(postgres) = txn.postgres() {
         let keys: Vec<&str> = external_ids.iter().map(String::as_str).collect();
         return postgres.ids_by_external_id("customers", &keys).await;
@@ -67,4 +90,44 @@ pub(super) async fn known_customers(
     let select = Query::select().from("customers").and_where(Expr::col("external_id").is_in(external_ids)).to_owned();
     let pairs: Vec<(String, i64)> = crate::db::sqlite_rows_as_json(txn, &["external_id", "id"], select).await?;
     Ok(pairs.into_iter().collect())
+}
+
+/// Looks up the customers of each chunk the reader sends, in `side` (a
+/// transaction of its own, on PostgreSQL), and passes the chunk on to the
+/// writer with them. The lookups of the next chunk then run while the
+/// writer writes the last one, instead of before it: when the customers'
+/// ids are scattered over their index (an interactions file), each batch
+/// looks up every key on its own, most of the import's time on the server.
+/// Only for an import whose transaction writes no customers, so that the
+/// ones it needs are committed and `side` sees the same (each statement
+/// reads the rows committed when it starts, in either transaction). A
+/// lookup that fails leaves this and the later chunks to the writer's own.
+pub async fn look_ahead<R>(
+    side: PgTxn,
+    customer_of: CustomerOf<R>,
+    mut chunks: Receiver<Chunk<R>>,
+    looked_up: Sender<Chunk<R>>,
+) {
+    let mut failed = false;
+    while let Some(mut chunk) = chunks.recv().await {
+        if !failed {
+            let rows = chunk.records.iter_mut().filter_map(|parsed| match parsed {
+                Parsed::Row(pending) => Some(&mut pending.row),
+                Parsed::Refused(..) => None,
+            });
+            let wanted = wanted(rows, customer_of);
+            let keys: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            match side.ids_by_external_id("customers", &keys).await {
+                Ok(known) => chunk.customers = Some(known),
+                Err(error) => {
+                    tracing::debug!(%error, "looking up customers ahead; the import looks them up itself");
+                    failed = true;
+                }
+            }
+        }
+        if looked_up.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    let _ = side.rollback().await;
 }

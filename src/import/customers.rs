@@ -8,7 +8,7 @@ use sea_orm::sea_query::Value;
 use serde_json::Map;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
-use super::{Pending, RowError, Table, fields};
+use super::{Pending, Table, fields};
 use crate::db::bulk::BulkTarget;
 
 pub struct Customers;
@@ -71,10 +71,6 @@ impl Table for Customers {
 
     fn external_id(row: &CustomerRow) -> &str {
         &row.external_id
-    }
-
-    async fn resolve(_: &impl BulkTarget, _: &mut [Pending<CustomerRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
-        Ok(Vec::new())
     }
 
     const HAS_CONSENT: bool = true;

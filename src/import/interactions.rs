@@ -2,13 +2,11 @@
 //! times. The customer must exist.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DbErr;
 use sea_orm::sea_query::Value;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
-use super::customer_refs::{CustomerRef, resolve_customers};
-use super::{Pending, RowError, Table, fields};
-use crate::db::bulk::BulkTarget;
+use super::customer_refs::CustomerRef;
+use super::{Table, fields};
 
 pub struct Interactions;
 
@@ -73,11 +71,8 @@ impl Table for Interactions {
         &row.external_id
     }
 
-    async fn resolve(
-        txn: &impl BulkTarget,
-        batch: &mut [Pending<InteractionRow>],
-    ) -> Result<Vec<(usize, RowError)>, DbErr> {
-        resolve_customers(txn, batch, |row| &mut row.customer).await
+    fn customer(row: &mut Self::Row) -> Option<&mut CustomerRef> {
+        Some(&mut row.customer)
     }
 
     const TABLE: &'static str = "interactions";

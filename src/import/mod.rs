@@ -36,7 +36,8 @@ use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
 use crate::db::bulk::{Batch, BulkInsert, BulkTarget};
 use crate::db::postgres::{PgTxn, StoredRow};
 use csv_file::{Cells, ColumnSpec, Columns};
-use reading::Parsed;
+use customer_refs::CustomerRef;
+use reading::{Chunk, Parsed};
 use records::Records;
 use rejects::Rejects;
 
@@ -203,8 +204,11 @@ trait Table: 'static {
     fn parse(cells: &mut Cells<'_>, columns: &Columns) -> Option<Self::Row>;
     fn external_id(row: &Self::Row) -> &str;
 
-    /// Fills in references to other tables; returns the rows that refer to nothing.
-    async fn resolve(txn: &impl BulkTarget, batch: &mut [Pending<Self::Row>]) -> Result<Vec<(usize, RowError)>, DbErr>;
+    /// The customer a row refers to (orders, interactions); `None` for a
+    /// kind of row that refers to none.
+    fn customer(_row: &mut Self::Row) -> Option<&mut CustomerRef> {
+        None
+    }
 
     /// Whether rows carry marketing consent, for [`Table::check_consent`].
     const HAS_CONSENT: bool = false;
@@ -276,16 +280,29 @@ pub async fn import(
         ));
     }
     let source = Source::file(path)?;
-    // On PostgreSQL a transaction of our own, which can take COPY.
+    // On PostgreSQL a transaction of our own, which can take COPY, and,
+    // when the pool has room for it, one that looks up the rows' customers
+    // ahead (this one writes none).
     match db.get_database_backend() {
-        DbBackend::Postgres => committed(PgTxn::begin(db).await?, kind, source, options).await,
-        _ => committed(db.begin().await?, kind, source, options).await,
+        DbBackend::Postgres => {
+            let txn = PgTxn::begin(db).await?;
+            let room = db.get_postgres_connection_pool().options().get_max_connections() >= 2;
+            let side = if kind != Kind::Customers && room { Some(PgTxn::begin(db).await?) } else { None };
+            committed(txn, kind, source, options, side).await
+        }
+        _ => committed(db.begin().await?, kind, source, options, None).await,
     }
 }
 
 /// [`import_into`] `txn`, then commits it, or rolls it back on any error.
-async fn committed(txn: impl BulkTarget, kind: Kind, source: Source, options: &Options) -> Result<Report, ImportError> {
-    match import_into(&txn, kind, source, options).await {
+async fn committed(
+    txn: impl BulkTarget,
+    kind: Kind,
+    source: Source,
+    options: &Options,
+    side: Option<PgTxn>,
+) -> Result<Report, ImportError> {
+    match import_with(&txn, kind, source, options, side).await {
         Ok(report) => {
             txn.commit().await?;
             Ok(report)
@@ -308,10 +325,22 @@ pub async fn import_into(
     source: Source,
     options: &Options,
 ) -> Result<Report, ImportError> {
+    import_with(txn, kind, source, options, None).await
+}
+
+/// [`import_into`], the rows' customers looked up ahead in `side` when
+/// given (see [`customer_refs::look_ahead`]).
+async fn import_with(
+    txn: &impl BulkTarget,
+    kind: Kind,
+    source: Source,
+    options: &Options,
+    side: Option<PgTxn>,
+) -> Result<Report, ImportError> {
     match kind {
-        Kind::Customers => run::<customers::Customers>(txn, source, options).await,
-        Kind::Orders => run::<orders::Orders>(txn, source, options).await,
-        Kind::Interactions => run::<interactions::Interactions>(txn, source, options).await,
+        Kind::Customers => run::<customers::Customers>(txn, source, options, side).await,
+        Kind::Orders => run::<orders::Orders>(txn, source, options, side).await,
+        Kind::Interactions => run::<interactions::Interactions>(txn, source, options, side).await,
     }
 }
 
@@ -346,7 +375,12 @@ async fn execute(txn: &impl BulkTarget, upsert: &BulkInsert, batch: Option<Batch
     }
 }
 
-async fn run<T: Table>(txn: &impl BulkTarget, source: Source, options: &Options) -> Result<Report, ImportError> {
+async fn run<T: Table>(
+    txn: &impl BulkTarget,
+    source: Source,
+    options: &Options,
+    side: Option<PgTxn>,
+) -> Result<Report, ImportError> {
     let file = source.name;
     let rejects_path = options.rejects_path.clone().or(source.rejects_beside);
     let (records, columns) = read_header::<T>(source.records, file.clone()).await?;
@@ -370,11 +404,16 @@ async fn run<T: Table>(txn: &impl BulkTarget, source: Source, options: &Options)
         queued_changes: Vec::new(),
         started_empty: false,
     };
-    let (sender, chunks) = tokio::sync::mpsc::channel(2);
+    let (sender, mut chunks) = tokio::sync::mpsc::channel(2);
     let reader_columns = Arc::clone(&columns);
     let batch_size = options.rows_per_batch(txn.get_database_backend());
     let reading =
         tokio::task::spawn_blocking(move || reading::read_all::<T>(records, reader_columns, file, batch_size, sender));
+    if let Some(side) = side {
+        let (looked_up, ahead) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(customer_refs::look_ahead(side, T::customer, chunks, looked_up));
+        chunks = ahead;
+    }
     run.write_all::<T>(txn, &columns, chunks, reading).await
 }
 
@@ -399,7 +438,7 @@ impl Run {
         mut self,
         txn: &impl BulkTarget,
         columns: &Columns,
-        mut chunks: tokio::sync::mpsc::Receiver<Vec<Parsed<T::Row>>>,
+        mut chunks: tokio::sync::mpsc::Receiver<Chunk<T::Row>>,
         reading: Reading,
     ) -> Result<Report, ImportError> {
         crate::db::use_large_cache(txn).await?;
@@ -603,19 +642,15 @@ impl Run {
     }
 
     /// Records the refused rows of a chunk, resolves the rest and writes them.
-    async fn write_chunk<T: Table>(
-        &mut self,
-        txn: &impl BulkTarget,
-        chunk: Vec<Parsed<T::Row>>,
-    ) -> Result<(), ImportError> {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for parsed in chunk {
+    async fn write_chunk<T: Table>(&mut self, txn: &impl BulkTarget, chunk: Chunk<T::Row>) -> Result<(), ImportError> {
+        let mut batch = Vec::with_capacity(chunk.records.len());
+        for parsed in chunk.records {
             match parsed {
                 Parsed::Row(pending) => batch.push(pending),
                 Parsed::Refused(record, errors) => self.refuse(&record, errors)?,
             }
         }
-        let unresolved = T::resolve(txn, &mut batch).await?;
+        let unresolved = customer_refs::resolve_customers(txn, &mut batch, T::customer, chunk.customers).await?;
         let mut refused = vec![false; batch.len()];
         for (index, error) in unresolved {
             refused[index] = true;

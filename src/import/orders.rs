@@ -2,13 +2,11 @@
 //! item count and category. The customer must exist.
 
 use chrono::{DateTime, Utc};
-use sea_orm::DbErr;
 use sea_orm::sea_query::Value;
 
 use super::csv_file::{Cells, ColumnSpec, Columns};
-use super::customer_refs::{CustomerRef, resolve_customers};
-use super::{Pending, RowError, Table, fields};
-use crate::db::bulk::BulkTarget;
+use super::customer_refs::CustomerRef;
+use super::{Table, fields};
 
 pub struct Orders;
 
@@ -57,8 +55,8 @@ impl Table for Orders {
         &row.external_id
     }
 
-    async fn resolve(txn: &impl BulkTarget, batch: &mut [Pending<OrderRow>]) -> Result<Vec<(usize, RowError)>, DbErr> {
-        resolve_customers(txn, batch, |row| &mut row.customer).await
+    fn customer(row: &mut Self::Row) -> Option<&mut CustomerRef> {
+        Some(&mut row.customer)
     }
 
     const TABLE: &'static str = "orders";

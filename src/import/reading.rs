@@ -10,6 +10,7 @@ use tokio::sync::mpsc::Sender;
 use xxhash_rust::xxh3::{Xxh3Builder, xxh3_128};
 
 use super::csv_file::{Cells, Columns};
+use super::customer_refs::Known;
 use super::records::Records;
 use super::{ImportError, Pending, RowError, Table};
 
@@ -19,6 +20,19 @@ pub enum Parsed<R> {
     Refused(ByteRecord, Vec<RowError>),
 }
 
+/// Records in the order read, and the customers their rows refer to when
+/// those were looked up ahead (`customer_refs::look_ahead`).
+pub struct Chunk<R> {
+    pub records: Vec<Parsed<R>>,
+    pub customers: Option<Known>,
+}
+
+impl<R> Chunk<R> {
+    fn new(records: Vec<Parsed<R>>) -> Self {
+        Chunk { records, customers: None }
+    }
+}
+
 /// Reads every record, sending chunks of at most `batch_size` rows; returns
 /// the number of records read. Stops early when the writer has gone away.
 pub fn read_all<T: Table>(
@@ -26,7 +40,7 @@ pub fn read_all<T: Table>(
     columns: Arc<Columns>,
     file: String,
     batch_size: usize,
-    chunks: Sender<Vec<Parsed<T::Row>>>,
+    chunks: Sender<Chunk<T::Row>>,
 ) -> Result<u64, ImportError> {
     let mut seen_ids = SeenIds::new();
     let mut chunk = Vec::with_capacity(batch_size);
@@ -44,14 +58,14 @@ pub fn read_all<T: Table>(
         rows_in_chunk += usize::from(matches!(parsed, Parsed::Row(_)));
         chunk.push(parsed);
         if rows_in_chunk >= batch_size {
-            if chunks.blocking_send(std::mem::take(&mut chunk)).is_err() {
+            if chunks.blocking_send(Chunk::new(std::mem::take(&mut chunk))).is_err() {
                 return Ok(count);
             }
             rows_in_chunk = 0;
         }
     }
     if !chunk.is_empty() {
-        let _ = chunks.blocking_send(chunk);
+        let _ = chunks.blocking_send(Chunk::new(chunk));
     }
     Ok(count)
 }

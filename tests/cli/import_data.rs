@@ -121,6 +121,54 @@ fn skip_invalid_imports_exactly_the_good_rows_and_writes_the_rest_with_reasons()
     });
 }
 
+/// Customer n of 300 that interaction n refers to: all over the customers' ids.
+fn scattered_customer(n: usize) -> String {
+    format!("C{:04}", (7 * n) % 300 + 1)
+}
+
+#[test]
+fn interactions_whose_customers_are_scattered_over_many_batches_each_land_with_their_own_customer() {
+    each_backend(|env| {
+        let customers: String = (1..=300).map(|i| format!("C{i:04},c{i}@example.com\n")).collect();
+        env.ok(&["import", "customers", &env.write("c.csv", format!("customer_id,email\n{customers}"))]);
+        let mut rows = String::from("interaction_id,customer_id,kind,opened_at\n");
+        for n in 1..=60 {
+            let customer = if n == 44 { "C9999".to_owned() } else { scattered_customer(n) };
+            rows += &format!("I{n:03},{customer},inquiry,2026-01-02\n");
+        }
+        let file = env.write("i.csv", rows);
+        // On PostgreSQL with room for a second connection the customers are
+        // looked up on it ahead of the writer, with one by the writer itself;
+        // batches of 10 rows there (1 on SQLite).
+        for (connections, landed) in [("8", "59 new or changed, 0 unchanged"), ("1", "0 new or changed, 59 unchanged")]
+        {
+            let rejects = env.path(&format!("rejects-{connections}.csv"));
+            let args = ["import", "interactions", &file, "--skip-invalid", "--rejects", &rejects];
+            let output = env
+                .command(&args)
+                .env("PATRON__IMPORT__BATCH_SIZE", "1")
+                .env("PATRON__DATABASE__MAX_CONNECTIONS", connections)
+                .output()
+                .expect("run patron import");
+            let run = crate::support::Run::from(output);
+            assert_eq!(run.code, 0, "{}", run.stderr);
+            assert!(run.stdout.contains(&format!("60 rows read, {landed}, 1 rejected")), "{}", run.stdout);
+            let refused = std::fs::read_to_string(&rejects).expect("reject file");
+            assert_eq!(
+                refused.lines().nth(1),
+                Some("45,customer_id: unknown customer; import the customers first,I044,C9999,inquiry,2026-01-02")
+            );
+            let landed = env.strings(
+                "SELECT i.external_id || ' ' || c.external_id FROM interactions i \
+                 JOIN customers c ON c.id = i.customer_id ORDER BY i.external_id",
+            );
+            let expected: Vec<String> =
+                (1..=60).filter(|n| *n != 44).map(|n| format!("I{n:03} {}", scattered_customer(n))).collect();
+            assert_eq!(landed, expected);
+        }
+    });
+}
+
 #[test]
 fn interactions_keep_kind_status_and_times() {
     each_backend(|env| {
