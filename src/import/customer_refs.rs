@@ -92,18 +92,19 @@ pub(super) async fn known_customers(txn: &impl BulkTarget, external_ids: Vec<Str
     Ok(pairs.into_iter().collect())
 }
 
-/// Looks up the customers of each chunk the reader sends, in `side` (a
-/// transaction of its own, on PostgreSQL), and passes the chunk on to the
-/// writer with them. The lookups of the next chunk then run while the
+/// Looks up the customers of each chunk the reader sends, in `sides`
+/// (transactions of their own, on PostgreSQL), and passes the chunk on to
+/// the writer with them. The lookups of the next chunk then run while the
 /// writer writes the last one, instead of before it: when the customers'
 /// ids are scattered over their index (an interactions file), each batch
 /// looks up every key on its own, most of the import's time on the server.
+/// With two sides each looks up half of a chunk's ids, side by side.
 /// Only for an import whose transaction writes no customers, so that the
-/// ones it needs are committed and `side` sees the same (each statement
-/// reads the rows committed when it starts, in either transaction). A
-/// lookup that fails leaves this and the later chunks to the writer's own.
+/// ones it needs are committed and the sides see the same (each statement
+/// reads the rows committed when it starts, in any transaction). A lookup
+/// that fails leaves this and the later chunks to the writer's own.
 pub async fn look_ahead<R>(
-    side: PgTxn,
+    sides: Vec<PgTxn>,
     customer_of: CustomerOf<R>,
     mut chunks: Receiver<Chunk<R>>,
     looked_up: Sender<Chunk<R>>,
@@ -115,9 +116,7 @@ pub async fn look_ahead<R>(
                 Parsed::Row(pending) => Some(&mut pending.row),
                 Parsed::Refused(..) => None,
             });
-            let wanted = wanted(rows, customer_of);
-            let keys: Vec<&str> = wanted.iter().map(String::as_str).collect();
-            match side.ids_by_external_id("customers", &keys).await {
+            match look_up(&sides, &wanted(rows, customer_of)).await {
                 Ok(known) => chunk.customers = Some(known),
                 Err(error) => {
                     tracing::debug!(%error, "looking up customers ahead; the import looks them up itself");
@@ -129,5 +128,22 @@ pub async fn look_ahead<R>(
             break;
         }
     }
-    let _ = side.rollback().await;
+    for side in sides {
+        let _ = side.rollback().await;
+    }
+}
+
+/// The customers among `wanted` (sorted), each side looking up its share:
+/// a run of neighbouring ids, so that a range read still fits it.
+async fn look_up(sides: &[PgTxn], wanted: &[String]) -> Result<Known, DbErr> {
+    let share = wanted.len().div_ceil(sides.len()).max(1);
+    let lookups = sides.iter().zip(wanted.chunks(share)).map(|(side, keys)| async move {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        side.ids_by_external_id("customers", &keys).await
+    });
+    let mut known = Known::with_capacity(wanted.len());
+    for found in futures_util::future::try_join_all(lookups).await? {
+        known.extend(found);
+    }
+    Ok(known)
 }
