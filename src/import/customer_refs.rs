@@ -44,13 +44,15 @@ pub async fn resolve_customers<R>(
     customer_of: CustomerOf<R>,
     known: Option<Known>,
 ) -> Result<Vec<(usize, RowError)>, DbErr> {
-    let wanted = wanted(batch.iter_mut().map(|pending| &mut pending.row), customer_of);
-    if wanted.is_empty() {
-        return Ok(Vec::new());
-    }
     let known = match known {
         Some(known) => known,
-        None => known_customers(txn, wanted).await?,
+        None => {
+            let wanted = wanted(batch.iter_mut().map(|pending| &mut pending.row), customer_of);
+            if wanted.is_empty() {
+                return Ok(Vec::new());
+            }
+            known_customers(txn, wanted).await?
+        }
     };
     let mut unknown = Vec::new();
     for (index, pending) in batch.iter_mut().enumerate() {
