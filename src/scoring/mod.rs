@@ -21,7 +21,7 @@ use crate::db::bulk::{BulkInsert, repeated_time};
 use crate::db::engine::{Options, Rewrite, Txn};
 use crate::db::entities::customer;
 use crate::failure::{Failure, Fault};
-use crate::features::snapshot::SnapshotWriter;
+use crate::features::snapshot::{self, ScoreValues, SnapshotWriter};
 use crate::features::{Features, History, compute, model_inputs};
 use crate::model::ModelFile;
 use crate::model::file::{self, ModelFileError};
@@ -218,7 +218,8 @@ struct AllScores {
 /// meanwhile), and of the customers before it only their ids and scores.
 /// Each range's scores are written with the range's own deciles; with more
 /// than one range, one statement then ranks the whole base, changing the
-/// rows near a decile's edge.
+/// rows near a decile's edge. The snapshots carry the scores too, and the
+/// floors of the deciles are recorded beside them.
 async fn score_and_write(
     db: &DatabaseConnection,
     model: &Arc<ModelFile>,
@@ -232,7 +233,7 @@ async fn score_and_write(
     // what random upserts need is enough; with the default 8 MB the writes
     // took twice as long.
     let mut txn = Txn::begin(db, Options { write_lock_first: true, cache_mb: Some(32), memory_map: false }).await?;
-    let mut snapshots = SnapshotWriter::replacing_all(&mut txn, moment.as_of, moment.now).await?;
+    let mut snapshots = SnapshotWriter::replacing_all(&mut txn, moment.as_of, moment.now, model_id).await?;
     let scores_rewrite = begin_scores_rewrite(&mut txn, model_id).await?;
     let mut all = AllScores::default();
     let mut reading = HistoryReader::new(db, &ranges);
@@ -258,10 +259,11 @@ async fn score_and_write(
     }
     report.customers = all.scores.len();
     let clock = Instant::now();
+    let floors = metrics::decile_floors(&mut all.scores.clone());
     if ranges.len() > 1 {
-        let floors = metrics::decile_floors(&mut all.scores.clone());
         txn.execute(&rank_statement(scores_rewrite.target(), model_id, &floors)).await?;
     }
+    snapshot::record_deciles(&mut txn, model_id, &floors).await?;
     // Campaign segments join both tables next: their statistics are
     // gathered as they take the old ones' place, in the order segments
     // join them.
@@ -338,13 +340,26 @@ async fn score_history(
         let (start, end) = chunk.range;
         let features = chunk.collect(&mut scores, &mut outlooks, report);
         let clock = Instant::now();
-        snapshots.write(txn, &history.customer_ids[start..end], &features).await?;
+        let (chunk_scores, chunk_outlooks) = (&scores[start..end], &outlooks[start..end]);
+        let values = |i: usize| score_values(chunk_scores[i], chunk_outlooks[i]);
+        snapshots.write(txn, &history.customer_ids[start..end], &features, values).await?;
         report.write_snapshots += clock.elapsed();
     }
     if computing.join().is_err() || scores.len() != history.len() {
         return Err(DbErr::Custom("computing the features stopped before every customer was scored".into()));
     }
     Ok(RangeScores { scores, outlooks })
+}
+
+/// A customer's score and outlook as their snapshot carries them.
+fn score_values(score: f64, outlook: Option<Outlook>) -> ScoreValues {
+    ScoreValues {
+        score,
+        p_alive: outlook.map(|o| o.p_alive),
+        expected_orders_90d: outlook.map(|o| o.expected_orders_90d),
+        expected_orders_365d: outlook.map(|o| o.expected_orders_365d),
+        clv: outlook.and_then(|o| o.clv),
+    }
 }
 
 /// Computes the chunks on a thread of their own, two at most waiting; the

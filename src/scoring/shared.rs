@@ -2,7 +2,8 @@
 //! starts a run for the active model, each daemon scores one range of
 //! customers at a time and writes its snapshots and scores in one
 //! transaction with the range marked done, and the leader finishes the run
-//! by ranking the whole base into deciles. Each range holds only its own
+//! by ranking the whole base into deciles (and recording the floors beside
+//! the snapshots, when no range was given up). Each range holds only its own
 //! customers' history in memory.
 //!
 //! Readers see each range change as it commits, so a campaign could plan
@@ -15,11 +16,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 
-use super::{ScoreError, Scored, Written, rank_statement, write_range_scores};
+use super::{ScoreError, Scored, Written, rank_statement, score_values, write_range_scores};
 use crate::db::engine::{Options, Txn};
 use crate::db::entities::model as model_entity;
 use crate::features::History;
-use crate::features::snapshot::SnapshotWriter;
+use crate::features::snapshot::{self, SnapshotWriter};
 use crate::model::file;
 use crate::model::lifetime::Valuation;
 use crate::model::{metrics, registry};
@@ -72,9 +73,10 @@ pub async fn score_range(
     .map_err(|_| DbErr::Custom("computing the features of a range of customers stopped".into()))?;
     let deciles = metrics::deciles(&scored.scores);
     let mut txn = Txn::begin(db, Options { write_lock_first: true, cache_mb: Some(32), memory_map: false }).await?;
-    let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, range.run.started_at);
+    let mut snapshots = SnapshotWriter::new(txn.backend(), as_of, range.run.started_at, model_id);
     snapshots.clear_range(&mut txn, &range.customers).await?;
-    snapshots.write(&mut txn, &history.customer_ids, &scored.features).await?;
+    let values = |i: usize| score_values(scored.scores[i], scored.outlooks[i]);
+    snapshots.write(&mut txn, &history.customer_ids, &scored.features, values).await?;
     let written = Written {
         model_id,
         customer_ids: &history.customer_ids,
@@ -83,6 +85,10 @@ pub async fn score_range(
         outlooks: &scored.outlooks,
     };
     write_range_scores(&mut txn, &written, &range.customers, range.run.started_at).await?;
+    // Ranked by its own floors until the run finishes: no longer the
+    // recorded ones. Last, so that other daemons' ranges wait for this
+    // row lock only through the commit.
+    snapshot::forget_deciles(&mut txn).await?;
     if !work::complete(&mut txn, range, owner, chrono::Utc::now()).await? {
         txn.rollback().await?;
         return Ok(RangeOutcome::Lost);
@@ -112,6 +118,10 @@ pub async fn finish(
     txn.execute(&rank).await?;
     txn.analyze("scores").await?;
     txn.analyze("feature_snapshots").await?;
+    // A range given up keeps its former snapshots, perhaps another model's.
+    if progress.given_up == 0 {
+        snapshot::record_deciles(&mut txn, model_id, &floors).await?;
+    }
     let outcome = if progress.given_up > 0 { "abandoned" } else { "done" };
     if !work::finish(&mut txn, run, outcome, now).await? {
         txn.rollback().await?;

@@ -78,13 +78,28 @@ const LIVE: &str = "live";
 
 /// When a segment is evaluated: `now` for the "days since" fields, `today`
 /// (in the campaign's time zone) for "birthday today", and the report's
-/// attribution window for `converted("...")`.
-#[derive(Debug, Clone, Copy)]
+/// attribution window for `converted("...")`; where the active model's
+/// scores are read from.
+#[derive(Debug, Clone)]
 pub struct Context {
     pub backend: DbBackend,
     pub now: DateTime<Utc>,
     pub today: NaiveDate,
     pub attribution_window: chrono::Duration,
+    pub scores: Scores,
+}
+
+/// Where a segment reads the active model's scores (the fields of the
+/// `scores` table above).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scores {
+    /// The `scores` table, joined by customer and the active model's id
+    /// (None: no active model, and no customer has a score).
+    Joined(Option<i64>),
+    /// The snapshots' own columns, when every snapshot carries the active
+    /// model's scores (`features::snapshot::recorded_deciles`), ranked into
+    /// deciles by these floors: one table read instead of a join.
+    OnSnapshots(Vec<f64>),
 }
 
 /// The names and types for [`super::parse`].
@@ -93,11 +108,11 @@ pub fn known_fields() -> Vec<(&'static str, FieldType)> {
 }
 
 /// `SELECT customers.id, customers.external_id` of the customers in the
-/// segment, by customer id. Scores are those of `model_id` (the active model).
-/// `expr` must come from [`super::parse`] with [`known_fields`].
-pub fn select_customers(expr: &Expr, context: &Context, model_id: Option<i64>) -> SelectStatement {
+/// segment, by customer id. `expr` must come from [`super::parse`] with
+/// [`known_fields`].
+pub fn select_customers(expr: &Expr, context: &Context) -> SelectStatement {
     let customers = Alias::new("customers");
-    let mut select = from_customers(model_id);
+    let mut select = from_customers(&context.scores);
     select
         .column((customers.clone(), Alias::new("id")))
         .column((customers.clone(), Alias::new("external_id")))
@@ -107,43 +122,63 @@ pub fn select_customers(expr: &Expr, context: &Context, model_id: Option<i64>) -
     select
 }
 
-/// `FROM customers` joined to their feature snapshot and their score by
-/// `model_id`: what every field reads from. No columns selected yet.
-pub fn from_customers(model_id: Option<i64>) -> SelectStatement {
+/// `FROM customers` joined to their feature snapshot (and their score, as
+/// `scores` says): what every field reads from. No columns selected yet.
+pub fn from_customers(scores: &Scores) -> SelectStatement {
     let customers = Alias::new("customers");
     let mut select = Query::select();
-    select
-        .from(customers.clone())
-        .left_join(
-            Alias::new("feature_snapshots"),
-            Sql::col((Alias::new("feature_snapshots"), Alias::new("customer_id")))
-                .equals((customers.clone(), Alias::new("id"))),
-        )
-        .left_join(
-            Alias::new("scores"),
-            Condition::all()
-                .add(Sql::col((Alias::new("scores"), Alias::new("customer_id"))).equals((customers, Alias::new("id"))))
-                .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
-        );
+    select.from(customers.clone()).left_join(
+        Alias::new("feature_snapshots"),
+        Sql::col((Alias::new("feature_snapshots"), Alias::new("customer_id")))
+            .equals((customers.clone(), Alias::new("id"))),
+    );
+    join_scores(&mut select, scores, (customers, Alias::new("id")));
     select
 }
 
-/// `FROM feature_snapshots` joined to the scores by `model_id`: the rows of
-/// a segment that `source::readable_from_snapshots` allows, without the
-/// customers' own columns. No columns selected yet.
-pub fn from_snapshots(model_id: Option<i64>) -> SelectStatement {
-    let snapshots = Alias::new("feature_snapshots");
+/// `FROM feature_snapshots` (joined to the scores, as `scores` says): the
+/// rows of a segment that `source::readable_from_snapshots` allows, without
+/// the customers' own columns. No columns selected yet.
+pub fn from_snapshots(scores: &Scores) -> SelectStatement {
     let mut select = Query::select();
-    select.from(snapshots.clone()).left_join(
-        Alias::new("scores"),
-        Condition::all()
-            .add(
-                Sql::col((Alias::new("scores"), Alias::new("customer_id")))
-                    .equals((snapshots, Alias::new("customer_id"))),
-            )
-            .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
-    );
+    select.from(Alias::new("feature_snapshots"));
+    join_scores(&mut select, scores, (Alias::new("feature_snapshots"), Alias::new("customer_id")));
     select
+}
+
+/// Joins the active model's scores to `customer_id`, unless the snapshots
+/// carry them.
+fn join_scores(select: &mut SelectStatement, scores: &Scores, customer_id: (Alias, Alias)) {
+    if let Scores::Joined(model_id) = scores {
+        select.left_join(
+            Alias::new("scores"),
+            Condition::all()
+                .add(Sql::col((Alias::new("scores"), Alias::new("customer_id"))).equals(customer_id))
+                .add(Sql::col((Alias::new("scores"), Alias::new("model_id"))).eq(model_id.unwrap_or(-1))),
+        );
+    }
+}
+
+/// A column of the `scores` table, or what stands for it on the snapshots:
+/// the same column, and for the decile the rank of the snapshot's score by
+/// the recorded floors, as scoring ranks the `scores` table
+/// (`model::metrics::decile_from_floors`); NULL without a score.
+fn score_column(column: &'static str, scores: &Scores) -> SimpleExpr {
+    let snapshots = Alias::new("feature_snapshots");
+    match scores {
+        Scores::Joined(_) => Sql::col((Alias::new("scores"), Alias::new(column))),
+        Scores::OnSnapshots(floors) if column == "decile" => {
+            let score = || Sql::col((snapshots.clone(), Alias::new("score")));
+            // Decile d for a score at or above floor d, else the last for any score.
+            let mut whens = floors.iter().map(|floor| score().gte(*floor)).chain([score().is_not_null()]);
+            let mut case = Sql::case(whens.next().expect("the last test is always there"), 1);
+            for (i, when) in whens.enumerate() {
+                case = case.case(when, i as i32 + 2);
+            }
+            case.into()
+        }
+        Scores::OnSnapshots(_) => Sql::col((snapshots, Alias::new(column))),
+    }
 }
 
 /// The condition an expression stands for.
@@ -307,6 +342,8 @@ pub fn column(field: &Field, compared_with: &Value, context: &Context) -> Simple
             let (_, _, table, column, _) = field_entry(name).expect("the validator only lets known fields through");
             if *table == LIVE {
                 live_column(column, context)
+            } else if *table == "scores" {
+                score_column(column, &context.scores)
             } else {
                 Sql::col((Alias::new(*table), Alias::new(*column)))
             }

@@ -1,11 +1,13 @@
 //! Which rows a segment's customers can be read from. Every customer joined
 //! to their snapshot and score (`compile::from_customers`) always serves.
-//! The snapshots joined to the scores (`compile::from_snapshots`) give the
+//! The snapshots with their scores (`compile::from_snapshots`) give the
 //! same customers when the segment reads nothing else and no customer
 //! without a snapshot can match it; the caller then takes consent and
 //! erasure from the few customers who lack consent or are erased. On
 //! PostgreSQL the join of every customer to their snapshot and score costs
-//! several times a scan of one table, and most of a campaign's planning.
+//! several times a scan of one table, and most of a campaign's planning;
+//! where the snapshots carry the scores (`compile::Scores`), that scan is
+//! all a segment reads.
 //! It relies on every snapshot's customer existing: no customer row is ever
 //! deleted (an erasure keeps it, marked), and scoring writes snapshots only
 //! of the customers it read.

@@ -5,7 +5,7 @@ fn migrate_creates_the_schema_from_an_empty_database_and_then_has_nothing_to_do(
     each_backend(|env| {
         let first = env.ok(&["migrate"]);
         assert!(
-            first.stdout.starts_with("applied 24 migration(s): m20261123_000001_create_customers"),
+            first.stdout.starts_with("applied 25 migration(s): m20261123_000001_create_customers"),
             "{}",
             first.stdout
         );

@@ -276,6 +276,23 @@ fn score_rows(env: &TestEnv) -> Vec<String> {
     env.strings("SELECT CAST(customer_id AS TEXT) || ' ' || CAST(score AS TEXT) || ' ' || CAST(decile AS TEXT) FROM scores ORDER BY customer_id")
 }
 
+/// Every snapshot carries its customer's score and outlook by the model
+/// whose decile floors are recorded, and the floors rank each score into
+/// its decile in the `scores` table.
+fn assert_snapshots_carry_the_ranked_scores(env: &TestEnv) {
+    let differ = |a: &str| format!("COALESCE(f.{a}, -1) <> COALESCE(s.{a}, -1)");
+    let carried = ["score", "p_alive", "expected_orders_90d", "expected_orders_365d", "clv"].map(differ).join(" OR ");
+    let mismatched = format!(
+        "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots f \
+         LEFT JOIN scores s ON s.customer_id = f.customer_id AND s.model_id = f.model_id \
+         WHERE s.customer_id IS NULL OR f.model_id <> (SELECT MIN(model_id) FROM snapshot_deciles) OR {carried} \
+         OR s.decile <> 1 + (SELECT COUNT(*) FROM snapshot_deciles d WHERE f.score < d.floor)"
+    );
+    assert_eq!(count(env, &mismatched), 0);
+    assert_eq!(count(env, "SELECT CAST(COUNT(DISTINCT model_id) AS TEXT) FROM snapshot_deciles"), 1);
+    assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM snapshot_deciles"), 9);
+}
+
 /// The rows are equal; else the first few that differ.
 pub fn assert_same_rows(shared: &[String], alone: &[String]) {
     let differing: Vec<(&String, &String)> = shared.iter().zip(alone).filter(|(a, b)| a != b).take(5).collect();
@@ -343,6 +360,7 @@ fn a_scoring_run_shared_by_two_daemons_scores_every_customer_once_and_ranks_as_o
         assert_eq!(count(env, "SELECT CAST(COUNT(DISTINCT customer_id) AS TEXT) FROM scores"), 2357);
         assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM feature_snapshots"), 2357);
         assert_eq!(count(env, "SELECT CAST(COUNT(*) AS TEXT) FROM work_ranges WHERE attempts = 2"), 1);
+        assert_snapshots_carry_the_ranked_scores(env);
         let shared_rows = score_rows(env);
         env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
         assert_same_rows(&shared_rows, &score_rows(env));
@@ -402,6 +420,65 @@ fn scoring_writes_the_customer_base_outlook_and_a_segment_on_it_plans_exactly_th
         let (worth, alive) = sample.split_once(", alive ").expect("both values");
         assert!(worth.parse::<f64>().expect("a value") > 100.0, "{sample}");
         assert!(alive.split_whitespace().next().unwrap().parse::<f64>().expect("a probability") < 0.3, "{sample}");
+    });
+}
+
+/// The customers a campaign on the two best deciles of the active model
+/// plans, by external id; its outbox rows are removed after, so that the
+/// next campaign's are not capped by them.
+fn planned_top_deciles(env: &TestEnv, campaign: &str) -> Vec<String> {
+    env.write(
+        &format!("campaigns/{campaign}.toml"),
+        "[audience]\nwhere = 'frequency >= 1 and propensity_decile <= 2'\norder_by = 'propensity desc'\nholdout = 0\n\n\
+         [message]\nfrom = \"shop@example.com\"\nsubject = \"Hello\"\ntext = \"Hello {{ unsubscribe_url }}\"\n",
+    );
+    env.ok(&["campaign", "run", campaign]);
+    let planned = env
+        .strings("SELECT c.external_id FROM outbox o JOIN customers c ON c.id = o.customer_id ORDER BY c.external_id");
+    env.execute("DELETE FROM outbox");
+    planned
+}
+
+/// The customers with a snapshot whose score of the model named `model` is
+/// in the two best deciles of the `scores` table, who have marketing
+/// consent and no open complaint, by external id.
+fn top_deciles_by_the_scores_table(env: &TestEnv, model: &str) -> Vec<String> {
+    env.strings(&format!(
+        "SELECT c.external_id FROM customers c JOIN feature_snapshots f ON f.customer_id = c.id \
+         JOIN scores s ON s.customer_id = c.id JOIN models m ON m.id = s.model_id \
+         WHERE m.name = '{model}' AND f.frequency >= 1 AND s.decile <= 2 AND c.marketing_consent \
+         AND NOT EXISTS (SELECT 1 FROM interactions i WHERE i.customer_id = c.id AND i.kind = 'complaint' \
+         AND i.status = 'open') ORDER BY c.external_id"
+    ))
+}
+
+#[test]
+fn segments_read_the_snapshots_scores_only_while_they_are_the_active_models() {
+    each_backend(|env| {
+        import_example(env);
+        std::fs::create_dir(env.dir.path().join("campaigns")).unwrap();
+        train(env, "logistic", &[]);
+        let logistic = active_model(env);
+        env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
+        train(env, "tree", &["--force"]);
+        let tree = active_model(env);
+        env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
+        // The snapshots carry the tree's scores, ranked by floors recorded beside them.
+        let recorded = env.strings(
+            "SELECT CAST(COUNT(*) AS TEXT) || ' ' || MIN(m.name) || ' ' || MAX(m.name) \
+             FROM snapshot_deciles d JOIN models m ON m.id = d.model_id",
+        );
+        assert_eq!(recorded, [format!("9 {tree} {tree}")]);
+        let by_tree = planned_top_deciles(env, "tree_top");
+        assert_eq!(by_tree, top_deciles_by_the_scores_table(env, &tree));
+        assert!(by_tree.len() > 200, "{} planned", by_tree.len());
+
+        // The logistic model's scores are older than the snapshots' own:
+        // segments read them from the scores table.
+        env.ok(&["model", "activate", &logistic]);
+        let by_logistic = planned_top_deciles(env, "logistic_top");
+        assert_eq!(by_logistic, top_deciles_by_the_scores_table(env, &logistic));
+        assert_ne!(by_logistic, by_tree, "the two models rank differently");
     });
 }
 
@@ -516,6 +593,7 @@ fn scoring_a_range_of_customers_at_a_time_writes_what_scoring_them_all_at_once_d
         import_example(env);
         train(env, "logistic", &[]);
         env.ok(&["score", "--as-of", "1997-12-31T00:00:00Z"]);
+        assert_snapshots_carry_the_ranked_scores(env);
         let at_once = score_rows(env);
         let snapshots = "SELECT CAST(customer_id AS TEXT) || ' ' || CAST(orders_total AS TEXT) || ' ' || CAST(monetary_total AS TEXT) || ' ' || COALESCE(CAST(recency_days AS TEXT), '-') FROM feature_snapshots ORDER BY customer_id";
         let outlooks = "SELECT CAST(customer_id AS TEXT) || ' ' || COALESCE(CAST(p_alive AS TEXT), '-') || ' ' || COALESCE(CAST(clv AS TEXT), '-') FROM scores ORDER BY customer_id";
@@ -535,6 +613,7 @@ fn scoring_a_range_of_customers_at_a_time_writes_what_scoring_them_all_at_once_d
         // 24 ranges of 100, each ranked on its own first: the deciles are
         // the whole base's only once the ranges are ranked together.
         assert_same_rows(&score_rows(env), &at_once);
+        assert_snapshots_carry_the_ranked_scores(env);
         assert_eq!(env.strings(snapshots), snapshots_at_once);
         assert_eq!(env.strings(outlooks), outlooks_at_once);
     });

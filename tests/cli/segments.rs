@@ -64,8 +64,9 @@ fn segment(env: &TestEnv, text: &str) -> Vec<String> {
             now: chrono::Utc::now(),
             today: chrono::Utc::now().date_naive(),
             attribution_window: chrono::Duration::days(7),
+            scores: compile::Scores::Joined(Some(model)),
         };
-        let select = compile::select_customers(&expr, &context, Some(model));
+        let select = compile::select_customers(&expr, &context);
         let rows = db.query_all_raw(backend.build(&select)).await.unwrap_or_else(|e| panic!("{text}: {e}"));
         rows.iter().map(|r| r.try_get_by_index::<String>(1).unwrap()).collect()
     })

@@ -37,8 +37,9 @@ use crate::db::engine::{Options, Txn, as_double};
 use crate::db::entities::model;
 use crate::db::entities::outbox::State as OutboxState;
 use crate::db::record::record;
+use crate::features::snapshot;
 use crate::model::registry;
-use crate::segment::compile::{self, Context};
+use crate::segment::compile::{self, Context, Scores};
 use crate::segment::source;
 use crate::segment::{Field, Value};
 
@@ -221,11 +222,15 @@ pub async fn evaluate(
 async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: DateTime<Utc>) -> Result<Plan, DbErr> {
     let active_model = registry::find_active().select_only().column(model::Column::Id).into_query();
     let model_id = txn.values::<i64>(&active_model).await?.first().copied();
+    let scores = match snapshot::recorded_deciles(txn).await? {
+        Some((scored_by, floors)) if Some(scored_by) == model_id => Scores::OnSnapshots(floors),
+        _ => Scores::Joined(model_id),
+    };
     let started = Instant::now();
     let exclusions = Exclusions::load(txn, campaign, rules, at).await?;
     let exclusions_loaded = started.elapsed();
     let source = Source::of(campaign);
-    let segment = segment(campaign, rules, at, txn.backend(), model_id, source);
+    let segment = segment(campaign, rules, at, txn.backend(), scores, source);
     txn.parallel_reads().await?;
     let mut audience = txn.scan_all::<Candidate>(&segment).await?;
     if source == Source::Snapshots {
@@ -658,21 +663,21 @@ fn segment(
     rules: &Rules,
     at: DateTime<Utc>,
     backend: DbBackend,
-    model_id: Option<i64>,
+    scores: Scores,
     source: Source,
 ) -> SelectStatement {
     let today = at.with_timezone(&campaign.timezone).date_naive();
-    let context = Context { backend, now: at, today, attribution_window: rules.attribution_window };
+    let context = Context { backend, now: at, today, attribution_window: rules.attribution_window, scores };
     let customers = Alias::new("customers");
     let (mut select, customer_id, consent, timezone) = match source {
         Source::Customers => (
-            compile::from_customers(model_id),
+            compile::from_customers(&context.scores),
             Expr::col((customers.clone(), Alias::new("id"))),
             Expr::col((customers.clone(), Alias::new("marketing_consent"))),
             customer_timezone(campaign, &context),
         ),
         Source::Snapshots => (
-            compile::from_snapshots(model_id),
+            compile::from_snapshots(&context.scores),
             Expr::col((Alias::new("feature_snapshots"), Alias::new("customer_id"))),
             Expr::val(true),
             Expr::val(DbValue::String(None)),

@@ -31,6 +31,14 @@ pub struct Model {
     pub complaints_open: i32,
     pub complaints_365d: i32,
     pub loyalty_tier: Option<String>,
+    /// The model whose score and outlook follow (migration 25); None in
+    /// snapshots written before it.
+    pub model_id: Option<i64>,
+    pub score: Option<f64>,
+    pub p_alive: Option<f64>,
+    pub expected_orders_90d: Option<f64>,
+    pub expected_orders_365d: Option<f64>,
+    pub clv: Option<f64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -27,6 +27,7 @@ mod m20261207_000021_outbox_results;
 mod m20261207_000022_outbox_retry_index;
 mod m20261207_000023_pending_state_index;
 mod m20261207_000024_outbox_lease_index;
+mod m20261207_000025_scores_on_snapshots;
 
 pub struct Migrator;
 
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000022_outbox_retry_index::Migration),
             Box::new(m20261207_000023_pending_state_index::Migration),
             Box::new(m20261207_000024_outbox_lease_index::Migration),
+            Box::new(m20261207_000025_scores_on_snapshots::Migration),
         ]
     }
 }
