@@ -264,9 +264,9 @@ async fn score_and_write(
         txn.execute(&rank_statement(scores_rewrite.target(), model_id, &floors)).await?;
     }
     snapshot::record_deciles(&mut txn, model_id, &floors).await?;
-    // Campaign segments join both tables next: their statistics are
-    // gathered as they take the old ones' place, in the order segments
-    // join them.
+    // Campaign segments read both tables next (joined, where the snapshots
+    // do not carry the scores): their statistics are gathered as they take
+    // the old ones' place, in the order segments join them.
     let rewrites = snapshots.into_rewrite().into_iter().chain([scores_rewrite]).collect();
     txn.finish_rewrites(rewrites).await?;
     txn.commit().await?;
