@@ -428,7 +428,7 @@ async fn begin_scores_rewrite(txn: &mut Txn, model_id: i64) -> Result<Rewrite, D
 /// (`metrics::decile_floors` of all of them), changing only the rows whose
 /// decile differs.
 fn rank_statement(table: &'static str, model_id: i64, floors: &[f64]) -> UpdateStatement {
-    let decile = decile_expression(floors);
+    let decile = decile_expression(|| Expr::col("score"), floors);
     Query::update()
         .table(table)
         .value("decile", decile.clone())
@@ -437,14 +437,16 @@ fn rank_statement(table: &'static str, model_id: i64, floors: &[f64]) -> UpdateS
         .to_owned()
 }
 
-/// `CASE WHEN score >= floor1 THEN 1 ... ELSE 10 END`.
-fn decile_expression(floors: &[f64]) -> SimpleExpr {
-    let Some((first, rest)) = floors.split_first() else { return Expr::val(1) };
-    let mut case = Expr::case(Expr::col("score").gte(*first), 1);
-    for (i, floor) in rest.iter().enumerate() {
-        case = case.case(Expr::col("score").gte(*floor), i as i32 + 2);
+/// The decile of the score `score()` reads, by `floors`
+/// (`metrics::decile_from_floors` in SQL): `CASE WHEN score >= floor1 THEN
+/// 1 ... WHEN score IS NOT NULL THEN 10 END`, NULL without a score.
+pub fn decile_expression(score: impl Fn() -> SimpleExpr, floors: &[f64]) -> SimpleExpr {
+    let mut whens = floors.iter().map(|floor| score().gte(*floor)).chain([score().is_not_null()]);
+    let mut case = Expr::case(whens.next().expect("the last test is always there"), 1);
+    for (i, when) in whens.enumerate() {
+        case = case.case(when, i as i32 + 2);
     }
-    case.finally(10).into()
+    case.into()
 }
 
 /// Writes `written` into `table` (`scores` or the table replacing it).

@@ -97,9 +97,10 @@ pub enum Scores {
     /// (None: no active model, and no customer has a score).
     Joined(Option<i64>),
     /// The snapshots' own columns, when every snapshot carries the active
-    /// model's scores (`features::snapshot::recorded_deciles`), ranked into
-    /// deciles by these floors: one table read instead of a join.
-    OnSnapshots(Vec<f64>),
+    /// model's scores (`features::snapshot::recorded_deciles`), with the
+    /// decile of the snapshot's score by the recorded floors as `decile`:
+    /// one table read instead of a join.
+    OnSnapshots { decile: SimpleExpr },
 }
 
 /// The names and types for [`super::parse`].
@@ -159,25 +160,12 @@ fn join_scores(select: &mut SelectStatement, scores: &Scores, customer_id: (Alia
     }
 }
 
-/// A column of the `scores` table, or what stands for it on the snapshots:
-/// the same column, and for the decile the rank of the snapshot's score by
-/// the recorded floors, as scoring ranks the `scores` table
-/// (`model::metrics::decile_from_floors`); NULL without a score.
+/// A column of the `scores` table, or what stands for it on the snapshots.
 fn score_column(column: &'static str, scores: &Scores) -> SimpleExpr {
-    let snapshots = Alias::new("feature_snapshots");
     match scores {
         Scores::Joined(_) => Sql::col((Alias::new("scores"), Alias::new(column))),
-        Scores::OnSnapshots(floors) if column == "decile" => {
-            let score = || Sql::col((snapshots.clone(), Alias::new("score")));
-            // Decile d for a score at or above floor d, else the last for any score.
-            let mut whens = floors.iter().map(|floor| score().gte(*floor)).chain([score().is_not_null()]);
-            let mut case = Sql::case(whens.next().expect("the last test is always there"), 1);
-            for (i, when) in whens.enumerate() {
-                case = case.case(when, i as i32 + 2);
-            }
-            case.into()
-        }
-        Scores::OnSnapshots(_) => Sql::col((snapshots, Alias::new(column))),
+        Scores::OnSnapshots { decile } if column == "decile" => decile.clone(),
+        Scores::OnSnapshots { .. } => Sql::col((Alias::new("feature_snapshots"), Alias::new(column))),
     }
 }
 

@@ -39,6 +39,7 @@ use crate::db::entities::outbox::State as OutboxState;
 use crate::db::record::record;
 use crate::features::snapshot;
 use crate::model::registry;
+use crate::scoring;
 use crate::segment::compile::{self, Context, Scores};
 use crate::segment::source;
 use crate::segment::{Field, Value};
@@ -223,7 +224,10 @@ async fn evaluate_in(txn: &mut Txn, campaign: &Campaign, rules: &Rules, at: Date
     let active_model = registry::find_active().select_only().column(model::Column::Id).into_query();
     let model_id = txn.values::<i64>(&active_model).await?.first().copied();
     let scores = match snapshot::recorded_deciles(txn).await? {
-        Some((scored_by, floors)) if Some(scored_by) == model_id => Scores::OnSnapshots(floors),
+        Some((scored_by, floors)) if Some(scored_by) == model_id => {
+            let score = || Expr::col((Alias::new("feature_snapshots"), Alias::new("score")));
+            Scores::OnSnapshots { decile: scoring::decile_expression(score, &floors) }
+        }
         _ => Scores::Joined(model_id),
     };
     let started = Instant::now();
